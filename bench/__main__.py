@@ -1,0 +1,81 @@
+"""Command line of the load-test harness.
+
+    python -m bench upstream --kind openai --port 8001 [--host H] [--ttft-ms X]
+        [--tokens-per-s X] [--chunks N] [--fail RATE] [--key K]
+
+runs a fake upstream in the foreground until Ctrl-C and prints one line with its URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from functools import partial
+
+import trio
+
+from bench.fakes.directives import DirectiveError
+from bench.fakes.openai import DEFAULT_KEY, FakeOpenAI
+
+AVAILABLE_KINDS = ("openai",)
+RESERVED_KINDS = ("anthropic", "gemini")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m bench``."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description="load-test harness")
+    commands = parser.add_subparsers(dest="command", required=True)
+    upstream = commands.add_parser("upstream", help="run a fake upstream until Ctrl-C")
+    upstream.add_argument("--kind", default="openai", help="upstream API to fake (openai)")
+    upstream.add_argument("--host", default="127.0.0.1")
+    upstream.add_argument("--port", type=int, required=True, help="0 picks a free port")
+    upstream.add_argument("--ttft-ms", type=float, default=0.0, help="delay to first chunk")
+    upstream.add_argument("--tokens-per-s", type=float, default=None, help="stream pace")
+    upstream.add_argument("--chunks", type=int, default=5, help="content chunks per answer")
+    upstream.add_argument("--fail", type=float, default=0.0, metavar="RATE", help="500 rate")
+    upstream.add_argument("--key", default=DEFAULT_KEY, help="accepted bearer key")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; return the process exit code."""
+    args = build_parser().parse_args(argv)
+    if args.kind not in AVAILABLE_KINDS:
+        known = "is reserved but not available yet" if args.kind in RESERVED_KINDS else "unknown"
+        print(f"python -m bench: upstream kind {args.kind!r}: {known}", file=sys.stderr)
+        return 2
+    try:
+        fake = FakeOpenAI(
+            api_key=args.key,
+            record=False,
+            ttft_ms=args.ttft_ms,
+            tokens_per_s=args.tokens_per_s,
+            chunks=args.chunks,
+            fail_rate=args.fail,
+        )
+    except DirectiveError as exc:
+        print(f"python -m bench: {exc}", file=sys.stderr)
+        return 2
+
+    status = 0
+    try:
+        trio.run(_serve_and_announce, fake, args.kind, args.host, args.port)
+    except* KeyboardInterrupt:
+        pass
+    except* OSError as group:
+        where = f"{args.host}:{args.port}"
+        print(f"python -m bench: cannot listen on {where}: {group.exceptions[0]}", file=sys.stderr)
+        status = 1
+    return status
+
+
+async def _serve_and_announce(fake: FakeOpenAI, kind: str, host: str, port: int) -> None:
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(partial(fake.serve, host, port))
+        shown = f"[{host}]" if ":" in host else host
+        print(f"fake {kind} upstream: http://{shown}:{bound}/v1", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

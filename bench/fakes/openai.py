@@ -1,0 +1,599 @@
+"""A fake OpenAI Chat Completions upstream: exact wire format, injectable failures.
+
+`FakeOpenAI` serves ``POST /v1/chat/completions`` and ``GET /v1/models`` on
+`bench.fakes.server`. It checks requests the way OpenAI does (bearer key, JSON body,
+``model``, non-empty ``messages``, ``stream_options`` only with ``stream: true``; with
+``strict_roles`` also role ``developer`` and ``max_completion_tokens``, like older
+OpenAI-compatible servers) and answers in OpenAI's shapes: a ``chat.completion`` with
+usage, or ``chat.completion.chunk`` SSE events ending in ``data: [DONE]``. A request
+with ``tools`` (and ``tool_choice`` not ``"none"``) is answered with one tool call.
+
+Behaviour (delays, pace, failures) comes from `Behaviour` knobs: constructor defaults,
+`configure`, and per-request directives in the model name (see `directives`). The
+answer echoes the model name without its directives.
+
+Timeline of a stream: ``ttft_ms``, then the status line, headers, role chunk and first
+content chunk in one write; then, when paced by ``chunk_interval_ms``/``tokens_per_s``,
+one write per content chunk; the finish chunk, the usage chunk (only with
+``stream_options.include_usage``) and ``[DONE]`` go with the last content chunk. An
+unpaced stream is written at once (cheap: the fake must not bound a benchmark).
+
+For tests in another thread: `requests` (when recording), `request_count`,
+`disconnects` (clients that went away before their response ended) and the blocking,
+thread-safe `wait_for_requests`/`wait_for_disconnects`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import trio
+
+from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, split_model
+from bench.fakes.server import CoarseTimer, Reply, Request, serve_http
+
+DEFAULT_KEY = "sk-fake-upstream"
+_WORDS = ("This", " is", " a", " fake", " answer", " from", " the", " fake", " upstream", ".")
+_DONE = b"data: [DONE]\n\n"
+_JSON = ("content-type", "application/json")
+_SSE = ("content-type", "text/event-stream; charset=utf-8")
+_FINGERPRINT = "fp_fake"
+_CREATED_MODELS = 1_700_000_000
+_FAILURE_GAP_S = 0.005  # pause between the events before an injected failure and it
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as the fake received it; `time` is `time.monotonic()` at arrival."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any  # the parsed JSON body; None when absent or not JSON
+    time: float
+
+
+class _Refusal(Exception):
+    """An OpenAI-shaped error answer, raised while checking a request."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str = "invalid_request_error",
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = error_body(message, error_type, param=param, code=code)
+        self.headers = headers
+
+
+def error_body(
+    message: str, error_type: str, *, param: str | None = None, code: str | None = None
+) -> bytes:
+    """OpenAI's error object: all four keys, always."""
+    error = {"message": message, "type": error_type, "param": param, "code": code}
+    return orjson.dumps({"error": error})
+
+
+class FakeOpenAI:
+    """The fake upstream; `handle` is its `bench.fakes.server` handler."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_KEY,
+        strict_roles: bool = False,
+        models: Sequence[str] = ("fake-model",),
+        seed: int | None = None,
+        record: bool = True,
+        **knobs: object,
+    ) -> None:
+        """`knobs` are `Behaviour` defaults. `seed` makes `fail_rate` random (seeded);
+        without it exactly every 1/fail_rate-th request fails. `record=False` keeps
+        `requests` empty (long benchmarks)."""
+        self.api_key = api_key
+        self.strict_roles = strict_roles
+        self.models = tuple(models)
+        self.record = record
+        self.defaults = apply_knobs(Behaviour(), knobs)
+        self.requests: list[RecordedRequest] = []
+        self._rng = random.Random(seed) if seed is not None else None
+        self._fail_credit = 0.0
+        self._ids = itertools.count(1)
+        self._cond = threading.Condition()
+        self._request_count = 0
+        self._disconnects = 0
+        self._timer = CoarseTimer()
+
+    # -- control and observation (thread-safe) --------------------------------
+
+    def configure(self, **knobs: object) -> None:
+        """Change the default behaviour for the requests that arrive from now on."""
+        self.defaults = apply_knobs(self.defaults, knobs)
+
+    @property
+    def request_count(self) -> int:
+        """Requests received so far (recorded or not)."""
+        return self._request_count
+
+    @property
+    def disconnects(self) -> int:
+        """Clients that went away before their response was complete."""
+        return self._disconnects
+
+    def wait_for_requests(self, count: int, timeout_s: float = 5.0) -> bool:
+        """Block until `count` requests have arrived; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._request_count >= count, timeout_s)
+
+    def wait_for_disconnects(self, count: int = 1, timeout_s: float = 5.0) -> bool:
+        """Block until `count` client disconnects were seen; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._disconnects >= count, timeout_s)
+
+    # -- serving ---------------------------------------------------------------
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on host:port until cancelled; reports the bound port via task_status."""
+        await serve_http(self.handle, host, port, task_status=task_status)
+
+    async def handle(self, request: Request, reply: Reply) -> None:
+        """Answer one HTTP request; count the client as gone if it left early."""
+        try:
+            await self._dispatch(request, reply)
+        finally:
+            if reply.client_gone:
+                with self._cond:
+                    self._disconnects += 1
+                    self._cond.notify_all()
+
+    async def _dispatch(self, request: Request, reply: Reply) -> None:
+        body = self._record(request)
+        request_id = f"req_{next(self._ids):016x}"
+        try:
+            if request.path == "/v1/chat/completions":
+                _check_method(request, "POST")
+                self._check_auth(request)
+                await self._chat(request_id, body, request.body, reply)
+            elif request.path == "/v1/models":
+                _check_method(request, "GET")
+                self._check_auth(request)
+                data = [
+                    {"id": m, "object": "model", "created": _CREATED_MODELS, "owned_by": "fake"}
+                    for m in self.models
+                ]
+                listing = orjson.dumps({"object": "list", "data": data})
+                await reply.send(200, [_JSON, ("x-request-id", request_id)], listing)
+            else:
+                raise _Refusal(404, f"Invalid URL ({request.method} {request.path})")
+        except _Refusal as refusal:
+            headers = [_JSON, ("x-request-id", request_id), *refusal.headers]
+            await reply.send(refusal.status, headers, refusal.body)
+
+    def _record(self, request: Request) -> Any:
+        """Count the request, record it when asked, and return its parsed JSON body."""
+        body: Any = None
+        if request.body:
+            try:
+                body = orjson.loads(request.body)
+            except orjson.JSONDecodeError:
+                body = None
+        with self._cond:
+            self._request_count += 1
+            if self.record:
+                self.requests.append(
+                    RecordedRequest(
+                        request.method, request.path, request.headers, body, time.monotonic()
+                    )
+                )
+            self._cond.notify_all()
+        return body
+
+    def _check_auth(self, request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if not header or scheme.lower() != "bearer" or not key.strip():
+            raise _Refusal(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            )
+        key = key.strip()
+        if key != self.api_key:
+            masked = f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
+            raise _Refusal(401, f"Incorrect API key provided: {masked}.", code="invalid_api_key")
+
+    # -- chat completions --------------------------------------------------------
+
+    async def _chat(self, request_id: str, body: Any, raw: bytes, reply: Reply) -> None:
+        if body is None and raw:
+            raise _Refusal(400, "We could not parse the JSON body of your request.")
+        behaviour, model, stream = self._check_chat(body)
+        if behaviour.hang:
+            await trio.sleep_forever()
+        if self._should_fail(behaviour.fail_rate):
+            raise _Refusal(
+                500,
+                "The server had an error while processing your request. Sorry about that!",
+                "server_error",
+            )
+        if behaviour.status is not None:
+            raise _injected_refusal(behaviour, model)
+        answer = _Answer.build(f"chatcmpl-{request_id[4:]}", model, body, behaviour)
+        if stream:
+            await _stream(reply, request_id, answer, behaviour, self._timer)
+            return
+        await self._timer.sleep_until(trio.current_time() + behaviour.latency_ms / 1000.0)
+        if behaviour.reset_after is not None:
+            reply.abort()
+        await reply.send(200, [_JSON, ("x-request-id", request_id)], answer.completion())
+
+    def _check_chat(self, body: Any) -> tuple[Behaviour, str, bool]:
+        """Validate like OpenAI; return the request's behaviour, bare model and stream flag."""
+        if not isinstance(body, dict):
+            raise _Refusal(400, "The request body must be a JSON object.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _Refusal(400, "You must provide a model parameter.", param="model")
+        messages = body.get("messages")
+        if messages is None:
+            raise _Refusal(
+                400,
+                "Missing required parameter: 'messages'.",
+                param="messages",
+                code="missing_required_parameter",
+            )
+        if not isinstance(messages, list):
+            raise _Refusal(400, "Invalid type for 'messages': expected an array.", param="messages")
+        if not messages:
+            raise _Refusal(
+                400,
+                "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+                param="messages",
+                code="empty_array",
+            )
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise _Refusal(400, "Invalid type for 'stream': expected a boolean.", param="stream")
+        if body.get("stream_options") is not None and stream is not True:
+            raise _Refusal(
+                400,
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+            )
+        if self.strict_roles:
+            _check_strict_roles(body, messages)
+        name, raw = split_model(model)
+        try:
+            behaviour = apply_knobs(self.defaults, raw) if raw else self.defaults
+        except DirectiveError as exc:
+            raise _Refusal(400, f"Bad fake directive: {exc}", param="model") from None
+        return behaviour, name, stream is True
+
+    def _should_fail(self, rate: float) -> bool:
+        """Pick the requests `fail_rate` fails: seeded random, or evenly spread."""
+        if rate <= 0.0:
+            return False
+        if self._rng is not None:
+            return self._rng.random() < rate
+        self._fail_credit += rate
+        if self._fail_credit >= 1.0 - 1e-9:
+            self._fail_credit -= 1.0
+            return True
+        return False
+
+
+def _check_method(request: Request, method: str) -> None:
+    if request.method != method:
+        raise _Refusal(
+            405,
+            f"Invalid method for URL ({request.method} {request.path})",
+            headers=[("allow", method)],
+        )
+
+
+def _check_strict_roles(body: dict[str, Any], messages: list[Any]) -> None:
+    """Refuse what servers written before the o-series reject."""
+    for index, message in enumerate(messages):
+        if isinstance(message, dict) and message.get("role") == "developer":
+            raise _Refusal(
+                400,
+                "Unexpected role 'developer'. Allowed roles: system, user, assistant, tool.",
+                param=f"messages[{index}].role",
+            )
+    if "max_completion_tokens" in body:
+        raise _Refusal(
+            400,
+            "Unrecognized request argument supplied: max_completion_tokens",
+            param="max_completion_tokens",
+        )
+
+
+def _injected_refusal(behaviour: Behaviour, model: str) -> _Refusal:
+    """The error answer of the `status` knob, with OpenAI's usual type/code per status."""
+    status = behaviour.status or 500
+    error_type, code, message = "invalid_request_error", None, "Injected failure."
+    if status == 401:
+        code, message = "invalid_api_key", "Incorrect API key provided."
+    elif status == 403:
+        error_type, message = "permission_error", "You are not allowed to use this model."
+    elif status == 404:
+        code = "model_not_found"
+        message = f"The model `{model}` does not exist or you do not have access to it."
+    elif status == 429:
+        error_type, code = "requests", "rate_limit_exceeded"
+        message = f"Rate limit reached for {model} on requests per min (RPM)."
+    elif status >= 500:
+        error_type, message = "server_error", "The server is overloaded or not ready yet."
+    headers = [("retry-after", behaviour.retry_after)] if behaviour.retry_after else []
+    return _Refusal(
+        status,
+        behaviour.error_message or message,
+        behaviour.error_type or error_type,
+        code=code,
+        headers=headers,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What one request is answered with, renderable as a completion or as chunks."""
+
+    id: str
+    created: int
+    model: str
+    pieces: tuple[str, ...]  # content pieces, or tool-call argument pieces
+    tool_call: tuple[str, str] | None  # (call id, function name)
+    finish_reason: str
+    usage: dict[str, Any]
+    include_usage: bool
+
+    @classmethod
+    def build(cls, answer_id: str, model: str, body: dict[str, Any], b: Behaviour) -> _Answer:
+        tool = _pick_tool(body)
+        if tool is not None:
+            name, arguments = tool
+            pieces = _split(arguments, max(1, b.chunks))
+            tool_call: tuple[str, str] | None = (f"call_{answer_id[9:]}", name)
+            finish = "tool_calls"
+        else:
+            tool_call, finish = None, "stop"
+            count = b.chunks
+            limit = body.get("max_completion_tokens", body.get("max_tokens"))
+            if isinstance(limit, int) and not isinstance(limit, bool) and 0 <= limit < count:
+                count, finish = limit, "length"
+            pieces = tuple(_WORDS[i % len(_WORDS)] for i in range(count))
+        prompt = _estimate_prompt_tokens(body.get("messages"))
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(pieces),
+            "total_tokens": prompt + len(pieces),
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return cls(
+            answer_id, int(time.time()), model, pieces, tool_call, finish, usage, include_usage
+        )
+
+    def completion(self) -> bytes:
+        """The non-streamed ``chat.completion`` body."""
+        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+        if self.tool_call is None:
+            message["content"] = "".join(self.pieces)
+        else:
+            call_id, name = self.tool_call
+            function = {"name": name, "arguments": "".join(self.pieces)}
+            message["tool_calls"] = [{"id": call_id, "type": "function", "function": function}]
+        message["annotations"] = []
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": self.finish_reason,
+        }
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "object": "chat.completion",
+                "created": self.created,
+                "model": self.model,
+                "choices": [choice],
+                "usage": self.usage,
+                "service_tier": "default",
+                "system_fingerprint": _FINGERPRINT,
+            }
+        )
+
+    def events(self) -> list[bytes]:
+        """The stream's data events, without [DONE]: role, pieces, finish, usage?"""
+        if self.tool_call is None:
+            deltas: list[dict[str, Any]] = [{"role": "assistant", "content": "", "refusal": None}]
+            deltas += [{"content": piece} for piece in self.pieces]
+        else:
+            call_id, name = self.tool_call
+            first = {
+                "index": 0,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            deltas = [{"role": "assistant", "content": None, "refusal": None}]
+            deltas.append({"tool_calls": [first]})
+            deltas += [
+                {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                for piece in self.pieces
+            ]
+        events = [
+            self._chunk([{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}])
+            for d in deltas
+        ]
+        finish = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": self.finish_reason}
+        events.append(self._chunk([finish]))
+        if self.include_usage:
+            events.append(self._chunk([], self.usage))
+        return events
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "service_tier": "default",
+            "system_fingerprint": _FINGERPRINT,
+            "choices": choices,
+        }
+        if self.include_usage:
+            chunk["usage"] = usage
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+async def _stream(
+    reply: Reply, request_id: str, answer: _Answer, b: Behaviour, timer: CoarseTimer
+) -> None:
+    """Write the answer as SSE events on schedule, with a reset or an error where asked.
+
+    Events due at the same moment go out in one write: the role chunk with the first
+    piece, the last piece with the finish and usage chunks and [DONE], and a whole
+    unpaced stream at once. A paced stream (chunk_interval_ms or tokens_per_s) writes
+    each piece on its own, on an absolute schedule (to the millisecond, see
+    `CoarseTimer`) so that delays do not drift. An injected failure after some events
+    comes in a write of its own, at least `_FAILURE_GAP_S` after them, so that the
+    client sees those events before the failure even in an unpaced stream.
+    """
+    events = answer.events()
+    end = len(events)
+    last_piece = end - (2 if answer.include_usage else 1) - 1
+    reset_at = None if b.reset_after is None else min(b.reset_after, end)
+    error_at = None if b.error_after is None else min(b.error_after, end)
+    failures = [at for at in (reset_at, error_at) if at is not None]
+    fail_at = min(failures) if failures else None
+    interval = b.chunk_interval_s
+    headers = [_SSE, ("cache-control", "no-cache"), ("x-request-id", request_id)]
+
+    async def flush(data: bytes) -> None:
+        if not reply.started:
+            await reply.start(200, headers, data)
+        elif data:
+            await reply.write(data)
+
+    start = trio.current_time() + b.ttft_ms / 1000.0
+    await timer.sleep_until(start)
+    pending = b""
+    for position in range(end + 1):
+        paced = interval > 0 and 2 <= position <= last_piece
+        if paced or (position == fail_at and position > 0):
+            await flush(pending)
+            pending = b""
+            gap = trio.current_time() + _FAILURE_GAP_S
+            await timer.sleep_until(start + (position - 1) * interval if paced else gap)
+        if position == fail_at:
+            break
+        if position < end:
+            pending += events[position]
+    if fail_at is not None and fail_at == reset_at:
+        await flush(pending)
+        reply.abort()
+    if fail_at is not None:
+        error = error_body(
+            b.error_message or "The model produced an error while generating.",
+            b.error_type or "server_error",
+        )
+        pending += b"data: " + error + b"\n\n"
+    await flush(pending + _DONE)
+    await reply.end()
+
+
+def _pick_tool(body: dict[str, Any]) -> tuple[str, str] | None:
+    """The (name, JSON arguments) of the tool to call, or None for a text answer."""
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    if not isinstance(tools, list) or not tools or choice == "none":
+        return None
+    functions = {
+        t["function"].get("name"): t["function"].get("parameters")
+        for t in tools
+        if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    }
+    name: Any = None
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
+    if not isinstance(name, str):
+        name = next((n for n in functions if isinstance(n, str)), None)
+    if name is None:
+        return None
+    return name, orjson.dumps(_sample(functions.get(name), 0)).decode()
+
+
+def _sample(schema: Any, depth: int) -> Any:
+    """A small value that satisfies a simple JSON Schema (type, enum, const, properties)."""
+    if not isinstance(schema, dict) or depth > 6:
+        return {} if depth == 0 else "fake"
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    kind = schema.get("type", "object" if "properties" in schema else None)
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    if kind == "object":
+        properties = schema.get("properties")
+        if not isinstance(properties, dict):
+            return {}
+        return {key: _sample(sub, depth + 1) for key, sub in properties.items()}
+    if kind == "array":
+        minimum = schema.get("minItems")
+        count = minimum if isinstance(minimum, int) and 0 < minimum <= 8 else 0
+        return [_sample(schema.get("items"), depth + 1) for _ in range(count)]
+    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(
+        kind if isinstance(kind, str) else "", {} if depth == 0 else "fake"
+    )
+
+
+def _split(text: str, parts: int) -> tuple[str, ...]:
+    """Cut `text` into at most `parts` consecutive non-empty pieces."""
+    size = max(1, -(-len(text) // parts))
+    return tuple(text[i : i + size] for i in range(0, len(text), size)) or ("",)
+
+
+def _estimate_prompt_tokens(messages: Any) -> int:
+    """A cheap, deterministic prompt token count: 4 characters per token plus framing."""
+    if not isinstance(messages, list):
+        return 0
+    chars = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                text = part.get("text") if isinstance(part, dict) else None
+                if isinstance(text, str):
+                    chars += len(text)
+    return 3 + 4 * len(messages) + chars // 4

@@ -1,0 +1,148 @@
+"""Command line: `gateway serve` and `gateway check-config`; nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from gateway.app import CONFIG_ENV, DEV_KEY_ENV, setup_logging
+from gateway.config import Config, ConfigError, embedded_config, load_config
+
+
+def _load(path: str | None) -> Config:
+    if path:
+        return load_config(path)
+    dev_key = os.environ.get(DEV_KEY_ENV) or "sk-dev-" + secrets.token_urlsafe(24)
+    os.environ[DEV_KEY_ENV] = dev_key  # worker processes read it back
+    return embedded_config(dev_key)
+
+
+def describe(config: Config) -> str:
+    """What a config would serve, for people."""
+    lines = [f"config: {config.source}", "providers:"]
+    for p in config.providers.values():
+        lines.append(f"  {p.name:<16} kind={p.kind:<9} {p.base_url}")
+    lines.append("models:")
+    for m in config.models.values():
+        upstream = "" if m.upstream_model == m.id else f" -> {m.upstream_model}"
+        lines.append(f"  {m.id:<24} via {m.provider}{upstream}")
+    if config.providers:
+        names = ", ".join(f"{n}/<model>" for n in config.providers)
+        lines.append(f"  (and any {names})")
+    lines.append("keys:")
+    for k in config.keys:
+        scope = "all models" if k.models is None else ", ".join(k.models)
+        lines.append(f"  {k.name:<16} {scope}")
+    if not config.keys:
+        lines.append("  none: every request will be refused with 401")
+    return "\n".join(lines)
+
+
+def _banner(config: Config, host: str, port: int) -> str:
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    text = [f"gateway listening on {url}", describe(config)]
+    dev_key = os.environ.get(DEV_KEY_ENV)
+    if config.source == "<embedded defaults>" and dev_key:
+        body = '{"model": "mock-gpt", "messages": [{"role": "user", "content": "Hello!"}]}'
+        curl = (
+            f"curl {url}/v1/chat/completions -H {shlex.quote('Authorization: Bearer ' + dev_key)}"
+            f" -H 'Content-Type: application/json' -d {shlex.quote(body)}"
+        )
+        text += [
+            "",
+            f"dev key: {dev_key}",
+            "try it:",
+            f"  {curl}",
+            f"  or with the OpenAI SDK: OpenAI(base_url='{url}/v1', api_key='{dev_key}')",
+        ]
+    return "\n".join(text)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hypercorn.config import Config as HyperConfig
+    from hypercorn.run import run
+
+    try:
+        config = _load(args.config)
+    except ConfigError as e:
+        print(f"gateway: invalid config: {e}", file=sys.stderr)
+        return 2
+    if args.config:
+        os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    workers = args.workers or config.server.workers
+
+    hc = HyperConfig()
+    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    hc.worker_class = "trio"
+    hc.workers = workers
+    hc.application_path = "gateway.app:app_from_env()"  # what worker processes load
+    hc.keep_alive_timeout = config.server.keep_alive_timeout_s
+    hc.graceful_timeout = config.server.graceful_timeout_s
+    hc.h11_max_incomplete_size = 16 * 1024  # request line + headers (reliability.md R8)
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup, once
+    print(_banner(config, host, port), flush=True)
+    if workers > 1:
+        return run(hc)  # hypercorn's supervisor: SIGTERM/SIGINT drain every worker
+    trio.run(_serve_until_signal, hc)
+    return 0
+
+
+async def _serve_until_signal(hc: Any) -> None:
+    """Serve in this process; SIGTERM or SIGINT stops accepting and drains in-flight
+    requests for up to graceful_timeout_s, then returns (exit code 0)."""
+    from hypercorn.trio import serve
+
+    from gateway.app import app_from_env
+
+    async def until_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                return
+
+    app: Any = app_from_env()  # hypercorn types ASGI apps more narrowly than ours
+    await serve(app, hc, shutdown_trigger=until_signal)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as e:
+        print(f"invalid: {e}", file=sys.stderr)
+        return 1
+    print(describe(config))
+    print("ok")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible LLM gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the gateway")
+    serve.add_argument("--config", help="TOML config file (default: embedded mock defaults)")
+    serve.add_argument("--host", help="address to bind (default from config: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default from config: 8080)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.set_defaults(func=cmd_serve)
+    check = sub.add_parser("check-config", help="validate a config and print what it would serve")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+    args = parser.parse_args(argv)
+    setup_logging()
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Raw ASGI plumbing for the hot route: body reading, responses, disconnect watch.
+
+`POST /v1/chat/completions` is served straight from ASGI, in front of Quart, so the
+hot path pays for no framework routing or request objects; everything else goes
+through Quart (see app.py). Header values and bodies are bytes; constants are
+pre-encoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+import trio
+
+from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # ask nginx-like proxies not to buffer the stream
+]
+
+
+class ClientGone(Exception):
+    """The client closed the connection before the request was read."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a request header (`name` in lower case)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing more than `limit` bytes with a 413."""
+    declared = header(scope, b"content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise _too_large(limit)
+        except ValueError:
+            raise InvalidRequest("Invalid Content-Length header.") from None
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+
+
+async def send_bytes(
+    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]
+) -> None:
+    """A complete response in two ASGI messages."""
+    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def error_headers(error: GatewayError, extra: Iterable[tuple[bytes, bytes]] = ()) -> Headers:
+    out = list(JSON_HEADERS)
+    out.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items())
+    out.extend(extra)
+    return out
+
+
+async def send_error(
+    send: Send, error: GatewayError, extra: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """An OpenAI-shaped error response with the error's status and headers."""
+    await send_bytes(send, error.http_status, error.body(), error_headers(error, extra))
+
+
+class SSEWriter:
+    """Writes a streamed response; the 200 and its headers go out with the first bytes."""
+
+    __slots__ = ("_extra", "_send", "started")
+
+    def __init__(self, send: Send, extra: Headers) -> None:
+        self._send = send
+        self._extra = extra
+        self.started = False
+
+    async def write(self, data: bytes) -> None:
+        if not self.started:
+            self.started = True
+            await self._send(
+                {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self._extra}
+            )
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self) -> None:
+        if self.started:
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def until_disconnect(receive: Receive, work: Callable[[], Awaitable[None]]) -> None:
+    """Run `work`, cancelling it if the client disconnects first.
+
+    Cancelling `work` closes its upstream request, so an abandoned generation stops
+    (reliability.md R6). An exception from `work` is re-raised as itself, not wrapped
+    in an exception group.
+    """
+    failure: Exception | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch)
+        try:
+            await work()
+        except Exception as e:
+            failure = e
+        nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure

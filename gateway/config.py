@@ -1,0 +1,339 @@
+"""Typed, frozen configuration: loaded and validated once at start.
+
+The TOML shape is a contract (see docs/configuration.md). Every table is read by a
+small reader that knows its allowed keys and their types, so an unknown or mistyped
+key is an error naming its full path (`providers.local.developer_rol`), never
+silently ignored. Secrets are resolved from the environment here, once.
+
+Units live in the names (`connect_timeout_s`). No global mutable settings: the
+loaded `Config` is passed to whoever needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.providers.registry import KINDS
+
+T = TypeVar("T")
+
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+    "mock": "mock://local/v1",
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key path."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 16 * 1024 * 1024
+    keep_alive_timeout_s: float = 75.0
+    graceful_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """Flags that may sit on a provider or on a model (the model's win). None: unset."""
+
+    developer_role: bool | None = None
+    max_tokens_field: str | None = None
+    stream_usage: bool | None = None
+    ttft_ms: float | None = None  # mock only
+    tokens_per_s: float | None = None  # mock only
+
+    def over(self, base: Capabilities) -> Capabilities:
+        """These flags, with unset ones taken from `base`."""
+        return Capabilities(
+            developer_role=_first(self.developer_role, base.developer_role),
+            max_tokens_field=_first(self.max_tokens_field, base.max_tokens_field),
+            stream_usage=_first(self.stream_usage, base.stream_usage),
+            ttft_ms=_first(self.ttft_ms, base.ttft_ms),
+            tokens_per_s=_first(self.tokens_per_s, base.tokens_per_s),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    caps: Capabilities = Capabilities()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    connect_timeout_s: float = 5.0
+    first_byte_timeout_s: float = 300.0
+    idle_timeout_s: float = 300.0
+    total_timeout_s: float = 900.0
+    max_connections: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    id: str
+    provider: str
+    upstream_model: str
+    caps: Capabilities = Capabilities()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyConfig:
+    name: str
+    key: str = field(repr=False)
+    models: tuple[str, ...] | None = None  # None: every model
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    providers: Mapping[str, ProviderConfig]
+    models: Mapping[str, ModelConfig]
+    keys: tuple[KeyConfig, ...]
+    source: str = "<embedded defaults>"
+
+
+def _first(a: T | None, b: T | None) -> T | None:
+    return a if a is not None else b
+
+
+class _Table:
+    """Reads one TOML table, checking types and rejecting keys nobody asked for."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a table")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self.seen: set[str] = set()
+
+    def _at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _get(self, key: str, types: tuple[type, ...], what: str, required: bool) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            if required:
+                raise ConfigError(f"{self._at(key)}: missing required key")
+            return None
+        value = self.data[key]
+        if isinstance(value, bool) and bool not in types:
+            raise ConfigError(f"{self._at(key)}: expected {what}, got a boolean")
+        if not isinstance(value, types):
+            raise ConfigError(f"{self._at(key)}: expected {what}, got {type(value).__name__}")
+        return value
+
+    def text(self, key: str, *, required: bool = False, choices: tuple[str, ...] = ()) -> Any:
+        value = self._get(key, (str,), "a string", required)
+        if value is not None and choices and value not in choices:
+            raise ConfigError(
+                f"{self._at(key)}: must be one of {', '.join(choices)}; got {value!r}"
+            )
+        if value is not None and not value:
+            raise ConfigError(f"{self._at(key)}: must not be empty")
+        return value
+
+    def flag(self, key: str) -> Any:
+        return self._get(key, (bool,), "a boolean", False)
+
+    def integer(self, key: str, *, minimum: int, maximum: int) -> Any:
+        value = self._get(key, (int,), "an integer", False)
+        if value is not None and not minimum <= value <= maximum:
+            raise ConfigError(f"{self._at(key)}: must be between {minimum} and {maximum}")
+        return value
+
+    def number(self, key: str, *, minimum: float = 0.0) -> Any:
+        value = self._get(key, (int, float), "a number", False)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{self._at(key)}: must be >= {minimum}")
+        return None if value is None else float(value)
+
+    def table(self, key: str) -> _Table | None:
+        self.seen.add(key)
+        if key not in self.data:
+            return None
+        return _Table(self.data[key], self._at(key))
+
+    def str_list(self, key: str) -> tuple[str, ...] | None:
+        value = self._get(key, (list,), "a list of strings", False)
+        if value is None:
+            return None
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                raise ConfigError(f"{self._at(key)}[{i}]: expected a non-empty string")
+        return tuple(value)
+
+    def done(self) -> None:
+        """Reject every key that no reader asked for."""
+        for key in self.data:
+            if key not in self.seen:
+                raise ConfigError(f"{self._at(key)}: unknown key")
+
+
+def _secret(t: _Table, value_key: str, env_key: str, env: Mapping[str, str]) -> str | None:
+    """A secret given inline or by the name of an environment variable."""
+    inline = t.text(value_key)
+    env_name = t.text(env_key)
+    if inline is not None and env_name is not None:
+        raise ConfigError(f"{t.path}: set {value_key} or {env_key}, not both")
+    if env_name is not None:
+        value = env.get(env_name)
+        if not value:
+            raise ConfigError(f"{t._at(env_key)}: environment variable {env_name} is not set")
+        return value
+    return inline  # type: ignore[no-any-return]
+
+
+def _caps(t: _Table) -> Capabilities:
+    return Capabilities(
+        developer_role=t.flag("developer_role"),
+        max_tokens_field=t.text("max_tokens_field", choices=MAX_TOKENS_FIELDS),
+        stream_usage=t.flag("stream_usage"),
+        ttft_ms=t.number("ttft_ms"),
+        tokens_per_s=t.number("tokens_per_s"),
+    )
+
+
+def _provider(name: str, t: _Table, env: Mapping[str, str]) -> ProviderConfig:
+    kind = t.text("kind", required=True, choices=KINDS)
+    base_url = t.text("base_url") or DEFAULT_BASE_URLS[kind]
+    if kind != "mock" and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{t._at('base_url')}: must start with http:// or https://")
+    headers: dict[str, str] = {}
+    ht = t.table("headers")
+    if ht is not None:
+        for hname in ht.data:
+            headers[hname.lower()] = ht.text(hname, required=True)
+    defaults = ProviderConfig(name=name, kind=kind, base_url=base_url)
+    p = ProviderConfig(
+        name=name,
+        kind=kind,
+        base_url=base_url.rstrip("/"),
+        api_key=_secret(t, "api_key", "api_key_env", env),
+        caps=_caps(t),
+        headers=headers,
+        connect_timeout_s=_or(t.number("connect_timeout_s"), defaults.connect_timeout_s),
+        first_byte_timeout_s=_or(t.number("first_byte_timeout_s"), defaults.first_byte_timeout_s),
+        idle_timeout_s=_or(t.number("idle_timeout_s"), defaults.idle_timeout_s),
+        total_timeout_s=_or(t.number("total_timeout_s"), defaults.total_timeout_s),
+        max_connections=_or(
+            t.integer("max_connections", minimum=1, maximum=100_000), defaults.max_connections
+        ),
+    )
+    t.done()
+    return p
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str) -> Config:
+    """Validate a parsed TOML document into a `Config`; raises ConfigError naming the key."""
+    root = _Table(dict(data), "")
+    st = root.table("server")
+    server = ServerConfig()
+    if st is not None:
+        server = ServerConfig(
+            host=_or(st.text("host"), server.host),
+            port=_or(st.integer("port", minimum=0, maximum=65535), server.port),
+            workers=_or(st.integer("workers", minimum=1, maximum=256), server.workers),
+            max_body_bytes=_or(
+                st.integer("max_body_bytes", minimum=1024, maximum=1 << 30), server.max_body_bytes
+            ),
+            keep_alive_timeout_s=_or(
+                st.number("keep_alive_timeout_s"), server.keep_alive_timeout_s
+            ),
+            graceful_timeout_s=_or(st.number("graceful_timeout_s"), server.graceful_timeout_s),
+        )
+        st.done()
+
+    providers: dict[str, ProviderConfig] = {}
+    pt = root.table("providers")
+    if pt is not None:
+        for name in pt.data:
+            if "/" in name:
+                raise ConfigError(f"providers.{name}: a provider name must not contain '/'")
+            sub = pt.table(name)
+            assert sub is not None
+            providers[name] = _provider(name, sub, env)
+
+    models: dict[str, ModelConfig] = {}
+    mt = root.table("models")
+    if mt is not None:
+        for model_id in mt.data:
+            sub = mt.table(model_id)
+            assert sub is not None
+            provider = sub.text("provider", required=True)
+            if provider not in providers:
+                raise ConfigError(f"{sub._at('provider')}: no provider named {provider!r}")
+            models[model_id] = ModelConfig(
+                id=model_id,
+                provider=provider,
+                upstream_model=_or(sub.text("upstream_model"), model_id),
+                caps=_caps(sub),
+            )
+            sub.done()
+
+    keys: list[KeyConfig] = []
+    raw_keys = root.data.get("keys")
+    root.seen.add("keys")
+    if raw_keys is not None:
+        if not isinstance(raw_keys, list):
+            raise ConfigError("keys: expected an array of tables ([[keys]])")
+        seen_names: set[str] = set()
+        for i, item in enumerate(raw_keys):
+            kt = _Table(item, f"keys[{i}]")
+            name = kt.text("name", required=True)
+            if name in seen_names:
+                raise ConfigError(f"keys[{i}].name: duplicate key name {name!r}")
+            seen_names.add(name)
+            secret = _secret(kt, "key", "key_env", env)
+            if secret is None:
+                raise ConfigError(f"keys[{i}]: set key or key_env")
+            keys.append(KeyConfig(name=name, key=secret, models=kt.str_list("models")))
+            kt.done()
+    root.done()
+    return Config(
+        server=server, providers=providers, models=models, keys=tuple(keys), source=source
+    )
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse_config(data, env=os.environ if env is None else env, source=str(p))
+
+
+def embedded_config(dev_key: str) -> Config:
+    """The defaults `gateway serve` runs without --config: the offline mock provider."""
+    data: dict[str, Any] = {
+        "providers": {"mock": {"kind": "mock", "ttft_ms": 150, "tokens_per_s": 80}},
+        "models": {
+            "mock-gpt": {"provider": "mock"},
+            "mock-fast": {"provider": "mock", "ttft_ms": 0, "tokens_per_s": 0},
+            "mock-slow": {"provider": "mock", "ttft_ms": 800, "tokens_per_s": 15},
+        },
+        "keys": [{"name": "dev", "key": dev_key}],
+    }
+    return parse_config(data, env={}, source="<embedded defaults>")

@@ -1,0 +1,318 @@
+"""OpenAI and every OpenAI-compatible server: a near passthrough.
+
+The request goes out as the client sent it, with the upstream's model name and only
+the rewrites the deployment's capability flags ask for (developer role to system,
+`max_tokens` <-> `max_completion_tokens`) plus `stream_options.include_usage`, so that
+usage is always exact. Unknown fields pass through untouched.
+
+Responses are normalised where OpenAI-compatible servers differ from OpenAI
+(wire-formats.md A9): usage-only chunks whose `choices` is null or missing, tool
+calls without an `index`, `finish_reason: stop` after tool calls, in-band
+`{"error": ...}` events after a 200, and error bodies that are not nested.
+
+Streaming keeps the bytes of ordinary content chunks as they came (a cheap byte scan
+proves nothing in them needs rewriting) and parses only the chunks that matter.
+
+Pure module: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from gateway.errors import (
+    GatewayError,
+    RateLimited,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
+from gateway.sse import DONE, SSEDecoder
+
+_DATA = b"data: "
+_EOE = b"\n\n"
+_JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+_STREAM_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
+
+
+def normalise_request(body: JSON, ctx: CallContext) -> JSON:
+    """The OpenAI body to send upstream: a shallow copy with the deployment's rewrites."""
+    dep = ctx.deployment
+    out = dict(body)
+    out["model"] = dep.upstream_model
+    if not dep.developer_role:
+        messages = body["messages"]
+        if any(m.get("role") == "developer" for m in messages):
+            out["messages"] = [
+                {**m, "role": "system"} if m.get("role") == "developer" else m for m in messages
+            ]
+    field = dep.max_tokens_field
+    if field is not None:
+        other = "max_tokens" if field == "max_completion_tokens" else "max_completion_tokens"
+        if other in out:
+            value = out.pop(other)
+            if out.get(field) is None:
+                out[field] = value
+    if ctx.stream and dep.stream_usage:
+        options = body.get("stream_options") or {}
+        if options.get("include_usage") is not True:
+            out["stream_options"] = {**options, "include_usage": True}
+    return out
+
+
+class OpenAIProvider:
+    """Provider for `kind = "openai"`: OpenAI and OpenAI-compatible servers."""
+
+    kind = "openai"
+
+    def build_request(self, body: JSON, ctx: CallContext) -> UpstreamRequest:
+        dep = ctx.deployment
+        payload = normalise_request(body, ctx)
+        headers = dict(_STREAM_HEADERS if ctx.stream else _JSON_HEADERS)
+        if dep.api_key:
+            headers["authorization"] = "Bearer " + dep.api_key
+        headers.update(dep.headers)
+        return UpstreamRequest(
+            url=dep.base_url + "/chat/completions",
+            headers=headers,
+            body=orjson.dumps(payload),
+            stream=ctx.stream,
+            payload=payload,
+        )
+
+    def parse_response(self, body: bytes, ctx: CallContext) -> Completion:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("The upstream returned a body that is not JSON.") from None
+        if not isinstance(obj, dict):
+            raise UpstreamError("The upstream returned JSON that is not an object.")
+        if "error" in obj and not obj.get("choices"):
+            raise _error_from_object(obj, 502)
+        changed = False
+        choices = obj.get("choices")
+        if not isinstance(choices, list):
+            raise UpstreamError("The upstream response has no choices.")
+        for choice in choices:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if (
+                isinstance(message, dict)
+                and message.get("tool_calls")
+                and choice.get("finish_reason") == "stop"
+            ):
+                choice["finish_reason"] = "tool_calls"
+                changed = True
+        usage = obj.get("usage")
+        return Completion(
+            body=orjson.dumps(obj) if changed else body,
+            usage=usage if isinstance(usage, dict) else None,
+        )
+
+    def new_stream_translator(self, ctx: CallContext) -> OpenAIStreamTranslator:
+        return OpenAIStreamTranslator(ctx)
+
+    def map_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+        try:
+            obj = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            text = body[:200].decode("utf-8", "replace").strip()
+            obj = {"error": {"message": text or f"HTTP {status}"}}
+        return _error_from_object(obj, status, headers)
+
+
+def _error_fields(obj: JSON) -> tuple[str, str | None, str | None, str | None]:
+    """message, type, code, param of `{"error": {...}}`, `{"error": "text"}` or a flat body."""
+    err: Any = obj.get("error", obj)
+    if isinstance(err, str):
+        return err, None, None, None
+    if not isinstance(err, dict):
+        return "The upstream reported an error.", None, None, None
+    message = err.get("message")
+    if not isinstance(message, str) or not message:
+        message = "The upstream reported an error."
+    etype, code, param = err.get("type"), err.get("code"), err.get("param")
+    return (
+        message,
+        etype if isinstance(etype, str) else None,
+        str(code) if isinstance(code, str | int) and not isinstance(code, bool) else None,
+        param if isinstance(param, str) else None,
+    )
+
+
+def _error_from_object(
+    obj: JSON, status: int, headers: Mapping[str, str] | None = None
+) -> GatewayError:
+    """Map an upstream error (status plus parsed body) onto the gateway's error tree."""
+    message, etype, code, param = _error_fields(obj)
+    headers = headers or {}
+    if status == 429:
+        kept = {k: headers[k] for k in ("retry-after", "retry-after-ms") if k in headers}
+        return RateLimited(message, headers=kept, code=code or "rate_limit_exceeded")
+    if status in (401, 403):
+        # The client's key is fine; the gateway's own upstream credentials were refused.
+        # Never echo the upstream message: it can carry a masked copy of our key.
+        return UpstreamError(
+            f"The upstream refused the gateway's credentials (HTTP {status}).",
+            code="upstream_auth_failed",
+        )
+    if 400 <= status < 500:
+        return UpstreamRejected(
+            message,
+            status=status,
+            error_type=etype or "invalid_request_error",
+            code=code,
+            param=param,
+        )
+    if status in (503, 529):
+        return UpstreamUnavailable(f"The upstream is unavailable (HTTP {status}): {message}")
+    if status == 504:
+        return UpstreamTimeout(f"The upstream timed out (HTTP 504): {message}")
+    return UpstreamError(f"The upstream failed (HTTP {status}): {message}", code=code)
+
+
+def _stream_error(obj: JSON) -> GatewayError:
+    """An in-band error event after a 200: mapped by its code when it carries one."""
+    err = obj.get("error")
+    status = 502
+    if isinstance(err, dict):
+        code = err.get("code")
+        if isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600:
+            status = code
+    return _error_from_object(obj, status)
+
+
+class OpenAIStreamTranslator:
+    """OpenAI SSE in, OpenAI SSE out, with the A9 normalisations."""
+
+    __slots__ = (
+        "_decoder",
+        "_done",
+        "_finished",
+        "_include_usage",
+        "_tool_choices",
+        "_tool_counts",
+        "error",
+        "usage",
+    )
+
+    def __init__(self, ctx: CallContext) -> None:
+        self._decoder = SSEDecoder()
+        self._include_usage = ctx.include_usage
+        self._done = False  # upstream sent [DONE]
+        self._finished: set[int] = set()  # choice indexes that reported a finish_reason
+        self._tool_choices: set[int] = set()  # choice indexes that streamed tool calls
+        self._tool_counts: dict[int, int] = {}  # choice index -> tool calls seen without index
+        self.usage: JSON | None = None
+        self.error: GatewayError | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for event in self._decoder.feed(data):
+            if self.error is not None or self._done:
+                break
+            payload = event.data
+            if payload == b"[DONE]":
+                self._done = True
+                break
+            fast = None if event.event is not None else _forwardable(payload, self._include_usage)
+            if fast is not None:
+                out.append(_DATA + fast + _EOE)
+            else:
+                chunk = self._rewrite(payload, event.event)
+                if chunk:
+                    out.append(chunk)
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        if self.error is not None:
+            return b""
+        if not self._done and (not self._finished or self._decoder.pending):
+            self.error = UpstreamError(
+                "The upstream stream ended before the response was complete.",
+                code="upstream_stream_truncated",
+            )
+            return self.error.sse_event()
+        return DONE
+
+    def _fail(self, error: GatewayError) -> bytes:
+        self.error = error
+        return error.sse_event()
+
+    def _rewrite(self, payload: bytes, event: bytes | None) -> bytes:
+        """The slow path: parse one chunk, record usage, fix what servers get wrong."""
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return self._fail(UpstreamError("The upstream sent a stream event that is not JSON."))
+        if not isinstance(obj, dict):
+            return self._fail(UpstreamError("The upstream sent a stream event that is not JSON."))
+        if "error" in obj or event == b"error":
+            return self._fail(_stream_error(obj))
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        choices = obj.get("choices")
+        if not choices:
+            # A usage-only chunk (`choices` [], null or absent); forward only on request.
+            if self._include_usage and isinstance(usage, dict):
+                obj["choices"] = []
+                return _DATA + orjson.dumps(obj) + _EOE
+            return b""
+        if not self._include_usage:
+            obj.pop("usage", None)
+        for choice in choices:
+            if isinstance(choice, dict):
+                self._fix_choice(choice)
+        return _DATA + orjson.dumps(obj) + _EOE
+
+    def _fix_choice(self, choice: JSON) -> None:
+        index = choice.get("index", 0)
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            calls = delta.get("tool_calls")
+            if isinstance(calls, list) and calls:
+                self._tool_choices.add(index)
+                for call in calls:
+                    if isinstance(call, dict) and not isinstance(call.get("index"), int):
+                        # Ollama-style whole calls without an index: number them ourselves.
+                        n = self._tool_counts.get(index, 0)
+                        call["index"] = n
+                        self._tool_counts[index] = n + 1
+                    fn = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(fn, dict) and isinstance(fn.get("arguments"), dict):
+                        fn["arguments"] = orjson.dumps(fn["arguments"]).decode()
+        reason = choice.get("finish_reason")
+        if reason is not None:
+            self._finished.add(index)
+            if reason == "stop" and index in self._tool_choices:
+                choice["finish_reason"] = "tool_calls"
+
+
+def _forwardable(payload: bytes, include_usage: bool) -> bytes | None:
+    """The bytes of an ordinary delta chunk to forward as they are, or None to parse it.
+
+    Ordinary means: no choice finishes in it, and it has no tool calls, error or usage
+    object. The needles cannot match inside JSON strings (quotes there are escaped),
+    so a bytes result is exact; None merely takes the slower parsing path.
+    """
+    if b'"tool_calls"' in payload or b'"error"' in payload:
+        return None
+    nulls = payload.count(b'"finish_reason":null')
+    if not nulls or nulls != payload.count(b'"finish_reason"'):
+        return None  # a finishing chunk, a usage-only chunk or odd spacing
+    if b'"usage"' in payload:
+        if include_usage:
+            # "usage":null on every chunk is what OpenAI sends when usage was requested.
+            return payload if b'"usage":null' in payload else None
+        # We asked for usage, the client did not: drop the key it would not have seen.
+        payload = payload.replace(b',"usage":null', b"")
+        if b'"usage"' in payload:
+            return None
+    return payload

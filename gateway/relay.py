@@ -1,0 +1,341 @@
+"""The only upstream I/O: sending, timeouts, retries and cancellation.
+
+One pooled HTTP/1.1 client per provider (httpx never resets an HTTP/2 stream, so an
+abandoned generation would run on; over HTTP/1.1 leaving the response closes the
+connection at once). The built-in mock is served in-process by `LocalTransport`, so
+it takes the same path through translation as a real upstream.
+
+Deadlines are ours, enforced with trio cancel scopes rather than httpx's read
+timeout (which measures gaps, not totals): connect, first byte (response headers),
+idle gap between chunks, and one total deadline around everything. A request is
+retried only where it cannot have reached the model: a refused or reset connection
+before any response header (reliability.md R1), at most twice, inside the total
+deadline. Nothing is retried after a byte went downstream.
+
+Every transport exception is mapped to the gateway's error tree here, in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+import trio
+
+from gateway.config import ProviderConfig
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.providers.base import JSON, CallContext, Completion, Provider, UpstreamRequest
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a non-streamed upstream body larger than this is refused
+MAX_ERROR_BYTES = 256 * 1024  # we read at most this much of an upstream error body
+MAX_ATTEMPTS = 3  # one try plus two retries, for failures before any response header
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect_s: float
+    first_byte_s: float
+    idle_s: float
+    total_s: float
+
+    @classmethod
+    def of(cls, p: ProviderConfig) -> Timeouts:
+        return cls(p.connect_timeout_s, p.first_byte_timeout_s, p.idle_timeout_s, p.total_timeout_s)
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+
+    async def next_chunk(self) -> bytes | None:
+        """The next piece of the body, or None at its end."""
+        ...
+
+
+class Transport(Protocol):
+    def open(
+        self, req: UpstreamRequest, ctx: CallContext
+    ) -> Any:  # AbstractAsyncContextManager[UpstreamResponse]
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class _Retryable(Exception):
+    """A failure before any response header: the request did not reach the model."""
+
+    def __init__(self, error: GatewayError) -> None:
+        self.error = error
+
+
+# ---------------------------------------------------------------- httpx transport
+
+
+class _HttpxResponse:
+    __slots__ = ("_iter", "headers", "status")
+
+    def __init__(self, resp: httpx.Response) -> None:
+        self.status = resp.status_code
+        self.headers: Mapping[str, str] = resp.headers
+        self._iter = resp.aiter_raw()
+
+    async def aclose(self) -> None:
+        await self._iter.aclose()  # type: ignore[attr-defined]
+
+    async def next_chunk(self) -> bytes | None:
+        try:
+            return await self._iter.__anext__()
+        except StopAsyncIteration:
+            return None
+        except httpx.TransportError as e:
+            raise UpstreamError(
+                f"The upstream connection failed mid-response ({type(e).__name__}).",
+                code="upstream_connection_lost",
+            ) from None
+
+
+class HttpxTransport:
+    """A pooled HTTP/1.1 client for one provider."""
+
+    def __init__(self, p: ProviderConfig) -> None:
+        self._name = p.name
+        self._client = httpx.AsyncClient(
+            http1=True,
+            http2=False,
+            follow_redirects=False,
+            timeout=httpx.Timeout(None, connect=p.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=p.max_connections,
+                max_keepalive_connections=p.max_connections,
+                keepalive_expiry=30.0,
+            ),
+        )
+
+    @asynccontextmanager
+    async def open(self, req: UpstreamRequest, ctx: CallContext) -> AsyncIterator[_HttpxResponse]:
+        request = self._client.build_request("POST", req.url, headers=req.headers, content=req.body)
+        try:
+            resp = await self._client.send(request, stream=True)
+        except httpx.ConnectTimeout:
+            raise UpstreamTimeout(
+                f"Timed out connecting to the upstream '{self._name}'.", code="upstream_timeout"
+            ) from None
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+            raise _Retryable(
+                UpstreamError(
+                    f"Could not reach the upstream '{self._name}' ({type(e).__name__}).",
+                    code="upstream_unreachable",
+                )
+            ) from None
+        except httpx.TransportError as e:
+            raise UpstreamError(
+                f"The request to the upstream '{self._name}' failed ({type(e).__name__}).",
+                code="upstream_unreachable",
+            ) from None
+        wrapped = _HttpxResponse(resp)
+        try:
+            yield wrapped
+        finally:
+            with trio.CancelScope(shield=True):
+                await wrapped.aclose()
+                await resp.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+# ---------------------------------------------------------------- in-process transport
+
+
+@runtime_checkable
+class LocalProvider(Protocol):
+    """A provider that answers in-process (the mock) instead of over HTTP."""
+
+    def respond(self, req: UpstreamRequest, ctx: CallContext) -> LocalReply: ...
+
+
+class LocalReply(Protocol):
+    status: int
+    headers: dict[str, str]
+    parts: list[tuple[float, bytes]]  # (seconds to wait, bytes to send)
+
+
+class _LocalResponse:
+    __slots__ = ("_parts", "_pos", "headers", "status")
+
+    def __init__(self, reply: LocalReply) -> None:
+        self.status = reply.status
+        self.headers = reply.headers
+        self._parts = reply.parts
+        self._pos = 0
+
+    async def next_chunk(self) -> bytes | None:
+        if self._pos >= len(self._parts):
+            return None
+        delay, data = self._parts[self._pos]
+        self._pos += 1
+        if delay > 0:
+            await trio.sleep(delay)
+        return data
+
+
+class LocalTransport:
+    """Serves a LocalProvider's replies with their timing, as if over a socket."""
+
+    def __init__(self, provider: LocalProvider) -> None:
+        self._provider = provider
+
+    @asynccontextmanager
+    async def open(self, req: UpstreamRequest, ctx: CallContext) -> AsyncIterator[_LocalResponse]:
+        yield _LocalResponse(self._provider.respond(req, ctx))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def make_transport(p: ProviderConfig, provider: Provider) -> Transport:
+    """The transport for one configured provider."""
+    if isinstance(provider, LocalProvider):
+        return LocalTransport(provider)
+    return HttpxTransport(p)
+
+
+# ---------------------------------------------------------------- the relay
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a relayed call ended, for accounting: usage, the error if any."""
+
+    usage: JSON | None = None
+    error: GatewayError | None = None
+    started: bool = False  # bytes went downstream
+
+
+Write = Callable[[bytes], Awaitable[None]]
+
+
+class Relay:
+    """Sends one call upstream and hands back the OpenAI-shaped result."""
+
+    def __init__(self, transport: Transport, timeouts: Timeouts, provider: Provider) -> None:
+        self.transport = transport
+        self.timeouts = timeouts
+        self.provider = provider
+
+    @asynccontextmanager
+    async def _open(
+        self, req: UpstreamRequest, ctx: CallContext, deadline: float
+    ) -> AsyncIterator[UpstreamResponse]:
+        """Open the upstream response (headers received), retrying what is safe to retry.
+
+        A non-2xx answer is read (bounded) and raised as the provider's mapped error.
+        """
+        t = self.timeouts
+        attempt = 0
+        while True:
+            attempt += 1
+            with trio.CancelScope(
+                deadline=min(deadline, trio.current_time() + t.first_byte_s)
+            ) as cs:
+                try:
+                    async with self.transport.open(req, ctx) as resp:
+                        if resp.status >= 300:
+                            body = await _read_bounded(resp, MAX_ERROR_BYTES)
+                            raise self.provider.map_error(resp.status, resp.headers, body)
+                        cs.deadline = math.inf  # the caller owns the deadlines from here
+                        yield resp
+                        return
+                except _Retryable as r:
+                    if attempt >= MAX_ATTEMPTS or trio.current_time() >= deadline:
+                        raise r.error from None
+                    await trio.sleep(0.05 * attempt)
+                    continue
+            if cs.cancelled_caught:
+                raise UpstreamTimeout(
+                    "The upstream did not answer in time.", code="upstream_timeout"
+                )
+
+    async def complete(self, req: UpstreamRequest, ctx: CallContext) -> Completion:
+        """A non-streamed call: the translated completion, or a raised GatewayError."""
+        deadline = trio.current_time() + self.timeouts.total_s
+        with trio.CancelScope(deadline=deadline) as cs:
+            async with self._open(req, ctx, deadline) as resp:
+                body = await _read_bounded(resp, MAX_RESPONSE_BYTES, strict=True)
+            return self.provider.parse_response(body, ctx)
+        assert cs.cancelled_caught
+        raise UpstreamTimeout("The upstream did not finish in time.", code="upstream_timeout")
+
+    async def stream(self, req: UpstreamRequest, ctx: CallContext, write: Write) -> Outcome:
+        """A streamed call: translated SSE bytes go to `write` as they arrive.
+
+        Raises GatewayError only while nothing has been written, so the caller can
+        still answer with a proper status. After the first write a failure becomes a
+        final error event, the stream ends without `[DONE]`, and it is reported in the
+        returned Outcome.
+        """
+        t = self.timeouts
+        outcome = Outcome()
+        translator = self.provider.new_stream_translator(ctx)
+        deadline = trio.current_time() + t.total_s
+
+        async def emit(data: bytes) -> None:
+            if translator.error is not None and not outcome.started:
+                raise translator.error  # failed before anything was sent: a real status
+            if data:
+                outcome.started = True
+                await write(data)
+
+        try:
+            with trio.CancelScope(deadline=deadline) as total:
+                async with self._open(req, ctx, deadline) as resp:
+                    with trio.CancelScope() as idle:
+                        while True:
+                            idle.deadline = trio.current_time() + t.idle_s
+                            chunk = await resp.next_chunk()
+                            idle.deadline = math.inf
+                            if chunk is None:
+                                await emit(translator.close())
+                                break
+                            await emit(translator.feed(chunk))
+                            if translator.error is not None:
+                                break
+                    if idle.cancelled_caught:
+                        raise UpstreamTimeout(
+                            f"The upstream sent nothing for {t.idle_s:g} s.",
+                            code="upstream_timeout",
+                        )
+            if total.cancelled_caught:
+                raise UpstreamTimeout(
+                    f"The upstream did not finish within {t.total_s:g} s.",
+                    code="upstream_timeout",
+                )
+        except GatewayError as e:
+            if not outcome.started:
+                raise
+            translator.error = translator.error or e
+            if translator.error is e:
+                await write(e.sse_event())
+        outcome.usage = translator.usage
+        outcome.error = translator.error
+        return outcome
+
+
+async def _read_bounded(resp: UpstreamResponse, limit: int, *, strict: bool = False) -> bytes:
+    """The whole body, at most `limit` bytes (more: an error if strict, else cut)."""
+    parts: list[bytes] = []
+    size = 0
+    while (chunk := await resp.next_chunk()) is not None:
+        size += len(chunk)
+        if size > limit:
+            if strict:
+                raise UpstreamError(
+                    f"The upstream response exceeded {limit} bytes.", code="upstream_too_large"
+                )
+            break
+        parts.append(chunk)
+    return b"".join(parts)

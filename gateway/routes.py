@@ -1,0 +1,204 @@
+"""HTTP endpoints. They name no provider: everything vendor-specific is behind a Relay.
+
+`chat_completions` is the hot route, served as raw ASGI (see asgi.py). The rest
+(models, health) are ordinary Quart views. Every failure leaves as an OpenAI-shaped
+error body; a bug of ours is logged with the request id and answered with a plain
+500, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from gateway.asgi import (
+    JSON_HEADERS,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    SSEWriter,
+    header,
+    read_body,
+    send_bytes,
+    send_error,
+    until_disconnect,
+)
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+)
+from gateway.providers.base import CallContext, Deployment
+from gateway.validate import validate_chat_request
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("gateway")
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The parsed body, or a 400 that says what is wrong with it."""
+    if not raw:
+        raise InvalidRequest("The request body is empty; expected a JSON object.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({e.msg}, at byte {e.pos})."
+        ) from None
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /v1/chat/completions: auth, validate, route, relay (streamed or not)."""
+    request_id = "chatcmpl-" + os.urandom(12).hex()
+    extra = [(b"x-request-id", request_id.encode())]
+    writer: SSEWriter | None = None
+    try:
+        principal = gw.auth.authenticate(header(scope, b"authorization"))
+        body = parse_json_body(await read_body(scope, receive, gw.config.server.max_body_bytes))
+        validate_chat_request(body)
+        model = body["model"]
+        gw.auth.authorize_model(principal, model)
+        dep = gw.router.resolve(model)
+        relay = gw.relays[dep.provider_name]
+        stream = body.get("stream") is True
+        ctx = CallContext(
+            deployment=dep,
+            stream=stream,
+            include_usage=stream and wants_usage(body),
+            request_id=request_id,
+            created=int(time.time()),
+        )
+        upstream_request = relay.provider.build_request(body, ctx)
+        if stream:
+            sse = writer = SSEWriter(send, extra)
+
+            async def work() -> None:
+                await relay.stream(upstream_request, ctx, sse.write)
+                await sse.end()
+
+        else:
+
+            async def work() -> None:
+                completion = await relay.complete(upstream_request, ctx)
+                await send_bytes(send, 200, completion.body, JSON_HEADERS + extra)
+
+        await until_disconnect(receive, work)
+    except ClientGone:
+        return
+    except GatewayError as e:
+        await send_error(send, e, extra)
+    except Exception:
+        log.exception("internal error in request %s", request_id)
+        error = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
+        if writer is not None and writer.started:
+            await writer.write(error.sse_event())
+            await writer.end()
+        else:
+            await send_error(send, error, extra)
+
+
+def model_object(dep: Deployment, created: int) -> dict[str, Any]:
+    return {
+        "id": dep.model_id,
+        "object": "model",
+        "created": created,
+        "owned_by": dep.provider_name,
+    }
+
+
+def make_quart_app(gw: Gateway) -> QuartTrio:
+    """The Quart app for every route but the hot one."""
+    app = QuartTrio("gateway")
+    # Quart's 60 s defaults would silently cut long responses; our deadlines rule.
+    app.config.update(
+        RESPONSE_TIMEOUT=None,
+        BODY_TIMEOUT=None,
+        MAX_CONTENT_LENGTH=gw.config.server.max_body_bytes,
+    )
+    started = int(time.time())
+
+    def respond(obj: Any, status: int = 200) -> Response:
+        return Response(orjson.dumps(obj), status=status, content_type="application/json")
+
+    def principal() -> Any:
+        auth = request.headers.get("authorization")
+        return gw.auth.authenticate(auth.encode("latin-1") if auth else None)
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        who = principal()
+        data = [model_object(d, started) for d in gw.router.configured if who.may_use(d.model_id)]
+        return respond({"object": "list", "data": data})
+
+    @app.get("/v1/models/<path:model_id>")
+    async def get_model(model_id: str) -> Response:
+        who = principal()
+        if not who.may_use(model_id):
+            raise ModelNotFound(
+                f"The model '{model_id}' does not exist or you do not have access to it."
+            )
+        return respond(model_object(gw.router.resolve(model_id), started))
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return respond({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if not gw.ready:
+            return respond({"status": "starting"}, 503)
+        return respond({"status": "ready"})
+
+    @app.before_serving
+    async def startup() -> None:
+        gw.ready = True
+
+    @app.after_serving
+    async def shutdown() -> None:
+        gw.ready = False
+        await gw.aclose()
+
+    @app.errorhandler(GatewayError)
+    async def gateway_error(e: GatewayError) -> Response:
+        resp = Response(e.body(), status=e.http_status, content_type="application/json")
+        resp.headers.update(e.headers)
+        return resp
+
+    @app.errorhandler(HTTPException)
+    async def http_error(e: HTTPException) -> Response:
+        code = e.code or 500
+        err: GatewayError
+        if code == 404:
+            err = NotFound(f"Unknown path: {request.method} {request.path}")
+        elif code == 405:
+            err = MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}.")
+        else:
+            err = GatewayError(
+                e.description or "HTTP error", status=code, error_type="invalid_request_error"
+            )
+        return await gateway_error(err)
+
+    @app.errorhandler(Exception)
+    async def internal_error(e: Exception) -> Response:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return await gateway_error(InternalError("The gateway failed unexpectedly."))
+
+    return app

@@ -1,0 +1,274 @@
+"""The OpenAI(-compatible) provider: recorded upstream bytes in, OpenAI bytes out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.errors import (
+    RateLimited,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.providers.base import CallContext, Deployment
+from gateway.providers.openai import OpenAIProvider, normalise_request
+from gateway.sse import SSEDecoder
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "openai"
+P = OpenAIProvider()
+
+
+def ctx(stream: bool = True, include_usage: bool = False, **dep: Any) -> CallContext:
+    deployment = Deployment(
+        model_id="m",
+        provider_name="up",
+        kind="openai",
+        upstream_model=dep.pop("upstream_model", "up-model"),
+        base_url="http://127.0.0.1:9/v1",
+        api_key="sk-upstream",
+        **dep,
+    )
+    return CallContext(deployment, stream, include_usage, "chatcmpl-test", 1730000000)
+
+
+def translate(data: bytes, c: CallContext, step: int | None = None) -> tuple[bytes, Any]:
+    t = P.new_stream_translator(c)
+    if step is None:
+        out = t.feed(data)
+    else:
+        out = b"".join(t.feed(data[i : i + step]) for i in range(0, len(data), step))
+    if t.error is None:
+        out += t.close()
+    return out, t
+
+
+def events(out: bytes) -> list[Any]:
+    return [e.data if e.data == b"[DONE]" else orjson.loads(e.data) for e in SSEDecoder().feed(out)]
+
+
+# ---------------------------------------------------------------- requests
+
+
+def test_build_request_sets_upstream_model_key_and_never_the_clients() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "foo": {"x": 1}}
+    req = P.build_request(body, ctx(stream=False))
+    sent = orjson.loads(req.body)
+    assert sent["model"] == "up-model"
+    assert sent["foo"] == {"x": 1}  # unknown fields pass through untouched
+    assert req.headers["authorization"] == "Bearer sk-upstream"
+    assert req.url == "http://127.0.0.1:9/v1/chat/completions"
+    assert body["model"] == "m"  # the client's body is not mutated
+
+
+def test_stream_always_asks_upstream_for_usage_keeping_other_options() -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_obfuscation": False},
+    }
+    sent = normalise_request(body, ctx())
+    assert sent["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert body["stream_options"] == {"include_obfuscation": False}
+
+
+def test_stream_usage_off_for_servers_that_reject_stream_options() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    assert "stream_options" not in normalise_request(body, ctx(stream_usage=False))
+
+
+def test_developer_role_becomes_system_only_when_upstream_lacks_it() -> None:
+    msgs = [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    body = {"model": "m", "messages": msgs}
+    assert normalise_request(body, ctx())["messages"][0]["role"] == "developer"
+    out = normalise_request(body, ctx(developer_role=False))
+    assert [m["role"] for m in out["messages"]] == ["system", "user"]
+    assert msgs[0]["role"] == "developer"
+
+
+@pytest.mark.parametrize(
+    ("field", "given", "expected"),
+    [
+        ("max_tokens", {"max_completion_tokens": 7}, {"max_tokens": 7}),
+        ("max_completion_tokens", {"max_tokens": 7}, {"max_completion_tokens": 7}),
+        ("max_tokens", {"max_tokens": 7}, {"max_tokens": 7}),
+        (None, {"max_tokens": 7}, {"max_tokens": 7}),
+        ("max_tokens", {"max_tokens": 5, "max_completion_tokens": 7}, {"max_tokens": 5}),
+    ],
+)
+def test_max_tokens_field_is_renamed_for_the_upstream(
+    field: str | None, given: dict[str, int], expected: dict[str, int]
+) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **given}
+    out = normalise_request(body, ctx(max_tokens_field=field))
+    got = {k: out[k] for k in ("max_tokens", "max_completion_tokens") if k in out}
+    assert got == expected
+
+
+# ---------------------------------------------------------------- streams
+
+
+@pytest.mark.parametrize("step", [None, 1, 7, 64])
+def test_text_stream_without_client_usage_drops_usage(step: int | None) -> None:
+    out, t = translate((FIXTURES / "text_with_usage.sse").read_bytes(), ctx(), step)
+    evs = events(out)
+    assert evs[-1] == b"[DONE]"
+    chunks = evs[:-1]
+    assert all("usage" not in c for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "Hello! How"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert t.usage["total_tokens"] == 15  # still recorded for accounting
+    assert t.error is None
+
+
+@pytest.mark.parametrize("step", [None, 3])
+def test_text_stream_with_client_usage_forwards_usage_chunk_last(step: int | None) -> None:
+    out, _ = translate(
+        (FIXTURES / "text_with_usage.sse").read_bytes(), ctx(include_usage=True), step
+    )
+    evs = events(out)
+    assert evs[-1] == b"[DONE]"
+    assert evs[-2]["choices"] == [] and evs[-2]["usage"]["prompt_tokens"] == 12
+    assert all(c["usage"] is None for c in evs[:-2])  # OpenAI's own shape when asked
+
+
+def test_ordinary_chunks_are_forwarded_byte_for_byte() -> None:
+    raw = (FIXTURES / "text_with_usage.sse").read_bytes()
+    out, _ = translate(raw, ctx(include_usage=True))
+    first_content = raw.split(b"\n\n")[1]
+    assert first_content in out
+
+
+def test_parallel_tool_calls_keep_indexes_and_arguments() -> None:
+    out, t = translate((FIXTURES / "parallel_tools_with_usage.sse").read_bytes(), ctx(), 5)
+    chunks = events(out)[:-1]
+    args: dict[int, str] = {}
+    names: dict[int, str] = {}
+    for c in chunks:
+        for call in c["choices"][0]["delta"].get("tool_calls") or []:
+            args[call["index"]] = args.get(call["index"], "") + call["function"].get(
+                "arguments", ""
+            )
+            if "name" in call["function"]:
+                names[call["index"]] = call["function"]["name"]
+    assert names == {0: "get_weather", 1: "get_time"}
+    assert orjson.loads(args[0]) == {"city": "Paris"} and orjson.loads(args[1]) == {"tz": "CET"}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert t.usage["completion_tokens"] == 40
+
+
+def test_ollama_tool_call_gets_index_and_tool_calls_finish_reason() -> None:
+    out, _ = translate((FIXTURES / "ollama_tool_call.sse").read_bytes(), ctx(include_usage=True))
+    evs = events(out)
+    call = evs[0]["choices"][0]["delta"]["tool_calls"][0]
+    assert call["index"] == 0
+    assert evs[1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert evs[2]["choices"] == [] and evs[2]["usage"]["total_tokens"] == 29  # choices: null fixed
+    assert evs[-1] == b"[DONE]"
+
+
+@pytest.mark.parametrize("step", [None, 2])
+def test_inband_error_after_200_becomes_final_error_event_without_done(step: int | None) -> None:
+    out, t = translate((FIXTURES / "vllm_inband_error.sse").read_bytes(), ctx(), step)
+    evs = events(out)
+    assert b"[DONE]" not in evs
+    assert evs[-1]["error"]["message"].endswith("CUDA out of memory")
+    assert set(evs[-1]["error"]) == {"message", "type", "param", "code"}
+    assert isinstance(t.error, UpstreamError)
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in evs[:-1]) == "Par"
+
+
+def test_truncated_stream_ends_with_error_not_done() -> None:
+    out, t = translate((FIXTURES / "truncated.sse").read_bytes(), ctx())
+    evs = events(out)
+    assert evs[-1]["error"]["code"] == "upstream_stream_truncated"
+    assert b"[DONE]" not in evs
+    assert t.error is not None
+
+
+def test_stream_without_done_but_finished_is_complete() -> None:
+    raw = (FIXTURES / "text_with_usage.sse").read_bytes().replace(b"data: [DONE]\n\n", b"")
+    out, t = translate(raw, ctx())
+    assert t.error is None and out.endswith(b"data: [DONE]\n\n")
+
+
+def test_garbage_event_is_an_error_event() -> None:
+    out, t = translate(b"data: {not json\n\n", ctx())
+    assert events(out)[-1]["error"]["type"] == "upstream_error"
+    assert t.error is not None
+
+
+# ---------------------------------------------------------------- non-streamed
+
+
+def test_completion_passes_bytes_through_when_nothing_to_fix() -> None:
+    raw = (FIXTURES / "completion.json").read_bytes()
+    c = P.parse_response(raw, ctx(stream=False))
+    assert c.body is raw
+    assert c.usage is not None and c.usage["total_tokens"] == 15
+
+
+def test_completion_tool_calls_with_stop_become_tool_calls() -> None:
+    raw = (FIXTURES / "ollama_tool_completion.json").read_bytes()
+    c = P.parse_response(raw, ctx(stream=False))
+    assert orjson.loads(c.body)["choices"][0]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize("raw", [b"<html>oops</html>", b"[1]", b'{"id": "x"}'])
+def test_completion_garbage_is_502(raw: bytes) -> None:
+    with pytest.raises(UpstreamError):
+        P.parse_response(raw, ctx(stream=False))
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_429_keeps_retry_after_and_message() -> None:
+    raw = (FIXTURES / "error_429.json").read_bytes()
+    e = P.map_error(429, {"retry-after": "7"}, raw)
+    assert isinstance(e, RateLimited)
+    assert e.http_status == 429 and e.headers["retry-after"] == "7"
+    assert e.message.startswith("Rate limit reached")
+
+
+def test_4xx_keeps_status_type_code_and_param() -> None:
+    e = P.map_error(400, {}, (FIXTURES / "error_400_context.json").read_bytes())
+    assert isinstance(e, UpstreamRejected)
+    assert (e.http_status, e.type, e.code, e.param) == (
+        400,
+        "invalid_request_error",
+        "context_length_exceeded",
+        "messages",
+    )
+
+
+def test_upstream_auth_failure_is_502_and_never_echoes_the_key() -> None:
+    e = P.map_error(401, {}, (FIXTURES / "error_401.json").read_bytes())
+    assert e.http_status == 502
+    assert "sk-" not in e.message
+
+
+def test_vllm_flat_error_body_is_normalised() -> None:
+    e = P.map_error(404, {}, (FIXTURES / "error_vllm_flat.json").read_bytes())
+    assert e.http_status == 404 and "does not exist" in e.message
+
+
+@pytest.mark.parametrize(
+    ("status", "cls", "wire"),
+    [
+        (500, UpstreamError, 502),
+        (502, UpstreamError, 502),
+        (503, UpstreamUnavailable, 503),
+        (529, UpstreamUnavailable, 503),
+        (504, UpstreamTimeout, 504),
+    ],
+)
+def test_5xx_mapping(status: int, cls: type, wire: int) -> None:
+    e = P.map_error(status, {}, b"<html>bad gateway</html>")
+    assert isinstance(e, cls) and e.http_status == wire
+    assert e.type == "upstream_error"

@@ -1,0 +1,129 @@
+"""The command line, run as a user runs it: `gateway serve` and `gateway check-config`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).parent.parent
+EXAMPLE = ROOT / "docs" / "examples" / "gateway.toml"
+
+
+def gateway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_check_config_prints_what_it_would_serve() -> None:
+    r = gateway("check-config", str(EXAMPLE), env={"OPENAI_API_KEY": "sk-x"})
+    assert r.returncode == 0, r.stderr
+    assert "fast" in r.stdout and "qwen2.5-7b-instruct" in r.stdout and r.stdout.endswith("ok\n")
+    assert "sk-x" not in r.stdout and "sk-alice" not in r.stdout
+
+
+def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[providers.local]\nkind = "openai"\ndeveloper_rol = false\n')
+    r = gateway("check-config", str(bad))
+    assert r.returncode == 1
+    assert "providers.local.developer_rol: unknown key" in r.stderr
+
+
+@contextmanager
+def serving(*args: str, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **env},
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        while not any(line.startswith("  or with the OpenAI SDK") for line in lines):
+            line = proc.stdout.readline()
+            assert line, "gateway exited early:\n" + "".join(lines)
+            lines.append(line)
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def wait_ready(base: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("gateway did not become ready")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_serve_without_config_prints_a_curl_that_works_as_pasted() -> None:
+    port = free_port()
+    with serving("--port", str(port), env={"GATEWAY_DEV_KEY": "sk-dev-test-key"}) as (proc, lines):
+        text = "".join(lines)
+        assert "dev key: sk-dev-test-key" in text
+        curl = next(line.strip() for line in lines if line.strip().startswith("curl "))
+        wait_ready(f"http://127.0.0.1:{port}")
+        out = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30)
+        body = orjson.loads(out.stdout)
+        assert body["object"] == "chat.completion", out.stdout
+        assert body["choices"][0]["message"]["content"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+
+def test_serve_with_two_workers() -> None:
+    port = free_port()
+    with serving("--port", str(port), "--workers", "2", env={"GATEWAY_DEV_KEY": "sk-dev-2"}) as (
+        _,
+        _lines,
+    ):
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base)
+        for _ in range(6):
+            r = httpx.post(
+                f"{base}/v1/chat/completions",
+                json={"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"authorization": "Bearer sk-dev-2"},
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
+
+
+def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nport = 'x'\n")
+    r = gateway("serve", "--config", str(bad))
+    assert r.returncode == 2 and "server.port: expected an integer" in r.stderr

@@ -1,0 +1,106 @@
+"""Config loading: the documented TOML shape, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, embedded_config, load_config, parse_config
+
+DOC_EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "gateway.toml"
+
+
+def test_documented_example_loads() -> None:
+    c = load_config(DOC_EXAMPLE, env={"OPENAI_API_KEY": "sk-x"})
+    assert c.server.port == 8080
+    assert c.providers["openai"].api_key == "sk-x"
+    assert c.providers["local"].caps.developer_role is False
+    assert c.providers["local"].caps.max_tokens_field == "max_tokens"
+    assert c.models["fast"].upstream_model == "qwen2.5-7b-instruct"
+    assert c.models["gpt-4o-mini"].upstream_model == "gpt-4o-mini"
+    assert c.keys[0].name == "alice" and c.keys[0].models == ("gpt-4o-mini", "fast")
+
+
+def test_embedded_defaults_serve_the_mock() -> None:
+    c = embedded_config("sk-dev-1")
+    assert {p.kind for p in c.providers.values()} == {"mock"}
+    assert "mock-gpt" in c.models and c.keys[0].key == "sk-dev-1"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"serverr": {}}, "serverr: unknown key"),
+        ({"server": {"prot": 1}}, "server.prot: unknown key"),
+        ({"server": {"port": "80"}}, "server.port: expected an integer"),
+        ({"server": {"port": 70000}}, "server.port: must be between"),
+        ({"providers": {"p": {}}}, "providers.p.kind: missing required key"),
+        ({"providers": {"p": {"kind": "nope"}}}, "providers.p.kind: must be one of"),
+        (
+            {"providers": {"p": {"kind": "openai", "developer_rol": False}}},
+            "providers.p.developer_rol: unknown key",
+        ),
+        (
+            {"providers": {"p": {"kind": "openai", "developer_role": "no"}}},
+            "providers.p.developer_role: expected a boolean",
+        ),
+        (
+            {"providers": {"p": {"kind": "openai", "max_tokens_field": "max"}}},
+            "providers.p.max_tokens_field: must be one of",
+        ),
+        (
+            {"providers": {"p": {"kind": "openai", "base_url": "ftp://x"}}},
+            "providers.p.base_url: must start with http",
+        ),
+        (
+            {"providers": {"p": {"kind": "openai", "api_key_env": "NOPE_NOT_SET"}}},
+            "providers.p.api_key_env: environment variable NOPE_NOT_SET is not set",
+        ),
+        (
+            {"providers": {"p": {"kind": "openai", "api_key": "a", "api_key_env": "B"}}},
+            "set api_key or api_key_env, not both",
+        ),
+        ({"providers": {"a/b": {"kind": "openai"}}}, "must not contain '/'"),
+        ({"models": {"m": {"provider": "ghost"}}}, "models.m.provider: no provider named 'ghost'"),
+        (
+            {"providers": {"p": {"kind": "mock"}}, "models": {"m": {"provider": "p", "x": 1}}},
+            "models.m.x: unknown key",
+        ),
+        ({"keys": [{"name": "a"}]}, "keys[0]: set key or key_env"),
+        ({"keys": [{"name": "a", "key": "k", "models": [1]}]}, "keys[0].models[0]"),
+        (
+            {"keys": [{"name": "a", "key": "k"}, {"name": "a", "key": "j"}]},
+            "keys[1].name: duplicate key name",
+        ),
+        ({"keys": {"name": "a"}}, "keys: expected an array of tables"),
+    ],
+)
+def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        parse_config(data, env={}, source="t")
+    assert message in str(info.value)
+
+
+def test_model_flags_override_provider_flags() -> None:
+    c = parse_config(
+        {
+            "providers": {
+                "p": {"kind": "openai", "developer_role": False, "max_tokens_field": "max_tokens"}
+            },
+            "models": {"m": {"provider": "p", "developer_role": True}},
+        },
+        env={},
+        source="t",
+    )
+    eff = c.models["m"].caps.over(c.providers["p"].caps)
+    assert eff.developer_role is True and eff.max_tokens_field == "max_tokens"
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nport = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)

@@ -1,0 +1,409 @@
+"""End to end: the official OpenAI SDK against a real gateway and real fake upstreams."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+from pydantic import BaseModel
+
+from tests.conftest import KEY_ALL, KEY_SCOPED, UPSTREAM_KEY, Stack
+
+HELLO = [{"role": "user", "content": "Hello there"}]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def client(stack: Stack, key: str = KEY_ALL) -> OpenAI:
+    return OpenAI(base_url=stack.url, api_key=key, max_retries=0, timeout=20)
+
+
+# ---------------------------------------------------------------- happy paths
+
+
+def test_non_stream_completion(stack: Stack) -> None:
+    r = client(stack).chat.completions.create(model="gpt-test", messages=HELLO)  # type: ignore[arg-type]
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage is not None and r.usage.total_tokens > 0
+
+
+def test_stream_without_usage(stack: Stack) -> None:
+    chunks = list(
+        client(stack).chat.completions.create(
+            model="gpt-test",
+            messages=HELLO,  # type: ignore[arg-type]
+            stream=True,
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert all(c.usage is None for c in chunks)
+    # We asked the upstream for usage anyway, so accounting is exact.
+    assert stack.fake.requests[-1].body["stream_options"] == {"include_usage": True}
+
+
+def test_stream_with_usage(stack: Stack) -> None:
+    chunks = list(
+        client(stack).chat.completions.create(
+            model="gpt-test",
+            messages=HELLO,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-2].choices[0].finish_reason == "stop"
+
+
+def test_streamed_tool_calls_are_assembled_by_the_sdk(stack: Stack) -> None:
+    with client(stack).chat.completions.stream(
+        model="gpt-test",
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+    ) as s:
+        final = s.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = choice.message.tool_calls
+    assert calls and calls[0].function.name == "get_weather"
+    assert "city" in json.loads(calls[0].function.arguments)
+
+
+def test_tool_round_trip_on_the_mock(stack: Stack) -> None:
+    c = client(stack)
+    first = c.chat.completions.create(
+        model="mock-fast",
+        messages=[{"role": "user", "content": "use get_weather for Oslo"}],
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+    )
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    second = c.chat.completions.create(
+        model="mock-fast",
+        messages=[
+            {"role": "user", "content": "use get_weather for Oslo"},
+            first.choices[0].message.model_dump(exclude_none=True),  # type: ignore[list-item]
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 3}'},
+        ],
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+    )
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content
+
+
+class Forecast(BaseModel):
+    city: str
+    temperature_c: float
+    sunny: bool
+    tags: list[str]
+
+
+@pytest.mark.parametrize("model", ["mock-fast", "mock-paced"])
+def test_json_schema_structured_output_parses(stack: Stack, model: str) -> None:
+    r = client(stack).chat.completions.parse(
+        model=model,
+        messages=[{"role": "user", "content": "forecast for Rome"}],
+        response_format=Forecast,
+    )
+    parsed = r.choices[0].message.parsed
+    assert isinstance(parsed, Forecast)
+
+
+def test_json_schema_streamed(stack: Stack) -> None:
+    with client(stack).chat.completions.stream(
+        model="mock-paced",
+        messages=[{"role": "user", "content": "forecast for Rome"}],
+        response_format=Forecast,
+    ) as s:
+        final = s.get_final_completion()
+    assert isinstance(final.choices[0].message.parsed, Forecast)
+
+
+def test_mock_stream_has_honest_usage(stack: Stack) -> None:
+    chunks = list(
+        client(stack).chat.completions.create(
+            model="mock-paced",
+            messages=HELLO,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == len(pieces)
+
+
+def test_old_server_gets_normalised_request(stack: Stack) -> None:
+    r = client(stack).chat.completions.create(
+        model="old-test",
+        messages=[
+            {"role": "developer", "content": "Answer briefly."},
+            {"role": "user", "content": "Hi"},
+        ],
+        max_completion_tokens=50,
+    )
+    assert r.choices[0].message.content
+    sent = stack.strict.requests[-1]
+    assert [m["role"] for m in sent.body["messages"]] == ["system", "user"]
+    assert sent.body["max_tokens"] == 50 and "max_completion_tokens" not in sent.body
+    # The client's key never leaves the gateway; the upstream gets its own.
+    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+
+def test_provider_slash_model_routes_without_a_models_entry(stack: Stack) -> None:
+    r = client(stack).chat.completions.create(model="fake/other-model", messages=HELLO)  # type: ignore[arg-type]
+    assert r.choices[0].message.content
+    assert stack.fake.requests[-1].body["model"] == "other-model"
+
+
+def test_unknown_fields_pass_through_to_openai_kind(stack: Stack) -> None:
+    client(stack).chat.completions.create(
+        model="gpt-test",
+        messages=HELLO,  # type: ignore[arg-type]
+        extra_body={"vendor_knob": {"a": [1, 2]}},
+    )
+    assert stack.fake.requests[-1].body["vendor_knob"] == {"a": [1, 2]}
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _raises(exc: type[openai.APIStatusError], fn: Any, **kw: Any) -> openai.APIStatusError:
+    with pytest.raises(exc) as info:
+        fn(**kw)
+    err = info.value
+    assert set(err.body) == {"message", "type", "param", "code"}  # type: ignore[arg-type]
+    return err
+
+
+def test_wrong_key_is_401_and_not_echoed(stack: Stack) -> None:
+    c = client(stack, "sk-wrong-key")
+    err = _raises(
+        openai.AuthenticationError, c.chat.completions.create, model="gpt-test", messages=HELLO
+    )
+    assert err.status_code == 401 and "sk-wrong" not in err.message
+
+
+@pytest.mark.parametrize(
+    "auth", [None, b"Bearer", b"Basic abc", "Bearer \u00e9t\u00e9".encode("latin-1")]
+)
+def test_missing_or_malformed_authorization_is_401(stack: Stack, auth: bytes | None) -> None:
+    headers = {} if auth is None else {"authorization": auth}
+    r = httpx.post(
+        f"{stack.url}/chat/completions",
+        json={"model": "gpt-test", "messages": HELLO},
+        headers=headers,
+    )
+    assert r.status_code == 401
+    assert r.json()["error"]["type"] == "authentication_error"
+
+
+def test_model_outside_scope_is_403(stack: Stack) -> None:
+    c = client(stack, KEY_SCOPED)
+    err = _raises(
+        openai.PermissionDeniedError, c.chat.completions.create, model="gpt-test", messages=HELLO
+    )
+    assert err.code == "model_not_allowed"
+    # A "PROVIDER/*" scope entry allows that provider's models.
+    assert c.chat.completions.create(model="fake/x", messages=HELLO).choices  # type: ignore[arg-type]
+
+
+def test_unknown_model_is_404_model_not_found(stack: Stack) -> None:
+    err = _raises(
+        openai.NotFoundError, client(stack).chat.completions.create, model="nope", messages=HELLO
+    )
+    assert err.code == "model_not_found"
+
+
+def test_validation_error_names_the_field(stack: Stack) -> None:
+    err = _raises(
+        openai.BadRequestError,
+        client(stack).chat.completions.create,
+        model="gpt-test",
+        messages=[
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}
+        ],
+    )
+    assert err.param == "messages[0].content[0].image_url.url"
+    assert "messages[0].content[0].image_url.url" in err.message
+
+
+def test_body_too_large_is_413(stack: Stack) -> None:
+    big = [{"role": "user", "content": "x" * 70_000}]
+    err = _raises(
+        openai.APIStatusError, client(stack).chat.completions.create, model="gpt-test", messages=big
+    )
+    assert err.status_code == 413
+
+
+def test_invalid_json_is_400(stack: Stack) -> None:
+    r = httpx.post(
+        f"{stack.url}/chat/completions",
+        content=b'{"model": "gpt-test", "messages": [',
+        headers={"authorization": f"Bearer {KEY_ALL}", "content-type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_upstream_429_keeps_retry_after(stack: Stack) -> None:
+    c = client(stack)
+    with pytest.raises(openai.RateLimitError) as info:
+        c.chat.completions.create(model="fake/m@status=429&retry_after=7", messages=HELLO)  # type: ignore[arg-type]
+    assert info.value.response.headers["retry-after"] == "7"
+
+
+@pytest.mark.parametrize(
+    ("directive", "exc", "status"),
+    [
+        ("status=400", openai.BadRequestError, 400),
+        ("status=404", openai.NotFoundError, 404),
+        ("status=422", openai.UnprocessableEntityError, 422),
+        ("status=500", openai.InternalServerError, 502),
+        ("status=503", openai.InternalServerError, 503),
+        ("status=401", openai.InternalServerError, 502),
+    ],
+)
+def test_upstream_status_mapping(
+    stack: Stack, directive: str, exc: type[openai.APIStatusError], status: int
+) -> None:
+    err = _raises(
+        exc, client(stack).chat.completions.create, model=f"fake/m@{directive}", messages=HELLO
+    )
+    assert err.status_code == status
+
+
+def test_upstream_hang_is_504(stack: Stack) -> None:
+    t0 = time.monotonic()
+    err = _raises(
+        openai.InternalServerError,
+        client(stack).chat.completions.create,
+        model="fake/m@hang",
+        messages=HELLO,
+    )
+    assert err.status_code == 504
+    assert time.monotonic() - t0 < 5
+
+
+def test_refused_connection_is_502(stack: Stack) -> None:
+    err = _raises(
+        openai.InternalServerError,
+        client(stack).chat.completions.create,
+        model="down/m",
+        messages=HELLO,
+    )
+    assert err.status_code == 502 and err.type == "upstream_error"
+
+
+def test_reset_before_first_byte_is_502(stack: Stack) -> None:
+    err = _raises(
+        openai.InternalServerError,
+        client(stack).chat.completions.create,
+        model="fake/m@reset_after=0",
+        messages=HELLO,
+        stream=True,
+    )
+    assert err.status_code == 502
+
+
+@pytest.mark.parametrize("directive", ["error_after=2", "reset_after=2"])
+def test_mid_stream_failure_is_an_error_event_without_done(stack: Stack, directive: str) -> None:
+    r = httpx.post(
+        f"{stack.url}/chat/completions",
+        json={"model": f"fake/m@{directive}&chunks=6", "messages": HELLO, "stream": True},
+        headers={"authorization": f"Bearer {KEY_ALL}"},
+    )
+    assert r.status_code == 200
+    events = [line[6:] for line in r.text.split("\n\n") if line.startswith("data: ")]
+    assert events[-1] != "[DONE]"
+    last = json.loads(events[-1])
+    assert set(last["error"]) == {"message", "type", "param", "code"}
+    # ...and the SDK turns it into an exception, not a silent truncation.
+    with pytest.raises(openai.APIError):
+        for _ in client(stack).chat.completions.create(
+            model=f"fake/m@{directive}&chunks=6",
+            messages=HELLO,  # type: ignore[arg-type]
+            stream=True,
+        ):
+            pass
+
+
+def test_upstream_stall_mid_stream_times_out_with_error_event(stack: Stack) -> None:
+    r = httpx.post(
+        f"{stack.url}/chat/completions",
+        json={"model": "fake/m@chunks=3&chunk_interval_ms=3000", "messages": HELLO, "stream": True},
+        headers={"authorization": f"Bearer {KEY_ALL}"},
+        timeout=10,
+    )
+    last = json.loads([x for x in r.text.split("\n\n") if x.startswith("data: ")][-1][6:])
+    assert last["error"]["code"] == "upstream_timeout"
+
+
+def test_client_disconnect_cancels_the_upstream(stack: Stack) -> None:
+    before = stack.fake.disconnects
+    stream = client(stack).chat.completions.create(
+        model="fake/m@chunks=200&chunk_interval_ms=50",
+        messages=HELLO,  # type: ignore[arg-type]
+        stream=True,
+    )
+    for i, _ in enumerate(stream):
+        if i == 2:
+            break
+    stream.close()
+    t0 = time.monotonic()
+    assert stack.fake.wait_for_disconnects(before + 1, timeout_s=1.0)
+    assert time.monotonic() - t0 < 1.0
+
+
+# ---------------------------------------------------------------- other routes
+
+
+def test_models_list_and_retrieve(stack: Stack) -> None:
+    ids = [m.id for m in client(stack).models.list()]
+    assert ids == ["gpt-test", "old-test", "mock-fast", "mock-paced"]
+    m = client(stack).models.retrieve("mock-fast")
+    assert (m.id, m.object, m.owned_by) == ("mock-fast", "model", "mock")
+    with pytest.raises(openai.NotFoundError):
+        client(stack).models.retrieve("nope")
+
+
+def test_models_list_respects_scope(stack: Stack) -> None:
+    assert [m.id for m in client(stack, KEY_SCOPED).models.list()] == ["mock-fast"]
+    with pytest.raises(openai.AuthenticationError):
+        client(stack, "sk-bad").models.list()
+
+
+def test_health_and_readiness(stack: Stack) -> None:
+    base = stack.url.removesuffix("/v1")
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
+
+
+def test_unknown_path_and_wrong_method_are_openai_shaped(stack: Stack) -> None:
+    base = stack.url.removesuffix("/v1")
+    r = httpx.get(f"{base}/v1/nothing-here")
+    assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    r = httpx.get(f"{stack.url}/chat/completions")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["error"]["code"] == "method_not_allowed"
