@@ -78,6 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    else:
+        os.environ.pop(CONFIG_ENV, None)  # workers must serve what the banner shows
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     workers = args.workers or config.server.workers

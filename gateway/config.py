@@ -11,6 +11,7 @@ loaded `Config` is passed to whoever needs it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -31,6 +32,20 @@ DEFAULT_BASE_URLS = {
 }
 
 
+STRUCTURED_OUTPUT_MODES = ("tool", "native")
+# Capability flags that reach the providers as `Deployment.options` (the rest are
+# first-class fields of `Deployment`).
+OPTION_NAMES = (
+    "ttft_ms",
+    "tokens_per_s",
+    "default_max_tokens",
+    "structured_output",
+    "reasoning_output",
+    "fetch_media",
+    "api_version",
+)
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key path."""
 
@@ -41,7 +56,8 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 16 * 1024 * 1024
-    keep_alive_timeout_s: float = 75.0
+    body_timeout_s: float = 30.0  # the whole request body must arrive within this
+    keep_alive_timeout_s: float = 10.0  # idle connections; also bounds header arrival
     graceful_timeout_s: float = 30.0
 
 
@@ -54,16 +70,26 @@ class Capabilities:
     stream_usage: bool | None = None
     ttft_ms: float | None = None  # mock only
     tokens_per_s: float | None = None  # mock only
+    default_max_tokens: int | None = None  # anthropic: max_tokens when the client sent none
+    structured_output: str | None = None  # anthropic: "tool" (emulated) | "native"
+    reasoning_output: bool | None = None  # surface thinking as delta.reasoning_content
+    fetch_media: bool | None = None  # fetch http(s) media and send it inline
+    api_version: str | None = None  # anthropic: the anthropic-version header
 
     def over(self, base: Capabilities) -> Capabilities:
         """These flags, with unset ones taken from `base`."""
         return Capabilities(
-            developer_role=_first(self.developer_role, base.developer_role),
-            max_tokens_field=_first(self.max_tokens_field, base.max_tokens_field),
-            stream_usage=_first(self.stream_usage, base.stream_usage),
-            ttft_ms=_first(self.ttft_ms, base.ttft_ms),
-            tokens_per_s=_first(self.tokens_per_s, base.tokens_per_s),
+            **{
+                f.name: _first(getattr(self, f.name), getattr(base, f.name))
+                for f in dataclasses.fields(self)
+            }
         )
+
+    def options(self) -> dict[str, Any]:
+        """The kind-specific settings that are set, for `Deployment.options`."""
+        return {
+            name: getattr(self, name) for name in OPTION_NAMES if getattr(self, name) is not None
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +229,11 @@ def _caps(t: _Table) -> Capabilities:
         stream_usage=t.flag("stream_usage"),
         ttft_ms=t.number("ttft_ms"),
         tokens_per_s=t.number("tokens_per_s"),
+        default_max_tokens=t.integer("default_max_tokens", minimum=1, maximum=10_000_000),
+        structured_output=t.text("structured_output", choices=STRUCTURED_OUTPUT_MODES),
+        reasoning_output=t.flag("reasoning_output"),
+        fetch_media=t.flag("fetch_media"),
+        api_version=t.text("api_version"),
     )
 
 
@@ -253,6 +284,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
             max_body_bytes=_or(
                 st.integer("max_body_bytes", minimum=1024, maximum=1 << 30), server.max_body_bytes
             ),
+            body_timeout_s=_or(st.number("body_timeout_s"), server.body_timeout_s),
             keep_alive_timeout_s=_or(
                 st.number("keep_alive_timeout_s"), server.keep_alive_timeout_s
             ),
@@ -294,6 +326,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
         if not isinstance(raw_keys, list):
             raise ConfigError("keys: expected an array of tables ([[keys]])")
         seen_names: set[str] = set()
+        seen_secrets: dict[str, int] = {}
         for i, item in enumerate(raw_keys):
             kt = _Table(item, f"keys[{i}]")
             name = kt.text("name", required=True)
@@ -303,6 +336,9 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
             secret = _secret(kt, "key", "key_env", env)
             if secret is None:
                 raise ConfigError(f"keys[{i}]: set key or key_env")
+            if secret in seen_secrets:
+                raise ConfigError(f"keys[{i}]: the same secret as keys[{seen_secrets[secret]}]")
+            seen_secrets[secret] = i
             keys.append(KeyConfig(name=name, key=secret, models=kt.str_list("models")))
             kt.done()
     root.done()

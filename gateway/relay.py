@@ -104,6 +104,8 @@ class HttpxTransport:
     def __init__(self, p: ProviderConfig) -> None:
         self._name = p.name
         self._client = httpx.AsyncClient(
+            # Bodies are relayed as raw bytes (aiter_raw): ask for them uncompressed.
+            headers={"accept-encoding": "identity"},
             http1=True,
             http2=False,
             follow_redirects=False,
@@ -235,13 +237,13 @@ class Relay:
 
         A non-2xx answer is read (bounded) and raised as the provider's mapped error.
         """
-        t = self.timeouts
+        # A non-streamed answer's headers come after the whole generation: only the
+        # total deadline bounds it.
+        first_byte_s = self.timeouts.first_byte_s if req.stream else math.inf
         attempt = 0
         while True:
             attempt += 1
-            with trio.CancelScope(
-                deadline=min(deadline, trio.current_time() + t.first_byte_s)
-            ) as cs:
+            with trio.CancelScope(deadline=min(deadline, trio.current_time() + first_byte_s)) as cs:
                 try:
                     async with self.transport.open(req, ctx) as resp:
                         if resp.status >= 300:
@@ -284,29 +286,39 @@ class Relay:
         deadline = trio.current_time() + t.total_s
 
         async def emit(data: bytes) -> None:
-            if translator.error is not None and not outcome.started:
-                raise translator.error  # failed before anything was sent: a real status
+            error = translator.error
+            if error is not None and not outcome.started and data == error.sse_event():
+                raise error  # failed before any content was sent: answer with a real status
             if data:
                 outcome.started = True
                 await write(data)
 
+        # The idle deadline moves at most every `step` seconds: setting a cancel
+        # scope's deadline costs more than translating a chunk.
+        step = min(1.0, t.idle_s / 10)
         try:
             with trio.CancelScope(deadline=deadline) as total:
                 async with self._open(req, ctx, deadline) as resp:
                     with trio.CancelScope() as idle:
+                        moved = -math.inf
                         while True:
-                            idle.deadline = trio.current_time() + t.idle_s
+                            now = trio.current_time()
+                            if now - moved >= step:
+                                idle.deadline = now + t.idle_s
+                                moved = now
                             chunk = await resp.next_chunk()
-                            idle.deadline = math.inf
                             if chunk is None:
                                 await emit(translator.close())
                                 break
                             await emit(translator.feed(chunk))
                             if translator.error is not None:
                                 break
+                            if translator.done:  # the upstream said it has finished
+                                await emit(translator.close())
+                                break
                     if idle.cancelled_caught:
                         raise UpstreamTimeout(
-                            f"The upstream sent nothing for {t.idle_s:g} s.",
+                            f"The upstream sent nothing for about {t.idle_s:g} s.",
                             code="upstream_timeout",
                         )
             if total.cancelled_caught:

@@ -23,11 +23,6 @@ def make_deployment(
 ) -> Deployment:
     """Resolve one model's effective settings from its own flags and its provider's."""
     eff = caps.over(provider.caps)
-    options: dict[str, float] = {}
-    if eff.ttft_ms is not None:
-        options["ttft_ms"] = eff.ttft_ms
-    if eff.tokens_per_s is not None:
-        options["tokens_per_s"] = eff.tokens_per_s
     return Deployment(
         model_id=model_id,
         provider_name=provider.name,
@@ -39,7 +34,7 @@ def make_deployment(
         max_tokens_field=eff.max_tokens_field,
         stream_usage=eff.stream_usage if eff.stream_usage is not None else True,
         headers=provider.headers,
-        options=options,
+        options=eff.options(),
     )
 
 

@@ -72,7 +72,9 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
     writer: SSEWriter | None = None
     try:
         principal = gw.auth.authenticate(header(scope, b"authorization"))
-        body = parse_json_body(await read_body(scope, receive, gw.config.server.max_body_bytes))
+        server = gw.config.server
+        raw = await read_body(scope, receive, server.max_body_bytes, server.body_timeout_s)
+        body = parse_json_body(raw)
         validate_chat_request(body)
         model = body["model"]
         gw.auth.authorize_model(principal, model)

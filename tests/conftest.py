@@ -63,6 +63,7 @@ class Stack:
 TEST_CONFIG = """
 [server]
 max_body_bytes = 65536
+body_timeout_s = 1
 
 [providers.fake]
 kind = "openai"

@@ -91,7 +91,9 @@ def wait_ready(base: str) -> None:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_serve_without_config_prints_a_curl_that_works_as_pasted() -> None:
     port = free_port()
-    with serving("--port", str(port), env={"GATEWAY_DEV_KEY": "sk-dev-test-key"}) as (proc, lines):
+    # A GATEWAY_CONFIG left in the environment must not make workers serve another file.
+    env = {"GATEWAY_DEV_KEY": "sk-dev-test-key", "GATEWAY_CONFIG": str(EXAMPLE)}
+    with serving("--port", str(port), env=env) as (proc, lines):
         text = "".join(lines)
         assert "dev key: sk-dev-test-key" in text
         curl = next(line.strip() for line in lines if line.strip().startswith("curl "))

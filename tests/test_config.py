@@ -74,6 +74,11 @@ def test_embedded_defaults_serve_the_mock() -> None:
             "keys[1].name: duplicate key name",
         ),
         ({"keys": {"name": "a"}}, "keys: expected an array of tables"),
+        (
+            {"keys": [{"name": "a", "key": "k"}, {"name": "b", "key": "k"}]},
+            "keys[1]: the same secret as keys[0]",
+        ),
+        ({"server": {"body_timeout_s": -1}}, "server.body_timeout_s: must be >= 0"),
     ],
 )
 def test_errors_name_the_key(data: dict[str, object], message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
@@ -257,6 +258,21 @@ def test_body_too_large_is_413(stack: Stack) -> None:
     assert err.status_code == 413
 
 
+def test_a_body_that_trickles_in_too_slowly_is_408(stack: Stack) -> None:
+    """Slowloris on the body: the connection is not held past body_timeout_s (1 s here)."""
+    port = int(stack.url.rsplit(":", 1)[1].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+            + f"authorization: Bearer {KEY_ALL}\r\n".encode()
+            + b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{"
+        )
+        t0 = time.monotonic()
+        head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 408")
+    assert 0.8 < time.monotonic() - t0 < 4
+
+
 def test_invalid_json_is_400(stack: Stack) -> None:
     r = httpx.post(
         f"{stack.url}/chat/completions",
@@ -295,14 +311,16 @@ def test_upstream_status_mapping(
 
 
 def test_upstream_hang_is_504(stack: Stack) -> None:
+    """A stream whose upstream sends no headers within first_byte_timeout_s (1.5 s)."""
     t0 = time.monotonic()
     err = _raises(
         openai.InternalServerError,
         client(stack).chat.completions.create,
         model="fake/m@hang",
         messages=HELLO,
+        stream=True,
     )
-    assert err.status_code == 504
+    assert err.status_code == 504 and err.code == "upstream_timeout"
     assert time.monotonic() - t0 < 5
 
 

@@ -36,12 +36,20 @@ class Deployment:
     kind: str  # openai | anthropic | gemini | mock
     upstream_model: str  # the model name sent upstream
     base_url: str = ""
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     developer_role: bool = True  # upstream understands role "developer"
     max_tokens_field: str | None = None  # "max_tokens" | "max_completion_tokens" | None: as sent
     stream_usage: bool = True  # upstream accepts stream_options.include_usage
     headers: Mapping[str, str] = field(default_factory=dict)  # extra upstream headers
     options: Mapping[str, Any] = field(default_factory=dict)  # kind-specific settings
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """The bytes behind an http(s) URL in a content part, fetched by the gateway."""
+
+    mime_type: str  # from the response's Content-Type, e.g. "image/png"
+    data: bytes
 
 
 @dataclass(slots=True)
@@ -53,6 +61,8 @@ class CallContext:
     include_usage: bool  # the client asked for the usage chunk (stream_options)
     request_id: str  # gateway-owned id, e.g. "chatcmpl-..."
     created: int  # unix seconds
+    # URL -> fetched bytes, for every URL the provider's `media_urls` asked for.
+    media: Mapping[str, Media] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +70,7 @@ class UpstreamRequest:
     """One HTTP request for the relay to send; `payload` is `body` before encoding."""
 
     url: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # holds the upstream's key
     body: bytes
     stream: bool
     payload: JSON | None = None
@@ -89,6 +99,7 @@ class StreamTranslator(Protocol):
 
     usage: JSON | None
     error: GatewayError | None
+    done: bool  # the upstream signalled the end (e.g. `[DONE]`): the relay stops reading
 
     def feed(self, data: bytes) -> bytes: ...
 
@@ -99,6 +110,14 @@ class Provider(Protocol):
     """A provider kind. Stateless: one instance serves every deployment of its kind."""
 
     kind: str
+
+    def media_urls(self, body: JSON, ctx: CallContext) -> list[str]:
+        """The http(s) URLs in content parts whose bytes the upstream needs inlined.
+
+        The routes fetch them safely (gateway/fetch.py) into `ctx.media` before
+        `build_request` runs. Most upstreams take URLs themselves: return [].
+        """
+        ...
 
     def build_request(self, body: JSON, ctx: CallContext) -> UpstreamRequest:
         """Translate a validated OpenAI request body for the upstream.

@@ -23,17 +23,12 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import (
-    GatewayError,
-    RateLimited,
-    UpstreamError,
-    UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from gateway.errors import GatewayError, UpstreamError
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
-from gateway.sse import DONE, SSEDecoder
+from gateway.providers.common import upstream_status_error
+from gateway.sse import DONE, SSEDecoder, SSEProtocolError
 
+MAX_EVENT_BYTES = 4 * 1024 * 1024  # one upstream SSE event larger than this is refused
 _DATA = b"data: "
 _EOE = b"\n\n"
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
@@ -58,7 +53,9 @@ def normalise_request(body: JSON, ctx: CallContext) -> JSON:
             value = out.pop(other)
             if out.get(field) is None:
                 out[field] = value
-    if ctx.stream and dep.stream_usage:
+    if not dep.stream_usage:
+        out.pop("stream_options", None)  # the upstream rejects the field altogether
+    elif ctx.stream:
         options = body.get("stream_options") or {}
         if options.get("include_usage") is not True:
             out["stream_options"] = {**options, "include_usage": True}
@@ -69,6 +66,9 @@ class OpenAIProvider:
     """Provider for `kind = "openai"`: OpenAI and OpenAI-compatible servers."""
 
     kind = "openai"
+
+    def media_urls(self, body: JSON, ctx: CallContext) -> list[str]:
+        return []  # OpenAI-compatible servers take image URLs themselves
 
     def build_request(self, body: JSON, ctx: CallContext) -> UpstreamRequest:
         dep = ctx.deployment
@@ -100,11 +100,14 @@ class OpenAIProvider:
             raise UpstreamError("The upstream response has no choices.")
         for choice in choices:
             message = choice.get("message") if isinstance(choice, dict) else None
-            if (
-                isinstance(message, dict)
-                and message.get("tool_calls")
-                and choice.get("finish_reason") == "stop"
-            ):
+            if not isinstance(message, dict) or not isinstance(message.get("tool_calls"), list):
+                continue
+            for call in message["tool_calls"]:
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and isinstance(fn.get("arguments"), dict):
+                    fn["arguments"] = orjson.dumps(fn["arguments"]).decode()  # Ollama
+                    changed = True
+            if message["tool_calls"] and choice.get("finish_reason") == "stop":
                 choice["finish_reason"] = "tool_calls"
                 changed = True
         usage = obj.get("usage")
@@ -151,41 +154,61 @@ def _error_from_object(
 ) -> GatewayError:
     """Map an upstream error (status plus parsed body) onto the gateway's error tree."""
     message, etype, code, param = _error_fields(obj)
-    headers = headers or {}
-    if status == 429:
-        kept = {k: headers[k] for k in ("retry-after", "retry-after-ms") if k in headers}
-        return RateLimited(message, headers=kept, code=code or "rate_limit_exceeded")
-    if status in (401, 403):
-        # The client's key is fine; the gateway's own upstream credentials were refused.
-        # Never echo the upstream message: it can carry a masked copy of our key.
-        return UpstreamError(
-            f"The upstream refused the gateway's credentials (HTTP {status}).",
-            code="upstream_auth_failed",
-        )
-    if 400 <= status < 500:
-        return UpstreamRejected(
-            message,
-            status=status,
-            error_type=etype or "invalid_request_error",
-            code=code,
-            param=param,
-        )
-    if status in (503, 529):
-        return UpstreamUnavailable(f"The upstream is unavailable (HTTP {status}): {message}")
-    if status == 504:
-        return UpstreamTimeout(f"The upstream timed out (HTTP 504): {message}")
-    return UpstreamError(f"The upstream failed (HTTP {status}): {message}", code=code)
+    return upstream_status_error(
+        status, message, error_type=etype, code=code, param=param, headers=headers
+    )
 
 
 def _stream_error(obj: JSON) -> GatewayError:
-    """An in-band error event after a 200: mapped by its code when it carries one."""
+    """An in-band error event after a 200: mapped by its code when that is an HTTP status."""
     err = obj.get("error")
-    status = 502
     if isinstance(err, dict):
         code = err.get("code")
         if isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600:
-            status = code
-    return _error_from_object(obj, status)
+            return _error_from_object(obj, code)
+    message, _, code_text, _ = _error_fields(obj)
+    return UpstreamError(f"The upstream reported an error mid-stream: {message}", code=code_text)
+
+
+class _ToolSlots:
+    """Per-choice bookkeeping that gives every streamed tool call its own index.
+
+    Servers get this wrong in two ways (wire-formats.md A9, E15): Ollama sends whole
+    calls without an `index`, or with index 0 for every parallel call. A fragment
+    that carries an `id` starts a call; if its index already belongs to a call with
+    another id, the new call gets the next free index. Fragments without an id
+    continue the call their index currently maps to.
+    """
+
+    __slots__ = ("current", "ids")
+
+    def __init__(self) -> None:
+        self.ids: list[str | None] = []  # our index -> id of the call that holds it
+        self.current: dict[int, int] = {}  # upstream index -> our index
+
+    def place(self, call: JSON) -> None:
+        upstream = call.get("index")
+        call_id = call.get("id")
+        if not isinstance(upstream, int) or isinstance(upstream, bool):
+            ours = len(self.ids)  # no usable index: every call is a new one
+            self.ids.append(call_id if isinstance(call_id, str) else None)
+        elif upstream in self.current:
+            ours = self.current[upstream]
+            held = self.ids[ours]
+            if isinstance(call_id, str) and held is not None and held != call_id:
+                ours = len(self.ids)  # a new call reusing a taken index
+                self.ids.append(call_id)
+                self.current[upstream] = ours
+        else:
+            ours = upstream if upstream >= len(self.ids) else len(self.ids)
+            while len(self.ids) <= ours:
+                self.ids.append(None)
+            self.ids[ours] = call_id if isinstance(call_id, str) else None
+            self.current[upstream] = ours
+        call["index"] = ours
+        fn = call.get("function")
+        if isinstance(fn, dict) and isinstance(fn.get("arguments"), dict):
+            fn["arguments"] = orjson.dumps(fn["arguments"]).decode()
 
 
 class OpenAIStreamTranslator:
@@ -193,47 +216,54 @@ class OpenAIStreamTranslator:
 
     __slots__ = (
         "_decoder",
-        "_done",
         "_finished",
         "_include_usage",
-        "_tool_choices",
-        "_tool_counts",
+        "_tools",
+        "done",
         "error",
         "usage",
     )
 
     def __init__(self, ctx: CallContext) -> None:
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_event_bytes=MAX_EVENT_BYTES)
         self._include_usage = ctx.include_usage
-        self._done = False  # upstream sent [DONE]
-        self._finished: set[int] = set()  # choice indexes that reported a finish_reason
-        self._tool_choices: set[int] = set()  # choice indexes that streamed tool calls
-        self._tool_counts: dict[int, int] = {}  # choice index -> tool calls seen without index
+        self._finished: set[Any] = set()  # choice indexes that reported a finish_reason
+        self._tools: dict[Any, _ToolSlots] = {}  # choice index -> its tool calls
+        self.done = False  # upstream sent [DONE]
         self.usage: JSON | None = None
         self.error: GatewayError | None = None
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
-        for event in self._decoder.feed(data):
-            if self.error is not None or self._done:
+        try:
+            events = self._decoder.feed(data)
+        except SSEProtocolError as e:
+            return self._fail(UpstreamError(f"The upstream sent a malformed stream ({e})."))
+        for event in events:
+            if self.error is not None or self.done:
                 break
             payload = event.data
             if payload == b"[DONE]":
-                self._done = True
+                self.done = True
                 break
             fast = None if event.event is not None else _forwardable(payload, self._include_usage)
             if fast is not None:
                 out.append(_DATA + fast + _EOE)
-            else:
+                continue
+            try:
                 chunk = self._rewrite(payload, event.event)
-                if chunk:
-                    out.append(chunk)
+            except (TypeError, ValueError, AttributeError, KeyError):
+                chunk = self._fail(
+                    UpstreamError("The upstream sent a stream chunk of an unexpected shape.")
+                )
+            if chunk:
+                out.append(chunk)
         return b"".join(out)
 
     def close(self) -> bytes:
         if self.error is not None:
             return b""
-        if not self._done and (not self._finished or self._decoder.pending):
+        if not self.done and (not self._finished or self._decoder.pending):
             self.error = UpstreamError(
                 "The upstream stream ended before the response was complete.",
                 code="upstream_stream_truncated",
@@ -253,7 +283,7 @@ class OpenAIStreamTranslator:
             return self._fail(UpstreamError("The upstream sent a stream event that is not JSON."))
         if not isinstance(obj, dict):
             return self._fail(UpstreamError("The upstream sent a stream event that is not JSON."))
-        if "error" in obj or event == b"error":
+        if obj.get("error") or event == b"error":
             return self._fail(_stream_error(obj))
         usage = obj.get("usage")
         if isinstance(usage, dict):
@@ -265,6 +295,8 @@ class OpenAIStreamTranslator:
                 obj["choices"] = []
                 return _DATA + orjson.dumps(obj) + _EOE
             return b""
+        if not isinstance(choices, list):
+            raise TypeError("choices is not a list")
         if not self._include_usage:
             obj.pop("usage", None)
         for choice in choices:
@@ -274,24 +306,20 @@ class OpenAIStreamTranslator:
 
     def _fix_choice(self, choice: JSON) -> None:
         index = choice.get("index", 0)
+        if not isinstance(index, int):
+            raise TypeError("choice index is not an integer")
         delta = choice.get("delta")
         if isinstance(delta, dict):
             calls = delta.get("tool_calls")
             if isinstance(calls, list) and calls:
-                self._tool_choices.add(index)
+                slots = self._tools.setdefault(index, _ToolSlots())
                 for call in calls:
-                    if isinstance(call, dict) and not isinstance(call.get("index"), int):
-                        # Ollama-style whole calls without an index: number them ourselves.
-                        n = self._tool_counts.get(index, 0)
-                        call["index"] = n
-                        self._tool_counts[index] = n + 1
-                    fn = call.get("function") if isinstance(call, dict) else None
-                    if isinstance(fn, dict) and isinstance(fn.get("arguments"), dict):
-                        fn["arguments"] = orjson.dumps(fn["arguments"]).decode()
+                    if isinstance(call, dict):
+                        slots.place(call)
         reason = choice.get("finish_reason")
         if reason is not None:
             self._finished.add(index)
-            if reason == "stop" and index in self._tool_choices:
+            if reason == "stop" and index in self._tools:
                 choice["finish_reason"] = "tool_calls"
 
 
@@ -302,8 +330,8 @@ def _forwardable(payload: bytes, include_usage: bool) -> bytes | None:
     object. The needles cannot match inside JSON strings (quotes there are escaped),
     so a bytes result is exact; None merely takes the slower parsing path.
     """
-    if b'"tool_calls"' in payload or b'"error"' in payload:
-        return None
+    if b'"tool_calls"' in payload or b'"error"' in payload or b"\n" in payload:
+        return None  # (a newline: the event came in several data lines; re-encode it)
     nulls = payload.count(b'"finish_reason":null')
     if not nulls or nulls != payload.count(b'"finish_reason"'):
         return None  # a finishing chunk, a usage-only chunk or odd spacing

@@ -97,6 +97,7 @@ _BRANCH_KEYS: Final = ("anyOf", "oneOf", "if", "then", "else")
 _SOFT_REF_DEPTH: Final = 3  # past this many $ref hops, generate only what is required
 _HARD_REF_DEPTH: Final = 32  # past this, the schema demands unbounded nesting
 _MAX_HOPS: Final = 64  # $ref/allOf chains that never reach a value: a cycle
+_MAX_OUTPUT: Final = 200_000  # characters + items in one generated document
 _BUDGET: Final = 20_000  # generation steps per call, against combinatorial schemas
 _MAX_BRANCHES: Final = 256
 _VARIANT_TRIES: Final = 16  # values tried for `not` and `uniqueItems`
@@ -311,6 +312,14 @@ class _Generator:
         self.root = root
         self.seed = seed
         self.steps = 0
+        self.size = 0  # characters and items generated so far
+
+    def spend(self, amount: int, path: str) -> None:
+        """Count output size; a schema demanding a huge document is refused up front
+        (the mock runs in the event loop: one request must not stall the worker)."""
+        self.size += amount
+        if self.size > _MAX_OUTPUT:
+            raise SchemaInstanceError(f"{path or '/'}: the schema demands too large a document")
 
     # -- shared ------------------------------------------------------------------
 
@@ -650,6 +659,7 @@ class _Generator:
     def _string(self, flat: Mapping[str, Any], path: str, variant: int) -> str:
         low = _count(flat.get("minLength")) or 0
         high = _count(flat.get("maxLength"))
+        self.spend(low, path)
         if high is not None and high < low:
             raise SchemaInstanceError(f"{path or '/'}: maxLength is below minLength")
         h = self.hash(path, variant)
@@ -685,6 +695,7 @@ class _Generator:
         size = wanted if most is None else min(wanted, most)
         if size < least or (contains is not None and size < 1):
             raise SchemaInstanceError(f"{path or '/'}: the item count limits exclude each other")
+        self.spend(size, path)
         unique = flat.get("uniqueItems") is True
         items: list[Any] = []
         for index in range(size):

@@ -272,3 +272,92 @@ def test_5xx_mapping(status: int, cls: type, wire: int) -> None:
     e = P.map_error(status, {}, b"<html>bad gateway</html>")
     assert isinstance(e, cls) and e.http_status == wire
     assert e.type == "upstream_error"
+
+
+# ---------------------------------------------------------------- hostile or odd upstreams
+
+
+def test_multi_line_data_event_is_re_encoded_on_one_line() -> None:
+    raw = (
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",\n'
+        b'data: "choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
+    )
+    out, _ = translate(raw, ctx())
+    first = out.split(b"\n\n")[0]
+    assert first.count(b"\n") == 0
+    assert orjson.loads(first[6:])["choices"][0]["delta"]["content"] == "hi"
+
+
+def test_error_null_is_not_an_error() -> None:
+    raw = (FIXTURES / "text_with_usage.sse").read_bytes().replace(b'"usage":null', b'"error":null')
+    out, t = translate(raw, ctx())
+    assert t.error is None and out.endswith(b"data: [DONE]\n\n")
+
+
+def test_parallel_calls_all_sent_with_index_zero_get_their_own_indexes() -> None:
+    def chunk(calls: list[dict[str, Any]], reason: str | None = None) -> bytes:
+        obj = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "qwen",
+            "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": reason}],
+        }
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    def call(cid: str, name: str, args: str) -> dict[str, Any]:
+        fn = {"name": name, "arguments": args}
+        return {"index": 0, "id": cid, "type": "function", "function": fn}
+
+    raw = chunk([call("call_a", "f", '{"x":1}'), call("call_b", "g", '{"y":2}')])
+    raw += chunk([], "stop") + b"data: [DONE]\n\n"
+    out, _ = translate(raw, ctx())
+    calls = events(out)[0]["choices"][0]["delta"]["tool_calls"]
+    assert [(c["index"], c["id"]) for c in calls] == [(0, "call_a"), (1, "call_b")]
+    assert events(out)[1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"choices":5}',
+        b'{"choices":[{"index":[],"delta":{},"finish_reason":"stop"}]}',
+        b'{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":7}]},'
+        b'"finish_reason":null}]}',
+        b"[1, 2]",
+        b'"text"',
+    ],
+)
+def test_chunks_of_unexpected_shape_are_a_502_event_not_a_crash(payload: bytes) -> None:
+    out, t = translate(b"data: " + payload + b"\n\n", ctx())
+    assert t.error is not None and t.error.http_status == 502
+    assert events(out)[-1]["error"]["type"] == "upstream_error"
+
+
+def test_an_oversized_event_is_refused() -> None:
+    out, t = translate(b"data: " + b"x" * (5 * 1024 * 1024), ctx(), step=1 << 20)
+    assert t.error is not None and b"malformed stream" in out
+
+
+def test_done_is_reported_so_the_relay_can_stop_reading() -> None:
+    t = P.new_stream_translator(ctx())
+    t.feed((FIXTURES / "text_with_usage.sse").read_bytes())
+    assert t.done
+
+
+def test_stream_usage_false_removes_the_clients_stream_options_too() -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    assert "stream_options" not in normalise_request(body, ctx(stream_usage=False))
+
+
+def test_completion_with_object_arguments_gets_string_arguments() -> None:
+    obj = orjson.loads((FIXTURES / "ollama_tool_completion.json").read_bytes())
+    obj["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = {"city": "Oslo"}
+    c = P.parse_response(orjson.dumps(obj), ctx(stream=False))
+    fn = orjson.loads(c.body)["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert fn["arguments"] == '{"city":"Oslo"}'

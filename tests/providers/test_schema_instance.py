@@ -354,3 +354,15 @@ def test_combinatorial_schema_is_cut_off() -> None:
         schema = {"anyOf": [{"type": "array", "items": schema, "minItems": 1}] * 3}
     with pytest.raises(SchemaInstanceError):
         instance_for(schema)
+
+
+def test_a_schema_demanding_a_huge_document_is_refused_quickly() -> None:
+    """The mock runs in the event loop: one request must not stall the worker (without
+    the output budget this builds a 10 GB document)."""
+    schema = {
+        "type": "array",
+        "minItems": 100_000,
+        "items": {"type": "string", "minLength": 100_000},
+    }
+    with pytest.raises(SchemaInstanceError):
+        instance_for(schema)

@@ -1,0 +1,68 @@
+"""What every provider shares: how an upstream's HTTP error status maps to ours.
+
+Each provider parses its vendor's error body (message, type, code, param) and hands
+the pieces here, so that a 429 keeps its Retry-After, an upstream's refusal of the
+gateway's own credentials never looks like the client's fault, and 5xx statuses map
+the same way whatever the vendor.
+
+Pure module: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.errors import (
+    GatewayError,
+    RateLimited,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+OVERLOADED = (503, 529)  # 529: Anthropic's "overloaded_error"
+
+
+def upstream_status_error(
+    status: int,
+    message: str,
+    *,
+    error_type: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> GatewayError:
+    """The gateway error for an upstream's non-2xx answer.
+
+    - 429 keeps its status and the upstream's `retry-after` / `retry-after-ms`.
+    - 401/403 become 502 `upstream_auth_failed`: the client's key is fine, ours was
+      refused, and the upstream message is not echoed (it can hold a masked key).
+    - other 4xx keep status, message, type, code and param.
+    - 503/529 become 503, 504 stays 504, every other 5xx becomes 502.
+    """
+    headers = headers or {}
+    if status == 429:
+        kept = {k: headers[k] for k in ("retry-after", "retry-after-ms") if k in headers}
+        return RateLimited(message, headers=kept, code=code or "rate_limit_exceeded")
+    if status in (401, 403):
+        return UpstreamError(
+            f"The upstream refused the gateway's credentials (HTTP {status}).",
+            code="upstream_auth_failed",
+        )
+    if 400 <= status < 500:
+        return UpstreamRejected(
+            message,
+            status=status,
+            error_type=error_type or "invalid_request_error",
+            code=code,
+            param=param,
+        )
+    if status in OVERLOADED:
+        return UpstreamUnavailable(
+            f"The upstream is unavailable (HTTP {status}): {message}",
+            code=code or "upstream_overloaded",
+        )
+    if status == 504:
+        return UpstreamTimeout(f"The upstream timed out (HTTP 504): {message}")
+    return UpstreamError(f"The upstream failed (HTTP {status}): {message}", code=code)
