@@ -1,7 +1,7 @@
 """Command line of the load-test harness.
 
-    python -m bench upstream --kind openai --port 8001 [--host H] [--ttft-ms X]
-        [--tokens-per-s X] [--chunks N] [--fail RATE] [--key K]
+    python -m bench upstream --kind openai|anthropic|gemini --port 8001 [--host H]
+        [--ttft-ms X] [--tokens-per-s X] [--chunks N] [--fail RATE] [--key K]
 
 runs a fake upstream in the foreground until Ctrl-C and prints one line with its URL.
 """
@@ -10,16 +10,31 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import trio
 
+from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
-from bench.fakes.openai import DEFAULT_KEY, FakeOpenAI
 
-AVAILABLE_KINDS = ("openai",)
-RESERVED_KINDS = ("anthropic", "gemini")
+
+@dataclass(frozen=True)
+class FakeKind:
+    """One fake vendor: its class, the key it accepts by default, its base URL path."""
+
+    cls: Callable[..., Any]
+    default_key: str
+    base_path: str
+
+
+FAKES = {
+    "openai": FakeKind(openai.FakeOpenAI, openai.DEFAULT_KEY, "/v1"),
+    "anthropic": FakeKind(anthropic.FakeAnthropic, anthropic.DEFAULT_KEY, "/v1"),
+    "gemini": FakeKind(gemini.FakeGemini, gemini.DEFAULT_KEY, "/v1beta"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,27 +42,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="load-test harness")
     commands = parser.add_subparsers(dest="command", required=True)
     upstream = commands.add_parser("upstream", help="run a fake upstream until Ctrl-C")
-    upstream.add_argument("--kind", default="openai", help="upstream API to fake (openai)")
+    upstream.add_argument("--kind", default="openai", choices=sorted(FAKES), help="API to fake")
     upstream.add_argument("--host", default="127.0.0.1")
     upstream.add_argument("--port", type=int, required=True, help="0 picks a free port")
     upstream.add_argument("--ttft-ms", type=float, default=0.0, help="delay to first chunk")
     upstream.add_argument("--tokens-per-s", type=float, default=None, help="stream pace")
     upstream.add_argument("--chunks", type=int, default=5, help="content chunks per answer")
     upstream.add_argument("--fail", type=float, default=0.0, metavar="RATE", help="500 rate")
-    upstream.add_argument("--key", default=DEFAULT_KEY, help="accepted bearer key")
+    upstream.add_argument("--key", default=None, help="accepted API key (default: the fake's)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return the process exit code."""
     args = build_parser().parse_args(argv)
-    if args.kind not in AVAILABLE_KINDS:
-        known = "is reserved but not available yet" if args.kind in RESERVED_KINDS else "unknown"
-        print(f"python -m bench: upstream kind {args.kind!r}: {known}", file=sys.stderr)
-        return 2
+    kind = FAKES[args.kind]
     try:
-        fake = FakeOpenAI(
-            api_key=args.key,
+        fake = kind.cls(
+            api_key=args.key or kind.default_key,
             record=False,
             ttft_ms=args.ttft_ms,
             tokens_per_s=args.tokens_per_s,
@@ -60,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     status = 0
     try:
-        trio.run(_serve_and_announce, fake, args.kind, args.host, args.port)
+        trio.run(_serve_and_announce, fake, args.kind, args.host, args.port, kind.base_path)
     except* KeyboardInterrupt:
         pass
     except* OSError as group:
@@ -70,11 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-async def _serve_and_announce(fake: FakeOpenAI, kind: str, host: str, port: int) -> None:
+async def _serve_and_announce(fake: Any, kind: str, host: str, port: int, path: str) -> None:
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(partial(fake.serve, host, port))
         shown = f"[{host}]" if ":" in host else host
-        print(f"fake {kind} upstream: http://{shown}:{bound}/v1", flush=True)
+        print(f"fake {kind} upstream: http://{shown}:{bound}{path}", flush=True)
 
 
 if __name__ == "__main__":

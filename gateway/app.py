@@ -18,6 +18,7 @@ from gateway.asgi import Receive, Scope, Send, send_error
 from gateway.auth import Authenticator, StaticKeyStore
 from gateway.config import Config, embedded_config, load_config
 from gateway.errors import MethodNotAllowed
+from gateway.fetch import MediaFetcher
 from gateway.providers.registry import provider_for
 from gateway.relay import Relay, Timeouts, make_transport
 from gateway.router import Router
@@ -40,11 +41,13 @@ class Gateway:
         for name, p in config.providers.items():
             provider = provider_for(p.kind)
             self.relays[name] = Relay(make_transport(p, provider), Timeouts.of(p), provider)
+        self.fetcher = MediaFetcher(config.media)
         self.ready = False
 
     async def aclose(self) -> None:
         for relay in self.relays.values():
             await relay.transport.aclose()
+        await self.fetcher.aclose()
 
 
 class GatewayApp:

@@ -51,6 +51,20 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class FetchPolicy:
+    """Limits for fetching remote media (`[media]`); see gateway/fetch.py."""
+
+    max_bytes: int = 20 * 1024 * 1024  # per URL
+    timeout_s: float = 10.0  # whole fetch of one URL, redirects included
+    max_redirects: int = 5
+    # A type is allowed when it equals an entry, or starts with an entry ending in "/".
+    allowed_mime_prefixes: tuple[str, ...] = ("image/", "audio/", "application/pdf", "text/plain")
+    allow_private: bool = False  # tests only: permit loopback/private targets
+    max_concurrency: int = 4  # URLs fetched at once for one request
+    max_total_bytes: int = 50 * 1024 * 1024  # all media of one request together
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -129,6 +143,7 @@ class Config:
     models: Mapping[str, ModelConfig]
     keys: tuple[KeyConfig, ...]
     source: str = "<embedded defaults>"
+    media: FetchPolicy = FetchPolicy()
 
 
 def _first(a: T | None, b: T | None) -> T | None:
@@ -341,9 +356,26 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
             seen_secrets[secret] = i
             keys.append(KeyConfig(name=name, key=secret, models=kt.str_list("models")))
             kt.done()
+    media = FetchPolicy()
+    mt2 = root.table("media")
+    if mt2 is not None:
+        media = FetchPolicy(
+            max_bytes=_or(mt2.integer("max_bytes", minimum=1, maximum=1 << 30), media.max_bytes),
+            timeout_s=_or(mt2.number("timeout_s"), media.timeout_s),
+            max_redirects=_or(
+                mt2.integer("max_redirects", minimum=0, maximum=20), media.max_redirects
+            ),
+            allow_private=_or(mt2.flag("allow_private_addresses"), media.allow_private),
+        )
+        mt2.done()
     root.done()
     return Config(
-        server=server, providers=providers, models=models, keys=tuple(keys), source=source
+        server=server,
+        providers=providers,
+        models=models,
+        keys=tuple(keys),
+        source=source,
+        media=media,
     )
 
 

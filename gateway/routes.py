@@ -40,6 +40,7 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.providers.base import CallContext, Deployment
+from gateway.providers.common import media_url_params
 from gateway.validate import validate_chat_request
 
 if TYPE_CHECKING:
@@ -88,6 +89,10 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             request_id=request_id,
             created=int(time.time()),
         )
+        urls = relay.provider.media_urls(body, ctx)
+        if urls:
+            params = media_url_params(body)
+            ctx.media = await gw.fetcher.fetch_all([(u, params.get(u, "messages")) for u in urls])
         upstream_request = relay.provider.build_request(body, ctx)
         if stream:
             sse = writer = SSEWriter(send, extra)

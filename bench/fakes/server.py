@@ -235,6 +235,8 @@ class _Connection:
                 return False  # the status is out; dropping the connection is all we can do
             await self._refuse(500, "handler failed")
             return False
+        if self.conn.our_state is h11.MUST_CLOSE:
+            return False  # a complete response on a connection that must close (HTTP/1.0, close)
         if self.conn.our_state is not h11.DONE:
             log.error("fake HTTP handler returned without completing %s", request.target)
             return False

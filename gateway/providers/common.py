@@ -66,3 +66,27 @@ def upstream_status_error(
     if status == 504:
         return UpstreamTimeout(f"The upstream timed out (HTTP 504): {message}")
     return UpstreamError(f"The upstream failed (HTTP {status}): {message}", code=code)
+
+
+def media_url_params(body: Mapping[str, object]) -> dict[str, str]:
+    """Every http(s) URL in the messages' content parts -> the field path of its first use.
+
+    The routes use it to name the field when fetching a URL a provider asked for fails.
+    """
+    found: dict[str, str] = {}
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return found
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            if not isinstance(part, dict):
+                continue
+            for key, field in (("image_url", "url"), ("file", "file_data")):
+                holder = part.get(key)
+                url = holder.get(field) if isinstance(holder, dict) else None
+                if isinstance(url, str) and url.startswith(("http://", "https://")):
+                    found.setdefault(url, f"messages[{i}].content[{j}].{key}.{field}")
+    return found

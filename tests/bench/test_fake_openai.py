@@ -548,9 +548,11 @@ def test_background_trio_refuses_a_serve_function_that_never_started() -> None:
         pass
 
 
-def test_cli_rejects_reserved_kinds(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_main(["upstream", "--kind", "anthropic", "--port", "0"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_cli_rejects_unknown_kinds(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        bench_main(["upstream", "--kind", "bedrock", "--port", "0"])
+    assert info.value.code == 2
+    assert "invalid choice: 'bedrock'" in capsys.readouterr().err
 
 
 def test_cli_serves_until_interrupted() -> None:
@@ -567,6 +569,44 @@ def test_cli_serves_until_interrupted() -> None:
                 headers={"authorization": f"Bearer {KEY}"},
             )
             assert answer.json()["usage"]["completion_tokens"] == 2
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=5) == 0
+        finally:
+            process.kill()
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "suffix", "headers", "body"),
+    [
+        (
+            "anthropic",
+            "/messages",
+            "/v1",
+            {"x-api-key": "k", "anthropic-version": "2023-06-01"},
+            {"model": "claude-fake", "max_tokens": 50, "messages": USER},
+        ),
+        (
+            "gemini",
+            "/models/gemini-2.5-flash:generateContent",
+            "/v1beta",
+            {"x-goog-api-key": "k"},
+            {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+        ),
+    ],
+)
+def test_cli_serves_every_vendor_kind(
+    kind: str, path: str, suffix: str, headers: dict[str, str], body: dict[str, object]
+) -> None:
+    command = [sys.executable, "-m", "bench", "upstream", "--kind", kind, "--port", "0"]
+    command += ["--key", "k"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().split()[-1]
+            assert url.endswith(suffix)
+            answer = httpx.post(f"{url}{path}", json=body, headers=headers)
+            assert answer.status_code == 200, answer.text
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=5) == 0
         finally:
