@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from gateway.providers.base import Provider
+from gateway.providers.gemini import GeminiProvider
 from gateway.providers.mock import MockProvider
 from gateway.providers.openai import OpenAIProvider
 
 PROVIDERS: dict[str, Provider] = {
     "openai": OpenAIProvider(),
+    "gemini": GeminiProvider(),
     "mock": MockProvider(),
 }
 
