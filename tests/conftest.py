@@ -89,6 +89,11 @@ connect_timeout_s = 1
 [providers.mock]
 kind = "mock"
 
+[providers.gem]
+kind = "gemini"
+base_url = "http://127.0.0.1:{closed_port}/v1beta"
+api_key = "unused"
+
 [models."gpt-test"]
 provider = "fake"
 upstream_model = "fake-model"

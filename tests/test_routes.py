@@ -250,6 +250,35 @@ def test_validation_error_names_the_field(stack: Stack) -> None:
     assert "messages[0].content[0].image_url.url" in err.message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:1/cat.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]/x.png",
+        "http://2130706433/x.png",
+        "file:///etc/passwd",
+    ],
+)
+def test_media_urls_to_internal_addresses_are_refused(stack: Stack, url: str) -> None:
+    """A provider that needs media inline must not become an SSRF proxy (R21)."""
+    err = _raises(
+        openai.BadRequestError,
+        client(stack).chat.completions.create,
+        model="gem/gemini-2.5-flash",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ],
+            }
+        ],
+    )
+    assert err.param == "messages[0].content[1].image_url.url"
+
+
 def test_body_too_large_is_413(stack: Stack) -> None:
     big = [{"role": "user", "content": "x" * 70_000}]
     err = _raises(

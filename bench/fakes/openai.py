@@ -535,6 +535,10 @@ def _pick_tool(body: dict[str, Any]) -> tuple[str, str] | None:
     choice = body.get("tool_choice")
     if not isinstance(tools, list) or not tools or choice == "none":
         return None
+    messages = body.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    if isinstance(last, dict) and last.get("role") == "tool" and choice in (None, "auto"):
+        return None  # tool results came back: answer them in text, as a model would
     functions = {
         t["function"].get("name"): t["function"].get("parameters")
         for t in tools

@@ -38,6 +38,8 @@ def upstream_status_error(
     - 429 keeps its status and the upstream's `retry-after` / `retry-after-ms`.
     - 401/403 become 502 `upstream_auth_failed`: the client's key is fine, ours was
       refused, and the upstream message is not echoed (it can hold a masked key).
+    - 402 becomes 502 `upstream_billing_error`: the gateway's upstream account is out
+      of credit; a 402 to the client would read as the client's own spend limit.
     - other 4xx keep status, message, type, code and param.
     - 503/529 become 503, 504 stays 504, every other 5xx becomes 502.
     """
@@ -49,6 +51,12 @@ def upstream_status_error(
         return UpstreamError(
             f"The upstream refused the gateway's credentials (HTTP {status}).",
             code="upstream_auth_failed",
+        )
+    if status == 402:
+        # The gateway's own upstream account is out of credit: not the client's 402.
+        return UpstreamError(
+            "The upstream refused the request for billing reasons (HTTP 402).",
+            code="upstream_billing_error",
         )
     if 400 <= status < 500:
         return UpstreamRejected(

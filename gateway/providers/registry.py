@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.mock import MockProvider
@@ -9,6 +10,7 @@ from gateway.providers.openai import OpenAIProvider
 
 PROVIDERS: dict[str, Provider] = {
     "openai": OpenAIProvider(),
+    "anthropic": AnthropicProvider(),
     "gemini": GeminiProvider(),
     "mock": MockProvider(),
 }
