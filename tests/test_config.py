@@ -22,6 +22,41 @@ def test_documented_example_loads() -> None:
     assert c.keys[0].name == "alice" and c.keys[0].models == ("gpt-4o-mini", "fast")
 
 
+def test_all_vendors_example_loads() -> None:
+    env = {
+        "OPENAI_API_KEY": "sk-o",
+        "ANTHROPIC_API_KEY": "sk-a",
+        "GEMINI_API_KEY": "g",
+        "GATEWAY_APP_KEY": "sk-app",
+    }
+    c = load_config(DOC_EXAMPLE.parent / "all-vendors.toml", env=env)
+    assert {p.kind for p in c.providers.values()} == {"openai", "anthropic", "gemini", "mock"}
+    assert c.providers["claude"].base_url == "https://api.anthropic.com/v1"
+    assert c.providers["claude"].caps.default_max_tokens == 4096
+    assert c.providers["google"].base_url == "https://generativelanguage.googleapis.com/v1beta"
+
+
+def test_vendor_options_reach_the_deployment() -> None:
+    from gateway.router import Router
+
+    c = parse_config(
+        {
+            "providers": {
+                "a": {"kind": "anthropic", "structured_output": "native", "reasoning_output": True}
+            },
+            "models": {"m": {"provider": "a", "default_max_tokens": 1000, "fetch_media": True}},
+        },
+        env={},
+        source="t",
+    )
+    assert dict(Router(c).resolve("m").options) == {
+        "default_max_tokens": 1000,
+        "structured_output": "native",
+        "reasoning_output": True,
+        "fetch_media": True,
+    }
+
+
 def test_embedded_defaults_serve_the_mock() -> None:
     c = embedded_config("sk-dev-1")
     assert {p.kind for p in c.providers.values()} == {"mock"}
@@ -79,6 +114,12 @@ def test_embedded_defaults_serve_the_mock() -> None:
             "keys[1]: the same secret as keys[0]",
         ),
         ({"server": {"body_timeout_s": -1}}, "server.body_timeout_s: must be >= 0"),
+        (
+            {"providers": {"p": {"kind": "anthropic", "structured_output": "json"}}},
+            "providers.p.structured_output: must be one of tool, native",
+        ),
+        ({"media": {"max_bytes": 0}}, "media.max_bytes: must be between"),
+        ({"media": {"allow_private": True}}, "media.allow_private: unknown key"),
     ],
 )
 def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
