@@ -4,6 +4,11 @@
         [--ttft-ms X] [--tokens-per-s X] [--chunks N] [--fail RATE] [--key K]
 
 runs a fake upstream in the foreground until Ctrl-C and prints one line with its URL.
+
+    python -m bench load --url URL --model M [--stream] [--concurrency N | --rate R]
+        [--duration S | --requests N] [--json FILE] [--plot FILE.png] ...
+
+load-tests any OpenAI-compatible endpoint (see bench/load.py).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import trio
 
+from bench import load
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -50,12 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--chunks", type=int, default=5, help="content chunks per answer")
     upstream.add_argument("--fail", type=float, default=0.0, metavar="RATE", help="500 rate")
     upstream.add_argument("--key", default=None, help="accepted API key (default: the fake's)")
+    load.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return the process exit code."""
     args = build_parser().parse_args(argv)
+    if args.command == "load":
+        code: int = load.run(args)
+        return code
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(
