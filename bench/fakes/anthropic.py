@@ -52,12 +52,9 @@ import dataclasses
 import functools
 import hashlib
 import itertools
-import random
 import re
-import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -65,10 +62,16 @@ import orjson
 import trio
 
 from bench.fakes.anthropic_rules import VendorRefusal, check_request, error_type_for
+from bench.fakes.base import (
+    FAILURE_GAP_S,
+    FakeUpstream,
+    RecordedRequest,
+    StreamOut,
+    failure_positions,
+    run_fake,
+)
 from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, split_model
-from bench.fakes.openai import RecordedRequest
-from bench.fakes.server import CoarseTimer, Reply, Request, serve_http
-from bench.fakes.threaded import BackgroundTrio
+from bench.fakes.server import CoarseTimer, Reply, Request
 from gateway.providers.schema_instance import SchemaInstanceError, instance_for
 
 __all__ = [
@@ -100,7 +103,6 @@ _THOUGHTS: Final = ("Let me", " think", " this", " through.")
 _JSON: Final = ("content-type", "application/json")
 _SSE: Final = ("content-type", "text/event-stream; charset=utf-8")
 _CREATED_AT: Final = "2025-01-01T00:00:00Z"
-_FAILURE_GAP_S: Final = 0.005  # pause between the events before an injected failure and it
 _DEFAULT_RETRY_AFTER: Final = "1"
 _PING: Final = b'event: ping\ndata: {"type":"ping"}\n\n'
 _INJECTED: Final[Mapping[int, str]] = {
@@ -156,88 +158,27 @@ def _split_knobs(values: Mapping[str, object]) -> tuple[dict[str, object], dict[
     return {k: v for k, v in values.items() if k not in VENDOR_KNOBS}, vendor
 
 
-class FakeAnthropic:
-    """The fake upstream; `handle` is its `bench.fakes.server` handler."""
+class FakeAnthropic(FakeUpstream[RecordedRequest]):
+    """The fake Anthropic upstream; `handle` is its `bench.fakes.server` handler.
 
-    def __init__(
-        self,
-        *,
-        api_key: str = DEFAULT_KEY,
-        models: Sequence[str] = ("claude-fake",),
-        seed: int | None = None,
-        record: bool = True,
-        **knobs: object,
-    ) -> None:
-        """`knobs` are `Behaviour` and `VendorKnobs` defaults. `seed` makes `fail_rate`
-        random (seeded); without it exactly every 1/fail_rate-th request fails.
-        `record=False` keeps `requests` empty (long benchmarks)."""
-        self.api_key = api_key
-        self.models = tuple(models)
-        self.record = record
-        behaviour, vendor = _split_knobs(knobs)
-        self.defaults = apply_knobs(Behaviour(), behaviour)
-        self.vendor_defaults = apply_vendor_knobs(VendorKnobs(), vendor)
-        self.requests: list[RecordedRequest] = []
-        self._rng = random.Random(seed) if seed is not None else None
-        self._fail_credit = 0.0
-        self._ids = itertools.count(1)
-        self._cond = threading.Condition()
-        self._request_count = 0
-        self._disconnects = 0
-        self._timer = CoarseTimer()
+    Its knobs (constructor, `configure`) are `Behaviour` and `VendorKnobs` ones."""
 
-    # -- control and observation (thread-safe) --------------------------------
+    default_key = DEFAULT_KEY
+    default_models = ("claude-fake",)
+    base_path = "/v1"
+    thread_name = "fake-anthropic"
+    vendor_defaults = VendorKnobs()  # replaced per instance by `configure`
 
     def configure(self, **knobs: object) -> None:
         """Change the default behaviour for the requests that arrive from now on."""
         behaviour, vendor = _split_knobs(knobs)
-        self.defaults = apply_knobs(self.defaults, behaviour)
+        super().configure(**behaviour)
         self.vendor_defaults = apply_vendor_knobs(self.vendor_defaults, vendor)
 
-    @property
-    def request_count(self) -> int:
-        """Requests received so far (recorded or not)."""
-        return self._request_count
+    def _recorded(self, request: Request, body: Any) -> RecordedRequest:
+        return RecordedRequest.of(request, body)
 
-    @property
-    def disconnects(self) -> int:
-        """Clients that went away before their response was complete."""
-        return self._disconnects
-
-    def wait_for_requests(self, count: int, timeout_s: float = 5.0) -> bool:
-        """Block until `count` requests have arrived; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._request_count >= count, timeout_s)
-
-    def wait_for_disconnects(self, count: int = 1, timeout_s: float = 5.0) -> bool:
-        """Block until `count` client disconnects were seen; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._disconnects >= count, timeout_s)
-
-    # -- serving ---------------------------------------------------------------
-
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Serve on host:port until cancelled; reports the bound port via task_status."""
-        await serve_http(self.handle, host, port, task_status=task_status)
-
-    async def handle(self, request: Request, reply: Reply) -> None:
-        """Answer one HTTP request; count the client as gone if it left early."""
-        try:
-            await self._dispatch(request, reply)
-        finally:
-            if reply.client_gone:
-                with self._cond:
-                    self._disconnects += 1
-                    self._cond.notify_all()
-
-    async def _dispatch(self, request: Request, reply: Reply) -> None:
-        body = self._record(request)
+    async def _dispatch(self, request: Request, body: Any, reply: Reply) -> None:
         serial = next(self._ids)
         request_id = f"req_{serial:016x}"
         try:
@@ -255,25 +196,6 @@ class FakeAnthropic:
             await _send_refusal(reply, request_id, refusal.refusal, refusal.headers)
         except VendorRefusal as refusal:
             await _send_refusal(reply, request_id, refusal, ())
-
-    def _record(self, request: Request) -> Any:
-        """Count the request, record it when asked, and return its parsed JSON body."""
-        body: Any = None
-        if request.body:
-            try:
-                body = orjson.loads(request.body)
-            except orjson.JSONDecodeError:
-                body = None
-        with self._cond:
-            self._request_count += 1
-            if self.record:
-                self.requests.append(
-                    RecordedRequest(
-                        request.method, request.path, request.headers, body, time.monotonic()
-                    )
-                )
-            self._cond.notify_all()
-        return body
 
     def _check_headers(self, request: Request) -> None:
         """``x-api-key`` (401) then ``anthropic-version`` (400), as the API wants them."""
@@ -334,18 +256,6 @@ class FakeAnthropic:
         except DirectiveError as exc:
             raise VendorRefusal(400, f"model: bad fake directive: {exc}") from None
         return behaviour, vendor, name
-
-    def _should_fail(self, rate: float) -> bool:
-        """Pick the requests `fail_rate` fails: seeded random, or evenly spread."""
-        if rate <= 0.0:
-            return False
-        if self._rng is not None:
-            return self._rng.random() < rate
-        self._fail_credit += rate
-        if self._fail_credit >= 1.0 - 1e-9:
-            self._fail_credit -= 1.0
-            return True
-        return False
 
 
 class _Refusal(Exception):
@@ -757,21 +667,13 @@ async def _stream(
     Unpaced, everything goes in one write. Paced, each token-carrying event after the
     first waits for its slot (``ttft + k * interval``) and takes the events queued
     before it along; the events after the last token go with it. An injected failure
-    comes in a write of its own, `_FAILURE_GAP_S` after the events before it.
+    comes in a write of its own, `FAILURE_GAP_S` after the events before it.
     """
     end = len(events)
-    reset_at = None if b.reset_after is None else min(b.reset_after, end)
-    error_at = None if b.error_after is None else min(b.error_after, end)
-    failures = [at for at in (reset_at, error_at) if at is not None]
-    fail_at = min(failures) if failures else None
+    reset_at, fail_at = failure_positions(b, end)
     interval = b.chunk_interval_s
     headers = [_SSE, ("cache-control", "no-cache"), ("request-id", request_id)]
-
-    async def flush(data: bytes) -> None:
-        if not reply.started:
-            await reply.start(200, headers, data)
-        elif data:
-            await reply.write(data)
+    flush = StreamOut(reply, headers).flush
 
     start = trio.current_time() + b.ttft_ms / 1000.0
     if b.ttft_ms > 0:  # a zero wait would still round up to the next ms tick
@@ -792,7 +694,7 @@ async def _stream(
     if fail_at is not None:
         await flush(pending)
         pending = b""
-        await timer.sleep_until(trio.current_time() + _FAILURE_GAP_S)
+        await timer.sleep_until(trio.current_time() + FAILURE_GAP_S)
         if fail_at == reset_at:
             reply.abort()
         error = {
@@ -807,13 +709,10 @@ async def _stream(
     await reply.end()
 
 
-@contextmanager
-def run_fake_anthropic(**defaults: Any) -> Iterator[tuple[FakeAnthropic, str]]:
+def run_fake_anthropic(**defaults: Any) -> AbstractContextManager[tuple[FakeAnthropic, str]]:
     """Run a `FakeAnthropic(**defaults)` on a free loopback port; yield it and its base URL.
 
     `defaults` are FakeAnthropic's keyword arguments: knobs, `api_key`, `models`...
     The base URL ends in ``/v1``; requests go to ``{base_url}/messages``.
     """
-    fake = FakeAnthropic(**defaults)
-    with BackgroundTrio[int](fake.serve, name="fake-anthropic") as port:
-        yield fake, f"http://127.0.0.1:{port}/v1"
+    return run_fake(FakeAnthropic, **defaults)

@@ -55,12 +55,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import itertools
-import random
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote
@@ -68,6 +64,13 @@ from urllib.parse import parse_qs, unquote
 import orjson
 import trio
 
+from bench.fakes.base import (
+    FakeUpstream,
+    StreamOut,
+    failure_positions,
+    run_fake,
+    write_paced,
+)
 from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, split_model
 from bench.fakes.gemini_rules import (
     VendorRefusal,
@@ -75,8 +78,7 @@ from bench.fakes.gemini_rules import (
     error_body,
     mint_thought_signature,
 )
-from bench.fakes.server import CoarseTimer, Reply, Request, serve_http
-from bench.fakes.threaded import BackgroundTrio
+from bench.fakes.server import CoarseTimer, Reply, Request
 from gateway.providers.schema_instance import SchemaInstanceError, instance_for
 
 DEFAULT_KEY: Final = "AIzaFakeGeminiUpstreamKey-0123456789"
@@ -102,7 +104,6 @@ _MODALITIES: Final = {"image": "IMAGE", "audio": "AUDIO", "video": "VIDEO"}
 _JSON: Final = ("content-type", "application/json; charset=UTF-8")
 _SSE: Final = ("content-type", "text/event-stream")
 _HTML: Final = ("content-type", "text/html; charset=UTF-8")
-_FAILURE_GAP_S: Final = 0.005  # pause between the events before an injected failure and it
 _STATUS_NAMES: Final = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -136,84 +137,20 @@ class RecordedRequest:
     time: float
 
 
-class FakeGemini:
+class FakeGemini(FakeUpstream[RecordedRequest]):
     """The fake Gemini upstream; `handle` is its `bench.fakes.server` handler."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str = DEFAULT_KEY,
-        models: Sequence[str] = DEFAULT_MODELS,
-        seed: int | None = None,
-        record: bool = True,
-        **knobs: object,
-    ) -> None:
-        """`knobs` are `Behaviour` defaults. `seed` makes `fail_rate` random (seeded);
-        without it exactly every 1/fail_rate-th request fails. `record=False` keeps
-        `requests` empty (long benchmarks)."""
-        self.api_key = api_key
-        self.models = tuple(models)
-        self.record = record
-        self.defaults = apply_knobs(Behaviour(), knobs)
-        self.requests: list[RecordedRequest] = []
-        self._rng = random.Random(seed) if seed is not None else None
-        self._fail_credit = 0.0
-        self._ids = itertools.count(1)
-        self._cond = threading.Condition()
-        self._request_count = 0
-        self._disconnects = 0
-        self._timer = CoarseTimer()
+    default_key = DEFAULT_KEY
+    default_models = DEFAULT_MODELS
+    base_path = "/v1beta"
+    thread_name = "fake-gemini"
 
-    # -- control and observation (thread-safe) --------------------------------
+    def _recorded(self, request: Request, body: Any) -> RecordedRequest:
+        return RecordedRequest(
+            request.method, request.path, request.query, request.headers, body, time.monotonic()
+        )
 
-    def configure(self, **knobs: object) -> None:
-        """Change the default behaviour for the requests that arrive from now on."""
-        self.defaults = apply_knobs(self.defaults, knobs)
-
-    @property
-    def request_count(self) -> int:
-        """Requests received so far (recorded or not)."""
-        return self._request_count
-
-    @property
-    def disconnects(self) -> int:
-        """Clients that went away before their response was complete."""
-        return self._disconnects
-
-    def wait_for_requests(self, count: int, timeout_s: float = 5.0) -> bool:
-        """Block until `count` requests have arrived; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._request_count >= count, timeout_s)
-
-    def wait_for_disconnects(self, count: int = 1, timeout_s: float = 5.0) -> bool:
-        """Block until `count` client disconnects were seen; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._disconnects >= count, timeout_s)
-
-    # -- serving ---------------------------------------------------------------
-
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Serve on host:port until cancelled; reports the bound port via task_status."""
-        await serve_http(self.handle, host, port, task_status=task_status)
-
-    async def handle(self, request: Request, reply: Reply) -> None:
-        """Answer one HTTP request; count the client as gone if it left early."""
-        try:
-            await self._dispatch(request, reply)
-        finally:
-            if reply.client_gone:
-                with self._cond:
-                    self._disconnects += 1
-                    self._cond.notify_all()
-
-    async def _dispatch(self, request: Request, reply: Reply) -> None:
-        body = self._record(request)
+    async def _dispatch(self, request: Request, body: Any, reply: Reply) -> None:
         number = next(self._ids)
         query = parse_qs(request.query)
         route = _route(request)
@@ -237,30 +174,6 @@ class FakeGemini:
                 await self._generate(number, model, body, request.body, stream, sse, reply)
         except VendorRefusal as refusal:
             await reply.send(refusal.status, [_JSON, *refusal.headers], orjson.dumps(refusal.body))
-
-    def _record(self, request: Request) -> Any:
-        """Count the request, record it when asked, and return its parsed JSON body."""
-        body: Any = None
-        if request.body:
-            try:
-                body = orjson.loads(request.body)
-            except orjson.JSONDecodeError:
-                body = None
-        with self._cond:
-            self._request_count += 1
-            if self.record:
-                self.requests.append(
-                    RecordedRequest(
-                        request.method,
-                        request.path,
-                        request.query,
-                        request.headers,
-                        body,
-                        time.monotonic(),
-                    )
-                )
-            self._cond.notify_all()
-        return body
 
     def _check_auth(self, request: Request, query: dict[str, list[str]]) -> None:
         key = request.headers.get("x-goog-api-key") or next(iter(query.get("key", [])), "")
@@ -348,28 +261,13 @@ class FakeGemini:
             reply.abort()
         await reply.send(200, [_JSON], orjson.dumps(answer.response()))
 
-    def _should_fail(self, rate: float) -> bool:
-        """Pick the requests `fail_rate` fails: seeded random, or evenly spread."""
-        if rate <= 0.0:
-            return False
-        if self._rng is not None:
-            return self._rng.random() < rate
-        self._fail_credit += rate
-        if self._fail_credit >= 1.0 - 1e-9:
-            self._fail_credit -= 1.0
-            return True
-        return False
 
-
-@contextmanager
-def run_fake_gemini(**defaults: Any) -> Iterator[tuple[FakeGemini, str]]:
+def run_fake_gemini(**defaults: Any) -> AbstractContextManager[tuple[FakeGemini, str]]:
     """Run a `FakeGemini(**defaults)` on a free loopback port; yield it and its base URL.
 
     The base URL ends in ``/v1beta``, like Gemini's.
     """
-    fake = FakeGemini(**defaults)
-    with BackgroundTrio[int](fake.serve, name="fake-gemini") as port:
-        yield fake, f"http://127.0.0.1:{port}/v1beta"
+    return run_fake(FakeGemini, **defaults)
 
 
 def _route(request: Request) -> tuple[str, str] | None:
@@ -797,7 +695,7 @@ async def _stream(
 
     Same schedule as the OpenAI fake: the first event after ``ttft_ms``; when paced, one
     write per event on an absolute schedule; unpaced, everything in one write. An
-    injected failure comes in a write of its own, `_FAILURE_GAP_S` after the events
+    injected failure comes in a write of its own, `FAILURE_GAP_S` after the events
     before it. With ``sse`` the events are SSE with CRLF framing; without, the elements
     of one JSON array.
     """
@@ -805,38 +703,23 @@ async def _stream(
     frames = [_frame(r, i, sse) for i, r in enumerate(responses)]
     closing = b"" if sse else b"]"
     end = len(frames)
-    reset_at = None if b.reset_after is None else min(b.reset_after, end)
-    error_at = None if b.error_after is None else min(b.error_after, end)
-    failures = [at for at in (reset_at, error_at) if at is not None]
-    fail_at = min(failures) if failures else None
-    interval = b.chunk_interval_s
-    headers = [_SSE if sse else _JSON, ("cache-control", "no-cache")]
-
-    async def flush(data: bytes) -> None:
-        if not reply.started:
-            await reply.start(200, headers, data)
-        elif data:
-            await reply.write(data)
+    reset_at, fail_at = failure_positions(b, end)
+    out = StreamOut(reply, [_SSE if sse else _JSON, ("cache-control", "no-cache")])
 
     start = trio.current_time() + b.ttft_ms / 1000.0
     await timer.sleep_until(start)
     if fail_at == 0 and fail_at == reset_at:
         reply.abort()  # before any response byte
-    pending = b""
-    for position in range(end + 1):
-        paced = interval > 0 and 1 <= position < paced_end
-        if paced or (position == fail_at and position > 0):
-            await flush(pending)
-            pending = b""
-            gap = trio.current_time() + _FAILURE_GAP_S
-            await timer.sleep_until(start + position * interval if paced else gap)
-        if position == fail_at:
-            break
-        if position < end:
-            pending += frames[position]
-    if fail_at is not None and fail_at == reset_at:
-        await flush(pending)
-        reply.abort()
+    pending = await write_paced(
+        out,
+        timer,
+        frames,
+        start=start,
+        interval=b.chunk_interval_s,
+        paced=range(1, paced_end),
+        reset_at=reset_at,
+        fail_at=fail_at,
+    )
     if fail_at is not None:
         status = b.error_type or "INTERNAL"
         error = error_body(
@@ -845,7 +728,7 @@ async def _stream(
             status,
         )
         pending += _frame(error, fail_at, sse)
-    await flush(pending + closing)
+    await out.flush(pending + closing)
     await reply.end()
 
 

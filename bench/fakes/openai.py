@@ -25,9 +25,6 @@ thread-safe `wait_for_requests`/`wait_for_disconnects`.
 
 from __future__ import annotations
 
-import itertools
-import random
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,8 +33,15 @@ from typing import Any
 import orjson
 import trio
 
+from bench.fakes.base import (
+    FakeUpstream,
+    RecordedRequest,
+    StreamOut,
+    failure_positions,
+    write_paced,
+)
 from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, split_model
-from bench.fakes.server import CoarseTimer, Reply, Request, serve_http
+from bench.fakes.server import CoarseTimer, Reply, Request
 
 DEFAULT_KEY = "sk-fake-upstream"
 _WORDS = ("This", " is", " a", " fake", " answer", " from", " the", " fake", " upstream", ".")
@@ -46,18 +50,6 @@ _JSON = ("content-type", "application/json")
 _SSE = ("content-type", "text/event-stream; charset=utf-8")
 _FINGERPRINT = "fp_fake"
 _CREATED_MODELS = 1_700_000_000
-_FAILURE_GAP_S = 0.005  # pause between the events before an injected failure and it
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedRequest:
-    """One request as the fake received it; `time` is `time.monotonic()` at arrival."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any  # the parsed JSON body; None when absent or not JSON
-    time: float
 
 
 class _Refusal(Exception):
@@ -87,86 +79,24 @@ def error_body(
     return orjson.dumps({"error": error})
 
 
-class FakeOpenAI:
-    """The fake upstream; `handle` is its `bench.fakes.server` handler."""
+class FakeOpenAI(FakeUpstream[RecordedRequest]):
+    """The fake OpenAI upstream; `handle` is its `bench.fakes.server` handler."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str = DEFAULT_KEY,
-        strict_roles: bool = False,
-        models: Sequence[str] = ("fake-model",),
-        seed: int | None = None,
-        record: bool = True,
-        **knobs: object,
-    ) -> None:
-        """`knobs` are `Behaviour` defaults. `seed` makes `fail_rate` random (seeded);
-        without it exactly every 1/fail_rate-th request fails. `record=False` keeps
-        `requests` empty (long benchmarks)."""
-        self.api_key = api_key
+    default_key = DEFAULT_KEY
+    default_models = ("fake-model",)
+    base_path = "/v1"
+    thread_name = "fake-openai"
+
+    def __init__(self, *, strict_roles: bool = False, **options: Any) -> None:
+        """`strict_roles` refuses what older OpenAI-compatible servers refuse; `options`
+        are `FakeUpstream`'s (`api_key`, `models`, `seed`, `record`, behaviour knobs)."""
         self.strict_roles = strict_roles
-        self.models = tuple(models)
-        self.record = record
-        self.defaults = apply_knobs(Behaviour(), knobs)
-        self.requests: list[RecordedRequest] = []
-        self._rng = random.Random(seed) if seed is not None else None
-        self._fail_credit = 0.0
-        self._ids = itertools.count(1)
-        self._cond = threading.Condition()
-        self._request_count = 0
-        self._disconnects = 0
-        self._timer = CoarseTimer()
+        super().__init__(**options)
 
-    # -- control and observation (thread-safe) --------------------------------
+    def _recorded(self, request: Request, body: Any) -> RecordedRequest:
+        return RecordedRequest.of(request, body)
 
-    def configure(self, **knobs: object) -> None:
-        """Change the default behaviour for the requests that arrive from now on."""
-        self.defaults = apply_knobs(self.defaults, knobs)
-
-    @property
-    def request_count(self) -> int:
-        """Requests received so far (recorded or not)."""
-        return self._request_count
-
-    @property
-    def disconnects(self) -> int:
-        """Clients that went away before their response was complete."""
-        return self._disconnects
-
-    def wait_for_requests(self, count: int, timeout_s: float = 5.0) -> bool:
-        """Block until `count` requests have arrived; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._request_count >= count, timeout_s)
-
-    def wait_for_disconnects(self, count: int = 1, timeout_s: float = 5.0) -> bool:
-        """Block until `count` client disconnects were seen; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._disconnects >= count, timeout_s)
-
-    # -- serving ---------------------------------------------------------------
-
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Serve on host:port until cancelled; reports the bound port via task_status."""
-        await serve_http(self.handle, host, port, task_status=task_status)
-
-    async def handle(self, request: Request, reply: Reply) -> None:
-        """Answer one HTTP request; count the client as gone if it left early."""
-        try:
-            await self._dispatch(request, reply)
-        finally:
-            if reply.client_gone:
-                with self._cond:
-                    self._disconnects += 1
-                    self._cond.notify_all()
-
-    async def _dispatch(self, request: Request, reply: Reply) -> None:
-        body = self._record(request)
+    async def _dispatch(self, request: Request, body: Any, reply: Reply) -> None:
         request_id = f"req_{next(self._ids):016x}"
         try:
             if request.path == "/v1/chat/completions":
@@ -187,25 +117,6 @@ class FakeOpenAI:
         except _Refusal as refusal:
             headers = [_JSON, ("x-request-id", request_id), *refusal.headers]
             await reply.send(refusal.status, headers, refusal.body)
-
-    def _record(self, request: Request) -> Any:
-        """Count the request, record it when asked, and return its parsed JSON body."""
-        body: Any = None
-        if request.body:
-            try:
-                body = orjson.loads(request.body)
-            except orjson.JSONDecodeError:
-                body = None
-        with self._cond:
-            self._request_count += 1
-            if self.record:
-                self.requests.append(
-                    RecordedRequest(
-                        request.method, request.path, request.headers, body, time.monotonic()
-                    )
-                )
-            self._cond.notify_all()
-        return body
 
     def _check_auth(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
@@ -287,18 +198,6 @@ class FakeOpenAI:
         except DirectiveError as exc:
             raise _Refusal(400, f"Bad fake directive: {exc}", param="model") from None
         return behaviour, name, stream is True
-
-    def _should_fail(self, rate: float) -> bool:
-        """Pick the requests `fail_rate` fails: seeded random, or evenly spread."""
-        if rate <= 0.0:
-            return False
-        if self._rng is not None:
-            return self._rng.random() < rate
-        self._fail_credit += rate
-        if self._fail_credit >= 1.0 - 1e-9:
-            self._fail_credit -= 1.0
-            return True
-        return False
 
 
 def _check_method(request: Request, method: str) -> None:
@@ -483,49 +382,34 @@ async def _stream(
     unpaced stream at once. A paced stream (chunk_interval_ms or tokens_per_s) writes
     each piece on its own, on an absolute schedule (to the millisecond, see
     `CoarseTimer`) so that delays do not drift. An injected failure after some events
-    comes in a write of its own, at least `_FAILURE_GAP_S` after them, so that the
+    comes in a write of its own, at least `FAILURE_GAP_S` after them, so that the
     client sees those events before the failure even in an unpaced stream.
     """
     events = answer.events()
     end = len(events)
     last_piece = end - (2 if answer.include_usage else 1) - 1
-    reset_at = None if b.reset_after is None else min(b.reset_after, end)
-    error_at = None if b.error_after is None else min(b.error_after, end)
-    failures = [at for at in (reset_at, error_at) if at is not None]
-    fail_at = min(failures) if failures else None
-    interval = b.chunk_interval_s
-    headers = [_SSE, ("cache-control", "no-cache"), ("x-request-id", request_id)]
-
-    async def flush(data: bytes) -> None:
-        if not reply.started:
-            await reply.start(200, headers, data)
-        elif data:
-            await reply.write(data)
+    reset_at, fail_at = failure_positions(b, end)
+    out = StreamOut(reply, [_SSE, ("cache-control", "no-cache"), ("x-request-id", request_id)])
 
     start = trio.current_time() + b.ttft_ms / 1000.0
     await timer.sleep_until(start)
-    pending = b""
-    for position in range(end + 1):
-        paced = interval > 0 and 2 <= position <= last_piece
-        if paced or (position == fail_at and position > 0):
-            await flush(pending)
-            pending = b""
-            gap = trio.current_time() + _FAILURE_GAP_S
-            await timer.sleep_until(start + (position - 1) * interval if paced else gap)
-        if position == fail_at:
-            break
-        if position < end:
-            pending += events[position]
-    if fail_at is not None and fail_at == reset_at:
-        await flush(pending)
-        reply.abort()
+    pending = await write_paced(
+        out,
+        timer,
+        events,
+        start=start,
+        interval=b.chunk_interval_s,
+        paced=range(2, last_piece + 1),
+        reset_at=reset_at,
+        fail_at=fail_at,
+    )
     if fail_at is not None:
         error = error_body(
             b.error_message or "The model produced an error while generating.",
             b.error_type or "server_error",
         )
         pending += b"data: " + error + b"\n\n"
-    await flush(pending + _DONE)
+    await out.flush(pending + _DONE)
     await reply.end()
 
 
