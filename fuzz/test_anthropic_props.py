@@ -1,15 +1,15 @@
 """Property tests of gateway.providers.anthropic.
 
 - Any split of every recorded Anthropic stream (tests/fixtures/anthropic/*.sse), under
-  every combination of the options that change the output, translates to the same
-  bytes as the whole stream fed at once.
+  every combination of the options that change the output (response_format included,
+  which holds text back), translates to the same bytes as the whole stream fed at once.
 - Every valid OpenAI request drawn from `requests()` (text, images, files, tool
   round-trips, system and developer messages, tools, tool_choice, response_format,
   sampling and reasoning fields, with the Anthropic deployment options) either
   translates to a body the strict fake's checker (`bench/fakes/anthropic_rules.py`)
   accepts, or is refused with `InvalidRequest` whose `param` is a real path into the
   request. Requests the validator refuses are discarded, so only what reaches a
-  provider is drawn.
+  provider is drawn. `max_tokens` never exceeds the option `max_output_tokens`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,12 @@ PROPS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthC
 SPLITS = settings(max_examples=150, deadline=None)
 
 
-def context(stream: bool, include_usage: bool = False, **options: Any) -> CallContext:
+def context(
+    stream: bool,
+    include_usage: bool = False,
+    response_format: str | None = None,
+    **options: Any,
+) -> CallContext:
     deployment = Deployment(
         model_id="claude",
         provider_name="anthropic",
@@ -47,7 +52,14 @@ def context(stream: bool, include_usage: bool = False, **options: Any) -> CallCo
         api_key="sk-ant-fuzz",
         options=options,
     )
-    return CallContext(deployment, stream, include_usage, "chatcmpl-fuzz", 1730000000)
+    return CallContext(
+        deployment,
+        stream,
+        include_usage,
+        "chatcmpl-fuzz",
+        1730000000,
+        response_format=response_format,
+    )
 
 
 # --------------------------------------------------------------------------- streams
@@ -65,14 +77,20 @@ def translate_stream(raw: bytes, ctx: CallContext, cuts: list[int]) -> bytes:
     name=st.sampled_from(sorted(STREAMS)),
     include_usage=st.booleans(),
     reasoning_output=st.booleans(),
+    response_format=st.sampled_from([None, "json_schema", "json_object"]),
     crlf=st.booleans(),
     data=st.data(),
 )
 def test_any_split_of_a_recorded_stream_gives_the_same_chunks(
-    name: str, include_usage: bool, reasoning_output: bool, crlf: bool, data: st.DataObject
+    name: str,
+    include_usage: bool,
+    reasoning_output: bool,
+    response_format: str | None,
+    crlf: bool,
+    data: st.DataObject,
 ) -> None:
     raw = STREAMS[name].replace(b"\n", b"\r\n") if crlf else STREAMS[name]
-    ctx = context(True, include_usage, reasoning_output=reasoning_output)
+    ctx = context(True, include_usage, response_format, reasoning_output=reasoning_output)
     cuts = data.draw(st.lists(st.integers(1, len(raw) - 1), max_size=60), label="cuts")
     assert translate_stream(raw, ctx, cuts) == translate_stream(raw, ctx, [])
 
@@ -189,7 +207,10 @@ arguments = weighted((15, good_arguments), (1, st.sampled_from(["[1]", "{oops"])
 def tool_round_trips(draw: st.DrawFn) -> list[dict[str, Any]]:
     """An assistant turn with tool calls, then its results (shuffled), maybe more."""
     count = draw(st.integers(1, 3))
-    ids = draw(st.lists(call_ids, min_size=count, max_size=count, unique=True))
+    if draw(st.booleans()):  # numbered per turn, as some clients do: repeats across turns
+        ids = [f"call_{k}" for k in range(count)]
+    else:
+        ids = draw(st.lists(call_ids, min_size=count, max_size=count, unique=True))
     calls = [
         {
             "id": cid,
@@ -316,6 +337,14 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
             body["tool_choice"] = draw(tool_choices(body["tools"]))
         if draw(st.booleans()):
             body["parallel_tool_calls"] = draw(st.booleans())
+    elif draw(st.integers(0, 4)) == 0:  # a choice with no tools (or none left)
+        body["tools"] = draw(st.sampled_from([[], None]))
+        key = draw(st.sampled_from(["tool_choice", "function_call"]))
+        body[key] = draw(st.sampled_from(["auto", "none", "required"]))
+        if key == "function_call" and body[key] == "required":
+            body[key] = "auto"
+        if body["tools"] is None:
+            del body["tools"]
     optional: dict[str, st.SearchStrategy[Any]] = {
         "response_format": response_formats,
         "temperature": st.none() | st.floats(0, 2) | st.integers(0, 2),
@@ -346,6 +375,7 @@ options = st.fixed_dictionaries(
         "structured_output": st.sampled_from(["tool", "native"]),
         "reasoning_output": st.booleans(),
         "default_max_tokens": st.integers(1, 8192),
+        "max_output_tokens": st.sampled_from([1024, 4096, 8192, 32000, 64000]),
     },
 )
 
@@ -389,6 +419,8 @@ def test_valid_requests_translate_to_accepted_bodies_or_name_the_field(
     assert request.payload is not None
     event("translated" + (" with tools" if "tools" in request.payload else ""))
     assert orjson.loads(request.body) == request.payload
+    cap = opts.get("max_output_tokens")
+    assert cap is None or request.payload["max_tokens"] <= cap
     try:
         check_request(request.payload)
     except VendorRefusal as refusal:  # pragma: no cover - the failure report

@@ -5,10 +5,14 @@
 2. Every generated valid OpenAI request either translates to a generateContent body that
    the strict fake's checker (bench/fakes/gemini_rules.py) accepts, or is refused with
    `InvalidRequest` whose `param` is a real path into the request.
+3. Upstream JSON of any shape (wrong types anywhere in candidates, parts, logprobs,
+   usageMetadata, errors), as a body or as stream events, either translates to OpenAI
+   objects of the right types or is a 502: no other exception ever escapes.
 
 The request generator draws whole conversations, not random JSON: tool-call turns
 answered (or not) by tool messages in any order, legacy function calls, media of
-supported and unsupported types with real leading bytes, tool schemas with the JSON
+supported and unsupported types with real leading bytes (some labelled with another
+image type, as clients do), tool schemas with the JSON
 Schema keywords Gemini chokes on, tool choices, sampling fields at their limits,
 thought signatures minted by the fake and carried in tool-call ids, and models of
 both thinking generations.
@@ -28,7 +32,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bench.fakes.gemini_rules import VendorRefusal, check_request, mint_thought_signature
-from gateway.errors import InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.providers.base import CallContext, Deployment, Media
 from gateway.providers.gemini import GeminiProvider, encode_call_id
 from gateway.validate import validate_chat_request
@@ -111,8 +115,12 @@ texts = st.sampled_from(["", " ", "hi", "Explain this.", "ünïcødé ✓", "mul
 names = mostly(
     st.sampled_from(["get_weather", "lookup", "_private", "ns-tool_2"]), st.just("9lives")
 )
+_IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp"]
 images = mostly(
-    st.sampled_from(["image/png", "image/jpeg", "image/webp"]).map(data_url)
+    st.sampled_from(_IMAGE_TYPES).map(data_url)
+    | st.tuples(st.sampled_from(_IMAGE_TYPES), st.sampled_from(_IMAGE_TYPES)).map(
+        lambda t: f"data:{t[0]};base64,{b64(_MEDIA_BYTES[t[1]])}"  # labelled as another type
+    )
     | st.sampled_from([FETCHED, FILES_URI]),
     st.sampled_from([data_url("image/gif"), "https://example.com/not-fetched.png"]),
 ).map(lambda url: {"type": "image_url", "image_url": {"url": url, "detail": "low"}})
@@ -341,7 +349,8 @@ def requests(draw: st.DrawFn) -> tuple[dict[str, Any], CallContext]:
         body["stream_options"] = {"include_usage": True}
     media = {
         FETCHED: Media(
-            draw(st.sampled_from(["image/png", "image/gif; x=1"])), _MEDIA_BYTES["image/png"]
+            draw(st.sampled_from(["image/png", "image/jpeg", "image/gif; x=1"])),
+            _MEDIA_BYTES["image/png"],
         )
     }
     options = {"reasoning_output": draw(st.booleans())}
@@ -392,3 +401,139 @@ def test_valid_requests_translate_to_accepted_bodies_or_name_the_field(
         check_request(request.payload, model=ctx.deployment.upstream_model)
     except VendorRefusal as refusal:
         pytest.fail(f"Gemini would refuse: {refusal.body}\n{request.payload}")
+
+
+# --------------------------------------------------------------------------- 3: odd upstream JSON
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=4)
+    | st.sampled_from(["STOP", "MAX_TOKENS", "SAFETY", "MALFORMED_FUNCTION_CALL", "AUDIO"])
+)
+_any = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)
+
+
+def _shaped(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """An object with any of `fields`, or now and then any JSON value at all."""
+    return mostly(st.fixed_dictionaries({}, optional=fields), _any)
+
+
+_token = _shaped({"token": _any, "logProbability": _any})
+_part = _shaped(
+    {
+        "text": mostly(st.text(max_size=5), _any),
+        "thought": _any,
+        "functionCall": _shaped({"name": _any, "args": _any, "id": _any}),
+        "thoughtSignature": _any,
+    }
+)
+_candidate = _shaped(
+    {
+        "index": mostly(st.integers(0, 2), _any),
+        "content": _shaped({"role": _any, "parts": mostly(st.lists(_part, max_size=3), _any)}),
+        "finishReason": mostly(st.sampled_from(["STOP", "MAX_TOKENS", "OTHER"]), _any),
+        "finishMessage": _any,
+        "logprobsResult": _shaped(
+            {
+                "chosenCandidates": mostly(st.lists(_token, max_size=2), _any),
+                "topCandidates": mostly(
+                    st.lists(_shaped({"candidates": st.lists(_token, max_size=2)}), max_size=2),
+                    _any,
+                ),
+            }
+        ),
+    }
+)
+_COUNTS = [
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+    "toolUsePromptTokenCount",
+    "cachedContentTokenCount",
+    "totalTokenCount",
+]
+_usage = _shaped(
+    {
+        **{k: mostly(st.integers(0, 1000), _any) for k in _COUNTS},
+        "promptTokensDetails": mostly(
+            st.lists(_shaped({"modality": _any, "tokenCount": _any}), max_size=2), _any
+        ),
+        "candidatesTokensDetails": _any,
+    }
+)
+_error = _shaped(
+    {
+        "code": _any,
+        "message": _any,
+        "status": _any,
+        "details": mostly(
+            st.lists(
+                _shaped(
+                    {
+                        "@type": st.just("type.googleapis.com/google.rpc.RetryInfo"),
+                        "retryDelay": _any,
+                        "reason": _any,
+                    }
+                ),
+                max_size=2,
+            ),
+            _any,
+        ),
+    }
+)
+_responses = st.fixed_dictionaries(
+    {},
+    optional={
+        "candidates": mostly(st.lists(_candidate, max_size=3), _any),
+        "usageMetadata": _usage,
+        "promptFeedback": _shaped({"blockReason": _any}),
+        "error": mostly(_error, _any),
+    },
+)
+
+
+def _assert_chunk_types(choice: dict[str, Any]) -> None:
+    assert isinstance(choice["index"], int)
+    message = choice.get("message") or choice["delta"]
+    assert isinstance(message.get("content"), str | None)
+    for call in message.get("tool_calls") or ():
+        assert isinstance(call["id"], str) and isinstance(call["function"]["name"], str)
+        assert isinstance(orjson.loads(call["function"]["arguments"]), dict)
+    for token in (choice.get("logprobs") or {}).get("content") or ():
+        assert isinstance(token["token"], str) and isinstance(token["logprob"], float)
+
+
+@PROPS
+@given(st.lists(_responses, min_size=1, max_size=3), st.booleans())
+def test_odd_upstream_json_is_translated_or_a_502_never_a_crash(
+    objs: list[dict[str, Any]], reasoning: bool
+) -> None:
+    bodies = [orjson.dumps(o) for o in objs]
+    c = context("gemini-2.5-flash", False, {}, reasoning_output=reasoning)
+    try:
+        completion = P.parse_response(bodies[0], c)
+    except GatewayError as error:
+        assert 400 <= error.http_status < 600, error  # an upstream error body keeps its code
+    else:
+        out = orjson.loads(completion.body)
+        assert out["choices"]
+        for choice in out["choices"]:
+            _assert_chunk_types(choice)
+    t = P.new_stream_translator(context("gemini-2.5-flash", True, {}, reasoning_output=reasoning))
+    streamed = b"".join(t.feed(b"data: " + body + b"\r\n\r\n") for body in bodies)
+    if t.error is None:
+        streamed += t.close()
+    for line in streamed.split(b"\n"):
+        if line.startswith(b"data: {"):
+            event = orjson.loads(line[6:])
+            for choice in event.get("choices") or ():
+                _assert_chunk_types(choice)
+    if t.usage is not None:
+        assert all(isinstance(t.usage[k], int) for k in ("prompt_tokens", "total_tokens"))

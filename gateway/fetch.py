@@ -132,6 +132,14 @@ _V4_BLOCKED: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
         ("100.64.0.0/10", "shared address space (CGNAT)"),
         ("224.0.0.0/4", "multicast"),
         ("240.0.0.0/4", "reserved"),  # includes the broadcast address
+        # Listed explicitly rather than trusted to `ipaddress.is_global`, whose table
+        # differs between Python versions (3.11 calls 192.0.0.192 global).
+        ("192.0.0.0/24", "IETF protocol assignments (incl. cloud metadata 192.0.0.192)"),
+        ("192.0.2.0/24", "documentation"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("192.88.99.0/24", "6to4 relay anycast"),
     )
 )
 _V6_BLOCKED: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
@@ -146,6 +154,9 @@ _V6_BLOCKED: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
         ("::/96", "IPv4-compatible (deprecated)"),
         ("64:ff9b:1::/48", "local-use NAT64"),
         ("2001::/32", "Teredo"),
+        ("2001:db8::/32", "documentation"),
+        ("2001:2::/48", "benchmarking"),
+        ("100::/64", "discard-only"),
     )
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")

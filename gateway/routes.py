@@ -61,6 +61,13 @@ def parse_json_body(raw: bytes) -> Any:
         ) from None
 
 
+def response_format_type(body: dict[str, Any]) -> str | None:
+    """The client's structured-output mode, if any ("text" counts as none)."""
+    fmt = body.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    return kind if kind in ("json_schema", "json_object") else None
+
+
 def wants_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
@@ -88,6 +95,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             include_usage=stream and wants_usage(body),
             request_id=request_id,
             created=int(time.time()),
+            response_format=response_format_type(body),
         )
         urls = relay.provider.media_urls(body, ctx)
         if urls:

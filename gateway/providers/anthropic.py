@@ -6,7 +6,8 @@ and the stream are translated back into OpenAI's shapes. Everything here is pure
 Request mapping (OpenAI -> Anthropic):
 - `system` and `developer` messages -> top-level `system` text blocks, in order.
 - `max_tokens` is always set: `max_completion_tokens`, else `max_tokens`, else the
-  deployment option `default_max_tokens` (4096).
+  deployment option `default_max_tokens` (4096); never above the option
+  `max_output_tokens` (the model's output limit) when it is set.
 - Consecutive same-role turns are merged; `tool` (and legacy `function`) messages
   become `tool_result` blocks in the user turn right after the assistant turn that
   called them, results first, then any user content that follows. A result for a
@@ -18,6 +19,9 @@ Request mapping (OpenAI -> Anthropic):
   assistant `refusal` (part or field) is replayed as text.
   Tool-call ids outside `[a-zA-Z0-9_-]` (or longer than 64) are rewritten
   deterministically, the same way for `tool_use.id` and `tool_result.tool_use_id`.
+  An id that an earlier assistant turn already used (clients that number calls per
+  turn: call_0, call_1, ...) is rewritten too, from the id and the turn's position,
+  on the tool_use and on its results, since Anthropic needs unique ids.
 - Images: data URL -> base64 source (jpeg, png, gif, webp; a PDF -> `document`),
   http(s) URL -> url source, or base64 of the bytes the gateway fetched when the
   option `fetch_media` is on. `file.file_data` (a data URL, or bare base64 of a PDF)
@@ -35,7 +39,10 @@ Request mapping (OpenAI -> Anthropic):
 - `tool_choice`: auto -> auto, none -> none, required -> any, a named function ->
   tool, `allowed_tools` -> the listed tools only with auto/any; legacy
   `function_call` likewise; `parallel_tool_calls: false` ->
-  `disable_parallel_tool_use` (with `auto` when no choice was given).
+  `disable_parallel_tool_use` (with `auto` when no choice was given). A choice
+  that leaves no tools to send (no `tools`, `tools: []`, `allowed_tools` listing
+  none of them in mode auto) is not sent: Anthropic refuses a `tool_choice`
+  without tools.
 - `temperature` above 1 is clamped to 1: Anthropic's range is 0-1 and a portable
   body should not fail on a vendor's narrower range. With both `temperature` and
   `top_p`, `top_p` is dropped (newer models refuse the pair, E12).
@@ -43,11 +50,15 @@ Request mapping (OpenAI -> Anthropic):
   minimal 1024, low 2048, medium 4096, high 8192, xhigh 16384, max 32768 tokens;
   `none` -> no thinking. The budget is capped below the client's max tokens (no
   thinking when that leaves less than 1024); without a client maximum,
-  `max_tokens` becomes the budget plus the default. With thinking on, forced tool
-  choices (any/tool) are sent as auto (E13), `temperature` and `top_k` are dropped
-  and `top_p` is kept only within 0.95-1, as Anthropic requires. Thinking is left
-  off when the last assistant turn called tools: Anthropic then requires that
-  turn's signed thinking blocks, which OpenAI's format cannot carry.
+  `max_tokens` becomes the budget plus the default. `max_output_tokens` caps that
+  sum too: the budget shrinks to fit (keeping the default for the answer when the
+  client gave no maximum), and thinking is off when less than 1024 remains. With
+  thinking on, forced tool choices (any/tool) are sent as auto (E13),
+  `temperature` and `top_k` are dropped and `top_p` is kept only within 0.95-1, as
+  Anthropic requires. Thinking is left off when the last assistant turn called
+  tools (Anthropic then requires that turn's signed thinking blocks, which
+  OpenAI's format cannot carry) and when the conversation ends with an assistant
+  turn (a prefill, which extended thinking does not allow).
 - `response_format` json_schema / json_object: a forced tool named
   `json_tool_call` (`json_tool_call_value` wraps a schema whose root is not an
   object as `{"value": schema}`), its input unwrapped into `message.content` (and
@@ -56,17 +67,19 @@ Request mapping (OpenAI -> Anthropic):
   These two names are reserved: client tools may not use them. With the option
   `structured_output = "native"`, a json_schema goes to `output_config.format`
   instead (json_object has no native form and keeps the tool). When the JSON tool
-  answers, its JSON is the whole `content`: text written beside it is dropped (it
-  can only appear when thinking leaves the tool unforced, and a stream cannot take
-  back text already sent). With `tool_choice: required` the JSON answer also
-  counts as a tool call.
+  answers, its JSON is the whole `content`: text written beside it (possible when
+  thinking leaves the tool unforced) is dropped, and a stream holds text back
+  until the end to do the same (see `AnthropicStreamTranslator`). A wrapped answer
+  cut short by max_tokens never shows the wrapper. With `tool_choice: required`
+  the JSON answer also counts as a tool call.
 
 Refused with a 400 naming the field: `n` > 1, `logprobs: true`, audio output
 (`modalities` with "audio"), `input_audio` parts, `file_id`, media types Anthropic
 does not read, invalid base64, custom tools and custom tool calls, duplicate tool
 names, parameters whose root is not an object, tool arguments that are not a JSON
-object, duplicate tool-call ids, unmatched tool calls/results, the reserved tool
-names, a conversation with no user or assistant content.
+object, duplicate tool-call ids within one assistant turn, unmatched tool
+calls/results, the reserved tool names, `allowed_tools` in mode required that lists
+none of the tools, a conversation with no user or assistant content.
 
 Dropped (no Anthropic equivalent): `presence_penalty`, `frequency_penalty`,
 `logit_bias`, `seed`, `logprobs: false`, `metadata`, `store`, `prediction`,
@@ -75,7 +88,8 @@ auto, `audio` (without the audio modality), `stream_options` (handled by the
 gateway), message `name`, image `detail`, `file.filename` (kept as the document
 title), `parallel_tool_calls: true`, and any unknown field.
 
-Response mapping: text blocks are concatenated into `content` (null when there are
+Response mapping: `model` is the client's model id (as for Gemini), not Anthropic's
+model name; text blocks are concatenated into `content` (null when there are
 only tool calls); `tool_use` -> `tool_calls` with compact JSON arguments; thinking
 -> `reasoning_content` only with the option `reasoning_output`; stop reasons per D5
 (end_turn, stop_sequence, pause_turn -> stop; max_tokens and
@@ -352,6 +366,7 @@ class _MessageBuilder:
             else:
                 self.turns.append(turn)
         self._trim_prefill()
+        self._renumber_reused_ids()
         self._check_tool_pairs()
         if not self.turns:
             raise _invalid(
@@ -494,6 +509,30 @@ class _MessageBuilder:
             if block["type"] == "text":
                 last.blocks[-1] = {"type": "text", "text": block["text"].rstrip()}
 
+    def _renumber_reused_ids(self) -> None:
+        """Give a tool-call id that an earlier assistant turn used a new, stable id.
+
+        Clients that number calls per turn (call_0, call_1, ...) repeat ids across turns;
+        Anthropic needs every tool_use id to be unique. The repeat in turn `k` becomes
+        `tool_id(f"{id}#{k}")`, on the tool_use and on the results in the next turn, so
+        the same history always gives the same ids. A repeat within one turn is left for
+        `_check_tool_pairs` to refuse.
+        """
+        used: set[str] = set()
+        for k, turn in enumerate(self.turns):
+            if turn.role != "assistant":
+                continue
+            renamed: dict[str, str] = {}
+            for block, _ in _blocks_of(turn, "tool_use"):
+                old = block["id"]
+                if old in used:
+                    block["id"] = renamed.setdefault(old, tool_id(f"{old}#{k}"))
+            used.update(b["id"] for b, _ in _blocks_of(turn, "tool_use"))
+            after = self.turns[k + 1] if k + 1 < len(self.turns) else None
+            if renamed and after is not None and after.role == "user":
+                for block, _ in _blocks_of(after, "tool_result"):
+                    block["tool_use_id"] = renamed.get(block["tool_use_id"], block["tool_use_id"])
+
     def _check_tool_pairs(self) -> None:
         """Every tool_use is answered in the next turn, every tool_result answers one."""
         seen: set[str] = set()
@@ -529,11 +568,16 @@ class _MessageBuilder:
                         raise _invalid(f"Duplicate result for tool call '{use_id}'.", path)
                     answered_here.add(use_id)
 
-    def in_tool_loop(self) -> bool:
-        """Whether the last assistant turn called tools (its thinking blocks are lost)."""
+    def excludes_thinking(self) -> bool:
+        """Whether the conversation cannot be sent with thinking on.
+
+        True when it ends with an assistant turn (a prefill, which extended thinking does
+        not allow) or when the last assistant turn called tools (Anthropic then wants
+        that turn's signed thinking blocks, which OpenAI's format cannot carry).
+        """
         for turn in reversed(self.turns):
             if turn.role == "assistant":
-                return any(b["type"] == "tool_use" for b in turn.blocks)
+                return turn is self.turns[-1] or any(b["type"] == "tool_use" for b in turn.blocks)
         return False
 
     def messages(self) -> list[JSON]:
@@ -617,6 +661,11 @@ def _tool_choice(body: JSON, tools: list[JSON]) -> tuple[JSON | None, list[JSON]
         allowed = choice["allowed_tools"]
         names = {ref[ref["type"]]["name"] for ref in allowed["tools"]}
         kept = [t for t in tools if t["name"] in names]
+        if not kept and allowed["mode"] == "required":
+            raise _invalid(
+                "'required' needs at least one allowed tool among 'tools'.",
+                "tool_choice.allowed_tools.tools",
+            )
         return {"type": "any" if allowed["mode"] == "required" else "auto"}, kept
     raise _invalid("Anthropic models do not support custom tools.", "tool_choice")
 
@@ -660,6 +709,8 @@ def _plan_tools(
     """Tools and tool_choice for the request, and the native output format if any."""
     tools = _client_tools(body, native)
     choice, tools = _tool_choice(body, tools)
+    if not tools:
+        choice = None  # Anthropic refuses a tool_choice without tools
     if not tools and builder.tool_names:
         # Anthropic refuses tool blocks in a history without tool definitions.
         tools = [
@@ -716,22 +767,39 @@ def _max_tokens(body: JSON) -> int | None:
     return None
 
 
+def _output_cap(options: Mapping[str, Any]) -> int | None:
+    """The deployment's `max_output_tokens` (the model's output limit), if set."""
+    cap = options.get("max_output_tokens")
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+        return cap
+    return None
+
+
 def _thinking_plan(
-    body: JSON, client_max: int | None, default: int, in_tool_loop: bool
+    body: JSON, client_max: int | None, default: int, cap: int | None, allowed: bool
 ) -> tuple[JSON | None, int]:
-    """The thinking block (or None) and the max_tokens that goes with it."""
+    """The thinking block (or None) and the max_tokens that goes with it.
+
+    `cap` (the model's output limit) bounds max_tokens, budget included: the budget
+    shrinks to fit (leaving `default` tokens for the answer when the client set no
+    maximum), and thinking is left off when less than the 1024 minimum remains.
+    """
     max_tokens = client_max if client_max is not None else default
+    if cap is not None:
+        max_tokens = min(max_tokens, cap)
     effort = body.get("reasoning_effort")
     budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
-    if budget is None or in_tool_loop:
+    if budget is None or not allowed:
         return None, max_tokens
     if client_max is None:
-        max_tokens = budget + default
+        with_budget = budget + default if cap is None else min(budget + default, cap)
+        budget = min(budget, with_budget - default)
     else:
-        budget = min(budget, client_max - 1)
-        if budget < _MIN_THINKING_BUDGET:
-            return None, max_tokens
-    return {"type": "enabled", "budget_tokens": budget}, max_tokens
+        with_budget = max_tokens
+        budget = min(budget, with_budget - 1)
+    if budget < _MIN_THINKING_BUDGET:
+        return None, max_tokens
+    return {"type": "enabled", "budget_tokens": budget}, with_budget
 
 
 def _sampling(body: JSON, out: JSON, thinking: bool) -> None:
@@ -809,7 +877,9 @@ def translate_request(body: JSON, ctx: CallContext) -> JSON:
 
     builder = _MessageBuilder(ctx)
     builder.build(body["messages"])
-    thinking, max_tokens = _thinking_plan(body, _max_tokens(body), default, builder.in_tool_loop())
+    thinking, max_tokens = _thinking_plan(
+        body, _max_tokens(body), default, _output_cap(options), not builder.excludes_thinking()
+    )
     tools, output_format = _plan_tools(body, builder, thinking is not None, native)
 
     out: JSON = {
@@ -882,8 +952,14 @@ def _finish_reason(stop_reason: object, json_only: bool) -> str:
 
 
 def _json_answer(name: str, args: object) -> str:
-    """The response_format tool's input as the answer text (unwrapped when wrapped)."""
-    if name == JSON_VALUE_TOOL and isinstance(args, dict) and "value" in args:
+    """The response_format tool's input as the answer text (unwrapped when wrapped).
+
+    A wrapped input without its `value` (cut short by max_tokens) gives "": the
+    client never sees the wrapper.
+    """
+    if name == JSON_VALUE_TOOL:
+        if not isinstance(args, dict) or "value" not in args:
+            return ""
         args = args["value"]
     return orjson.dumps(args).decode()
 
@@ -925,7 +1001,7 @@ def _completion(msg: JSON, ctx: CallContext) -> JSON:
         "id": ctx.request_id,
         "object": "chat.completion",
         "created": ctx.created,
-        "model": msg.get("model") or ctx.deployment.upstream_model,
+        "model": ctx.deployment.model_id,
         "choices": [
             {
                 "index": 0,
@@ -986,13 +1062,20 @@ class _Block:
 class AnthropicStreamTranslator:
     """Anthropic SSE in, OpenAI chunks out: the D7 state machine.
 
-    - `message_start`: the role chunk; input usage recorded.
+    - `message_start`: the role chunk; input usage recorded. Every chunk names the
+      client's model id, as the Gemini provider's do.
     - text deltas -> `delta.content`; thinking deltas -> `delta.reasoning_content`
       with the option `reasoning_output`, else dropped.
     - a `tool_use` block -> a tool call numbered 0, 1, ... in order (not the block
       index); empty `partial_json` fragments are skipped (E8), and a call that got
       no argument fragment at all is given "{}" when its block stops, so assembled
-      arguments always parse. The response_format tool streams as `delta.content`.
+      arguments always parse.
+    - The response_format tool streams as `delta.content`; a wrapped answer
+      (`json_tool_call_value`) is sent whole when its block ends, unwrapped (cut
+      short by max_tokens: the value's text as far as it came, never the wrapper).
+      While the tool emulates response_format, text deltas are held back until the
+      finish: sent then only if no JSON tool block came, so the streamed content is
+      the non-streamed one. (Not with native json_schema, whose text is the answer.)
     - `message_delta`: the finish chunk (once); usage is cumulative, the last wins
       (E10). `message_stop`: a "stop" finish chunk if no `message_delta` gave one,
       the usage chunk (`choices: []`, only when the client asked, E11), `[DONE]`.
@@ -1009,6 +1092,7 @@ class AnthropicStreamTranslator:
         "_created",
         "_decoder",
         "_finished",
+        "_held",
         "_include_usage",
         "_json_seen",
         "_model",
@@ -1029,8 +1113,8 @@ class AnthropicStreamTranslator:
         self._reasoning = bool(ctx.deployment.options.get("reasoning_output", False))
         self._request_id = ctx.request_id
         self._created = ctx.created
-        self._model = ctx.deployment.upstream_model
-        self._base = b""  # `data: {"id":...,"choices":` once the model is known
+        self._model = ctx.deployment.model_id
+        self._base = b""  # `data: {"id":...,"choices":`, built on first use
         self._open = b""  # _base + `[{"index":0,"delta":`
         self._tail = (
             b',"logprobs":null,"finish_reason":null}],"usage":null}\n\n'
@@ -1042,6 +1126,8 @@ class AnthropicStreamTranslator:
         self._tools_seen = False  # a real tool call was streamed
         self._json_seen = False  # the response_format tool was streamed
         self._finished = False  # the finish chunk was sent
+        # Text held back while the JSON tool may still come (None: text streams as is).
+        self._held: list[str] | None = [] if _emulates_json(ctx) else None
         self.done = False  # message_stop seen, [DONE] sent: the relay stops reading
         self._counts: dict[str, Any] = {}
         self.usage: JSON | None = None
@@ -1109,13 +1195,9 @@ class AnthropicStreamTranslator:
     def _message_start(self, obj: JSON) -> bytes:
         message = obj.get("message")
         if isinstance(message, dict):
-            model = message.get("model")
-            if isinstance(model, str) and model:
-                self._model = model
             usage = message.get("usage")
             if isinstance(usage, dict):
                 self._record_usage(usage)
-        self._base = b""  # rebuild the header with the upstream's model name
         return self._chunk(b'{"role":"assistant","content":""}')
 
     def _block_start(self, obj: JSON) -> bytes:
@@ -1127,7 +1209,7 @@ class AnthropicStreamTranslator:
         if kind == "text":
             self._blocks[index] = _Block(_TEXT_BLOCK)
             text = block.get("text")
-            return self._content(text) if isinstance(text, str) and text else b""
+            return self._text(text) if isinstance(text, str) and text else b""
         if kind == "thinking":
             self._blocks[index] = _Block(_THINKING_BLOCK)
             return b""
@@ -1160,7 +1242,7 @@ class AnthropicStreamTranslator:
         kind = delta.get("type")
         if kind == "text_delta":
             text = delta.get("text")
-            return self._content(text) if isinstance(text, str) and text else b""
+            return self._text(text) if isinstance(text, str) and text else b""
         if kind == "input_json_delta":
             fragment = delta.get("partial_json")
             if not isinstance(fragment, str) or not fragment:
@@ -1196,7 +1278,8 @@ class AnthropicStreamTranslator:
             return self._arguments(block, "{}")  # a call without arguments (E8)
         if block.kind == _JSON_BLOCK:
             if block.wrapped:
-                return self._content(_unwrap("".join(block.buffer) or "{}"))
+                answer = _unwrap("".join(block.buffer))
+                return self._content(answer) if answer else b""
             if not block.sent:
                 return self._content("{}")
         return b""
@@ -1209,14 +1292,27 @@ class AnthropicStreamTranslator:
         reason = delta.get("stop_reason") if isinstance(delta, dict) else None
         if self._finished or reason is None:
             return b""
-        return self._finish(_finish_reason(reason, self._json_seen and not self._tools_seen))
+        out = self._settle()
+        return out + self._finish(_finish_reason(reason, self._json_seen and not self._tools_seen))
 
     def _message_stop(self) -> bytes:
         self.done = True
-        out = b"" if self._finished else self._finish("stop")  # no message_delta came
+        out = b"" if self._finished else self._settle() + self._finish("stop")  # no message_delta
         if self._include_usage and self.usage is not None:
             out += self._header() + b'[],"usage":' + orjson.dumps(self.usage) + b"}\n\n"
         return out + DONE
+
+    def _settle(self) -> bytes:
+        """Content owed before the finish chunk: wrapped JSON still open, held-back text."""
+        out = b""
+        for index, block in list(self._blocks.items()):
+            if block.kind == _JSON_BLOCK and block.wrapped:
+                out += self._block_stop({"index": index})  # no content_block_stop came
+        if self._held:
+            if not self._json_seen:
+                out += self._content("".join(self._held))
+            self._held.clear()
+        return out
 
     def _finish(self, reason: str) -> bytes:
         """The chunk carrying `finish_reason`; sent once per stream."""
@@ -1256,20 +1352,47 @@ class AnthropicStreamTranslator:
     def _content(self, text: str) -> bytes:
         return self._chunk(b'{"content":' + orjson.dumps(text) + b"}")
 
+    def _text(self, text: str) -> bytes:
+        """A text block's delta: content now, or held back while JSON mode decides."""
+        if self._held is not None:
+            self._held.append(text)
+            return b""
+        return self._content(text)
+
     def _fail(self, error: GatewayError) -> bytes:
         self.error = error
         return error.sse_event()
 
 
+_VALUE_PREFIX: Final = re.compile(r'\s*\{\s*"value"\s*:\s*')
+
+
 def _unwrap(raw: str) -> str:
-    """The `value` of a streamed wrapped JSON answer; the raw text if it does not parse."""
+    """The answer inside a streamed wrapped JSON input `{"value": ...}`.
+
+    A complete input gives its value as compact JSON; one cut short (max_tokens) gives
+    the value's text as far as it came; anything else gives "". Never the wrapper.
+    """
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw
+        match = _VALUE_PREFIX.match(raw)
+        return raw[match.end() :] if match is not None else ""
     if isinstance(obj, dict) and "value" in obj:
         return orjson.dumps(obj["value"]).decode()
-    return raw
+    return ""
+
+
+def _emulates_json(ctx: CallContext) -> bool:
+    """Whether response_format is answered by the JSON tool (not native output_config).
+
+    A native json_schema without a schema also falls back to the tool; the context
+    cannot tell it apart, so its text is not held back.
+    """
+    if ctx.response_format is None:
+        return False
+    native = ctx.deployment.options.get("structured_output", "tool") == "native"
+    return not (native and ctx.response_format == "json_schema")
 
 
 def _stream_error(obj: JSON) -> GatewayError:

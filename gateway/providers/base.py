@@ -63,6 +63,9 @@ class CallContext:
     created: int  # unix seconds
     # URL -> fetched bytes, for every URL the provider's `media_urls` asked for.
     media: Mapping[str, Media] = field(default_factory=dict)
+    # The client's response_format type ("json_schema", "json_object") or None, so a
+    # translator that emulates structured output knows it without parsing the body again.
+    response_format: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,28 +35,32 @@ def upstream_status_error(
 ) -> GatewayError:
     """The gateway error for an upstream's non-2xx answer.
 
-    - 429 keeps its status and the upstream's `retry-after` / `retry-after-ms`.
+    - 429 keeps its status and the upstream's `retry-after` / `retry-after-ms` (so do
+      the 5xx answers, which SDKs retry too); its code is `rate_limit_exceeded`.
     - 401/403 become 502 `upstream_auth_failed`: the client's key is fine, ours was
       refused, and the upstream message is not echoed (it can hold a masked key).
-    - 402 becomes 502 `upstream_billing_error`: the gateway's upstream account is out
-      of credit; a 402 to the client would read as the client's own spend limit.
+    - 402, and OpenAI's 429 `insufficient_quota`, become 502 `upstream_billing_error`:
+      the gateway's upstream account is out of credit; passing them on would read as
+      the client's own limit (and SDKs would retry the 429 in vain).
     - other 4xx keep status, message, type, code and param.
     - 503/529 become 503, 504 stays 504, every other 5xx becomes 502.
     """
     headers = headers or {}
+    # The upstream's retry hint travels with every answer an SDK retries (429, 5xx).
+    kept = {k: headers[k] for k in ("retry-after", "retry-after-ms") if k in headers}
+    if (status == 429 and code == "insufficient_quota") or status == 402:
+        # The gateway's own upstream account is out of credit (OpenAI says so with a
+        # 429): not the client's limit, and retrying will not help.
+        return UpstreamError(
+            f"The upstream refused the request for billing reasons (HTTP {status}).",
+            code="upstream_billing_error",
+        )
     if status == 429:
-        kept = {k: headers[k] for k in ("retry-after", "retry-after-ms") if k in headers}
-        return RateLimited(message, headers=kept, code=code or "rate_limit_exceeded")
+        return RateLimited(message, headers=kept, code="rate_limit_exceeded")
     if status in (401, 403):
         return UpstreamError(
             f"The upstream refused the gateway's credentials (HTTP {status}).",
             code="upstream_auth_failed",
-        )
-    if status == 402:
-        # The gateway's own upstream account is out of credit: not the client's 402.
-        return UpstreamError(
-            "The upstream refused the request for billing reasons (HTTP 402).",
-            code="upstream_billing_error",
         )
     if 400 <= status < 500:
         return UpstreamRejected(
@@ -70,10 +74,11 @@ def upstream_status_error(
         return UpstreamUnavailable(
             f"The upstream is unavailable (HTTP {status}): {message}",
             code=code or "upstream_overloaded",
+            headers=kept,
         )
     if status == 504:
-        return UpstreamTimeout(f"The upstream timed out (HTTP 504): {message}")
-    return UpstreamError(f"The upstream failed (HTTP {status}): {message}", code=code)
+        return UpstreamTimeout(f"The upstream timed out (HTTP 504): {message}", headers=kept)
+    return UpstreamError(f"The upstream failed (HTTP {status}): {message}", code=code, headers=kept)
 
 
 def media_url_params(body: Mapping[str, object]) -> dict[str, str]:

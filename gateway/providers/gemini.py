@@ -24,10 +24,14 @@ Messages (D2):
   base64; http(s) URLs are fetched by the gateway when option `fetch_media` is on,
   the default, and are a 400 naming the part when it is off); Gemini Files-API and
   `gs://` URIs -> `fileData`. `file.file_data` without a data URL takes its type from
-  `filename` or the PDF signature; `file.file_id` is accepted only as a Files-API or
-  gs:// URI (OpenAI file ids are not portable). Inline media must be of a type Gemini
-  reads (PNG, JPEG, WebP, HEIC/HEIF images; PDF, JSON, XML, RTF, code; any audio, video
-  or text type) and non-empty, else a 400 naming the part (a GIF, for instance);
+  `filename` or its leading bytes; `file.file_id` is accepted only as a Files-API or
+  gs:// URI (OpenAI file ids are not portable). Media declared as an image, a PDF or
+  application/octet-stream go with the type their leading bytes show (PNG, JPEG, GIF,
+  WebP, HEIC/HEIF, PDF), whatever the declared type: Gemini refuses a mismatch, and
+  clients often label a PNG as JPEG; bytes that match none of them under a PNG, JPEG,
+  GIF, WebP or PDF label are a 400. Inline media must then be of a type Gemini reads
+  (PNG, JPEG, WebP, HEIC/HEIF images; PDF, JSON, XML, RTF, code; any audio, video or
+  text type) and non-empty, else a 400 naming the part (a GIF, for instance);
 - a user Content with media but no text gets a one-space text part (E17: Vertex
   wants a text part beside media and refuses empty text; one space is the least text);
 - thought signatures (E4, D3) travel inside the OpenAI tool-call id, see "Tool-call
@@ -45,8 +49,10 @@ function -> ANY with `allowedFunctionNames`; `allowed_tools` keeps only the list
 declarations, with AUTO or ANY. Custom tools are a 400.
 
 generationConfig (C4): temperature, top_p -> topP, top_k (extension) -> topK,
-max_completion_tokens (else max_tokens) -> maxOutputTokens (above int32: 400), stop
--> stopSequences (empty strings dropped), n -> candidateCount (at most 8, else 400),
+max_completion_tokens (else max_tokens) -> maxOutputTokens (above int32: 400), capped
+at the deployment option `max_output_tokens` when set, which is also sent when the
+client gives no limit (Gemini counts thinking tokens within maxOutputTokens), stop ->
+stopSequences (empty strings dropped), n -> candidateCount (at most 8, else 400),
 seed -> seed (folded into int32, Gemini's type), presence/frequency penalties (sent
 unless 0; Gemini's range is [-2, 2), so 2.0 goes as 1.999), logprobs ->
 responseLogprobs, top_logprobs -> logprobs; response_format json_object ->
@@ -77,7 +83,19 @@ reasons. Usage: prompt = promptTokenCount + toolUsePromptTokenCount, completion 
 candidatesTokenCount + thoughtsTokenCount, total = their sum (Gemini's
 totalTokenCount), cached and reasoning details; the stream keeps the last
 usageMetadata, never a sum (E10), and sends it as its own `choices: []` chunk only
-when the client asked (E11).
+when the client asked (E11). A response or stream event of an unexpected shape (a
+wrong type anywhere in candidates, parts, logprobs or usageMetadata), a body that is
+not a JSON object and an SSE line or event over the decoder's limit are upstream
+failures (502; an error event once a stream has begun); odd values that do not stop
+the answer are read leniently (a token count that is not an int32 counts 0).
+
+Errors (C7, D8): HTTP status as `common.upstream_status_error` maps it (an in-stream
+error takes it from `error.code`, else from the google.rpc status); `API_KEY_INVALID`
+is the gateway's key refused, like 401/403. The code is OpenAI's where D8 gives one
+(404 `model_not_found`, 413 `request_too_large`, 429 `rate_limit_exceeded`, a 400
+about too many input tokens `context_length_exceeded`), else the google.rpc status
+(`INVALID_ARGUMENT`, `UNAVAILABLE`, ...); a 429 without `retry-after` takes it from
+`RetryInfo.retryDelay`.
 
 Tool-call ids: `<head>` or `<head>__sig_<signature>`, where the head is `gid_<id>`
 for an id Gemini gave (echoed back upstream on the call and its response) or
@@ -108,7 +126,7 @@ from gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
 from gateway.providers.common import upstream_status_error
 from gateway.providers.gemini_schema import clean_schema
-from gateway.sse import DONE, SSEDecoder
+from gateway.sse import DONE, SSEDecoder, SSEProtocolError
 
 __all__ = [
     "SKIP_SIGNATURE",
@@ -135,7 +153,6 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _DATA_URL = re.compile(r"data:([^;,]+)((?:;[^;,]*)*?);base64,", re.IGNORECASE)
 _FILES_API = re.compile(r"https://generativelanguage\.googleapis\.com/[^?#]*/files/[^/?#]+")
 _HTTP = ("http://", "https://")
-_PDF_B64 = "JVBERi0"  # base64 of "%PDF-"
 _MODEL_GENERATION = re.compile(r"gemini-(\d+)")
 
 _JSON_HEADERS: Final = {"content-type": "application/json", "accept": "application/json"}
@@ -160,6 +177,16 @@ _INLINE_MIME: Final = frozenset(
     )
 )
 _INLINE_FAMILIES: Final = frozenset(("audio", "video", "text"))
+# Declared types whose bytes are checked: an image or PDF goes with the type its bytes
+# show (Gemini refuses a mismatch, and clients often label a PNG as JPEG).
+_SNIFFED_FAMILIES: Final = frozenset(("image",))
+_SNIFFED_MIME: Final = frozenset(("application/pdf", "application/octet-stream"))
+# Of those, the types with an unambiguous signature: bytes matching none are refused.
+_SIGNED_MIME: Final = frozenset(
+    ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf")
+)
+_HEIC_BRANDS: Final = {b"heic": "image/heic", b"heix": "image/heic", b"mif1": "image/heif"}
+_SNIFF_B64_CHARS: Final = 24  # 18 bytes: enough for every signature above
 _MIME_ALIASES: Final = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
 _EXTENSION_MIME: Final = {
     "pdf": "application/pdf",
@@ -236,6 +263,16 @@ _FAILED: Final = frozenset(
         "MALFORMED_RESPONSE",
     )
 )
+# What reading an upstream JSON value of an unexpected shape can raise (orjson's
+# JSONEncodeError is a TypeError): mapped to a 502, never a crash of the request.
+_SHAPE_ERRORS: Final = (TypeError, ValueError, AttributeError, KeyError, IndexError)
+# HTTP status -> the OpenAI error code D8 gives it (401 and 403 are the gateway's own
+# key refused: `upstream_status_error` makes them 502 `upstream_auth_failed`).
+_ERROR_CODES: Final = {
+    404: "model_not_found",
+    413: "request_too_large",
+    429: "rate_limit_exceeded",
+}
 # google.rpc status -> HTTP status, for in-stream errors that carry no usable code.
 _RPC_STATUS: Final = {
     "INVALID_ARGUMENT": 400,
@@ -504,15 +541,54 @@ def _tool_output(content: object) -> object:
     return text
 
 
+def _sniff(raw: bytes) -> str | None:
+    """The image or PDF type that `raw` starts like, if any."""
+    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if raw.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if raw.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "image/webp"
+    if raw[4:8] == b"ftyp" and raw[8:12] in _HEIC_BRANDS:
+        return _HEIC_BRANDS[raw[8:12]]
+    if raw.startswith(b"%PDF-"):
+        return "application/pdf"
+    return None
+
+
+def _sniff_b64(data: str) -> str | None:
+    """`_sniff` of the first bytes of base64 `data` (standard or url-safe alphabet)."""
+    head = data[:_SNIFF_B64_CHARS].replace("-", "+").replace("_", "/")
+    try:
+        raw = binascii.a2b_base64(head[: len(head) - len(head) % 4])
+    except (binascii.Error, ValueError):
+        return None
+    return _sniff(raw)
+
+
 def _inline(mime: str, data: str, path: str) -> JSON:
-    """An `inlineData` part, refusing what Gemini cannot read (a 400 naming the part)."""
+    """An `inlineData` part, refusing what Gemini cannot read (a 400 naming the part).
+
+    Images and PDFs go with the type their bytes show, whatever they were declared as.
+    """
     mime = mime.partition(";")[0].strip().lower()
     mime = _MIME_ALIASES.get(mime, mime)
-    family = mime.partition("/")[0]
-    if mime not in _INLINE_MIME and family not in _INLINE_FAMILIES:
-        raise InvalidRequest(f"Gemini does not accept media of type '{mime}'.", param=path)
     if not data:
         raise InvalidRequest("The media data is empty.", param=path)
+    if mime.partition("/")[0] in _SNIFFED_FAMILIES or mime in _SNIFFED_MIME:
+        actual = _sniff_b64(data)
+        if actual is not None:
+            mime = actual
+        elif mime in _SIGNED_MIME:
+            raise InvalidRequest(
+                f"The data is not what its type '{mime}' says: its bytes are not a PNG, JPEG, "
+                "GIF, WebP, HEIC or HEIF image nor a PDF.",
+                param=path,
+            )
+    if mime not in _INLINE_MIME and mime.partition("/")[0] not in _INLINE_FAMILIES:
+        raise InvalidRequest(f"Gemini does not accept media of type '{mime}'.", param=path)
     return {"inlineData": {"mimeType": mime, "data": data}}
 
 
@@ -569,8 +645,8 @@ def _file_part(file: JSON, path: str, ctx: CallContext) -> JSON:
         where = path + ".file_data"
         if data[:5].lower() == "data:" or data[:8].lower().startswith(_HTTP) or data[:5] == "gs://":
             return _url_part(data, where, ctx, mime)
-        if mime is None and data.startswith(_PDF_B64):
-            mime = "application/pdf"
+        if mime is None:
+            mime = _sniff_b64(data)
         if mime is None:
             raise InvalidRequest(
                 "The file's type is unknown: send file_data as a data URL "
@@ -687,6 +763,14 @@ def _int32(value: int) -> int:
     return (value + 2**31) % 2**32 - 2**31
 
 
+def _max_output_tokens(ctx: CallContext) -> int | None:
+    """The deployment's `max_output_tokens` cap, if set to a positive int32 (config checks it)."""
+    cap = ctx.deployment.options.get("max_output_tokens")
+    if isinstance(cap, int) and not isinstance(cap, bool) and 0 < cap <= _INT32_MAX:
+        return cap
+    return None
+
+
 def _generation_config(body: JSON, ctx: CallContext) -> JSON:
     config: JSON = {}
     for src, dst in (("temperature", "temperature"), ("top_p", "topP")):
@@ -701,6 +785,9 @@ def _generation_config(body: JSON, ctx: CallContext) -> JSON:
         "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     )
     max_tokens = body.get(field)
+    cap = _max_output_tokens(ctx)
+    if cap is not None:
+        max_tokens = cap if max_tokens is None else min(max_tokens, cap)
     if max_tokens is not None:
         if max_tokens > _INT32_MAX:
             raise InvalidRequest(f"{field} must be at most {_INT32_MAX} for Gemini.", param=field)
@@ -833,8 +920,11 @@ def _openai_usage(meta: JSON) -> JSON:
 
 
 def _count(meta: JSON, key: str) -> int:
+    """A token count: Gemini's are int32, so anything else (negative, huge, not an int) is 0."""
     value = meta.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _INT32_MAX:
+        return value
+    return 0
 
 
 def _modality(details: object, modality: str) -> int:
@@ -851,25 +941,33 @@ def _logprobs(result: object) -> JSON | None:
     """OpenAI `logprobs` from a candidate's `logprobsResult`."""
     if not isinstance(result, dict):
         return None
-    chosen = result.get("chosenCandidates") or []
-    tops = result.get("topCandidates") or []
+    chosen = _list(result.get("chosenCandidates"))
+    tops = _list(result.get("topCandidates"))
     content = []
     for k, token in enumerate(chosen):
         if not isinstance(token, dict):
             continue
         alternatives = tops[k] if k < len(tops) and isinstance(tops[k], dict) else {}
-        top = alternatives.get("candidates") or []
+        top = _list(alternatives.get("candidates"))
         entry = _token_logprob(token)
         entry["top_logprobs"] = [_token_logprob(t) for t in top if isinstance(t, dict)]
         content.append(entry)
     return {"content": content, "refusal": None}
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _token_logprob(token: JSON) -> JSON:
-    text = token.get("token") or ""
+    text = token.get("token")
+    text = text if isinstance(text, str) else ""
+    logprob = token.get("logProbability")
+    if not isinstance(logprob, int | float) or isinstance(logprob, bool):
+        logprob = 0.0
     return {
         "token": text,
-        "logprob": token.get("logProbability", 0.0),
+        "logprob": float(logprob),
         "bytes": list(text.encode()),
     }
 
@@ -919,11 +1017,12 @@ class _Builder:
         head = _call_head(fn.get("id"), self.request_id, choice, ordinal)
         signature = part.get("thoughtSignature")
         args = fn.get("args")
+        name = fn.get("name")
         return {
             "id": encode_call_id(head, signature if isinstance(signature, str) else None),
             "type": "function",
             "function": {
-                "name": fn.get("name") or "",
+                "name": name if isinstance(name, str) else "",
                 "arguments": orjson.dumps(args if isinstance(args, dict) else {}).decode(),
             },
         }
@@ -1040,10 +1139,9 @@ def _error(obj: object, status: int | None, headers: Mapping[str, str] | None) -
         status = code if code is not None and 400 <= code < 600 else _RPC_STATUS.get(rpc or "", 502)
     if any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details):
         status = 401  # Gemini says 400; it is the gateway's key being refused
-    error_code = rpc
-    if status == 404 and "models/" in message:
-        error_code = "model_not_found"
-    elif status == 400 and "exceeds the maximum number of tokens" in message:
+    # D8: OpenAI's codes where it has one, else the google.rpc status (UNAVAILABLE, ...).
+    error_code = _ERROR_CODES.get(status, rpc)
+    if status == 400 and "exceeds the maximum number of tokens" in message:
         error_code = "context_length_exceeded"
     kept = dict(headers or {})
     if status == 429 and not any(k.lower() == "retry-after" for k in kept):
@@ -1095,34 +1193,10 @@ class GeminiProvider:
         )
 
     def parse_response(self, body: bytes, ctx: CallContext) -> Completion:
-        obj = _load_object(body)
-        if "error" in obj and not obj.get("candidates"):
-            raise _error(obj, None, None)
-        builder = _Builder(ctx)
-        candidates = obj.get("candidates")
-        if isinstance(candidates, list) and candidates:
-            choices = [
-                _completion_choice(builder, c, k)
-                for k, c in enumerate(candidates)
-                if isinstance(c, dict)
-            ]
-            choices.sort(key=lambda c: c["index"])
-        elif _blocked(obj):
-            choices = [_blocked_choice()]
-        else:
-            raise UpstreamError("Gemini returned no candidates.")
-        meta = obj.get("usageMetadata")
-        usage = _openai_usage(meta) if isinstance(meta, dict) else None
-        completion = {
-            "id": ctx.request_id,
-            "object": "chat.completion",
-            "created": ctx.created,
-            "model": builder.model,
-            "choices": choices,
-            "usage": usage,
-            "system_fingerprint": None,
-        }
-        return Completion(body=orjson.dumps(completion), usage=usage)
+        try:
+            return _completion(_load_object(body), ctx)
+        except _SHAPE_ERRORS:
+            raise UpstreamError("Gemini returned a response of an unexpected shape.") from None
 
     def new_stream_translator(self, ctx: CallContext) -> GeminiStreamTranslator:
         return GeminiStreamTranslator(ctx)
@@ -1134,6 +1208,36 @@ class GeminiProvider:
             text = body[:200].decode("utf-8", "replace").strip()
             obj = {"error": {"message": text or f"HTTP {status}"}}
         return _error(obj, status, headers)
+
+
+def _completion(obj: JSON, ctx: CallContext) -> Completion:
+    """The chat.completion for a generateContent response object."""
+    if "error" in obj and not obj.get("candidates"):
+        raise _error(obj, None, None)
+    builder = _Builder(ctx)
+    candidates = obj.get("candidates")
+    candidates = (
+        [c for c in candidates if isinstance(c, dict)] if isinstance(candidates, list) else []
+    )
+    if candidates:
+        choices = [_completion_choice(builder, c, k) for k, c in enumerate(candidates)]
+        choices.sort(key=lambda c: c["index"])
+    elif _blocked(obj):
+        choices = [_blocked_choice()]
+    else:
+        raise UpstreamError("Gemini returned no candidates.")
+    meta = obj.get("usageMetadata")
+    usage = _openai_usage(meta) if isinstance(meta, dict) else None
+    completion = {
+        "id": ctx.request_id,
+        "object": "chat.completion",
+        "created": ctx.created,
+        "model": builder.model,
+        "choices": choices,
+        "usage": usage,
+        "system_fingerprint": None,
+    }
+    return Completion(body=orjson.dumps(completion), usage=usage)
 
 
 def _part_url(part: JSON) -> str | None:
@@ -1215,10 +1319,20 @@ class GeminiStreamTranslator:
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
-        for event in self._decoder.feed(data):
+        if self.error is not None:
+            return b""
+        try:
+            events = self._decoder.feed(data)
+        except SSEProtocolError as e:  # an oversized line or event
+            self._fail(UpstreamError(f"Gemini sent a malformed stream ({e})."), out)
+            return b"".join(out)
+        for event in events:
             if self.error is not None:
                 break
-            self._event(event.data, out)
+            try:
+                self._event(event.data, out)
+            except _SHAPE_ERRORS:
+                self._fail(UpstreamError("Gemini sent a stream event of an unexpected shape."), out)
         return b"".join(out)
 
     def close(self) -> bytes:

@@ -41,6 +41,7 @@ from gateway.sse import SSEDecoder
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "anthropic"
 P = AnthropicProvider()
 MODEL = "claude-sonnet-4-5-20250929"
+CLIENT_MODEL = "claude"  # the deployment's model id: what answers name
 REQUEST_ID = "chatcmpl-test"
 CREATED = 1730000000
 
@@ -61,17 +62,20 @@ def ctx(
     stream: bool = False,
     include_usage: bool = False,
     media: dict[str, Media] | None = None,
+    response_format: str | None = None,
     **options: Any,
 ) -> CallContext:
     deployment = Deployment(
-        model_id="claude",
+        model_id=CLIENT_MODEL,
         provider_name="anthropic",
         kind="anthropic",
         upstream_model=MODEL,
         api_key="sk-ant-upstream",
         options=options,
     )
-    return CallContext(deployment, stream, include_usage, REQUEST_ID, CREATED, media or {})
+    return CallContext(
+        deployment, stream, include_usage, REQUEST_ID, CREATED, media or {}, response_format
+    )
 
 
 def user(content: Any = "hi") -> dict[str, Any]:
@@ -580,8 +584,14 @@ def test_request_translation(fields: dict[str, Any], expected: dict[str, Any]) -
         {"reasoning_effort": "none"},
         {"reasoning_effort": "low", "max_tokens": 1024},  # no room for a 1024 budget
         {"reasoning_effort": "high", "messages": [*ROUND_TRIP[:4]], "tools": [WEATHER, TIME]},
+        {"reasoning_effort": "low", "messages": [user(), {"role": "assistant", "content": "Sure"}]},
+        {
+            "reasoning_effort": "low",
+            "messages": [*ROUND_TRIP, {"role": "assistant", "content": "The weather"}],
+            "tools": [WEATHER, TIME],
+        },
     ],
-    ids=["none", "no room", "inside a tool loop"],
+    ids=["none", "no room", "inside a tool loop", "prefill", "prefill after tools"],
 )
 def test_thinking_is_left_off(fields: dict[str, Any]) -> None:
     assert "thinking" not in translate(**fields)
@@ -634,6 +644,33 @@ def test_default_max_tokens_option() -> None:
     assert translate(ctx(default_max_tokens=1000))["max_tokens"] == 1000
 
 
+@pytest.mark.parametrize(
+    ("fields", "max_tokens", "budget"),
+    [
+        ({"reasoning_effort": "max"}, 32000, 32000 - 4096),  # 32768 + 4096 would exceed
+        ({"reasoning_effort": "xhigh"}, 16384 + 4096, 16384),  # fits: unchanged
+        ({"reasoning_effort": "max", "max_tokens": 50000}, 32000, 31999),
+        ({"reasoning_effort": "max", "max_tokens": 20000}, 20000, 19999),
+        ({}, 4096, None),
+        ({"max_completion_tokens": 40000}, 32000, None),
+    ],
+    ids=["shrunk", "fits", "client above cap", "client below cap", "default", "client max"],
+)
+def test_max_output_tokens_caps_max_tokens_budget_included(
+    fields: dict[str, Any], max_tokens: int, budget: int | None
+) -> None:
+    out = translate(ctx(max_output_tokens=32000), **fields)
+    assert out["max_tokens"] == max_tokens
+    assert out.get("thinking", {}).get("budget_tokens") == budget
+
+
+def test_max_output_tokens_leaves_thinking_off_when_no_budget_fits() -> None:
+    out = translate(ctx(max_output_tokens=4096), reasoning_effort="low")
+    assert "thinking" not in out and out["max_tokens"] == 4096
+    small = translate(ctx(max_output_tokens=2000, default_max_tokens=8192))
+    assert small["max_tokens"] == 2000
+
+
 def test_model_is_the_upstream_model() -> None:
     assert translate(model="claude")["model"] == MODEL
 
@@ -676,6 +713,28 @@ def test_unsafe_tool_call_ids_are_rewritten_the_same_way_on_both_sides() -> None
     assert tool_id("call:1/ä") == use_id  # deterministic
     assert tool_id("call:1/ö") != use_id  # distinct ids stay distinct
     assert tool_id("toolu_01abc") == "toolu_01abc"
+
+
+def test_ids_reused_across_turns_are_made_unique_on_both_sides() -> None:
+    """Clients numbering calls per turn (call_0, ...) repeat ids; Anthropic needs them unique."""
+    messages = [
+        user(),
+        assistant_calls(call("call_0"), call("call_1", "get_time", "")),
+        tool("call_1", "noon"),
+        tool("call_0"),
+        assistant_calls(call("call_0", arguments='{"city":"Rome"}')),
+        tool("call_0", "rain"),
+        user("thanks"),
+    ]
+    out = translate(messages=messages, tools=[WEATHER, TIME])
+    first, second = out["messages"][1]["content"], out["messages"][3]["content"]
+    assert [b["id"] for b in first] == ["call_0", "call_1"]
+    new_id = second[0]["id"]
+    assert new_id == tool_id("call_0#3") and new_id.startswith("call_0_3_")
+    results = out["messages"][4]["content"]
+    assert results[0] == {"type": "tool_result", "tool_use_id": new_id, "content": "rain"}
+    assert [b["tool_use_id"] for b in out["messages"][2]["content"]] == ["call_1", "call_0"]
+    assert translate(messages=messages, tools=[WEATHER, TIME]) == out  # deterministic
 
 
 def test_build_request_url_headers_and_body() -> None:
@@ -778,6 +837,45 @@ def test_native_structured_output_uses_output_config() -> None:
     assert "tools" not in out and "tool_choice" not in out
     fallback = translate(ctx(structured_output="native"), response_format={"type": "json_object"})
     assert fallback["tools"][0]["name"] == JSON_TOOL
+
+
+ALLOW_NONE = {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tool_choice": "auto"},
+        {"tool_choice": "required"},
+        {"tool_choice": "none"},
+        {"tool_choice": "auto", "tools": []},
+        {"tool_choice": "auto", "tools": [], "parallel_tool_calls": False},
+        {"function_call": "auto"},
+        {"function_call": "none"},
+        {"tools": [WEATHER], "tool_choice": ALLOW_NONE},
+    ],
+    ids=[
+        "auto",
+        "required",
+        "none",
+        "auto, tools []",
+        "auto, tools [], no parallel calls",
+        "function_call auto",
+        "function_call none",
+        "allowed_tools listing none",
+    ],
+)
+def test_no_tool_choice_is_sent_without_tools(fields: dict[str, Any]) -> None:
+    out = translate(**fields)  # the strict fake refuses a tool_choice without tools
+    assert "tools" not in out and "tool_choice" not in out
+
+
+def test_a_choice_with_only_history_tools_is_none() -> None:
+    out = translate(messages=[*ROUND_TRIP], tool_choice="auto", tools=[])
+    assert out["tool_choice"] == {"type": "none"} and len(out["tools"]) == 2
+    json_mode = translate(tool_choice="required", response_format={"type": "json_object"})
+    assert [t["name"] for t in json_mode["tools"]] == [JSON_TOOL]
+    assert json_mode["tool_choice"] == {"type": "tool", "name": JSON_TOOL}
 
 
 def test_response_format_text_changes_nothing() -> None:
@@ -918,17 +1016,33 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
         "messages[1].tool_calls[0].id",
     ),
     (
-        "duplicate tool call ids",
+        "duplicate tool call ids in one turn",
+        {"messages": [user(), assistant_calls(call("c1"), call("c1")), tool("c1")]},
+        "messages[1].tool_calls[1].id",
+    ),
+    (
+        "duplicate tool call ids in one turn, the id used before",
         {
             "messages": [
                 user(),
                 assistant_calls(call("c1")),
                 tool("c1"),
-                assistant_calls(call("c1")),
+                assistant_calls(call("c1"), call("c1")),
                 tool("c1"),
             ]
         },
-        "messages[3].tool_calls[0].id",
+        "messages[3].tool_calls[1].id",
+    ),
+    (
+        "allowed_tools required listing none of the tools",
+        {
+            "tools": [WEATHER],
+            "tool_choice": {
+                "type": "allowed_tools",
+                "allowed_tools": {"mode": "required", "tools": []},
+            },
+        },
+        "tool_choice.allowed_tools.tools",
     ),
     (
         "duplicate tool results",
@@ -1056,7 +1170,7 @@ def test_text_response() -> None:
         "id": REQUEST_ID,
         "object": "chat.completion",
         "created": CREATED,
-        "model": MODEL,
+        "model": CLIENT_MODEL,
         "choices": [
             {
                 "index": 0,
@@ -1208,7 +1322,7 @@ def chunk(delta: dict[str, Any], finish: str | None = None, usage: bool = False)
         "id": REQUEST_ID,
         "object": "chat.completion.chunk",
         "created": CREATED,
-        "model": MODEL,
+        "model": CLIENT_MODEL,
         "system_fingerprint": None,
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
     }
@@ -1228,7 +1342,11 @@ STREAMS = sorted(p.name for p in FIXTURES.glob("*.sse"))
 @pytest.mark.parametrize("name", STREAMS)
 def test_any_split_gives_the_same_output(name: str) -> None:
     raw = (FIXTURES / name).read_bytes()
-    for c in (ctx(stream=True), ctx(stream=True, include_usage=True, reasoning_output=True)):
+    for c in (
+        ctx(stream=True),
+        ctx(stream=True, include_usage=True, reasoning_output=True),
+        ctx(stream=True, response_format="json_schema"),
+    ):
         whole, _ = run(raw, c)
         byte_by_byte, _ = run(raw, c, list(range(1, len(raw))))
         assert byte_by_byte == whole
@@ -1269,7 +1387,7 @@ def test_text_stream_with_usage_chunk() -> None:
         "id": REQUEST_ID,
         "object": "chat.completion.chunk",
         "created": CREATED,
-        "model": MODEL,
+        "model": CLIENT_MODEL,
         "system_fingerprint": None,
         "choices": [],
         "usage": TEXT_USAGE,
@@ -1378,6 +1496,83 @@ def test_json_mode_streams_as_content(name: str, expected: Any) -> None:
     assert evs[-2]["choices"][0]["finish_reason"] == "stop"
 
 
+def streamed_content(evs: list[Any]) -> str:
+    return "".join(
+        e["choices"][0]["delta"].get("content") or ""
+        for e in evs
+        if isinstance(e, dict) and e.get("choices")
+    )
+
+
+@pytest.mark.parametrize("fmt", ["json_schema", "json_object"])
+def test_json_mode_preamble_is_dropped_in_streams_as_in_answers(fmt: str) -> None:
+    """With thinking the JSON tool is not forced: text before it must not leak."""
+    c = ctx(stream=True, response_format=fmt)
+    evs = events(run((FIXTURES / "json_tool_preamble.sse").read_bytes(), c)[0])
+    assert streamed_content(evs) == '{"name": "Ada Lovelace"}'
+    assert evs[-2]["choices"][0]["finish_reason"] == "stop"
+    body, _ = parse("json_tool_preamble.json", ctx(response_format=fmt))
+    message = body["choices"][0]["message"]
+    assert orjson.loads(message["content"]) == orjson.loads(streamed_content(evs))
+
+
+def test_json_mode_text_without_the_tool_is_sent_whole_before_the_finish() -> None:
+    raw = (FIXTURES / "text.sse").read_bytes()
+    evs = events(run(raw, ctx(stream=True, response_format="json_object"))[0])
+    expected = "Hello! I'm Claude.\nHow can I help?"
+    assert evs == [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": expected}),
+        chunk({}, "stop"),
+        b"[DONE]",
+    ]
+    body, _ = parse("text.json", ctx(response_format="json_object"))
+    assert body["choices"][0]["message"]["content"] == (
+        "Paris is the capital of France. It has about 2.1 million inhabitants."
+    )
+
+
+def test_text_streams_at_once_without_json_mode_or_with_native_json_schema() -> None:
+    raw = (FIXTURES / "text.sse").read_bytes()
+    plain = events(run(raw, ctx(stream=True))[0])
+    native = ctx(stream=True, response_format="json_schema", structured_output="native")
+    assert events(run(raw, native)[0]) == plain
+    assert plain[1] == chunk({"content": "Hello"})
+
+
+def test_truncated_wrapped_json_never_shows_the_wrapper() -> None:
+    evs = events(run((FIXTURES / "json_value_truncated.sse").read_bytes(), ctx(stream=True))[0])
+    assert streamed_content(evs) == '["red", "gre'
+    assert evs[-2]["choices"][0]["finish_reason"] == "length"
+    raw = (FIXTURES / "json_value_truncated.sse").read_bytes()
+    no_stop = raw.replace(
+        b'event: content_block_stop\ndata: {"type": "content_block_stop", "index": 0}\n\n', b""
+    )
+    assert no_stop != raw
+    assert events(run(no_stop, ctx(stream=True))[0]) == evs  # flushed at the finish anyway
+
+
+@pytest.mark.parametrize(
+    ("value_input", "content"),
+    [({}, ""), ({"value": [1, 2]}, "[1,2]"), ({"other": 1}, ""), ("oops", "")],
+)
+def test_wrapped_json_answer_without_its_value_never_shows_the_wrapper(
+    value_input: Any, content: str
+) -> None:
+    raw = orjson.loads((FIXTURES / "json_value_tool.json").read_bytes())
+    raw["content"][0]["input"] = value_input
+    raw["stop_reason"] = "max_tokens"
+    body = orjson.loads(P.parse_response(orjson.dumps(raw), ctx()).body)
+    assert body["choices"][0]["message"]["content"] == content
+
+
+def test_answers_and_chunks_name_the_clients_model() -> None:
+    body, _ = parse("text.json")
+    assert body["model"] == CLIENT_MODEL
+    evs = events(run((FIXTURES / "text.sse").read_bytes(), ctx(stream=True, include_usage=True))[0])
+    assert {e["model"] for e in evs if isinstance(e, dict)} == {CLIENT_MODEL}
+
+
 def test_truncated_tool_call_reports_length() -> None:
     evs = events(run((FIXTURES / "max_tokens_tool.sse").read_bytes(), ctx(stream=True))[0])
     assert evs[-2]["choices"][0]["finish_reason"] == "length"
@@ -1473,7 +1668,7 @@ ERRORS: list[tuple[str, int, dict[str, str], type[GatewayError], int, str | None
     ("error_403.json", 403, {}, UpstreamError, 502, "upstream_auth_failed"),
     ("error_404.json", 404, {}, UpstreamRejected, 404, "model_not_found"),
     ("error_413.json", 413, {}, UpstreamRejected, 413, "request_too_large"),
-    ("error_429.json", 429, {"retry-after": "17"}, RateLimited, 429, "rate_limit_error"),
+    ("error_429.json", 429, {"retry-after": "17"}, RateLimited, 429, "rate_limit_exceeded"),
     ("error_500.json", 500, {}, UpstreamError, 502, "api_error"),
     ("error_504.json", 504, {}, UpstreamTimeout, 504, "timeout"),
     ("error_529.json", 529, {"retry-after": "3"}, UpstreamUnavailable, 503, "overloaded_error"),

@@ -37,8 +37,13 @@ from gateway.validate import validate_chat_request
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "gemini"
 P = GeminiProvider()
-PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 8).decode()
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
+PNG = base64.b64encode(PNG_BYTES).decode()
 PDF = base64.b64encode(b"%PDF-1.4 minimal").decode()
+JPEG_BYTES = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
+WEBP_BYTES = b"RIFF\x10\x00\x00\x00WEBPVP8 "
+GIF_BYTES = b"GIF89a\x01\x00\x01\x00"
+HEIC_BYTES = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
 WAV = base64.b64encode(b"RIFF\x24\x00\x00\x00WAVEfmt ").decode()
 GIF = base64.b64encode(b"GIF89a\x01\x00").decode()
 SIG1 = orjson.loads((FIXTURES / "tool_call.json").read_bytes())["candidates"][0]["content"][
@@ -435,7 +440,7 @@ def test_images_audio_and_files_to_inline_and_file_data() -> None:
             ]
         )
     )
-    c = ctx(media={url: Media("image/png", b"\x89PNG-bytes")})
+    c = ctx(media={url: Media("image/png", PNG_BYTES)})
     assert P.media_urls(body, c) == [url]
     parts = payload(body, c)["contents"][0]["parts"]
     assert parts == [
@@ -444,7 +449,7 @@ def test_images_audio_and_files_to_inline_and_file_data() -> None:
         {
             "inlineData": {
                 "mimeType": "image/png",
-                "data": base64.b64encode(b"\x89PNG-bytes").decode(),
+                "data": PNG,
             }
         },
         {"fileData": {"fileUri": files_uri}},
@@ -461,6 +466,85 @@ def test_media_urls_off_when_fetch_media_is_false() -> None:
     body = req(user([{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]))
     assert P.media_urls(body, ctx(fetch_media=False)) == []
     assert P.media_urls(body, ctx()) == ["https://example.com/a.png"]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize(
+    ("declared", "data", "sent"),
+    [
+        ("image/jpeg", PNG_BYTES, "image/png"),
+        ("image/png", JPEG_BYTES, "image/jpeg"),
+        ("image/jpg", WEBP_BYTES, "image/webp"),
+        ("image/gif", PNG_BYTES, "image/png"),
+        ("image/jpeg", HEIC_BYTES, "image/heic"),
+        ("image/heic", HEIC_BYTES, "image/heic"),
+        ("image/bmp", JPEG_BYTES, "image/jpeg"),
+        ("application/octet-stream", PNG_BYTES, "image/png"),
+        ("IMAGE/JPEG", PNG_BYTES, "image/png"),
+    ],
+)
+def test_inline_images_go_with_the_type_their_bytes_show(
+    declared: str, data: bytes, sent: str
+) -> None:
+    image = {"type": "image_url", "image_url": {"url": f"data:{declared};base64,{b64(data)}"}}
+    body = payload(req(user([image])))
+    assert body["contents"][0]["parts"][0] == {"inlineData": {"mimeType": sent, "data": b64(data)}}
+    check_request(body, model="gemini-2.5-flash")  # the strict fake refuses a mismatch
+
+
+def test_files_and_fetched_media_go_with_the_type_their_bytes_show() -> None:
+    url = "https://example.com/photo"
+    body = req(
+        user(
+            [
+                {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PNG}"}},
+                {"type": "file", "file": {"file_data": PNG, "filename": "scan.jpg"}},
+                {"type": "file", "file": {"file_data": PNG}},  # no filename: sniffed
+                {"type": "file", "file": {"file_data": PDF, "filename": "report.jpeg"}},
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": "What are these?"},
+            ]
+        )
+    )
+    sent = payload(body, ctx(media={url: Media("image/jpeg", PNG_BYTES)}))
+    parts = sent["contents"][0]["parts"]
+    assert [p["inlineData"]["mimeType"] for p in parts[:5]] == [
+        "image/png",
+        "image/png",
+        "image/png",
+        "application/pdf",
+        "image/png",
+    ]
+    check_request(sent, model="gemini-2.5-flash")
+
+
+@pytest.mark.parametrize(
+    ("fields", "cap", "expected"),
+    [
+        ({}, None, None),
+        ({"max_tokens": 4096}, None, 4096),
+        ({}, 1024, 1024),  # the cap is sent when the client gives no limit
+        ({"max_tokens": 100}, 1024, 100),
+        ({"max_tokens": 4096}, 1024, 1024),
+        ({"max_completion_tokens": 4096, "max_tokens": 10}, 1024, 1024),
+        ({"max_completion_tokens": 2**40}, 1024, 1024),  # capped, so no int32 refusal
+    ],
+)
+def test_max_output_tokens_option_caps_max_output_tokens(
+    fields: dict[str, Any], cap: int | None, expected: int | None
+) -> None:
+    c = ctx() if cap is None else ctx(max_output_tokens=cap)
+    config = payload(req(**fields), c).get("generationConfig", {})
+    assert config.get("maxOutputTokens") == expected
+
+
+@pytest.mark.parametrize("cap", [None, 0, -1, True, "8192", 2**31, 1.5])
+def test_max_output_tokens_option_other_than_a_positive_int32_is_ignored(cap: Any) -> None:
+    config = payload(req(max_tokens=4096), ctx(max_output_tokens=cap))["generationConfig"]
+    assert config["maxOutputTokens"] == 4096  # the config loader refuses such values
 
 
 # ================================================================ requests: refusals
@@ -635,6 +719,32 @@ REFUSALS: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = [
     ),
     ("top_k_not_an_integer", req(top_k="40"), "top_k", {}),
     ("only_empty_text", req(user("")), "messages", {}),
+    (
+        "png_label_on_bytes_of_no_image",
+        req(user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}}])),
+        "messages[0].content[0].image_url.url",
+        {},
+    ),
+    (
+        "gif_bytes_under_a_png_label",
+        req(user([{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{GIF}"}}])),
+        "messages[0].content[0].image_url.url",
+        {},
+    ),
+    (
+        "pdf_label_on_text_bytes",
+        req(
+            user([{"type": "file", "file": {"file_data": "data:application/pdf;base64,aGVsbG8="}}])
+        ),
+        "messages[0].content[0].file.file_data",
+        {},
+    ),
+    (
+        "fetched_gif_served_as_jpeg",
+        req(user([{"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}}])),
+        "messages[0].content[0].image_url.url",
+        {"media": {"https://example.com/a.jpg": Media("image/jpeg", GIF_BYTES)}},
+    ),
 ]
 
 
@@ -1016,6 +1126,157 @@ def test_garbage_bodies_are_upstream_errors(body: bytes) -> None:
         P.parse_response(body, ctx())
 
 
+def candidate(*parts: Any, **fields: Any) -> dict[str, Any]:
+    return {"content": {"role": "model", "parts": list(parts)}, "finishReason": "STOP", **fields}
+
+
+# Upstream JSON with wrong types in candidates, parts, logprobs, usageMetadata and errors.
+ODD: list[tuple[str, dict[str, Any]]] = [
+    ("candidates_not_a_list", {"candidates": {"0": candidate({"text": "a"})}}),
+    ("candidates_not_objects", {"candidates": [1, None, "x"]}),
+    ("content_not_an_object", {"candidates": [{"content": "hi", "finishReason": "STOP"}]}),
+    ("parts_not_a_list", {"candidates": [{"content": {"parts": {"text": "a"}}}]}),
+    ("parts_not_objects", {"candidates": [candidate(1, "a", None, [], {"text": "ok"})]}),
+    ("text_not_a_string", {"candidates": [candidate({"text": 5}, {"text": None, "thought": 1})]}),
+    (
+        "function_call_of_odd_types",
+        {
+            "candidates": [
+                candidate(
+                    {"functionCall": {"name": 7, "args": [1], "id": {}}, "thoughtSignature": 5},
+                    {"functionCall": "f"},
+                    {"functionCall": {"name": ["g"], "args": "x", "id": 3}},
+                )
+            ]
+        },
+    ),
+    ("finish_reason_not_a_string", {"candidates": [candidate({"text": "a"}, finishReason=3)]}),
+    ("index_not_an_int", {"candidates": [candidate({"text": "a"}, index="0")]}),
+    ("index_a_bool", {"candidates": [candidate({"text": "a"}, index=True)]}),
+    (
+        "logprobs_not_lists",
+        {
+            "candidates": [
+                candidate(
+                    {"text": "a"},
+                    logprobsResult={"chosenCandidates": 5, "topCandidates": {"a": 1}},
+                )
+            ]
+        },
+    ),
+    (
+        "logprob_tokens_of_odd_types",
+        {
+            "candidates": [
+                candidate(
+                    {"text": "a"},
+                    logprobsResult={
+                        "chosenCandidates": [{"token": 5, "logProbability": "x"}, 3, {}],
+                        "topCandidates": [{"candidates": {"token": "a"}}, 1, {"candidates": 2}],
+                    },
+                )
+            ]
+        },
+    ),
+    ("usage_not_an_object", {"candidates": [candidate({"text": "a"})], "usageMetadata": [1]}),
+    (
+        "usage_counts_of_odd_types",
+        {
+            "candidates": [candidate({"text": "a"})],
+            "usageMetadata": {
+                "promptTokenCount": "3",
+                "candidatesTokenCount": -5,
+                "thoughtsTokenCount": 2**64 - 1,
+                "toolUsePromptTokenCount": 2**63,
+                "cachedContentTokenCount": True,
+                "promptTokensDetails": {"modality": "AUDIO", "tokenCount": 1},
+                "candidatesTokensDetails": [1, {"modality": "AUDIO", "tokenCount": 1.5}],
+            },
+        },
+    ),
+    ("prompt_feedback_not_an_object", {"promptFeedback": "SAFETY"}),
+    ("error_of_odd_types", {"error": {"code": "x", "message": 5, "status": [], "details": "y"}}),
+    ("error_a_string", {"error": "boom"}),
+    ("error_a_list", {"error": [{"code": 429}]}),
+]
+
+
+def assert_openai_types(choice: dict[str, Any]) -> None:
+    """A choice (or chunk choice) whose fields have the types OpenAI clients expect."""
+    assert isinstance(choice["index"], int)
+    message = choice.get("message") or choice["delta"]
+    for key in ("content", "reasoning_content"):
+        assert isinstance(message.get(key), str | None)
+    for call in message.get("tool_calls") or ():
+        assert isinstance(call["id"], str)
+        assert isinstance(call["function"]["name"], str)
+        assert isinstance(orjson.loads(call["function"]["arguments"]), dict)
+    for token in (choice.get("logprobs") or {}).get("content") or ():
+        for entry in (token, *token["top_logprobs"]):
+            assert isinstance(entry["token"], str) and isinstance(entry["logprob"], float)
+
+
+def assert_usage_types(usage: dict[str, Any] | None) -> None:
+    if usage is None:
+        return
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        assert isinstance(usage[key], int) and 0 <= usage[key] < 2**33
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+@pytest.mark.parametrize("obj", [o for _, o in ODD], ids=[n for n, _ in ODD])
+def test_odd_upstream_json_is_read_leniently_or_a_502_never_a_crash(obj: dict[str, Any]) -> None:
+    raw = orjson.dumps(obj)
+    try:
+        completion = P.parse_response(raw, ctx(reasoning_output=True))
+    except GatewayError as error:
+        assert error.http_status == 502, error
+    else:
+        out = orjson.loads(completion.body)
+        assert out["choices"]
+        for choice in out["choices"]:
+            assert_openai_types(choice)
+        assert_usage_types(out["usage"])
+    t = GeminiStreamTranslator(ctx(stream=True, include_usage=True, reasoning_output=True))
+    streamed = t.feed(b"data: " + raw + b"\r\n\r\n")
+    if t.error is None:
+        streamed += t.close()
+    evs = events(streamed)
+    if t.error is not None:
+        assert t.error.http_status == 502 and "error" in evs[-1]
+        assert t.close() == b""
+    else:
+        assert evs[-1] == b"[DONE]"
+    for ev in evs:
+        if isinstance(ev, dict) and "choices" in ev:
+            for choice in ev["choices"]:
+                assert_openai_types(choice)
+            assert_usage_types(ev.get("usage"))
+    assert_usage_types(t.usage)
+
+
+def test_arguments_too_deep_to_serialize_are_a_502() -> None:
+    # orjson reads 1024 levels but writes 254: the arguments cannot become a JSON string.
+    args = b'{"a":' * 300 + b"1" + b"}" * 300
+    part = b'{"functionCall":{"name":"f","args":' + args + b"}}"
+    raw = b'{"candidates":[{"content":{"parts":[' + part + b']},"finishReason":"STOP"}]}'
+    with pytest.raises(UpstreamError) as info:
+        P.parse_response(raw, ctx())
+    assert info.value.http_status == 502
+    t = GeminiStreamTranslator(ctx(stream=True))
+    out = t.feed(b"data: " + raw + b"\r\n\r\n")
+    assert t.error is not None and t.error.http_status == 502
+    assert "unexpected shape" in events(out)[-1]["error"]["message"]
+
+
+def test_usage_counts_that_are_not_int32_count_zero() -> None:
+    obj = dict(ODD)["usage_counts_of_odd_types"]
+    usage = P.parse_response(orjson.dumps(obj), ctx()).usage
+    assert usage is not None
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (0, 0, 0)
+    assert usage["completion_tokens_details"]["audio_tokens"] == 0
+
+
 # ================================================================ streams
 
 TEXT_CHUNKS = [
@@ -1160,6 +1421,18 @@ def test_non_json_event_is_an_error() -> None:
     assert t.error is not None and b'"error"' in out
 
 
+def test_oversized_stream_line_is_an_error_event_not_an_exception() -> None:
+    t = GeminiStreamTranslator(ctx(stream=True))
+    head = t.feed((FIXTURES / "text.sse").read_bytes().split(b"\r\n\r\n")[0] + b"\r\n\r\n")
+    out = t.feed(b"data: " + b"x" * (16 * 1024 * 1024 + 1))
+    assert isinstance(t.error, UpstreamError) and t.error.http_status == 502
+    assert deltas(head)[0] == (0, {"role": "assistant", "content": ""}, None)
+    (event,) = events(out)
+    assert "malformed stream" in event["error"]["message"]
+    assert t.feed(b"\r\n\r\n") == b""
+    assert t.close() == b""
+
+
 # ================================================================ errors
 
 ERRORS: list[tuple[str, int, type[GatewayError], int, str | None]] = [
@@ -1169,7 +1442,7 @@ ERRORS: list[tuple[str, int, type[GatewayError], int, str | None]] = [
     ("error_400_api_key_invalid.json", 400, UpstreamError, 502, "upstream_auth_failed"),
     ("error_403.json", 403, UpstreamError, 502, "upstream_auth_failed"),
     ("error_404.json", 404, UpstreamRejected, 404, "model_not_found"),
-    ("error_429.json", 429, RateLimited, 429, "RESOURCE_EXHAUSTED"),
+    ("error_429.json", 429, RateLimited, 429, "rate_limit_exceeded"),
     ("error_500.json", 500, UpstreamError, 502, "INTERNAL"),
     ("error_503.json", 503, UpstreamUnavailable, 503, "UNAVAILABLE"),
     ("error_504.json", 504, UpstreamTimeout, 504, "timeout"),
@@ -1186,6 +1459,32 @@ def test_error_mapping(
     assert err.code == code
     if out_status == 502 and code == "upstream_auth_failed":
         assert "API key" not in err.message  # the upstream's words about our key stay home
+
+
+@pytest.mark.parametrize(
+    ("status", "rpc", "message", "code"),
+    [
+        (400, "INVALID_ARGUMENT", "Invalid JSON payload.", "INVALID_ARGUMENT"),
+        (404, "NOT_FOUND", "Requested entity was not found.", "model_not_found"),
+        (413, None, "Request payload size exceeds the limit.", "request_too_large"),
+        (429, "RESOURCE_EXHAUSTED", "Resource has been exhausted.", "rate_limit_exceeded"),
+        (500, "INTERNAL", "An internal error has occurred.", "INTERNAL"),
+        (503, "UNAVAILABLE", "The model is overloaded.", "UNAVAILABLE"),
+        (504, "DEADLINE_EXCEEDED", "Deadline expired.", "timeout"),
+    ],
+)
+def test_error_codes_follow_D8_in_answers_and_streams(
+    status: int, rpc: str | None, message: str, code: str
+) -> None:
+    err: dict[str, Any] = {"code": status, "message": message}
+    if rpc is not None:
+        err["status"] = rpc
+    body = orjson.dumps({"error": err})
+    assert P.map_error(status, {}, body).code == code
+    t = GeminiStreamTranslator(ctx(stream=True))
+    out = t.feed(b"data: " + body + b"\r\n\r\n")
+    assert t.error is not None and t.error.code == code
+    assert events(out)[-1]["error"]["code"] == code
 
 
 def test_429_retry_after_from_header_or_retry_info() -> None:

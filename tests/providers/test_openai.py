@@ -361,3 +361,22 @@ def test_completion_with_object_arguments_gets_string_arguments() -> None:
     c = P.parse_response(orjson.dumps(obj), ctx(stream=False))
     fn = orjson.loads(c.body)["choices"][0]["message"]["tool_calls"][0]["function"]
     assert fn["arguments"] == '{"city":"Oslo"}'
+
+
+@pytest.mark.parametrize("status", [503, 529, 500, 504])
+def test_retry_hints_travel_with_5xx_answers_too(status: int) -> None:
+    """SDKs retry 5xx as well as 429; the upstream's hint must reach them."""
+    e = P.map_error(status, {"retry-after": "7", "retry-after-ms": "7000"}, b"{}")
+    assert e.headers == {"retry-after": "7", "retry-after-ms": "7000"}
+
+
+def test_429_code_is_openais_whatever_the_upstream_called_it() -> None:
+    body = b'{"error": {"message": "slow down", "type": "requests", "code": "tokens"}}'
+    assert P.map_error(429, {}, body).code == "rate_limit_exceeded"
+
+
+def test_upstream_out_of_quota_is_the_gateways_problem_not_a_429() -> None:
+    body = b'{"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",'
+    body += b' "code": "insufficient_quota"}}'
+    e = P.map_error(429, {"retry-after": "1"}, body)
+    assert e.http_status == 502 and e.code == "upstream_billing_error"
