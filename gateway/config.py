@@ -33,6 +33,7 @@ DEFAULT_BASE_URLS = {
 
 
 STRUCTURED_OUTPUT_MODES = ("tool", "native")
+TRANSPORTS = ("h11", "httpx")
 # Capability flags that reach the providers as `Deployment.options` (the rest are
 # first-class fields of `Deployment`).
 OPTION_NAMES = (
@@ -43,6 +44,7 @@ OPTION_NAMES = (
     "reasoning_output",
     "fetch_media",
     "api_version",
+    "max_output_tokens",
 )
 
 
@@ -89,6 +91,7 @@ class Capabilities:
     reasoning_output: bool | None = None  # surface thinking as delta.reasoning_content
     fetch_media: bool | None = None  # fetch http(s) media and send it inline
     api_version: str | None = None  # anthropic: the anthropic-version header
+    max_output_tokens: int | None = None  # the model's output cap: max tokens sent never exceed it
 
     def over(self, base: Capabilities) -> Capabilities:
         """These flags, with unset ones taken from `base`."""
@@ -119,6 +122,7 @@ class ProviderConfig:
     idle_timeout_s: float = 300.0
     total_timeout_s: float = 900.0
     max_connections: int = 512
+    transport: str = "h11"  # "h11" (lean, default) | "httpx" (honours proxy env vars)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +253,7 @@ def _caps(t: _Table) -> Capabilities:
         reasoning_output=t.flag("reasoning_output"),
         fetch_media=t.flag("fetch_media"),
         api_version=t.text("api_version"),
+        max_output_tokens=t.integer("max_output_tokens", minimum=1, maximum=10_000_000),
     )
 
 
@@ -277,6 +282,7 @@ def _provider(name: str, t: _Table, env: Mapping[str, str]) -> ProviderConfig:
         max_connections=_or(
             t.integer("max_connections", minimum=1, maximum=100_000), defaults.max_connections
         ),
+        transport=_or(t.text("transport", choices=TRANSPORTS), defaults.transport),
     )
     t.done()
     return p

@@ -1,18 +1,19 @@
-"""The only upstream I/O: sending, timeouts, retries and cancellation.
+"""Upstream calls: deadlines, retries, cancellation and translation around a transport.
 
-One pooled HTTP/1.1 client per provider (httpx never resets an HTTP/2 stream, so an
-abandoned generation would run on; over HTTP/1.1 leaving the response closes the
-connection at once). The built-in mock is served in-process by `LocalTransport`, so
-it takes the same path through translation as a real upstream.
+One pooled HTTP/1.1 transport per provider (transport.py; HTTP/1.1 because closing
+the connection is how an abandoned generation stops). The built-in mock is served
+in-process by `LocalTransport`, so it takes the same path through translation as a
+real upstream.
 
-Deadlines are ours, enforced with trio cancel scopes rather than httpx's read
-timeout (which measures gaps, not totals): connect, first byte (response headers),
-idle gap between chunks, and one total deadline around everything. A request is
+Deadlines are ours, enforced with trio cancel scopes (a read timeout measures gaps,
+not totals): first byte (response headers, streams only), idle gap between chunks,
+and one total deadline around everything; connecting is bounded by the transport. A request is
 retried only where it cannot have reached the model: a refused or reset connection
 before any response header (reliability.md R1), at most twice, inside the total
 deadline. Nothing is retried after a byte went downstream.
 
-Every transport exception is mapped to the gateway's error tree here, in one place.
+Transports raise only gateway errors (each maps its own client's exceptions); the
+relay maps upstream error bodies through the provider.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-import httpx
 import trio
 
 from gateway.config import ProviderConfig
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.providers.base import JSON, CallContext, Completion, Provider, UpstreamRequest
+from gateway.transport import Retryable, Transport, UpstreamResponse
+from gateway.upstream_http import H11Transport
+from gateway.upstream_httpx import HttpxTransport
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a non-streamed upstream body larger than this is refused
 MAX_ERROR_BYTES = 256 * 1024  # we read at most this much of an upstream error body
@@ -45,109 +48,6 @@ class Timeouts:
     @classmethod
     def of(cls, p: ProviderConfig) -> Timeouts:
         return cls(p.connect_timeout_s, p.first_byte_timeout_s, p.idle_timeout_s, p.total_timeout_s)
-
-
-class UpstreamResponse(Protocol):
-    status: int
-    headers: Mapping[str, str]  # lower-case names
-
-    async def next_chunk(self) -> bytes | None:
-        """The next piece of the body, or None at its end."""
-        ...
-
-
-class Transport(Protocol):
-    def open(
-        self, req: UpstreamRequest, ctx: CallContext
-    ) -> Any:  # AbstractAsyncContextManager[UpstreamResponse]
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-class _Retryable(Exception):
-    """A failure before any response header: the request did not reach the model."""
-
-    def __init__(self, error: GatewayError) -> None:
-        self.error = error
-
-
-# ---------------------------------------------------------------- httpx transport
-
-
-class _HttpxResponse:
-    __slots__ = ("_iter", "headers", "status")
-
-    def __init__(self, resp: httpx.Response) -> None:
-        self.status = resp.status_code
-        self.headers: Mapping[str, str] = resp.headers
-        self._iter = resp.aiter_raw()
-
-    async def aclose(self) -> None:
-        await self._iter.aclose()  # type: ignore[attr-defined]
-
-    async def next_chunk(self) -> bytes | None:
-        try:
-            return await self._iter.__anext__()
-        except StopAsyncIteration:
-            return None
-        except httpx.TransportError as e:
-            raise UpstreamError(
-                f"The upstream connection failed mid-response ({type(e).__name__}).",
-                code="upstream_connection_lost",
-            ) from None
-
-
-class HttpxTransport:
-    """A pooled HTTP/1.1 client for one provider."""
-
-    def __init__(self, p: ProviderConfig) -> None:
-        self._name = p.name
-        self._client = httpx.AsyncClient(
-            # Bodies are relayed as raw bytes (aiter_raw): ask for them uncompressed.
-            headers={"accept-encoding": "identity"},
-            http1=True,
-            http2=False,
-            follow_redirects=False,
-            timeout=httpx.Timeout(None, connect=p.connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=p.max_connections,
-                max_keepalive_connections=p.max_connections,
-                keepalive_expiry=30.0,
-            ),
-        )
-
-    @asynccontextmanager
-    async def open(self, req: UpstreamRequest, ctx: CallContext) -> AsyncIterator[_HttpxResponse]:
-        request = self._client.build_request("POST", req.url, headers=req.headers, content=req.body)
-        try:
-            resp = await self._client.send(request, stream=True)
-        except httpx.ConnectTimeout:
-            raise UpstreamTimeout(
-                f"Timed out connecting to the upstream '{self._name}'.", code="upstream_timeout"
-            ) from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
-            raise _Retryable(
-                UpstreamError(
-                    f"Could not reach the upstream '{self._name}' ({type(e).__name__}).",
-                    code="upstream_unreachable",
-                )
-            ) from None
-        except httpx.TransportError as e:
-            raise UpstreamError(
-                f"The request to the upstream '{self._name}' failed ({type(e).__name__}).",
-                code="upstream_unreachable",
-            ) from None
-        wrapped = _HttpxResponse(resp)
-        try:
-            yield wrapped
-        finally:
-            with trio.CancelScope(shield=True):
-                await wrapped.aclose()
-                await resp.aclose()
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 # ---------------------------------------------------------------- in-process transport
@@ -171,7 +71,7 @@ class _LocalResponse:
 
     def __init__(self, reply: LocalReply) -> None:
         self.status = reply.status
-        self.headers = reply.headers
+        self.headers: Mapping[str, str] = reply.headers
         self._parts = reply.parts
         self._pos = 0
 
@@ -200,10 +100,12 @@ class LocalTransport:
 
 
 def make_transport(p: ProviderConfig, provider: Provider) -> Transport:
-    """The transport for one configured provider."""
+    """The transport for one configured provider (`transport` in its config)."""
     if isinstance(provider, LocalProvider):
         return LocalTransport(provider)
-    return HttpxTransport(p)
+    if p.transport == "httpx":
+        return HttpxTransport(p)
+    return H11Transport(p)
 
 
 # ---------------------------------------------------------------- the relay
@@ -252,7 +154,7 @@ class Relay:
                         cs.deadline = math.inf  # the caller owns the deadlines from here
                         yield resp
                         return
-                except _Retryable as r:
+                except Retryable as r:
                     if attempt >= MAX_ATTEMPTS or trio.current_time() >= deadline:
                         raise r.error from None
                     await trio.sleep(0.05 * attempt)

@@ -1,4 +1,4 @@
-"""The relay against scripted upstreams on real loopback sockets (pytest-trio)."""
+"""The relay against scripted upstreams on real loopback sockets, on both transports."""
 
 from __future__ import annotations
 
@@ -17,10 +17,19 @@ from gateway.config import Capabilities, ProviderConfig
 from gateway.errors import GatewayError, UpstreamTimeout
 from gateway.providers.base import CallContext
 from gateway.providers.openai import OpenAIProvider
-from gateway.relay import HttpxTransport, Outcome, Relay, Timeouts
+from gateway.relay import Outcome, Relay, Timeouts, make_transport
 from gateway.router import make_deployment
 
 Handler = Callable[[Request, Reply], Awaitable[None]]
+
+
+@pytest.fixture(params=["h11", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every relay behaviour holds on both upstream transports."""
+    kind: str = request.param
+    return kind
+
+
 SSE = [("content-type", "text/event-stream")]
 JSON = [("content-type", "application/json")]
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -79,7 +88,7 @@ class Upstream:
 
 
 @asynccontextmanager
-async def upstream(handler: Handler, **timeouts: float) -> AsyncIterator[Upstream]:
+async def upstream(handler: Handler, kind: str, **timeouts: float) -> AsyncIterator[Upstream]:
     """A scripted upstream on a free port, and a Relay pointed at it."""
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve_http, handler, "127.0.0.1", 0))
@@ -91,8 +100,9 @@ async def upstream(handler: Handler, **timeouts: float) -> AsyncIterator[Upstrea
             first_byte_timeout_s=timeouts.get("first_byte_s", 2.0),
             idle_timeout_s=timeouts.get("idle_s", 2.0),
             total_timeout_s=timeouts.get("total_s", 5.0),
+            transport=kind,
         )
-        transport = HttpxTransport(p)
+        transport = make_transport(p, OpenAIProvider())
         try:
             yield Upstream(Relay(transport, Timeouts.of(p), OpenAIProvider()), p)
         finally:
@@ -100,44 +110,44 @@ async def upstream(handler: Handler, **timeouts: float) -> AsyncIterator[Upstrea
             nursery.cancel_scope.cancel()
 
 
-async def test_done_reaches_the_client_even_if_the_upstream_lingers() -> None:
+async def test_done_reaches_the_client_even_if_the_upstream_lingers(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("hi") + chunk(None, "stop") + b"data: [DONE]\n\n")
         await trio.sleep(30)  # never ends its body
 
-    async with upstream(handler) as up:
+    async with upstream(handler, transport) as up:
         with trio.fail_after(1.5):
             out, outcome = await up.stream()
     assert out.endswith(b"data: [DONE]\n\n")
     assert outcome.error is None
 
 
-async def test_content_and_error_in_one_read_keep_the_content() -> None:
+async def test_content_and_error_in_one_read_keep_the_content(transport: str) -> None:
     error = b'data: {"error": {"message": "boom", "type": "server_error"}}\n\n'
 
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("Hel") + chunk("lo") + error)
         await reply.end()
 
-    async with upstream(handler) as up:
+    async with upstream(handler, transport) as up:
         out, outcome = await up.stream()
     assert out.startswith(chunk("Hel") + chunk("lo"))
     assert b"boom" in out and not out.endswith(b"[DONE]\n\n")
     assert outcome.started and outcome.error is not None
 
 
-async def test_error_before_any_content_raises_for_a_real_status() -> None:
+async def test_error_before_any_content_raises_for_a_real_status(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, b'data: {"error": {"message": "bad", "code": 400}}\n\n')
         await reply.end()
 
-    async with upstream(handler) as up:
+    async with upstream(handler, transport) as up:
         with pytest.raises(GatewayError) as info:
             await up.stream()
     assert info.value.http_status == 400
 
 
-async def test_upstream_is_asked_for_uncompressed_bodies() -> None:
+async def test_upstream_is_asked_for_uncompressed_bodies(transport: str) -> None:
     seen: list[str] = []
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -147,65 +157,67 @@ async def test_upstream_is_asked_for_uncompressed_bodies() -> None:
         else:
             await reply.send(200, JSON, COMPLETION)
 
-    async with upstream(handler) as up:
+    async with upstream(handler, transport) as up:
         assert orjson.loads(await up.complete())["choices"][0]["message"]["content"] == "hi"
     assert seen == ["identity"]
 
 
-async def test_first_byte_timeout_applies_to_streams() -> None:
+async def test_first_byte_timeout_applies_to_streams(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await trio.sleep(30)
 
-    async with upstream(handler, first_byte_s=0.3, total_s=5) as up:
+    async with upstream(handler, transport, first_byte_s=0.3, total_s=5) as up:
         with trio.fail_after(2), pytest.raises(UpstreamTimeout):
             await up.stream()
 
 
-async def test_non_stream_answers_may_take_longer_than_the_first_byte_timeout() -> None:
+async def test_non_stream_answers_may_take_longer_than_the_first_byte_timeout(
+    transport: str,
+) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await trio.sleep(0.6)  # a long generation: the headers come at the end
         await reply.send(200, JSON, COMPLETION)
 
-    async with upstream(handler, first_byte_s=0.2, total_s=5) as up:
+    async with upstream(handler, transport, first_byte_s=0.2, total_s=5) as up:
         assert b'"hi"' in await up.complete()
 
 
-async def test_non_stream_is_bounded_by_the_total_deadline() -> None:
+async def test_non_stream_is_bounded_by_the_total_deadline(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await trio.sleep(30)
 
-    async with upstream(handler, first_byte_s=0.1, total_s=0.5) as up:
+    async with upstream(handler, transport, first_byte_s=0.1, total_s=0.5) as up:
         with trio.fail_after(2), pytest.raises(UpstreamTimeout):
             await up.complete()
 
 
-async def test_idle_gap_mid_stream_is_an_error_event() -> None:
+async def test_idle_gap_mid_stream_is_an_error_event(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("hi"))
         await trio.sleep(30)
 
-    async with upstream(handler, idle_s=0.4) as up:
+    async with upstream(handler, transport, idle_s=0.4) as up:
         with trio.fail_after(2):
             out, outcome = await up.stream()
     assert isinstance(outcome.error, UpstreamTimeout)
     assert out.startswith(chunk("hi")) and b"upstream_timeout" in out
 
 
-async def test_a_reset_before_headers_is_retried_twice_then_502() -> None:
+async def test_a_reset_before_headers_is_retried_twice_then_502(transport: str) -> None:
     attempts: list[int] = []
 
     async def handler(request: Request, reply: Reply) -> None:
         attempts.append(1)
         reply.abort()
 
-    async with upstream(handler) as up:
+    async with upstream(handler, transport) as up:
         with pytest.raises(GatewayError) as info:
             await up.complete()
     assert info.value.http_status == 502
     assert len(attempts) == 3
 
 
-async def test_a_reset_before_headers_then_success_is_transparent() -> None:
+async def test_a_reset_before_headers_then_success_is_transparent(transport: str) -> None:
     attempts: list[int] = []
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -214,12 +226,12 @@ async def test_a_reset_before_headers_then_success_is_transparent() -> None:
             reply.abort()
         await reply.send(200, JSON, COMPLETION)
 
-    async with upstream(handler) as up:
+    async with upstream(handler, transport) as up:
         assert b'"hi"' in await up.complete()
     assert len(attempts) == 2
 
 
-async def test_4xx_is_never_retried() -> None:
+async def test_4xx_is_never_retried(transport: str) -> None:
     attempts: list[int] = []
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -228,7 +240,7 @@ async def test_4xx_is_never_retried() -> None:
             400, JSON, b'{"error": {"message": "no", "type": "invalid_request_error"}}'
         )
 
-    async with upstream(handler) as up:
+    async with upstream(handler, transport) as up:
         with pytest.raises(GatewayError) as info:
             await up.complete()
     assert info.value.http_status == 400 and len(attempts) == 1
