@@ -67,6 +67,22 @@ class FetchPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where keys, limits and the usage ledger live (`[state]`)."""
+
+    sqlite_path: str = "gateway.sqlite3"  # managed keys, credit, the usage ledger
+    journal_path: str | None = None  # write-ahead usage journal; default: sqlite_path + ".journal"
+    redis_url: str | None = None  # shared limits and budgets across workers and machines
+    admin_key: str | None = field(default=None, repr=False)  # for /admin/; unset: admin API off
+    default_output_tokens: int = 4096  # reserved for a request that sets no max tokens
+    fsync: bool = False  # fsync the journal per row: survives power loss, costs latency
+
+    @property
+    def journal(self) -> str:
+        return self.journal_path or self.sqlite_path + ".journal"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -92,6 +108,9 @@ class Capabilities:
     fetch_media: bool | None = None  # fetch http(s) media and send it inline
     api_version: str | None = None  # anthropic: the anthropic-version header
     max_output_tokens: int | None = None  # the model's output cap: max tokens sent never exceed it
+    price_input_per_mtok: float | None = None  # USD per million prompt tokens
+    price_cached_input_per_mtok: float | None = None  # USD per million cached prompt tokens
+    price_output_per_mtok: float | None = None  # USD per million completion tokens
 
     def over(self, base: Capabilities) -> Capabilities:
         """These flags, with unset ones taken from `base`."""
@@ -148,6 +167,7 @@ class Config:
     keys: tuple[KeyConfig, ...]
     source: str = "<embedded defaults>"
     media: FetchPolicy = FetchPolicy()
+    state: StateConfig = StateConfig()
 
 
 def _first(a: T | None, b: T | None) -> T | None:
@@ -254,6 +274,9 @@ def _caps(t: _Table) -> Capabilities:
         fetch_media=t.flag("fetch_media"),
         api_version=t.text("api_version"),
         max_output_tokens=t.integer("max_output_tokens", minimum=1, maximum=10_000_000),
+        price_input_per_mtok=t.number("price_input_per_mtok"),
+        price_cached_input_per_mtok=t.number("price_cached_input_per_mtok"),
+        price_output_per_mtok=t.number("price_output_per_mtok"),
     )
 
 
@@ -362,6 +385,24 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
             seen_secrets[secret] = i
             keys.append(KeyConfig(name=name, key=secret, models=kt.str_list("models")))
             kt.done()
+    state = StateConfig()
+    stt = root.table("state")
+    if stt is not None:
+        redis_url = stt.text("redis_url")
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("state.redis_url: must start with redis://, rediss:// or unix://")
+        state = StateConfig(
+            sqlite_path=_or(stt.text("sqlite_path"), state.sqlite_path),
+            journal_path=stt.text("journal_path"),
+            redis_url=redis_url,
+            admin_key=_secret(stt, "admin_key", "admin_key_env", env),
+            default_output_tokens=_or(
+                stt.integer("default_output_tokens", minimum=1, maximum=10_000_000),
+                state.default_output_tokens,
+            ),
+            fsync=_or(stt.flag("fsync"), state.fsync),
+        )
+        stt.done()
     media = FetchPolicy()
     mt2 = root.table("media")
     if mt2 is not None:
@@ -382,6 +423,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
         keys=tuple(keys),
         source=source,
         media=media,
+        state=state,
     )
 
 

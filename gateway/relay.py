@@ -29,6 +29,7 @@ import trio
 from gateway.config import ProviderConfig
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.providers.base import JSON, CallContext, Completion, Provider, UpstreamRequest
+from gateway.sse import DONE
 from gateway.transport import Retryable, Transport, UpstreamResponse
 from gateway.upstream_http import H11Transport
 from gateway.upstream_httpx import HttpxTransport
@@ -121,6 +122,7 @@ class Outcome:
 
 
 Write = Callable[[bytes], Awaitable[None]]
+Finish = Callable[["Outcome"], Awaitable[None]]
 
 
 class Relay:
@@ -174,24 +176,49 @@ class Relay:
         assert cs.cancelled_caught
         raise UpstreamTimeout("The upstream did not finish in time.", code="upstream_timeout")
 
-    async def stream(self, req: UpstreamRequest, ctx: CallContext, write: Write) -> Outcome:
+    async def stream(
+        self,
+        req: UpstreamRequest,
+        ctx: CallContext,
+        write: Write,
+        on_finish: Finish | None = None,
+    ) -> Outcome:
         """A streamed call: translated SSE bytes go to `write` as they arrive.
 
         Raises GatewayError only while nothing has been written, so the caller can
         still answer with a proper status. After the first write a failure becomes a
         final error event, the stream ends without `[DONE]`, and it is reported in the
-        returned Outcome.
+        returned Outcome. `on_finish` runs once, with the final usage, just before the
+        last event (`[DONE]` or the error) goes out: what it records is durable before
+        the client is told the request ended (reliability.md R23).
         """
         t = self.timeouts
         outcome = Outcome()
         translator = self.provider.new_stream_translator(ctx)
         deadline = trio.current_time() + t.total_s
+        finished = False
+
+        async def finish() -> None:
+            nonlocal finished
+            outcome.usage = translator.usage
+            outcome.error = translator.error
+            if on_finish is not None and not finished:
+                finished = True
+                await on_finish(outcome)
 
         async def emit(data: bytes) -> None:
             error = translator.error
             if error is not None and not outcome.started and data == error.sse_event():
                 raise error  # failed before any content was sent: answer with a real status
-            if data:
+            last = error.sse_event() if error is not None else DONE
+            if data.endswith(last):  # the final event: hold it back until finish() ran
+                if len(data) > len(last):
+                    outcome.started = True
+                    await write(data[: -len(last)])
+                await finish()
+                outcome.started = True
+                await write(last)
+            elif data:
                 outcome.started = True
                 await write(data)
 
@@ -231,11 +258,11 @@ class Relay:
         except GatewayError as e:
             if not outcome.started:
                 raise
-            translator.error = translator.error or e
-            if translator.error is e:
+            if translator.error is None:
+                translator.error = e
+                await finish()
                 await write(e.sse_event())
-        outcome.usage = translator.usage
-        outcome.error = translator.error
+        await finish()
         return outcome
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from gateway.config import Capabilities, Config, ProviderConfig
 from gateway.errors import ModelNotFound
 from gateway.providers.base import Deployment
+from gateway.spend import Price
 
 _MAX_DYNAMIC = 4096  # bound the cache of PROVIDER/MODEL deployments
 
@@ -35,6 +36,11 @@ def make_deployment(
         stream_usage=eff.stream_usage if eff.stream_usage is not None else True,
         headers=provider.headers,
         options=eff.options(),
+        price=Price(
+            input_per_mtok=eff.price_input_per_mtok or 0.0,
+            cached_input_per_mtok=eff.price_cached_input_per_mtok,
+            output_per_mtok=eff.price_output_per_mtok or 0.0,
+        ),
     )
 
 

@@ -44,7 +44,14 @@ def test_vendor_options_reach_the_deployment() -> None:
             "providers": {
                 "a": {"kind": "anthropic", "structured_output": "native", "reasoning_output": True}
             },
-            "models": {"m": {"provider": "a", "default_max_tokens": 1000, "fetch_media": True}},
+            "models": {
+                "m": {
+                    "provider": "a",
+                    "default_max_tokens": 1000,
+                    "fetch_media": True,
+                    "max_output_tokens": 32000,
+                }
+            },
         },
         env={},
         source="t",
@@ -54,6 +61,7 @@ def test_vendor_options_reach_the_deployment() -> None:
         "structured_output": "native",
         "reasoning_output": True,
         "fetch_media": True,
+        "max_output_tokens": 32000,
     }
 
 
@@ -119,6 +127,10 @@ def test_embedded_defaults_serve_the_mock() -> None:
             "providers.p.structured_output: must be one of tool, native",
         ),
         ({"media": {"max_bytes": 0}}, "media.max_bytes: must be between"),
+        (
+            {"providers": {"p": {"kind": "openai", "transport": "curl"}}},
+            "providers.p.transport: must be one of h11, httpx",
+        ),
         ({"media": {"allow_private": True}}, "media.allow_private: unknown key"),
     ],
 )

@@ -244,3 +244,52 @@ async def test_4xx_is_never_retried(transport: str) -> None:
         with pytest.raises(GatewayError) as info:
             await up.complete()
     assert info.value.http_status == 400 and len(attempts) == 1
+
+
+async def _stream_with_finish(up: Upstream) -> tuple[list[object], Outcome]:
+    """Run a stream, logging writes and the on_finish call in the order they happen."""
+    ctx = up.ctx(True)
+    req = up.relay.provider.build_request({**BODY, "stream": True}, ctx)
+    log: list[object] = []
+
+    async def write(data: bytes) -> None:
+        log.append(data)
+
+    async def on_finish(outcome: Outcome) -> None:
+        log.append(("finish", outcome.usage, outcome.error))
+
+    outcome = await up.relay.stream(req, ctx, write, on_finish)
+    return log, outcome
+
+
+USAGE = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
+USAGE += b'"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
+
+
+async def test_on_finish_runs_with_usage_before_done_goes_out(transport: str) -> None:
+    """R23: what on_finish records is durable before the client sees [DONE]."""
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("hi") + chunk(None, "stop") + USAGE + b"data: [DONE]\n\n")
+        await reply.end()
+
+    async with upstream(handler, transport) as up:
+        log, _ = await _stream_with_finish(up)
+    finishes = [i for i, e in enumerate(log) if isinstance(e, tuple)]
+    assert len(finishes) == 1
+    assert log[-1] == b"data: [DONE]\n\n" and finishes[0] == len(log) - 2
+    entry = log[finishes[0]]
+    assert isinstance(entry, tuple) and entry[1]["total_tokens"] == 5  # type: ignore[index]
+
+
+async def test_on_finish_runs_before_a_mid_stream_error_event(transport: str) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("hi"))
+        await trio.sleep(0.05)
+        reply.abort()
+
+    async with upstream(handler, transport) as up:
+        log, outcome = await _stream_with_finish(up)
+    assert isinstance(log[-2], tuple) and log[-2][2] is not None
+    assert isinstance(log[-1], bytes) and b'"error"' in log[-1]
+    assert outcome.error is not None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.errors import GatewayError
+from gateway.spend import FREE, Price
 
 JSON = dict[str, Any]
 
@@ -42,6 +43,7 @@ class Deployment:
     stream_usage: bool = True  # upstream accepts stream_options.include_usage
     headers: Mapping[str, str] = field(default_factory=dict)  # extra upstream headers
     options: Mapping[str, Any] = field(default_factory=dict)  # kind-specific settings
+    price: Price = FREE  # what its tokens cost
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,100 @@
+"""Prices and costs: usage in, integer micro-dollars out.
+
+Money is integer micro-dollars (1e-6 USD) everywhere, so balances never drift. A
+price is USD per million tokens, which makes the arithmetic exact: N tokens at P USD
+per million cost N * P micro-dollars (rounded up to a whole micro-dollar).
+
+Two costs matter per request (reliability.md R15): the worst case, reserved at
+admission (every prompt token at the input price plus the whole output cap at the
+output price), and the actual cost from the usage the upstream reported, settled
+afterwards. Cached prompt tokens are billed at the cached-input price where one is
+set (OpenAI's `prompt_tokens` includes them; `cached_tokens` is the subset).
+
+Pure module: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens. A model without prices costs nothing (and spend
+    limits then only bound what is priced)."""
+
+    input_per_mtok: float = 0.0
+    cached_input_per_mtok: float | None = None  # None: cached tokens cost the input price
+    output_per_mtok: float = 0.0
+
+    @property
+    def free(self) -> bool:
+        return (
+            self.input_per_mtok == 0
+            and self.output_per_mtok == 0
+            and not self.cached_input_per_mtok
+        )
+
+
+FREE = Price()
+
+
+def _micros(tokens: int, per_mtok: float) -> int:
+    return math.ceil(tokens * per_mtok) if tokens > 0 and per_mtok > 0 else 0
+
+
+def worst_case_micros(price: Price, prompt_tokens: int, max_output_tokens: int) -> int:
+    """What a request can cost at most: reserved before it is sent."""
+    return _micros(prompt_tokens, price.input_per_mtok) + _micros(
+        max_output_tokens, price.output_per_mtok
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one request, in OpenAI's terms (prompt includes cached)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def usage_from_openai(usage: Mapping[str, Any] | None) -> Usage | None:
+    """The counts of an OpenAI `usage` object, tolerating missing or odd fields."""
+    if not isinstance(usage, Mapping):
+        return None
+
+    def count(value: Any) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    details = usage.get("prompt_tokens_details")
+    cached = count(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
+    prompt = count(usage.get("prompt_tokens"))
+    return Usage(prompt, count(usage.get("completion_tokens")), min(cached, prompt))
+
+
+def cost_micros(price: Price, usage: Usage) -> int:
+    """The actual cost of a request from its reported usage."""
+    cached_price = (
+        price.cached_input_per_mtok
+        if price.cached_input_per_mtok is not None
+        else price.input_per_mtok
+    )
+    uncached = usage.prompt_tokens - usage.cached_tokens
+    return (
+        _micros(uncached, price.input_per_mtok)
+        + _micros(usage.cached_tokens, cached_price)
+        + _micros(usage.completion_tokens, price.output_per_mtok)
+    )
+
+
+def usd(micros: int) -> str:
+    """A micro-dollar amount for people: '$0.000123'."""
+    return f"${micros / 1_000_000:,.6f}"
