@@ -13,6 +13,7 @@ import pytest
 from openai import OpenAI
 from pydantic import BaseModel
 
+from gateway.app import create_app
 from tests.conftest import KEY_ALL, KEY_SCOPED, UPSTREAM_KEY, Stack
 
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -327,7 +328,8 @@ def test_upstream_429_keeps_retry_after(stack: Stack) -> None:
         ("status=422", openai.UnprocessableEntityError, 422),
         ("status=500", openai.InternalServerError, 502),
         ("status=503", openai.InternalServerError, 503),
-        ("status=401", openai.InternalServerError, 502),
+        ("status=401", openai.AuthenticationError, 401),
+        ("status=403", openai.PermissionDeniedError, 403),
     ],
 )
 def test_upstream_status_mapping(
@@ -454,3 +456,22 @@ def test_unknown_path_and_wrong_method_are_openai_shaped(stack: Stack) -> None:
     r = httpx.get(f"{stack.url}/chat/completions")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
     assert r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_client_disconnect_cancels_a_non_streamed_upstream_call(stack: Stack) -> None:
+    before = stack.fake.disconnects
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{stack.url}/chat/completions",
+            json={"model": "fake/m@latency_ms=5000", "messages": HELLO},
+            headers={"authorization": f"Bearer {KEY_ALL}"},
+            timeout=0.5,
+        )
+    assert stack.fake.wait_for_disconnects(before + 1, timeout_s=1.5)
+
+
+def test_quarts_own_60_s_timeouts_are_off(stack: Stack) -> None:
+    """Left on, Quart silently cuts every response at 60 s; our deadlines rule instead."""
+    quart = create_app(stack.config).quart
+    assert quart.config["RESPONSE_TIMEOUT"] is None
+    assert quart.config["BODY_TIMEOUT"] is None

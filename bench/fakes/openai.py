@@ -6,7 +6,15 @@
 ``strict_roles`` also role ``developer`` and ``max_completion_tokens``, like older
 OpenAI-compatible servers) and answers in OpenAI's shapes: a ``chat.completion`` with
 usage, or ``chat.completion.chunk`` SSE events ending in ``data: [DONE]``. A request
-with ``tools`` (and ``tool_choice`` not ``"none"``) is answered with one tool call.
+with ``tools`` (and ``tool_choice`` not ``"none"``) is answered with tool calls: the
+named function of ``tool_choice``, else every tool the last user message mentions (by
+name or by a word of the name, generic verbs such as "get" aside; in the order
+mentioned), else the first tool; several calls only while ``parallel_tool_calls`` is
+not false. After tool results under ``auto``, a text answer. Streamed calls come like
+OpenAI's: each opens with a fragment carrying its index, id, type, name and empty
+arguments, then argument pieces carrying only the index. ``response_format`` is
+honoured: ``json_schema`` answers a JSON document satisfying the schema
+(`instance_for`), ``json_object`` a JSON object.
 
 Behaviour (delays, pace, failures) comes from `Behaviour` knobs: constructor defaults,
 `configure`, and per-request directives in the model name (see `directives`). The
@@ -25,6 +33,7 @@ thread-safe `wait_for_requests`/`wait_for_disconnects`.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +51,7 @@ from bench.fakes.base import (
 )
 from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, split_model
 from bench.fakes.server import CoarseTimer, Reply, Request
+from gateway.providers.schema_instance import SchemaInstanceError, instance_for
 
 DEFAULT_KEY = "sk-fake-upstream"
 _WORDS = ("This", " is", " a", " fake", " answer", " from", " the", " fake", " upstream", ".")
@@ -50,6 +60,24 @@ _JSON = ("content-type", "application/json")
 _SSE = ("content-type", "text/event-stream; charset=utf-8")
 _FINGERPRINT = "fp_fake"
 _CREATED_MODELS = 1_700_000_000
+_GENERIC_VERBS = frozenset(
+    {
+        "get",
+        "set",
+        "list",
+        "fetch",
+        "find",
+        "search",
+        "lookup",
+        "create",
+        "update",
+        "delete",
+        "do",
+        "run",
+        "call",
+    }
+)
+_NAME_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 
 class _Refusal(Exception):
@@ -253,38 +281,55 @@ def _injected_refusal(behaviour: Behaviour, model: str) -> _Refusal:
 
 
 @dataclass(frozen=True, slots=True)
+class _Call:
+    """One tool call of an answer."""
+
+    id: str
+    name: str
+    pieces: tuple[str, ...]  # the arguments JSON, as streamed fragments
+
+
+@dataclass(frozen=True, slots=True)
 class _Answer:
     """What one request is answered with, renderable as a completion or as chunks."""
 
     id: str
     created: int
     model: str
-    pieces: tuple[str, ...]  # content pieces, or tool-call argument pieces
-    tool_call: tuple[str, str] | None  # (call id, function name)
+    pieces: tuple[str, ...]  # content pieces (none when answering with tool calls)
+    calls: tuple[_Call, ...]
     finish_reason: str
     usage: dict[str, Any]
     include_usage: bool
 
     @classmethod
     def build(cls, answer_id: str, model: str, body: dict[str, Any], b: Behaviour) -> _Answer:
-        tool = _pick_tool(body)
-        if tool is not None:
-            name, arguments = tool
-            pieces = _split(arguments, max(1, b.chunks))
-            tool_call: tuple[str, str] | None = (f"call_{answer_id[9:]}", name)
+        tools = _pick_tools(body)
+        pieces: tuple[str, ...] = ()
+        calls: tuple[_Call, ...] = ()
+        if tools:
+            calls = tuple(
+                _Call(f"call_{answer_id[9:]}_{k}", name, _split(arguments, max(1, b.chunks)))
+                for k, (name, arguments) in enumerate(tools)
+            )
             finish = "tool_calls"
+            completion_tokens = sum(len(call.pieces) for call in calls)
         else:
-            tool_call, finish = None, "stop"
-            count = b.chunks
+            finish = "stop"
+            content = _formatted(body.get("response_format"))
+            if content is None:
+                pieces = tuple(_WORDS[i % len(_WORDS)] for i in range(b.chunks))
+            else:
+                pieces = _split(content, max(1, b.chunks))
             limit = body.get("max_completion_tokens", body.get("max_tokens"))
-            if isinstance(limit, int) and not isinstance(limit, bool) and 0 <= limit < count:
-                count, finish = limit, "length"
-            pieces = tuple(_WORDS[i % len(_WORDS)] for i in range(count))
+            if isinstance(limit, int) and not isinstance(limit, bool) and 0 <= limit < len(pieces):
+                pieces, finish = pieces[:limit], "length"
+            completion_tokens = len(pieces)
         prompt = _estimate_prompt_tokens(body.get("messages"))
         usage = {
             "prompt_tokens": prompt,
-            "completion_tokens": len(pieces),
-            "total_tokens": prompt + len(pieces),
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
             "completion_tokens_details": {
                 "reasoning_tokens": 0,
@@ -295,19 +340,22 @@ class _Answer:
         }
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        return cls(
-            answer_id, int(time.time()), model, pieces, tool_call, finish, usage, include_usage
-        )
+        return cls(answer_id, int(time.time()), model, pieces, calls, finish, usage, include_usage)
 
     def completion(self) -> bytes:
         """The non-streamed ``chat.completion`` body."""
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
-        if self.tool_call is None:
+        if not self.calls:
             message["content"] = "".join(self.pieces)
         else:
-            call_id, name = self.tool_call
-            function = {"name": name, "arguments": "".join(self.pieces)}
-            message["tool_calls"] = [{"id": call_id, "type": "function", "function": function}]
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": "".join(call.pieces)},
+                }
+                for call in self.calls
+            ]
         message["annotations"] = []
         choice = {
             "index": 0,
@@ -330,23 +378,23 @@ class _Answer:
 
     def events(self) -> list[bytes]:
         """The stream's data events, without [DONE]: role, pieces, finish, usage?"""
-        if self.tool_call is None:
+        if not self.calls:
             deltas: list[dict[str, Any]] = [{"role": "assistant", "content": "", "refusal": None}]
             deltas += [{"content": piece} for piece in self.pieces]
         else:
-            call_id, name = self.tool_call
-            first = {
-                "index": 0,
-                "id": call_id,
-                "type": "function",
-                "function": {"name": name, "arguments": ""},
-            }
             deltas = [{"role": "assistant", "content": None, "refusal": None}]
-            deltas.append({"tool_calls": [first]})
-            deltas += [
-                {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
-                for piece in self.pieces
-            ]
+            for k, call in enumerate(self.calls):
+                first = {
+                    "index": k,
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }
+                deltas.append({"tool_calls": [first]})
+                deltas += [
+                    {"tool_calls": [{"index": k, "function": {"arguments": piece}}]}
+                    for piece in call.pieces
+                ]
         events = [
             self._chunk([{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}])
             for d in deltas
@@ -413,29 +461,82 @@ async def _stream(
     await reply.end()
 
 
-def _pick_tool(body: dict[str, Any]) -> tuple[str, str] | None:
-    """The (name, JSON arguments) of the tool to call, or None for a text answer."""
+def _pick_tools(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (name, JSON arguments) of each tool to call, in order; empty for a text answer."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
     if not isinstance(tools, list) or not tools or choice == "none":
-        return None
-    messages = body.get("messages")
-    last = messages[-1] if isinstance(messages, list) and messages else None
-    if isinstance(last, dict) and last.get("role") == "tool" and choice in (None, "auto"):
-        return None  # tool results came back: answer them in text, as a model would
+        return []
     functions = {
         t["function"].get("name"): t["function"].get("parameters")
         for t in tools
         if isinstance(t, dict) and isinstance(t.get("function"), dict)
     }
-    name: Any = None
+    names = [n for n in functions if isinstance(n, str)]
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        name = choice["function"].get("name")
-    if not isinstance(name, str):
-        name = next((n for n in functions if isinstance(n, str)), None)
-    if name is None:
+        named = choice["function"].get("name")
+        names = [named] if isinstance(named, str) else []
+    else:
+        messages = body.get("messages")
+        last = messages[-1] if isinstance(messages, list) and messages else None
+        if isinstance(last, dict) and last.get("role") == "tool" and choice in (None, "auto"):
+            return []  # tool results came back: answer them in text, as a model would
+        mentioned = _mentioned(_last_user_text(messages), names)
+        names = mentioned or names[:1]
+        if body.get("parallel_tool_calls") is False:
+            names = names[:1]
+    return [(name, orjson.dumps(_sample(functions.get(name), 0)).decode()) for name in names]
+
+
+def _last_user_text(messages: Any) -> str:
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(
+                    part["text"]
+                    for part in content
+                    if isinstance(part, dict) and isinstance(part.get("text"), str)
+                )
+            return ""
+    return ""
+
+
+def _mentioned(text: str, names: Sequence[str]) -> list[str]:
+    """The tools `text` mentions, by name or by a word of the name (split on _ - and
+    camelCase; generic verbs aside) as a whole word, in order of first mention."""
+    found: list[tuple[int, int, str]] = []
+    for order, name in enumerate(names):
+        words = {w.lower() for w in _NAME_WORD.findall(name)} - _GENERIC_VERBS
+        starts = [
+            match.start()
+            for term in (name, *sorted(words))
+            if (match := re.search(rf"(?<![\w-]){re.escape(term)}(?![\w-])", text, re.I))
+        ]
+        if starts:
+            found.append((min(starts), order, name))
+    return [name for *_, name in sorted(found)]
+
+
+def _formatted(response_format: Any) -> str | None:
+    """The JSON content `response_format` asks for; None for free text."""
+    if not isinstance(response_format, dict):
         return None
-    return name, orjson.dumps(_sample(functions.get(name), 0)).decode()
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if isinstance(schema, dict):
+            try:
+                return orjson.dumps(instance_for(schema, seed="fake")).decode()
+            except (SchemaInstanceError, TypeError):
+                pass  # unsatisfiable (or beyond orjson): answer like json_object
+        return orjson.dumps({"answer": "".join(_WORDS)}).decode()
+    if kind == "json_object":
+        return orjson.dumps({"answer": "".join(_WORDS)}).decode()
+    return None
 
 
 def _sample(schema: Any, depth: int) -> Any:

@@ -35,32 +35,41 @@ def upstream_status_error(
 ) -> GatewayError:
     """The gateway error for an upstream's non-2xx answer.
 
-    - 429 keeps its status and the upstream's `retry-after` / `retry-after-ms` (so do
-      the 5xx answers, which SDKs retry too); its code is `rate_limit_exceeded`.
-    - 401/403 become 502 `upstream_auth_failed`: the client's key is fine, ours was
-      refused, and the upstream message is not echoed (it can hold a masked key).
-    - 402, and OpenAI's 429 `insufficient_quota`, become 502 `upstream_billing_error`:
-      the gateway's upstream account is out of credit; passing them on would read as
-      the client's own limit (and SDKs would retry the 429 in vain).
-    - other 4xx keep status, message, type, code and param.
-    - 503/529 become 503, 504 stays 504, every other 5xx becomes 502.
+    - 4xx keep their status (the SDKs key their exception classes off it), message,
+      type, code and param, except:
+      - 401/403: the client's key was accepted; it is the gateway's own upstream key
+        that was refused. The status is kept but the message says so, the code is
+        `upstream_auth_failed`, and the upstream's message is not echoed: it can hold
+        a masked copy of our key (reliability.md R22).
+      - 402 and OpenAI's 429 `insufficient_quota`: the gateway's upstream account is
+        out of credit; the status is kept and the code says so
+        (`upstream_billing_error`, `insufficient_quota`).
+      - 429 keeps the upstream's `retry-after` / `retry-after-ms`; code
+        `rate_limit_exceeded` (unless it was `insufficient_quota`).
+    - 503/529 become 503, 504 stays 504, every other 5xx becomes 502; the retry hint
+      travels with them too (SDKs retry 5xx).
     """
     headers = headers or {}
-    # The upstream's retry hint travels with every answer an SDK retries (429, 5xx).
     kept = {k: headers[k] for k in ("retry-after", "retry-after-ms") if k in headers}
-    if (status == 429 and code == "insufficient_quota") or status == 402:
-        # The gateway's own upstream account is out of credit (OpenAI says so with a
-        # 429): not the client's limit, and retrying will not help.
-        return UpstreamError(
-            f"The upstream refused the request for billing reasons (HTTP {status}).",
+    if status in (401, 403):
+        return UpstreamRejected(
+            f"The upstream provider refused the gateway's own credentials (HTTP {status}); "
+            "the client's key was accepted. The gateway's operator must fix the upstream key.",
+            status=status,
+            error_type="authentication_error" if status == 401 else "permission_error",
+            code="upstream_auth_failed",
+        )
+    if status == 402:
+        return UpstreamRejected(
+            f"The upstream provider refused the request for billing reasons: {message}",
+            status=402,
+            error_type="billing_error",
             code="upstream_billing_error",
         )
     if status == 429:
-        return RateLimited(message, headers=kept, code="rate_limit_exceeded")
-    if status in (401, 403):
-        return UpstreamError(
-            f"The upstream refused the gateway's credentials (HTTP {status}).",
-            code="upstream_auth_failed",
+        quota = code == "insufficient_quota" or error_type == "insufficient_quota"
+        return RateLimited(
+            message, headers=kept, code="insufficient_quota" if quota else "rate_limit_exceeded"
         )
     if 400 <= status < 500:
         return UpstreamRejected(

@@ -11,7 +11,14 @@ What it answers (the same payload always gives the same bytes):
 - text: a short reply quoting the last user message, worded by `seed` and choice
   index; after tool results, a reply that reports what the tools returned;
 - tool calls, honouring `tool_choice` (see `_tools_to_call`), with arguments
-  generated to satisfy each tool's `parameters` schema; function tools only;
+  generated to satisfy each tool's `parameters` schema; function tools only. Under
+  "auto" it calls the tools the last user message is about: those it names, or whose
+  name words (``get_weather`` -> "weather"; generic verbs such as get, list, search
+  aside) or distinctive description words it contains as whole words, so tools=
+  [get_weather] and "What's the weather in Paris?" gives a get_weather call; all of
+  them in the order the message mentions them (only the first when
+  `parallel_tool_calls` is false); a text answer when it mentions none, or when the
+  last message is a tool result;
 - `response_format`: a document satisfying the `json_schema`, or `{"reply": ...}`
   for `json_object`;
 - `stop` cuts the text before the first stop string, `max_completion_tokens` (or
@@ -289,10 +296,10 @@ def _tools_to_call(payload: Mapping[str, Any]) -> list[str]:
     """The tools the reply calls, by `tool_choice`.
 
     "none": no call. A named function: exactly that one. "auto": the tools the last
-    user message names (in the order it names them; only the first when
-    `parallel_tool_calls` is false), none if it names none or if the last message is
-    a tool result. "required": the same, or else the first tool. `allowed_tools`
-    narrows the tools and picks auto or required.
+    user message mentions (see `_mentioned`; in the order it mentions them, only the
+    first when `parallel_tool_calls` is false), none if it mentions none or if the
+    last message is a tool result. "required": the same, or else the first tool.
+    `allowed_tools` narrows the tools and picks auto or required.
     """
     tools = _function_tools(payload)
     choice = payload.get("tool_choice", "auto" if tools else "none")
@@ -312,7 +319,7 @@ def _tools_to_call(payload: Mapping[str, Any]) -> list[str]:
     messages = _messages(payload)
     if mode != "required" and messages and messages[-1].get("role") in ("tool", "function"):
         return []
-    named = _named_in(_last_user_text(messages) or "", allowed)
+    named = _mentioned(_last_user_text(messages) or "", allowed, _tool_terms(payload))
     if payload.get("parallel_tool_calls") is False:
         named = named[:1]
     if named:
@@ -329,14 +336,85 @@ def _allowed_names(tools: Any) -> list[str]:
     return names
 
 
-def _named_in(text: str, names: Sequence[str]) -> list[str]:
-    """The names that appear in `text` as whole words, in order of first appearance."""
-    found: list[tuple[int, str]] = []
+def _word_set(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+# Words that say nothing about what a tool is for: generic verbs and grammar words
+# (ignored in names and descriptions) and description filler (in descriptions only).
+_GENERIC_VERBS: Final = _word_set(
+    "get gets set sets list lists fetch fetches find finds search searches lookup "
+    "lookups look create creates update updates delete deletes do does run runs call "
+    "calls add adds remove removes read reads write writes check checks query queries "
+    "retrieve retrieves return returns show shows make makes use uses execute executes "
+    "handle handles compute computes calculate calculates"
+)
+_GRAMMAR_WORDS: Final = _word_set(
+    "a an the and or nor but by of in on at to for with from into onto as is be if "
+    "this that these those what which who whom whose when where how why are was were "
+    "been being has have had can could will would shall should may might must not no "
+    "any all some each every its it their there here than then also only just about "
+    "over under via per such other more most less very"
+)
+_FILLER_WORDS: Final = _word_set(
+    "current currently given specified specific provided optional optionally based "
+    "using value values information info data details result results tool function "
+    "functions user users you your our item items thing things name names type types "
+    "new"
+)
+_IGNORED_IN_NAMES: Final = _GENERIC_VERBS | _GRAMMAR_WORDS
+_IGNORED_IN_DESCRIPTIONS: Final = _IGNORED_IN_NAMES | _FILLER_WORDS
+_NAME_WORD: Final = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_DESCRIPTION_WORD: Final = re.compile(r"[^\W_]+")
+
+
+def _name_words(name: str) -> set[str]:
+    """The words of a tool name split on _ - and camelCase, generic verbs aside."""
+    words = {word.lower() for word in _NAME_WORD.findall(name)}
+    return {w for w in words if len(w) >= 2 and w not in _IGNORED_IN_NAMES}
+
+
+def _description_words(description: str) -> set[str]:
+    words = {word.lower() for word in _DESCRIPTION_WORD.findall(description)}
+    return {
+        w for w in words if len(w) >= 3 and not w.isdigit() and w not in _IGNORED_IN_DESCRIPTIONS
+    }
+
+
+def _tool_terms(payload: Mapping[str, Any]) -> dict[str, set[str]]:
+    """The words that point at each function tool: its name words, and the words of its
+    description that no other tool's name or description uses (the distinctive ones)."""
+    names: dict[str, set[str]] = {}
+    described: dict[str, set[str]] = {}
+    for tool in _list(payload.get("tools")):
+        function = tool.get("function") if isinstance(tool, Mapping) else None
+        if tool.get("type", "function") != "function" or not isinstance(function, Mapping):
+            continue
+        name, description = function.get("name"), function.get("description")
+        if isinstance(name, str):
+            names[name] = _name_words(name)
+            text = description if isinstance(description, str) else ""
+            described[name] = _description_words(text) - names[name]
+    uses: dict[str, int] = {}
     for name in names:
-        match = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE)
-        if match:
-            found.append((match.start(), name))
-    return [name for _, name in sorted(found)]
+        for word in names[name] | described[name]:
+            uses[word] = uses.get(word, 0) + 1
+    return {name: names[name] | {w for w in described[name] if uses[w] == 1} for name in names}
+
+
+def _mentioned(text: str, names: Sequence[str], terms: Mapping[str, set[str]]) -> list[str]:
+    """The tools among `names` that `text` mentions, in order of first mention: by the
+    whole name or by one of its `terms`, as whole words, case-insensitively."""
+    found: list[tuple[int, int, str]] = []
+    for order, name in enumerate(names):
+        starts = [
+            match.start()
+            for term in (name, *sorted(terms.get(name, ())))
+            if (match := re.search(rf"(?<![\w-]){re.escape(term)}(?![\w-])", text, re.I))
+        ]
+        if starts:
+            found.append((min(starts), order, name))
+    return [name for *_, name in sorted(found)]
 
 
 def _arguments(

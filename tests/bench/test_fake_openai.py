@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 import trio
@@ -165,6 +166,71 @@ def test_tool_call_stream_assembles(fake: tuple[FakeOpenAI, httpx.Client]) -> No
 
     text = chat(client, tools=[WEATHER_TOOL], tool_choice="none").json()["choices"][0]
     assert text["finish_reason"] == "stop" and "tool_calls" not in text["message"]
+
+
+TIME_TOOL = {"type": "function", "function": {"name": "getLocalTime"}}
+
+
+def test_parallel_tool_calls_stream_like_openai(fake: tuple[FakeOpenAI, httpx.Client]) -> None:
+    _, client = fake
+    said = [{"role": "user", "content": "What time is it in Oslo, and the weather?"}]
+    tools = [WEATHER_TOOL, TIME_TOOL]
+    chunks = stream_chunks(chat(client, messages=said, tools=tools, stream=True))
+    fragments = [f for c in chunks[1:-1] for f in c["choices"][0]["delta"]["tool_calls"]]
+    openings = [f for f in fragments if "id" in f]
+    assert [(f["index"], f["function"]) for f in openings] == [
+        (0, {"name": "getLocalTime", "arguments": ""}),
+        (1, {"name": "get_weather", "arguments": ""}),
+    ]
+    assert all(f["type"] == "function" for f in openings)
+    assert len({f["id"] for f in openings}) == 2
+    rest = [f for f in fragments if "id" not in f]
+    assert all(set(f) == {"index", "function"} for f in rest)
+    arguments = [
+        "".join(f["function"]["arguments"] for f in rest if f["index"] == k) for k in (0, 1)
+    ]
+    assert [json.loads(a) for a in arguments] == [
+        {},
+        {"city": "fake", "unit": "celsius", "days": 1},
+    ]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+    message = chat(client, messages=said, tools=tools).json()["choices"][0]["message"]
+    assert [c["function"]["name"] for c in message["tool_calls"]] == ["getLocalTime", "get_weather"]
+    serial = chat(client, messages=said, tools=tools, parallel_tool_calls=False).json()
+    (call,) = serial["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "getLocalTime"
+    unnamed = chat(client, tools=tools).json()["choices"][0]["message"]
+    assert [c["function"]["name"] for c in unnamed["tool_calls"]] == ["get_weather"]
+
+
+FORECAST = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "temperature_c": {"type": "number"},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+    },
+    "required": ["city", "temperature_c", "tags"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format(fake: tuple[FakeOpenAI, httpx.Client], stream: bool) -> None:
+    _, client = fake
+
+    def content(response_format: dict[str, Any]) -> Any:
+        response = chat(client, response_format=response_format, stream=stream)
+        if not stream:
+            return json.loads(response.json()["choices"][0]["message"]["content"])
+        chunks = stream_chunks(response)
+        return json.loads("".join(c["choices"][0]["delta"].get("content") or "" for c in chunks))
+
+    spec = {"name": "forecast", "strict": True, "schema": FORECAST}
+    jsonschema.validate(content({"type": "json_schema", "json_schema": spec}), FORECAST)
+    assert isinstance(content({"type": "json_object"}), dict)
+    assert isinstance(content({"type": "json_schema", "json_schema": {"name": "any"}}), dict)
 
 
 def test_models_endpoint(fake: tuple[FakeOpenAI, httpx.Client]) -> None:

@@ -1663,9 +1663,9 @@ def test_garbage_event_is_an_error_event(bad: bytes) -> None:
 ERRORS: list[tuple[str, int, dict[str, str], type[GatewayError], int, str | None]] = [
     ("error_400.json", 400, {}, UpstreamRejected, 400, "invalid_request_error"),
     ("error_400_prompt_too_long.json", 400, {}, UpstreamRejected, 400, "context_length_exceeded"),
-    ("error_401.json", 401, {}, UpstreamError, 502, "upstream_auth_failed"),
-    ("error_402.json", 402, {}, UpstreamError, 502, "upstream_billing_error"),
-    ("error_403.json", 403, {}, UpstreamError, 502, "upstream_auth_failed"),
+    ("error_401.json", 401, {}, UpstreamRejected, 401, "upstream_auth_failed"),
+    ("error_402.json", 402, {}, UpstreamRejected, 402, "upstream_billing_error"),
+    ("error_403.json", 403, {}, UpstreamRejected, 403, "upstream_auth_failed"),
     ("error_404.json", 404, {}, UpstreamRejected, 404, "model_not_found"),
     ("error_413.json", 413, {}, UpstreamRejected, 413, "request_too_large"),
     ("error_429.json", 429, {"retry-after": "17"}, RateLimited, 429, "rate_limit_exceeded"),

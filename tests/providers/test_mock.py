@@ -340,6 +340,24 @@ TOOL_CHOICES = [
     ("auto serial", "get_time, then get_weather", {"parallel_tool_calls": False}, ["get_time"]),
     ("auto names none", "hello", {}, []),
     ("auto ignores substrings", "get_weathers or xget_time", {}, []),
+    ("auto by name word", "What's the weather in Paris?", {}, ["get_weather"]),
+    ("auto by description word", "Is it sunny in that CITY?", {}, ["get_weather"]),
+    ("auto mentions none", "Tell me a joke about cats", {}, []),
+    ("auto ignores generic verbs", "Can you get me a list?", {}, []),
+    ("auto word substrings", "weathered cityscapes, timeless", {}, []),
+    (
+        "auto parallel in message order",
+        "What time is it in Tokyo, and how is the weather there?",
+        {},
+        ["get_time", "get_weather"],
+    ),
+    (
+        "auto parallel off",
+        "What time is it in Tokyo, and how is the weather there?",
+        {"parallel_tool_calls": False},
+        ["get_time"],
+    ),
+    ("required by name word", "how is the weather", {"tool_choice": "required"}, ["get_weather"]),
     ("explicit auto", "use get_weather", {"tool_choice": "auto"}, ["get_weather"]),
     ("none", "use get_weather", {"tool_choice": "none"}, []),
     ("required names none", "hello", {"tool_choice": "required"}, ["get_weather"]),
@@ -403,6 +421,67 @@ def test_tool_choice(said: Any, extra: dict[str, Any], expected: list[str]) -> N
             )
     else:
         assert choice["finish_reason"] == "stop" and choice["message"]["content"]
+
+
+def tool(name: str, description: str | None = None) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": name}
+    if description is not None:
+        function["description"] = description
+    return {"type": "function", "function": function}
+
+
+MATCHES = [
+    # (id, tools, last user message, expected calls)
+    (
+        "description words",
+        [tool("convert", "Convert an amount between currencies at exchange rates"), *TOOLS],
+        "Which exchange rates apply to yen?",
+        ["convert"],
+    ),
+    ("camelCase name", [tool("lookupStockPrice")], "the PRICE of ACME?", ["lookupStockPrice"]),
+    ("kebab-case name", [tool("send-email")], "draft an email to Bob", ["send-email"]),
+    (
+        "shared description words are not distinctive",
+        [tool("a", "Weather for a city"), tool("b", "Hotels in a city")],
+        "which city?",
+        [],
+    ),
+    (
+        "another tool's name word is not distinctive",
+        [tool("get_forecast", "Forecast of the weather"), tool("get_weather")],
+        "weather today",
+        ["get_weather"],
+    ),
+    (
+        "ties keep request order",
+        [tool("get_weather_forecast"), tool("weather_alerts")],
+        "weather",
+        ["get_weather_forecast", "weather_alerts"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("tools", "said", "expected"), [m[1:] for m in MATCHES], ids=[m[0] for m in MATCHES]
+)
+def test_auto_calls_the_tools_the_message_is_about(
+    tools: list[dict[str, Any]], said: str, expected: list[str]
+) -> None:
+    (choice,) = completion(call(body(said, tools=tools)))["choices"]
+    calls = choice["message"].get("tool_calls", [])
+    assert [c["function"]["name"] for c in calls] == expected
+    assert choice["finish_reason"] == ("tool_calls" if expected else "stop")
+
+
+def test_weather_demo_streams_a_tool_call() -> None:
+    """The first demo anyone tries: a weather tool and a weather question."""
+    payload = body("What's the weather in Paris?", tools=[WEATHER])
+    final = assembled(stream(payload), payload)
+    (choice,) = final.choices
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    ((_, name, arguments),) = calls_of(choice.message)
+    assert name == "get_weather"
+    jsonschema.validate(orjson.loads(arguments), WEATHER["function"]["parameters"])
 
 
 def test_tool_result_reply_uses_the_results() -> None:

@@ -247,10 +247,10 @@ def test_4xx_keeps_status_type_code_and_param() -> None:
     )
 
 
-def test_upstream_auth_failure_is_502_and_never_echoes_the_key() -> None:
+def test_upstream_auth_failure_keeps_its_status_and_never_echoes_the_key() -> None:
     e = P.map_error(401, {}, (FIXTURES / "error_401.json").read_bytes())
-    assert e.http_status == 502
-    assert "sk-" not in e.message
+    assert (e.http_status, e.type, e.code) == (401, "authentication_error", "upstream_auth_failed")
+    assert "sk-" not in e.message and "gateway's own credentials" in e.message
 
 
 def test_vllm_flat_error_body_is_normalised() -> None:
@@ -375,8 +375,8 @@ def test_429_code_is_openais_whatever_the_upstream_called_it() -> None:
     assert P.map_error(429, {}, body).code == "rate_limit_exceeded"
 
 
-def test_upstream_out_of_quota_is_the_gateways_problem_not_a_429() -> None:
+def test_upstream_out_of_quota_keeps_its_429_and_says_so() -> None:
     body = b'{"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",'
     body += b' "code": "insufficient_quota"}}'
     e = P.map_error(429, {"retry-after": "1"}, body)
-    assert e.http_status == 502 and e.code == "upstream_billing_error"
+    assert e.http_status == 429 and e.code == "insufficient_quota"
