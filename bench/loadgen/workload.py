@@ -33,7 +33,7 @@ _COMMON_WORDS = (
     "which but have an had they you were their one all we can her has there been"
 )
 _WORDS = tuple(" " + word for word in _COMMON_WORDS.split())
-PREFIX_TOKENS = 5  # "Request", three groups of digits, "."
+PREFIX_TOKENS = 6  # "Request", three groups of digits, "."
 _NUMBER_WIDTH = 8
 _NUMBER_MODULUS = 10**_NUMBER_WIDTH
 _PLACEHOLDER = "#" * _NUMBER_WIDTH

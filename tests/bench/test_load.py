@@ -37,7 +37,7 @@ from bench.loadgen.metrics import (
 )
 from bench.loadgen.report import SCHEMA, format_progress, format_report
 from bench.loadgen.runner import LoadConfig, LoadResult, Progress, run_load
-from bench.loadgen.workload import Workload, synthetic_prompt
+from bench.loadgen.workload import PREFIX_TOKENS, Workload, synthetic_prompt
 from gateway.tokens import count_text_tokens
 
 KEY = "sk-fake-upstream"
@@ -176,7 +176,7 @@ def test_timeline_buckets_answers_by_end_time() -> None:
 def test_synthetic_prompt_is_about_the_asked_tokens_and_unique() -> None:
     for tokens in (0, 5, 64, 1000):
         prompt = synthetic_prompt(tokens, 42)
-        assert count_text_tokens(prompt) == max(tokens, 5)  # the gateway's BPE estimate
+        assert count_text_tokens(prompt) == max(tokens, PREFIX_TOKENS)  # the gateway's count
         assert prompt == synthetic_prompt(tokens, 42)
     assert synthetic_prompt(64, 1) != synthetic_prompt(64, 2)
 
