@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from gateway import keys_cli
 from gateway.app import CONFIG_ENV, DEV_KEY_ENV, setup_logging
 from gateway.config import Config, ConfigError, embedded_config, load_config
 
@@ -83,6 +84,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     workers = args.workers or config.server.workers
+    if workers > 1 and not config.state.redis_url:
+        print(
+            f"gateway: --workers {workers} needs [state] redis_url: without a shared store each"
+            " worker would keep its own rate limits and budgets, silently multiplying them.",
+            file=sys.stderr,
+        )
+        return 2
 
     hc = HyperConfig()
     hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -140,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config and print what it would serve")
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
+    keys_cli.add_parser(sub)
     args = parser.parse_args(argv)
     setup_logging()
     code: int = args.func(args)

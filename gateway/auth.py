@@ -16,10 +16,13 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.config import KeyConfig
 from gateway.errors import AuthenticationFailed, PermissionDenied
+
+if TYPE_CHECKING:
+    from gateway.limits import KeyLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,8 @@ class Principal:
     name: str
     models: frozenset[str] | None = None  # None: every model
     model_prefixes: tuple[str, ...] = ()  # from scope entries like "openai/*"
+    key_id: str | None = None  # a managed key's id; None for the config file's keys
+    limits: KeyLimits | None = None  # a managed key's RPM/TPM/spend limits; None: unlimited
 
     def may_use(self, model_id: str) -> bool:
         if self.models is None or model_id in self.models:

@@ -14,10 +14,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from gateway.accounting import Accounting, admit
 from gateway.asgi import (
     JSON_HEADERS,
     ClientGone,
@@ -41,6 +43,7 @@ from gateway.errors import (
 )
 from gateway.providers.base import CallContext, Deployment
 from gateway.providers.common import media_url_params
+from gateway.relay import Outcome
 from gateway.validate import validate_chat_request
 
 if TYPE_CHECKING:
@@ -74,10 +77,12 @@ def wants_usage(body: dict[str, Any]) -> bool:
 
 
 async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-    """POST /v1/chat/completions: auth, validate, route, relay (streamed or not)."""
+    """POST /v1/chat/completions: auth, validate, route, admit, relay, settle."""
     request_id = "chatcmpl-" + os.urandom(12).hex()
     extra = [(b"x-request-id", request_id.encode())]
     writer: SSEWriter | None = None
+    account: Accounting | None = None
+    failure: GatewayError | None = None
     try:
         principal = gw.auth.authenticate(header(scope, b"authorization"))
         server = gw.config.server
@@ -102,32 +107,45 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             params = media_url_params(body)
             ctx.media = await gw.fetcher.fetch_all([(u, params.get(u, "messages")) for u in urls])
         upstream_request = relay.provider.build_request(body, ctx)
+        acct = account = await admit(gw, principal, dep, body, request_id)
+        extra += acct.headers
         if stream:
             sse = writer = SSEWriter(send, extra)
 
+            async def settle_stream(outcome: Outcome) -> None:
+                await acct.finish(outcome.usage, outcome.error)
+
             async def work() -> None:
-                await relay.stream(upstream_request, ctx, sse.write)
+                await relay.stream(upstream_request, ctx, acct.counting(sse.write), settle_stream)
                 await sse.end()
 
         else:
 
             async def work() -> None:
                 completion = await relay.complete(upstream_request, ctx)
+                await acct.finish(completion.usage, None)
                 await send_bytes(send, 200, completion.body, JSON_HEADERS + extra)
 
         await until_disconnect(receive, work)
     except ClientGone:
         return
     except GatewayError as e:
+        failure = e
         await send_error(send, e, extra)
     except Exception:
         log.exception("internal error in request %s", request_id)
-        error = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
+        failure = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
         if writer is not None and writer.started:
-            await writer.write(error.sse_event())
+            await writer.write(failure.sse_event())
             await writer.end()
         else:
-            await send_error(send, error, extra)
+            await send_error(send, failure, extra)
+    finally:
+        if account is not None and not account.done:
+            # Failed before the upstream answered, or the client went away (its
+            # request was cancelled): settle what is known, shielded from that cancel.
+            with trio.CancelScope(shield=True):
+                await account.finish(None, failure, status=None if failure else "client_gone")
 
 
 def model_object(dep: Deployment, created: int) -> dict[str, Any]:
@@ -181,15 +199,6 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
         if not gw.ready:
             return respond({"status": "starting"}, 503)
         return respond({"status": "ready"})
-
-    @app.before_serving
-    async def startup() -> None:
-        gw.ready = True
-
-    @app.after_serving
-    async def shutdown() -> None:
-        gw.ready = False
-        await gw.aclose()
 
     @app.errorhandler(GatewayError)
     async def gateway_error(e: GatewayError) -> Response:

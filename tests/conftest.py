@@ -26,6 +26,7 @@ from gateway.config import Config, load_config
 UPSTREAM_KEY = "sk-fake-upstream"
 KEY_ALL = "sk-test-all-0123456789"
 KEY_SCOPED = "sk-test-scoped-0123456789"
+ADMIN_KEY = "sk-admin-test-0123456789"
 
 
 def free_port() -> int:
@@ -64,6 +65,10 @@ TEST_CONFIG = """
 [server]
 max_body_bytes = 65536
 body_timeout_s = 1
+
+[state]
+sqlite_path = "{state_dir}/gateway.sqlite3"
+admin_key = "{admin_key}"
 
 [providers.fake]
 kind = "openai"
@@ -107,6 +112,13 @@ provider = "mock"
 ttft_ms = 0
 tokens_per_s = 0
 
+[models."mock-priced"]
+provider = "mock"
+ttft_ms = 0
+tokens_per_s = 0
+price_input_per_mtok = 10        # 10 micro-dollars per prompt token
+price_output_per_mtok = 100      # 100 micro-dollars per completion token
+
 [models."mock-paced"]
 provider = "mock"
 ttft_ms = 20
@@ -138,6 +150,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 upstream_key=UPSTREAM_KEY,
                 closed_port=free_port(),
                 key_all=KEY_ALL,
+                state_dir=path.parent,
+                admin_key=ADMIN_KEY,
             )
         )
         env = {"TEST_OLD_UPSTREAM_KEY": UPSTREAM_KEY, "TEST_SCOPED_KEY": KEY_SCOPED}

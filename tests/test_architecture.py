@@ -17,6 +17,10 @@ PURE = [
     "auth.py",
     "config.py",
     "errors.py",
+    "limits.py",
+    "spend.py",
+    "keys.py",
+    "tokenizer_files.py",
 ]
 IO_MODULES = {"trio", "httpx", "quart", "quart_trio", "hypercorn", "anyio", "socket", "sqlite3"}
 

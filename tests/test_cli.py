@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from tests.conftest import free_port
+from tests.redis_server import require_redis_server, running_redis
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "docs" / "examples" / "gateway.toml"
@@ -48,18 +49,21 @@ def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
 
 
 @contextmanager
-def serving(*args: str, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+def serving(
+    *args: str, env: dict[str, str], cwd: Path, banner: str = "  or with the OpenAI SDK"
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **env},
+        cwd=cwd,  # the embedded defaults keep their SQLite state in the working directory
     )
     lines: list[str] = []
     try:
         assert proc.stdout is not None
-        while not any(line.startswith("  or with the OpenAI SDK") for line in lines):
+        while not any(line.startswith(banner) for line in lines):
             line = proc.stdout.readline()
             assert line, "gateway exited early:\n" + "".join(lines)
             lines.append(line)
@@ -89,11 +93,11 @@ def wait_ready(base: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
-def test_serve_without_config_prints_a_curl_that_works_as_pasted() -> None:
+def test_serve_without_config_prints_a_curl_that_works_as_pasted(tmp_path: Path) -> None:
     port = free_port()
     # A GATEWAY_CONFIG left in the environment must not make workers serve another file.
     env = {"GATEWAY_DEV_KEY": "sk-dev-test-key", "GATEWAY_CONFIG": str(EXAMPLE)}
-    with serving("--port", str(port), env=env) as (proc, lines):
+    with serving("--port", str(port), env=env, cwd=tmp_path) as (proc, lines):
         text = "".join(lines)
         assert "dev key: sk-dev-test-key" in text
         curl = next(line.strip() for line in lines if line.strip().startswith("curl "))
@@ -106,22 +110,34 @@ def test_serve_without_config_prints_a_curl_that_works_as_pasted() -> None:
         assert proc.wait(timeout=15) == 0
 
 
-def test_serve_with_two_workers() -> None:
-    port = free_port()
-    with serving("--port", str(port), "--workers", "2", env={"GATEWAY_DEV_KEY": "sk-dev-2"}) as (
-        _,
-        _lines,
-    ):
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(base)
-        for _ in range(6):
-            r = httpx.post(
-                f"{base}/v1/chat/completions",
-                json={"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]},
-                headers={"authorization": "Bearer sk-dev-2"},
-                timeout=10,
-            )
-            assert r.status_code == 200, r.text
+def test_several_workers_without_a_shared_store_are_refused(tmp_path: Path) -> None:
+    """Per-process limits times N workers would silently multiply every limit."""
+    r = gateway("serve", "--workers", "2", env={"GATEWAY_DEV_KEY": "sk-dev-2"})
+    assert r.returncode == 2 and "needs [state] redis_url" in r.stderr
+
+
+def test_serve_with_two_workers_on_redis(tmp_path: Path) -> None:
+    require_redis_server()
+    with running_redis() as redis:
+        config = tmp_path / "gw.toml"
+        config.write_text(
+            f'[state]\nredis_url = "{redis.url}"\nsqlite_path = "{tmp_path}/gw.sqlite3"\n'
+            '[providers.mock]\nkind = "mock"\n[models."mock-fast"]\nprovider = "mock"\n'
+            '[[keys]]\nname = "t"\nkey = "sk-two-workers"\n'
+        )
+        port = free_port()
+        args = ("--config", str(config), "--port", str(port), "--workers", "2")
+        with serving(*args, env={}, cwd=tmp_path, banner="keys:") as (_, _lines):
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base)
+            for _ in range(6):
+                r = httpx.post(
+                    f"{base}/v1/chat/completions",
+                    json={"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"authorization": "Bearer sk-two-workers"},
+                    timeout=10,
+                )
+                assert r.status_code == 200, r.text
 
 
 def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:

@@ -430,7 +430,7 @@ def test_client_disconnect_cancels_the_upstream(stack: Stack) -> None:
 
 def test_models_list_and_retrieve(stack: Stack) -> None:
     ids = [m.id for m in client(stack).models.list()]
-    assert ids == ["gpt-test", "old-test", "mock-fast", "mock-paced"]
+    assert ids == ["gpt-test", "old-test", "mock-fast", "mock-priced", "mock-paced"]
     m = client(stack).models.retrieve("mock-fast")
     assert (m.id, m.object, m.owned_by) == ("mock-fast", "model", "mock")
     with pytest.raises(openai.NotFoundError):

@@ -38,6 +38,9 @@ PNG = base64.b64decode(
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 CONFIG = """
+[state]
+sqlite_path = "{state_dir}/gateway.sqlite3"
+
 [media]
 allow_private_addresses = true    # the test image server is on loopback
 
@@ -139,6 +142,7 @@ def vendors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vendors]:
                 gemini=gemini_url,
                 gemini_key=fake_gemini.DEFAULT_KEY,
                 key=KEY,
+                state_dir=path.parent,
             )
         )
         app = create_app(load_config(path))

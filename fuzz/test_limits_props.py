@@ -1,0 +1,267 @@
+"""Properties of the limiter and budget state machine (gateway/limits.py), any input.
+
+GCRA: over any arrival sequence, the units admitted in any span of t ms never exceed
+`limit + t * limit / 60000` (a burst of `limit`, then the continuous refill: no 2x at
+a window edge), a burst from empty admits exactly `limit`, and Retry-After is exact.
+Budgets: under any interleaving of admissions, settlements, topups and time passing,
+spend plus reservations never exceed the limit, credit never goes below the
+reservations, every refusal was necessary, and settling everything leaves the exact
+sums. Header durations parse back to the milliseconds they render.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.errors import BillingError, RateLimited
+from gateway.limits import (
+    MAX_LIMIT,
+    WINDOW_MS,
+    Admission,
+    BudgetSeed,
+    KeyLimits,
+    KeyState,
+    SpendPeriod,
+    admit_state,
+    apply_seed,
+    backlog,
+    check_request,
+    format_duration,
+    period_start,
+    settle_state,
+)
+
+T0 = 1_800_000_000.0  # a fixed epoch: 2027-01-15, not at a period boundary
+PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def admit_units(state: KeyState, limits: KeyLimits, units: int, now: float) -> Admission | None:
+    """Admit one request of `units` tokens on a TPM-only key; None if refused (429)."""
+    try:
+        return admit_state(state, "k", limits, units, 0, now)
+    except RateLimited:
+        return None
+
+
+arrivals = st.lists(
+    st.tuples(st.integers(0, 5_000), st.integers(0, 40)),  # (ms since last, units)
+    min_size=1,
+    max_size=200,
+)
+
+
+@PROPS
+@given(limit=st.integers(1, 60), steps=arrivals)
+def test_gcra_never_admits_more_than_burst_plus_refill(
+    limit: int, steps: list[tuple[int, int]]
+) -> None:
+    limits = KeyLimits(tpm=limit)
+    state = KeyState()
+    admitted: list[tuple[int, int]] = []  # (ms, units)
+    t_ms = 0
+    for gap, units in steps:
+        t_ms += gap
+        units = min(units, limit)
+        if admit_units(state, limits, units, T0 + t_ms / 1000) is not None:
+            admitted.append((t_ms, units))
+    for i, (start, _) in enumerate(admitted):
+        total = 0
+        for end, units in admitted[i:]:
+            total += units
+            # total <= limit + (end - start) * limit / 60000, in integers
+            assert total * WINDOW_MS <= limit * WINDOW_MS + (end - start) * limit
+
+
+@PROPS
+@given(limit=st.integers(1, 10_000), extra=st.integers(1, 50))
+def test_a_burst_from_empty_admits_exactly_the_limit(limit: int, extra: int) -> None:
+    limits = KeyLimits(rpm=limit)
+    state = KeyState()
+    results = []
+    for _ in range(limit + extra):
+        try:
+            admit_state(state, "k", limits, 0, 0, T0)
+            results.append(True)
+        except RateLimited:
+            results.append(False)
+    assert results.count(True) == limit
+    assert all(results[:limit])
+
+
+@PROPS
+@given(limit=st.integers(1, 1_000), steps=arrivals, units=st.integers(1, 1_000))
+def test_retry_after_is_exact(limit: int, steps: list[tuple[int, int]], units: int) -> None:
+    """A refused request fits at now + its retry time, and not a millisecond before."""
+    limits = KeyLimits(tpm=limit)
+    units = min(units, limit)
+    state = KeyState()
+    t_ms = 0
+    for gap, n in steps:
+        t_ms += gap
+        admit_units(state, limits, min(n * 25, limit), T0 + t_ms / 1000)
+    lvl = backlog(state.tokens, round(T0 * 1000) + t_ms, limit)
+    excess = lvl + units * WINDOW_MS - WINDOW_MS * limit
+    if excess <= 0:
+        assert admit_units(copy.deepcopy(state), limits, units, T0 + t_ms / 1000) is not None
+        return
+    wait_ms = -(-excess // limit)
+    with pytest.raises(RateLimited) as err:
+        admit_state(copy.deepcopy(state), "k", limits, units, 0, T0 + t_ms / 1000)
+    assert int(err.value.headers["retry-after"]) == max(1, -(-wait_ms // 1000))
+    assert err.value.message.endswith(f"Try again in {format_duration(wait_ms)}.")
+    assert admit_units(copy.deepcopy(state), limits, units, T0 + (t_ms + wait_ms) / 1000)
+    assert not admit_units(copy.deepcopy(state), limits, units, T0 + (t_ms + wait_ms - 1) / 1000)
+
+
+@PROPS
+@given(
+    limit=st.integers(1, MAX_LIMIT),
+    ops=st.lists(st.tuples(st.integers(0, 10**7), st.integers(0, 10**6)), max_size=50),
+)
+def test_settling_down_never_makes_the_bucket_hold_more_than_the_limit(
+    limit: int, ops: list[tuple[int, int]]
+) -> None:
+    """However much is refunded, a burst right after admits at most `limit` units."""
+    limits = KeyLimits(tpm=limit)
+    state = KeyState()
+    for est, actual in ops:
+        adm = admit_units(state, limits, min(est, limit), T0)
+        if adm is not None:
+            settle_state(state, adm, actual, 0, T0)
+    assert backlog(state.tokens, round(T0 * 1000), limit) >= 0
+    total = 0
+    while (adm := admit_units(state, limits, min(limit, 10**6), T0)) is not None:
+        total += adm.est_tokens
+        if total > limit:
+            break
+    assert total <= limit
+
+
+# ----------------------------------------------------------------------- budgets
+
+
+@dataclass
+class Model:
+    """The reference: what a budget must be after each operation."""
+
+    spent: int = 0
+    reserved: int = 0
+    credit: int = 0
+
+
+op = st.one_of(
+    st.tuples(st.just("admit"), st.integers(0, 400)),  # worst-case cost
+    st.tuples(st.just("settle"), st.integers(0, 10**6)),  # which in-flight, fraction
+    st.tuples(st.just("topup"), st.integers(0, 500)),
+    st.tuples(st.just("wait"), st.integers(0, 6 * 3600)),  # seconds
+)
+
+
+@PROPS
+@given(
+    limit=st.integers(0, 2_000),
+    prepaid=st.booleans(),
+    credit=st.integers(0, 2_000),
+    period=st.sampled_from(["day", "month"]),
+    ops=st.lists(op, max_size=120),
+)
+def test_budget_is_never_overshot_and_every_refusal_was_needed(
+    limit: int, prepaid: bool, credit: int, period: SpendPeriod, ops: list[tuple[str, int]]
+) -> None:
+    limits = KeyLimits(spend_limit_micros=limit, spend_period=period, prepaid=prepaid)
+    now = T0
+    state = KeyState()
+    apply_seed(
+        state,
+        BudgetSeed.for_limits(limits, now, spent_micros=0, credit_micros=credit),
+        "g1",
+    )
+    model = Model(credit=credit)
+    current = period_start(limits.spend_period, now)
+    in_flight: list[Admission] = []
+    for kind, value in ops:
+        if kind == "wait":
+            now += value
+            if period_start(limits.spend_period, now) != current:
+                current = period_start(limits.spend_period, now)
+                model.spent = 0
+            continue
+        if kind == "topup":
+            if not prepaid:
+                continue
+            assert state.budget is not None and state.budget.credit_micros is not None
+            state.budget.credit_micros += value
+            model.credit += value
+            continue
+        if kind == "settle":
+            if not in_flight:
+                continue
+            adm = in_flight.pop(value % len(in_flight))
+            actual = value % (adm.reserved_micros + 1)  # actual <= worst case
+            assert settle_state(state, adm, 0, actual, now)
+            model.reserved -= adm.reserved_micros
+            model.spent += actual
+            model.credit -= actual
+        else:
+            worst = value
+            fits = model.spent + model.reserved + worst <= limit and (
+                not prepaid or model.credit - model.reserved - worst >= 0
+            )
+            try:
+                check_request(limits, 0, worst)
+                adm_or_none = admit_state(state, "k", limits, 0, worst, now)
+                assert adm_or_none is not None
+                in_flight.append(adm_or_none)
+                model.reserved += worst
+                assert fits, "admitted a request that does not fit"
+            except BillingError:
+                assert not fits, "refused a request that fits"
+        b = state.budget
+        assert b is not None
+        assert b.spent_micros + b.reserved_micros <= limit
+        if prepaid:
+            assert b.credit_micros is not None
+            assert b.credit_micros - b.reserved_micros >= 0
+        assert (b.reserved_micros, b.spent_micros) == (model.reserved, model.spent)
+    for adm in in_flight:
+        settle_state(state, adm, 0, adm.reserved_micros, now)
+        model.spent += adm.reserved_micros
+        model.credit -= adm.reserved_micros
+    b = state.budget
+    assert b is not None and b.reserved_micros == 0
+    if period_start(limits.spend_period, now) == current:
+        assert b.spent_micros == model.spent
+    if prepaid:
+        assert b.credit_micros == model.credit
+
+
+# ----------------------------------------------------------------------- headers
+
+_GO_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)(?:\.(\d{1,3}))?s|(\d+)ms)$")
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds of a Go-style duration as OpenAI sends in x-ratelimit-reset-*."""
+    m = _GO_DURATION.match(text)
+    assert m, text
+    hours, minutes, secs, frac, millis = m.groups()
+    if millis is not None:
+        assert hours is None and minutes is None
+        return int(millis)
+    total = int(hours or 0) * 3_600_000 + int(minutes or 0) * 60_000 + int(secs) * 1000
+    return total + int((frac or "0").ljust(3, "0"))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(ms=st.integers(0, 10**10))
+def test_durations_render_as_go_durations_and_parse_back(ms: int) -> None:
+    text = format_duration(ms)
+    assert parse_duration(text) == ms
+    if ms >= 60_000:
+        assert re.fullmatch(r"(\d+h)?\d+m[\d.]+s", text), text

@@ -1,0 +1,153 @@
+"""Admission and settlement of one request: limits, budget, and its ledger rows.
+
+`admit` counts the prompt, reserves the request, its tokens (prompt + output cap)
+and its worst-case cost with the limiter (429 / 402 before anything is sent
+upstream), and journals a `pending` ledger row. `Accounting.finish` runs exactly
+once: it turns the usage the upstream reported (or, when there is none, an estimate
+from what was streamed) into the actual cost, settles the reservation, and journals
+the final row. For streams it runs just before the last event goes out, so the row
+is durable before the client hears that the request ended (reliability.md R15, R23).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from gateway import tokens
+from gateway.auth import Principal
+from gateway.errors import GatewayError
+from gateway.limits import Admission, rate_limit_headers
+from gateway.providers.base import JSON, Deployment
+from gateway.spend import Usage, cost_micros, usage_from_openai, worst_case_micros
+from gateway.store import UsageRow
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+_DATA = b"data: "
+
+
+def output_cap(body: JSON, default: int) -> int:
+    """The most output tokens a request can produce, for the reservation."""
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = body.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default
+
+
+class Accounting:
+    """One admitted request's reservation and ledger rows."""
+
+    __slots__ = (
+        "_gw",
+        "admission",
+        "created",
+        "deployment",
+        "done",
+        "events",
+        "headers",
+        "key_id",
+        "prompt_tokens",
+        "request_id",
+        "started",
+        "worst_micros",
+    )
+
+    def __init__(
+        self,
+        gw: Gateway,
+        principal: Principal,
+        dep: Deployment,
+        request_id: str,
+        prompt_tokens: int,
+        worst_micros: int,
+        admission: Admission | None,
+    ) -> None:
+        self._gw = gw
+        self.key_id = principal.key_id
+        self.deployment = dep
+        self.request_id = request_id
+        self.prompt_tokens = prompt_tokens
+        self.worst_micros = worst_micros
+        self.admission = admission
+        self.headers = rate_limit_headers(admission) if admission is not None else []
+        self.created = time.time()
+        self.started = time.monotonic()
+        self.events = 0  # data events written to the client, for estimates
+        self.done = False
+
+    def counting(
+        self, write: Callable[[bytes], Awaitable[None]]
+    ) -> Callable[[bytes], Awaitable[None]]:
+        """`write`, counting the data events it sends (an estimate of streamed tokens
+        for when the upstream reports no usage, e.g. a stream cut short)."""
+
+        async def counted(data: bytes) -> None:
+            self.events += data.count(_DATA)
+            await write(data)
+
+        return counted
+
+    def _row(self, usage: Usage, cost: int, status: str) -> UsageRow:
+        return UsageRow(
+            request_id=self.request_id,
+            key_id=self.key_id,
+            model=self.deployment.model_id,
+            provider=self.deployment.provider_name,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            cost_micros=cost,
+            status=status,
+            latency_ms=round((time.monotonic() - self.started) * 1000),
+            created_at=self.created,
+        )
+
+    async def open(self) -> None:
+        """Journal the pending row: a crash before `finish` bills the reserved worst case."""
+        await self._gw.ledger.record(
+            self._row(Usage(self.prompt_tokens, 0), self.worst_micros, "pending")
+        )
+
+    async def finish(
+        self, usage_obj: Any, error: GatewayError | None, *, status: str | None = None
+    ) -> None:
+        """Settle and journal the final row, once."""
+        if self.done:
+            return
+        self.done = True
+        usage = usage_from_openai(usage_obj)
+        if usage is None:
+            # No usage from the upstream: nothing sent means nothing generated; else
+            # about one token per streamed content event (role and finish events aside).
+            out = max(0, self.events - 2)
+            usage = Usage(self.prompt_tokens if self.events or error is None else 0, out)
+        cost = cost_micros(self.deployment.price, usage)
+        if status is None:
+            status = "ok" if error is None else (error.code or error.type)
+        if self.admission is not None:
+            await self._gw.limiter.settle(self.admission, usage.total_tokens, cost, time.time())
+        await self._gw.ledger.record(self._row(usage, cost, status))
+
+
+async def admit(
+    gw: Gateway, principal: Principal, dep: Deployment, body: JSON, request_id: str
+) -> Accounting:
+    """Check the key's limits and budget (429/402) and open the request's accounting."""
+    prompt = tokens.count_prompt_tokens(body, dep.upstream_model)
+    cap = output_cap(body, gw.config.state.default_output_tokens)
+    if dep.options.get("max_output_tokens"):
+        cap = min(cap, int(dep.options["max_output_tokens"]))
+    worst = worst_case_micros(dep.price, prompt, cap)
+    admission = None
+    limits = principal.limits
+    if principal.key_id is not None and limits is not None and not limits.unlimited:
+        admission = await gw.limiter.admit(
+            principal.key_id, limits, prompt + cap, worst, time.time()
+        )
+    account = Accounting(gw, principal, dep, request_id, prompt, worst, admission)
+    await account.open()
+    return account

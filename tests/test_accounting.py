@@ -1,0 +1,214 @@
+"""Keys, limits and spend end to end: admin API -> managed key -> /v1 -> ledger.
+
+The gateway of tests/conftest.py runs with a real SQLite store in a temp dir and
+an admin key; keys are created through the admin HTTP API, used with the official
+OpenAI SDK, and the usage ledger is read back from SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.conftest import ADMIN_KEY, KEY_ALL, Stack
+
+HELLO = [{"role": "user", "content": "Hello there"}]
+
+
+def admin(stack: Stack, method: str, path: str, **kw: Any) -> httpx.Response:
+    base = stack.url.removesuffix("/v1")
+    return httpx.request(
+        method, f"{base}/admin{path}", headers={"authorization": f"Bearer {ADMIN_KEY}"}, **kw
+    )
+
+
+def new_key(stack: Stack, **spec: Any) -> tuple[str, str]:
+    r = admin(stack, "POST", "/keys", json={"name": f"t{time.monotonic_ns()}", **spec})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["key"].startswith("sk-gw-")
+    return body["id"], body["key"]
+
+
+def client(stack: Stack, key: str) -> OpenAI:
+    return OpenAI(base_url=stack.url, api_key=key, max_retries=0, timeout=20)
+
+
+def ledger_rows(stack: Stack, key_id: str, settle_s: float = 1.5) -> list[sqlite3.Row]:
+    """The key's ledger rows once the batch writer has flushed them."""
+    path = str(stack.config.state.sqlite_path)
+    deadline = time.monotonic() + settle_s
+    rows: list[sqlite3.Row] = []
+    while time.monotonic() < deadline:
+        with sqlite3.connect(path) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(
+                "SELECT * FROM usage WHERE key_id = ? AND status != 'pending'", (key_id,)
+            ).fetchall()
+        time.sleep(0.1)
+    return rows
+
+
+def test_a_managed_key_works_and_its_requests_reach_the_ledger(stack: Stack) -> None:
+    key_id, key = new_key(stack)
+    r = client(stack, key).chat.completions.create(model="mock-priced", messages=HELLO)  # type: ignore[arg-type]
+    assert r.usage is not None
+    rows = ledger_rows(stack, key_id)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["status"] == "ok" and row["model"] == "mock-priced"
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (
+        r.usage.prompt_tokens,
+        r.usage.completion_tokens,
+    )
+    # 10 micros per prompt token, 100 per completion token.
+    assert row["cost_micros"] == 10 * r.usage.prompt_tokens + 100 * r.usage.completion_tokens
+
+
+def test_streamed_usage_is_settled_exactly(stack: Stack) -> None:
+    key_id, key = new_key(stack)
+    chunks = list(
+        client(stack, key).chat.completions.create(
+            model="mock-priced",
+            messages=HELLO,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    usage = chunks[-1].usage
+    assert usage is not None
+    row = ledger_rows(stack, key_id)[0]
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
+
+
+def test_rpm_limit_gives_429_with_retry_after_and_headers(stack: Stack) -> None:
+    _, key = new_key(stack, rpm=3)
+    c = client(stack, key)
+    for i in range(3):
+        raw = c.chat.completions.with_raw_response.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+        assert raw.headers["x-ratelimit-limit-requests"] == "3"
+        assert raw.headers["x-ratelimit-remaining-requests"] == str(2 - i)
+        assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
+    with pytest.raises(openai.RateLimitError) as info:
+        c.chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+    assert int(info.value.response.headers["retry-after"]) >= 1
+    assert "requests per minute" in info.value.message
+
+
+def test_tpm_limit_reserves_prompt_plus_output_cap_and_settles_to_actuals(stack: Stack) -> None:
+    _, key = new_key(stack, tpm=300)
+    c = client(stack, key)
+    # Alone, prompt (~10) + a 280-token cap fits in 300 tokens per minute...
+    _, fresh = new_key(stack, tpm=300)
+    client(stack, fresh).chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=280)  # type: ignore[arg-type]
+    # ...but not after a small request whose actual tokens were settled against the key.
+    c.chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=20)  # type: ignore[arg-type]
+    with pytest.raises(openai.RateLimitError) as info:
+        c.chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=280)  # type: ignore[arg-type]
+    assert "tokens per minute" in info.value.message
+
+
+def test_a_request_that_can_never_fit_the_tpm_limit_is_refused_clearly(stack: Stack) -> None:
+    _, key = new_key(stack, tpm=100)
+    with pytest.raises(openai.APIStatusError) as info:
+        client(stack, key).chat.completions.create(
+            model="mock-fast", messages=HELLO, max_tokens=500
+        )  # type: ignore[arg-type]
+    assert info.value.status_code in (400, 429)
+    assert "tokens" in info.value.message
+
+
+def test_prepaid_credit_is_spent_and_then_402(stack: Stack) -> None:
+    key_id, key = new_key(stack, credit_micros=3000)
+    c = client(stack, key)
+    # Worst case of one request: ~10 prompt tokens x 10 + 5 output x 100 = ~600 micros.
+    ok = 0
+    with pytest.raises(openai.APIStatusError) as info:
+        for _ in range(20):
+            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+            ok += 1
+    assert info.value.status_code == 402 and "credit" in info.value.message
+    assert 3 <= ok < 20
+    spent = sum(r["cost_micros"] for r in ledger_rows(stack, key_id))
+    assert spent <= 3000  # never overshot
+    shown = admin(stack, "GET", f"/keys/{key_id}").json()
+    assert shown["id"] == key_id
+
+
+def test_topup_lets_a_prepaid_key_spend_again(stack: Stack) -> None:
+    key_id, key = new_key(stack, credit_micros=100)
+    c = client(stack, key)
+    with pytest.raises(openai.APIStatusError) as info:
+        c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+    assert info.value.status_code == 402
+    assert (
+        admin(stack, "POST", f"/keys/{key_id}/topup", json={"micros": 100_000}).status_code == 200
+    )
+    deadline = time.monotonic() + 5
+    while True:  # the top-up reaches the key cache within its refresh interval
+        try:
+            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+            break
+        except openai.APIStatusError:
+            assert time.monotonic() < deadline, "top-up never took effect"
+            time.sleep(0.2)
+
+
+def test_daily_spend_limit_gives_402(stack: Stack) -> None:
+    _, key = new_key(stack, spend_limit_micros=1500, spend_period="day")
+    c = client(stack, key)
+    with pytest.raises(openai.APIStatusError) as info:
+        for _ in range(20):
+            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+    assert info.value.status_code == 402
+    assert "spend limit for this day" in info.value.message.lower()
+
+
+def test_a_revoked_key_is_refused_within_seconds(stack: Stack) -> None:
+    key_id, key = new_key(stack)
+    c = client(stack, key)
+    c.chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+    assert admin(stack, "DELETE", f"/keys/{key_id}").status_code == 200
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            c.chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+        except openai.AuthenticationError:
+            break
+        assert time.monotonic() < deadline, "revocation never took effect"
+        time.sleep(0.2)
+
+
+def test_model_scope_applies_to_managed_keys(stack: Stack) -> None:
+    _, key = new_key(stack, models=["mock-fast"])
+    with pytest.raises(openai.PermissionDeniedError):
+        client(stack, key).chat.completions.create(model="mock-priced", messages=HELLO)  # type: ignore[arg-type]
+
+
+def test_the_admin_key_is_not_a_v1_key_and_v1_keys_are_not_admin_keys(stack: Stack) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        client(stack, ADMIN_KEY).chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+    base = stack.url.removesuffix("/v1")
+    r = httpx.get(f"{base}/admin/keys", headers={"authorization": f"Bearer {KEY_ALL}"})
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+
+
+def test_failed_requests_are_in_the_ledger_too(stack: Stack) -> None:
+    key_id, key = new_key(stack)
+    with pytest.raises(openai.RateLimitError):
+        client(stack, key).chat.completions.create(
+            model="fake/m@status=429&retry_after=1",
+            messages=HELLO,  # type: ignore[arg-type]
+        )
+    rows = ledger_rows(stack, key_id)
+    assert [r["status"] for r in rows] == ["rate_limit_exceeded"]
+    assert rows[0]["cost_micros"] == 0
