@@ -89,7 +89,11 @@ class Gateway:
         tokens.preload()  # build the tokenizers now, not in the first request
         if self.config.state.redis_url:
             self.limiter = await self._exit.enter_async_context(
-                open_redis_backend(self.config.state.redis_url, seeder=self._seed)
+                open_redis_backend(
+                    self.config.state.redis_url,
+                    seeder=self._seed,
+                    timeout_s=self.config.state.redis_timeout_s,
+                )
             )
         await self.ledger.start()
         await nursery.start(self.keys.run_refresher)

@@ -73,6 +73,7 @@ class StateConfig:
     sqlite_path: str = "gateway.sqlite3"  # managed keys, credit, the usage ledger
     journal_path: str | None = None  # write-ahead usage journal; default: sqlite_path + ".journal"
     redis_url: str | None = None  # shared limits and budgets across workers and machines
+    redis_timeout_s: float = 1.0  # per Redis call; past it, limits fail open, budgets closed
     admin_key: str | None = field(default=None, repr=False)  # for /admin/; unset: admin API off
     default_output_tokens: int = 4096  # reserved for a request that sets no max tokens
     fsync: bool = False  # fsync the journal per row: survives power loss, costs latency
@@ -395,6 +396,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
             sqlite_path=_or(stt.text("sqlite_path"), state.sqlite_path),
             journal_path=stt.text("journal_path"),
             redis_url=redis_url,
+            redis_timeout_s=_or(stt.number("redis_timeout_s", minimum=0.01), state.redis_timeout_s),
             admin_key=_secret(stt, "admin_key", "admin_key_env", env),
             default_output_tokens=_or(
                 stt.integer("default_output_tokens", minimum=1, maximum=10_000_000),
