@@ -61,7 +61,6 @@ class Gateway:
         Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         self.db = AsyncSqlite(SqliteStore(state.sqlite_path))
         self.ledger = Ledger(self.db, state.journal, fsync=state.fsync)
-        self._seeded_topup: dict[str, int] = {}  # key -> last top-up its seed includes
         self.limiter: LimitBackend = MemoryLimitBackend(seeder=self._seed)
         self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
         self.auth = Authenticator([StaticKeyStore(config.keys), self.keys])
@@ -71,18 +70,17 @@ class Gateway:
         self._exit = contextlib.AsyncExitStack()
 
     async def _seed(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
-        """The limiter's seed from the ledger, remembering which top-ups it includes so
-        that the key cache's report of the same top-up is not counted twice."""
+        """The limiter's seed from the ledger, with the id of the last top-up its credit
+        includes, so that the key cache's report of that top-up is not counted again."""
         seed = await self.ledger.seed(key_id, limits, now)
         if limits.prepaid:
             balance, last_topup = await self.ledger.credit_snapshot(key_id)
-            self._seeded_topup[key_id] = last_topup
-            seed = dataclasses.replace(seed, credit_micros=balance)
+            seed = dataclasses.replace(seed, credit_micros=balance, last_topup_id=last_topup)
         return seed
 
     async def _on_topup(self, topup: Topup) -> None:
-        if topup.topup_id > self._seeded_topup.get(topup.key_id, -1):
-            await self.limiter.topup(topup.key_id, topup.micros)
+        # Each top-up counts once, however many workers' caches report it.
+        await self.limiter.topup(topup.key_id, topup.micros, topup.topup_id)
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Open the state and start the background work in `nursery`."""

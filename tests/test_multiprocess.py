@@ -140,3 +140,55 @@ def test_a_tiny_budget_is_never_overshot_across_two_processes(tmp_path: Path) ->
     assert set(statuses) <= {200, 402}
     assert 1 <= statuses.count(200) <= 9
     assert 0 < spent <= 5000
+
+
+@pytest.mark.timeout(180)
+def test_kill_9_loses_no_row_a_client_was_told_succeeded(tmp_path: Path) -> None:
+    """Requests answered 200, then SIGKILL (no drain, no flush): after a restart every
+    one of them is in the ledger, once (R23)."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[state]\nsqlite_path = "{tmp_path}/gateway.sqlite3"\n'
+        '[providers.mock]\nkind = "mock"\n'
+        '[models."mock-priced"]\nprovider = "mock"\nttft_ms = 0\ntokens_per_s = 0\n'
+        "price_input_per_mtok = 10\nprice_output_per_mtok = 100\n"
+    )
+    key = create_key(config)
+    port = free_port()
+    answered: list[str] = []
+    with serving(
+        "--config", str(config), "--port", str(port), env={}, cwd=tmp_path, banner="keys:"
+    ) as (
+        proc,
+        _,
+    ):
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base)
+        with httpx.Client(timeout=10) as client:
+            for i in range(60):
+                r = client.post(
+                    f"{base}/v1/chat/completions",
+                    json={
+                        "model": "mock-priced",
+                        "messages": [{"role": "user", "content": f"n{i}"}],
+                        "stream": i % 2 == 0,
+                    },
+                    headers={"authorization": f"Bearer {key}"},
+                )
+                assert r.status_code == 200
+                answered.append(r.headers["x-request-id"])
+        proc.kill()  # SIGKILL right after the last answer: the writer had no time to flush
+        proc.wait()
+    # Restart: the journal of the dead process is replayed into SQLite.
+    port = free_port()
+    with serving(
+        "--config", str(config), "--port", str(port), env={}, cwd=tmp_path, banner="keys:"
+    ):
+        wait_ready(f"http://127.0.0.1:{port}")
+        with sqlite3.connect(tmp_path / "gateway.sqlite3") as db:
+            rows = db.execute("SELECT request_id, status FROM usage").fetchall()
+    statuses = dict(rows)
+    assert len(rows) == len(statuses)  # no duplicates
+    assert all(statuses.get(rid) == "ok" for rid in answered), [
+        (rid, statuses.get(rid)) for rid in answered if statuses.get(rid) != "ok"
+    ]
