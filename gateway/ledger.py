@@ -33,6 +33,7 @@ import fcntl
 import logging
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -96,6 +97,17 @@ def read_journal(data: bytes, source: str = "journal") -> list[UsageRow]:
         except ValueError as e:  # orjson.JSONDecodeError is a ValueError
             log.warning("%s line %d: skipped an unreadable usage row: %s", source, n, e)
     return rows
+
+
+def _collapse(rows: Iterable[UsageRow]) -> list[UsageRow]:
+    """One row per request: a final row supersedes the request's pending row, so a
+    request that ended within one batch costs SQLite one write, not two."""
+    latest: dict[str, UsageRow] = {}
+    for row in rows:
+        prev = latest.get(row.request_id)
+        if prev is None or prev.status == "pending":
+            latest[row.request_id] = row
+    return list(latest.values())
 
 
 class Ledger:
@@ -225,7 +237,7 @@ class Ledger:
             if not self._sealed:
                 return 0
             batch = list(self._sealed)
-            rows = [r for j in batch for r in j.rows]
+            rows = _collapse(r for j in batch for r in j.rows)
             await self._db.write_usage(rows)
             for journal in batch:
                 self._sealed.remove(journal)
