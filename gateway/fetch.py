@@ -43,6 +43,7 @@ from gateway import __version__
 from gateway.config import FetchPolicy
 from gateway.errors import InvalidRequest
 from gateway.providers.base import Media
+from gateway.providers.common import sniff_media_type
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -290,27 +291,14 @@ def _parse_host(parts: SplitResult, param: str) -> tuple[str, IPAddress | None]:
 
 # --- Content types ------------------------------------------------------------------
 
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"%PDF-", "application/pdf"),
-)
-
 
 def sniff_mime(data: bytes) -> str | None:
     """The type of a body served as application/octet-stream, from its magic bytes.
 
     Object stores often serve uploads untyped; only formats with an unambiguous
-    signature are recognised (PNG, JPEG, GIF, WebP, PDF), anything else stays refused.
+    signature are recognised, anything else stays refused.
     """
-    for magic, mime in _MAGIC:
-        if data.startswith(magic):
-            return mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
+    return sniff_media_type(data)
 
 
 def header_mime(value: bytes | None) -> str:

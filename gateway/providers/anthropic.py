@@ -115,7 +115,7 @@ import orjson
 
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
-from gateway.providers.common import upstream_status_error
+from gateway.providers.common import sniff_media_type, upstream_status_error
 from gateway.sse import DONE, SSEDecoder, SSEProtocolError
 
 __all__ = [
@@ -241,21 +241,6 @@ def _b64_decode(data: str, param: str) -> bytes:
         raise _invalid("The data is not valid base64.", param) from None
 
 
-def _sniff(raw: bytes) -> str | None:
-    """The media type that `raw` starts like, among the binary types Anthropic reads."""
-    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if raw.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if raw.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
-        return "image/webp"
-    if raw.startswith(b"%PDF-"):
-        return _PDF
-    return None
-
-
 def _media_block(mime: str, data: str, param: str, title: object = None) -> JSON:
     """An image or document block for base64 `data` declared as `mime`.
 
@@ -274,8 +259,8 @@ def _media_block(mime: str, data: str, param: str, title: object = None) -> JSON
             "source": {"type": "text", "media_type": _TEXT, "data": text},
         }
     elif declared in _IMAGE_TYPES or declared in (_PDF, _OCTET_STREAM):
-        actual = _sniff(raw)
-        if actual is None:
+        actual = sniff_media_type(raw)
+        if actual not in _IMAGE_TYPES and actual != _PDF:  # HEIC, unknown: not for Anthropic
             raise _invalid("The content is not a JPEG, PNG, GIF or WebP image nor a PDF.", param)
         if actual != _PDF:
             return {

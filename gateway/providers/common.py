@@ -112,3 +112,28 @@ def media_url_params(body: Mapping[str, object]) -> dict[str, str]:
                 if isinstance(url, str) and url.startswith(("http://", "https://")):
                     found.setdefault(url, f"messages[{i}].content[{j}].{key}.{field}")
     return found
+
+
+_HEIC_BRANDS = {b"heic": "image/heic", b"heix": "image/heic", b"mif1": "image/heif"}
+
+
+def sniff_media_type(raw: bytes) -> str | None:
+    """The type that `raw` starts like: PNG, JPEG, GIF, WebP, HEIC/HEIF or PDF.
+
+    Clients mislabel media often (a PNG sent as image/jpeg) and vendors refuse a
+    mismatch, so translators send the type the bytes show; the fetcher uses it for
+    bodies served untyped. Only unambiguous signatures are recognised.
+    """
+    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if raw.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if raw.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "image/webp"
+    if raw[4:8] == b"ftyp" and raw[8:12] in _HEIC_BRANDS:
+        return _HEIC_BRANDS[raw[8:12]]
+    if raw.startswith(b"%PDF-"):
+        return "application/pdf"
+    return None

@@ -124,7 +124,7 @@ import orjson
 
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
-from gateway.providers.common import upstream_status_error
+from gateway.providers.common import sniff_media_type, upstream_status_error
 from gateway.providers.gemini_schema import clean_schema
 from gateway.sse import DONE, SSEDecoder, SSEProtocolError
 
@@ -185,7 +185,6 @@ _SNIFFED_MIME: Final = frozenset(("application/pdf", "application/octet-stream")
 _SIGNED_MIME: Final = frozenset(
     ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf")
 )
-_HEIC_BRANDS: Final = {b"heic": "image/heic", b"heix": "image/heic", b"mif1": "image/heif"}
 _SNIFF_B64_CHARS: Final = 24  # 18 bytes: enough for every signature above
 _MIME_ALIASES: Final = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
 _EXTENSION_MIME: Final = {
@@ -541,23 +540,6 @@ def _tool_output(content: object) -> object:
     return text
 
 
-def _sniff(raw: bytes) -> str | None:
-    """The image or PDF type that `raw` starts like, if any."""
-    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if raw.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if raw.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
-        return "image/webp"
-    if raw[4:8] == b"ftyp" and raw[8:12] in _HEIC_BRANDS:
-        return _HEIC_BRANDS[raw[8:12]]
-    if raw.startswith(b"%PDF-"):
-        return "application/pdf"
-    return None
-
-
 def _sniff_b64(data: str) -> str | None:
     """`_sniff` of the first bytes of base64 `data` (standard or url-safe alphabet)."""
     head = data[:_SNIFF_B64_CHARS].replace("-", "+").replace("_", "/")
@@ -565,7 +547,7 @@ def _sniff_b64(data: str) -> str | None:
         raw = binascii.a2b_base64(head[: len(head) - len(head) % 4])
     except (binascii.Error, ValueError):
         return None
-    return _sniff(raw)
+    return sniff_media_type(raw)
 
 
 def _inline(mime: str, data: str, path: str) -> JSON:
