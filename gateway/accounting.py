@@ -15,6 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from gateway import tokens
 from gateway.auth import Principal
 from gateway.errors import GatewayError
@@ -115,10 +117,15 @@ class Accounting:
     async def finish(
         self, usage_obj: Any, error: GatewayError | None, *, status: str | None = None
     ) -> None:
-        """Settle and journal the final row, once."""
+        """Journal the final row, then settle: once, and shielded, so that a client going
+        away (or a shutdown) in the middle cannot leave a reservation or lose the row."""
         if self.done:
             return
         self.done = True
+        with trio.CancelScope(shield=True):
+            await self._finish(usage_obj, error, status)
+
+    async def _finish(self, usage_obj: Any, error: GatewayError | None, status: str | None) -> None:
         usage = usage_from_openai(usage_obj)
         if usage is None:
             # No usage from the upstream: nothing sent means nothing generated; else
@@ -128,26 +135,48 @@ class Accounting:
         cost = cost_micros(self.deployment.price, usage)
         if status is None:
             status = "ok" if error is None else (error.code or error.type)
-        if self.admission is not None:
-            await self._gw.limiter.settle(self.admission, usage.total_tokens, cost, time.time())
-        await self._gw.ledger.record(self._row(usage, cost, status))
+        try:
+            await self._gw.ledger.record(self._row(usage, cost, status))
+        finally:
+            if self.admission is not None:
+                await self._gw.limiter.settle(self.admission, usage.total_tokens, cost, time.time())
 
 
 async def admit(
     gw: Gateway, principal: Principal, dep: Deployment, body: JSON, request_id: str
-) -> Accounting:
-    """Check the key's limits and budget (429/402) and open the request's accounting."""
+) -> tuple[Accounting, JSON]:
+    """Check the key's limits and budget (429/402) and open the request's accounting.
+
+    Returns the accounting and the body to send upstream. For a key with a budget,
+    that body carries the reserved output cap explicitly (`max_completion_tokens`) when
+    the client set none, so the upstream cannot produce more than was reserved; the
+    reservation covers every choice of `n`.
+    """
     prompt = tokens.count_prompt_tokens(body, dep.upstream_model)
     cap = output_cap(body, gw.config.state.default_output_tokens)
     if dep.options.get("max_output_tokens"):
         cap = min(cap, int(dep.options["max_output_tokens"]))
-    worst = worst_case_micros(dep.price, prompt, cap)
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    worst = worst_case_micros(dep.price, prompt, cap * choices)
     admission = None
     limits = principal.limits
     if principal.key_id is not None and limits is not None and not limits.unlimited:
+        if limits.needs_budget and not any(
+            body.get(f) is not None for f in ("max_completion_tokens", "max_tokens")
+        ):
+            body = {**body, "max_completion_tokens": cap}
         admission = await gw.limiter.admit(
-            principal.key_id, limits, prompt + cap, worst, time.time()
+            principal.key_id, limits, prompt + cap * choices, worst, time.time()
         )
     account = Accounting(gw, principal, dep, request_id, prompt, worst, admission)
-    await account.open()
-    return account
+    try:
+        await account.open()
+    except BaseException:
+        # The pending row could not be journaled (disk full...): release the reservation.
+        account.done = True
+        if admission is not None:
+            with trio.CancelScope(shield=True):
+                await gw.limiter.settle(admission, 0, 0, time.time())
+        raise
+    return account, body

@@ -61,15 +61,14 @@ class Gateway:
         Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         self.db = AsyncSqlite(SqliteStore(state.sqlite_path))
         self.ledger = Ledger(self.db, state.journal, fsync=state.fsync)
-        self.limiter: LimitBackend = MemoryLimitBackend(seeder=self._seed)
+        self.limiter: LimitBackend = MemoryLimitBackend(seeder=self.seed_budget)
         self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
         self.auth = Authenticator([StaticKeyStore(config.keys), self.keys])
         self.admin_digest = admin_digest(state.admin_key) if state.admin_key else None
         self.ready = False
         self._closed = False
-        self._exit = contextlib.AsyncExitStack()
 
-    async def _seed(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
+    async def seed_budget(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
         """The limiter's seed from the ledger, with the id of the last top-up its credit
         includes, so that the key cache's report of that top-up is not counted again."""
         seed = await self.ledger.seed(key_id, limits, now)
@@ -85,14 +84,6 @@ class Gateway:
     async def start(self, nursery: trio.Nursery) -> None:
         """Open the state and start the background work in `nursery`."""
         tokens.preload()  # build the tokenizers now, not in the first request
-        if self.config.state.redis_url:
-            self.limiter = await self._exit.enter_async_context(
-                open_redis_backend(
-                    self.config.state.redis_url,
-                    seeder=self._seed,
-                    timeout_s=self.config.state.redis_timeout_s,
-                )
-            )
         await self.ledger.start()
         await nursery.start(self.keys.run_refresher)
         await nursery.start(self.ledger.run_writer)
@@ -110,7 +101,6 @@ class Gateway:
             await self.fetcher.aclose()
             await self.ledger.aclose()
             await self.db.aclose()
-            await self._exit.aclose()
 
 
 class GatewayApp:
@@ -148,6 +138,23 @@ class GatewayApp:
         """Startup, the server's lifetime, shutdown: the state's whole life in one place."""
         gw = self.gateway
         await receive()  # lifespan.startup
+        state = gw.config.state
+        # The Redis client (a task group of its own) must be opened and closed by this
+        # task, around everything that uses it.
+        async with contextlib.AsyncExitStack() as stack:
+            if state.redis_url:
+                gw.limiter = await stack.enter_async_context(
+                    open_redis_backend(
+                        state.redis_url, seeder=gw.seed_budget, timeout_s=state.redis_timeout_s
+                    )
+                )
+            if not await self._serve(receive, send):
+                return
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def _serve(self, receive: Receive, send: Send) -> bool:
+        """The server's lifetime; False if startup failed (already reported)."""
+        gw = self.gateway
         try:
             async with trio.open_nursery() as background:
                 try:
@@ -161,12 +168,12 @@ class GatewayApp:
                 except Exception as e:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
-                    return
+                    return False
                 finally:
                     background.cancel_scope.cancel()  # stop the refresher and the writer
         finally:
             await gw.aclose()
-        await send({"type": "lifespan.shutdown.complete"})
+        return True
 
 
 def create_app(config: Config) -> GatewayApp:

@@ -72,7 +72,7 @@ class StateConfig:
 
     sqlite_path: str = "gateway.sqlite3"  # managed keys, credit, the usage ledger
     journal_path: str | None = None  # write-ahead usage journal; default: sqlite_path + ".journal"
-    redis_url: str | None = None  # shared limits and budgets across workers and machines
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     redis_timeout_s: float = 1.0  # per Redis call; past it, limits fail open, budgets closed
     admin_key: str | None = field(default=None, repr=False)  # for /admin/; unset: admin API off
     default_output_tokens: int = 4096  # reserved for a request that sets no max tokens

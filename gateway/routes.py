@@ -106,9 +106,10 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         if urls:
             params = media_url_params(body)
             ctx.media = await gw.fetcher.fetch_all([(u, params.get(u, "messages")) for u in urls])
-        upstream_request = relay.provider.build_request(body, ctx)
-        acct = account = await admit(gw, principal, dep, body, request_id)
+        acct, body = await admit(gw, principal, dep, body, request_id)
+        account = acct
         extra += acct.headers
+        upstream_request = relay.provider.build_request(body, ctx)
         if stream:
             sse = writer = SSEWriter(send, extra)
 

@@ -8,7 +8,8 @@ Two costs matter per request (reliability.md R15): the worst case, reserved at
 admission (every prompt token at the input price plus the whole output cap at the
 output price), and the actual cost from the usage the upstream reported, settled
 afterwards. Cached prompt tokens are billed at the cached-input price where one is
-set (OpenAI's `prompt_tokens` includes them; `cached_tokens` is the subset).
+set (OpenAI's `prompt_tokens` includes them; `cached_tokens` is the subset). Prices
+are taken as the decimals they were written as, summed exactly, and rounded up once.
 
 Pure module: no I/O.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 
@@ -40,16 +42,24 @@ class Price:
 
 
 FREE = Price()
+_ZERO = Decimal(0)
 
 
-def _micros(tokens: int, per_mtok: float) -> int:
-    return math.ceil(tokens * per_mtok) if tokens > 0 and per_mtok > 0 else 0
+def _exact(per_mtok: float) -> Decimal:
+    """A price as the decimal it was written as (1.10, not 1.1000000000000000888)."""
+    return Decimal(repr(per_mtok)) if per_mtok > 0 else _ZERO
+
+
+def _ceil_micros(amount: Decimal) -> int:
+    """Round a micro-dollar amount up, once, at the end."""
+    return math.ceil(amount) if amount > 0 else 0
 
 
 def worst_case_micros(price: Price, prompt_tokens: int, max_output_tokens: int) -> int:
     """What a request can cost at most: reserved before it is sent."""
-    return _micros(prompt_tokens, price.input_per_mtok) + _micros(
-        max_output_tokens, price.output_per_mtok
+    return _ceil_micros(
+        max(prompt_tokens, 0) * _exact(price.input_per_mtok)
+        + max(max_output_tokens, 0) * _exact(price.output_per_mtok)
     )
 
 
@@ -88,10 +98,10 @@ def cost_micros(price: Price, usage: Usage) -> int:
         else price.input_per_mtok
     )
     uncached = usage.prompt_tokens - usage.cached_tokens
-    return (
-        _micros(uncached, price.input_per_mtok)
-        + _micros(usage.cached_tokens, cached_price)
-        + _micros(usage.completion_tokens, price.output_per_mtok)
+    return _ceil_micros(
+        uncached * _exact(price.input_per_mtok)
+        + usage.cached_tokens * _exact(cached_price)
+        + usage.completion_tokens * _exact(price.output_per_mtok)
     )
 
 

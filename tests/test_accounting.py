@@ -212,3 +212,15 @@ def test_failed_requests_are_in_the_ledger_too(stack: Stack) -> None:
     rows = ledger_rows(stack, key_id)
     assert [r["status"] for r in rows] == ["rate_limit_exceeded"]
     assert rows[0]["cost_micros"] == 0
+
+
+def test_a_budgeted_key_sends_its_reserved_output_cap_upstream(stack: Stack) -> None:
+    """Without an explicit cap the upstream could produce more than was reserved and
+    overshoot the budget; the reserved default goes upstream instead."""
+    _, key = new_key(stack, credit_micros=10_000_000)
+    client(stack, key).chat.completions.create(model="fake/m", messages=HELLO)  # type: ignore[arg-type]
+    sent = stack.fake.requests[-1].body
+    assert sent["max_completion_tokens"] == stack.config.state.default_output_tokens
+    # A key without a budget leaves the client's body alone.
+    client(stack, KEY_ALL).chat.completions.create(model="fake/m", messages=HELLO)  # type: ignore[arg-type]
+    assert "max_completion_tokens" not in stack.fake.requests[-1].body

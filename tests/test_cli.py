@@ -80,15 +80,19 @@ def serving(
             proc.stdout.close()
 
 
-def wait_ready(base: str) -> None:
-    deadline = time.monotonic() + 20
+def wait_ready(base: str, in_a_row: int = 4) -> None:
+    """Until /readyz answers 200 `in_a_row` times (with several workers, each must be up)."""
+    deadline = time.monotonic() + 40
+    streak = 0
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
+            ok = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+            ok = False
+        streak = streak + 1 if ok else 0
+        if streak >= in_a_row:
+            return
+        time.sleep(0.05 if ok else 0.1)
     raise AssertionError("gateway did not become ready")
 
 

@@ -81,3 +81,11 @@ def test_prices_resolve_model_over_provider() -> None:
     router = Router(c)
     assert router.resolve("m").price == Price(1.0, None, 4.0)
     assert router.resolve("p/other").price == Price(1.0, None, 2.0)
+
+
+def test_costs_are_exact_decimals_rounded_once() -> None:
+    """50 tokens at $1.10/M is 55 micros; float arithmetic made it 56."""
+    assert cost_micros(Price(input_per_mtok=1.10), Usage(50, 0)) == 55
+    assert worst_case_micros(Price(input_per_mtok=1.10), 50, 0) == 55
+    # Rounded once over the sum, not per component: 0.5 + 0.5 = 1, not 2.
+    assert cost_micros(Price(input_per_mtok=0.5, output_per_mtok=0.5), Usage(1, 1)) == 1
