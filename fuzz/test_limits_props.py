@@ -5,8 +5,9 @@ GCRA: over any arrival sequence, the units admitted in any span of t ms never ex
 a window edge), a burst from empty admits exactly `limit`, and Retry-After is exact.
 Budgets: under any interleaving of admissions, settlements, topups and time passing,
 spend plus reservations never exceed the limit, credit never goes below the
-reservations, every refusal was necessary, and settling everything leaves the exact
-sums. Header durations parse back to the milliseconds they render.
+reservations, every refusal was necessary, a reservation counts exactly until it is
+settled or expires, and settling everything leaves the exact sums. Header durations
+parse back to the milliseconds they render.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from gateway.limits import (
     check_request,
     format_duration,
     period_start,
+    purge_reservations,
     settle_state,
     status_dict,
+    to_ms,
 )
 
 T0 = 1_800_000_000.0  # a fixed epoch: 2027-01-15, not at a period boundary
@@ -185,8 +188,11 @@ def test_budget_is_never_overshot_and_every_refusal_was_needed(
     )
     model = Model(credit=credit)
     current = period_start(limits.spend_period, now)
-    in_flight: list[Admission] = []
+    ttl_ms = 3_600_000  # waits of up to 6 h: some reservations expire unsettled
+    in_flight: list[tuple[Admission, int]] = []  # with the reservation's expiry
     for kind, value in ops:
+        # Live reservations: those neither settled nor expired.
+        model.reserved = sum(a.reserved_micros for a, exp in in_flight if exp > to_ms(now))
         if kind == "wait":
             now += value
             if period_start(limits.spend_period, now) != current:
@@ -203,10 +209,11 @@ def test_budget_is_never_overshot_and_every_refusal_was_needed(
         if kind == "settle":
             if not in_flight:
                 continue
-            adm = in_flight.pop(value % len(in_flight))
+            adm, expires = in_flight.pop(value % len(in_flight))
             actual = value % (adm.reserved_micros + 1)  # actual <= worst case
             assert settle_state(state, adm, 0, actual, now)
-            model.reserved -= adm.reserved_micros
+            if expires > to_ms(now):
+                model.reserved -= adm.reserved_micros  # else it stopped counting already
             model.spent += actual
             model.credit -= actual
         else:
@@ -216,21 +223,24 @@ def test_budget_is_never_overshot_and_every_refusal_was_needed(
             )
             try:
                 check_request(limits, 0, worst)
-                adm_or_none = admit_state(state, "k", limits, 0, worst, now)
+                adm_or_none = admit_state(
+                    state, "k", limits, 0, worst, now, reservation_ttl_ms=ttl_ms
+                )
                 assert adm_or_none is not None
-                in_flight.append(adm_or_none)
+                in_flight.append((adm_or_none, to_ms(now) + ttl_ms))
                 model.reserved += worst
                 assert fits, "admitted a request that does not fit"
             except BillingError:
                 assert not fits, "refused a request that fits"
         b = state.budget
         assert b is not None
+        purge_reservations(b, to_ms(now))  # as the next admission would
         assert b.spent_micros + b.reserved_micros <= limit
         if prepaid:
             assert b.credit_micros is not None
             assert b.credit_micros - b.reserved_micros >= 0
         assert (b.reserved_micros, b.spent_micros) == (model.reserved, model.spent)
-    for adm in in_flight:
+    for adm, _ in in_flight:
         settle_state(state, adm, 0, adm.reserved_micros, now)
         model.spent += adm.reserved_micros
         model.credit -= adm.reserved_micros

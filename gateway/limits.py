@@ -25,7 +25,13 @@ Budgets (R15). A key with a spend limit (per UTC day or month) or prepaid credit
 Admission reserves the request's worst-case cost and is refused unless
 `spent + reserved + worst <= limit` and `credit - reserved - worst >= 0`; settlement
 releases the reservation and charges the actual cost. So concurrent requests can
-never overshoot as long as the actual cost does not exceed the worst case.
+never overshoot as long as the actual cost does not exceed the worst case. Each
+reservation is an entry (id, micros, expiry): one whose settlement never arrives (a
+killed gateway, a lost settlement) stops counting after the reservation TTL (the
+request deadline, `DEFAULT_RESERVATION_TTL_S` unless configured), and settling an
+entry that is gone (twice, or after it expired) releases nothing. Reservations live
+across a period rollover until settled or expired: a request in flight at midnight
+is charged to the new period when it settles, so it must count there.
 
 The durable ledger is the truth and a backend only caches it: a key's budget state
 is *seeded* (`BudgetSeed`, from the ledger) the first time a backend needs it, and
@@ -42,6 +48,7 @@ Pure module: no I/O, no trio/httpx/quart imports.
 
 from __future__ import annotations
 
+import heapq
 import math
 import secrets
 from collections.abc import Awaitable, Callable
@@ -52,6 +59,7 @@ from typing import Literal, Protocol
 from gateway.errors import BillingError, InvalidRequest, RateLimited
 
 __all__ = [
+    "DEFAULT_RESERVATION_TTL_S",
     "MAX_DEBT_WINDOWS",
     "MAX_LIMIT",
     "MAX_MICROS",
@@ -76,8 +84,10 @@ __all__ = [
     "format_micros",
     "needs_seed",
     "new_generation",
+    "new_reservation_id",
     "period_end",
     "period_start",
+    "purge_reservations",
     "rate_limit_header_dict",
     "rate_limit_headers",
     "rate_limited_error",
@@ -98,6 +108,11 @@ WINDOW_MS = 60_000  # RPM and TPM are per minute
 MAX_LIMIT = 1_000_000_000  # largest RPM/TPM: keeps every backlog below 2**53
 MAX_DEBT_WINDOWS = 100  # settlement may push a backlog this many windows ahead, no more
 MAX_MICROS = 10**15  # $1e9: largest single amount; sums stay exact in Lua doubles
+# How long a budget reservation counts if its settlement never arrives (the gateway
+# was killed, an admission timed out client-side but ran in Redis, a queued
+# settlement was lost): the longest a request may run, `total_timeout_s` by default.
+# A request running longer is still charged its actual cost when it settles.
+DEFAULT_RESERVATION_TTL_S = 900.0
 
 _DAY_S = 86_400
 
@@ -225,6 +240,11 @@ class BudgetState:
     reserved_micros: int = 0
     credit_micros: int | None = None  # None: the state was seeded for a key that is not prepaid
     topup_id: int = 0  # the last top-up the credit includes (0: none known)
+    # The live reservations, id -> (micros, expires_ms); `reserved_micros` is their sum
+    # once `purge_reservations` has dropped the expired ones. `expiries` is a heap of
+    # (expires_ms, id) over them (entries of settled ids are skipped when popped).
+    reservations: dict[str, tuple[int, int]] = field(default_factory=dict)
+    expiries: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +296,26 @@ async def zero_seed(key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
 def new_generation() -> str:
     """A random id for a freshly seeded budget state."""
     return secrets.token_hex(8)
+
+
+def new_reservation_id() -> str:
+    """A random id naming one budget reservation (settlement releases it by id)."""
+    return secrets.token_hex(8)
+
+
+def purge_reservations(budget: BudgetState, now_ms: int) -> None:
+    """Stop counting reservations that expired at or before `now_ms` unsettled."""
+    heap = budget.expiries
+    while heap and heap[0][0] <= now_ms:
+        expires, rid = heapq.heappop(heap)
+        entry = budget.reservations.get(rid)
+        if entry is not None and entry[1] == expires:
+            del budget.reservations[rid]
+            budget.reserved_micros = max(0, budget.reserved_micros - entry[0])
+
+
+def _expired_micros(budget: BudgetState, now_ms: int) -> int:
+    return sum(m for m, expires in budget.reservations.values() if expires <= now_ms)
 
 
 def needs_seed(budget: BudgetState | None, limits: KeyLimits) -> bool:
@@ -358,6 +398,7 @@ class Admission:
     requests: RateWindow | None = None
     tokens: RateWindow | None = None
     degraded: bool = False  # state store unreachable: rate limits were not enforced
+    reservation_id: str | None = None  # names the budget reservation (None: none made)
 
 
 def unlimited_admission(key_id: str, est_tokens: int) -> Admission:
@@ -490,11 +531,17 @@ def admit_state(
     est_tokens: int,
     worst_cost_micros: int,
     now: float,
+    *,
+    reservation_ttl_ms: int = round(DEFAULT_RESERVATION_TTL_S * 1000),
+    reservation_id: str | None = None,
 ) -> Admission | None:
     """Check every limit and reserve, all or nothing; None if the budget needs a seed.
 
     Budget refusals come first (402 says more than "retry later"), then RPM and TPM
-    (429). `check_request` must have passed. Mutates `state` only on admission.
+    (429). `check_request` must have passed. Mutates `state` only on admission (and
+    to drop expired reservations). The budget reservation is an entry that counts for
+    `reservation_ttl_ms` unless settled first: one whose settlement never arrives
+    cannot shrink the budget for longer than that.
     """
     if needs_seed(state.budget, limits):
         return None
@@ -506,6 +553,7 @@ def admit_state(
         # needs_seed guarantees b.period == limits.spend_period when there is a limit.
         rollover = limit is not None and b.period_start < period_start(b.period, now)
         spent = 0 if rollover else b.spent_micros  # 0: a new period began
+        purge_reservations(b, now_ms)
         reserved = b.reserved_micros
         if limit is not None and spent + reserved + worst_cost_micros > limit:
             raise spend_limit_error(limits, spent, reserved, worst_cost_micros, now)
@@ -528,12 +576,17 @@ def admit_state(
         tk += est_tokens * WINDOW_MS
         store_backlog(state.tokens, tk, now_ms, limits.tpm)
         tokens = rate_window(limits.tpm, tk)
-    gen = None
+    gen: str | None = None
+    rid: str | None = None
     if b is not None and limits.needs_budget:
         if limits.spend_limit_micros is not None:
             b.period_start = max(b.period_start, period_start(b.period, now))
         b.spent_micros = spent
         b.reserved_micros = reserved + worst_cost_micros
+        rid = reservation_id or new_reservation_id()
+        expires = now_ms + reservation_ttl_ms
+        b.reservations[rid] = (worst_cost_micros, expires)
+        heapq.heappush(b.expiries, (expires, rid))
         gen = b.gen
     state.touched = now
     return Admission(
@@ -545,6 +598,7 @@ def admit_state(
         spend_period=limits.spend_period,
         requests=requests,
         tokens=tokens,
+        reservation_id=rid,
     )
 
 
@@ -560,7 +614,9 @@ def settle_state(
     The token bucket moves by (actual - estimated), down or up (never below empty).
     The budget releases the reserved worst case and charges the actual cost (to the
     period current now), but only in the generation it was reserved in: otherwise
-    the ledger row carries the cost into the next seed.
+    the ledger row carries the cost into the next seed. The reservation is released
+    only if its entry is still live: settling twice, or after the entry expired,
+    never releases what other requests reserved.
     """
     if actual_tokens < 0 or actual_cost_micros < 0:
         raise ValueError("actual_tokens and actual_cost_micros must be >= 0")
@@ -580,7 +636,14 @@ def settle_state(
         start = period_start(b.period, now)
         if b.period_start < start:
             b.period_start, b.spent_micros = start, 0
-    b.reserved_micros = max(0, b.reserved_micros - admission.reserved_micros)
+    purge_reservations(b, to_ms(now))
+    if admission.reservation_id is None:
+        b.reserved_micros = max(0, b.reserved_micros - admission.reserved_micros)
+    elif (entry := b.reservations.pop(admission.reservation_id, None)) is not None:
+        b.reserved_micros = max(0, b.reserved_micros - entry[0])
+        if len(b.expiries) > 2 * len(b.reservations) + 64:  # drop settled ids' entries
+            b.expiries = [(e, r) for r, (_, e) in b.reservations.items()]
+            heapq.heapify(b.expiries)
     b.spent_micros += actual_cost_micros
     if b.credit_micros is not None:
         b.credit_micros -= actual_cost_micros
@@ -723,7 +786,7 @@ def status_dict(
             "period": b.period,
             "period_start": max(b.period_start, period_start(b.period, now)),
             "spent_micros": spent,
-            "reserved_micros": b.reserved_micros,
+            "reserved_micros": max(0, b.reserved_micros - _expired_micros(b, now_ms)),
             "credit_micros": b.credit_micros,
         }
     return out

@@ -21,6 +21,7 @@ import trio
 
 from gateway.errors import GatewayError, InternalError
 from gateway.limits import (
+    DEFAULT_RESERVATION_TTL_S,
     MAX_MICROS,
     Admission,
     BudgetSeed,
@@ -90,10 +91,19 @@ class SingleFlight:
 class MemoryLimitBackend:
     """`LimitBackend` on a dict in this process."""
 
-    def __init__(self, *, seeder: Seeder = zero_seed, idle_ttl_s: float = 86_400.0) -> None:
-        if idle_ttl_s <= 0:
-            raise ValueError("idle_ttl_s must be > 0")
+    def __init__(
+        self,
+        *,
+        seeder: Seeder = zero_seed,
+        idle_ttl_s: float = 86_400.0,
+        reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+    ) -> None:
+        """`reservation_ttl_s`: how long a budget reservation counts unsettled (the
+        longest a request may run; see `DEFAULT_RESERVATION_TTL_S`)."""
+        if idle_ttl_s <= 0 or reservation_ttl_s <= 0:
+            raise ValueError("idle_ttl_s and reservation_ttl_s must be > 0")
         self._seeder = seeder
+        self._reservation_ttl_ms = round(reservation_ttl_s * 1000)
         self._idle_ttl_s = idle_ttl_s
         self._states: OrderedDict[str, KeyState] = OrderedDict()
         self._seeding = SingleFlight()
@@ -140,7 +150,13 @@ class MemoryLimitBackend:
             # The state is re-fetched each time: another task may have seeded it meanwhile.
             while (
                 admission := admit_state(
-                    self._state(key_id, now), key_id, limits, est_tokens, worst_cost_micros, now
+                    self._state(key_id, now),
+                    key_id,
+                    limits,
+                    est_tokens,
+                    worst_cost_micros,
+                    now,
+                    reservation_ttl_ms=self._reservation_ttl_ms,
                 )
             ) is None:
                 if seeds == _SEED_ATTEMPTS:

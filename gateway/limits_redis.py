@@ -33,6 +33,8 @@ clocks (NTP); a skew of d seconds lets a fast machine admit up to d/(60/limit) e
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -46,6 +48,7 @@ from coredis.retry import NoRetryPolicy
 
 from gateway.errors import GatewayError, InternalError, UpstreamUnavailable
 from gateway.limits import (
+    DEFAULT_RESERVATION_TTL_S,
     MAX_DEBT_WINDOWS,
     MAX_MICROS,
     WINDOW_MS,
@@ -61,6 +64,7 @@ from gateway.limits import (
     check_request,
     credit_error,
     new_generation,
+    new_reservation_id,
     period_start,
     rate_limited_error,
     rate_window,
@@ -72,7 +76,7 @@ from gateway.limits import (
 )
 from gateway.limits_memory import SingleFlight
 
-__all__ = ["ADMIT_LUA", "SETTLE_LUA", "RedisLimitBackend", "open_redis_backend"]
+__all__ = ["ADMIT_LUA", "SETTLE_LUA", "STATUS_LUA", "RedisLimitBackend", "open_redis_backend"]
 
 log = logging.getLogger("gateway.limits")
 
@@ -96,24 +100,43 @@ local function put(key, tf, cf, b, now, lim)
   redis.call('HSET', key, tf, d(tat), cf, d(b - q * lim))
   return tat
 end
-local function expire(key, has_budget, ttl, now, rt, tt)
+local function expire(key, zkey, has_budget, ttl, now, rt, tt)
   -- a budget lives for the idle TTL; buckets only until they are empty again
   local ms = math.max(rt, tt) - now + 1000
   if has_budget and ttl > ms then ms = ttl end
   if ms < 1000 then ms = 1000 end
   redis.call('PEXPIRE', key, d(ms))
+  redis.call('PEXPIRE', zkey, d(ms))
+end
+local function expired(zkey, now)
+  -- the reservations that expired unsettled: their members and total micros
+  local gone = redis.call('ZRANGEBYSCORE', zkey, '-inf', d(now))
+  local freed = 0
+  for i = 1, #gone do
+    local v = tonumber(string.match(gone[i], ':(%d+)$'))  -- tombstones ('<id>:x') free 0
+    if v then freed = freed + v end
+  end
+  return gone, freed
+end
+local function purge(zkey, now)
+  local gone, freed = expired(zkey, now)
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', zkey, '-inf', d(now)) end
+  return freed
 end
 """
 
 ADMIT_LUA: Final = (
     _LUA_COMMON
     + """
--- KEYS[1] the key's hash.
+-- KEYS[1] the key's hash, KEYS[2] its reservations.
 -- ARGV: now_ms rpm tpm est_tokens need_budget spend_limit period period_start
---       prepaid worst_micros idle_ttl_ms   (rpm, tpm, spend_limit: -1 for none)
+--       prepaid worst_micros idle_ttl_ms reservation_id reservation_ttl_ms
+--       (rpm, tpm, spend_limit: -1 for none)
 -- Returns {1} need seed | {2, spent, reserved} spend limit | {3, credit, reserved}
 -- credit | {4, rq_backlog, tk_backlog} rate limited | {0, rq_backlog, tk_backlog, gen}
+-- | {5} this reservation id was cancelled (its caller gave up before it ran)
 local key = KEYS[1]
+local zkey = KEYS[2]
 local now = tonumber(ARGV[1])
 local rpm = tonumber(ARGV[2])
 local tpm = tonumber(ARGV[3])
@@ -125,6 +148,9 @@ local pstart = tonumber(ARGV[8])
 local prepaid = ARGV[9] == '1'
 local worst = tonumber(ARGV[10])
 local ttl = tonumber(ARGV[11])
+local rid = ARGV[12]
+local rttl = tonumber(ARGV[13])
+if need_budget and redis.call('ZSCORE', zkey, rid .. ':x') then return {5} end
 local h = redis.call('HMGET', key, 'rt', 'rc', 'tt', 'tc', 'g', 'pk', 'ps', 'sp', 'rs', 'cr')
 local gen = h[5]
 local spent, reserved = 0, 0
@@ -134,6 +160,12 @@ if need_budget then
   if prepaid and not h[10] then return {1} end
   spent = num(h[8])
   reserved = num(h[9])
+  local freed = purge(zkey, now)
+  if freed > 0 then
+    reserved = reserved - freed
+    if reserved < 0 then reserved = 0 end
+    redis.call('HSET', key, 'rs', d(reserved))
+  end
   if limit >= 0 and num(h[7]) < pstart then spent = 0 end
   if limit >= 0 and spent + reserved + worst > limit then
     return {2, spent, reserved}
@@ -169,9 +201,10 @@ if need_budget then
     redis.call('HSET', key, 'ps', d(pstart))
   end
   redis.call('HSET', key, 'sp', d(spent), 'rs', d(reserved + worst))
+  redis.call('ZADD', zkey, d(now + rttl), rid .. ':' .. d(worst))
   out_gen = gen
 end
-expire(key, gen, ttl, now, rt, tt)
+expire(key, zkey, gen, ttl, now, rt, tt)
 return {0, rq, tk, out_gen}
 """
 )
@@ -179,11 +212,16 @@ return {0, rq, tk, out_gen}
 SETTLE_LUA: Final = (
     _LUA_COMMON
     + """
--- KEYS[1] the key's hash.
+-- KEYS[1] the key's hash, KEYS[2] its reservations.
 -- ARGV: now_ms tpm delta_tokens gen reserved_micros actual_micros period period_start
---       idle_ttl_ms   (tpm -1: no token correction; gen '': no budget)
+--       idle_ttl_ms reservation_id mode reservation_ttl_ms
+--       (tpm -1: no token correction; gen '': no budget; reservation_id '': none)
+-- Mode 's' settles. Mode 'c' cancels an admission whose reply never came: releases
+-- its reservation if the admission ran, else leaves a tombstone so that it never does.
+-- A reservation is released only if its entry is still there: never twice.
 -- Returns 1 if the budget was charged here, else 0.
 local key = KEYS[1]
+local zkey = KEYS[2]
 local now = tonumber(ARGV[1])
 local tpm = tonumber(ARGV[2])
 local delta = tonumber(ARGV[3])
@@ -193,6 +231,22 @@ local actual = tonumber(ARGV[6])
 local period = ARGV[7]
 local pstart = tonumber(ARGV[8])
 local ttl = tonumber(ARGV[9])
+local rid = ARGV[10]
+local rttl = tonumber(ARGV[12])
+local member = rid .. ':' .. d(reserved)
+if ARGV[11] == 'c' then
+  if redis.call('ZREM', zkey, member) == 1 then
+    if redis.call('HEXISTS', key, 'rs') == 1 then
+      local rs = num(redis.call('HGET', key, 'rs')) - reserved
+      if rs < 0 then rs = 0 end
+      redis.call('HSET', key, 'rs', d(rs))
+    end
+  else
+    redis.call('ZADD', zkey, d(now + rttl), rid .. ':x')
+    if redis.call('PTTL', zkey) < rttl then redis.call('PEXPIRE', zkey, d(rttl)) end
+  end
+  return 0
+end
 local h = redis.call('HMGET', key, 'rt', 'tt', 'tc', 'g', 'pk', 'ps', 'sp', 'rs', 'cr')
 local tt = num(h[2])
 if tpm > 0 and delta ~= 0 then
@@ -205,21 +259,23 @@ if gen ~= '' and h[4] == gen then
     sp = 0
     redis.call('HSET', key, 'ps', d(pstart))
   end
-  local rs = num(h[8]) - reserved
+  local rs = num(h[8]) - purge(zkey, now)
+  if rid == '' or redis.call('ZREM', zkey, member) == 1 then rs = rs - reserved end
   if rs < 0 then rs = 0 end
   redis.call('HSET', key, 'sp', d(sp + actual), 'rs', d(rs))
   if h[9] then redis.call('HSET', key, 'cr', d(tonumber(h[9]) - actual)) end
   charged = 1
 end
 if redis.call('EXISTS', key) == 1 then
-  expire(key, h[4], ttl, now, num(h[1]), tt)
+  expire(key, zkey, h[4], ttl, now, num(h[1]), tt)
 end
 return charged
 """
 )
 
 LOAD_LUA: Final = """
--- KEYS[1] the key's hash. ARGV: gen period period_start spent credit idle_ttl_ms
+-- KEYS[1] the key's hash, KEYS[2] its reservations (dropped with a fresh budget).
+-- ARGV: gen period period_start spent credit idle_ttl_ms
 -- last_topup_id (period '-' for none, credit '' for none). Fills in what the budget
 -- lacks; credit taken from the seed also takes the pending top-ups it does not include.
 local key = KEYS[1]
@@ -230,6 +286,7 @@ local changed = 0
 if not h[1] then
   redis.call('HSET', key, 'g', ARGV[1], 'pk', ARGV[2], 'ps', d(pstart),
              'sp', d(tonumber(ARGV[4])), 'rs', '0')
+  redis.call('DEL', KEYS[2])
   changed = 1
 elseif h[2] ~= ARGV[2] or tonumber(h[3]) < pstart then
   redis.call('HSET', key, 'pk', ARGV[2], 'ps', d(pstart), 'sp', d(tonumber(ARGV[4])))
@@ -284,7 +341,17 @@ end
 return 0
 """
 
-_NEED_SEED, _OVER_SPEND, _NO_CREDIT, _RATE = 1, 2, 3, 4
+STATUS_LUA: Final = (
+    _LUA_COMMON
+    + """
+-- KEYS[1] the key's hash, KEYS[2] its reservations. ARGV: now_ms.
+-- Returns {hash fields and values, micros of the reservations expired unsettled}.
+local gone, freed = expired(KEYS[2], tonumber(ARGV[1]))
+return {redis.call('HGETALL', KEYS[1]), d(freed)}
+"""
+)
+
+_NEED_SEED, _OVER_SPEND, _NO_CREDIT, _RATE, _CANCELLED = 1, 2, 3, 4, 5
 _SEED_ATTEMPTS = 3  # a task that waited for another's seed may still need its own
 _PENDING_MAX = 10_000
 _PENDING_TOPUP_TTL_MS = 600_000  # an unseeded key keeps reported top-ups this long
@@ -300,6 +367,7 @@ class _Settlement:
     actual_tokens: int
     actual_cost_micros: int
     now: float
+    cancel: bool = False  # release the reservation of an admission whose reply was lost
 
 
 def _budget_unavailable() -> UpstreamUnavailable:
@@ -338,10 +406,18 @@ class RedisLimitBackend:
         breaker_s: float = 1.0,
         warn_every_s: float = 30.0,
         idle_ttl_s: float = 86_400.0,
+        reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
     ) -> None:
-        """`client` must be entered (`async with client`) for the backend's lifetime."""
-        if timeout_s <= 0 or breaker_s < 0 or idle_ttl_s < 60:
-            raise ValueError("timeout_s must be > 0, breaker_s >= 0, idle_ttl_s >= 60")
+        """`client` must be entered (`async with client`) for the backend's lifetime.
+
+        `reservation_ttl_s`: how long a budget reservation counts unsettled (the longest
+        a request may run; see `DEFAULT_RESERVATION_TTL_S`). Queued settlements are
+        retried by `run_flusher` and at the end by `drain` (`open_redis_backend` does
+        both)."""
+        if timeout_s <= 0 or breaker_s < 0 or idle_ttl_s < 60 or reservation_ttl_s <= 0:
+            raise ValueError(
+                "timeout_s must be > 0, breaker_s >= 0, idle_ttl_s >= 60, reservation_ttl_s > 0"
+            )
         self._client = client
         self._seeder = seeder
         self._prefix = prefix
@@ -349,11 +425,14 @@ class RedisLimitBackend:
         self._breaker_s = breaker_s
         self._warn_every_s = warn_every_s
         self._ttl_ms = round(idle_ttl_s * 1000)
+        self._reservation_ttl_ms = round(reservation_ttl_s * 1000)
         self._admit = client.register_script(ADMIT_LUA)
         self._settle = client.register_script(SETTLE_LUA)
         self._load = client.register_script(LOAD_LUA)
         self._topup = client.register_script(TOPUP_LUA)
+        self._status = client.register_script(STATUS_LUA)
         self._down_until = float("-inf")
+        self._clock = (time.time(), 0.0)  # (the last caller's now, trio time then)
         self._last_warning = float("-inf")
         self._unwarned = 0
         self._pending: deque[_Settlement] = deque()
@@ -364,19 +443,25 @@ class RedisLimitBackend:
         """The Redis key holding `key_id`'s state."""
         return f"{self._prefix}{{{key_id}}}"
 
+    def _keys(self, key_id: str) -> list[str]:
+        """The key's hash and its reservations' sorted set (one cluster slot)."""
+        key = self.redis_key(key_id)
+        return [key, f"{key}:r"]
+
     # ------------------------------------------------------------------ plumbing
 
     async def _call(self, script: Any, key_id: str, args: Sequence[object], now: float) -> Any:
         """Run a script with the deadline; raises `_StoreDown` while the breaker is open
         or when the call fails (and opens the breaker)."""
+        self._clock = (now, trio.current_time())
         if now < self._down_until:
-            raise _StoreDown
+            raise _StoreDown(sent=False)
         try:
             with trio.fail_after(self._timeout_s):
-                return await script(keys=[self.redis_key(key_id)], args=list(args))
+                return await script(keys=self._keys(key_id), args=list(args))
         except _STORE_ERRORS as exc:
             self._failed(exc, now)
-            raise _StoreDown from exc
+            raise _StoreDown(sent=True) from exc
 
     def _failed(self, exc: BaseException, now: float) -> None:
         self.stats.store_errors += 1
@@ -436,27 +521,48 @@ class RedisLimitBackend:
             1 if limits.prepaid else 0,
             worst_cost_micros if needs_budget else 0,
             self._ttl_ms,
+            rid := new_reservation_id() if needs_budget else "",
+            self._reservation_ttl_ms,
         )
+        # While the script call is out, its outcome is unknown: if it fails, times out
+        # or is cancelled, the script may still run (when a stalled Redis resumes) and
+        # reserve, so a compensating release is queued for the reservation id.
+        in_flight = False
         try:
             for attempt in range(_SEED_ATTEMPTS + 1):
                 epoch = self._seeding.epoch(key_id)  # before the call: see SingleFlight
+                in_flight = True
                 reply = await self._call(self._admit, key_id, args, now)
+                in_flight = False
                 if _int(reply[0]) != _NEED_SEED:
                     break
                 if attempt == _SEED_ATTEMPTS:
                     raise InternalError("The key's budget could not be loaded.")
                 await self._seeding.run(key_id, epoch, self._seed, key_id, limits, now)
-        except _StoreDown:
+        except _StoreDown as exc:
+            if in_flight and exc.sent and rid:
+                self._cancel(key_id, rid, worst_cost_micros, now)
             return self._degraded(key_id, limits, est_tokens)
+        except BaseException:
+            if in_flight and rid:
+                self._cancel(key_id, rid, worst_cost_micros, now)
+            raise
         try:
             admission = self._decode_admit(
-                reply, key_id, limits, est_tokens, worst_cost_micros, now
+                reply, key_id, limits, est_tokens, worst_cost_micros, now, rid
             )
         except GatewayError:
             self.stats.refused += 1
             raise
         self.stats.admitted += 1
         return admission
+
+    def _cancel(self, key_id: str, rid: str, worst: int, now: float) -> None:
+        """Queue the release of a reservation whose admission's reply was lost."""
+        admission = Admission(
+            key_id=key_id, est_tokens=0, reserved_micros=worst, reservation_id=rid
+        )
+        self._defer(_Settlement(admission, 0, 0, now, cancel=True))
 
     async def _seed(self, key_id: str, limits: KeyLimits, now: float) -> None:
         await self._load_or_raise(key_id, await self._seeder(key_id, limits, now), now)
@@ -469,19 +575,20 @@ class RedisLimitBackend:
         est_tokens: int,
         worst: int,
         now: float,
+        rid: str,
     ) -> Admission:
         code = _int(reply[0])
         if code == _OVER_SPEND:
             raise spend_limit_error(limits, _int(reply[1]), _int(reply[2]), worst, now)
         if code == _NO_CREDIT:
             raise credit_error(_int(reply[1]), _int(reply[2]), worst)
+        if code not in (0, _RATE):  # _CANCELLED: only a reused reservation id gets it
+            raise InternalError(f"Unexpected reply from the limit store: {reply!r}")
         rq, tk = _int(reply[1]), _int(reply[2])
         if code == _RATE:
             raise rate_limited_error(
                 limits, est_tokens, rq if rq >= 0 else None, tk if tk >= 0 else None
             )
-        if code != 0:
-            raise InternalError(f"Unexpected reply from the limit store: {reply!r}")
         gen = _text(reply[3]) or None
         return Admission(
             key_id=key_id,
@@ -492,6 +599,7 @@ class RedisLimitBackend:
             spend_period=limits.spend_period,
             requests=rate_window(limits.rpm, rq) if limits.rpm is not None else None,
             tokens=rate_window(limits.tpm, tk) if limits.tpm is not None else None,
+            reservation_id=rid if gen is not None else None,
         )
 
     # -------------------------------------------------------------------- settle
@@ -520,6 +628,8 @@ class RedisLimitBackend:
     @staticmethod
     def _has_work(item: _Settlement) -> bool:
         a = item.admission
+        if item.cancel:
+            return True
         if a.degraded:
             return False
         tokens = a.tpm is not None and a.tokens is not None and item.actual_tokens != a.est_tokens
@@ -529,7 +639,7 @@ class RedisLimitBackend:
         self, item: _Settlement, now: float, *, requeue_front: bool = False
     ) -> bool:
         a = item.admission
-        tpm = a.tpm if a.tpm is not None and a.tokens is not None else -1
+        tpm = a.tpm if a.tpm is not None and a.tokens is not None and not item.cancel else -1
         args = (
             to_ms(item.now),
             tpm,
@@ -540,6 +650,9 @@ class RedisLimitBackend:
             a.spend_period or "-",
             period_start(a.spend_period, item.now),
             self._ttl_ms,
+            a.reservation_id or "",
+            "c" if item.cancel else "s",
+            self._reservation_ttl_ms,
         )
         try:
             await self._call(self._settle, a.key_id, args, now)
@@ -547,13 +660,53 @@ class RedisLimitBackend:
             if requeue_front:
                 self._pending.appendleft(item)
             else:
-                if len(self._pending) >= _PENDING_MAX:
-                    self._pending.popleft()
-                    self.stats.settle_dropped += 1
-                self._pending.append(item)
-                self.stats.settle_deferred += 1
+                self._defer(item)
             return False
         return True
+
+    def _defer(self, item: _Settlement) -> None:
+        """Queue a settlement for retry; past the bound the oldest is dropped (its
+        reservation then stops counting at its expiry; the ledger has its cost)."""
+        if len(self._pending) >= _PENDING_MAX:
+            self._pending.popleft()
+            self.stats.settle_dropped += 1
+        self._pending.append(item)
+        self.stats.settle_deferred += 1
+
+    async def flush(self, now: float | None = None) -> int:
+        """Retry the queued settlements in order until one fails (the breaker permitting);
+        returns how many are still queued."""
+        while self._pending:
+            t = self._now() if now is None else now
+            if not await self._try_settle(self._pending.popleft(), t, requeue_front=True):
+                break
+        return len(self._pending)
+
+    async def run_flusher(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Background task: retry queued settlements (and releases of lost admissions)
+        whenever the breaker allows, so that they do not wait for the next settlement."""
+        task_status.started()
+        while True:
+            await trio.sleep(max(self._breaker_s, 0.05))
+            if self._pending and self._now() >= self._down_until:
+                await self.flush()
+
+    def _now(self) -> float:
+        """The callers' clock (they pass `now`), advanced by the time since the last call."""
+        now, at = self._clock
+        return now + max(0.0, trio.current_time() - at)
+
+    async def drain(self, timeout_s: float = 5.0) -> int:
+        """At shutdown: retry every queued settlement once more, ignoring the breaker,
+        shielded from cancellation and bounded by `timeout_s`; returns how many could not
+        be sent (they stop counting at their reservations' expiry)."""
+        with trio.move_on_after(timeout_s, shield=True):
+            if self._pending:
+                self._down_until = -math.inf
+                await self.flush()
+        return len(self._pending)
 
     @property
     def pending_settlements(self) -> int:
@@ -601,11 +754,12 @@ class RedisLimitBackend:
         """The key's live state for the admin API; 503 if Redis is unreachable."""
         try:
             with trio.fail_after(self._timeout_s):
-                raw = await self._client.hgetall(self.redis_key(key_id))
+                reply: list[Any] = await self._status(keys=self._keys(key_id), args=[to_ms(now)])
         except _STORE_ERRORS:
             self.stats.store_errors += 1
             raise _budget_unavailable() from None
-        h = {_text(k): _text(v) for k, v in raw.items()}
+        fields, expired = reply[0], _int(reply[1])
+        h = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields), 2)}
         state = KeyState(
             requests=RateState(int(h.get("rt", 0)), int(h.get("rc", 0))),
             tokens=RateState(int(h.get("tt", 0)), int(h.get("tc", 0))),
@@ -620,7 +774,7 @@ class RedisLimitBackend:
                 period=period,
                 period_start=int(h.get("ps", 0)),
                 spent_micros=int(h.get("sp", 0)),
-                reserved_micros=int(h.get("rs", 0)),
+                reserved_micros=max(0, int(h.get("rs", 0)) - expired),
                 credit_micros=int(h["cr"]) if "cr" in h else None,
                 topup_id=int(h.get("ti", 0)),
             )
@@ -629,6 +783,10 @@ class RedisLimitBackend:
 
 class _StoreDown(Exception):
     """Internal: the state store did not answer (or the breaker is open)."""
+
+    def __init__(self, *, sent: bool) -> None:
+        super().__init__()
+        self.sent = sent  # False: the breaker was open, nothing was sent
 
 
 @asynccontextmanager
@@ -641,12 +799,16 @@ async def open_redis_backend(
     breaker_s: float = 1.0,
     warn_every_s: float = 30.0,
     idle_ttl_s: float = 86_400.0,
+    reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+    drain_timeout_s: float = 5.0,
     max_connections: int = 64,
 ) -> AsyncIterator[RedisLimitBackend]:
     """A backend on a fresh coredis client for `url`, open for the context's lifetime.
 
     The client does not retry on its own (the breaker decides) and its connect and
-    read timeouts match `timeout_s`. Entering does not need Redis to be up.
+    read timeouts match `timeout_s`. Entering does not need Redis to be up. While open,
+    a background task retries queued settlements; on exit they are drained (shielded,
+    at most `drain_timeout_s`) before the client closes.
     """
     client: coredis.Redis[bytes] = coredis.Redis.from_url(
         url,
@@ -665,18 +827,39 @@ async def open_redis_backend(
         breaker_s=breaker_s,
         warn_every_s=warn_every_s,
         idle_ttl_s=idle_ttl_s,
+        reservation_ttl_s=reservation_ttl_s,
     )
     # coredis runs its pool in a task group, which wraps whatever the body raises in an
     # ExceptionGroup; hand the caller its own exception back unwrapped.
     raised: BaseException | None = None
     try:
-        async with client:
+        async with client, trio.open_nursery() as nursery:
+            await nursery.start(backend.run_flusher)
             try:
                 yield backend
             except BaseException as exc:
                 raised = exc
                 raise
+            finally:
+                nursery.cancel_scope.cancel()
+                left = await backend.drain(drain_timeout_s)
+                if left:
+                    log.warning(
+                        "limit store (Redis): %d queued settlements not sent at shutdown; "
+                        "their reservations stop counting when they expire",
+                        left,
+                    )
     except BaseExceptionGroup as group:
-        if raised is not None and len(group.exceptions) == 1 and group.exceptions[0] is raised:
+        if raised is not None and _only(group) is raised:
             raise raised from raised.__cause__
         raise
+
+
+def _only(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The single exception at the bottom of nested one-member groups, if that is all."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc

@@ -99,9 +99,16 @@ def test_money_is_rendered_in_dollars() -> None:
 
 
 def admit(
-    state: KeyState, limits: KeyLimits, tokens: int = 0, worst: int = 0, now: float = T0
+    state: KeyState,
+    limits: KeyLimits,
+    tokens: int = 0,
+    worst: int = 0,
+    now: float = T0,
+    ttl_s: float = 900.0,
 ) -> Admission:
-    adm = admit_state(state, "k", limits, tokens, worst, now)
+    adm = admit_state(
+        state, "k", limits, tokens, worst, now, reservation_ttl_ms=round(ttl_s * 1000)
+    )
     assert adm is not None
     return adm
 
@@ -203,17 +210,18 @@ def seeded(limits: KeyLimits, *, spent: int = 0, credit: int = 0, now: float = T
 def test_spend_limit_refuses_what_would_overshoot_and_resets_at_midnight() -> None:
     limits = KeyLimits(spend_limit_micros=1_000, spend_period="day")
     state = seeded(limits, spent=400)
-    a = admit(state, limits, worst=500)
+    day = 86_400.0  # requests still in flight at midnight: their reservations carry over
+    a = admit(state, limits, worst=500, ttl_s=day)
     with pytest.raises(BillingError) as err:
         admit(state, limits, worst=101)
     assert err.value.http_status == 402
     assert "Spend limit for this day" in err.value.message
     assert "resets at 2027-01-16 00:00 UTC" in err.value.message
-    admit(state, limits, worst=100)
+    admit(state, limits, worst=100, ttl_s=day)
     settle_state(state, a, 0, 200, T0)  # cost less than the worst case: room again
     b = state.budget
     assert b is not None and (b.spent_micros, b.reserved_micros) == (600, 100)
-    admit(state, limits, worst=300)
+    admit(state, limits, worst=300, ttl_s=day)
     midnight = utc(2027, 1, 16)
     with pytest.raises(BillingError):
         admit(state, limits, worst=1, now=midnight - 0.001)
@@ -466,3 +474,52 @@ async def test_a_seeder_that_cannot_seed_is_a_bug_not_an_admission() -> None:
     backend = MemoryLimitBackend(seeder=wrong)
     with pytest.raises(InternalError):
         await backend.admit("k", KeyLimits(spend_limit_micros=5, spend_period="day"), 0, 1, T0)
+
+
+# ------------------------------------------------------- reservations that never settle
+
+
+async def test_a_reservation_never_settled_stops_counting_after_its_ttl() -> None:
+    backend = MemoryLimitBackend(reservation_ttl_s=60)
+    limits = KeyLimits(spend_limit_micros=100, spend_period="day")
+    await backend.admit("k", limits, 0, 100, T0)  # its gateway dies: no settlement
+    with pytest.raises(BillingError, match="reserved by requests in flight"):
+        await backend.admit("k", limits, 0, 1, T0 + 59.999)
+    budget = (await backend.status("k", T0 + 60))["budget"]
+    assert isinstance(budget, dict) and budget["reserved_micros"] == 0
+    late = await backend.admit("k", limits, 0, 100, T0 + 60)
+    # A request that outlived its reservation is still charged, and releases nothing.
+    await backend.settle(late, 0, 30, T0 + 200)
+    budget = (await backend.status("k", T0 + 200))["budget"]
+    assert isinstance(budget, dict) and (budget["spent_micros"], budget["reserved_micros"]) == (
+        30,
+        0,
+    )
+
+
+def test_settling_twice_or_after_expiry_never_releases_another_reservation() -> None:
+    limits = KeyLimits(spend_limit_micros=100, spend_period="day")
+    state = seeded(limits)
+    a = admit(state, limits, worst=60, ttl_s=60)
+    admit(state, limits, worst=40, ttl_s=600)
+    assert settle_state(state, a, 0, 10, T0)
+    assert settle_state(state, a, 0, 0, T0)  # a retried settlement: charged 0, no release
+    b = state.budget
+    assert b is not None and (b.spent_micros, b.reserved_micros) == (10, 40)
+    with pytest.raises(BillingError):
+        admit(state, limits, worst=51)
+    c = admit(state, limits, worst=50, ttl_s=60)
+    admit(state, limits, worst=10, now=T0 + 60, ttl_s=600)  # c expired unsettled
+    assert b.reserved_micros == 50
+    settle_state(state, c, 0, 0, T0 + 61)  # c's settlement arrives after its expiry
+    assert b.reserved_micros == 50  # the other two are still reserved
+
+
+def test_a_reservation_leaked_before_midnight_is_gone_the_next_day() -> None:
+    limits = KeyLimits(spend_limit_micros=100, spend_period="day")
+    state = seeded(limits, now=utc(2027, 1, 15, 23, 50))
+    admit(state, limits, worst=90, now=utc(2027, 1, 15, 23, 50))  # never settled
+    next_day = utc(2027, 1, 16, 0, 30)
+    admit(state, limits, worst=100, now=next_day)
+    b = state.budget
+    assert b is not None and (b.spent_micros, b.reserved_micros) == (0, 100)

@@ -23,7 +23,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from gateway.errors import BillingError, GatewayError, RateLimited, UpstreamUnavailable
+from gateway import limits_redis
+from gateway.errors import (
+    BillingError,
+    GatewayError,
+    InternalError,
+    RateLimited,
+    UpstreamUnavailable,
+)
 from gateway.limits import (
     Admission,
     BudgetSeed,
@@ -64,7 +71,13 @@ def own_redis() -> Iterator[RedisServer]:
 
 @asynccontextmanager
 async def backend_on(
-    url: str, *, seeder: Seeder = zero_seed, timeout_s: float = 1.0, breaker_s: float = 1.0
+    url: str,
+    *,
+    seeder: Seeder = zero_seed,
+    timeout_s: float = 1.0,
+    breaker_s: float = 1.0,
+    reservation_ttl_s: float = 900.0,
+    prefix: str | None = None,
 ) -> AsyncIterator[RedisLimitBackend]:
     """A backend with a fresh key prefix, so tests sharing a server never collide.
 
@@ -74,9 +87,10 @@ async def backend_on(
     async with open_redis_backend(
         url,
         seeder=seeder,
-        prefix=f"t{uuid.uuid4().hex[:8]}:",
+        prefix=prefix or f"t{uuid.uuid4().hex[:8]}:",
         timeout_s=timeout_s,
         breaker_s=breaker_s,
+        reservation_ttl_s=reservation_ttl_s,
     ) as backend:
         yield backend
 
@@ -507,3 +521,96 @@ async def test_a_hung_redis_costs_at_most_the_timeout_and_replies_stay_in_order(
         assert seen[0] in (100 - 4, 100 - 5)
         assert seen == list(range(seen[0], seen[0] - 20, -1))
         assert backend.stats.fail_open == 1
+
+
+# ------------------------------------------------------- reservations that never settle
+
+DAY = KeyLimits(spend_limit_micros=100, spend_period="day")
+
+
+async def budget_of(backend: RedisLimitBackend, now: float) -> tuple[object, object]:
+    budget = (await backend.status("k", now))["budget"]
+    assert isinstance(budget, dict)
+    return budget["spent_micros"], budget["reserved_micros"]
+
+
+async def test_an_admission_that_timed_out_but_ran_later_is_released(
+    own_redis: RedisServer,
+) -> None:
+    async with backend_on(own_redis.url, timeout_s=0.2, breaker_s=1.0) as backend:
+        await backend.admit("k", DAY, 0, 10, T0)
+        own_redis.pause()
+        try:
+            with pytest.raises(UpstreamUnavailable):
+                await backend.admit("k", DAY, 0, 90, T0)  # 503: the caller gives up
+        finally:
+            own_redis.resume()
+        await trio.sleep(0.1)
+        assert await budget_of(backend, T0) == (0, 100)  # yet the script ran and reserved
+        for _ in range(100):  # the compensating release, once the breaker closes
+            if not backend.pending_settlements:
+                break
+            await trio.sleep(0.05)
+        assert await budget_of(backend, T0) == (0, 10)
+        await backend.admit("k", DAY, 0, 90, T0 + 2)
+
+
+async def test_a_release_that_overtakes_its_admission_stops_it_reserving(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits_redis, "new_reservation_id", lambda: "r1")
+    async with backend_on(redis.url) as backend:
+        await backend.load(
+            "k", BudgetSeed.for_limits(DAY, T0, spent_micros=0, credit_micros=None), T0
+        )
+        backend._cancel("k", "r1", 90, T0)  # the release arrives first
+        assert await backend.flush(T0) == 0
+        with pytest.raises(InternalError):
+            await backend.admit("k", DAY, 0, 90, T0)  # the late admission: refused to run
+        assert await budget_of(backend, T0) == (0, 0)
+
+
+async def test_a_reservation_never_settled_is_released_after_its_ttl(redis: RedisServer) -> None:
+    async with backend_on(redis.url, reservation_ttl_s=60) as backend:
+        await backend.admit("k", DAY, 0, 100, T0)  # its gateway is killed: no settlement
+        with pytest.raises(BillingError, match="reserved by requests in flight"):
+            await backend.admit("k", DAY, 0, 1, T0 + 59.999)
+        assert await budget_of(backend, T0 + 60) == (0, 0)
+        late = await backend.admit("k", DAY, 0, 100, T0 + 60)
+        await backend.settle(late, 0, 30, T0 + 200)  # charged, releases nothing else
+        assert await budget_of(backend, T0 + 200) == (30, 0)
+
+
+async def test_settling_twice_releases_once(redis: RedisServer) -> None:
+    async with backend_on(redis.url) as backend:
+        a = await backend.admit("k", DAY, 0, 60, T0)
+        await backend.admit("k", DAY, 0, 40, T0)
+        await backend.settle(a, 0, 10, T0)
+        await backend.settle(a, 0, 0, T0)  # a retried settlement
+        assert await budget_of(backend, T0) == (10, 40)
+        with pytest.raises(BillingError):
+            await backend.admit("k", DAY, 0, 51, T0)
+
+
+async def test_a_reservation_leaked_before_midnight_is_gone_the_next_day(
+    redis: RedisServer,
+) -> None:
+    evening = 1_800_057_600.0 - 600  # 2027-01-15 23:50 UTC
+    async with backend_on(redis.url) as backend:
+        await backend.admit("k", DAY, 0, 90, evening)  # never settled
+        next_day = evening + 3_600
+        assert await budget_of(backend, next_day) == (0, 0)
+        await backend.admit("k", DAY, 0, 100, next_day)
+
+
+async def test_queued_settlements_are_drained_when_the_backend_closes(
+    redis: RedisServer,
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    async with backend_on(redis.url, prefix=prefix) as backend:
+        a = await backend.admit("k", DAY, 0, 100, T0)
+        backend._down_until = float("inf")  # as if Redis had just failed: queue them
+        await backend.settle(a, 0, 40, T0 + 1)
+        assert backend.pending_settlements == 1
+    async with backend_on(redis.url, prefix=prefix) as again:
+        assert await budget_of(again, T0 + 2) == (40, 0)
