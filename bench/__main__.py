@@ -9,6 +9,11 @@ runs a fake upstream in the foreground until Ctrl-C and prints one line with its
         [--duration S | --requests N] [--json FILE] [--plot FILE.png] ...
 
 load-tests any OpenAI-compatible endpoint (see bench/load.py).
+
+    python -m bench compare [--targets direct,gateway,litellm,portkey] [--rounds N] ...
+
+runs the same load against a fake upstream directly, through our gateway and through
+installed peers, alternating A B A B, and prints the table (see bench/compare.py).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 import trio
 
-from bench import load
+from bench import compare, load
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -57,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--fail", type=float, default=0.0, metavar="RATE", help="500 rate")
     upstream.add_argument("--key", default=None, help="accepted API key (default: the fake's)")
     load.add_parser(commands)
+    compare.add_parser(commands)
     return parser
 
 
@@ -66,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "load":
         code: int = load.run(args)
         return code
+    if args.command == "compare":
+        result: int = compare.run(args)
+        return result
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(
