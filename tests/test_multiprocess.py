@@ -138,7 +138,9 @@ def test_a_tiny_budget_is_never_overshot_across_two_processes(tmp_path: Path) ->
         statuses, _ = trio.run(release_together, urls, key, 200, {"max_tokens": 5})
         spent = ledger_cost(config)
     assert set(statuses) <= {200, 402}
-    assert 1 <= statuses.count(200) <= 9
+    assert statuses.count(402) > 0
+    # How many fit depends on how many settled (at their actual, smaller cost) while
+    # the burst was still arriving; what may never happen is spending past the limit.
     assert 0 < spent <= 5000
 
 
