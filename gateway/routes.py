@@ -132,10 +132,14 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         return
     except GatewayError as e:
         failure = e
+        if account is not None:  # the row is journaled before the client hears the end
+            await account.finish(None, e)
         await send_error(send, e, extra)
     except Exception:
         log.exception("internal error in request %s", request_id)
         failure = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
+        if account is not None:
+            await account.finish(None, failure)
         if writer is not None and writer.started:
             await writer.write(failure.sse_event())
             await writer.end()
