@@ -44,7 +44,7 @@ def describe(config: Config) -> str:
         scope = "all models" if k.models is None else ", ".join(k.models)
         lines.append(f"  {k.name:<16} {scope}")
     if not config.keys:
-        lines.append("  none: every request will be refused with 401")
+        lines.append("  none in the file: only managed keys (gateway keys create) are accepted")
     return "\n".join(lines)
 
 
