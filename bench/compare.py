@@ -373,7 +373,9 @@ def start_litellm(procs: Processes, opts: CompareOptions, upstream: Server, exe:
     argv = [exe, "--config", str(config), "--host", HOST, "--port", str(port)]
     if opts.litellm_workers > 1:
         argv += ["--num_workers", str(opts.litellm_workers)]
-    env = dict(os.environ, LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False")
+    # No database (so no spend logs), no fetch of the model cost map from GitHub.
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False", LITELLM_LOCAL_MODEL_COST_MAP="True")
     proc, log = procs.start("litellm", argv, env=env)
     _wait_listening(proc, port, opts.start_timeout_s, "litellm")
     models = {name: s.gateway_model for name, s in SCENARIOS.items()}
