@@ -115,7 +115,7 @@ import orjson
 
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
-from gateway.providers.common import sniff_media_type, upstream_status_error
+from gateway.providers.common import load_json_object, sniff_media_type, upstream_status_error
 from gateway.sse import DONE, SSEDecoder, SSEProtocolError
 
 __all__ = [
@@ -1422,12 +1422,7 @@ class AnthropicProvider:
         )
 
     def parse_response(self, body: bytes, ctx: CallContext) -> Completion:
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("The upstream returned a body that is not JSON.") from None
-        if not isinstance(obj, dict):
-            raise UpstreamError("The upstream returned JSON that is not an object.")
+        obj = load_json_object(body)
         if obj.get("type") == "error":
             raise _stream_error(obj)
         if obj.get("type") != "message" or not isinstance(obj.get("content"), list):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import orjson
+
 from gateway.errors import (
     GatewayError,
     RateLimited,
@@ -20,6 +22,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.providers.base import JSON
 
 OVERLOADED = (503, 529)  # 529: Anthropic's "overloaded_error"
 
@@ -137,3 +140,14 @@ def sniff_media_type(raw: bytes) -> str | None:
     if raw.startswith(b"%PDF-"):
         return "application/pdf"
     return None
+
+
+def load_json_object(body: bytes) -> JSON:
+    """A non-streamed upstream body as a JSON object, or a 502 saying what it was."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamError("The upstream returned a body that is not JSON.") from None
+    if not isinstance(obj, dict):
+        raise UpstreamError("The upstream returned JSON that is not an object.")
+    return obj

@@ -124,7 +124,7 @@ import orjson
 
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
-from gateway.providers.common import sniff_media_type, upstream_status_error
+from gateway.providers.common import load_json_object, sniff_media_type, upstream_status_error
 from gateway.providers.gemini_schema import clean_schema
 from gateway.sse import DONE, SSEDecoder, SSEProtocolError
 
@@ -1065,16 +1065,6 @@ def _blocked_choice() -> JSON:
     }
 
 
-def _load_object(body: bytes) -> JSON:
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise UpstreamError("Gemini returned a body that is not JSON.") from None
-    if not isinstance(obj, dict):
-        raise UpstreamError("Gemini returned JSON that is not an object.")
-    return obj
-
-
 # --------------------------------------------------------------------------- errors
 
 
@@ -1176,7 +1166,7 @@ class GeminiProvider:
 
     def parse_response(self, body: bytes, ctx: CallContext) -> Completion:
         try:
-            return _completion(_load_object(body), ctx)
+            return _completion(load_json_object(body), ctx)
         except _SHAPE_ERRORS:
             raise UpstreamError("Gemini returned a response of an unexpected shape.") from None
 

@@ -25,7 +25,7 @@ import orjson
 
 from gateway.errors import GatewayError, UpstreamError
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
-from gateway.providers.common import upstream_status_error
+from gateway.providers.common import load_json_object, upstream_status_error
 from gateway.sse import DONE, SSEDecoder, SSEProtocolError
 
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # one upstream SSE event larger than this is refused
@@ -86,12 +86,7 @@ class OpenAIProvider:
         )
 
     def parse_response(self, body: bytes, ctx: CallContext) -> Completion:
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("The upstream returned a body that is not JSON.") from None
-        if not isinstance(obj, dict):
-            raise UpstreamError("The upstream returned JSON that is not an object.")
+        obj = load_json_object(body)
         if "error" in obj and not obj.get("choices"):
             raise _error_from_object(obj, 502)
         changed = False
