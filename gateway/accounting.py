@@ -44,7 +44,9 @@ class Accounting:
     """One admitted request's reservation and ledger rows."""
 
     __slots__ = (
+        "_body",
         "_gw",
+        "_prompt_tokens",
         "admission",
         "created",
         "deployment",
@@ -52,7 +54,6 @@ class Accounting:
         "events",
         "headers",
         "key_id",
-        "prompt_tokens",
         "request_id",
         "started",
         "worst_micros",
@@ -64,15 +65,17 @@ class Accounting:
         principal: Principal,
         dep: Deployment,
         request_id: str,
-        prompt_tokens: int,
+        body: JSON,
+        prompt_tokens: int | None,
         worst_micros: int,
         admission: Admission | None,
     ) -> None:
         self._gw = gw
+        self._body = body
+        self._prompt_tokens = prompt_tokens  # None: not counted (yet)
         self.key_id = principal.key_id
         self.deployment = dep
         self.request_id = request_id
-        self.prompt_tokens = prompt_tokens
         self.worst_micros = worst_micros
         self.admission = admission
         self.headers = rate_limit_headers(admission) if admission is not None else []
@@ -80,6 +83,15 @@ class Accounting:
         self.started = time.monotonic()
         self.events = 0  # data events written to the client, for estimates
         self.done = False
+
+    def prompt_tokens(self) -> int:
+        """The prompt's token count, counted only when something needs it: admission of a
+        limited key, or a request that ended without usage from the upstream."""
+        if self._prompt_tokens is None:
+            self._prompt_tokens = tokens.count_prompt_tokens(
+                self._body, self.deployment.upstream_model
+            )
+        return self._prompt_tokens
 
     def counting(
         self, write: Callable[[bytes], Awaitable[None]]
@@ -109,10 +121,18 @@ class Accounting:
         )
 
     async def open(self) -> None:
-        """Journal the pending row: a crash before `finish` bills the reserved worst case."""
-        await self._gw.ledger.record(
-            self._row(Usage(self.prompt_tokens, 0), self.worst_micros, "pending")
-        )
+        """Journal the pending row: a crash before `finish` bills the reserved worst case.
+        If that fails (disk full...), release the reservation before the error goes on."""
+        try:
+            await self._gw.ledger.record(
+                self._row(Usage(self._prompt_tokens or 0, 0), self.worst_micros, "pending")
+            )
+        except BaseException:
+            self.done = True
+            if self.admission is not None:
+                with trio.CancelScope(shield=True):
+                    await self._gw.limiter.settle(self.admission, 0, 0, time.time())
+            raise
 
     async def finish(
         self, usage_obj: Any, error: GatewayError | None, *, status: str | None = None
@@ -131,7 +151,7 @@ class Accounting:
             # No usage from the upstream: nothing sent means nothing generated; else
             # about one token per streamed content event (role and finish events aside).
             out = max(0, self.events - 2)
-            usage = Usage(self.prompt_tokens if self.events or error is None else 0, out)
+            usage = Usage(self.prompt_tokens() if self.events or error is None else 0, out)
         cost = cost_micros(self.deployment.price, usage)
         if status is None:
             status = "ok" if error is None else (error.code or error.type)
@@ -152,6 +172,13 @@ async def admit(
     the client set none, so the upstream cannot produce more than was reserved; the
     reservation covers every choice of `n`.
     """
+    limits = principal.limits
+    if principal.key_id is None or limits is None or limits.unlimited:
+        # Nothing to reserve: the prompt is counted later, only if the upstream reports
+        # no usage (counting costs 50-90 us a request).
+        account = Accounting(gw, principal, dep, request_id, body, None, 0, None)
+        await account.open()
+        return account, body
     prompt = tokens.count_prompt_tokens(body, dep.upstream_model)
     cap = output_cap(body, gw.config.state.default_output_tokens)
     if dep.options.get("max_output_tokens"):
@@ -159,24 +186,13 @@ async def admit(
     n = body.get("n")
     choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     worst = worst_case_micros(dep.price, prompt, cap * choices)
-    admission = None
-    limits = principal.limits
-    if principal.key_id is not None and limits is not None and not limits.unlimited:
-        if limits.needs_budget and not any(
-            body.get(f) is not None for f in ("max_completion_tokens", "max_tokens")
-        ):
-            body = {**body, "max_completion_tokens": cap}
-        admission = await gw.limiter.admit(
-            principal.key_id, limits, prompt + cap * choices, worst, time.time()
-        )
-    account = Accounting(gw, principal, dep, request_id, prompt, worst, admission)
-    try:
-        await account.open()
-    except BaseException:
-        # The pending row could not be journaled (disk full...): release the reservation.
-        account.done = True
-        if admission is not None:
-            with trio.CancelScope(shield=True):
-                await gw.limiter.settle(admission, 0, 0, time.time())
-        raise
+    if limits.needs_budget and not any(
+        body.get(f) is not None for f in ("max_completion_tokens", "max_tokens")
+    ):
+        body = {**body, "max_completion_tokens": cap}
+    admission = await gw.limiter.admit(
+        principal.key_id, limits, prompt + cap * choices, worst, time.time()
+    )
+    account = Accounting(gw, principal, dep, request_id, body, prompt, worst, admission)
+    await account.open()
     return account, body
