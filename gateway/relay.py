@@ -41,14 +41,15 @@ MAX_ATTEMPTS = 3  # one try plus two retries, for failures before any response h
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect_s: float
+    """The relay's deadlines (connecting is bounded by the transport itself)."""
+
     first_byte_s: float
     idle_s: float
     total_s: float
 
     @classmethod
     def of(cls, p: ProviderConfig) -> Timeouts:
-        return cls(p.connect_timeout_s, p.first_byte_timeout_s, p.idle_timeout_s, p.total_timeout_s)
+        return cls(p.first_byte_timeout_s, p.idle_timeout_s, p.total_timeout_s)
 
 
 # ---------------------------------------------------------------- in-process transport

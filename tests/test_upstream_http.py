@@ -357,7 +357,7 @@ async def test_done_followed_by_its_terminator_keeps_the_connection(
         await reply.end(DONE_EVENTS)  # last event and the chunked terminator in one write
 
     async with serving(handler) as port, transport_for(port) as transport:
-        relay = Relay(transport, Timeouts(1, 1, 1, 2), OpenAIProvider())
+        relay = Relay(transport, Timeouts(1, 1, 2), OpenAIProvider())
         for _ in range(3):
             out: list[bytes] = []
             outcome = await relay.stream(post(port), CTX, _appender(out))
@@ -381,7 +381,7 @@ async def test_a_terminator_right_behind_done_keeps_the_connection(
             seen_done[-1].set()
 
     async with serving(handler) as port, transport_for(port) as transport:
-        relay = Relay(transport, Timeouts(1, 1, 1, 2), OpenAIProvider())
+        relay = Relay(transport, Timeouts(1, 1, 2), OpenAIProvider())
         for _ in range(2):
             seen_done.append(trio.Event())
             outcome = await relay.stream(post(port), CTX, write)
@@ -403,7 +403,7 @@ async def test_an_upstream_lingering_after_done_is_not_waited_for(
                 gone.set()
 
     async with serving(handler) as port, transport_for(port) as transport:
-        relay = Relay(transport, Timeouts(1, 1, 1, 2), OpenAIProvider())
+        relay = Relay(transport, Timeouts(1, 1, 2), OpenAIProvider())
         start = trio.current_time()
         outcome = await relay.stream(post(port), CTX, _appender([]))
         assert outcome.error is None and trio.current_time() - start < 0.5
@@ -459,7 +459,7 @@ async def test_a_reused_connection_reset_before_headers_is_retried_by_the_relay(
 
     async with serving(handler) as port, transport_for(port) as transport:
         await fetch(transport, post(port))
-        relay = Relay(transport, Timeouts(1, 1, 1, 2), OpenAIProvider())
+        relay = Relay(transport, Timeouts(1, 1, 2), OpenAIProvider())
         completion = await relay.complete(post(port), CTX)
     assert orjson.loads(completion.body)["choices"] == []
     assert calls == 3 and len(accepted) == 2
