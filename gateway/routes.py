@@ -102,13 +102,13 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             created=int(time.time()),
             response_format=response_format_type(body),
         )
+        acct, body = await admit(gw, principal, dep, body, request_id)  # 429/402 first
+        account = acct
+        extra += acct.headers
         urls = relay.provider.media_urls(body, ctx)
         if urls:
             params = media_url_params(body)
             ctx.media = await gw.fetcher.fetch_all([(u, params.get(u, "messages")) for u in urls])
-        acct, body = await admit(gw, principal, dep, body, request_id)
-        account = acct
-        extra += acct.headers
         upstream_request = relay.provider.build_request(body, ctx)
         if stream:
             sse = writer = SSEWriter(send, extra)
