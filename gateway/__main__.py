@@ -69,9 +69,6 @@ def _banner(config: Config, host: str, port: int) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from hypercorn.config import Config as HyperConfig
-    from hypercorn.run import run
-
     try:
         config = _load(args.config)
     except ConfigError as e:
@@ -92,6 +89,61 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
 
+    print(_banner(config, host, port), flush=True)
+    if config.server.http_server == "hypercorn":
+        return _serve_hypercorn(config, host, port, workers)
+    if workers > 1:
+        from gateway.workers import bind_socket, supervise
+
+        sock = bind_socket(host, port, SERVER_BACKLOG)
+        return supervise(sock, workers, config.server.graceful_timeout_s)
+    trio.run(_serve_builtin, config, host, port, None)
+    return 0
+
+
+SERVER_BACKLOG = 1024
+
+
+def _server_options(config: Config) -> Any:
+    from gateway.server import ServerOptions
+
+    return ServerOptions(
+        keep_alive_timeout_s=config.server.keep_alive_timeout_s,
+        graceful_timeout_s=config.server.graceful_timeout_s,
+        max_head_bytes=16 * 1024,  # request line + headers (reliability.md R8)
+        backlog=SERVER_BACKLOG,
+    )
+
+
+async def _until_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            return
+
+
+async def _serve_builtin(config: Config, host: str, port: int, fd: int | None) -> None:
+    """Serve with the built-in server in this process; SIGTERM or SIGINT stops accepting
+    and drains in-flight requests for up to graceful_timeout_s, then returns."""
+    from gateway.app import app_from_env
+    from gateway.server import serve
+    from gateway.workers import worker_socket
+
+    sock = worker_socket(fd) if fd is not None else None
+    app: Any = app_from_env()
+    await serve(app, host, port, _server_options(config), sock=sock, shutdown_trigger=_until_signal)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """One worker process of `serve --workers N` (started by gateway.workers)."""
+    config = _load(os.environ.get(CONFIG_ENV))
+    trio.run(_serve_builtin, config, "", 0, args.fd)
+    return 0
+
+
+def _serve_hypercorn(config: Config, host: str, port: int, workers: int) -> int:
+    from hypercorn.config import Config as HyperConfig
+    from hypercorn.run import run
+
     hc = HyperConfig()
     hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     hc.worker_class = "trio"
@@ -102,27 +154,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     hc.h11_max_incomplete_size = 16 * 1024  # request line + headers (reliability.md R8)
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup, once
-    print(_banner(config, host, port), flush=True)
     if workers > 1:
         return run(hc)  # hypercorn's supervisor: SIGTERM/SIGINT drain every worker
-    trio.run(_serve_until_signal, hc)
+    trio.run(_serve_hypercorn_here, hc)
     return 0
 
 
-async def _serve_until_signal(hc: Any) -> None:
-    """Serve in this process; SIGTERM or SIGINT stops accepting and drains in-flight
-    requests for up to graceful_timeout_s, then returns (exit code 0)."""
+async def _serve_hypercorn_here(hc: Any) -> None:
+    """Hypercorn in this process, drained on SIGTERM/SIGINT like the built-in server."""
     from hypercorn.trio import serve
 
     from gateway.app import app_from_env
 
-    async def until_signal() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
-                return
-
     app: Any = app_from_env()  # hypercorn types ASGI apps more narrowly than ours
-    await serve(app, hc, shutdown_trigger=until_signal)
+    await serve(app, hc, shutdown_trigger=_until_signal)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -149,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
     keys_cli.add_parser(sub)
+    worker = sub.add_parser("_worker", help=argparse.SUPPRESS)  # started by `serve --workers`
+    worker.add_argument("--fd", type=int, required=True)
+    worker.set_defaults(func=cmd_worker)
     args = parser.parse_args(argv)
     setup_logging()
     code: int = args.func(args)

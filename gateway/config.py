@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from gateway.providers.registry import KINDS
 
@@ -92,6 +93,10 @@ class ServerConfig:
     body_timeout_s: float = 30.0  # the whole request body must arrive within this
     keep_alive_timeout_s: float = 10.0  # idle connections; also bounds header arrival
     graceful_timeout_s: float = 30.0
+    http_server: str = "builtin"  # or "hypercorn" (measured slower; see docs/performance.md)
+
+
+HTTP_SERVERS = ("builtin", "hypercorn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +321,50 @@ def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
+@dataclass(frozen=True)
+class RedisAddress:
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+    unix_path: str | None
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    """The parts of a redis://, rediss:// or unix:// URL; ValueError says what is wrong."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    db_text = query.get("db", [""])[0]
+    if parts.scheme in ("redis", "rediss"):
+        if not parts.hostname:
+            raise ValueError("a redis:// URL needs a host")
+        path = parts.path.strip("/")
+        db_text = path or db_text
+        try:
+            port = parts.port or 6379
+        except ValueError:
+            raise ValueError("the port of the Redis URL is not a number") from None
+        host, unix_path = parts.hostname, None
+    elif parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// URL needs the socket's path")
+        host, port, unix_path = "", 0, parts.path
+    else:
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    try:
+        db = int(db_text) if db_text else 0
+    except ValueError:
+        raise ValueError(f"the database number {db_text!r} is not an integer") from None
+    if db < 0:
+        raise ValueError("the database number must not be negative")
+    return RedisAddress(host, port, db, username, password, parts.scheme == "rediss", unix_path)
+
+
+
 def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str) -> Config:
     """Validate a parsed TOML document into a `Config`; raises ConfigError naming the key."""
     root = _Table(dict(data), "")
@@ -334,6 +383,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
                 st.number("keep_alive_timeout_s"), server.keep_alive_timeout_s
             ),
             graceful_timeout_s=_or(st.number("graceful_timeout_s"), server.graceful_timeout_s),
+            http_server=_or(st.text("http_server", choices=HTTP_SERVERS), server.http_server),
         )
         st.done()
 
@@ -390,8 +440,11 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
     stt = root.table("state")
     if stt is not None:
         redis_url = stt.text("redis_url")
-        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("state.redis_url: must start with redis://, rediss:// or unix://")
+        if redis_url is not None:
+            try:
+                parse_redis_url(redis_url)
+            except ValueError as e:
+                raise ConfigError(f"state.redis_url: {e}") from None
         state = StateConfig(
             sqlite_path=_or(stt.text("sqlite_path"), state.sqlite_path),
             journal_path=stt.text("journal_path"),

@@ -1,6 +1,6 @@
 """Shared fixtures: real servers on loopback ports, run in background trio threads.
 
-The gateway runs on hypercorn's trio worker exactly as `gateway serve` runs it; the
+The gateway runs on the built-in HTTP server exactly as `gateway serve` runs it; the
 fake upstreams from bench/ speak the OpenAI wire format over real sockets. Tests
 then talk to the gateway with the official `openai` SDK (synchronous client).
 """
@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve
 
 from bench.fakes.openai import FakeOpenAI
 from bench.fakes.threaded import BackgroundTrio, run_fake_openai
 from gateway.app import GatewayApp, create_app
 from gateway.config import Config, load_config
+from gateway.server import ServerOptions, serve
 
 UPSTREAM_KEY = "sk-fake-upstream"
 KEY_ALL = "sk-test-all-0123456789"
@@ -38,14 +37,11 @@ def free_port() -> int:
 
 async def serve_app(app: GatewayApp, *, task_status: trio.TaskStatus[int]) -> None:
     """Serve the gateway app on a free loopback port until cancelled."""
-    hc = HyperConfig()
-    hc.bind = ["127.0.0.1:0"]
-    hc.accesslog = None
-    hc.errorlog = None
+    options = ServerOptions(keep_alive_timeout_s=app.gateway.config.server.keep_alive_timeout_s)
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(partial(serve, app, hc))
-            task_status.started(int(binds[0].rsplit(":", 1)[1]))
+            port = await nursery.start(partial(serve, app, "127.0.0.1", 0, options))
+            task_status.started(port)
     finally:
         with trio.CancelScope(shield=True):
             await app.gateway.aclose()

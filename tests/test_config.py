@@ -132,6 +132,10 @@ def test_embedded_defaults_serve_the_mock() -> None:
             "providers.p.transport: must be one of h11, httpx",
         ),
         ({"media": {"allow_private": True}}, "media.allow_private: unknown key"),
+        (
+            {"server": {"http_server": "uvicorn"}},
+            "server.http_server: must be one of builtin, hypercorn",
+        ),
     ],
 )
 def test_errors_name_the_key(data: dict[str, object], message: str) -> None:

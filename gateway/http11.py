@@ -1,0 +1,279 @@
+"""HTTP/1.1 wire format for the built-in server: request heads, chunked bodies, response
+heads. Pure (no I/O), so every rule is tested on bytes and fuzzed.
+
+Strict where laxness has been exploited (reliability.md R8, request smuggling): a
+request with both Transfer-Encoding and Content-Length, a transfer coding other than
+chunked, conflicting Content-Lengths, obsolete header folding, a space before the
+colon, control characters in a header value, or a second Host header is refused with
+400 (501 for unknown codings, 505 for other HTTP versions, 431 for too many headers).
+Line ends may be CRLF or bare LF on input (RFC 9112 2.2); output is always CRLF.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from http import HTTPStatus
+
+__all__ = [
+    "MAX_HEADERS",
+    "ChunkedDecoder",
+    "HTTPParseError",
+    "RequestHead",
+    "chunk",
+    "find_head_end",
+    "parse_request_head",
+    "response_head",
+]
+
+MAX_HEADERS = 100
+MAX_CHUNK_LINE = 1024  # chunk size + extensions
+MAX_TRAILERS = 16 * 1024
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HT
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+
+
+class HTTPParseError(Exception):
+    """A request we refuse; `status` is what the client is told before we close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: str
+    target: bytes  # as sent (origin-form path and query, or "*")
+    path: str  # percent-decoding is the app's business; this is the raw path as text
+    query: bytes
+    http_version: str  # "1.1" or "1.0"
+    headers: list[tuple[bytes, bytes]]  # names lower-cased, values stripped
+    content_length: int | None  # None with chunked (or no body)
+    chunked: bool
+    keep_alive: bool
+    expect_continue: bool
+
+
+def find_head_end(buf: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
+    """(end of the head, start of the body) if `buf` holds a whole request head."""
+    i = buf.find(b"\n", start)
+    while i != -1:
+        if buf[i + 1 : i + 2] == b"\n":
+            return i, i + 2
+        if buf[i + 1 : i + 3] == b"\r\n":
+            return i, i + 3
+        i = buf.find(b"\n", i + 1)
+    return None
+
+
+def _split_target(target: bytes) -> tuple[bytes, bytes]:
+    """Origin-form (or the path of an absolute-form) target, split at '?'."""
+    if target[:1] != b"/":
+        if target == b"*":
+            return b"*", b""
+        lower = target[:8].lower()
+        if lower.startswith(b"http://") or lower.startswith(b"https://"):
+            rest = target.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            target = rest[slash:] if slash != -1 else b"/"
+        else:
+            raise HTTPParseError(400, "Invalid request target.")
+    path, _, query = target.partition(b"?")
+    return path, query
+
+
+def parse_request_head(head: bytes | bytearray) -> RequestHead:
+    """Parse a request line and headers (without the blank line that ends them)."""
+    lines = bytes(head).split(b"\n")
+    request_line = lines[0].removesuffix(b"\r")
+    parts = request_line.split(b" ")
+    if len(parts) != 3:
+        raise HTTPParseError(400, "Malformed request line.")
+    method, target, version = parts
+    if not _TOKEN.fullmatch(method):
+        raise HTTPParseError(400, "Invalid method in the request line.")
+    if version == b"HTTP/1.1":
+        http_version = "1.1"
+    elif version == b"HTTP/1.0":
+        http_version = "1.0"
+    elif version.startswith(b"HTTP/") and len(version) == 8:
+        raise HTTPParseError(505, "Only HTTP/1.0 and HTTP/1.1 are supported here.")
+    else:
+        raise HTTPParseError(400, "Malformed HTTP version in the request line.")
+    if not target or _BAD_TARGET.search(target):
+        raise HTTPParseError(400, "Invalid request target.")
+    path, query = _split_target(target)
+
+    if len(lines) - 1 > MAX_HEADERS:
+        raise HTTPParseError(431, f"More than {MAX_HEADERS} request headers.")
+    headers: list[tuple[bytes, bytes]] = []
+    content_length: int | None = None
+    transfer_encoding: bytes | None = None
+    hosts = 0
+    connection = b""
+    expect = b""
+    for raw in lines[1:]:
+        line = raw.removesuffix(b"\r")
+        if line[:1] in (b" ", b"\t"):
+            raise HTTPParseError(400, "Obsolete line folding in request headers is not allowed.")
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise HTTPParseError(400, "Malformed request header line.")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise HTTPParseError(400, "Control characters in a request header value.")
+        name = name.lower()
+        headers.append((name, value))
+        if name == b"content-length":
+            if not _DIGITS.fullmatch(value):
+                raise HTTPParseError(400, "Invalid Content-Length header.")
+            n = int(value)
+            if content_length is not None and n != content_length:
+                raise HTTPParseError(400, "Conflicting Content-Length headers.")
+            content_length = n
+        elif name == b"transfer-encoding":
+            transfer_encoding = (
+                value if transfer_encoding is None else transfer_encoding + b"," + value
+            )
+        elif name == b"host":
+            hosts += 1
+        elif name == b"connection":
+            connection += b"," + value.lower()
+        elif name == b"expect":
+            expect = value.lower()
+
+    chunked = False
+    if transfer_encoding is not None:
+        if http_version == "1.0":
+            raise HTTPParseError(400, "Transfer-Encoding is not allowed in HTTP/1.0.")
+        if content_length is not None:
+            raise HTTPParseError(400, "Both Transfer-Encoding and Content-Length were sent.")
+        if transfer_encoding.strip().lower() != b"chunked":
+            raise HTTPParseError(501, "Only the chunked transfer coding is supported.")
+        chunked = True
+    if hosts > 1 or (hosts == 0 and http_version == "1.1"):
+        raise HTTPParseError(400, "An HTTP/1.1 request needs exactly one Host header.")
+    tokens = {t.strip() for t in connection.split(b",")}
+    keep_alive = b"close" not in tokens if http_version == "1.1" else b"keep-alive" in tokens
+    try:
+        text_path = path.decode("ascii")
+    except UnicodeDecodeError:
+        raise HTTPParseError(400, "Non-ASCII bytes in the request target.") from None
+    return RequestHead(
+        method=method.decode("ascii"),
+        target=target,
+        path=text_path,
+        query=query,
+        http_version=http_version,
+        headers=headers,
+        content_length=content_length,
+        chunked=chunked,
+        keep_alive=keep_alive,
+        expect_continue=expect == b"100-continue" and http_version == "1.1",
+    )
+
+
+class ChunkedDecoder:
+    """Incremental decoder of a chunked request body.
+
+    `feed(data)` returns the body bytes found in `data` and keeps the rest of a
+    partial chunk header; `done` turns true after the last chunk and its trailers,
+    and `unused` then holds the bytes that followed (a pipelined next request).
+    """
+
+    __slots__ = ("_buf", "_remaining", "_state", "done", "unused")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._remaining = 0  # data bytes left in the current chunk
+        self._state = "size"  # size | data | data_crlf | trailers
+        self.done = False
+        self.unused = b""
+
+    def feed(self, data: bytes) -> bytes:
+        self._buf += data
+        out = bytearray()
+        buf = self._buf
+        while not self.done:
+            if self._state == "size":
+                nl = buf.find(b"\n")
+                if nl == -1:
+                    if len(buf) > MAX_CHUNK_LINE:
+                        raise HTTPParseError(400, "Chunk size line too long.")
+                    break
+                line = bytes(buf[:nl]).removesuffix(b"\r")
+                del buf[: nl + 1]
+                size = line.split(b";", 1)[0].strip(b" \t")
+                if not _HEX.fullmatch(size):
+                    raise HTTPParseError(400, "Invalid chunk size in the request body.")
+                self._remaining = int(size, 16)
+                self._state = "data" if self._remaining else "trailers"
+            elif self._state == "data":
+                if not buf:
+                    break
+                take = min(self._remaining, len(buf))
+                out += buf[:take]
+                del buf[:take]
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = "data_crlf"
+            elif self._state == "data_crlf":
+                if buf[:2] == b"\r\n":
+                    del buf[:2]
+                elif buf[:1] == b"\n":
+                    del buf[:1]
+                elif len(buf) < 2 and bytes(buf[:1]) in (b"", b"\r"):
+                    break
+                else:
+                    raise HTTPParseError(400, "Missing line end after a chunk of the body.")
+                self._state = "size"
+            else:  # trailers: lines until an empty one; their content is dropped
+                nl = buf.find(b"\n")
+                if nl == -1:
+                    if len(buf) > MAX_TRAILERS:
+                        raise HTTPParseError(400, "Request trailers too large.")
+                    break
+                line = bytes(buf[:nl]).removesuffix(b"\r")
+                del buf[: nl + 1]
+                if not line:
+                    self.done = True
+                    self.unused = bytes(buf)
+                    buf.clear()
+        return bytes(out)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+_STATUS_LINES = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
+}
+
+
+def response_head(status: int, headers: list[tuple[bytes, bytes]], extra: bytes = b"") -> bytes:
+    """Status line and headers, CRLF-terminated, with `extra` (pre-encoded header lines)
+    added before the blank line. Header names and values must not contain CR or LF:
+    a value that does is refused (ValueError), it would split the response."""
+    line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))
+    parts = [line]
+    for name, value in headers:
+        if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+            raise ValueError(f"CR or LF in response header {name!r}")
+        parts.append(name + b": " + value + b"\r\n")
+    parts.append(extra)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked response body (never empty: that would end the body)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)

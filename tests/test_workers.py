@@ -1,0 +1,136 @@
+"""`gateway serve --workers N` on the built-in server: N processes share one socket,
+a worker that dies is replaced, SIGTERM stops them all; and the hypercorn option."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.redis_server import require_redis_server, running_redis
+from tests.test_cli import serving, wait_ready
+
+CONFIG = """
+[server]
+graceful_timeout_s = 5
+{server_extra}
+[state]
+sqlite_path = "{dir}/gw.sqlite3"
+{state_extra}
+[providers.mock]
+kind = "mock"
+[models."mock-fast"]
+provider = "mock"
+ttft_ms = 0
+tokens_per_s = 0
+[[keys]]
+name = "t"
+key = "sk-workers-test"
+"""
+
+BODY = {"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]}
+AUTH = {"authorization": "Bearer sk-workers-test"}
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def load(base: str, requests: int) -> None:
+    """`requests` requests, each on a new connection (so the kernel spreads them)."""
+    for _ in range(requests):
+        r = httpx.post(f"{base}/v1/chat/completions", json=BODY, headers=AUTH, timeout=10)
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_workers_share_the_socket_are_replaced_and_stop_on_sigterm(tmp_path: Path) -> None:
+    require_redis_server()
+    with running_redis() as redis:
+        config = tmp_path / "gw.toml"
+        config.write_text(
+            CONFIG.format(dir=tmp_path, server_extra="", state_extra=f'redis_url = "{redis.url}"')
+        )
+        port = free_port()
+        args = ("--config", str(config), "--port", str(port), "--workers", "2")
+        with serving(*args, env={}, cwd=tmp_path, banner="keys:") as (proc, _lines):
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base)
+            workers = children(proc.pid)
+            assert len(workers) == 2
+            before = {w: cpu_ticks(w) for w in workers}
+            deadline = time.monotonic() + 30
+            # Both accept from the shared socket: each one's CPU time grows under load.
+            while time.monotonic() < deadline:
+                load(base, 40)
+                if all(cpu_ticks(w) > before[w] for w in workers):
+                    break
+            assert all(cpu_ticks(w) > before[w] for w in workers)
+
+            os.kill(workers[0], signal.SIGKILL)  # a crash: the supervisor starts another
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                now = [w for w in children(proc.pid) if alive(w)]
+                if len(now) == 2 and workers[0] not in now:
+                    break
+                time.sleep(0.1)
+            replacement = [w for w in children(proc.pid) if alive(w)]
+            assert len(replacement) == 2 and workers[0] not in replacement
+            wait_ready(base)
+            load(base, 10)
+
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+            for w in replacement:
+                deadline = time.monotonic() + 5
+                while alive(w) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert not alive(w)
+
+
+def test_hypercorn_stays_available(tmp_path: Path) -> None:
+    """`[server] http_server = "hypercorn"` serves the same API, drains on SIGTERM."""
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        CONFIG.format(dir=tmp_path, server_extra='http_server = "hypercorn"', state_extra="")
+    )
+    port = free_port()
+    args = ("--config", str(config), "--port", str(port))
+    with serving(*args, env={}, cwd=tmp_path, banner="keys:") as (proc, _lines):
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base)
+        load(base, 3)
+        r = httpx.post(f"{base}/v1/chat/completions", json={}, headers=AUTH, timeout=10)
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
