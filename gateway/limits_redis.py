@@ -41,10 +41,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
-import coredis
-import coredis.exceptions
 import trio
-from coredis.retry import NoRetryPolicy
 
 from gateway.errors import GatewayError, InternalError, UpstreamUnavailable
 from gateway.limits import (
@@ -75,6 +72,7 @@ from gateway.limits import (
     zero_seed,
 )
 from gateway.limits_memory import SingleFlight
+from gateway.redis_client import RedisClient, RedisError
 
 __all__ = ["ADMIT_LUA", "SETTLE_LUA", "STATUS_LUA", "RedisLimitBackend", "open_redis_backend"]
 
@@ -358,7 +356,7 @@ _PENDING_TOPUP_TTL_MS = 600_000  # an unseeded key keeps reported top-ups this l
 _PENDING_DRAIN = 32
 
 # What counts as "the state store is unavailable" rather than a bug of ours.
-_STORE_ERRORS: Final = (coredis.exceptions.RedisError, trio.TooSlowError, OSError)
+_STORE_ERRORS: Final = (RedisError, trio.TooSlowError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,7 +396,7 @@ class RedisLimitBackend:
 
     def __init__(
         self,
-        client: coredis.Redis[bytes],
+        client: RedisClient,
         *,
         seeder: Seeder = zero_seed,
         prefix: str = "gw:lim:",
@@ -803,22 +801,14 @@ async def open_redis_backend(
     drain_timeout_s: float = 5.0,
     max_connections: int = 64,
 ) -> AsyncIterator[RedisLimitBackend]:
-    """A backend on a fresh coredis client for `url`, open for the context's lifetime.
+    """A backend on a fresh client for `url`, open for the context's lifetime.
 
-    The client does not retry on its own (the breaker decides) and its connect and
-    read timeouts match `timeout_s`. Entering does not need Redis to be up. While open,
-    a background task retries queued settlements; on exit they are drained (shielded,
-    at most `drain_timeout_s`) before the client closes.
+    The client does not retry on its own (the breaker decides) and connects within
+    `timeout_s`. Entering does not need Redis to be up. While open, a background task
+    retries queued settlements; on exit they are drained (shielded, at most
+    `drain_timeout_s`) before the client closes.
     """
-    client: coredis.Redis[bytes] = coredis.Redis.from_url(
-        url,
-        decode_responses=False,
-        connect_timeout=timeout_s,
-        stream_timeout=timeout_s,
-        max_connections=max_connections,
-        retry_policy=NoRetryPolicy(),
-        verify_version=False,
-    )
+    client = RedisClient(url, connect_timeout_s=timeout_s, max_connections=max_connections)
     backend = RedisLimitBackend(
         client,
         seeder=seeder,
@@ -829,8 +819,8 @@ async def open_redis_backend(
         idle_ttl_s=idle_ttl_s,
         reservation_ttl_s=reservation_ttl_s,
     )
-    # coredis runs its pool in a task group, which wraps whatever the body raises in an
-    # ExceptionGroup; hand the caller its own exception back unwrapped.
+    # The flusher's nursery wraps whatever the body raises in an ExceptionGroup; hand
+    # the caller its own exception back unwrapped.
     raised: BaseException | None = None
     try:
         async with client, trio.open_nursery() as nursery:

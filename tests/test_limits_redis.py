@@ -8,7 +8,6 @@ budgets fail closed (503), and everything recovers when Redis is back.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -47,14 +46,6 @@ from tests.redis_server import RedisServer, running_redis
 T0 = 1_800_000_000.0
 ROOT = Path(__file__).parent.parent
 
-# coredis 6.9 leaves a connection's anyio memory streams unclosed when the connect
-# itself fails (Redis down): harmless, but garbage collection then warns. The tests
-# that make connects fail collect that garbage in their own teardown, under this filter.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Unclosed <MemoryObject(Send|Receive)Stream:ResourceWarning"
-)
-
-
 @pytest.fixture(scope="module")
 def redis() -> Iterator[RedisServer]:
     with running_redis() as server:
@@ -66,7 +57,6 @@ def own_redis() -> Iterator[RedisServer]:
     """A server of the test's own, which it may kill and restart."""
     with running_redis() as server:
         yield server
-    gc.collect()  # the failed connects' leftovers, while the filter above applies
 
 
 @asynccontextmanager
@@ -370,7 +360,7 @@ async def test_seeding_happens_once_and_again_after_redis_loses_its_data(
         await backend.admit("k", limits, 0, 400, T0)
         # Redis loses the key (a restart without persistence); the ledger has one
         # settled row of 300 and the topup.
-        await backend._client.delete([backend.redis_key("k")])
+        await backend._client.execute("DEL", backend.redis_key("k"))
         ledger.update(spent=300, credit=1_200)
         fresh = await backend.admit("k", limits, 0, 100, T0)
         assert seeds == ["k", "k"]
@@ -432,13 +422,13 @@ async def test_a_topup_reported_by_every_process_and_during_a_seed_counts_once(
 async def test_state_expires_when_idle(redis: RedisServer) -> None:
     async with backend_on(redis.url) as backend:
         await backend.admit("rates", KeyLimits(rpm=60), 0, 0, T0)
-        ttl_ms = await backend._client.pttl(backend.redis_key("rates"))
+        ttl_ms = await backend._client.execute("PTTL", backend.redis_key("rates"))
         assert 1_000 < ttl_ms <= 2_000  # 1 s of backlog plus 1 s of margin
         await backend.admit("budget", KeyLimits(rpm=60, prepaid=True), 0, 0, T0)
-        ttl_ms = await backend._client.pttl(backend.redis_key("budget"))
+        ttl_ms = await backend._client.execute("PTTL", backend.redis_key("budget"))
         assert 86_000_000 < ttl_ms <= 86_400_000
         await backend.admit("free", KeyLimits(), 0, 0, T0)
-        assert await backend._client.exists([backend.redis_key("free")]) == 0
+        assert await backend._client.execute("EXISTS", backend.redis_key("free")) == 0
 
 
 # ------------------------------------------------------------------- Redis failures
