@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, load
+from bench import compare, idle, load
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--fail", type=float, default=0.0, metavar="RATE", help="500 rate")
     upstream.add_argument("--key", default=None, help="accepted API key (default: the fake's)")
     load.add_parser(commands)
+    idle.add_parser(commands)
     compare.add_parser(commands)
     return parser
 
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "load":
         code: int = load.run(args)
         return code
+    if args.command == "idle":
+        return idle.run(args)
     if args.command == "compare":
         result: int = compare.run(args)
         return result

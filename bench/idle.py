@@ -1,0 +1,1001 @@
+"""``python -m bench idle``: the memory of N concurrent idle streams through the gateway.
+
+    python -m bench idle [--streams 10000] [--workers 2] [--hold 10] [--ramp-per-s 2000]
+        [--max-pending 128] [--json FILE] [--log-dir DIR] [--open-timeout S]
+
+An idle stream is a client holding an open streaming chat completion whose upstream
+sent the first chunk and then goes quiet (a slow generation): the gateway holds a client
+connection, an upstream connection and the request's state. This command starts a fake
+OpenAI upstream (``python -m bench upstream``), a ``redis-server`` when --workers > 1,
+and ``gateway serve`` with a generated config and a managed key with RPM, TPM and
+prepaid credit on a priced model (auth, limits and accounting on, as in ``compare``),
+each in its own process group. Then, from this process (trio, raw sockets and h11), it
+opens N streaming requests at --ramp-per-s (at most --max-pending being opened at
+once), each on its own connection, to a model whose upstream sends the role and first
+content chunk at once and the next chunk only ``hold + 60`` s later; it reads the 200
+and the first content event and then leaves the connection idle.
+
+Once all N are open (or --open-timeout has passed) it waits a moment and samples the
+gateway's process tree (sum of VmRSS and VmHWM, per process: RSS, PSS, anonymous RSS,
+open fds), the fake upstream and Redis apart, and the loopback connections of the
+gateway; again at the end of --hold. RSS per stream is ``(rss_with - rss_before) /
+opened``. Then it closes every client connection, waits until the gateway has let go
+of its client and upstream connections, samples again and checks that a normal
+request (JSON and stream) still succeeds.
+
+File descriptors: each gateway worker needs about 2 per stream (client and upstream),
+the fake upstream and this process 1 each. The soft RLIMIT_NOFILE is raised to the
+hard limit here (the servers inherit it); if N streams cannot fit under the hard limit
+the command refuses up front and says how many fit.
+
+Everything listens on 127.0.0.1; every process started is stopped at the end (also on
+Ctrl-C or an error). Linux only (/proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import math
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h11
+import orjson
+import trio
+
+from bench.compare import (
+    HOST,
+    Processes,
+    _env_with_repo,
+    _venv_bin,
+    _wait_listening,
+    free_port,
+    process_tree,
+    tree_memory,
+)
+from bench.fakes.openai import DEFAULT_KEY as UPSTREAM_KEY
+from gateway.sse import SSEDecoder, SSEProtocolError
+
+__all__ = ["IdleOptions", "add_parser", "fd_needs", "format_table", "idle", "max_streams", "run"]
+
+UPSTREAM_MODEL = "fake-model"
+JSON_MODEL = "m"  # a plain non-streamed answer
+STREAM_MODEL = "m-stream"  # a short stream, answered at once
+IDLE_MODEL = "m-idle"  # first chunk at once, the next one after the hold
+EXTRA_FDS_SERVER = 256  # listening sockets, Redis/SQLite, pipes, libraries
+EXTRA_FDS_CLIENT = 128
+WORKER_SKEW = 1.1  # workers share one listening socket: the split is not exactly even
+_RECV_BYTES = 16384
+_MAX_EVENT_BYTES = 1024 * 1024
+
+
+@dataclass
+class IdleOptions:
+    streams: int = 10_000
+    workers: int = 2
+    hold_s: float = 10.0
+    ramp_per_s: float = 2000.0
+    max_pending: int = 128  # streams being opened at once (connecting, waiting for chunk 1)
+    open_timeout_s: float | None = None  # None: streams / ramp + 60 s
+    http_server: str | None = None  # [server] http_server; None: the gateway's default
+    settle_s: float = 2.0  # after all are open, before the first sample
+    release_timeout_s: float = 60.0  # for the gateway to let go of the connections
+    start_timeout_s: float = 60.0
+    log_dir: Path | None = None
+    echo: bool = True
+
+
+# -- file descriptors ------------------------------------------------------------
+
+
+def fd_needs(streams: int, workers: int) -> dict[str, int]:
+    """Open files each process needs for `streams` idle streams."""
+    per_worker = 2 * streams / workers * (WORKER_SKEW if workers > 1 else 1.0)
+    return {
+        "gateway_worker": math.ceil(per_worker) + EXTRA_FDS_SERVER,
+        "fake_upstream": streams + EXTRA_FDS_SERVER,
+        "load_generator": streams + EXTRA_FDS_CLIENT,
+    }
+
+
+def max_streams(limit: int, workers: int) -> int:
+    """The most streams whose fd needs all fit under `limit` open files per process."""
+    lo, hi = 0, max(limit, 0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if max(fd_needs(mid, workers).values()) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _raise_fd_limit(streams: int, workers: int) -> tuple[int, int] | str:
+    """Raise the soft RLIMIT_NOFILE as needed; return the previous limits, or why not."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needs = fd_needs(streams, workers)
+    need = max(needs.values())
+    ceiling = hard if hard != resource.RLIM_INFINITY else max(need, soft)
+    if need > ceiling:
+        parts = ", ".join(f"{k} {v}" for k, v in needs.items())
+        return (
+            f"{streams} idle streams with {workers} worker(s) need {need} open files in one "
+            f"process ({parts}; a gateway worker holds 2 per stream) but RLIMIT_NOFILE is "
+            f"{soft} (hard {hard}): at most {max_streams(ceiling, workers)} streams fit with "
+            f"{workers} worker(s); use more --workers, fewer --streams or raise `ulimit -Hn`"
+        )
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    return soft, hard
+
+
+# -- /proc -----------------------------------------------------------------------
+
+
+def _status_fields(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM, RssAnon, RssFile, Threads of `pid` (kB, count); {} if gone."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
+                    out[key] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def _pss_kb(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _fd_count(pid: int) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def _cmd_name(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    words = [w.decode(errors="replace") for w in raw if w]
+    return " ".join(Path(words[0]).name.split() + words[1:3]) if words else "?"
+
+
+def process_figures(root: int) -> list[dict[str, Any]]:
+    """Memory and fds of every process of the tree of `root` (bytes)."""
+    rows = []
+    for pid in process_tree(root):
+        status = _status_fields(pid)
+        if not status:
+            continue
+        pss = _pss_kb(pid)
+        rows.append(
+            {
+                "pid": pid,
+                "role": "main" if pid == root else "child",
+                "command": _cmd_name(pid),
+                "rss_bytes": status.get("VmRSS", 0) * 1024,
+                "hwm_bytes": status.get("VmHWM", 0) * 1024,
+                "rss_anon_bytes": status.get("RssAnon", 0) * 1024,
+                "rss_file_bytes": status.get("RssFile", 0) * 1024,
+                "pss_bytes": pss * 1024 if pss is not None else None,
+                "threads": status.get("Threads"),
+                "fds": _fd_count(pid),
+            }
+        )
+    return rows
+
+
+def tcp_connections(ports: Sequence[int]) -> dict[str, int]:
+    """Established IPv4 loopback connections: per port, as local and as remote end."""
+    counts = {f"{side}:{p}": 0 for p in ports for side in ("local", "remote")}
+    wanted = set(ports)
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f, None)
+            for line in f:
+                parts = line.split()
+                if len(parts) < 4 or parts[3] != "01":  # ESTABLISHED
+                    continue
+                local = int(parts[1].rpartition(":")[2], 16)
+                remote = int(parts[2].rpartition(":")[2], 16)
+                if local in wanted:
+                    counts[f"local:{local}"] += 1
+                if remote in wanted:
+                    counts[f"remote:{remote}"] += 1
+    except OSError:
+        pass
+    return counts
+
+
+def _own_rss_bytes() -> int:
+    return _status_fields(os.getpid()).get("VmRSS", 0) * 1024
+
+
+# -- processes -------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """The servers of one run."""
+
+    procs: Processes
+    upstream: subprocess.Popen[bytes]
+    upstream_port: int
+    gateway: subprocess.Popen[bytes]
+    gateway_port: int
+    key: str
+    redis: subprocess.Popen[bytes] | None = None
+    redis_port: int | None = None
+    logs: dict[str, Path] = field(default_factory=dict)
+
+
+def _start_redis(procs: Processes, timeout_s: float) -> tuple[subprocess.Popen[bytes], int]:
+    binary = _venv_bin("redis-server")
+    port = free_port()
+    argv = [
+        binary, "--bind", HOST, "--port", str(port), "--dir", str(procs.log_dir),
+        "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
+        "--protected-mode", "yes",
+    ]  # fmt: skip
+    try:
+        proc, _ = procs.start("redis", argv)
+    except FileNotFoundError:
+        raise RuntimeError(
+            "--workers > 1 needs redis-server on PATH (apt-get install redis-server)"
+        ) from None
+    _wait_listening(proc, port, timeout_s, "redis-server")
+    return proc, port
+
+
+def gateway_config(
+    port: int,
+    upstream_url: str,
+    sqlite_path: Path,
+    workers: int,
+    streams: int,
+    hold_s: float,
+    redis_url: str | None,
+    http_server: str | None = None,
+) -> str:
+    """The gateway's config: one provider on the fake, sized for `streams` streams."""
+    quiet_s = hold_s + 60.0
+    lines = [
+        "[server]",
+        f'host = "{HOST}"',
+        f"port = {port}",
+        f"workers = {workers}",
+        *([f'http_server = "{http_server}"'] if http_server else []),
+        "[state]",
+        f'sqlite_path = "{sqlite_path}"',
+    ]
+    if redis_url:
+        lines.append(f'redis_url = "{redis_url}"')
+    lines += [
+        "[providers.fake]",
+        'kind = "openai"',
+        f'base_url = "{upstream_url}"',
+        f'api_key = "{UPSTREAM_KEY}"',
+        # Default 512: it would cap the concurrent upstream streams of each worker.
+        f"max_connections = {max(512, streams + 64)}",
+        f"idle_timeout_s = {max(300.0, quiet_s + 60.0):g}",
+        f"total_timeout_s = {max(900.0, quiet_s + 120.0):g}",
+    ]
+    models = {
+        JSON_MODEL: UPSTREAM_MODEL,
+        STREAM_MODEL: f"{UPSTREAM_MODEL}@chunks=5",
+        IDLE_MODEL: f"{UPSTREAM_MODEL}@chunks=2&chunk_interval_ms={quiet_s * 1000:.0f}",
+    }
+    for name, upstream_model in models.items():
+        lines += [
+            f'[models."{name}"]',
+            'provider = "fake"',
+            f'upstream_model = "{upstream_model}"',
+            "price_input_per_mtok = 0.15",
+            "price_output_per_mtok = 0.60",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def start_stack(procs: Processes, opts: IdleOptions) -> Stack:
+    """Fake upstream, Redis (workers > 1), a managed key, the gateway."""
+    up_port = free_port()
+    upstream, up_log = procs.start(
+        "upstream",
+        [sys.executable, "-m", "bench", "upstream", "--kind", "openai",
+         "--host", HOST, "--port", str(up_port)],
+        env=_env_with_repo(),
+    )  # fmt: skip
+    _wait_listening(upstream, up_port, opts.start_timeout_s, "the fake upstream")
+    redis = redis_port = None
+    if opts.workers > 1:
+        redis, redis_port = _start_redis(procs, opts.start_timeout_s)
+    gw_port = free_port()
+    config = procs.log_dir / "gateway.toml"
+    config.write_text(
+        gateway_config(
+            gw_port,
+            f"http://{HOST}:{up_port}/v1",
+            procs.log_dir / "gateway.sqlite3",
+            opts.workers,
+            opts.streams,
+            opts.hold_s,
+            f"redis://{HOST}:{redis_port}/0" if redis_port else None,
+            opts.http_server,
+        )
+    )
+    gw = _venv_bin("gateway")
+    created = subprocess.run(
+        [gw, "keys", "create", "--config", str(config), "--name", "bench-idle",
+         "--rpm", "10000000", "--tpm", "1000000000", "--credit", "1000000", "--json"],
+        capture_output=True, cwd=procs.log_dir, timeout=60, check=False,
+    )  # fmt: skip
+    if created.returncode != 0:
+        raise RuntimeError(f"gateway keys create failed: {created.stderr.decode(errors='replace')}")
+    key = orjson.loads(created.stdout)["key"]
+    gateway, gw_log = procs.start("gateway", [gw, "serve", "--config", str(config)])
+    _wait_listening(gateway, gw_port, opts.start_timeout_s, "the gateway")
+    logs = {"upstream": up_log, "gateway": gw_log}
+    if redis is not None:
+        logs["redis"] = procs.log_dir / "redis.log"
+    return Stack(procs, upstream, up_port, gateway, gw_port, key, redis, redis_port, logs)
+
+
+# -- the client ------------------------------------------------------------------
+
+
+class StreamFailed(Exception):
+    """One stream could not be opened; `reason` is a short key for the table."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail or reason
+
+
+def build_request(port: int, key: str, model: str, stream: bool) -> tuple[h11.Request, bytes]:
+    """The head and body of a chat completion request to the gateway."""
+    body = orjson.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "Say something slowly."}],
+            "stream": stream,
+            "max_tokens": 64,
+        }
+    )
+    head = h11.Request(
+        method="POST",
+        target="/v1/chat/completions",
+        headers=[
+            ("host", f"{HOST}:{port}"),
+            ("authorization", f"Bearer {key}"),
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream" if stream else "application/json"),
+            ("content-length", str(len(body))),
+        ],
+    )
+    return head, body
+
+
+def _start(request: tuple[h11.Request, bytes]) -> tuple[h11.Connection, bytes]:
+    """A fresh client connection state and the bytes of `request` on it."""
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_EVENT_BYTES)
+    head, body = request
+    out = conn.send(head) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+    return conn, out
+
+
+def _has_content(chunk: Any) -> bool:
+    choices = chunk.get("choices") if type(chunk) is dict else None
+    if type(choices) is not list:
+        return False
+    for choice in choices:
+        delta = choice.get("delta") if type(choice) is dict else None
+        if type(delta) is dict and delta.get("content"):
+            return True
+    return False
+
+
+async def _connect(port: int) -> trio.SocketStream:
+    try:
+        return await trio.open_tcp_stream(HOST, port)
+    except OSError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+            first = cause.exceptions[0]
+            if isinstance(first, OSError) and first.errno is not None:
+                raise StreamFailed(
+                    f"connect {errno.errorcode.get(first.errno, first.errno)}", str(first)
+                ) from None
+        raise StreamFailed("connect", str(exc)) from None
+
+
+async def open_stream(stream: trio.SocketStream, request: tuple[h11.Request, bytes]) -> None:
+    """Send the request; return once the 200 and a first content event have arrived."""
+    conn, out = _start(request)
+    try:
+        await stream.send_all(out)
+    except (trio.BrokenResourceError, OSError) as exc:
+        raise StreamFailed("reset", str(exc)) from None
+    decoder = SSEDecoder(_MAX_EVENT_BYTES)
+    status = 0
+    error_body = b""
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise StreamFailed("protocol", str(exc)) from None
+        if event is h11.NEED_DATA:
+            try:
+                data = await stream.receive_some(_RECV_BYTES)
+            except (trio.BrokenResourceError, OSError) as exc:
+                raise StreamFailed("reset", str(exc)) from None
+            if not data:
+                if status and status != 200:
+                    raise StreamFailed(f"HTTP {status}", error_body[:300].decode(errors="replace"))
+                raise StreamFailed("closed", "connection closed before the first content event")
+            conn.receive_data(bytes(data))
+        elif type(event) is h11.Response:
+            status = event.status_code
+        elif type(event) is h11.Data:
+            if status != 200:
+                error_body += event.data
+                continue
+            try:
+                events = decoder.feed(event.data)
+            except SSEProtocolError as exc:
+                raise StreamFailed("bad_response", str(exc)) from None
+            for sse in events:
+                if sse.data == b"[DONE]":
+                    raise StreamFailed("ended", "the stream ended before the hold")
+                try:
+                    chunk = orjson.loads(sse.data)
+                except orjson.JSONDecodeError:
+                    raise StreamFailed("bad_response", f"not JSON: {sse.data[:80]!r}") from None
+                if type(chunk) is dict and chunk.get("error") is not None:
+                    raise StreamFailed("stream_error", str(chunk["error"])[:300])
+                if _has_content(chunk):
+                    return
+        elif type(event) is h11.EndOfMessage:
+            if status != 200:
+                raise StreamFailed(f"HTTP {status}", error_body[:300].decode(errors="replace"))
+            raise StreamFailed("ended", "the answer ended before a content event")
+        elif type(event) is h11.ConnectionClosed:
+            raise StreamFailed("closed", "connection closed before the first content event")
+
+
+async def simple_request(port: int, key: str, model: str, stream: bool) -> tuple[int, bytes]:
+    """One request on a fresh connection, read to its end: (status, body)."""
+    conn, out = _start(build_request(port, key, model, stream))
+    status, body = 0, b""
+    stream_ = await trio.open_tcp_stream(HOST, port)
+    async with stream_:
+        await stream_.send_all(out)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream_.receive_some(65536)
+                if not data:
+                    raise StreamFailed("closed", "connection closed before the answer ended")
+                conn.receive_data(bytes(data))
+            elif type(event) is h11.Response:
+                status = event.status_code
+            elif type(event) is h11.Data:
+                body += event.data
+            elif type(event) is h11.EndOfMessage:
+                return status, body
+            elif type(event) is h11.ConnectionClosed:
+                raise StreamFailed("closed", "connection closed before the answer ended")
+
+
+def check_answer(status: int, body: bytes, stream: bool) -> str | None:
+    """Why a normal answer is not a good one, or None."""
+    if status != 200:
+        return f"HTTP {status}: {body[:200].decode(errors='replace')}"
+    if stream:
+        if b"data: [DONE]" not in body:
+            return "the stream has no [DONE]"
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "the body is not JSON"
+    if type(doc) is not dict or not doc.get("choices"):
+        return "the body is not a chat completion"
+    return None
+
+
+# -- the run ---------------------------------------------------------------------
+
+
+@dataclass
+class OpenState:
+    opened: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    open_latencies: list[float] = field(default_factory=list)
+    last_open_at: float | None = None
+    all_done: trio.Event = field(default_factory=trio.Event)
+    release: trio.Event = field(default_factory=trio.Event)
+    pending: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(128))
+    finished: int = 0
+
+
+def _sample(stack: Stack) -> dict[str, Any]:
+    gw_hwm, gw_rss = tree_memory(stack.gateway.pid)
+    procs = process_figures(stack.gateway.pid)
+    up_hwm, up_rss = tree_memory(stack.upstream.pid)
+    ports = [stack.gateway_port, stack.upstream_port]
+    conns = tcp_connections(ports)
+    sample: dict[str, Any] = {
+        "gateway_rss_bytes": gw_rss,
+        "gateway_hwm_bytes": gw_hwm,
+        "gateway_pss_bytes": sum(p["pss_bytes"] or 0 for p in procs),
+        "gateway_rss_anon_bytes": sum(p["rss_anon_bytes"] for p in procs),
+        "gateway_processes": procs,
+        "upstream_rss_bytes": up_rss,
+        "upstream_hwm_bytes": up_hwm,
+        "upstream_fds": _fd_count(stack.upstream.pid),
+        "redis_rss_bytes": (tree_memory(stack.redis.pid)[1] if stack.redis is not None else None),
+        "client_rss_bytes": _own_rss_bytes(),
+        # Established connections seen at each end (both ends are on loopback).
+        "gateway_client_connections": conns[f"local:{stack.gateway_port}"],
+        "gateway_upstream_connections": conns[f"remote:{stack.upstream_port}"],
+        "at": time.time(),
+    }
+    return sample
+
+
+async def _one_stream(
+    state: OpenState,
+    port: int,
+    request: tuple[h11.Request, bytes],
+    started: float,
+    deadline: float,
+    total: int,
+) -> None:
+    sock: trio.SocketStream | None = None
+    try:
+        with trio.move_on_at(deadline) as scope:
+            sock = await _connect(port)
+            await open_stream(sock, request)
+        if scope.cancelled_caught:
+            raise StreamFailed("timeout", "no first content event before --open-timeout")
+    except StreamFailed as exc:
+        state.failed[exc.reason] += 1
+        state.examples.setdefault(exc.reason, exc.detail)
+        if sock is not None:
+            sock.socket.close()
+        sock = None
+    else:
+        now = trio.current_time()
+        state.opened += 1
+        state.open_latencies.append(now - started)
+        state.last_open_at = now
+    finally:
+        state.pending.release()
+        state.finished += 1
+        if state.finished == total:
+            state.all_done.set()
+    if sock is None:
+        return
+    try:
+        await state.release.wait()
+    finally:
+        sock.socket.close()  # abrupt, as a client that goes away
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+async def _drive(stack: Stack, opts: IdleOptions, say: Any) -> dict[str, Any]:
+    n = opts.streams
+    port, key = stack.gateway_port, stack.key
+
+    # Warm-up: a few plain requests and short streams over several connections, so that
+    # every worker has imported, connected and cached what a first request needs.
+    warm_failures: list[str] = []
+
+    async def warm() -> None:
+        for model, stream in ((JSON_MODEL, False), (STREAM_MODEL, True)):
+            status, body = await simple_request(port, key, model, stream)
+            why = check_answer(status, body, stream)
+            if why:
+                warm_failures.append(why)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for _ in range(4 * opts.workers):
+                nursery.start_soon(warm)
+    if warm_failures:
+        raise RuntimeError(f"the gateway fails normal requests: {warm_failures[0]}")
+    await trio.sleep(1.0)
+    before = await trio.to_thread.run_sync(_sample, stack)
+    say(
+        f"before: gateway RSS {before['gateway_rss_bytes'] / 2**20:.1f} MB; "
+        f"opening {n} streams at {opts.ramp_per_s:g}/s, at most {opts.max_pending} at once"
+    )
+
+    state = OpenState(pending=trio.Semaphore(opts.max_pending))
+    request = build_request(port, key, IDLE_MODEL, True)
+    open_timeout = opts.open_timeout_s
+    if open_timeout is None:
+        open_timeout = n / opts.ramp_per_s + 60.0
+    t0 = trio.current_time()
+    deadline = t0 + open_timeout
+    with_streams: dict[str, Any] = {}
+    end_of_hold: dict[str, Any] = {}
+    released: dict[str, Any] = {}
+    async with trio.open_nursery() as nursery:
+
+        async def progress() -> None:
+            while not state.all_done.is_set():
+                with trio.move_on_after(2.0):
+                    await state.all_done.wait()
+                if state.all_done.is_set():
+                    return
+                say(
+                    f"  {trio.current_time() - t0:5.1f} s: {state.opened} open, "
+                    f"{sum(state.failed.values())} failed"
+                )
+
+        nursery.start_soon(progress)
+        for i in range(n):
+            await trio.sleep_until(t0 + i / opts.ramp_per_s)
+            await state.pending.acquire()  # released by the stream once open or failed
+            nursery.start_soon(_one_stream, state, port, request, trio.current_time(), deadline, n)
+        await state.all_done.wait()
+        open_time = (state.last_open_at - t0) if state.last_open_at is not None else None
+        say(f"{state.opened} streams open, {sum(state.failed.values())} failed; holding")
+        settle = min(opts.settle_s, opts.hold_s)
+        await trio.sleep(settle)
+        with_streams = await trio.to_thread.run_sync(_sample, stack)
+        await trio.sleep(max(0.0, opts.hold_s - settle))
+        end_of_hold = await trio.to_thread.run_sync(_sample, stack)
+        state.release.set()
+    say("closed every client connection; waiting for the gateway to let go")
+
+    # The gateway lets go: its client connections and the upstream ones back to baseline.
+    t_release = trio.current_time()
+    let_go_s: float | None = None
+    let_go_curve: list[tuple[float, int, int]] = []  # (s since release, client, upstream)
+    while trio.current_time() - t_release < opts.release_timeout_s:
+        counts = await trio.to_thread.run_sync(
+            tcp_connections, [stack.gateway_port, stack.upstream_port]
+        )
+        let_go_curve.append(
+            (
+                round(trio.current_time() - t_release, 2),
+                counts[f"local:{stack.gateway_port}"],
+                counts[f"remote:{stack.upstream_port}"],
+            )
+        )
+        if (
+            counts[f"local:{stack.gateway_port}"] == 0
+            and counts[f"remote:{stack.upstream_port}"] <= before["gateway_upstream_connections"]
+        ):
+            let_go_s = trio.current_time() - t_release
+            break
+        await trio.sleep(0.25)
+    await trio.sleep(1.0)
+    released = await trio.to_thread.run_sync(_sample, stack)
+    after_checks = {}
+    for model, stream in ((JSON_MODEL, False), (STREAM_MODEL, True)):
+        try:
+            with trio.fail_after(30):
+                status, body = await simple_request(port, key, model, stream)
+            after_checks[model] = check_answer(status, body, stream) or "ok"
+        except (StreamFailed, OSError, trio.TooSlowError, h11.ProtocolError) as exc:
+            after_checks[model] = f"failed: {exc}"
+
+    opened = state.opened
+    grow = end_of_hold["gateway_rss_bytes"] - before["gateway_rss_bytes"]
+    grow_pss = end_of_hold["gateway_pss_bytes"] - before["gateway_pss_bytes"]
+    grow_up = end_of_hold["upstream_rss_bytes"] - before["upstream_rss_bytes"]
+    lat = state.open_latencies
+    return {
+        "streams_requested": n,
+        "streams_opened": opened,
+        "streams_failed": sum(state.failed.values()),
+        "failed_by_reason": dict(state.failed),
+        "failure_examples": state.examples,
+        "time_to_open_s": open_time,
+        "open_latency_s": {
+            "p50": statistics.median(lat) if lat else None,
+            "p90": _percentile(lat, 0.90),
+            "p99": _percentile(lat, 0.99),
+            "max": max(lat) if lat else None,
+        },
+        "rss_per_stream_bytes": grow / opened if opened else None,
+        "pss_per_stream_bytes": grow_pss / opened if opened else None,
+        "upstream_rss_per_stream_bytes": grow_up / opened if opened else None,
+        "let_go_s": let_go_s,
+        "let_go_curve": let_go_curve,
+        "after_checks": after_checks,
+        "samples": {
+            "before": before,
+            "with_streams": with_streams,
+            "end_of_hold": end_of_hold,
+            "after_close": released,
+        },
+    }
+
+
+def idle(opts: IdleOptions) -> dict[str, Any]:
+    """Run the measurement; return the document --json writes."""
+
+    def say(text: str) -> None:
+        if opts.echo:
+            print(text, file=sys.stderr, flush=True)
+
+    refused = _raise_fd_limit(opts.streams, opts.workers)
+    if isinstance(refused, str):
+        raise RuntimeError(refused)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        with contextlib.ExitStack() as stack:
+            log_dir = opts.log_dir or Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-idle-"))
+            )
+            procs = Processes(log_dir)
+            stack.callback(procs.close)
+            servers = start_stack(procs, opts)
+            say(
+                f"gateway on {HOST}:{servers.gateway_port} ({opts.workers} worker(s)), "
+                f"fake upstream on {servers.upstream_port}"
+                + (f", redis on {servers.redis_port}" if servers.redis_port else "")
+            )
+            try:
+                result = trio.run(_drive, servers, opts, say)
+            except BaseException:
+                for name, path in servers.logs.items():
+                    tail = _tail(path)
+                    if tail:
+                        say(f"--- {name} log tail:\n{tail}")
+                raise
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, refused)
+    return {
+        "gateway_source": gateway_source(),
+        "options": {
+            "streams": opts.streams,
+            "workers": opts.workers,
+            "hold_s": opts.hold_s,
+            "ramp_per_s": opts.ramp_per_s,
+            "max_pending": opts.max_pending,
+            "http_server": opts.http_server,
+            "open_timeout_s": opts.open_timeout_s,
+            "rlimit_nofile": list(nofile),
+            "fd_needs": fd_needs(opts.streams, opts.workers),
+        },
+        **result,
+    }
+
+
+def gateway_source() -> dict[str, Any]:
+    """The commit measured and the files of gateway/ changed since (work in progress)."""
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*argv: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *argv], cwd=repo, capture_output=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.decode(errors="replace").rstrip() if done.returncode == 0 else None
+
+    changed = git("status", "--porcelain", "--", "gateway")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "gateway_changes": [line[3:] for line in changed.splitlines()] if changed else [],
+    }
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# -- report ----------------------------------------------------------------------
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**20:,.1f} MB"
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    s = doc["samples"]
+    before, with_, after = s["before"], s["end_of_hold"], s["after_close"]
+    failed = doc["failed_by_reason"]
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(failed.items())) if failed else "none"
+    per = doc["rss_per_stream_bytes"]
+    pss = doc["pss_per_stream_bytes"]
+    up_per = doc["upstream_rss_per_stream_bytes"]
+    opened = doc["time_to_open_s"]
+    lat = doc["open_latency_s"]
+    rows = [
+        ("streams requested", f"{doc['streams_requested']:,}"),
+        ("streams opened", f"{doc['streams_opened']:,}"),
+        ("streams failed", f"{doc['streams_failed']:,} ({reasons})"),
+        (
+            "gateway workers",
+            f"{doc['options']['workers']} (http server: "
+            f"{doc['options']['http_server'] or 'default'})",
+        ),
+        (
+            "time to open",
+            "-"
+            if opened is None
+            else f"{opened:.1f} s (per stream p50 "
+            f"{(lat['p50'] or 0) * 1000:.0f} ms, p99 {(lat['p99'] or 0) * 1000:.0f} ms)",
+        ),
+        ("gateway RSS before", _mb(before["gateway_rss_bytes"])),
+        (
+            "gateway RSS with streams",
+            f"{_mb(with_['gateway_rss_bytes'])} (peak {_mb(with_['gateway_hwm_bytes'])}, "
+            f"PSS {_mb(with_['gateway_pss_bytes'])})",
+        ),
+        (
+            "gateway RSS after close",
+            f"{_mb(after['gateway_rss_bytes'])} (let go in "
+            + ("-" if doc["let_go_s"] is None else f"{doc['let_go_s']:.1f} s")
+            + f", {after['gateway_client_connections']} client / "
+            f"{after['gateway_upstream_connections']} upstream connections left)",
+        ),
+        (
+            "gateway per stream",
+            "-" if per is None else f"{per / 1024:.1f} KB RSS, {(pss or 0) / 1024:.1f} KB PSS",
+        ),
+        (
+            "fake upstream RSS",
+            f"{_mb(with_['upstream_rss_bytes'])} with streams"
+            + ("" if up_per is None else f" ({up_per / 1024:.1f} KB per stream)"),
+        ),
+        ("redis RSS", _mb(with_["redis_rss_bytes"])),
+        ("load generator RSS", _mb(with_["client_rss_bytes"])),
+        (
+            "normal request after",
+            ", ".join(f"{k}: {v}" for k, v in doc["after_checks"].items()),
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    out = [f"{k:<{width}}  {v}" for k, v in rows]
+    out += ["", "gateway processes with streams:"]
+    out.append(f"  {'pid':>7} {'RSS MB':>8} {'PSS MB':>8} {'anon MB':>8} {'fds':>6}  command")
+    for p in with_["gateway_processes"]:
+        out.append(
+            f"  {p['pid']:>7} {p['rss_bytes'] / 2**20:>8.1f} "
+            f"{(p['pss_bytes'] or 0) / 2**20:>8.1f} {p['rss_anon_bytes'] / 2**20:>8.1f} "
+            f"{p['fds'] if p['fds'] is not None else '-':>6}  {p['command']}"
+        )
+    return "\n".join(out)
+
+
+# -- command line ----------------------------------------------------------------
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``idle`` subcommand and return its parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "idle",
+        help="memory of N concurrent idle streams through the gateway",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--streams", type=int, default=10_000, metavar="N", help="default 10000")
+    parser.add_argument(
+        "--workers", type=int, default=2, metavar="N",
+        help="gateway worker processes (N > 1 starts a redis-server; default 2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--hold", type=float, default=10.0, metavar="S",
+        help="seconds to hold every stream idle once all are open (default 10)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ramp-per-s", type=float, default=2000.0, metavar="R",
+        help="new streams per second (default 2000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-pending", type=int, default=128, metavar="N",
+        help="streams being opened at once (default 128): many more than the gateway's "
+        "accept backlog (hypercorn: 100) make the kernel drop SYNs, retried after 1, 3, 7 s",
+    )  # fmt: skip
+    parser.add_argument(
+        "--http-server", choices=["builtin", "hypercorn"], default=None,
+        help="the gateway's [server] http_server (default: the gateway's own default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--open-timeout", type=float, default=None, metavar="S",
+        help="give up on streams not open after S (default: streams / ramp + 60)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-dir", type=Path, metavar="DIR", help="keep configs and server logs here"
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``idle`` with parsed `args`: print the table, write --json."""
+    if (
+        args.streams < 1
+        or args.workers < 1
+        or args.hold < 0
+        or args.ramp_per_s <= 0
+        or args.max_pending < 1
+    ):
+        print(
+            "python -m bench idle: --streams >= 1, --workers >= 1, --hold >= 0, "
+            "--ramp-per-s > 0, --max-pending >= 1",
+            file=sys.stderr,
+        )
+        return 2
+    opts = IdleOptions(
+        streams=args.streams,
+        workers=args.workers,
+        hold_s=args.hold,
+        ramp_per_s=args.ramp_per_s,
+        max_pending=args.max_pending,
+        http_server=args.http_server,
+        open_timeout_s=args.open_timeout,
+        log_dir=args.log_dir,
+    )
+    if opts.log_dir is not None:
+        opts.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        doc = idle(opts)
+    except KeyboardInterrupt:
+        print("python -m bench idle: interrupted", file=sys.stderr)
+        return 130
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"python -m bench idle: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(format_table(doc), flush=True)
+    if args.json is not None:
+        args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        print(f"wrote {args.json}")
+    ok = (
+        doc["streams_opened"] == doc["streams_requested"]
+        and all(v == "ok" for v in doc["after_checks"].values())
+        and doc["let_go_s"] is not None
+    )
+    return 0 if ok else 1
