@@ -347,7 +347,7 @@ def parse_redis_url(url: str) -> RedisAddress:
         try:
             port = parts.port or 6379
         except ValueError:
-            raise ValueError("the port of the Redis URL is not a number") from None
+            raise ValueError("the port of the Redis URL is not a number from 0 to 65535") from None
         host, unix_path = parts.hostname, None
     elif parts.scheme == "unix":
         if not parts.path:
@@ -362,7 +362,6 @@ def parse_redis_url(url: str) -> RedisAddress:
     if db < 0:
         raise ValueError("the database number must not be negative")
     return RedisAddress(host, port, db, username, password, parts.scheme == "rediss", unix_path)
-
 
 
 def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str) -> Config:

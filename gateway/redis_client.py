@@ -8,8 +8,10 @@ EVAL when the server does not know the script (after a restart or SCRIPT FLUSH).
 
 A command interrupted half way (a timeout or a cancel while the reply is unread)
 leaves its connection in an unknown state, so that connection is closed, never
-reused. Every failure to reach Redis is a `RedisConnectionError`; an error reply is
-a `ResponseError`; both are `RedisError`.
+reused. A connection that breaks closes the idle ones too: after a Redis restart
+they are all stale, and each would otherwise fail one more call. Every failure to
+reach Redis is a `RedisConnectionError`; an error reply is a `ResponseError`; both
+are `RedisError`. A failed AUTH is Redis's `ResponseError` (WRONGPASS ...).
 
 URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS, verified
 against the system's CAs; SSL_CERT_FILE names another bundle) and
@@ -59,9 +61,16 @@ def _arg(value: object) -> bytes:
         return value.encode()
     if isinstance(value, bool):
         raise TypeError("Redis has no booleans; send 0 or 1")
-    if isinstance(value, int | float):
-        return repr(value).encode()
+    if isinstance(value, int):
+        return b"%d" % value  # an IntEnum too (its repr would be "<Level.HIGH: 3>")
+    if isinstance(value, float):
+        return float.__repr__(value).encode()
     raise TypeError(f"cannot send a {type(value).__name__} to Redis")
+
+
+def _reason(e: BaseException) -> str:
+    """What went wrong: trio's BrokenResourceError says nothing, its cause does."""
+    return str(e) or repr(e.__cause__ or e)
 
 
 def encode_command(args: Sequence[object]) -> bytes:
@@ -155,6 +164,7 @@ class RedisClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the idle connections (also done when one breaks: the rest are stale)."""
         idle, self._idle = self._idle, []
         for conn in idle:
             await trio.aclose_forcefully(conn.stream)
@@ -169,23 +179,32 @@ class RedisClient:
                     stream = await trio.open_unix_socket(a.unix_path)
                 else:
                     stream = await trio.open_tcp_stream(a.host, a.port)
-                if self._ssl is not None:
-                    tls = trio.SSLStream(stream, self._ssl, server_hostname=a.host)
-                    await tls.do_handshake()
-                    stream = tls
-                conn = _Connection(stream)
-                if a.password is not None:
-                    auth: list[object] = ["AUTH", a.password]
-                    if a.username:
-                        auth.insert(1, a.username)
-                    await self._roundtrip(conn, encode_command(auth))
-                if a.db:
-                    await self._roundtrip(conn, encode_command(["SELECT", a.db]))
-                return conn
+                try:
+                    return await self._handshake(stream)
+                except BaseException:  # refused (AUTH), broken, timed out or cancelled
+                    await trio.aclose_forcefully(stream)
+                    raise
         except trio.TooSlowError:
             raise RedisConnectionError(f"no connection to Redis at {where} in time") from None
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as e:
-            raise RedisConnectionError(f"cannot connect to Redis at {where}: {e}") from e
+            raise RedisConnectionError(f"cannot connect to Redis at {where}: {_reason(e)}") from e
+
+    async def _handshake(self, stream: trio.abc.Stream) -> _Connection:
+        """TLS, AUTH and SELECT on a new connection, as the URL asks."""
+        a = self.address
+        if self._ssl is not None:
+            tls = trio.SSLStream(stream, self._ssl, server_hostname=a.host)
+            await tls.do_handshake()
+            stream = tls
+        conn = _Connection(stream)
+        if a.password is not None:
+            auth: list[object] = ["AUTH", a.password]
+            if a.username:
+                auth.insert(1, a.username)
+            await self._roundtrip(conn, encode_command(auth))
+        if a.db:
+            await self._roundtrip(conn, encode_command(["SELECT", a.db]))
+        return conn
 
     @staticmethod
     async def _roundtrip(conn: _Connection, command: bytes) -> Any:
@@ -206,7 +225,11 @@ class RedisClient:
                 reply = await conn.reply()
                 reusable = True
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                raise RedisConnectionError(f"the connection to Redis broke: {e}") from e
+                await self.aclose()
+                raise RedisConnectionError(f"the connection to Redis broke: {_reason(e)}") from e
+            except RedisConnectionError:  # closed by Redis, or nonsense on the wire
+                await self.aclose()
+                raise
             finally:
                 if reusable:
                     self._idle.append(conn)

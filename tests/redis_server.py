@@ -3,9 +3,11 @@
 Tests need the real thing (Lua atomicity, reconnects after a kill), not a fake. The
 server runs with no persistence and no eviction, bound to 127.0.0.1 only; `kill()`
 stops it the hard way (SIGKILL, like a crash) and `start()` brings it back on the same
-port, empty, as a restarted Redis without persistence would be. Tests that need it
-call `require_redis_server()` and skip with a clear reason if the binary is missing
-(`.ci/run` installs it with apt, as a user would).
+port, empty, as a restarted Redis without persistence would be. `extra_args` adds
+options (`--requirepass`, `--unixsocket`, `--tls-port`, ...); the plain TCP port stays
+open for the readiness check. Tests that need it call `require_redis_server()` and
+skip with a clear reason if the binary is missing (`.ci/run` installs it with apt, as
+a user would).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -47,11 +49,11 @@ def _free_port() -> int:
 
 
 def _pings(port: int) -> bool:
-    """True once the server answers PING with +PONG on the port."""
+    """True once the server answers PING on the port (-NOAUTH: up, with a password)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -59,10 +61,18 @@ def _pings(port: int) -> bool:
 class RedisServer:
     """One `redis-server` process on 127.0.0.1:`port`, restartable on the same port."""
 
-    def __init__(self, binary: str, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.binary = binary
         self.workdir = workdir
         self.port = port if port is not None else _free_port()
+        self.extra_args = tuple(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -96,6 +106,7 @@ class RedisServer:
                     "noeviction",
                     "--protected-mode",
                     "yes",
+                    *self.extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -156,11 +167,11 @@ class RedisServer:
 
 
 @contextmanager
-def running_redis() -> Iterator[RedisServer]:
+def running_redis(extra_args: Sequence[str] = ()) -> Iterator[RedisServer]:
     """A started server in a fresh temp dir; stopped and cleaned up on exit."""
     binary = require_redis_server()
     with (
         tempfile.TemporaryDirectory(prefix="gw-redis-") as tmp,
-        RedisServer(binary, Path(tmp)) as server,
+        RedisServer(binary, Path(tmp), extra_args=extra_args) as server,
     ):
         yield server

@@ -46,6 +46,7 @@ from tests.redis_server import RedisServer, running_redis
 T0 = 1_800_000_000.0
 ROOT = Path(__file__).parent.parent
 
+
 @pytest.fixture(scope="module")
 def redis() -> Iterator[RedisServer]:
     with running_redis() as server:
