@@ -82,63 +82,50 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import resource
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h11
-import orjson
 import trio
 
-from bench.fakes.openai import DEFAULT_KEY as UPSTREAM_KEY
 from bench.loadgen.runner import LoadConfig, LoadRun
+from bench.peers import PORTKEY_NPX, find_litellm, start_litellm, start_portkey
+from bench.processes import Processes, cpu_delta, log_tail, tree_cpu, tree_memory
+from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Scenario
+from bench.subcommand import (
+    add_output_options,
+    options_from,
+    parser_for,
+    run_measurement,
+    write_json,
+)
+from bench.targets import (
+    Redis,
+    Server,
+    find_redis_server,
+    start_gateway,
+    start_redis,
+    start_upstream,
+)
 
-__all__ = ["SCENARIOS", "CompareOptions", "add_parser", "compare", "run"]
+__all__ = ["CompareOptions", "add_parser", "compare", "run"]
 
-HOST = "127.0.0.1"
-UPSTREAM_MODEL = "fake-model"
-STREAM_DIRECTIVES = "chunks=50"  # written at once by the fake
-PACED_DIRECTIVES = "chunks=50&chunk_interval_ms=1"
 TARGETS = ("direct", "gateway", "litellm", "portkey")
-PORTKEY_NPX = "npx"  # --portkey without a value
 HALF_SATURATION_PEER_LIMIT = 0.8  # a peer runs at a rate below this share of its saturation
 HALF_SATURATION_TARGETS = {"p50": 0.001, "p99": 0.005}  # added latency, seconds (issue 5)
 OPEN_LOOP_MIN_SLOTS = 1024
 
 
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    stream: bool
-    directives: str  # appended to the upstream model name after "@" ("" for none)
-    gateway_model: str  # the model name clients send to a gateway
-
-    @property
-    def upstream_model(self) -> str:
-        return UPSTREAM_MODEL + (f"@{self.directives}" if self.directives else "")
-
-
-SCENARIOS = {
-    "json": Scenario("json", False, "", "m"),
-    "stream": Scenario("stream", True, STREAM_DIRECTIVES, "m-stream50"),
-    "paced": Scenario("paced", True, PACED_DIRECTIVES, "m-paced50"),
-}
-DEFAULT_SCENARIOS = ("json", "stream")
-
-
 @dataclass
 class CompareOptions:
+    """What ``compare`` runs (its command line, as fields)."""
+
     rounds: int = 2
     duration_s: float = 5.0
     warmup_s: float = 1.0
@@ -155,480 +142,6 @@ class CompareOptions:
     echo: bool = True  # print progress lines on stderr
 
 
-# -- processes -------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_listening(proc: subprocess.Popen[bytes], port: int, timeout_s: float, name: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with status {proc.returncode} before listening")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not listen on {HOST}:{port} within {timeout_s:g} s")
-        time.sleep(0.05)
-
-
-@dataclass
-class Server:
-    """One process (group) started by compare."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    base_url: str
-    model_for: dict[str, str]  # scenario name -> model name to send
-    api_key: str | None
-    extra_headers: list[tuple[str, str]] = field(default_factory=list)
-    log_path: Path | None = None
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
-    """SIGINT the process group `proc` leads, then SIGKILL it after `grace_s`."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace_s)
-    # Kill what is left of the group (workers that outlived their parent) in any case.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace_s)
-
-
-class Processes:
-    """Starts processes in their own group; `close` stops them all, last first."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        self, name: str, argv: Sequence[str], env: dict[str, str] | None = None
-    ) -> tuple[subprocess.Popen[bytes], Path]:
-        log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-                cwd=self.log_dir,
-            )
-        self.started.append(proc)
-        return proc, log_path
-
-    def close(self) -> None:
-        while self.started:
-            stop_process(self.started.pop())
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.started]
-
-
-def _tail(path: Path | None, lines: int = 15) -> str:
-    if path is None:
-        return ""
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(text[-lines:])
-
-
-# -- /proc -----------------------------------------------------------------------
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(ppid, utime + stime in seconds) of `pid`, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    # fields[0] is state (field 3); ppid is field 4, utime 14, stime 15.
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and its live descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        st = _stat(int(entry))
-        if st is not None:
-            children.setdefault(st[0], []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def tree_cpu(root: int) -> dict[int, float]:
-    """CPU seconds so far of each process of the tree of `root`."""
-    out = {}
-    for pid in process_tree(root):
-        st = _stat(pid)
-        if st is not None:
-            out[pid] = st[1]
-    return out
-
-
-def tree_memory(root: int) -> tuple[int, int]:
-    """(sum of VmHWM, sum of VmRSS) of the tree of `root`, in bytes."""
-    hwm = rss = 0
-    for pid in process_tree(root):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        hwm += int(line.split()[1]) * 1024
-                    elif line.startswith("VmRSS:"):
-                        rss += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return hwm, rss
-
-
-def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
-
-
-# -- targets ---------------------------------------------------------------------
-
-
-def _python() -> str:
-    return sys.executable
-
-
-def _venv_bin(name: str) -> str:
-    """`name` next to the running interpreter (the venv's), else on PATH, else `name`."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    return shutil.which(name) or name
-
-
-def start_upstream(procs: Processes, opts: CompareOptions) -> Server:
-    port = free_port()
-    proc, log = procs.start(
-        "upstream",
-        [
-            _python(),
-            "-m",
-            "bench",
-            "upstream",
-            "--kind",
-            "openai",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-        ],
-        env=_env_with_repo(),
-    )
-    _wait_listening(proc, port, opts.start_timeout_s, "the fake upstream")
-    models = {name: s.upstream_model for name, s in SCENARIOS.items()}
-    return Server(
-        "direct", proc, port, f"http://{HOST}:{port}/v1", models, UPSTREAM_KEY, log_path=log
-    )
-
-
-def _env_with_repo() -> dict[str, str]:
-    env = dict(os.environ)
-    repo = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
-# -- redis (the gateway's shared store when W > 1) ---------------------------------
-
-
-def _redis_command(port: int, *args: str, timeout_s: float = 2.0) -> bytes:
-    """Send one command to the redis on HOST:`port`; return its first reply line."""
-    payload = f"*{len(args)}\r\n".encode()
-    for arg in args:
-        data = arg.encode()
-        payload += b"$%d\r\n%s\r\n" % (len(data), data)
-    with socket.create_connection((HOST, port), timeout=timeout_s) as sock:
-        sock.sendall(payload)
-        reply = b""
-        while not reply.endswith(b"\r\n"):
-            chunk = sock.recv(256)
-            if not chunk:
-                break
-            reply += chunk
-    return reply.strip()
-
-
-def start_redis(procs: Processes, opts: CompareOptions, binary: str) -> str:
-    """Start `binary` (redis-server) on a free loopback port; return its redis:// URL."""
-    port = free_port()
-    proc, log = procs.start(
-        "redis",
-        [binary, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(procs.log_dir), "--protected-mode", "yes"],
-    )  # fmt: skip
-    deadline = time.monotonic() + opts.start_timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with status {proc.returncode}:\n{_tail(log)}")
-        with contextlib.suppress(OSError):
-            if _redis_command(port, "PING", timeout_s=0.5) == b"+PONG":
-                return f"redis://{HOST}:{port}/0"
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"redis-server did not answer on {HOST}:{port}:\n{_tail(log)}")
-        time.sleep(0.05)
-
-
-def _redis_port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
-
-
-# -- the gateway -----------------------------------------------------------------
-
-
-def gateway_config(
-    port: int, upstream_url: str, sqlite_path: Path, workers: int, redis_url: str | None = None
-) -> str:
-    lines = [
-        "[server]",
-        f'host = "{HOST}"',
-        f"port = {port}",
-        f"workers = {workers}",
-        "[state]",
-        f'sqlite_path = "{sqlite_path}"',
-    ]
-    if redis_url is not None:
-        lines.append(f'redis_url = "{redis_url}"')
-    lines += [
-        "[providers.fake]",
-        'kind = "openai"',
-        f'base_url = "{upstream_url}"',
-        f'api_key = "{UPSTREAM_KEY}"',
-    ]
-    for scenario in SCENARIOS.values():
-        lines += [
-            f'[models."{scenario.gateway_model}"]',
-            'provider = "fake"',
-            f'upstream_model = "{scenario.upstream_model}"',
-            "price_input_per_mtok = 0.15",
-            "price_output_per_mtok = 0.60",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def start_gateway(
-    procs: Processes,
-    opts: CompareOptions,
-    upstream: Server,
-    workers: int = 1,
-    redis_url: str | None = None,
-) -> Server:
-    port = free_port()
-    config = procs.log_dir / "gateway.toml"
-    config.write_text(
-        gateway_config(
-            port, upstream.base_url, procs.log_dir / "gateway.sqlite3", workers, redis_url
-        )
-    )
-    gw = _venv_bin("gateway")
-    created = subprocess.run(
-        [gw, "keys", "create", "--config", str(config), "--name", "bench-compare",
-         "--rpm", "10000000", "--tpm", "1000000000", "--credit", "1000000", "--json"],
-        capture_output=True, cwd=procs.log_dir, timeout=60, check=False,
-    )  # fmt: skip
-    if created.returncode != 0:
-        raise RuntimeError(f"gateway keys create failed: {created.stderr.decode(errors='replace')}")
-    key = orjson.loads(created.stdout)["key"]
-    proc, log = procs.start("gateway", [gw, "serve", "--config", str(config)])
-    _wait_listening(proc, port, opts.start_timeout_s, "the gateway")
-    models = {name: s.gateway_model for name, s in SCENARIOS.items()}
-    return Server("gateway", proc, port, f"http://{HOST}:{port}/v1", models, key, log_path=log)
-
-
-# -- LiteLLM -----------------------------------------------------------------------
-
-
-def litellm_config(upstream_url: str) -> str:
-    lines = ["model_list:"]
-    for scenario in SCENARIOS.values():
-        lines += [
-            f"  - model_name: {scenario.gateway_model}",
-            "    litellm_params:",
-            f'      model: "openai/{scenario.upstream_model}"',
-            f'      api_base: "{upstream_url}"',
-            f'      api_key: "{UPSTREAM_KEY}"',
-        ]
-    lines += ["general_settings:", '  master_key: "sk-bench-litellm"']
-    return "\n".join(lines) + "\n"
-
-
-def find_litellm(opts: CompareOptions) -> str | None:
-    if opts.litellm:
-        return opts.litellm
-    return shutil.which("litellm")
-
-
-def start_litellm(
-    procs: Processes, opts: CompareOptions, upstream: Server, exe: str, workers: int = 1
-) -> Server:
-    port = free_port()
-    config = procs.log_dir / "litellm.yaml"
-    config.write_text(litellm_config(upstream.base_url))
-    argv = [exe, "--config", str(config), "--host", HOST, "--port", str(port)]
-    if workers > 1:
-        argv += ["--num_workers", str(workers)]
-    # No database (so no spend logs), no fetch of the model cost map from GitHub; the
-    # worker count is ours alone (the variable would change LiteLLM's default).
-    drop = {"DATABASE_URL", "DEFAULT_NUM_WORKERS_LITELLM_PROXY"}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False", LITELLM_LOCAL_MODEL_COST_MAP="True")
-    proc, log = procs.start("litellm", argv, env=env)
-    _wait_listening(proc, port, opts.start_timeout_s, "litellm")
-    models = {name: s.gateway_model for name, s in SCENARIOS.items()}
-    return Server(
-        "litellm", proc, port, f"http://{HOST}:{port}/v1", models, "sk-bench-litellm", log_path=log
-    )
-
-
-# -- Portkey -----------------------------------------------------------------------
-
-# Loaded into Portkey's Node process with NODE_OPTIONS=--import (see the module doc).
-PORTKEY_PRELOAD = r"""// Preload of the Portkey gateway (node --import), by bench/compare.py.
-import net from "node:net";
-
-const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
-
-// 1. Listen on 127.0.0.1 only when no host is given (Portkey gives none).
-const listen = net.Server.prototype.listen;
-net.Server.prototype.listen = function (...args) {
-  const first = args[0];
-  if (typeof first === "number" || (typeof first === "string" && /^\d+$/.test(first))) {
-    if (typeof args[1] !== "string") {
-      if (args.length > 1 && args[1] == null) args[1] = "127.0.0.1";
-      else args.splice(1, 0, "127.0.0.1");
-    }
-  } else if (first && typeof first === "object" && !Array.isArray(first) &&
-             first.path === undefined && first.fd === undefined && first.handle === undefined &&
-             first._handle === undefined && first.host === undefined) {
-    args[0] = { ...first, host: "127.0.0.1" };
-  }
-  return listen.apply(this, args);
-};
-
-// 2. No outgoing connection but to the loopback: nothing reaches the internet.
-const connect = net.Socket.prototype.connect;
-net.Socket.prototype.connect = function (...args) {
-  let options = args[0];
-  if (Array.isArray(options)) options = options[0];  // net.connect passes normalized args
-  let host, port;
-  if (options && typeof options === "object") {
-    if (options.path === undefined) { host = options.host ?? "localhost"; port = options.port; }
-  } else if (typeof options === "number" || /^\d+$/.test(String(options))) {
-    port = options;
-    host = typeof args[1] === "string" ? args[1] : "localhost";
-  }
-  if (host !== undefined && !LOOPBACK.has(String(host))) {
-    const error = new Error(`bench-compare: blocked a connection to ${host}:${port}`);
-    console.error(error.message);
-    process.nextTick(() => this.destroy(error));
-    return this;
-  }
-  return connect.apply(this, args);
-};
-
-// 3. Portkey-AI/gateway#1389: with @hono/node-server > 1.14.2 a streamed answer keeps
-// fetch's immutable Headers and Portkey's header updates throw "TypeError: immutable".
-// Give event-stream responses a mutable copy (undici's Response, taken before
-// @hono/node-server replaces the global one).
-const NodeResponse = globalThis.Response;
-const nodeFetch = globalThis.fetch;
-globalThis.fetch = async function fetch(input, init) {
-  const response = await nodeFetch(input, init);
-  const type = response.headers.get("content-type") || "";
-  if (!response.body || !type.startsWith("text/event-stream")) return response;
-  return new NodeResponse(response.body, {
-    status: response.status,
-    statusText: response.statusText,
-    headers: new Headers(response.headers),
-  });
-};
-"""
-# Settings that would make Portkey connect somewhere by itself.
-_PORTKEY_ENV_DROP = frozenset(
-    {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "REDIS_CONNECTION_STRING",
-     "ALBUS_BASEPATH", "PORT"}
-)  # fmt: skip
-
-
-def portkey_command(spec: str) -> list[str]:
-    """argv (without the port) of Portkey: `spec` is PORTKEY_NPX or its executable."""
-    if spec == PORTKEY_NPX:
-        npx = shutil.which("npx")
-        if npx is None:
-            raise RuntimeError("--portkey needs npx on PATH (or give --portkey PATH)")
-        return [npx, "--no-install", "@portkey-ai/gateway"]
-    path = Path(spec).expanduser()
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise RuntimeError(f"--portkey {spec}: not an executable file")
-    return [str(path.absolute())]
-
-
-def portkey_headers(upstream: Server) -> list[tuple[str, str]]:
-    """The headers that route a request through Portkey to the fake (with its key)."""
-    return [("x-portkey-provider", "openai"), ("x-portkey-custom-host", upstream.base_url)]
-
-
-def start_portkey(procs: Processes, opts: CompareOptions, upstream: Server) -> Server:
-    argv = portkey_command(opts.portkey or PORTKEY_NPX)
-    port = free_port()
-    preload = procs.log_dir / "portkey-preload.mjs"
-    preload.write_text(PORTKEY_PRELOAD)
-    env = {k: v for k, v in os.environ.items() if k not in _PORTKEY_ENV_DROP}
-    node_options = f"--import={preload.resolve().as_uri()}"
-    if env.get("NODE_OPTIONS"):
-        node_options += " " + env["NODE_OPTIONS"]
-    env["NODE_OPTIONS"] = node_options
-    proc, log = procs.start("portkey", [*argv, f"--port={port}", "--headless"], env=env)
-    try:
-        _wait_listening(proc, port, opts.start_timeout_s, "portkey")
-    except RuntimeError as exc:
-        raise RuntimeError(f"{exc}; its log ({log}) ends:\n{_tail(log, 5)}") from None
-    models = {name: s.upstream_model for name, s in SCENARIOS.items()}
-    return Server(
-        "portkey",
-        proc,
-        port,
-        f"http://{HOST}:{port}/v1",
-        models,
-        UPSTREAM_KEY,
-        portkey_headers(upstream),
-        log,
-    )
-
-
 # -- runs ------------------------------------------------------------------------
 
 
@@ -642,15 +155,26 @@ def _open_loop_slots(rate: float) -> int:
     return wanted
 
 
-def _load(
+def _add_headers(load: LoadRun, headers: list[tuple[str, str]]) -> None:
+    """Send `headers` (Portkey's routing) with every request of `load`."""
+    if headers:
+        head = load.workload._head
+        extra = [(k.encode(), v.encode()) for k, v in headers]
+        load.workload._head = h11.Request(
+            method=head.method, target=head.target, headers=[*head.headers, *extra]
+        )
+
+
+def measure(
     server: Server,
     scenario: Scenario,
     connections: int | None,
     duration_s: float,
     timeout_s: float,
     rate: float | None = None,
-) -> LoadRun:
-    """Closed loop with `connections`, or open loop at `rate` when it is given."""
+) -> dict[str, Any]:
+    """One load run against `server`, closed loop with `connections` or open loop at
+    `rate` when it is given, with the CPU and memory of its process tree."""
     common: dict[str, Any] = {
         "url": server.base_url,
         "model": server.model_for[scenario.name],
@@ -664,24 +188,7 @@ def _load(
     else:
         config = LoadConfig(concurrency=connections, **common)
     load = LoadRun(config)
-    if server.extra_headers:
-        head = load.workload._head
-        headers = list(head.headers) + [(k.encode(), v.encode()) for k, v in server.extra_headers]
-        load.workload._head = h11.Request(method=head.method, target=head.target, headers=headers)
-    return load
-
-
-def measure(
-    server: Server,
-    scenario: Scenario,
-    connections: int | None,
-    duration_s: float,
-    timeout_s: float,
-    rate: float | None = None,
-) -> dict[str, Any]:
-    """One load run against `server` (open loop at `rate` if given), with the CPU and
-    memory of its process tree."""
-    load = _load(server, scenario, connections, duration_s, timeout_s, rate)
+    _add_headers(load, server.extra_headers)
     before = tree_cpu(server.proc.pid)
     trio.run(load.run)
     after = tree_cpu(server.proc.pid)
@@ -722,6 +229,20 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def _over_rounds(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What both summaries say of the rounds of one group: counts, medians, peak RSS."""
+    return {
+        "rounds": len(rs),
+        "ok": sum(r["ok"] for r in rs),
+        "failed": sum(r["failed"] for r in rs),
+        "throughput_rps": _median([r["throughput_rps"] for r in rs]),
+        "p50_s": _median([r["p50_s"] for r in rs]),
+        "p99_s": _median([r["p99_s"] for r in rs]),
+        "cpu_per_request_s": _median([r["cpu_per_request_s"] for r in rs]),
+        "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rs),
+    }
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (scenario, connections, workers, target): medians over rounds, added latency
     over direct and ratios gateway/peer, both within the same (scenario, connections,
@@ -738,18 +259,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "connections": conns,
                 "workers": workers,
                 "target": target,
-                "rounds": len(rs),
-                "ok": sum(r["ok"] for r in rs),
-                "failed": sum(r["failed"] for r in rs),
-                "throughput_rps": _median([r["throughput_rps"] for r in rs]),
+                **_over_rounds(rs),
                 "throughput_rps_range": [
                     min(r["throughput_rps"] for r in rs),
                     max(r["throughput_rps"] for r in rs),
                 ],
-                "p50_s": _median([r["p50_s"] for r in rs]),
-                "p99_s": _median([r["p99_s"] for r in rs]),
-                "cpu_per_request_s": _median([r["cpu_per_request_s"] for r in rs]),
-                "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rs),
             }
         )
     by_key = {(r["scenario"], r["connections"], r["workers"], r["target"]): r for r in rows}
@@ -791,19 +305,12 @@ def summarise_half_saturation(runs: list[dict[str, Any]]) -> list[dict[str, Any]
                 "workers": workers,
                 "target": target,
                 "scenario": rs[0]["scenario"],
-                "rounds": len(rs),
                 "saturation_rps": rs[0].get("saturation_rps"),
                 "rate_rps": _median([r["rate_rps"] for r in rs]),
-                "ok": sum(r["ok"] for r in rs),
-                "failed": sum(r["failed"] for r in rs),
+                **_over_rounds(rs),
                 "dropped": sum(r.get("dropped", 0) for r in rs),
                 "achieved_rps": _median([r.get("achieved_rps") for r in rs]),
-                "throughput_rps": _median([r["throughput_rps"] for r in rs]),
-                "p50_s": _median([r["p50_s"] for r in rs]),
-                "p99_s": _median([r["p99_s"] for r in rs]),
                 "send_lag_p99_s": _median([r.get("send_lag_p99_s") for r in rs]),
-                "cpu_per_request_s": _median([r["cpu_per_request_s"] for r in rs]),
-                "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rs),
             }
         )
     by_key = {(r["workers"], r["target"]): r for r in rows}
@@ -969,7 +476,7 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
     said: set[str] = set()  # skipped entries already printed
     litellm_exe: str | None = None
     if "litellm" in wanted:
-        litellm_exe = find_litellm(opts)
+        litellm_exe = find_litellm(opts.litellm)
         if litellm_exe is None:
             skipped["litellm"] = "no litellm executable on PATH (give --litellm PATH)"
     if "portkey" in wanted and not opts.portkey:
@@ -980,10 +487,10 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
         )
         procs = Processes(log_dir)
         stack.callback(procs.close)
-        upstream = start_upstream(procs, opts)
-        redis_url: str | None = None
+        upstream = start_upstream(procs, opts.start_timeout_s)
+        redis: Redis | None = None
         if "gateway" in wanted and any(w > 1 for w in opts.workers):
-            redis_binary = shutil.which("redis-server")
+            redis_binary = find_redis_server()
             if redis_binary is None:
                 for w in opts.workers:
                     if w > 1:
@@ -992,14 +499,14 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
                             "redis_url for --workers > 1 (apt-get install redis-server)"
                         )
             else:
-                redis_url = start_redis(procs, opts, redis_binary)
+                redis = start_redis(procs, redis_binary, opts.start_timeout_s)
         for workers in opts.workers:
             block_dir = log_dir / f"workers-{workers}"
             block_dir.mkdir(parents=True, exist_ok=True)
             block = Processes(block_dir)
             try:
                 servers = _start_block(
-                    block, opts, upstream, wanted, workers, redis_url, litellm_exe, skipped
+                    block, opts, upstream, wanted, workers, redis, litellm_exe, skipped
                 )
                 for server in servers:
                     if server.name not in started:
@@ -1041,7 +548,7 @@ def _start_block(
     upstream: Server,
     wanted: list[str],
     workers: int,
-    redis_url: str | None,
+    redis: Redis | None,
     litellm_exe: str | None,
     skipped: dict[str, str],
 ) -> list[Server]:
@@ -1051,18 +558,18 @@ def _start_block(
         if name == "direct":
             servers.append(upstream)
         elif name == "gateway":
-            if workers > 1 and redis_url is None:
+            if workers > 1 and redis is None:
                 continue  # said in skipped
-            if redis_url is not None and workers > 1:
-                reply = _redis_command(_redis_port(redis_url), "FLUSHALL")
-                if reply != b"+OK":
-                    raise RuntimeError(f"redis FLUSHALL answered {reply!r}")
-            servers.append(
-                start_gateway(procs, opts, upstream, workers, redis_url if workers > 1 else None)
-            )
+            redis_url = None
+            if redis is not None and workers > 1:
+                redis.flush()
+                redis_url = redis.url
+            servers.append(start_gateway(procs, upstream, opts.start_timeout_s, workers, redis_url))
         elif name == "litellm":
             if litellm_exe is not None:
-                servers.append(start_litellm(procs, opts, upstream, litellm_exe, workers))
+                servers.append(
+                    start_litellm(procs, upstream, litellm_exe, opts.start_timeout_s, workers)
+                )
         elif name == "portkey":
             if not opts.portkey:
                 continue  # said in skipped
@@ -1071,7 +578,7 @@ def _start_block(
                     "one Node process: runs only in a workers 1 block (when --workers has 1)"
                 )
                 continue
-            servers.append(start_portkey(procs, opts, upstream))
+            servers.append(start_portkey(procs, upstream, opts.portkey, opts.start_timeout_s))
     return servers
 
 
@@ -1103,7 +610,7 @@ def _closed_loop_block(
                         f"{result['failed']} failed"
                     )
                     if result["ok"] == 0 and result["failed"]:
-                        say(f"  errors: {result['error_examples']}\n{_tail(server.log_path)}")
+                        say(f"  errors: {result['error_examples']}\n{log_tail(server.log_path)}")
     return runs
 
 
@@ -1133,18 +640,19 @@ def _name_list(choices: Sequence[str]) -> Any:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``compare`` subcommand and return its parser."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = parser_for(
+        subparsers,
         "compare",
-        help="side by side: the upstream direct, our gateway and installed peers",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "side by side: the upstream direct, our gateway and installed peers",
+        __doc__,
     )
     parser.add_argument("--rounds", type=int, default=2, help="A B A B rounds (default 2)")
     parser.add_argument(
-        "--duration", type=float, default=5.0, metavar="S", help="seconds per run (default 5)"
-    )
+        "--duration", type=float, default=5.0, dest="duration_s", metavar="S",
+        help="seconds per run (default 5)",
+    )  # fmt: skip
     parser.add_argument(
-        "--warmup", type=float, default=1.0, metavar="S",
+        "--warmup", type=float, default=1.0, dest="warmup_s", metavar="S",
         help="warm-up per target and scenario in each block (default 1)",
     )  # fmt: skip
     parser.add_argument(
@@ -1175,52 +683,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="also run Portkey: its gateway executable at PATH, or without PATH "
         "npx --no-install @portkey-ai/gateway",
     )  # fmt: skip
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per request")
     parser.add_argument(
-        "--log-dir", type=Path, metavar="DIR", help="keep configs and server logs here"
+        "--timeout", type=float, default=30.0, dest="timeout_s", metavar="S", help="per request"
     )
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write the raw figures here")
+    add_output_options(parser, "write the raw figures here")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``compare`` with parsed `args`: print the table, write --json."""
-    if args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
+    if args.rounds < 1 or args.duration_s <= 0 or args.warmup_s < 0:
         print(
             "python -m bench compare: --rounds >= 1, --duration > 0, --warmup >= 0", file=sys.stderr
         )
         return 2
-    opts = CompareOptions(
-        rounds=args.rounds,
-        duration_s=args.duration,
-        warmup_s=args.warmup,
-        connections=args.connections,
-        scenarios=args.scenarios,
-        targets=args.targets,
-        litellm=args.litellm,
-        portkey=args.portkey,
-        workers=list(dict.fromkeys(args.workers)),  # each count once, in the order given
-        half_saturation=args.half_saturation,
-        timeout_s=args.timeout,
-        log_dir=args.log_dir,
-    )
+    opts = options_from(args, CompareOptions)
+    opts.workers = list(dict.fromkeys(opts.workers))  # each count once, in the order given
     if opts.log_dir is not None:
         opts.log_dir.mkdir(parents=True, exist_ok=True)
 
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        doc = compare(opts)
-    except KeyboardInterrupt:
-        print("python -m bench compare: interrupted", file=sys.stderr)
-        return 130
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        print(f"python -m bench compare: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    doc = run_measurement("compare", lambda: compare(opts))
+    if isinstance(doc, int):
+        return doc
     print(format_table(doc["rows"]), flush=True)
     half_rows = doc["half_saturation"]["rows"]
     if half_rows:
@@ -1229,9 +713,7 @@ def run(args: argparse.Namespace) -> int:
         print("\nskipped:", flush=True)
         for name, why in doc["skipped"].items():
             print(f"  {name}: {why}", flush=True)
-    if args.json is not None:
-        args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-        print(f"wrote {args.json}")
+    write_json(args.json, doc)
     return 0 if all(r["ok"] for r in [*doc["rows"], *half_rows]) else 1
 
 

@@ -40,7 +40,6 @@ import errno
 import math
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -56,22 +55,29 @@ import h11
 import orjson
 import trio
 
-from bench.compare import (
-    HOST,
-    Processes,
-    _env_with_repo,
-    _venv_bin,
-    _wait_listening,
-    free_port,
-    process_tree,
-    tree_memory,
+from bench import targets
+from bench.processes import HOST, Processes, log_tail, proc_status, process_tree, tree_memory
+from bench.scenarios import UPSTREAM_MODEL
+from bench.subcommand import (
+    add_output_options,
+    options_from,
+    parser_for,
+    run_measurement,
+    write_json,
 )
-from bench.fakes.openai import DEFAULT_KEY as UPSTREAM_KEY
 from gateway.sse import SSEDecoder, SSEProtocolError
 
-__all__ = ["IdleOptions", "add_parser", "fd_needs", "format_table", "idle", "max_streams", "run"]
+__all__ = [
+    "IdleOptions",
+    "add_parser",
+    "fd_needs",
+    "format_table",
+    "gateway_setup",
+    "idle",
+    "max_streams",
+    "run",
+]
 
-UPSTREAM_MODEL = "fake-model"
 JSON_MODEL = "m"  # a plain non-streamed answer
 STREAM_MODEL = "m-stream"  # a short stream, answered at once
 IDLE_MODEL = "m-idle"  # first chunk at once, the next one after the hold
@@ -145,20 +151,6 @@ def _raise_fd_limit(streams: int, workers: int) -> tuple[int, int] | str:
 # -- /proc -----------------------------------------------------------------------
 
 
-def _status_fields(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM, RssAnon, RssFile, Threads of `pid` (kB, count); {} if gone."""
-    out: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
-                    out[key] = int(value.split()[0])
-    except (OSError, ValueError, IndexError):
-        return {}
-    return out
-
-
 def _pss_kb(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -190,7 +182,7 @@ def process_figures(root: int) -> list[dict[str, Any]]:
     """Memory and fds of every process of the tree of `root` (bytes)."""
     rows = []
     for pid in process_tree(root):
-        status = _status_fields(pid)
+        status = proc_status(pid)
         if not status:
             continue
         pss = _pss_kb(pid)
@@ -234,136 +226,70 @@ def tcp_connections(ports: Sequence[int]) -> dict[str, int]:
 
 
 def _own_rss_bytes() -> int:
-    return _status_fields(os.getpid()).get("VmRSS", 0) * 1024
+    return proc_status(os.getpid()).get("VmRSS", 0) * 1024
 
 
-# -- processes -------------------------------------------------------------------
+# -- the servers -----------------------------------------------------------------
 
 
 @dataclass
 class Stack:
     """The servers of one run."""
 
-    procs: Processes
-    upstream: subprocess.Popen[bytes]
-    upstream_port: int
-    gateway: subprocess.Popen[bytes]
-    gateway_port: int
-    key: str
-    redis: subprocess.Popen[bytes] | None = None
-    redis_port: int | None = None
-    logs: dict[str, Path] = field(default_factory=dict)
+    upstream: targets.Server
+    gateway: targets.Server
+    redis: targets.Redis | None = None
+
+    @property
+    def logs(self) -> dict[str, Path | None]:
+        """Each server's log, to show its end when the run fails."""
+        logs = {"upstream": self.upstream.log_path, "gateway": self.gateway.log_path}
+        if self.redis is not None:
+            logs["redis"] = self.redis.log_path
+        return logs
 
 
-def _start_redis(procs: Processes, timeout_s: float) -> tuple[subprocess.Popen[bytes], int]:
-    binary = _venv_bin("redis-server")
-    port = free_port()
-    argv = [
-        binary, "--bind", HOST, "--port", str(port), "--dir", str(procs.log_dir),
-        "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
-        "--protected-mode", "yes",
-    ]  # fmt: skip
-    try:
-        proc, _ = procs.start("redis", argv)
-    except FileNotFoundError:
-        raise RuntimeError(
-            "--workers > 1 needs redis-server on PATH (apt-get install redis-server)"
-        ) from None
-    _wait_listening(proc, port, timeout_s, "redis-server")
-    return proc, port
-
-
-def gateway_config(
-    port: int,
-    upstream_url: str,
-    sqlite_path: Path,
-    workers: int,
-    streams: int,
-    hold_s: float,
-    redis_url: str | None,
-    http_server: str | None = None,
-) -> str:
-    """The gateway's config: one provider on the fake, sized for `streams` streams."""
+def gateway_setup(
+    streams: int, hold_s: float, http_server: str | None = None
+) -> targets.GatewaySetup:
+    """The gateway's config for `streams` streams held `hold_s`: a pool and timeouts that
+    keep them all, and the models a run asks for."""
     quiet_s = hold_s + 60.0
-    lines = [
-        "[server]",
-        f'host = "{HOST}"',
-        f"port = {port}",
-        f"workers = {workers}",
-        *([f'http_server = "{http_server}"'] if http_server else []),
-        "[state]",
-        f'sqlite_path = "{sqlite_path}"',
-    ]
-    if redis_url:
-        lines.append(f'redis_url = "{redis_url}"')
-    lines += [
-        "[providers.fake]",
-        'kind = "openai"',
-        f'base_url = "{upstream_url}"',
-        f'api_key = "{UPSTREAM_KEY}"',
+    return targets.GatewaySetup(
+        models={
+            JSON_MODEL: UPSTREAM_MODEL,
+            STREAM_MODEL: f"{UPSTREAM_MODEL}@chunks=5",
+            IDLE_MODEL: f"{UPSTREAM_MODEL}@chunks=2&chunk_interval_ms={quiet_s * 1000:.0f}",
+        },
+        http_server=http_server,
         # Default 512: it would cap the concurrent upstream streams of each worker.
-        f"max_connections = {max(512, streams + 64)}",
-        f"idle_timeout_s = {max(300.0, quiet_s + 60.0):g}",
-        f"total_timeout_s = {max(900.0, quiet_s + 120.0):g}",
-    ]
-    models = {
-        JSON_MODEL: UPSTREAM_MODEL,
-        STREAM_MODEL: f"{UPSTREAM_MODEL}@chunks=5",
-        IDLE_MODEL: f"{UPSTREAM_MODEL}@chunks=2&chunk_interval_ms={quiet_s * 1000:.0f}",
-    }
-    for name, upstream_model in models.items():
-        lines += [
-            f'[models."{name}"]',
-            'provider = "fake"',
-            f'upstream_model = "{upstream_model}"',
-            "price_input_per_mtok = 0.15",
-            "price_output_per_mtok = 0.60",
-        ]
-    return "\n".join(lines) + "\n"
+        max_connections=max(512, streams + 64),
+        idle_timeout_s=max(300.0, quiet_s + 60.0),
+        total_timeout_s=max(900.0, quiet_s + 120.0),
+    )
 
 
 def start_stack(procs: Processes, opts: IdleOptions) -> Stack:
-    """Fake upstream, Redis (workers > 1), a managed key, the gateway."""
-    up_port = free_port()
-    upstream, up_log = procs.start(
-        "upstream",
-        [sys.executable, "-m", "bench", "upstream", "--kind", "openai",
-         "--host", HOST, "--port", str(up_port)],
-        env=_env_with_repo(),
-    )  # fmt: skip
-    _wait_listening(upstream, up_port, opts.start_timeout_s, "the fake upstream")
-    redis = redis_port = None
+    """Fake upstream, Redis (workers > 1), the gateway with a managed key."""
+    upstream = targets.start_upstream(procs, opts.start_timeout_s)
+    redis = None
     if opts.workers > 1:
-        redis, redis_port = _start_redis(procs, opts.start_timeout_s)
-    gw_port = free_port()
-    config = procs.log_dir / "gateway.toml"
-    config.write_text(
-        gateway_config(
-            gw_port,
-            f"http://{HOST}:{up_port}/v1",
-            procs.log_dir / "gateway.sqlite3",
-            opts.workers,
-            opts.streams,
-            opts.hold_s,
-            f"redis://{HOST}:{redis_port}/0" if redis_port else None,
-            opts.http_server,
-        )
+        binary = targets.find_redis_server()
+        if binary is None:
+            raise RuntimeError(
+                "--workers > 1 needs redis-server on PATH (apt-get install redis-server)"
+            )
+        redis = targets.start_redis(procs, binary, opts.start_timeout_s)
+    gateway = targets.start_gateway(
+        procs,
+        upstream,
+        opts.start_timeout_s,
+        opts.workers,
+        redis.url if redis is not None else None,
+        gateway_setup(opts.streams, opts.hold_s, opts.http_server),
+        key_name="bench-idle",
     )
-    gw = _venv_bin("gateway")
-    created = subprocess.run(
-        [gw, "keys", "create", "--config", str(config), "--name", "bench-idle",
-         "--rpm", "10000000", "--tpm", "1000000000", "--credit", "1000000", "--json"],
-        capture_output=True, cwd=procs.log_dir, timeout=60, check=False,
-    )  # fmt: skip
-    if created.returncode != 0:
-        raise RuntimeError(f"gateway keys create failed: {created.stderr.decode(errors='replace')}")
-    key = orjson.loads(created.stdout)["key"]
-    gateway, gw_log = procs.start("gateway", [gw, "serve", "--config", str(config)])
-    _wait_listening(gateway, gw_port, opts.start_timeout_s, "the gateway")
-    logs = {"upstream": up_log, "gateway": gw_log}
-    if redis is not None:
-        logs["redis"] = procs.log_dir / "redis.log"
-    return Stack(procs, upstream, up_port, gateway, gw_port, key, redis, redis_port, logs)
+    return Stack(upstream, gateway, redis)
 
 
 # -- the client ------------------------------------------------------------------
@@ -435,6 +361,25 @@ async def _connect(port: int) -> trio.SocketStream:
         raise StreamFailed("connect", str(exc)) from None
 
 
+async def _next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
+    """The next h11 event of the answer on `stream`, reading as needed; a close by the
+    server comes as h11.ConnectionClosed, a broken socket as StreamFailed."""
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise StreamFailed("protocol", str(exc)) from None
+        if event is not h11.NEED_DATA:
+            return event
+        try:
+            data = await stream.receive_some(_RECV_BYTES)
+        except (trio.BrokenResourceError, OSError) as exc:
+            raise StreamFailed("reset", str(exc)) from None
+        if not data:
+            return h11.ConnectionClosed()
+        conn.receive_data(bytes(data))
+
+
 async def open_stream(stream: trio.SocketStream, request: tuple[h11.Request, bytes]) -> None:
     """Send the request; return once the 200 and a first content event have arrived."""
     conn, out = _start(request)
@@ -446,64 +391,52 @@ async def open_stream(stream: trio.SocketStream, request: tuple[h11.Request, byt
     status = 0
     error_body = b""
     while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise StreamFailed("protocol", str(exc)) from None
-        if event is h11.NEED_DATA:
-            try:
-                data = await stream.receive_some(_RECV_BYTES)
-            except (trio.BrokenResourceError, OSError) as exc:
-                raise StreamFailed("reset", str(exc)) from None
-            if not data:
-                if status and status != 200:
-                    raise StreamFailed(f"HTTP {status}", error_body[:300].decode(errors="replace"))
-                raise StreamFailed("closed", "connection closed before the first content event")
-            conn.receive_data(bytes(data))
-        elif type(event) is h11.Response:
+        event = await _next_event(stream, conn)
+        if type(event) is h11.Response:
             status = event.status_code
         elif type(event) is h11.Data:
             if status != 200:
                 error_body += event.data
-                continue
-            try:
-                events = decoder.feed(event.data)
-            except SSEProtocolError as exc:
-                raise StreamFailed("bad_response", str(exc)) from None
-            for sse in events:
-                if sse.data == b"[DONE]":
-                    raise StreamFailed("ended", "the stream ended before the hold")
-                try:
-                    chunk = orjson.loads(sse.data)
-                except orjson.JSONDecodeError:
-                    raise StreamFailed("bad_response", f"not JSON: {sse.data[:80]!r}") from None
-                if type(chunk) is dict and chunk.get("error") is not None:
-                    raise StreamFailed("stream_error", str(chunk["error"])[:300])
-                if _has_content(chunk):
-                    return
-        elif type(event) is h11.EndOfMessage:
-            if status != 200:
+            elif _first_content(decoder, event.data):
+                return
+        elif type(event) in (h11.EndOfMessage, h11.ConnectionClosed):
+            if status and status != 200:
                 raise StreamFailed(f"HTTP {status}", error_body[:300].decode(errors="replace"))
-            raise StreamFailed("ended", "the answer ended before a content event")
-        elif type(event) is h11.ConnectionClosed:
+            if type(event) is h11.EndOfMessage:
+                raise StreamFailed("ended", "the answer ended before a content event")
             raise StreamFailed("closed", "connection closed before the first content event")
+
+
+def _first_content(decoder: SSEDecoder, data: bytes) -> bool:
+    """Feed a piece of the event stream; whether a content event has come in it."""
+    try:
+        events = decoder.feed(data)
+    except SSEProtocolError as exc:
+        raise StreamFailed("bad_response", str(exc)) from None
+    for sse in events:
+        if sse.data == b"[DONE]":
+            raise StreamFailed("ended", "the stream ended before the hold")
+        try:
+            chunk = orjson.loads(sse.data)
+        except orjson.JSONDecodeError:
+            raise StreamFailed("bad_response", f"not JSON: {sse.data[:80]!r}") from None
+        if type(chunk) is dict and chunk.get("error") is not None:
+            raise StreamFailed("stream_error", str(chunk["error"])[:300])
+        if _has_content(chunk):
+            return True
+    return False
 
 
 async def simple_request(port: int, key: str, model: str, stream: bool) -> tuple[int, bytes]:
     """One request on a fresh connection, read to its end: (status, body)."""
     conn, out = _start(build_request(port, key, model, stream))
     status, body = 0, b""
-    stream_ = await trio.open_tcp_stream(HOST, port)
-    async with stream_:
-        await stream_.send_all(out)
+    sock = await trio.open_tcp_stream(HOST, port)
+    async with sock:
+        await sock.send_all(out)
         while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream_.receive_some(65536)
-                if not data:
-                    raise StreamFailed("closed", "connection closed before the answer ended")
-                conn.receive_data(bytes(data))
-            elif type(event) is h11.Response:
+            event = await _next_event(sock, conn)
+            if type(event) is h11.Response:
                 status = event.status_code
             elif type(event) is h11.Data:
                 body += event.data
@@ -547,10 +480,10 @@ class OpenState:
 
 
 def _sample(stack: Stack) -> dict[str, Any]:
-    gw_hwm, gw_rss = tree_memory(stack.gateway.pid)
-    procs = process_figures(stack.gateway.pid)
-    up_hwm, up_rss = tree_memory(stack.upstream.pid)
-    ports = [stack.gateway_port, stack.upstream_port]
+    gw_hwm, gw_rss = tree_memory(stack.gateway.proc.pid)
+    procs = process_figures(stack.gateway.proc.pid)
+    up_hwm, up_rss = tree_memory(stack.upstream.proc.pid)
+    ports = [stack.gateway.port, stack.upstream.port]
     conns = tcp_connections(ports)
     sample: dict[str, Any] = {
         "gateway_rss_bytes": gw_rss,
@@ -560,12 +493,14 @@ def _sample(stack: Stack) -> dict[str, Any]:
         "gateway_processes": procs,
         "upstream_rss_bytes": up_rss,
         "upstream_hwm_bytes": up_hwm,
-        "upstream_fds": _fd_count(stack.upstream.pid),
-        "redis_rss_bytes": (tree_memory(stack.redis.pid)[1] if stack.redis is not None else None),
+        "upstream_fds": _fd_count(stack.upstream.proc.pid),
+        "redis_rss_bytes": (
+            tree_memory(stack.redis.proc.pid)[1] if stack.redis is not None else None
+        ),
         "client_rss_bytes": _own_rss_bytes(),
         # Established connections seen at each end (both ends are on loopback).
-        "gateway_client_connections": conns[f"local:{stack.gateway_port}"],
-        "gateway_upstream_connections": conns[f"remote:{stack.upstream_port}"],
+        "gateway_client_connections": conns[f"local:{stack.gateway.port}"],
+        "gateway_upstream_connections": conns[f"remote:{stack.upstream.port}"],
         "at": time.time(),
     }
     return sample
@@ -619,7 +554,8 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 async def _drive(stack: Stack, opts: IdleOptions, say: Any) -> dict[str, Any]:
     n = opts.streams
-    port, key = stack.gateway_port, stack.key
+    port, key = stack.gateway.port, stack.gateway.api_key
+    assert key is not None  # start_gateway creates one
 
     # Warm-up: a few plain requests and short streams over several connections, so that
     # every worker has imported, connected and cached what a first request needs.
@@ -690,18 +626,18 @@ async def _drive(stack: Stack, opts: IdleOptions, say: Any) -> dict[str, Any]:
     let_go_curve: list[tuple[float, int, int]] = []  # (s since release, client, upstream)
     while trio.current_time() - t_release < opts.release_timeout_s:
         counts = await trio.to_thread.run_sync(
-            tcp_connections, [stack.gateway_port, stack.upstream_port]
+            tcp_connections, [stack.gateway.port, stack.upstream.port]
         )
         let_go_curve.append(
             (
                 round(trio.current_time() - t_release, 2),
-                counts[f"local:{stack.gateway_port}"],
-                counts[f"remote:{stack.upstream_port}"],
+                counts[f"local:{stack.gateway.port}"],
+                counts[f"remote:{stack.upstream.port}"],
             )
         )
         if (
-            counts[f"local:{stack.gateway_port}"] == 0
-            and counts[f"remote:{stack.upstream_port}"] <= before["gateway_upstream_connections"]
+            counts[f"local:{stack.gateway.port}"] == 0
+            and counts[f"remote:{stack.upstream.port}"] <= before["gateway_upstream_connections"]
         ):
             let_go_s = trio.current_time() - t_release
             break
@@ -770,15 +706,15 @@ def idle(opts: IdleOptions) -> dict[str, Any]:
             stack.callback(procs.close)
             servers = start_stack(procs, opts)
             say(
-                f"gateway on {HOST}:{servers.gateway_port} ({opts.workers} worker(s)), "
-                f"fake upstream on {servers.upstream_port}"
-                + (f", redis on {servers.redis_port}" if servers.redis_port else "")
+                f"gateway on {HOST}:{servers.gateway.port} ({opts.workers} worker(s)), "
+                f"fake upstream on {servers.upstream.port}"
+                + (f", redis on {servers.redis.port}" if servers.redis is not None else "")
             )
             try:
                 result = trio.run(_drive, servers, opts, say)
             except BaseException:
                 for name, path in servers.logs.items():
-                    tail = _tail(path)
+                    tail = log_tail(path)
                     if tail:
                         say(f"--- {name} log tail:\n{tail}")
                 raise
@@ -819,13 +755,6 @@ def gateway_source() -> dict[str, Any]:
         "commit": git("rev-parse", "HEAD"),
         "gateway_changes": [line[3:] for line in changed.splitlines()] if changed else [],
     }
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 # -- report ----------------------------------------------------------------------
@@ -908,42 +837,37 @@ def format_table(doc: dict[str, Any]) -> str:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``idle`` subcommand and return its parser."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "idle",
-        help="memory of N concurrent idle streams through the gateway",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = parser_for(
+        subparsers, "idle", "memory of N concurrent idle streams through the gateway", __doc__
     )
-    parser.add_argument("--streams", type=int, default=10_000, metavar="N", help="default 10000")
-    parser.add_argument(
-        "--workers", type=int, default=2, metavar="N",
-        help="gateway worker processes (N > 1 starts a redis-server; default 2)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--hold", type=float, default=10.0, metavar="S",
-        help="seconds to hold every stream idle once all are open (default 10)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--ramp-per-s", type=float, default=2000.0, metavar="R",
-        help="new streams per second (default 2000)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--max-pending", type=int, default=128, metavar="N",
-        help="streams being opened at once (default 128): many more than the gateway's "
-        "accept backlog (hypercorn: 100) make the kernel drop SYNs, retried after 1, 3, 7 s",
+    defaults = IdleOptions()
+
+    def number(flag: str, field: str, metavar: str, text: str) -> None:
+        """An option for IdleOptions' `field`, of its type, with its default."""
+        default = getattr(defaults, field)
+        parser.add_argument(
+            flag, type=type(default), default=default, dest=field, metavar=metavar,
+            help=f"{text} (default {default:g})",
+        )  # fmt: skip
+
+    number("--streams", "streams", "N", "idle streams to open")
+    number("--workers", "workers", "N", "gateway worker processes; N > 1 starts a redis-server")
+    number("--hold", "hold_s", "S", "seconds to hold every stream idle once all are open")
+    number("--ramp-per-s", "ramp_per_s", "R", "new streams per second")
+    number(
+        "--max-pending", "max_pending", "N",
+        "streams being opened at once: many more than the gateway's accept backlog "
+        "(hypercorn: 100) make the kernel drop SYNs, retried after 1, 3, 7 s",
     )  # fmt: skip
     parser.add_argument(
         "--http-server", choices=["builtin", "hypercorn"], default=None,
         help="the gateway's [server] http_server (default: the gateway's own default)",
     )  # fmt: skip
     parser.add_argument(
-        "--open-timeout", type=float, default=None, metavar="S",
+        "--open-timeout", type=float, default=None, dest="open_timeout_s", metavar="S",
         help="give up on streams not open after S (default: streams / ramp + 60)",
     )  # fmt: skip
-    parser.add_argument(
-        "--log-dir", type=Path, metavar="DIR", help="keep configs and server logs here"
-    )
-    parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
+    add_output_options(parser, "write the figures here")
     return parser
 
 
@@ -952,7 +876,7 @@ def run(args: argparse.Namespace) -> int:
     if (
         args.streams < 1
         or args.workers < 1
-        or args.hold < 0
+        or args.hold_s < 0
         or args.ramp_per_s <= 0
         or args.max_pending < 1
     ):
@@ -962,37 +886,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    opts = IdleOptions(
-        streams=args.streams,
-        workers=args.workers,
-        hold_s=args.hold,
-        ramp_per_s=args.ramp_per_s,
-        max_pending=args.max_pending,
-        http_server=args.http_server,
-        open_timeout_s=args.open_timeout,
-        log_dir=args.log_dir,
-    )
+    opts = options_from(args, IdleOptions)
     if opts.log_dir is not None:
         opts.log_dir.mkdir(parents=True, exist_ok=True)
 
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        doc = idle(opts)
-    except KeyboardInterrupt:
-        print("python -m bench idle: interrupted", file=sys.stderr)
-        return 130
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        print(f"python -m bench idle: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    doc = run_measurement("idle", lambda: idle(opts))
+    if isinstance(doc, int):
+        return doc
     print(format_table(doc), flush=True)
-    if args.json is not None:
-        args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-        print(f"wrote {args.json}")
+    write_json(args.json, doc)
     ok = (
         doc["streams_opened"] == doc["streams_requested"]
         and all(v == "ok" for v in doc["after_checks"].values())

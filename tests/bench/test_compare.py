@@ -13,17 +13,18 @@ import orjson
 import pytest
 
 from bench.compare import (
-    PORTKEY_NPX,
-    SCENARIOS,
     add_parser,
     format_half_saturation_table,
     format_table,
-    gateway_config,
-    process_tree,
     run,
     summarise,
     summarise_half_saturation,
 )
+from bench.peers import PORTKEY_NPX
+from bench.processes import process_tree
+from bench.scenarios import SCENARIOS
+from bench.targets import gateway_config
+from tests.bench.leftover_processes import processes_under
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
@@ -36,27 +37,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(["compare", *argv])
 
 
-def _processes_under(path: Path) -> list[int]:
-    """Live processes whose command line or working directory mention `path`."""
-    found = []
-    needle = str(path)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        if needle in cmdline or cwd.startswith(needle):
-            found.append(int(entry))
-    return found
-
-
 def _assert_all_stopped(tmp_path: Path) -> None:
     """Every process compare started is gone: no child of ours, nothing from its dir."""
     assert process_tree(os.getpid()) == [os.getpid()]
-    assert _processes_under(tmp_path) == []
+    assert processes_under(tmp_path) == []
 
 
 def _table_cells(printed: str) -> set[tuple[str, ...]]:

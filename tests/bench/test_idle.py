@@ -10,8 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.compare import process_tree
-from bench.idle import add_parser, fd_needs, gateway_config, max_streams, run
+from bench.idle import add_parser, fd_needs, gateway_setup, max_streams, run
+from bench.processes import process_tree
+from bench.targets import gateway_config
+from tests.bench.leftover_processes import processes_under
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
@@ -20,23 +22,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers(dest="command"))
     return parser.parse_args(["idle", *argv])
-
-
-def _processes_under(path: Path) -> list[int]:
-    """Live processes whose command line or working directory mention `path`."""
-    found = []
-    needle = str(path)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        if needle in cmdline or cwd.startswith(needle):
-            found.append(int(entry))
-    return found
 
 
 def test_idle_streams_short_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,7 +73,7 @@ def test_idle_streams_short_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     # Every process idle started is gone, and the fd limit is back to what it was.
     assert process_tree(os.getpid()) == [os.getpid()]
-    assert _processes_under(tmp_path) == []
+    assert processes_under(tmp_path) == []
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == limits
 
 
@@ -118,13 +103,13 @@ def test_fd_budget() -> None:
 
 
 def test_gateway_config_sizes_the_pool() -> None:
-    text = gateway_config(8080, "http://127.0.0.1:9/v1", Path("/tmp/x.db"), 2, 10_000, 10.0,
-                          "redis://127.0.0.1:6379/0")  # fmt: skip
+    text = gateway_config(8080, "http://127.0.0.1:9/v1", Path("/tmp/x.db"), 2,
+                          "redis://127.0.0.1:6379/0", gateway_setup(10_000, 10.0))  # fmt: skip
     assert "max_connections = 10064" in text
     assert 'redis_url = "redis://127.0.0.1:6379/0"' in text
     assert "chunks=2&chunk_interval_ms=70000" in text
     assert "http_server" not in text
-    small = gateway_config(8080, "http://127.0.0.1:9/v1", Path("/tmp/x.db"), 1, 10, 1.0, None,
-                           "hypercorn")  # fmt: skip
+    small = gateway_config(8080, "http://127.0.0.1:9/v1", Path("/tmp/x.db"), 1, None,
+                           gateway_setup(10, 1.0, "hypercorn"))  # fmt: skip
     assert "max_connections = 512" in small and "redis_url" not in small
     assert 'http_server = "hypercorn"' in small

@@ -1,0 +1,39 @@
+"""The kinds of request ``python -m bench compare`` measures, and the model names for them.
+
+A scenario is one kind of chat completion (non-streamed, streamed at once, paced) made
+by a directive in the fake upstream's model name. The targets (`bench.targets`,
+`bench.peers`) serve every scenario, so their configs and `Server.model_for` are built
+from here; `bench.compare` picks which scenarios run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_SCENARIOS", "SCENARIOS", "UPSTREAM_MODEL", "Scenario"]
+
+UPSTREAM_MODEL = "fake-model"
+STREAM_DIRECTIVES = "chunks=50"  # written at once by the fake
+PACED_DIRECTIVES = "chunks=50&chunk_interval_ms=1"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One kind of request: its name, whether it streams, how the fake answers it."""
+
+    name: str
+    stream: bool
+    directives: str  # appended to the upstream model name after "@" ("" for none)
+    gateway_model: str  # the model name clients send to a gateway
+
+    @property
+    def upstream_model(self) -> str:
+        return UPSTREAM_MODEL + (f"@{self.directives}" if self.directives else "")
+
+
+SCENARIOS = {
+    "json": Scenario("json", False, "", "m"),
+    "stream": Scenario("stream", True, STREAM_DIRECTIVES, "m-stream50"),
+    "paced": Scenario("paced", True, PACED_DIRECTIVES, "m-paced50"),
+}
+DEFAULT_SCENARIOS = ("json", "stream")

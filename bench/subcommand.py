@@ -1,0 +1,78 @@
+"""What the measuring subcommands (``compare``, ``idle``) share around a run.
+
+Their options are a dataclass whose fields are the parsers' dests (`options_from`).
+Both start servers that must be stopped however the run ends: SIGTERM is turned into
+KeyboardInterrupt, so that their clean-up runs as on Ctrl-C, and an error becomes one
+line on stderr and an exit status rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = ["add_output_options", "options_from", "parser_for", "run_measurement", "write_json"]
+
+Options = TypeVar("Options", bound="DataclassInstance")
+
+
+def parser_for(
+    subparsers: Any, name: str, summary: str, doc: str | None
+) -> argparse.ArgumentParser:
+    """Register subcommand `name`; its --help shows `doc` (the module's) as written."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    return parser
+
+
+def add_output_options(parser: argparse.ArgumentParser, json_help: str) -> None:
+    """--log-dir (where the servers' configs and logs go) and --json (the figures)."""
+    parser.add_argument(
+        "--log-dir", type=Path, metavar="DIR", help="keep configs and server logs here"
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help=json_help)
+
+
+def options_from(args: argparse.Namespace, cls: type[Options]) -> Options:
+    """`cls` with each field set from the parsed argument of the same dest, if any."""
+    given = vars(args)
+    return cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given})
+
+
+def run_measurement(command: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any] | int:
+    """`measure()`'s document; or, after a line on stderr, the exit status 130 when it
+    was interrupted (Ctrl-C, SIGTERM) or 1 when it failed."""
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return measure()
+    except KeyboardInterrupt:
+        print(f"python -m bench {command}: interrupted", file=sys.stderr)
+        return 130
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"python -m bench {command}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def write_json(path: Path | None, doc: dict[str, Any]) -> None:
+    """Write `doc` to `path` (--json), indented, and say so; nothing without a path."""
+    if path is not None:
+        path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        print(f"wrote {path}")

@@ -1,0 +1,250 @@
+"""The servers of a measurement: the fake upstream, a throwaway Redis, our gateway.
+
+``compare`` and ``idle`` both measure ``gateway serve`` in front of the fake OpenAI
+upstream (``python -m bench upstream``), with a generated config and a managed key
+with RPM, TPM and prepaid credit on priced models, so that auth, limits and accounting
+are on as in production. With more than one worker the gateway needs a shared store:
+`start_redis` runs a ``redis-server`` without persistence on a free loopback port.
+Each start function waits until its server answers and returns where it listens
+(`Server`, `Redis`); `bench.processes.Processes` stops them. The peer gateways
+(LiteLLM, Portkey) are in `bench.peers`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from bench.fakes.openai import DEFAULT_KEY as UPSTREAM_KEY
+from bench.processes import (
+    HOST,
+    Processes,
+    env_with_repo,
+    free_port,
+    log_tail,
+    venv_bin,
+    wait_listening,
+)
+from bench.scenarios import SCENARIOS
+
+__all__ = [
+    "UPSTREAM_KEY",
+    "GatewaySetup",
+    "Redis",
+    "Server",
+    "find_redis_server",
+    "gateway_config",
+    "start_gateway",
+    "start_redis",
+    "start_upstream",
+]
+
+
+@dataclass
+class Server:
+    """One server process (group) under measurement, and how to address it."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    base_url: str
+    model_for: dict[str, str]  # scenario name -> model name to send
+    api_key: str | None
+    extra_headers: list[tuple[str, str]] = field(default_factory=list)
+    log_path: Path | None = None
+
+
+def start_upstream(procs: Processes, timeout_s: float) -> Server:
+    """The fake OpenAI upstream on a free port (``direct``: measured as a target too)."""
+    port = free_port()
+    proc, log = procs.start(
+        "upstream",
+        [sys.executable, "-m", "bench", "upstream", "--kind", "openai",
+         "--host", HOST, "--port", str(port)],
+        env=env_with_repo(),
+    )  # fmt: skip
+    wait_listening(proc, port, timeout_s, "the fake upstream")
+    models = {name: s.upstream_model for name, s in SCENARIOS.items()}
+    return Server(
+        "direct", proc, port, f"http://{HOST}:{port}/v1", models, UPSTREAM_KEY, log_path=log
+    )
+
+
+# -- redis (the gateway's shared store when it has more than one worker) -------------
+
+
+@dataclass
+class Redis:
+    """A redis-server started by `start_redis`."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        """The gateway's ``[state] redis_url`` for it."""
+        return f"redis://{HOST}:{self.port}/0"
+
+    def command(self, *args: str, timeout_s: float = 2.0) -> bytes:
+        """Send one command; return its first reply line."""
+        return _redis_command(self.port, *args, timeout_s=timeout_s)
+
+    def flush(self) -> None:
+        """Empty it (FLUSHALL), so that a new gateway starts from no state."""
+        reply = self.command("FLUSHALL")
+        if reply != b"+OK":
+            raise RuntimeError(f"redis FLUSHALL answered {reply!r}")
+
+
+def find_redis_server() -> str | None:
+    """The ``redis-server`` executable on PATH, or None."""
+    return shutil.which("redis-server")
+
+
+def _redis_command(port: int, *args: str, timeout_s: float = 2.0) -> bytes:
+    """Send one command to the redis on HOST:`port`; return its first reply line."""
+    payload = f"*{len(args)}\r\n".encode()
+    for arg in args:
+        data = arg.encode()
+        payload += b"$%d\r\n%s\r\n" % (len(data), data)
+    with socket.create_connection((HOST, port), timeout=timeout_s) as sock:
+        sock.sendall(payload)
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = sock.recv(256)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.strip()
+
+
+def start_redis(procs: Processes, binary: str, timeout_s: float) -> Redis:
+    """Start `binary` (redis-server) on a free loopback port, without persistence or
+    eviction; return once it answers PING."""
+    port = free_port()
+    proc, log = procs.start(
+        "redis",
+        [binary, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no",
+         "--maxmemory-policy", "noeviction", "--dir", str(procs.log_dir),
+         "--protected-mode", "yes"],
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"redis-server exited with status {proc.returncode}:\n{log_tail(log)}"
+            )
+        with contextlib.suppress(OSError):
+            if _redis_command(port, "PING", timeout_s=0.5) == b"+PONG":
+                return Redis(proc, port, log)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server did not answer on {HOST}:{port}:\n{log_tail(log)}")
+        time.sleep(0.05)
+
+
+# -- the gateway -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatewaySetup:
+    """What a generated gateway config may set beyond the listener and the store; the
+    defaults are compare's (one model per scenario, the gateway's own defaults)."""
+
+    models: Mapping[str, str] | None = None  # model name -> upstream model; None: SCENARIOS'
+    http_server: str | None = None  # [server] http_server; None: the gateway's default
+    max_connections: int | None = None  # per worker to the upstream; None: the default
+    idle_timeout_s: float | None = None  # [providers.fake] timeouts; None: the defaults
+    total_timeout_s: float | None = None
+
+
+def gateway_config(
+    port: int,
+    upstream_url: str,
+    sqlite_path: Path,
+    workers: int,
+    redis_url: str | None = None,
+    setup: GatewaySetup | None = None,
+) -> str:
+    """The gateway's TOML config: one provider, the fake at `upstream_url`, priced models."""
+    setup = setup or GatewaySetup()
+    lines = [
+        "[server]",
+        f'host = "{HOST}"',
+        f"port = {port}",
+        f"workers = {workers}",
+        *([f'http_server = "{setup.http_server}"'] if setup.http_server else []),
+        "[state]",
+        f'sqlite_path = "{sqlite_path}"',
+    ]
+    if redis_url is not None:
+        lines.append(f'redis_url = "{redis_url}"')
+    lines += [
+        "[providers.fake]",
+        'kind = "openai"',
+        f'base_url = "{upstream_url}"',
+        f'api_key = "{UPSTREAM_KEY}"',
+    ]
+    if setup.max_connections is not None:
+        lines.append(f"max_connections = {setup.max_connections}")
+    if setup.idle_timeout_s is not None:
+        lines.append(f"idle_timeout_s = {setup.idle_timeout_s:g}")
+    if setup.total_timeout_s is not None:
+        lines.append(f"total_timeout_s = {setup.total_timeout_s:g}")
+    models = setup.models
+    if models is None:
+        models = {s.gateway_model: s.upstream_model for s in SCENARIOS.values()}
+    for name, upstream_model in models.items():
+        lines += [
+            f'[models."{name}"]',
+            'provider = "fake"',
+            f'upstream_model = "{upstream_model}"',
+            "price_input_per_mtok = 0.15",
+            "price_output_per_mtok = 0.60",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def start_gateway(
+    procs: Processes,
+    upstream: Server,
+    timeout_s: float,
+    workers: int = 1,
+    redis_url: str | None = None,
+    setup: GatewaySetup | None = None,
+    key_name: str = "bench-compare",
+) -> Server:
+    """``gateway serve`` in front of `upstream`, with a managed key named `key_name`
+    (RPM, TPM and credit far above what a run uses); its config and SQLite file are in
+    the log directory."""
+    port = free_port()
+    config = procs.log_dir / "gateway.toml"
+    config.write_text(
+        gateway_config(
+            port, upstream.base_url, procs.log_dir / "gateway.sqlite3", workers, redis_url, setup
+        )
+    )
+    gw = venv_bin("gateway")
+    created = subprocess.run(
+        [gw, "keys", "create", "--config", str(config), "--name", key_name,
+         "--rpm", "10000000", "--tpm", "1000000000", "--credit", "1000000", "--json"],
+        capture_output=True, cwd=procs.log_dir, timeout=60, check=False,
+    )  # fmt: skip
+    if created.returncode != 0:
+        raise RuntimeError(f"gateway keys create failed: {created.stderr.decode(errors='replace')}")
+    key = orjson.loads(created.stdout)["key"]
+    proc, log = procs.start("gateway", [gw, "serve", "--config", str(config)])
+    wait_listening(proc, port, timeout_s, "the gateway")
+    # The scenarios' names only when it serves the scenarios' models.
+    custom = setup is not None and setup.models is not None
+    models = {} if custom else {name: s.gateway_model for name, s in SCENARIOS.items()}
+    return Server("gateway", proc, port, f"http://{HOST}:{port}/v1", models, key, log_path=log)
