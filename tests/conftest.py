@@ -21,6 +21,7 @@ from bench.fakes.threaded import BackgroundTrio, run_fake_openai
 from gateway.app import GatewayApp, create_app
 from gateway.config import Config, load_config
 from gateway.server import ServerOptions, serve
+from tests.redis_server import RedisServer, running_redis
 
 UPSTREAM_KEY = "sk-fake-upstream"
 KEY_ALL = "sk-test-all-0123456789"
@@ -155,3 +156,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         app = create_app(config)
         with BackgroundTrio[int](partial(serve_app, app), name="gateway") as port:
             yield Stack(f"http://127.0.0.1:{port}/v1", fake, strict, config)
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    """A real redis-server shared by a module's tests that neither kill it nor count its
+    clients (skips when redis-server is not installed)."""
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which it may kill and restart."""
+    with running_redis() as server:
+        yield server

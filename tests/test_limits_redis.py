@@ -15,7 +15,7 @@ import random
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -41,23 +41,10 @@ from gateway.limits import (
 )
 from gateway.limits_memory import MemoryLimitBackend
 from gateway.limits_redis import RedisLimitBackend, open_redis_backend
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer
 
 T0 = 1_800_000_000.0
 ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A server of the test's own, which it may kill and restart."""
-    with running_redis() as server:
-        yield server
 
 
 @asynccontextmanager

@@ -36,19 +36,6 @@ from gateway.redis_client import (
 from tests.redis_server import RedisServer, require_redis_server, running_redis
 
 
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    """One server shared by the tests that neither kill it nor count its clients."""
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
 def new_key() -> str:
     return f"t:{uuid.uuid4().hex[:12]}"
 
