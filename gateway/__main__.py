@@ -8,6 +8,7 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -89,15 +90,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
 
-    print(_banner(config, host, port), flush=True)
     if config.server.http_server == "hypercorn":
+        print(_banner(config, host, port), flush=True)
         return _serve_hypercorn(config, host, port, workers)
-    if workers > 1:
-        from gateway.workers import bind_socket, supervise
+    from gateway.workers import listen_once, reserve, supervise
 
-        sock = bind_socket(host, port, SERVER_BACKLOG)
-        return supervise(sock, workers, config.server.graceful_timeout_s)
-    trio.run(_serve_builtin, config, host, port, None)
+    try:  # bound before anything starts: a port in use is one clear line, not a traceback
+        if workers > 1:
+            listen = reserve(host, port, SERVER_BACKLOG)
+        else:
+            sock = listen_once(host, port, SERVER_BACKLOG)
+    except OSError as e:
+        print(f"gateway: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    if workers > 1:
+        print(_banner(config, host, listen.port), flush=True)
+        return supervise(listen, workers, config.server.graceful_timeout_s)
+    print(_banner(config, host, sock.getsockname()[1]), flush=True)
+    trio.run(_serve_builtin, config, sock)
     return 0
 
 
@@ -121,22 +131,27 @@ async def _until_signal() -> None:
             return
 
 
-async def _serve_builtin(config: Config, host: str, port: int, fd: int | None) -> None:
+async def _serve_builtin(config: Config, sock: socket.socket) -> None:
     """Serve with the built-in server in this process; SIGTERM or SIGINT stops accepting
     and drains in-flight requests for up to graceful_timeout_s, then returns."""
     from gateway.app import app_from_env
     from gateway.server import serve
-    from gateway.workers import worker_socket
 
-    sock = worker_socket(fd) if fd is not None else None
     app: Any = app_from_env()
-    await serve(app, host, port, _server_options(config), sock=sock, shutdown_trigger=_until_signal)
+    await serve(app, "", 0, _server_options(config), sock=sock, shutdown_trigger=_until_signal)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """One worker process of `serve --workers N` (started by gateway.workers)."""
+    from gateway.workers import listen_socket, worker_socket
+
     config = _load(os.environ.get(CONFIG_ENV))
-    trio.run(_serve_builtin, config, "", 0, args.fd)
+    if args.fd is not None:
+        sock = worker_socket(args.fd)
+    else:
+        host, port = args.reuse_port
+        sock = listen_socket(host, int(port), SERVER_BACKLOG)
+    trio.run(_serve_builtin, config, sock)
     return 0
 
 
@@ -195,7 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.set_defaults(func=cmd_check_config)
     keys_cli.add_parser(sub)
     worker = sub.add_parser("_worker", help=argparse.SUPPRESS)  # started by `serve --workers`
-    worker.add_argument("--fd", type=int, required=True)
+    where = worker.add_mutually_exclusive_group(required=True)
+    where.add_argument("--fd", type=int)
+    where.add_argument("--reuse-port", nargs=2, metavar=("HOST", "PORT"))
     worker.set_defaults(func=cmd_worker)
     args = parser.parse_args(argv)
     setup_logging()

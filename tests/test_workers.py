@@ -3,8 +3,12 @@ a worker that dies is replaced, SIGTERM stops them all; and the hypercorn option
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -116,6 +120,67 @@ def test_workers_share_the_socket_are_replaced_and_stop_on_sigterm(tmp_path: Pat
                 while alive(w) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 assert not alive(w)
+
+
+def _client_sockets(worker: int, port: int) -> int:
+    """Established connections to `port` whose socket `worker` holds (/proc/net/tcp)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{worker}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{worker}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        if local_port == port and fields[3] == "01" and fields[9] in inodes:
+            count += 1
+    return count
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT spreading is Linux's")
+def test_keep_alive_connections_opened_together_spread_over_the_workers(tmp_path: Path) -> None:
+    """One shared accept socket let the first worker awake take a whole burst of
+    connections; with SO_REUSEPORT the kernel spreads them."""
+    require_redis_server()
+    with running_redis() as redis:
+        config = tmp_path / "gw.toml"
+        config.write_text(
+            CONFIG.format(dir=tmp_path, server_extra="", state_extra=f'redis_url = "{redis.url}"')
+        )
+        port = free_port()
+        args = ("--config", str(config), "--port", str(port), "--workers", "2")
+        with serving(*args, env={}, cwd=tmp_path, banner="keys:") as (proc, _lines):
+            wait_ready(f"http://127.0.0.1:{port}")
+            clients = [
+                httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=10)
+                for _ in range(16)
+            ]
+            try:
+                for client in clients:
+                    assert client.get("/healthz").status_code == 200
+                per_worker = [_client_sockets(w, port) for w in children(proc.pid)]
+                assert sum(per_worker) == 16 and min(per_worker) > 0, per_worker
+            finally:
+                for client in clients:
+                    client.close()
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    # The port is bound before anything else starts: the Redis URL is never dialled.
+    redis_url = 'redis_url = "redis://127.0.0.1:1/0"'
+    config.write_text(CONFIG.format(dir=tmp_path, server_extra="", state_extra=redis_url))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        for workers in ("1", "2"):
+            command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+            command += ["--port", port, "--workers", workers]
+            r = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1, r.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
+            assert "Traceback" not in r.stderr
 
 
 def test_hypercorn_stays_available(tmp_path: Path) -> None:
