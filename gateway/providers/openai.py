@@ -25,7 +25,7 @@ import orjson
 
 from gateway.errors import GatewayError, UpstreamError
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
-from gateway.providers.common import load_json_object, upstream_status_error
+from gateway.providers.common import encode_body, load_json_object, upstream_status_error
 from gateway.sse import DONE, SSEDecoder, SSEProtocolError
 
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # one upstream SSE event larger than this is refused
@@ -80,7 +80,7 @@ class OpenAIProvider:
         return UpstreamRequest(
             url=dep.base_url + "/chat/completions",
             headers=headers,
-            body=orjson.dumps(payload),
+            body=encode_body(payload),
             stream=ctx.stream,
             payload=payload,
         )
