@@ -6,7 +6,9 @@ request with both Transfer-Encoding and Content-Length, a transfer coding other 
 chunked, conflicting Content-Lengths, obsolete header folding, a space before the
 colon, control characters in a header value, or a second Host header is refused with
 400 (501 for unknown codings, 505 for other HTTP versions, 431 for too many headers).
-Line ends may be CRLF or bare LF on input (RFC 9112 2.2); output is always CRLF.
+Line ends in a request head may be CRLF or bare LF (RFC 9112 2.2); a chunked body's
+framing must use CRLF (RFC 9112 7.1, reliability.md R11: a bare LF there, or a control
+character in a chunk extension, is refused). Output is always CRLF.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HT
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 
 
 class HTTPParseError(Exception):
@@ -48,8 +51,9 @@ class HTTPParseError(Exception):
 @dataclass(slots=True)
 class RequestHead:
     method: str
-    target: bytes  # as sent (origin-form path and query, or "*")
-    path: str  # percent-decoding is the app's business; this is the raw path as text
+    target: bytes  # as sent (origin-form path and query, absolute-form URI, or "*")
+    raw_path: bytes  # the path of the target (of the URI, for absolute-form)
+    path: str  # percent-decoding is the app's business; this is raw_path as text
     query: bytes
     http_version: str  # "1.1" or "1.0"
     headers: list[tuple[bytes, bytes]]  # names lower-cased, values stripped
@@ -79,8 +83,14 @@ def _split_target(target: bytes) -> tuple[bytes, bytes]:
         lower = target[:8].lower()
         if lower.startswith(b"http://") or lower.startswith(b"https://"):
             rest = target.split(b"://", 1)[1]
-            slash = rest.find(b"/")
-            target = rest[slash:] if slash != -1 else b"/"
+            end = len(rest)  # the authority ends at the first "/" or "?"
+            for sep in (b"/", b"?"):
+                i = rest.find(sep, 0, end)
+                if i != -1:
+                    end = i
+            target = rest[end:]
+            if target[:1] != b"/":
+                target = b"/" + target
         else:
             raise HTTPParseError(400, "Invalid request target.")
     path, _, query = target.partition(b"?")
@@ -101,7 +111,7 @@ def parse_request_head(head: bytes | bytearray) -> RequestHead:
         http_version = "1.1"
     elif version == b"HTTP/1.0":
         http_version = "1.0"
-    elif version.startswith(b"HTTP/") and len(version) == 8:
+    elif _VERSION.fullmatch(version):
         raise HTTPParseError(505, "Only HTTP/1.0 and HTTP/1.1 are supported here.")
     else:
         raise HTTPParseError(400, "Malformed HTTP version in the request line.")
@@ -159,7 +169,7 @@ def parse_request_head(head: bytes | bytearray) -> RequestHead:
     if hosts > 1 or (hosts == 0 and http_version == "1.1"):
         raise HTTPParseError(400, "An HTTP/1.1 request needs exactly one Host header.")
     tokens = {t.strip() for t in connection.split(b",")}
-    keep_alive = b"close" not in tokens if http_version == "1.1" else b"keep-alive" in tokens
+    keep_alive = b"close" not in tokens and (http_version == "1.1" or b"keep-alive" in tokens)
     try:
         text_path = path.decode("ascii")
     except UnicodeDecodeError:
@@ -167,6 +177,7 @@ def parse_request_head(head: bytes | bytearray) -> RequestHead:
     return RequestHead(
         method=method.decode("ascii"),
         target=target,
+        raw_path=path,
         path=text_path,
         query=query,
         http_version=http_version,
@@ -206,11 +217,13 @@ class ChunkedDecoder:
                     if len(buf) > MAX_CHUNK_LINE:
                         raise HTTPParseError(400, "Chunk size line too long.")
                     break
-                line = bytes(buf[:nl]).removesuffix(b"\r")
-                del buf[: nl + 1]
-                size = line.split(b";", 1)[0].strip(b" \t")
+                line = _crlf_line(buf, nl)
+                size, _, ext = line.partition(b";")
+                size = size.rstrip(b" \t")  # BWS before an extension
                 if not _HEX.fullmatch(size):
                     raise HTTPParseError(400, "Invalid chunk size in the request body.")
+                if ext and _BAD_VALUE.search(ext):
+                    raise HTTPParseError(400, "Control characters in a chunk extension.")
                 self._remaining = int(size, 16)
                 self._state = "data" if self._remaining else "trailers"
             elif self._state == "data":
@@ -225,12 +238,10 @@ class ChunkedDecoder:
             elif self._state == "data_crlf":
                 if buf[:2] == b"\r\n":
                     del buf[:2]
-                elif buf[:1] == b"\n":
-                    del buf[:1]
-                elif len(buf) < 2 and bytes(buf[:1]) in (b"", b"\r"):
+                elif buf == b"" or buf == b"\r":
                     break
                 else:
-                    raise HTTPParseError(400, "Missing line end after a chunk of the body.")
+                    raise HTTPParseError(400, "Missing CRLF after a chunk of the body.")
                 self._state = "size"
             else:  # trailers: lines until an empty one; their content is dropped
                 nl = buf.find(b"\n")
@@ -238,13 +249,23 @@ class ChunkedDecoder:
                     if len(buf) > MAX_TRAILERS:
                         raise HTTPParseError(400, "Request trailers too large.")
                     break
-                line = bytes(buf[:nl]).removesuffix(b"\r")
-                del buf[: nl + 1]
+                line = _crlf_line(buf, nl)
                 if not line:
                     self.done = True
                     self.unused = bytes(buf)
                     buf.clear()
+                elif _BAD_VALUE.search(line):
+                    raise HTTPParseError(400, "Control characters in a request trailer.")
         return bytes(out)
+
+
+def _crlf_line(buf: bytearray, nl: int) -> bytes:
+    """Take the line ending at buf[nl] (an LF) off `buf`; it must end with CRLF."""
+    if nl == 0 or buf[nl - 1] != 0x0D:
+        raise HTTPParseError(400, "Bare LF in the chunked framing of the request body.")
+    line = bytes(buf[: nl - 1])
+    del buf[: nl + 1]
+    return line
 
 
 def _reason(status: int) -> bytes:

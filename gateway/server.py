@@ -12,7 +12,9 @@ What a client can rely on:
   400) and bounded (16 KiB, 100 headers: 431); a request head must arrive within
   `keep_alive_timeout_s` of the connection going idle;
 - `Expect: 100-continue` is answered when the app first reads the body; a body the
-  app did not read to the end closes the connection instead of being skipped;
+  app did not read to the end closes the connection instead of being skipped (the
+  response says `connection: close`, and the close lingers so the kernel does not
+  answer the unread bytes with a reset that would destroy the response);
 - the app hears `http.disconnect` when the client closes, also while it is streaming
   (the gateway cancels the upstream call then);
 - SIGTERM (via `shutdown_trigger`) stops accepting, closes idle connections, lets
@@ -51,6 +53,7 @@ log = logging.getLogger("gateway.server")
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 READ_SIZE = 65536
 MAX_PIPELINED = 65536  # bytes of a next request buffered while a response streams
+LINGER_S = 2.0  # after a response to a request we did not read to its end
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
@@ -131,13 +134,14 @@ class _Server:
 class _Connection:
     """One client connection: request heads in, responses out, one request at a time."""
 
-    __slots__ = ("buf", "client", "eof", "idle_scope", "server", "stream")
+    __slots__ = ("buf", "client", "eof", "idle_scope", "linger", "server", "stream")
 
     def __init__(self, server: _Server, stream: trio.SocketStream) -> None:
         self.server = server
         self.stream = stream
         self.buf = bytearray()
         self.eof = False  # the client closed (or reset) its side
+        self.linger = False  # the client may still be sending what we will not read
         self.idle_scope = trio.CancelScope()
         try:
             peer = stream.socket.getpeername()
@@ -149,15 +153,26 @@ class _Connection:
         try:
             while not self.eof:
                 head = await self._next_head()
-                if head is None:
-                    return
-                if not await _Exchange(self, head).respond():
-                    return
+                if head is None or not await _Exchange(self, head).respond():
+                    break
+            if self.linger and not self.eof:
+                await self._linger()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)
+
+    async def _linger(self) -> None:
+        """Close after a response to a request we did not read to its end: FIN first,
+        then drop what the client still sends for a moment. Closing a socket with
+        unread bytes makes the kernel send RST, which discards response bytes not yet
+        delivered; a client that sends its whole body before reading (httpx does)
+        would see a reset instead of our 413 or 401."""
+        await self.stream.send_eof()
+        with trio.move_on_after(LINGER_S):
+            while await self.stream.receive_some(READ_SIZE):
+                pass
 
     async def _next_head(self) -> RequestHead | None:
         """The next request head, or None when the connection should close."""
@@ -171,13 +186,15 @@ class _Connection:
                 if server.draining:
                     return None
                 server.idle.add(self)
+            scanned = 0  # where the search for the head's end resumes
             try:
                 while True:
                     while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # RFC 9112 2.2
                         del buf[: 2 if buf[:1] == b"\r" else 1]
-                    found = find_head_end(buf)
+                    found = find_head_end(buf, scanned)
                     if found is not None:
                         break
+                    scanned = max(len(buf) - 2, 0)  # a blank line may straddle reads
                     if len(buf) > opts.max_head_bytes:
                         await self._refuse(431, "The request line and headers are too large.")
                         return None
@@ -207,6 +224,7 @@ class _Connection:
         return head
 
     async def _refuse(self, status: int, message: str) -> None:
+        self.linger = True
         body = _error_body(status, message)
         extra = b"content-type: application/json\r\nconnection: close\r\n" + _date.line()
         head = response_head(status, [(b"content-length", b"%d" % len(body))], extra)
@@ -222,9 +240,11 @@ class _Exchange:
         "conn",
         "continue_due",
         "decoder",
+        "empty_due",
         "head",
         "head_sent",
         "keep_alive",
+        "length_left",
         "mode",
         "request_done",
         "resp_headers",
@@ -239,12 +259,14 @@ class _Exchange:
         self.continue_due = head.expect_continue
         self.decoder: ChunkedDecoder | None = ChunkedDecoder() if head.chunked else None
         self.body_left = head.content_length or 0
-        self.request_done = not head.chunked and not self.body_left
+        self.request_done = not head.chunked and not self.body_left  # all read off the wire
+        self.empty_due = self.request_done  # a bodiless request still gets one http.request
         self.status = 0
         self.resp_headers: list[tuple[bytes, bytes]] = []
         self.head_sent = False
         self.complete = False
-        self.mode = ""  # "length" (the app's content-length), "chunked", "close"
+        self.mode = ""  # "length", "chunked", "close" (HTTP/1.0 stream), "none" (no body)
+        self.length_left = -1  # body bytes the app's own content-length still allows
         self.wait_scope: trio.CancelScope | None = None
 
     def scope(self) -> dict[str, Any]:
@@ -257,7 +279,7 @@ class _Exchange:
             "method": head.method,
             "scheme": "http",
             "path": unquote(path) if "%" in path else path,
-            "raw_path": head.target.partition(b"?")[0],
+            "raw_path": head.raw_path,
             "query_string": head.query,
             "root_path": "",
             "headers": head.headers,
@@ -274,29 +296,35 @@ class _Exchange:
             log.exception("unhandled error in the app for %s %s", self.head.method, self.head.path)
             if not self.head_sent and not conn.eof:
                 await self._send_whole(500, [], _error_body(500, "The server failed unexpectedly."))
-            return False
-        if not self.complete:
-            if not self.head_sent and not conn.eof:
+        else:
+            if self.complete:
+                if self.request_done:
+                    return self.keep_alive and not conn.eof
+            elif not self.head_sent and not conn.eof:
                 log.error("the app sent no response for %s %s", self.head.method, self.head.path)
                 await self._send_whole(500, [], _error_body(500, "The server sent no response."))
-            return False
-        # A body the app did not read to its end would be taken for the next request.
-        return self.keep_alive and self.request_done and not conn.eof
+        # Closing. The rest of an unread body would be taken for the next request.
+        conn.linger = not self.request_done
+        return False
 
     # -- receive ------------------------------------------------------------------
 
     async def receive(self) -> dict[str, Any]:
         if self.request_done:
+            if self.empty_due:
+                self.empty_due = False
+                return {"type": "http.request", "body": b"", "more_body": False}
             return await self._wait_disconnect()
         conn = self.conn
         try:
+            if self.continue_due:
+                self.continue_due = False
+                if not conn.buf:  # a client already sending the body is not waiting
+                    await conn.stream.send_all(CONTINUE)
             if self.decoder is not None:
                 return await self._receive_chunked()
             buf = conn.buf
             if not buf:
-                if self.continue_due:
-                    self.continue_due = False
-                    await conn.stream.send_all(CONTINUE)
                 data = await conn.stream.receive_some(min(READ_SIZE, self.body_left))
                 if not data:
                     conn.eof = True
@@ -321,9 +349,6 @@ class _Exchange:
                 data = bytes(conn.buf)
                 conn.buf.clear()
             else:
-                if self.continue_due:
-                    self.continue_due = False
-                    await conn.stream.send_all(CONTINUE)
                 data = await conn.stream.receive_some(READ_SIZE)
                 if not data:
                     conn.eof = True
@@ -382,9 +407,11 @@ class _Exchange:
                         await self._write(chunk(body))
                 else:
                     await self._write(chunk(body) + LAST_CHUNK if body else LAST_CHUNK)
-            elif body and self.head.method != "HEAD":
-                await self._write(body)
+            elif body and self.mode != "none":
+                await self._write(self._within_length(body) if self.length_left >= 0 else body)
             if not more:
+                if self.length_left > 0:  # shorter than the app's content-length said
+                    self.keep_alive = False
                 self._completed()
         elif kind == "http.response.start":
             if self.head_sent or self.status:
@@ -399,55 +426,74 @@ class _Exchange:
         if self.wait_scope is not None:
             self.wait_scope.cancel()
 
-    def _extra(self) -> bytes:
-        if self.conn.server.draining:
+    def _within_length(self, body: bytes) -> bytes:
+        """`body` cut to what the app's content-length still allows: bytes beyond it
+        would be read as the start of the next response."""
+        if len(body) > self.length_left:
+            body = body[: self.length_left]
             self.keep_alive = False
-        if self.keep_alive:
-            return _date.line()
-        return _date.line() + b"connection: close\r\n"
+        self.length_left -= len(body)
+        return body
+
+    def _extra(self) -> bytes:
+        if self.conn.server.draining or not self.request_done:
+            self.keep_alive = False  # an unread request body: we will close, so say so
+        if not self.keep_alive:
+            return _date.line() + b"connection: close\r\n"
+        if self.head.http_version == "1.0":
+            return _date.line() + b"connection: keep-alive\r\n"
+        return _date.line()
 
     async def _first_body(self, body: bytes, more: bool) -> None:
         if not self.status:
             raise RuntimeError("http.response.body before http.response.start")
-        self.head_sent = True
         headers = self.resp_headers
         status = self.status
-        given_length = False
-        for name, _ in headers:
+        given_length = -1
+        for name, value in headers:
             lower = name.lower()
             if lower == b"content-length":
-                given_length = True
+                given_length = int(value)  # a bad value raises into the app: a 500
+                if given_length < 0:
+                    raise ValueError(f"negative content-length {value!r}")
             elif lower in (b"transfer-encoding", b"connection"):
-                headers = [(n, v) for n, v in headers if n.lower() not in (lower,)]
+                if lower == b"connection" and b"close" in value.lower():
+                    self.keep_alive = False
+                headers = [(n, v) for n, v in headers if n.lower() != lower]
         is_head = self.head.method == "HEAD"
         if status in NO_BODY_STATUSES or status < 200:
-            self.mode = "length"
-            await self._write(response_head(status, headers, self._extra()))
-            return
-        if given_length:
-            self.mode = "length"
+            self.mode = "none"
             out = response_head(status, headers, self._extra())
-            await self._write(out if is_head else out + body)
+            self.head_sent = True  # only once the head is valid: else the app gets a 500
+            await self._write(out)
+            return
+        if given_length >= 0:
+            self.mode = "none" if is_head else "length"
+            out = response_head(status, headers, self._extra())
+            self.head_sent = True
+            if not is_head:
+                self.length_left = given_length
+                out += self._within_length(body)
+            await self._write(out)
             return
         if not more:
-            self.mode = "length"
+            self.mode = "none"
             length = b"content-length: %d\r\n" % len(body)
             out = response_head(status, headers, length + self._extra())
+            self.head_sent = True
             await self._write(out if is_head else out + body)
             return
         if self.head.http_version == "1.0":
-            self.mode = "close"  # the body ends when the connection does
+            self.mode = "none" if is_head else "close"  # the body ends with the connection
             self.keep_alive = False
             out = response_head(status, headers, self._extra())
+            self.head_sent = True
             await self._write(out if is_head else out + body)
             return
-        self.mode = "chunked"
+        self.mode = "none" if is_head else "chunked"
         out = response_head(status, headers, b"transfer-encoding: chunked\r\n" + self._extra())
-        if is_head:
-            self.mode = "length"
-            await self._write(out)
-        else:
-            await self._write(out + chunk(body) if body else out)
+        self.head_sent = True
+        await self._write(out + chunk(body) if body and not is_head else out)
 
     async def _send_whole(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes
