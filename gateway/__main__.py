@@ -122,6 +122,7 @@ def _server_options(config: Config) -> Any:
         graceful_timeout_s=config.server.graceful_timeout_s,
         max_head_bytes=16 * 1024,  # request line + headers (reliability.md R8)
         backlog=SERVER_BACKLOG,
+        send_timeout_s=config.server.send_timeout_s,
     )
 
 

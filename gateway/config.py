@@ -94,6 +94,7 @@ class ServerConfig:
     keep_alive_timeout_s: float = 10.0  # idle connections; also bounds header arrival
     graceful_timeout_s: float = 30.0
     http_server: str = "builtin"  # or "hypercorn" (measured slower; see docs/performance.md)
+    send_timeout_s: float = 60.0  # a response write stalled this long: the client is gone
 
 
 HTTP_SERVERS = ("builtin", "hypercorn")
@@ -383,6 +384,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
             ),
             graceful_timeout_s=_or(st.number("graceful_timeout_s"), server.graceful_timeout_s),
             http_server=_or(st.text("http_server", choices=HTTP_SERVERS), server.http_server),
+            send_timeout_s=_or(st.number("send_timeout_s", minimum=0.1), server.send_timeout_s),
         )
         st.done()
 

@@ -17,6 +17,9 @@ What a client can rely on:
   answer the unread bytes with a reset that would destroy the response);
 - the app hears `http.disconnect` when the client closes, also while it is streaming
   (the gateway cancels the upstream call then);
+- a client that stops reading while a response is being written (no progress for
+  `send_timeout_s`) is treated as gone: the connection closes and the app hears
+  `http.disconnect`, so a stalled reader cannot pin a stream and its upstream call;
 - SIGTERM (via `shutdown_trigger`) stops accepting, closes idle connections, lets
   in-flight requests finish for up to `graceful_timeout_s` (their responses carry
   `connection: close`), then runs the ASGI lifespan shutdown.
@@ -67,6 +70,7 @@ class ServerOptions:
     graceful_timeout_s: float = 30.0  # in-flight requests at shutdown
     max_head_bytes: int = 16 * 1024  # request line + headers (reliability.md R8)
     backlog: int = 1024
+    send_timeout_s: float = 60.0  # a write that cannot progress this long: the client is gone
 
 
 class _Date:
@@ -396,6 +400,7 @@ class _Exchange:
         kind = message["type"]
         if kind == "http.response.body":
             if self.complete:
+                await trio.lowlevel.checkpoint()
                 return
             body = message.get("body", b"")
             more = message.get("more_body", False)
@@ -509,11 +514,21 @@ class _Exchange:
         http.disconnect from receive)."""
         conn = self.conn
         if conn.eof:
+            await trio.lowlevel.checkpoint()  # a send is a checkpoint even when it is a no-op
             return
         try:
-            await conn.stream.send_all(data)
+            with trio.move_on_after(conn.server.options.send_timeout_s) as scope:
+                await conn.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             conn.eof = True
+            return
+        if scope.cancelled_caught:
+            # A client that stopped reading would hold this connection, the app's
+            # upstream call and their memory forever: it counts as gone.
+            log.info("closing a connection whose client stopped reading (%s)", conn.client)
+            conn.eof = True
+            if self.wait_scope is not None:
+                self.wait_scope.cancel()
 
 
 class _Lifespan:

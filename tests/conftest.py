@@ -38,7 +38,10 @@ def free_port() -> int:
 
 async def serve_app(app: GatewayApp, *, task_status: trio.TaskStatus[int]) -> None:
     """Serve the gateway app on a free loopback port until cancelled."""
-    options = ServerOptions(keep_alive_timeout_s=app.gateway.config.server.keep_alive_timeout_s)
+    server = app.gateway.config.server
+    options = ServerOptions(
+        keep_alive_timeout_s=server.keep_alive_timeout_s, send_timeout_s=server.send_timeout_s
+    )
     try:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(partial(serve, app, "127.0.0.1", 0, options))

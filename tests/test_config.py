@@ -132,6 +132,7 @@ def test_embedded_defaults_serve_the_mock() -> None:
             "providers.p.transport: must be one of h11, httpx",
         ),
         ({"media": {"allow_private": True}}, "media.allow_private: unknown key"),
+        ({"server": {"send_timeout_s": 0}}, "server.send_timeout_s: must be >= 0.1"),
         (
             {"server": {"http_server": "uvicorn"}},
             "server.http_server: must be one of builtin, hypercorn",

@@ -914,6 +914,45 @@ async def test_client_disconnect_during_a_stream(nursery: trio.Nursery, reset: b
         await other._until(b"1\r\nx\r\n")
 
 
+async def test_a_client_that_stops_reading_counts_as_gone(nursery: trio.Nursery) -> None:
+    """A stalled reader must not pin the app (and its upstream call) forever: after
+    send_timeout_s without progress the app hears http.disconnect, send stays a no-op."""
+    log = StreamLog()
+    big = b"z" * 1_000_000
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await read_body(receive)
+            async with trio.open_nursery() as n:
+
+                async def watch() -> None:
+                    message = await receive()
+                    assert message["type"] == "http.disconnect", message
+                    log.disconnect_at = trio.current_time()
+                    n.cancel_scope.cancel()
+
+                n.start_soon(watch)
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                while True:  # far more than the socket buffers hold
+                    await send({"type": "http.response.body", "body": big, "more_body": True})
+                    log.sent_after += 1
+        except BaseException as e:
+            log.errors.append(e)
+            raise
+        finally:
+            log.finished.set()
+
+    port = await start(nursery, app, send_timeout_s=0.3)
+    c = await Client.connect(port)
+    c.stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # and never read
+    with trio.fail_after(TIMEOUT_S):
+        await log.finished.wait()
+    assert log.disconnect_at is not None
+    assert [type(e) for e in log.errors] == []
+    assert log.sent_after < 100
+
+
 async def test_client_disconnect_while_the_app_reads_the_body(nursery: trio.Nursery) -> None:
     got: list[Message] = []
     done = trio.Event()
