@@ -212,12 +212,9 @@ class ChunkedDecoder:
         buf = self._buf
         while not self.done:
             if self._state == "size":
-                nl = buf.find(b"\n")
-                if nl == -1:
-                    if len(buf) > MAX_CHUNK_LINE:
-                        raise HTTPParseError(400, "Chunk size line too long.")
+                line = _take_line(buf, MAX_CHUNK_LINE, "Chunk size line too long.")
+                if line is None:
                     break
-                line = _crlf_line(buf, nl)
                 size, _, ext = line.partition(b";")
                 size = size.rstrip(b" \t")  # BWS before an extension
                 if not _HEX.fullmatch(size):
@@ -244,12 +241,9 @@ class ChunkedDecoder:
                     raise HTTPParseError(400, "Missing CRLF after a chunk of the body.")
                 self._state = "size"
             else:  # trailers: lines until an empty one; their content is dropped
-                nl = buf.find(b"\n")
-                if nl == -1:
-                    if len(buf) > MAX_TRAILERS:
-                        raise HTTPParseError(400, "Request trailers too large.")
+                line = _take_line(buf, MAX_TRAILERS, "Request trailers too large.")
+                if line is None:
                     break
-                line = _crlf_line(buf, nl)
                 if not line:
                     self.done = True
                     self.unused = bytes(buf)
@@ -257,6 +251,17 @@ class ChunkedDecoder:
                 elif _BAD_VALUE.search(line):
                     raise HTTPParseError(400, "Control characters in a request trailer.")
         return bytes(out)
+
+
+def _take_line(buf: bytearray, limit: int, too_long: str) -> bytes | None:
+    """The next CRLF-ended line taken off `buf`, or None until one has arrived (400
+    with `too_long` if more than `limit` bytes came without one)."""
+    nl = buf.find(b"\n")
+    if nl == -1:
+        if len(buf) > limit:
+            raise HTTPParseError(400, too_long)
+        return None
+    return _crlf_line(buf, nl)
 
 
 def _crlf_line(buf: bytearray, nl: int) -> bytes:

@@ -1,4 +1,4 @@
-"""`gateway serve --workers N` on the built-in server: N processes share one socket,
+"""`gateway serve --workers N` on the built-in server: N processes share one port,
 a worker that dies is replaced, SIGTERM stops them all; and the hypercorn option."""
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -77,8 +79,9 @@ def load(base: str, requests: int) -> None:
         assert r.status_code == 200, r.text
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-def test_workers_share_the_socket_are_replaced_and_stop_on_sigterm(tmp_path: Path) -> None:
+@contextmanager
+def two_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`gateway serve --workers 2` on a real redis-server, ready; (the parent, its port)."""
     require_redis_server()
     with running_redis() as redis:
         config = tmp_path / "gw.toml"
@@ -88,38 +91,44 @@ def test_workers_share_the_socket_are_replaced_and_stop_on_sigterm(tmp_path: Pat
         port = free_port()
         args = ("--config", str(config), "--port", str(port), "--workers", "2")
         with serving(*args, env={}, cwd=tmp_path, banner="keys:") as (proc, _lines):
-            base = f"http://127.0.0.1:{port}"
-            wait_ready(base)
-            workers = children(proc.pid)
-            assert len(workers) == 2
-            before = {w: cpu_ticks(w) for w in workers}
-            deadline = time.monotonic() + 30
-            # Both accept from the shared socket: each one's CPU time grows under load.
-            while time.monotonic() < deadline:
-                load(base, 40)
-                if all(cpu_ticks(w) > before[w] for w in workers):
-                    break
-            assert all(cpu_ticks(w) > before[w] for w in workers)
+            wait_ready(f"http://127.0.0.1:{port}")
+            yield proc, port
 
-            os.kill(workers[0], signal.SIGKILL)  # a crash: the supervisor starts another
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                now = [w for w in children(proc.pid) if alive(w)]
-                if len(now) == 2 and workers[0] not in now:
-                    break
-                time.sleep(0.1)
-            replacement = [w for w in children(proc.pid) if alive(w)]
-            assert len(replacement) == 2 and workers[0] not in replacement
-            wait_ready(base)
-            load(base, 10)
 
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0
-            for w in replacement:
-                deadline = time.monotonic() + 5
-                while alive(w) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                assert not alive(w)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_workers_share_the_port_are_replaced_and_stop_on_sigterm(tmp_path: Path) -> None:
+    with two_workers(tmp_path) as (proc, port):
+        base = f"http://127.0.0.1:{port}"
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        before = {w: cpu_ticks(w) for w in workers}
+        deadline = time.monotonic() + 30
+        # Both accept connections: each one's CPU time grows under load.
+        while time.monotonic() < deadline:
+            load(base, 40)
+            if all(cpu_ticks(w) > before[w] for w in workers):
+                break
+        assert all(cpu_ticks(w) > before[w] for w in workers)
+
+        os.kill(workers[0], signal.SIGKILL)  # a crash: the supervisor starts another
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = [w for w in children(proc.pid) if alive(w)]
+            if len(now) == 2 and workers[0] not in now:
+                break
+            time.sleep(0.1)
+        replacement = [w for w in children(proc.pid) if alive(w)]
+        assert len(replacement) == 2 and workers[0] not in replacement
+        wait_ready(base)
+        load(base, 10)
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        for w in replacement:
+            deadline = time.monotonic() + 5
+            while alive(w) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not alive(w)
 
 
 def _client_sockets(worker: int, port: int) -> int:
@@ -143,28 +152,19 @@ def _client_sockets(worker: int, port: int) -> int:
 def test_keep_alive_connections_opened_together_spread_over_the_workers(tmp_path: Path) -> None:
     """One shared accept socket let the first worker awake take a whole burst of
     connections; with SO_REUSEPORT the kernel spreads them."""
-    require_redis_server()
-    with running_redis() as redis:
-        config = tmp_path / "gw.toml"
-        config.write_text(
-            CONFIG.format(dir=tmp_path, server_extra="", state_extra=f'redis_url = "{redis.url}"')
-        )
-        port = free_port()
-        args = ("--config", str(config), "--port", str(port), "--workers", "2")
-        with serving(*args, env={}, cwd=tmp_path, banner="keys:") as (proc, _lines):
-            wait_ready(f"http://127.0.0.1:{port}")
-            clients = [
-                httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=10)
-                for _ in range(16)
-            ]
-            try:
-                for client in clients:
-                    assert client.get("/healthz").status_code == 200
-                per_worker = [_client_sockets(w, port) for w in children(proc.pid)]
-                assert sum(per_worker) == 16 and min(per_worker) > 0, per_worker
-            finally:
-                for client in clients:
-                    client.close()
+    with two_workers(tmp_path) as (proc, port):
+        clients = [
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=10)
+            for _ in range(16)
+        ]
+        try:
+            for client in clients:
+                assert client.get("/healthz").status_code == 200
+            per_worker = [_client_sockets(w, port) for w in children(proc.pid)]
+            assert sum(per_worker) == 16 and min(per_worker) > 0, per_worker
+        finally:
+            for client in clients:
+                client.close()
 
 
 def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
