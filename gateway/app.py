@@ -11,8 +11,8 @@ server's lifetime, and drains it at shutdown (structured concurrency, DESIGN.md)
 from __future__ import annotations
 
 import contextlib
-import gc
 import dataclasses
+import gc
 import logging
 import os
 from pathlib import Path
