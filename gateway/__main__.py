@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import secrets
@@ -10,7 +11,7 @@ import shlex
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -132,14 +133,16 @@ async def _until_signal() -> None:
             return
 
 
-async def _serve_builtin(config: Config, sock: socket.socket) -> None:
+async def _serve_builtin(config: Config, sock: socket.socket | Callable[[], socket.socket]) -> None:
     """Serve with the built-in server in this process; SIGTERM or SIGINT stops accepting
     and drains in-flight requests for up to graceful_timeout_s, then returns."""
     from gateway.app import app_from_env
     from gateway.server import serve
 
     app: Any = app_from_env()
-    await serve(app, "", 0, _server_options(config), sock=sock, shutdown_trigger=_until_signal)
+    ready, later = (sock, None) if isinstance(sock, socket.socket) else (None, sock)
+    options = _server_options(config)
+    await serve(app, "", 0, options, sock=ready, make_sock=later, shutdown_trigger=_until_signal)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -147,11 +150,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from gateway.workers import listen_socket, worker_socket
 
     config = _load(os.environ.get(CONFIG_ENV))
+    sock: socket.socket | Callable[[], socket.socket]
     if args.fd is not None:
         sock = worker_socket(args.fd)
-    else:
+    else:  # listen only once started: the kernel hands connections to every listener
         host, port = args.reuse_port
-        sock = listen_socket(host, int(port), SERVER_BACKLOG)
+        sock = functools.partial(listen_socket, host, int(port), SERVER_BACKLOG)
     trio.run(_serve_builtin, config, sock)
     return 0
 

@@ -589,19 +589,25 @@ async def serve(
     options: ServerOptions = ServerOptions(),
     *,
     sock: socket.socket | None = None,
+    make_sock: Callable[[], socket.socket] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` until `shutdown_trigger` returns (then drain) or until cancelled.
 
-    `sock` is an already listening socket (worker processes share their parent's);
-    otherwise this binds host:port. task_status gets the bound port once the app's
-    lifespan startup has completed and connections are being accepted.
+    `sock` is an already listening socket (a worker's inherited one, or bound before
+    the event loop so that a taken port fails early); `make_sock` makes one once the
+    app has started (a worker joining an SO_REUSEPORT group must not be handed
+    connections while it is still starting); otherwise this binds host:port.
+    task_status gets the bound port once the app's lifespan startup has completed and
+    connections are being accepted.
     """
     lifespan = _Lifespan(app)
     async with trio.open_nursery() as outer:
         outer.start_soon(lifespan.run)
         await lifespan.startup()
+        if make_sock is not None:
+            sock = make_sock()
         if sock is not None:
             listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
         else:

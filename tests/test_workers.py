@@ -131,6 +131,30 @@ def test_workers_share_the_port_are_replaced_and_stop_on_sigterm(tmp_path: Path)
             assert not alive(w)
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT groups are Linux's")
+def test_a_starting_worker_is_handed_no_connections(tmp_path: Path) -> None:
+    """A replacement worker joins the port's SO_REUSEPORT group only once its app has
+    started: until then the kernel must not queue connections on it (they would wait
+    the whole start-up, ~1-2 s)."""
+    with two_workers(tmp_path) as (proc, port):
+        base = f"http://127.0.0.1:{port}"
+        first = children(proc.pid)
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not (set(children(proc.pid)) - set(first)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert set(children(proc.pid)) - set(first), "no replacement was started"
+        slowest = 0.0
+        until = time.monotonic() + 4  # the replacement's whole start-up
+        while time.monotonic() < until:
+            started = time.monotonic()
+            r = httpx.post(f"{base}/v1/chat/completions", json=BODY, headers=AUTH, timeout=10)
+            slowest = max(slowest, time.monotonic() - started)
+            assert r.status_code == 200, r.text
+            time.sleep(0.02)
+        assert slowest < 0.15, slowest  # measured: ~0.04 s; 0.25-0.39 s listening early
+
+
 def _client_sockets(worker: int, port: int) -> int:
     """Established connections to `port` whose socket `worker` holds (/proc/net/tcp)."""
     inodes = set()
