@@ -615,6 +615,13 @@ class RedisLimitBackend:
         item = _Settlement(admission, actual_tokens, actual_cost_micros, now)
         if not self._has_work(item):
             return
+        if self._client.congested():
+            # A burst (thousands of streams ending at once when a client dies) would
+            # queue for connections past the timeout, read as Redis down and open the
+            # breaker: budgets would fail closed for everyone. The flusher sends it
+            # shortly; until then its reservation counts, which errs on the safe side.
+            self._defer(item)
+            return
         if not await self._try_settle(item, now):
             return
         drained = 0

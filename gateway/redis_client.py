@@ -147,10 +147,16 @@ class RedisClient:
         self.address = parse_redis_url(url)
         self._connect_timeout_s = connect_timeout_s
         self._slots = trio.Semaphore(max_connections)
+        self._max_connections = max_connections
         self._idle: list[_Connection] = []
         self._ssl: ssl.SSLContext | None = (
             ssl.create_default_context() if self.address.tls else None
         )
+
+    def congested(self) -> bool:
+        """More callers wait for a connection than the pool holds: work that can wait
+        (settlements) should, rather than time out in the queue and read as Redis down."""
+        return self._slots.statistics().tasks_waiting >= self._max_connections
 
     async def __aenter__(self) -> RedisClient:
         return self

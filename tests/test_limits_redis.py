@@ -135,6 +135,34 @@ async def test_a_tiny_budget_hit_by_200_concurrent_requests_is_never_overshot(
         assert len(more) == 290 // 7
 
 
+async def test_a_burst_of_settlements_does_not_read_as_redis_down(redis: RedisServer) -> None:
+    """Thousands of streams ending at once (their client died) queue for connections;
+    waiting past the timeout used to count as a store failure, open the breaker and
+    fail every budgeted admission closed for a second. Settlements that would queue
+    behind a full pool are deferred instead, and all land."""
+    limits = KeyLimits(spend_limit_micros=10_000_000, spend_period="day")
+    n = 3_000
+    async with open_redis_backend(
+        redis.url, prefix=f"t{uuid.uuid4().hex[:8]}:", timeout_s=0.05, max_connections=4
+    ) as backend:
+        admitted = [await backend.admit("k", limits, 10, 7, T0) for _ in range(n)]
+        assert backend.stats.store_errors == 0
+
+        async def settle(adm: Admission) -> None:
+            await backend.settle(adm, 10, 5, T0)
+
+        async with trio.open_nursery() as nursery:
+            for adm in admitted:
+                nursery.start_soon(settle, adm)
+        assert backend.stats.store_errors == 0
+        assert backend.stats.settle_deferred > 0  # the burst was queued, not timed out
+        assert await backend.flush() == 0
+        await backend.admit("k", limits, 10, 7, T0)  # the breaker stayed closed
+        budget = (await backend.status("k", T0))["budget"]
+        assert isinstance(budget, dict)
+        assert (budget["spent_micros"], budget["reserved_micros"]) == (5 * n, 7)
+
+
 async def test_settlement_corrects_tokens_down_and_up(redis: RedisServer) -> None:
     limits = KeyLimits(tpm=10_000)
     async with backend_on(redis.url) as backend:
