@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
 import trio
 
+from gateway.errors import GatewayError
 from gateway.http11 import (
     ChunkedDecoder,
     HTTPParseError,
@@ -94,16 +94,9 @@ _date = _Date()
 
 
 def _error_body(status: int, message: str) -> bytes:
-    return orjson.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error" if status < 500 else "server_error",
-                "param": None,
-                "code": None,
-            }
-        }
-    )
+    """An OpenAI-shaped error body, rendered like the app's own errors (errors.py)."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return GatewayError(message, status=status, error_type=kind).body()
 
 
 class _Server:
