@@ -292,14 +292,14 @@ class _Exchange:
         except Exception:
             log.exception("unhandled error in the app for %s %s", self.head.method, self.head.path)
             if not self.head_sent and not conn.eof:
-                await self._send_whole(500, [], _error_body(500, "The server failed unexpectedly."))
+                await self._send_500("The server failed unexpectedly.")
         else:
             if self.complete:
                 if self.request_done:
                     return self.keep_alive and not conn.eof
             elif not self.head_sent and not conn.eof:
                 log.error("the app sent no response for %s %s", self.head.method, self.head.path)
-                await self._send_whole(500, [], _error_body(500, "The server sent no response."))
+                await self._send_500("The server sent no response.")
         # Closing. The rest of an unread body would be taken for the next request.
         conn.linger = not self.request_done
         return False
@@ -448,6 +448,7 @@ class _Exchange:
         headers = self.resp_headers
         status = self.status
         given_length = -1
+        is_head = self.head.method == "HEAD"
         for name, value in headers:
             lower = name.lower()
             if lower == b"content-length":
@@ -458,48 +459,34 @@ class _Exchange:
                 if lower == b"connection" and b"close" in value.lower():
                     self.keep_alive = False
                 headers = [(n, v) for n, v in headers if n.lower() != lower]
-        is_head = self.head.method == "HEAD"
         if status in NO_BODY_STATUSES or status < 200:
-            self.mode = "none"
-            out = response_head(status, headers, self._extra())
-            self.head_sent = True  # only once the head is valid: else the app gets a 500
-            await self._write(out)
-            return
-        if given_length >= 0:
-            self.mode = "none" if is_head else "length"
-            out = response_head(status, headers, self._extra())
-            self.head_sent = True
-            if not is_head:
-                self.length_left = given_length
-                out += self._within_length(body)
-            await self._write(out)
-            return
-        if not more:
-            self.mode = "none"
-            length = b"content-length: %d\r\n" % len(body)
-            out = response_head(status, headers, length + self._extra())
-            self.head_sent = True
-            await self._write(out if is_head else out + body)
-            return
-        if self.head.http_version == "1.0":
-            self.mode = "none" if is_head else "close"  # the body ends with the connection
+            mode, framing, payload = "none", b"", b""
+        elif given_length >= 0:
+            mode, framing, payload = "length", b"", body
+            self.length_left = -1 if is_head else given_length
+        elif not more:  # the whole body in one message: we know its length
+            mode, framing, payload = "none", b"content-length: %d\r\n" % len(body), body
+        elif self.head.http_version == "1.0":
+            mode, framing, payload = "close", b"", body  # the body ends with the connection
             self.keep_alive = False
-            out = response_head(status, headers, self._extra())
-            self.head_sent = True
-            await self._write(out if is_head else out + body)
-            return
-        self.mode = "none" if is_head else "chunked"
-        out = response_head(status, headers, b"transfer-encoding: chunked\r\n" + self._extra())
-        self.head_sent = True
-        await self._write(out + chunk(body) if body and not is_head else out)
+        else:
+            mode, framing = "chunked", b"transfer-encoding: chunked\r\n"
+            payload = chunk(body) if body else b""
+        if is_head:
+            mode, payload = "none", b""
+        out = response_head(status, headers, framing + self._extra())
+        self.head_sent = True  # only once the head is valid: else the app gets a 500
+        self.mode = mode
+        if mode == "length":
+            payload = self._within_length(payload)
+        await self._write(out + payload)
 
-    async def _send_whole(
-        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> None:
+    async def _send_500(self, message: str) -> None:
+        """The response of an app that failed before starting its own; then close."""
         self.keep_alive = False
-        self.status = status
-        self.resp_headers = [(b"content-type", b"application/json"), *headers]
-        await self._first_body(body, False)
+        self.status = 500
+        self.resp_headers = [(b"content-type", b"application/json")]
+        await self._first_body(_error_body(500, message), False)
         self._completed()
 
     async def _write(self, data: bytes) -> None:
