@@ -58,19 +58,25 @@ class Listen:
         return ["--reuse-port", self.host, str(self.port)]
 
 
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port in the port's SO_REUSEPORT group (not listening)."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def reserve(host: str, port: int, backlog: int) -> Listen:
     """Bind the port in the parent (OSError if it is taken)."""
     if REUSE_PORT:
-        sock = socket.socket(_family(host), socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            sock.close()
-            raise
-        return Listen(host, sock.getsockname()[1], None, sock)  # bound, never listening
-    sock = socket.create_server((host, port), family=_family(host), backlog=backlog)
+        sock = _reuse_port_socket(host, port)  # bound, never listening: takes no connection
+        return Listen(host, sock.getsockname()[1], None, sock)
+    sock = listen_once(host, port, backlog)
     sock.set_inheritable(True)
     return Listen(host, sock.getsockname()[1], sock.fileno(), sock)
 
@@ -82,11 +88,8 @@ def listen_once(host: str, port: int, backlog: int) -> socket.socket:
 
 def listen_socket(host: str, port: int, backlog: int) -> socket.socket:
     """A worker's own listening socket in the port's SO_REUSEPORT group."""
-    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    sock = _reuse_port_socket(host, port)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
         sock.listen(backlog)
     except OSError:
         sock.close()
