@@ -108,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(_banner(config, host, listen.port), flush=True)
         return supervise(listen, workers, config.server.graceful_timeout_s)
     print(_banner(config, host, sock.getsockname()[1]), flush=True)
-    trio.run(_serve_builtin, config, sock)
+    trio.run(_serve_builtin, config, lambda: sock)
     return 0
 
 
@@ -133,16 +133,15 @@ async def _until_signal() -> None:
             return
 
 
-async def _serve_builtin(config: Config, sock: socket.socket | Callable[[], socket.socket]) -> None:
+async def _serve_builtin(config: Config, listen: Callable[[], socket.socket]) -> None:
     """Serve with the built-in server in this process; SIGTERM or SIGINT stops accepting
     and drains in-flight requests for up to graceful_timeout_s, then returns."""
     from gateway.app import app_from_env
     from gateway.server import serve
 
     app: Any = app_from_env()
-    ready, later = (sock, None) if isinstance(sock, socket.socket) else (None, sock)
     options = _server_options(config)
-    await serve(app, "", 0, options, sock=ready, make_sock=later, shutdown_trigger=_until_signal)
+    await serve(app, "", 0, options, listen=listen, shutdown_trigger=_until_signal)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -150,13 +149,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from gateway.workers import listen_socket, worker_socket
 
     config = _load(os.environ.get(CONFIG_ENV))
-    sock: socket.socket | Callable[[], socket.socket]
+    listen: Callable[[], socket.socket]
     if args.fd is not None:
-        sock = worker_socket(args.fd)
+        listen = functools.partial(worker_socket, args.fd)
     else:  # listen only once started: the kernel hands connections to every listener
         host, port = args.reuse_port
-        sock = functools.partial(listen_socket, host, int(port), SERVER_BACKLOG)
-    trio.run(_serve_builtin, config, sock)
+        listen = functools.partial(listen_socket, host, int(port), SERVER_BACKLOG)
+    trio.run(_serve_builtin, config, listen)
     return 0
 
 

@@ -568,17 +568,16 @@ async def serve(
     port: int,
     options: ServerOptions = ServerOptions(),
     *,
-    sock: socket.socket | None = None,
-    make_sock: Callable[[], socket.socket] | None = None,
+    listen: Callable[[], socket.socket] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` until `shutdown_trigger` returns (then drain) or until cancelled.
 
-    `sock` is an already listening socket (a worker's inherited one, or bound before
-    the event loop so that a taken port fails early); `make_sock` makes one once the
-    app has started (a worker joining an SO_REUSEPORT group must not be handed
-    connections while it is still starting); otherwise this binds host:port.
+    `listen` returns the listening socket, called once the app has started (a worker
+    joining an SO_REUSEPORT group must not be handed connections while it is still
+    starting; `gateway serve` binds before the event loop so that a taken port fails
+    early, and passes that socket back here); without it this binds host:port.
     task_status gets the bound port once the app's lifespan startup has completed and
     connections are being accepted.
     """
@@ -586,10 +585,8 @@ async def serve(
     async with trio.open_nursery() as outer:
         outer.start_soon(lifespan.run)
         await lifespan.startup()
-        if make_sock is not None:
-            sock = make_sock()
-        if sock is not None:
-            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+        if listen is not None:
+            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(listen()))]
         else:
             listeners = await trio.open_tcp_listeners(port, host=host, backlog=options.backlog)
         sockname = listeners[0].socket.getsockname()
