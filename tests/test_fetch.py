@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,6 +35,7 @@ from gateway.fetch import (
     sniff_mime,
 )
 from gateway.providers.base import Media
+from tests.tls import self_signed
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(56))
 WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8 " + bytes(20)
@@ -528,20 +527,7 @@ async def test_logs_never_carry_the_path_or_query(
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for media.example (its own trust anchor)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-nodes", "-days", "2", "-newkey", "ec"),
-            *("-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout", str(key), "-out", str(cert)),
-            *("-subj", "/CN=media.example", "-addext", "subjectAltName=DNS:media.example"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"), "media.example", "DNS:media.example")
 
 
 @dataclass

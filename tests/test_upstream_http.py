@@ -7,9 +7,7 @@ recorded (the client side only connects, it never accepts).
 from __future__ import annotations
 
 import itertools
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -31,6 +29,7 @@ from gateway.relay import Relay, Timeouts
 from gateway.router import make_deployment
 from gateway.transport import Retryable
 from gateway.upstream_http import MAX_HEAD_BYTES, USER_AGENT, H11Transport
+from tests.tls import self_signed
 
 Handler = Callable[[Request, Reply], Awaitable[None]]
 JSON = [("content-type", "application/json")]
@@ -645,20 +644,7 @@ async def test_tcp_nodelay_is_set() -> None:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (its own trust anchor)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-nodes", "-days", "2", "-newkey", "ec"),
-            *("-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout", str(key), "-out", str(cert)),
-            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"), "127.0.0.1", "IP:127.0.0.1")
 
 
 @pytest.fixture
