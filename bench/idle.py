@@ -65,7 +65,7 @@ from bench.subcommand import (
     run_measurement,
     write_json,
 )
-from gateway.sse import SSEDecoder, SSEProtocolError
+from gateway.openai.sse import SSEDecoder, SSEProtocolError
 
 __all__ = [
     "IdleOptions",

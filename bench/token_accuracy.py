@@ -1,4 +1,4 @@
-"""How far `gateway.tokens` counts are from the truth, and what counting costs.
+"""How far `gateway.tokens.count` counts are from the truth, and what counting costs.
 
     python -m bench.token_accuracy [--requests N] [--seed S] [--llama-models DIR]
 
@@ -55,9 +55,10 @@ from typing import Any
 import orjson
 import tiktoken
 
-from gateway import tokens
+from gateway.config import OPTIONS_BY_KIND, ProviderKind
 from gateway.providers.base import CallContext, Deployment
-from gateway.tokenizer_files import load_encoding
+from gateway.tokens import count as tokens
+from gateway.tokens.tables import load_encoding
 
 __all__ = ["main"]
 
@@ -258,7 +259,7 @@ def official_encoding(name: str, cache: Path) -> tiktoken.Encoding:
     tiktoken looks for a download in TIKTOKEN_CACHE_DIR under the SHA-1 of its URL and
     checks the file's SHA-256 itself, so this is tiktoken's own loading path.
     """
-    shipped = resources.files("gateway").joinpath("tokenizer_data", f"{name}.tiktoken.xz")
+    shipped = resources.files("gateway.tokens").joinpath("data", f"{name}.tiktoken.xz")
     key = hashlib.sha1(_URLS[name].encode()).hexdigest()
     (cache / key).write_bytes(lzma.decompress(shipped.read_bytes()))
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
@@ -361,9 +362,14 @@ def compare_rich(bodies: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _ctx(kind: str, model: str) -> CallContext:
+def _ctx(kind: ProviderKind, model: str) -> CallContext:
     deployment = Deployment(
-        model_id=model, provider_name=kind, kind=kind, upstream_model=model, api_key="k"
+        model_id=model,
+        provider_name=kind,
+        kind=kind,
+        upstream_model=model,
+        api_key="k",
+        options=OPTIONS_BY_KIND[kind](),
     )
     return CallContext(deployment, False, False, "chatcmpl-bench", 0)
 
@@ -375,8 +381,8 @@ def compare_fakes(
     from bench.fakes.anthropic import _estimate_input_tokens
     from bench.fakes.gemini import _prompt_tokens
     from bench.fakes.openai import _estimate_prompt_tokens
-    from gateway.providers.anthropic import translate_request
-    from gateway.providers.gemini import build_payload
+    from gateway.providers.anthropic.legacy import translate_request
+    from gateway.providers.gemini.legacy import build_payload
 
     fakes: list[tuple[str, str, Callable[[dict[str, Any]], int]]] = [
         ("openai", "gpt-4o", lambda b: _estimate_prompt_tokens(b["messages"])),

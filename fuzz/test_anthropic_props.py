@@ -1,4 +1,4 @@
-"""Property tests of gateway.providers.anthropic.
+"""Property tests of gateway.providers.anthropic.legacy.
 
 - Any split of every recorded Anthropic stream (tests/fixtures/anthropic/*.sse), under
   every combination of the options that change the output (response_format included,
@@ -26,10 +26,11 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from bench.fakes.anthropic_rules import VendorRefusal, check_request
+from gateway.config import AnthropicOptions
 from gateway.errors import InvalidRequest
-from gateway.providers.anthropic import AnthropicProvider
+from gateway.openai.validate import validate_chat_request
+from gateway.providers.anthropic.legacy import AnthropicProvider
 from gateway.providers.base import CallContext, Deployment
-from gateway.validate import validate_chat_request
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "anthropic"
 STREAMS = {p.name: p.read_bytes() for p in sorted(FIXTURES.glob("*.sse"))}
@@ -50,7 +51,8 @@ def context(
         kind="anthropic",
         upstream_model="claude-sonnet-4-5",
         api_key="sk-ant-fuzz",
-        options=options,
+        options=AnthropicOptions(**{k: v for k, v in options.items() if k != "max_output_tokens"}),
+        max_output_tokens=options.get("max_output_tokens"),
     )
     return CallContext(
         deployment,

@@ -32,10 +32,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bench.fakes.gemini_rules import VendorRefusal, check_request, mint_thought_signature
+from gateway.config import GeminiOptions
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.openai.validate import validate_chat_request
 from gateway.providers.base import CallContext, Deployment, Media
-from gateway.providers.gemini import GeminiProvider, encode_call_id
-from gateway.validate import validate_chat_request
+from gateway.providers.gemini.legacy import GeminiProvider, encode_call_id
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "gemini"
 STREAMS = sorted(FIXTURES.glob("*.sse"))
@@ -44,7 +45,9 @@ P = GeminiProvider()
 
 
 def context(model: str, stream: bool, media: dict[str, Media], **options: Any) -> CallContext:
-    deployment = Deployment("gem", "google", "gemini", model, api_key="k", options=options)
+    deployment = Deployment(
+        "gem", "google", "gemini", model, api_key="k", options=GeminiOptions(**options)
+    )
     return CallContext(deployment, stream, stream, "chatcmpl-prop", 1730000000, media)
 
 

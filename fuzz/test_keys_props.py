@@ -1,4 +1,4 @@
-"""Property tests of the managed key parser (gateway.keys.parse_key).
+"""Property tests of the managed key parser (gateway.auth.keys.parse_key).
 
 - On any text, `parse_key` returns None or (id, secret) and never raises.
 - It accepts exactly the well-formed keys with a valid checksum, judged against an
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.keys import format_key, new_key, parse_key
+from gateway.auth.keys import format_key, new_key, parse_key
 
 CORPUS = Path(__file__).parent / "corpus" / "keys"
 PROPS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,26 +20,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import BillingError, RateLimited
-from gateway.limits import (
-    MAX_LIMIT,
+from gateway.billing.limits.core import (
     WINDOW_MS,
     Admission,
     BudgetSeed,
-    KeyLimits,
     KeyState,
-    SpendPeriod,
     admit_state,
     apply_seed,
     backlog,
     check_request,
     format_duration,
-    period_start,
     purge_reservations,
     settle_state,
     status_dict,
     to_ms,
 )
+from gateway.errors import BillingError, RateLimited
+from gateway.store.periods import SpendPeriod, period_start
+from gateway.store.records import MAX_LIMIT, KeyLimits
 
 T0 = 1_800_000_000.0  # a fixed epoch: 2027-01-15, not at a period boundary
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,7 +14,7 @@ import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.providers.schema_instance import instance_for
+from gateway.providers.mock.schema_instance import instance_for
 
 Schema = dict[str, Any]
 # Pairwise disjoint types (integer and number overlap, so only one of them is here).

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.sse import SSEDecoder, SSEEvent, SSEProtocolError, comment, encode_event
+from gateway.openai.sse import SSEDecoder, SSEEvent, SSEProtocolError, comment, encode_event
 
 CORPUS = Path(__file__).parent / "corpus" / "sse"
 SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

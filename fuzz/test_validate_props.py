@@ -1,4 +1,4 @@
-"""Property tests of gateway.validate.
+"""Property tests of gateway.openai.validate.
 
 - Every request drawn from `valid_requests()` is accepted, unchanged.
 - One mutation of a valid request (a required key deleted, a value of the wrong type,
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import InvalidRequest
-from gateway.validate import MAX_DEPTH, validate_chat_request
+from gateway.openai.validate import MAX_DEPTH, validate_chat_request
 
 CORPUS = Path(__file__).parent / "corpus" / "validate"
 PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -16,8 +16,8 @@ from typing import Any
 
 import trio
 
-from gateway import keys_cli
 from gateway.app import CONFIG_ENV, DEV_KEY_ENV, setup_logging
+from gateway.cli import keys as keys_cli
 from gateway.config import Config, ConfigError, embedded_config, load_config
 
 
@@ -94,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if config.server.http_server == "hypercorn":
         print(_banner(config, host, port), flush=True)
         return _serve_hypercorn(config, host, port, workers)
-    from gateway.workers import listen_once, reserve, supervise
+    from gateway.server.workers import listen_once, reserve, supervise
 
     try:  # bound before anything starts: a port in use is one clear line, not a traceback
         if workers > 1:
@@ -116,7 +116,7 @@ SERVER_BACKLOG = 1024
 
 
 def _server_options(config: Config) -> Any:
-    from gateway.server import ServerOptions
+    from gateway.server.serve import ServerOptions
 
     return ServerOptions(
         keep_alive_timeout_s=config.server.keep_alive_timeout_s,
@@ -137,7 +137,7 @@ async def _serve_builtin(config: Config, listen: Callable[[], socket.socket]) ->
     """Serve with the built-in server in this process; SIGTERM or SIGINT stops accepting
     and drains in-flight requests for up to graceful_timeout_s, then returns."""
     from gateway.app import app_from_env
-    from gateway.server import serve
+    from gateway.server.serve import serve
 
     app: Any = app_from_env()
     options = _server_options(config)
@@ -145,8 +145,8 @@ async def _serve_builtin(config: Config, listen: Callable[[], socket.socket]) ->
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """One worker process of `serve --workers N` (started by gateway.workers)."""
-    from gateway.workers import listen_socket, worker_socket
+    """One worker process of `serve --workers N` (started by gateway.server.workers)."""
+    from gateway.server.workers import listen_socket, worker_socket
 
     config = _load(os.environ.get(CONFIG_ENV))
     listen: Callable[[], socket.socket]

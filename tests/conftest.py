@@ -20,7 +20,7 @@ from bench.fakes.openai import FakeOpenAI
 from bench.fakes.threaded import BackgroundTrio, run_fake_openai
 from gateway.app import GatewayApp, create_app
 from gateway.config import Config, load_config
-from gateway.server import ServerOptions, serve
+from gateway.server.serve import ServerOptions, serve
 from tests.redis_server import RedisServer, running_redis
 
 UPSTREAM_KEY = "sk-fake-upstream"

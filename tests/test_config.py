@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, embedded_config, load_config, parse_config
+from gateway.config import (
+    AnthropicOptions,
+    ConfigError,
+    OpenAIOptions,
+    embedded_config,
+    load_config,
+    parse_config,
+)
 
 DOC_EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "gateway.toml"
 
@@ -15,8 +22,8 @@ def test_documented_example_loads() -> None:
     c = load_config(DOC_EXAMPLE, env={"OPENAI_API_KEY": "sk-x"})
     assert c.server.port == 8080
     assert c.providers["openai"].api_key == "sk-x"
-    assert c.providers["local"].caps.developer_role is False
-    assert c.providers["local"].caps.max_tokens_field == "max_tokens"
+    assert c.providers["local"].options.developer_role is False
+    assert c.providers["local"].options.max_tokens_field == "max_tokens"
     assert c.models["fast"].upstream_model == "qwen2.5-7b-instruct"
     assert c.models["gpt-4o-mini"].upstream_model == "gpt-4o-mini"
     assert c.keys[0].name == "alice" and c.keys[0].models == ("gpt-4o-mini", "fast")
@@ -32,12 +39,12 @@ def test_all_vendors_example_loads() -> None:
     c = load_config(DOC_EXAMPLE.parent / "all-vendors.toml", env=env)
     assert {p.kind for p in c.providers.values()} == {"openai", "anthropic", "gemini", "mock"}
     assert c.providers["claude"].base_url == "https://api.anthropic.com/v1"
-    assert c.providers["claude"].caps.default_max_tokens == 4096
+    assert c.providers["claude"].options.default_max_tokens == 4096
     assert c.providers["google"].base_url == "https://generativelanguage.googleapis.com/v1beta"
 
 
 def test_vendor_options_reach_the_deployment() -> None:
-    from gateway.router import Router
+    from gateway.upstream.router import Router
 
     c = parse_config(
         {
@@ -56,13 +63,14 @@ def test_vendor_options_reach_the_deployment() -> None:
         env={},
         source="t",
     )
-    assert dict(Router(c).resolve("m").options) == {
-        "default_max_tokens": 1000,
-        "structured_output": "native",
-        "reasoning_output": True,
-        "fetch_media": True,
-        "max_output_tokens": 32000,
-    }
+    dep = Router(c).resolve("m")
+    assert dep.options == AnthropicOptions(
+        default_max_tokens=1000,
+        structured_output="native",
+        reasoning_output=True,
+        fetch_media=True,
+    )
+    assert dep.max_output_tokens == 32000
 
 
 def test_embedded_defaults_serve_the_mock() -> None:
@@ -156,8 +164,25 @@ def test_model_flags_override_provider_flags() -> None:
         env={},
         source="t",
     )
-    eff = c.models["m"].caps.over(c.providers["p"].caps)
+    eff = c.models["m"].options
+    assert isinstance(eff, OpenAIOptions)
     assert eff.developer_role is True and eff.max_tokens_field == "max_tokens"
+
+
+def test_an_option_of_another_kind_is_refused_naming_its_kinds() -> None:
+    with pytest.raises(ConfigError, match=r"providers.p.api_version: not an option of kind "):
+        parse_config(
+            {"providers": {"p": {"kind": "openai", "api_version": "x"}}}, env={}, source="t"
+        )
+    with pytest.raises(ConfigError, match=r"models.m.ttft_ms: not an option of kind 'gemini'"):
+        parse_config(
+            {
+                "providers": {"g": {"kind": "gemini"}},
+                "models": {"m": {"provider": "g", "ttft_ms": 1}},
+            },
+            env={},
+            source="t",
+        )
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:

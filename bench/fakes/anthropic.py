@@ -72,7 +72,7 @@ from bench.fakes.base import (
 )
 from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, split_model
 from bench.fakes.server import CoarseTimer, Reply, Request
-from gateway.providers.schema_instance import SchemaInstanceError, instance_for
+from gateway.providers.mock.schema_instance import SchemaInstanceError, instance_for
 
 __all__ = [
     "API_VERSIONS",

@@ -79,7 +79,7 @@ from bench.fakes.gemini_rules import (
     mint_thought_signature,
 )
 from bench.fakes.server import CoarseTimer, Reply, Request
-from gateway.providers.schema_instance import SchemaInstanceError, instance_for
+from gateway.providers.mock.schema_instance import SchemaInstanceError, instance_for
 
 DEFAULT_KEY: Final = "AIzaFakeGeminiUpstreamKey-0123456789"
 DEFAULT_MODELS: Final = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-pro-preview")

@@ -51,7 +51,7 @@ from bench.fakes.base import (
 )
 from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, split_model
 from bench.fakes.server import CoarseTimer, Reply, Request
-from gateway.providers.schema_instance import SchemaInstanceError, instance_for
+from gateway.providers.mock.schema_instance import SchemaInstanceError, instance_for
 
 DEFAULT_KEY = "sk-fake-upstream"
 _WORDS = ("This", " is", " a", " fake", " answer", " from", " the", " fake", " upstream", ".")

@@ -4,7 +4,7 @@ A load generator must cost far less than what it measures, so this is not a gene
 client: one keep-alive connection per `Connection`, a POST of pre-encoded bytes, and
 the answer handed to a `Sink` as it arrives, each piece stamped with the time its
 bytes were read. `JSONSink` keeps a non-streamed body and reads its usage at the
-end; `StreamSink` decodes SSE incrementally (`gateway.sse.SSEDecoder`) and times
+end; `StreamSink` decodes SSE incrementally (`gateway.openai.sse.SSEDecoder`) and times
 every content delta.
 
 Failures are raised as `TransportError` with a kind from `metrics.ERROR_KINDS`. A
@@ -26,7 +26,7 @@ import orjson
 import trio
 
 from bench.loadgen.metrics import RequestRecord
-from gateway.sse import SSEDecoder, SSEProtocolError
+from gateway.openai.sse import SSEDecoder, SSEProtocolError
 
 __all__ = [
     "Connection",

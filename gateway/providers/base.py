@@ -17,33 +17,39 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from gateway.config import FREE, OpenAIOptions, Price, ProviderKind, ProviderOptions
 from gateway.errors import GatewayError
-from gateway.spend import FREE, Price
 
 JSON = dict[str, Any]
+OptionsT = TypeVar("OptionsT", bound=ProviderOptions)
 
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
     """A model id resolved to one upstream: where to send it and how it behaves.
 
-    Capability flags come from the provider's config, overridden by the model's.
+    `options` is the provider kind's typed options (config/options.py), the model's
+    settings already merged over its provider's.
     """
 
     model_id: str  # the id the client asked for
     provider_name: str  # the [providers.NAME] table it routes to
-    kind: str  # openai | anthropic | gemini | mock
+    kind: ProviderKind
     upstream_model: str  # the model name sent upstream
     base_url: str = ""
     api_key: str | None = field(default=None, repr=False)
-    developer_role: bool = True  # upstream understands role "developer"
-    max_tokens_field: str | None = None  # "max_tokens" | "max_completion_tokens" | None: as sent
-    stream_usage: bool = True  # upstream accepts stream_options.include_usage
     headers: Mapping[str, str] = field(default_factory=dict)  # extra upstream headers
-    options: Mapping[str, Any] = field(default_factory=dict)  # kind-specific settings
+    options: ProviderOptions = field(default_factory=OpenAIOptions)
+    max_output_tokens: int | None = None  # the upstream model's output cap, if known
     price: Price = FREE  # what its tokens cost
+
+    def options_of(self, cls: type[OptionsT]) -> OptionsT:
+        """The options as the kind's class; a mismatch is a bug (the router pairs them)."""
+        if not isinstance(self.options, cls):
+            raise TypeError(f"{self.model_id}: expected {cls.__name__}, got {self.options!r}")
+        return self.options
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,11 @@ from typing import Any
 
 import orjson
 
+from gateway.config import OpenAIOptions
 from gateway.errors import GatewayError, UpstreamError
+from gateway.openai.sse import DONE, SSEDecoder, SSEProtocolError
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
 from gateway.providers.common import encode_body, load_json_object, upstream_status_error
-from gateway.sse import DONE, SSEDecoder, SSEProtocolError
 
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # one upstream SSE event larger than this is refused
 _DATA = b"data: "
@@ -38,22 +39,23 @@ _STREAM_HEADERS = {"content-type": "application/json", "accept": "text/event-str
 def normalise_request(body: JSON, ctx: CallContext) -> JSON:
     """The OpenAI body to send upstream: a shallow copy with the deployment's rewrites."""
     dep = ctx.deployment
+    opts = dep.options_of(OpenAIOptions)
     out = dict(body)
     out["model"] = dep.upstream_model
-    if not dep.developer_role:
+    if not opts.developer_role:
         messages = body["messages"]
         if any(m.get("role") == "developer" for m in messages):
             out["messages"] = [
                 {**m, "role": "system"} if m.get("role") == "developer" else m for m in messages
             ]
-    field = dep.max_tokens_field
+    field = opts.max_tokens_field
     if field is not None:
         other = "max_tokens" if field == "max_completion_tokens" else "max_completion_tokens"
         if other in out:
             value = out.pop(other)
             if out.get(field) is None:
                 out[field] = value
-    if not dep.stream_usage:
+    if not opts.stream_usage:
         out.pop("stream_options", None)  # the upstream rejects the field altogether
     elif ctx.stream:
         options = body.get("stream_options") or {}

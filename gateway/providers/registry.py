@@ -1,23 +1,26 @@
-"""Provider kind name -> Provider: the only list of provider kinds."""
+"""Provider kind name -> Provider: the only list of provider implementations.
+
+The kind names and their option classes are data in `gateway.config.options` (config
+never imports providers); `tests/providers/test_registry.py` checks the two lists agree.
+"""
 
 from __future__ import annotations
 
-from gateway.providers.anthropic import AnthropicProvider
+from gateway.config import ProviderKind
+from gateway.providers.anthropic.legacy import AnthropicProvider
 from gateway.providers.base import Provider
-from gateway.providers.gemini import GeminiProvider
-from gateway.providers.mock import MockProvider
+from gateway.providers.gemini.legacy import GeminiProvider
+from gateway.providers.mock.legacy import MockProvider
 from gateway.providers.openai import OpenAIProvider
 
-PROVIDERS: dict[str, Provider] = {
+PROVIDERS: dict[ProviderKind, Provider] = {
     "openai": OpenAIProvider(),
     "anthropic": AnthropicProvider(),
     "gemini": GeminiProvider(),
     "mock": MockProvider(),
 }
 
-KINDS: tuple[str, ...] = tuple(PROVIDERS)
 
-
-def provider_for(kind: str) -> Provider:
+def provider_for(kind: ProviderKind) -> Provider:
     """The provider for a configured kind (config validation guarantees it exists)."""
     return PROVIDERS[kind]

@@ -34,19 +34,18 @@ import orjson
 import outcome
 import trio
 
-from gateway.keys import IssuedKey, new_key
-from gateway.limits import MAX_MICROS
-from gateway.store import (
+from gateway.store.periods import SpendPeriod, period_bounds
+from gateway.store.records import (
+    MAX_MICROS,
     PENDING,
+    IssuedKey,
     KeyRecord,
     ModelUsage,
     NewKey,
-    Period,
     StoreError,
     Topup,
     UsageRow,
     UsageSummary,
-    period_bounds,
 )
 
 P = ParamSpec("P")
@@ -130,7 +129,7 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> KeyRecord:
         rpm=row[4],
         tpm=row[5],
         spend_limit_micros=row[6],
-        spend_period=cast("Period | None", row[7]),
+        spend_period=cast("SpendPeriod | None", row[7]),
         prepaid=bool(row[8]),
         expires_at=row[9],
         revoked_at=row[10],
@@ -223,12 +222,10 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ keys
 
-    def create_key(
-        self, spec: NewKey, now: float, issued: IssuedKey | None = None
-    ) -> tuple[KeyRecord, str]:
-        """Store a new key; returns its record and the full key, the only time it exists."""
+    def create_key(self, spec: NewKey, now: float, key: IssuedKey) -> tuple[KeyRecord, str]:
+        """Store a new key (made by `auth.keys.new_key`); returns its record and the full
+        key, the only time it exists."""
         spec.check()
-        key = new_key() if issued is None else issued
         models = None if spec.models is None else orjson.dumps(list(spec.models)).decode()
         with self._tx() as c:
             version = self._next_version(c)
@@ -410,7 +407,7 @@ class SqliteStore:
             return self._cost(key_id, start, end, pending)
 
     def spent_in_period(
-        self, key_id: str, period: Period, now: float, pending: Sequence[UsageRow] = ()
+        self, key_id: str, period: SpendPeriod, now: float, pending: Sequence[UsageRow] = ()
     ) -> int:
         """What a key spent in the calendar UTC day or month containing `now`."""
         start, end = period_bounds(period, now)
@@ -454,7 +451,7 @@ class SqliteStore:
 class AsyncSqlite:
     """A `SqliteStore` for trio code: each call runs in a worker thread, one at a time,
     and a cancelled call interrupts its statement (see the module docstring). SQLite
-    errors leave as `StoreError`. Implements `gateway.store.KeySource`."""
+    errors leave as `StoreError`. Implements `gateway.store.records.KeySource`."""
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
@@ -496,8 +493,8 @@ class AsyncSqlite:
         async with self._lock:
             self.store.close()
 
-    async def create_key(self, spec: NewKey, now: float) -> tuple[KeyRecord, str]:
-        return await self.run(self.store.create_key, spec, now)
+    async def create_key(self, spec: NewKey, now: float, key: IssuedKey) -> tuple[KeyRecord, str]:
+        return await self.run(self.store.create_key, spec, now, key)
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         return await self.run(self.store.get_key, key_id)

@@ -38,7 +38,7 @@ from bench.loadgen.metrics import (
 from bench.loadgen.report import SCHEMA, format_progress, format_report
 from bench.loadgen.runner import LoadConfig, LoadResult, Progress, run_load
 from bench.loadgen.workload import PREFIX_TOKENS, Workload, synthetic_prompt
-from gateway.tokens import count_text_tokens
+from gateway.tokens.count import count_text_tokens
 
 KEY = "sk-fake-upstream"
 COMPLETION = orjson.dumps(

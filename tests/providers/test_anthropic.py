@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from bench.fakes.anthropic_rules import check_request
+from gateway.config import AnthropicOptions
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -28,7 +29,8 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.providers.anthropic import (
+from gateway.openai.sse import SSEDecoder
+from gateway.providers.anthropic.legacy import (
     JSON_TOOL,
     JSON_VALUE_TOOL,
     AnthropicProvider,
@@ -36,7 +38,6 @@ from gateway.providers.anthropic import (
     translate_request,
 )
 from gateway.providers.base import CallContext, Deployment, Media
-from gateway.sse import SSEDecoder
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "anthropic"
 P = AnthropicProvider()
@@ -71,7 +72,8 @@ def ctx(
         kind="anthropic",
         upstream_model=MODEL,
         api_key="sk-ant-upstream",
-        options=options,
+        options=AnthropicOptions(**{k: v for k, v in options.items() if k != "max_output_tokens"}),
+        max_output_tokens=options.get("max_output_tokens"),
     )
     return CallContext(
         deployment, stream, include_usage, REQUEST_ID, CREATED, media or {}, response_format
@@ -762,6 +764,7 @@ def test_build_request_base_url_default_version_and_extra_headers() -> None:
         upstream_model=MODEL,
         base_url="http://127.0.0.1:9/v1/",
         headers={"anthropic-beta": "x-2025"},
+        options=AnthropicOptions(),
     )
     req = P.build_request({"model": "claude", "messages": [user()]}, c)
     assert req.url == "http://127.0.0.1:9/v1/messages"

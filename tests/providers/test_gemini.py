@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from bench.fakes.gemini_rules import check_request, mint_thought_signature
+from gateway.config import GeminiOptions
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -22,8 +23,10 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.openai.sse import SSEDecoder
+from gateway.openai.validate import validate_chat_request
 from gateway.providers.base import CallContext, Deployment, Media
-from gateway.providers.gemini import (
+from gateway.providers.gemini.legacy import (
     SKIP_SIGNATURE,
     GeminiProvider,
     GeminiStreamTranslator,
@@ -31,9 +34,7 @@ from gateway.providers.gemini import (
     decode_call_id,
     encode_call_id,
 )
-from gateway.providers.gemini_schema import clean_schema
-from gateway.sse import SSEDecoder
-from gateway.validate import validate_chat_request
+from gateway.providers.gemini.schema import clean_schema
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "gemini"
 P = GeminiProvider()
@@ -65,7 +66,8 @@ def ctx(
         upstream_model=upstream_model,
         base_url="",
         api_key="AIza-upstream",
-        options=options,
+        options=GeminiOptions(**{k: v for k, v in options.items() if k != "max_output_tokens"}),
+        max_output_tokens=options.get("max_output_tokens"),
     )
     return CallContext(deployment, stream, include_usage, "chatcmpl-test", 1730000000, media or {})
 
@@ -144,7 +146,12 @@ def test_stream_request_uses_sse_endpoint() -> None:
 def test_configured_base_url_is_used() -> None:
     c = ctx()
     c.deployment = Deployment(
-        "gem", "google", "gemini", "gemini-2.5-flash", base_url="http://127.0.0.1:9/v1beta/"
+        "gem",
+        "google",
+        "gemini",
+        "gemini-2.5-flash",
+        base_url="http://127.0.0.1:9/v1beta/",
+        options=GeminiOptions(),
     )
     assert P.build_request(req(), c).url == (
         "http://127.0.0.1:9/v1beta/models/gemini-2.5-flash:generateContent"

@@ -11,8 +11,9 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from gateway.providers.mock import SYSTEM_FINGERPRINT, MockReply, respond
-from gateway.tokens import count_prompt_tokens
+from gateway.config import ConfigError, MockOptions, parse_config
+from gateway.providers.mock.legacy import SYSTEM_FINGERPRINT, MockReply, respond
+from gateway.tokens.count import count_prompt_tokens
 
 CREATED = 1_730_000_000
 REQUEST_ID = "chatcmpl-test123"
@@ -62,7 +63,9 @@ def body(text: str = "Tell me a story about a brave little mock.", **extra: Any)
 
 
 def call(payload: dict[str, Any], **options: Any) -> MockReply:
-    return respond(copy.deepcopy(payload), options, created=CREATED, request_id=REQUEST_ID)
+    return respond(
+        copy.deepcopy(payload), MockOptions(**options), created=CREATED, request_id=REQUEST_ID
+    )
 
 
 def events(reply: MockReply) -> tuple[list[dict[str, Any]], bool]:
@@ -605,9 +608,12 @@ def test_empty_reply_still_streams_role_and_finish() -> None:
 
 
 @pytest.mark.parametrize("options", [{"ttft_ms": "5"}, {"tokens_per_s": True}, {"ttft_ms": [1]}])
-def test_option_types_are_checked(options: dict[str, Any]) -> None:
-    with pytest.raises(TypeError):
-        call(body(), **options)
+def test_option_types_are_checked_at_load(options: dict[str, Any]) -> None:
+    config = {"providers": {"m": {"kind": "mock", **options}}}
+    with pytest.raises(
+        ConfigError, match=r"providers\.m\.(ttft_ms|tokens_per_s): expected a number"
+    ):
+        parse_config(config, env={}, source="t")
 
 
 def sdk_client(payload_seen: list[dict[str, Any]]) -> Any:

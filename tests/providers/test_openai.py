@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.config import OpenAIOptions
 from gateway.errors import (
     RateLimited,
     UpstreamError,
@@ -15,9 +16,9 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.openai.sse import SSEDecoder
 from gateway.providers.base import CallContext, Deployment
 from gateway.providers.openai import OpenAIProvider, normalise_request
-from gateway.sse import SSEDecoder
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "openai"
 P = OpenAIProvider()
@@ -31,7 +32,7 @@ def ctx(stream: bool = True, include_usage: bool = False, **dep: Any) -> CallCon
         upstream_model=dep.pop("upstream_model", "up-model"),
         base_url="http://127.0.0.1:9/v1",
         api_key="sk-upstream",
-        **dep,
+        options=OpenAIOptions(**dep),
     )
     return CallContext(deployment, stream, include_usage, "chatcmpl-test", 1730000000)
 

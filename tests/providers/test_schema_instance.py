@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from gateway.providers.schema_instance import SchemaInstanceError, instance_for
+from gateway.providers.mock.schema_instance import SchemaInstanceError, instance_for
 
 DRAFT7 = "http://json-schema.org/draft-07/schema#"
 DRAFT4 = "http://json-schema.org/draft-04/schema#"

@@ -11,19 +11,21 @@ from pathlib import Path
 import pytest
 import trio
 
-from gateway.auth import Authenticator, StaticKeyStore
+from gateway.auth.cache import ManagedKeyStore, principal_of
+from gateway.auth.keys import format_key, new_key, parse_key
+from gateway.auth.manage import key_json
+from gateway.auth.principal import Authenticator, StaticKeyStore
 from gateway.config import KeyConfig
 from gateway.errors import AuthenticationFailed
-from gateway.keys import format_key, new_key, parse_key
-from gateway.limits import MAX_LIMIT, MAX_MICROS
-from gateway.store import (
+from gateway.store.periods import period_bounds
+from gateway.store.records import (
+    MAX_LIMIT,
+    MAX_MICROS,
     KeyRecord,
-    ManagedKeyStore,
     NewKey,
     StoreError,
     Topup,
     UsageRow,
-    period_bounds,
 )
 from gateway.store.sqlite import SCHEMA_VERSION, AsyncSqlite, SqliteStore
 
@@ -124,7 +126,7 @@ def test_create_stores_only_the_hash(store: SqliteStore, db_path: Path) -> None:
         credit_micros=2_000_000,
         expires_at=NOW + 86400,
     )
-    record, full_key = store.create_key(spec, NOW)
+    record, full_key = store.create_key(spec, NOW, new_key())
     parsed = parse_key(full_key)
     assert parsed is not None and parsed[0] == record.key_id
     assert record.models == ("gpt-test", "openai/*")
@@ -140,16 +142,16 @@ def test_create_stores_only_the_hash(store: SqliteStore, db_path: Path) -> None:
     assert full_key.encode() not in raw
     assert parsed[1].encode() not in raw
     assert full_key not in repr(record)
-    assert "secret" not in str(record.public(NOW))
-    assert full_key not in str(record.public(NOW))
+    assert "secret" not in str(key_json(record, NOW))
+    assert full_key not in str(key_json(record, NOW))
 
 
 def test_key_principal_carries_scope_and_limits(store: SqliteStore) -> None:
     spec = NewKey(
         "team", models=("fast", "openai/*"), rpm=5, spend_limit_micros=9, spend_period="month"
     )
-    record, _ = store.create_key(spec, NOW)
-    p = record.principal()
+    record, _ = store.create_key(spec, NOW, new_key())
+    p = principal_of(record)
     assert p.name == "team" and p.key_id == record.key_id
     assert p.may_use("fast") and p.may_use("openai/gpt-4o") and not p.may_use("slow")
     assert p.limits is not None
@@ -179,14 +181,14 @@ def test_key_principal_carries_scope_and_limits(store: SqliteStore) -> None:
 )
 def test_invalid_specs_name_the_field(store: SqliteStore, spec: NewKey, field: str) -> None:
     with pytest.raises(ValueError, match=f"^{field}:"):
-        store.create_key(spec, NOW)
+        store.create_key(spec, NOW, new_key())
     assert store.list_keys() == []
 
 
 def test_versions_follow_commit_order_across_connections(store: SqliteStore, db_path: Path) -> None:
     other = SqliteStore(db_path)  # the CLI, in another process
-    a, _ = store.create_key(NewKey("a"), NOW)
-    b, _ = other.create_key(NewKey("b"), NOW - 100)  # an older clock does not matter
+    a, _ = store.create_key(NewKey("a"), NOW, new_key())
+    b, _ = other.create_key(NewKey("b"), NOW - 100, new_key())  # an older clock does not matter
     assert b.version > a.version
     revoked = other.revoke_key(a.key_id, NOW + 1)
     assert revoked is not None and revoked.version > b.version
@@ -196,7 +198,7 @@ def test_versions_follow_commit_order_across_connections(store: SqliteStore, db_
 
 
 def test_revoke_is_idempotent_and_unknown_is_none(store: SqliteStore) -> None:
-    record, _ = store.create_key(NewKey("a"), NOW)
+    record, _ = store.create_key(NewKey("a"), NOW, new_key())
     first = store.revoke_key(record.key_id, NOW + 1)
     again = store.revoke_key(record.key_id, NOW + 2)
     assert first is not None and again is not None
@@ -209,8 +211,8 @@ def test_revoke_is_idempotent_and_unknown_is_none(store: SqliteStore) -> None:
 
 
 def test_topups_and_credit_balance(store: SqliteStore) -> None:
-    prepaid, _ = store.create_key(NewKey("p", credit_micros=1_000), NOW)
-    postpaid, _ = store.create_key(NewKey("q"), NOW)
+    prepaid, _ = store.create_key(NewKey("p", credit_micros=1_000), NOW, new_key())
+    postpaid, _ = store.create_key(NewKey("q"), NOW, new_key())
     assert store.credit_balance(prepaid.key_id) == 1_000
     t = store.add_topup(prepaid.key_id, 500, NOW, "more")
     store.write_usage([row("r1", prepaid.key_id, 300), row("r2", postpaid.key_id, 7)])
@@ -229,7 +231,7 @@ def test_topups_and_credit_balance(store: SqliteStore) -> None:
 
 
 def test_a_prepaid_key_with_zero_credit_has_no_initial_topup(store: SqliteStore) -> None:
-    record, _ = store.create_key(NewKey("z", credit_micros=0), NOW)
+    record, _ = store.create_key(NewKey("z", credit_micros=0), NOW, new_key())
     assert record.prepaid
     assert store.topups_since(0) == []
     assert store.credit_balance(record.key_id) == 0
@@ -330,7 +332,7 @@ def test_usage_row_from_dict_checks_every_field() -> None:
 
 
 async def test_async_calls_run_and_errors_become_store_errors(adb: AsyncSqlite) -> None:
-    record, _ = await adb.create_key(NewKey("a"), NOW)
+    record, _ = await adb.create_key(NewKey("a"), NOW, new_key())
     assert [r.key_id for r in await adb.list_keys()] == [record.key_id]
     with pytest.raises(StoreError):
         await adb.run(adb.store._conn.execute, "SELECT * FROM no_such_table")
@@ -351,7 +353,7 @@ async def test_cancelling_a_call_interrupts_its_statement(adb: AsyncSqlite) -> N
     elapsed = time.monotonic() - started
     assert scope.cancelled_caught
     assert elapsed < 1.5, elapsed  # the query alone runs for tens of seconds
-    record, _ = await adb.create_key(NewKey("after"), NOW)  # the connection still works
+    record, _ = await adb.create_key(NewKey("after"), NOW, new_key())  # the connection still works
     assert await adb.get_key(record.key_id) == record
 
 
@@ -375,7 +377,9 @@ async def test_a_cancelled_write_is_all_or_nothing(adb: AsyncSqlite) -> None:
 async def test_lookup_finds_active_keys_only(adb: AsyncSqlite) -> None:
     clock = [NOW]
     cache = ManagedKeyStore(adb, clock=lambda: clock[0])
-    rec, full_key = await adb.create_key(NewKey("alice", rpm=3, expires_at=NOW + 60), NOW)
+    rec, full_key = await adb.create_key(
+        NewKey("alice", rpm=3, expires_at=NOW + 60), NOW, new_key()
+    )
     assert cache.lookup(full_key) is None  # not loaded yet
     assert await cache.refresh() == 1
     principal = cache.lookup(full_key)
@@ -402,8 +406,8 @@ async def test_a_row_the_limiter_cannot_take_disables_only_that_key(
     adb: AsyncSqlite, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = ManagedKeyStore(adb)
-    bad, bad_key = await adb.create_key(NewKey("bad"), NOW)
-    _, good_key = await adb.create_key(NewKey("good"), NOW)
+    bad, bad_key = await adb.create_key(NewKey("bad"), NOW, new_key())
+    _, good_key = await adb.create_key(NewKey("good"), NOW, new_key())
     await cache.refresh()
     assert cache.lookup(bad_key) is not None
     await adb.run(  # edited by hand, past the limiter's bounds
@@ -419,7 +423,7 @@ async def test_a_row_the_limiter_cannot_take_disables_only_that_key(
 
 async def test_authenticator_tries_managed_then_config_keys(adb: AsyncSqlite) -> None:
     cache = ManagedKeyStore(adb)
-    _, full_key = await adb.create_key(NewKey("managed"), NOW)
+    _, full_key = await adb.create_key(NewKey("managed"), NOW, new_key())
     await cache.refresh()
     auth = Authenticator([cache, StaticKeyStore([KeyConfig(name="cfg", key="sk-cfg-123")])])
     assert auth.authenticate(b"Bearer " + full_key.encode()).name == "managed"
@@ -436,7 +440,7 @@ async def test_refresher_sees_another_process_within_an_interval(
     async def on_topup(t: Topup) -> None:
         seen.append(t)
 
-    before, _ = await adb.create_key(NewKey("old", credit_micros=100), NOW)
+    before, _ = await adb.create_key(NewKey("old", credit_micros=100), NOW, new_key())
     cache = ManagedKeyStore(adb, on_topup=on_topup, refresh_interval_s=0.05)
     cli = SqliteStore(db_path)  # another process's connection
     try:
@@ -444,7 +448,9 @@ async def test_refresher_sees_another_process_within_an_interval(
             await nursery.start(cache.run_refresher)
             assert cache.get(before.key_id) is not None
             assert seen == []  # existing credit is seeded from the ledger, not replayed
-            rec, full_key = await trio.to_thread.run_sync(cli.create_key, NewKey("cli"), NOW)
+            rec, full_key = await trio.to_thread.run_sync(
+                cli.create_key, NewKey("cli"), NOW, new_key()
+            )
             await wait_for(lambda: cache.lookup(full_key) is not None)
             await trio.to_thread.run_sync(cli.add_topup, before.key_id, 5, NOW)
             await trio.to_thread.run_sync(cli.revoke_key, rec.key_id, NOW)
@@ -467,7 +473,7 @@ async def test_a_failed_topup_callback_is_retried(adb: AsyncSqlite) -> None:
         if len(calls) == 1:
             raise RuntimeError("limiter down")
 
-    rec, _ = await adb.create_key(NewKey("p", credit_micros=0), NOW)
+    rec, _ = await adb.create_key(NewKey("p", credit_micros=0), NOW, new_key())
     cache = ManagedKeyStore(adb, on_topup=flaky)
     await cache.refresh()
     t = await adb.add_topup(rec.key_id, 10, NOW)
@@ -495,7 +501,7 @@ async def test_refresher_survives_store_errors_and_bugs(adb: AsyncSqlite) -> Non
 
     source = Flaky()
     cache = ManagedKeyStore(source, refresh_interval_s=0.02)
-    _, first = await adb.create_key(NewKey("a"), NOW)
+    _, first = await adb.create_key(NewKey("a"), NOW, new_key())
     async with trio.open_nursery() as nursery:
         await nursery.start(cache.run_refresher)
         for error in (StoreError("database is locked"), RuntimeError("a bug")):
@@ -506,7 +512,7 @@ async def test_refresher_survives_store_errors_and_bugs(adb: AsyncSqlite) -> Non
 
             await wait_for(failed_twice)
             assert cache.lookup(first) is not None  # the cache keeps serving
-        _, second = await adb.create_key(NewKey("b"), NOW)
+        _, second = await adb.create_key(NewKey("b"), NOW, new_key())
         source.fail = None
         await wait_for(lambda: cache.lookup(second) is not None)
         nursery.cancel_scope.cancel()

@@ -1,0 +1,152 @@
+"""POST /v1/chat/completions, the hot route, in raw ASGI: one request, start to end.
+
+It names no provider: everything vendor-specific is behind a Relay. Every failure
+leaves as an OpenAI-shaped error body; a bug of ours is logged with the request id
+and answered with a plain 500, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import orjson
+import trio
+
+from gateway.api.asgi import (
+    JSON_HEADERS,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    SSEWriter,
+    header,
+    read_body,
+    send_bytes,
+    send_error,
+    until_disconnect,
+)
+from gateway.billing.accounting import Accounting, admit
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+)
+from gateway.openai.validate import validate_chat_request
+from gateway.providers.base import CallContext
+from gateway.providers.common import media_url_params
+from gateway.state import Gateway
+from gateway.upstream.relay import Outcome
+
+log = logging.getLogger("gateway")
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The parsed body, or a 400 that says what is wrong with it."""
+    if not raw:
+        raise InvalidRequest("The request body is empty; expected a JSON object.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({e.msg}, at byte {e.pos})."
+        ) from None
+
+
+def response_format_type(body: dict[str, Any]) -> str | None:
+    """The client's structured-output mode, if any ("text" counts as none)."""
+    fmt = body.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    return kind if kind in ("json_schema", "json_object") else None
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /v1/chat/completions: auth, validate, route, admit, relay, settle."""
+    request_id = "chatcmpl-" + os.urandom(12).hex()
+    extra = [(b"x-request-id", request_id.encode())]
+    writer: SSEWriter | None = None
+    account: Accounting | None = None
+    failure: GatewayError | None = None
+    try:
+        principal = gw.auth.authenticate(header(scope, b"authorization"))
+        server = gw.config.server
+        raw = await read_body(scope, receive, server.max_body_bytes, server.body_timeout_s)
+        body = parse_json_body(raw)
+        validate_chat_request(body)
+        model = body["model"]
+        gw.auth.authorize_model(principal, model)
+        dep = gw.router.resolve(model)
+        relay = gw.relays[dep.provider_name]
+        stream = body.get("stream") is True
+        ctx = CallContext(
+            deployment=dep,
+            stream=stream,
+            include_usage=stream and wants_usage(body),
+            request_id=request_id,
+            created=int(time.time()),
+            response_format=response_format_type(body),
+        )
+        acct, body = await admit(  # 429/402 first
+            ledger=gw.ledger,
+            limiter=gw.limiter,
+            default_output_tokens=gw.config.state.default_output_tokens,
+            principal=principal,
+            dep=dep,
+            body=body,
+            request_id=request_id,
+        )
+        account = acct
+        extra += acct.headers
+        urls = relay.provider.media_urls(body, ctx)
+        if urls:
+            params = media_url_params(body)
+            ctx.media = await gw.fetcher.fetch_all([(u, params.get(u, "messages")) for u in urls])
+        upstream_request = relay.provider.build_request(body, ctx)
+        if stream:
+            sse = writer = SSEWriter(send, extra)
+
+            async def settle_stream(outcome: Outcome) -> None:
+                await acct.finish(outcome.usage, outcome.error)
+
+            async def work() -> None:
+                await relay.stream(upstream_request, ctx, acct.counting(sse.write), settle_stream)
+                await sse.end()
+
+        else:
+
+            async def work() -> None:
+                completion = await relay.complete(upstream_request, ctx)
+                await acct.finish(completion.usage, None)
+                await send_bytes(send, 200, completion.body, JSON_HEADERS + extra)
+
+        await until_disconnect(receive, work)
+    except ClientGone:
+        return
+    except GatewayError as e:
+        failure = e
+        if account is not None:  # the row is journaled before the client hears the end
+            await account.finish(None, e)
+        await send_error(send, e, extra)
+    except Exception:
+        log.exception("internal error in request %s", request_id)
+        failure = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
+        if account is not None:
+            await account.finish(None, failure)
+        if writer is not None and writer.started:
+            await writer.write(failure.sse_event())
+            await writer.end()
+        else:
+            await send_error(send, failure, extra)
+    finally:
+        if account is not None and not account.done:
+            # Failed before the upstream answered, or the client went away (its
+            # request was cancelled): settle what is known, shielded from that cancel.
+            with trio.CancelScope(shield=True):
+                await account.finish(None, failure, status=None if failure else "client_gone")

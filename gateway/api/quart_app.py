@@ -1,0 +1,120 @@
+"""Every route but the hot one, on Quart: models, health, the admin API, error pages.
+
+These are cold paths, so a framework's conveniences cost nothing that matters.
+Quart's 60 s RESPONSE_TIMEOUT and BODY_TIMEOUT are off (left on, they silently cut
+long responses); every error leaves in the OpenAI shape, never HTML.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from gateway.api.admin import admin_digest, make_admin_blueprint
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+)
+from gateway.providers.base import Deployment
+from gateway.state import Gateway
+
+log = logging.getLogger("gateway")
+
+
+def model_object(dep: Deployment, created: int) -> dict[str, Any]:
+    return {
+        "id": dep.model_id,
+        "object": "model",
+        "created": created,
+        "owned_by": dep.provider_name,
+    }
+
+
+def make_quart_app(gw: Gateway) -> QuartTrio:
+    """The Quart app for every route but the hot one (and the admin API when enabled)."""
+    app = QuartTrio("gateway")
+    # Quart's 60 s defaults would silently cut long responses; our deadlines rule.
+    app.config.update(
+        RESPONSE_TIMEOUT=None,
+        BODY_TIMEOUT=None,
+        MAX_CONTENT_LENGTH=gw.config.server.max_body_bytes,
+    )
+    started = int(time.time())
+
+    def respond(obj: Any, status: int = 200) -> Response:
+        return Response(orjson.dumps(obj), status=status, content_type="application/json")
+
+    def principal() -> Any:
+        auth = request.headers.get("authorization")
+        return gw.auth.authenticate(auth.encode("latin-1") if auth else None)
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        who = principal()
+        data = [model_object(d, started) for d in gw.router.configured if who.may_use(d.model_id)]
+        return respond({"object": "list", "data": data})
+
+    @app.get("/v1/models/<path:model_id>")
+    async def get_model(model_id: str) -> Response:
+        who = principal()
+        if not who.may_use(model_id):
+            raise ModelNotFound(
+                f"The model '{model_id}' does not exist or you do not have access to it."
+            )
+        return respond(model_object(gw.router.resolve(model_id), started))
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return respond({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if not gw.ready:
+            return respond({"status": "starting"}, 503)
+        return respond({"status": "ready"})
+
+    @app.errorhandler(GatewayError)
+    async def gateway_error(e: GatewayError) -> Response:
+        resp = Response(e.body(), status=e.http_status, content_type="application/json")
+        resp.headers.update(e.headers)
+        return resp
+
+    @app.errorhandler(HTTPException)
+    async def http_error(e: HTTPException) -> Response:
+        code = e.code or 500
+        err: GatewayError
+        if code == 404:
+            err = NotFound(f"Unknown path: {request.method} {request.path}")
+        elif code == 405:
+            err = MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}.")
+        else:
+            err = GatewayError(
+                e.description or "HTTP error", status=code, error_type="invalid_request_error"
+            )
+        return await gateway_error(err)
+
+    @app.errorhandler(Exception)
+    async def internal_error(e: Exception) -> Response:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return await gateway_error(InternalError("The gateway failed unexpectedly."))
+
+    if gw.config.state.admin_key:
+        app.register_blueprint(
+            make_admin_blueprint(
+                gw.db,
+                gw.keys,
+                admin_digest(gw.config.state.admin_key),
+                ledger=gw.ledger,
+                limit_status=lambda key_id, now: gw.limiter.status(key_id, now),
+            )
+        )
+    return app

@@ -1,0 +1,222 @@
+"""Admission and settlement of one request: limits, budget, and its ledger rows.
+
+`admit` counts the prompt, reserves the request, its tokens (prompt + output cap)
+and its worst-case cost with the limiter (429 / 402 before anything is sent
+upstream), and journals a `pending` ledger row. `Accounting.finish` runs exactly
+once: it turns the usage the upstream reported (or, when there is none, an estimate
+from what was streamed) into the actual cost, settles the reservation, and journals
+the final row. For streams it runs just before the last event goes out, so the row
+is durable before the client hears that the request ended (reliability.md R15, R23).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import trio
+
+from gateway.auth.principal import Principal
+from gateway.billing.ledger import Ledger
+from gateway.billing.limits.core import Admission, LimitBackend, rate_limit_headers
+from gateway.billing.spend import Usage, cost_micros, usage_from_openai, worst_case_micros
+from gateway.errors import GatewayError
+from gateway.providers.base import JSON, Deployment
+from gateway.store.records import UsageRow
+from gateway.tokens import count as tokens
+
+_DATA = b"data: "
+
+
+def output_cap(body: JSON, default: int) -> int:
+    """The most output tokens a request can produce, for the reservation."""
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = body.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default
+
+
+class Accounting:
+    """One admitted request's reservation and ledger rows."""
+
+    __slots__ = (
+        "_body",
+        "_ledger",
+        "_limiter",
+        "_prompt_tokens",
+        "admission",
+        "created",
+        "deployment",
+        "done",
+        "events",
+        "headers",
+        "key_id",
+        "request_id",
+        "started",
+        "worst_micros",
+    )
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        limiter: LimitBackend,
+        principal: Principal,
+        dep: Deployment,
+        request_id: str,
+        body: JSON,
+        prompt_tokens: int | None = None,
+        worst_micros: int = 0,
+        admission: Admission | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._limiter = limiter
+        self._body = body
+        self._prompt_tokens = prompt_tokens  # None: not counted (yet)
+        self.key_id = principal.key_id
+        self.deployment = dep
+        self.request_id = request_id
+        self.worst_micros = worst_micros
+        self.admission = admission
+        self.headers = rate_limit_headers(admission) if admission is not None else []
+        self.created = time.time()
+        self.started = time.monotonic()
+        self.events = 0  # data events written to the client, for estimates
+        self.done = False
+
+    def prompt_tokens(self) -> int:
+        """The prompt's token count, counted only when something needs it: admission of a
+        limited key, or a request that ended without usage from the upstream."""
+        if self._prompt_tokens is None:
+            self._prompt_tokens = tokens.count_prompt_tokens(
+                self._body, self.deployment.upstream_model
+            )
+        return self._prompt_tokens
+
+    def counting(
+        self, write: Callable[[bytes], Awaitable[None]]
+    ) -> Callable[[bytes], Awaitable[None]]:
+        """`write`, counting the data events it sends (an estimate of streamed tokens
+        for when the upstream reports no usage, e.g. a stream cut short)."""
+
+        async def counted(data: bytes) -> None:
+            self.events += data.count(_DATA)
+            await write(data)
+
+        return counted
+
+    def _row(self, usage: Usage, cost: int, status: str) -> UsageRow:
+        return UsageRow(
+            request_id=self.request_id,
+            key_id=self.key_id,
+            model=self.deployment.model_id,
+            provider=self.deployment.provider_name,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            cost_micros=cost,
+            status=status,
+            latency_ms=round((time.monotonic() - self.started) * 1000),
+            created_at=self.created,
+        )
+
+    async def open(self) -> None:
+        """Journal the pending row: a crash before `finish` bills the reserved worst case.
+        If that fails (disk full...), release the reservation before the error goes on."""
+        try:
+            await self._ledger.record(
+                self._row(Usage(self._prompt_tokens or 0, 0), self.worst_micros, "pending")
+            )
+        except BaseException:
+            self.done = True
+            if self.admission is not None:
+                with trio.CancelScope(shield=True):
+                    await self._limiter.settle(self.admission, 0, 0, time.time())
+            raise
+
+    async def finish(
+        self, usage_obj: Any, error: GatewayError | None, *, status: str | None = None
+    ) -> None:
+        """Journal the final row, then settle: once, and shielded, so that a client going
+        away (or a shutdown) in the middle cannot leave a reservation or lose the row."""
+        if self.done:
+            return
+        self.done = True
+        with trio.CancelScope(shield=True):
+            await self._finish(usage_obj, error, status)
+
+    async def _finish(self, usage_obj: Any, error: GatewayError | None, status: str | None) -> None:
+        usage = usage_from_openai(usage_obj)
+        if usage is None:
+            # No usage from the upstream: nothing sent means nothing generated; else
+            # about one token per streamed content event (role and finish events aside).
+            out = max(0, self.events - 2)
+            usage = Usage(self.prompt_tokens() if self.events or error is None else 0, out)
+        cost = cost_micros(self.deployment.price, usage)
+        if status is None:
+            status = "ok" if error is None else (error.code or error.type)
+        try:
+            await self._ledger.record(self._row(usage, cost, status))
+        finally:
+            if self.admission is not None:
+                await self._limiter.settle(self.admission, usage.total_tokens, cost, time.time())
+
+
+async def admit(
+    *,
+    ledger: Ledger,
+    limiter: LimitBackend,
+    default_output_tokens: int,
+    principal: Principal,
+    dep: Deployment,
+    body: JSON,
+    request_id: str,
+) -> tuple[Accounting, JSON]:
+    """Check the key's limits and budget (429/402) and open the request's accounting.
+
+    Returns the accounting and the body to send upstream. For a key with a budget,
+    that body carries the reserved output cap explicitly (`max_completion_tokens`) when
+    the client set none, so the upstream cannot produce more than was reserved; the
+    reservation covers every choice of `n`. `default_output_tokens` is what a request
+    that sets no max tokens reserves.
+    """
+    books = partial(
+        Accounting,
+        ledger=ledger,
+        limiter=limiter,
+        principal=principal,
+        dep=dep,
+        request_id=request_id,
+    )
+    limits = principal.limits
+    if principal.key_id is None or limits is None or limits.unlimited:
+        # Nothing to reserve: the prompt is counted later, only if the upstream reports
+        # no usage (counting costs 50-90 us a request).
+        account = books(body=body)
+        await account.open()
+        return account, body
+    prompt = tokens.count_prompt_tokens(body, dep.upstream_model)
+    cap = output_cap(body, default_output_tokens)
+    if dep.max_output_tokens:
+        cap = min(cap, dep.max_output_tokens)
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    worst = worst_case_micros(dep.price, prompt, cap * choices)
+    if limits.needs_budget and not any(
+        body.get(f) is not None for f in ("max_completion_tokens", "max_tokens")
+    ):
+        body = {**body, "max_completion_tokens": cap}
+    admission = await limiter.admit(
+        principal.key_id, limits, prompt + cap * choices, worst, time.time()
+    )
+    account = books(
+        body=body,
+        prompt_tokens=prompt,
+        worst_micros=worst,
+        admission=admission,
+    )
+    await account.open()
+    return account, body

@@ -1,0 +1,860 @@
+"""The shared limit backend: per-key state in Redis, changed only by Lua scripts.
+
+Every gateway process and machine that points at the same Redis enforces the same
+limits exactly (reliability.md R14): admission is ONE script call that checks the
+budget, RPM and TPM and makes every reservation atomically, so 400 requests released
+at once from any number of processes against RPM=100 admit exactly 100. Settlement
+is one more script call. The arithmetic is `gateway.billing.limits.core`' exact integer GCRA and
+budget rules, mirrored line for line in Lua (values stay below 2**53, so Lua's double
+numbers are exact; numbers are written with `%d`, never Lua's lossy `%.14g`).
+
+One hash per key, `<prefix>{<key_id>}` (the braces keep a key on one Redis Cluster
+slot): `rt rc` and `tt tc` (request and token TAT in ms plus carry), and once the
+budget is seeded `g` (generation), `pk` `ps` (period kind and start), `sp` (spent),
+`rs` (reserved), `cr` and `ti` (credit and the id of the last top-up in it, prepaid
+keys only), and `pt:<id>` for top-ups reported before the credit was seeded. A hash
+with a budget expires after `idle_ttl_s` without use (then the ledger seeds it
+again); one without expires as soon as its buckets are empty. Run Redis with
+`maxmemory-policy noeviction` (or a `volatile-*` policy): an evicted budget forgets
+its in-flight reservations.
+
+When Redis is unreachable or slow (R17): every call has a deadline (`timeout_s`,
+200 ms by default) and a failure opens a breaker for `breaker_s`, during which no
+call is tried. Meanwhile keys with only RPM/TPM limits fail OPEN (admitted with
+`degraded=True`, counted in `stats.fail_open`, a warning logged at most once per
+`warn_every_s`) and keys with a spend limit or credit fail CLOSED with 503
+`budget_unavailable` (counted in `stats.fail_closed`): spend is never risked. A
+settlement that fails is queued (bounded) and retried after the next successful
+call; its generation check makes the retry safe if Redis lost its data meanwhile.
+Clocks: the caller's `now` is used, so machines sharing a Redis need synchronised
+clocks (NTP); a skew of d seconds lets a fast machine admit up to d/(60/limit) early.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import trio
+
+from gateway.billing.limits.core import (
+    DEFAULT_RESERVATION_TTL_S,
+    MAX_DEBT_WINDOWS,
+    WINDOW_MS,
+    Admission,
+    BudgetSeed,
+    BudgetState,
+    KeyState,
+    LimiterStats,
+    RateState,
+    Seeder,
+    check_request,
+    credit_error,
+    new_generation,
+    new_reservation_id,
+    rate_limited_error,
+    rate_window,
+    spend_limit_error,
+    status_dict,
+    to_ms,
+    unlimited_admission,
+    zero_seed,
+)
+from gateway.billing.limits.memory import SingleFlight
+from gateway.errors import GatewayError, InternalError, UpstreamUnavailable
+from gateway.store.periods import SpendPeriod, period_start
+from gateway.store.records import MAX_MICROS, KeyLimits
+from gateway.store.redis_client import RedisClient, RedisError
+
+__all__ = ["ADMIT_LUA", "SETTLE_LUA", "STATUS_LUA", "RedisLimitBackend", "open_redis_backend"]
+
+log = logging.getLogger("gateway.billing.limits.core")
+
+# Shared Lua helpers: clamped backlog in ms*units and its write-back as (tat, carry).
+_LUA_COMMON = f"""
+local W = {WINDOW_MS}
+local DEBT = {MAX_DEBT_WINDOWS}
+local function d(x) return string.format('%d', x) end
+local function num(v) if v then return tonumber(v) end return 0 end
+local function backlog(tat, carry, now, lim)
+  local b = (tat - now) * lim + carry
+  if b < 0 then return 0 end
+  return b
+end
+local function put(key, tf, cf, b, now, lim)
+  if b < 0 then b = 0 end
+  local cap = DEBT * W * lim
+  if b > cap then b = cap end
+  local q = math.floor(b / lim)
+  local tat = now + q
+  redis.call('HSET', key, tf, d(tat), cf, d(b - q * lim))
+  return tat
+end
+local function expire(key, zkey, has_budget, ttl, now, rt, tt)
+  -- a budget lives for the idle TTL; buckets only until they are empty again
+  local ms = math.max(rt, tt) - now + 1000
+  if has_budget and ttl > ms then ms = ttl end
+  if ms < 1000 then ms = 1000 end
+  redis.call('PEXPIRE', key, d(ms))
+  redis.call('PEXPIRE', zkey, d(ms))
+end
+local function expired(zkey, now)
+  -- the reservations that expired unsettled: their members and total micros
+  local gone = redis.call('ZRANGEBYSCORE', zkey, '-inf', d(now))
+  local freed = 0
+  for i = 1, #gone do
+    local v = tonumber(string.match(gone[i], ':(%d+)$'))  -- tombstones ('<id>:x') free 0
+    if v then freed = freed + v end
+  end
+  return gone, freed
+end
+local function purge(zkey, now)
+  local gone, freed = expired(zkey, now)
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', zkey, '-inf', d(now)) end
+  return freed
+end
+"""
+
+ADMIT_LUA: Final = (
+    _LUA_COMMON
+    + """
+-- KEYS[1] the key's hash, KEYS[2] its reservations.
+-- ARGV: now_ms rpm tpm est_tokens need_budget spend_limit period period_start
+--       prepaid worst_micros idle_ttl_ms reservation_id reservation_ttl_ms
+--       (rpm, tpm, spend_limit: -1 for none)
+-- Returns {1} need seed | {2, spent, reserved} spend limit | {3, credit, reserved}
+-- credit | {4, rq_backlog, tk_backlog} rate limited | {0, rq_backlog, tk_backlog, gen}
+-- | {5} this reservation id was cancelled (its caller gave up before it ran)
+local key = KEYS[1]
+local zkey = KEYS[2]
+local now = tonumber(ARGV[1])
+local rpm = tonumber(ARGV[2])
+local tpm = tonumber(ARGV[3])
+local est = tonumber(ARGV[4])
+local need_budget = ARGV[5] == '1'
+local limit = tonumber(ARGV[6])
+local period = ARGV[7]
+local pstart = tonumber(ARGV[8])
+local prepaid = ARGV[9] == '1'
+local worst = tonumber(ARGV[10])
+local ttl = tonumber(ARGV[11])
+local rid = ARGV[12]
+local rttl = tonumber(ARGV[13])
+if need_budget and redis.call('ZSCORE', zkey, rid .. ':x') then return {5} end
+local h = redis.call('HMGET', key, 'rt', 'rc', 'tt', 'tc', 'g', 'pk', 'ps', 'sp', 'rs', 'cr')
+local gen = h[5]
+local spent, reserved = 0, 0
+if need_budget then
+  if not gen then return {1} end
+  if limit >= 0 and h[6] ~= period then return {1} end
+  if prepaid and not h[10] then return {1} end
+  spent = num(h[8])
+  reserved = num(h[9])
+  local freed = purge(zkey, now)
+  if freed > 0 then
+    reserved = reserved - freed
+    if reserved < 0 then reserved = 0 end
+    redis.call('HSET', key, 'rs', d(reserved))
+  end
+  if limit >= 0 and num(h[7]) < pstart then spent = 0 end
+  if limit >= 0 and spent + reserved + worst > limit then
+    return {2, spent, reserved}
+  end
+  if prepaid then
+    local credit = num(h[10])
+    if credit - reserved - worst < 0 then return {3, credit, reserved} end
+  end
+end
+local rq, tk = -1, -1
+local ok = true
+if rpm > 0 then
+  rq = backlog(num(h[1]), num(h[2]), now, rpm)
+  if rq + W > W * rpm then ok = false end
+end
+if tpm > 0 then
+  tk = backlog(num(h[3]), num(h[4]), now, tpm)
+  if tk + est * W > W * tpm then ok = false end
+end
+if not ok then return {4, rq, tk} end
+local rt, tt = num(h[1]), num(h[3])
+if rpm > 0 then
+  rq = rq + W
+  rt = put(key, 'rt', 'rc', rq, now, rpm)
+end
+if tpm > 0 then
+  tk = tk + est * W
+  tt = put(key, 'tt', 'tc', tk, now, tpm)
+end
+local out_gen = ''
+if need_budget then
+  if limit >= 0 and num(h[7]) < pstart then
+    redis.call('HSET', key, 'ps', d(pstart))
+  end
+  redis.call('HSET', key, 'sp', d(spent), 'rs', d(reserved + worst))
+  redis.call('ZADD', zkey, d(now + rttl), rid .. ':' .. d(worst))
+  out_gen = gen
+end
+expire(key, zkey, gen, ttl, now, rt, tt)
+return {0, rq, tk, out_gen}
+"""
+)
+
+SETTLE_LUA: Final = (
+    _LUA_COMMON
+    + """
+-- KEYS[1] the key's hash, KEYS[2] its reservations.
+-- ARGV: now_ms tpm delta_tokens gen reserved_micros actual_micros period period_start
+--       idle_ttl_ms reservation_id mode reservation_ttl_ms
+--       (tpm -1: no token correction; gen '': no budget; reservation_id '': none)
+-- Mode 's' settles. Mode 'c' cancels an admission whose reply never came: releases
+-- its reservation if the admission ran, else leaves a tombstone so that it never does.
+-- A reservation is released only if its entry is still there: never twice.
+-- Returns 1 if the budget was charged here, else 0.
+local key = KEYS[1]
+local zkey = KEYS[2]
+local now = tonumber(ARGV[1])
+local tpm = tonumber(ARGV[2])
+local delta = tonumber(ARGV[3])
+local gen = ARGV[4]
+local reserved = tonumber(ARGV[5])
+local actual = tonumber(ARGV[6])
+local period = ARGV[7]
+local pstart = tonumber(ARGV[8])
+local ttl = tonumber(ARGV[9])
+local rid = ARGV[10]
+local rttl = tonumber(ARGV[12])
+local member = rid .. ':' .. d(reserved)
+if ARGV[11] == 'c' then
+  if redis.call('ZREM', zkey, member) == 1 then
+    if redis.call('HEXISTS', key, 'rs') == 1 then
+      local rs = num(redis.call('HGET', key, 'rs')) - reserved
+      if rs < 0 then rs = 0 end
+      redis.call('HSET', key, 'rs', d(rs))
+    end
+  else
+    redis.call('ZADD', zkey, d(now + rttl), rid .. ':x')
+    if redis.call('PTTL', zkey) < rttl then redis.call('PEXPIRE', zkey, d(rttl)) end
+  end
+  return 0
+end
+local h = redis.call('HMGET', key, 'rt', 'tt', 'tc', 'g', 'pk', 'ps', 'sp', 'rs', 'cr')
+local tt = num(h[2])
+if tpm > 0 and delta ~= 0 then
+  tt = put(key, 'tt', 'tc', backlog(tt, num(h[3]), now, tpm) + delta * W, now, tpm)
+end
+local charged = 0
+if gen ~= '' and h[4] == gen then
+  local sp = num(h[7])
+  if h[5] ~= '-' and h[5] == period and num(h[6]) < pstart then
+    sp = 0
+    redis.call('HSET', key, 'ps', d(pstart))
+  end
+  local rs = num(h[8]) - purge(zkey, now)
+  if rid == '' or redis.call('ZREM', zkey, member) == 1 then rs = rs - reserved end
+  if rs < 0 then rs = 0 end
+  redis.call('HSET', key, 'sp', d(sp + actual), 'rs', d(rs))
+  if h[9] then redis.call('HSET', key, 'cr', d(tonumber(h[9]) - actual)) end
+  charged = 1
+end
+if redis.call('EXISTS', key) == 1 then
+  expire(key, zkey, h[4], ttl, now, num(h[1]), tt)
+end
+return charged
+"""
+)
+
+LOAD_LUA: Final = """
+-- KEYS[1] the key's hash, KEYS[2] its reservations (dropped with a fresh budget).
+-- ARGV: gen period period_start spent credit idle_ttl_ms
+-- last_topup_id (period '-' for none, credit '' for none). Fills in what the budget
+-- lacks; credit taken from the seed also takes the pending top-ups it does not include.
+local key = KEYS[1]
+local function d(x) return string.format('%d', x) end
+local pstart = tonumber(ARGV[3])
+local h = redis.call('HMGET', key, 'g', 'pk', 'ps', 'cr')
+local changed = 0
+if not h[1] then
+  redis.call('HSET', key, 'g', ARGV[1], 'pk', ARGV[2], 'ps', d(pstart),
+             'sp', d(tonumber(ARGV[4])), 'rs', '0')
+  redis.call('DEL', KEYS[2])
+  changed = 1
+elseif h[2] ~= ARGV[2] or tonumber(h[3]) < pstart then
+  redis.call('HSET', key, 'pk', ARGV[2], 'ps', d(pstart), 'sp', d(tonumber(ARGV[4])))
+  changed = 1
+end
+if not h[4] and ARGV[5] ~= '' then
+  local credit = tonumber(ARGV[5])
+  local seen = tonumber(ARGV[7])
+  local last = seen
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    local f = all[i]
+    if string.sub(f, 1, 3) == 'pt:' then
+      local id = tonumber(string.sub(f, 4))
+      if id > seen then
+        credit = credit + tonumber(all[i + 1])
+        if id > last then last = id end
+      end
+      redis.call('HDEL', key, f)
+    end
+  end
+  redis.call('HSET', key, 'cr', d(credit), 'ti', d(last))
+  changed = 1
+end
+if redis.call('PTTL', key) < tonumber(ARGV[6]) then
+  redis.call('PEXPIRE', key, ARGV[6])
+end
+return changed
+"""
+
+TOPUP_LUA: Final = """
+-- KEYS[1] the key's hash. ARGV: micros topup_id pending_ttl_ms (topup_id '' for none).
+-- Adds to cached credit once per id (returns 1); without cached credit remembers an
+-- identified top-up for the seed being read (returns 0).
+local key = KEYS[1]
+local id = ARGV[2]
+if redis.call('HEXISTS', key, 'cr') == 1 then
+  if id ~= '' then
+    local seen = tonumber(redis.call('HGET', key, 'ti') or '0')
+    if tonumber(id) <= seen then return 1 end
+    redis.call('HSET', key, 'ti', id)
+  end
+  redis.call('HINCRBY', key, 'cr', ARGV[1])
+  return 1
+end
+if id ~= '' then
+  redis.call('HSET', key, 'pt:' .. id, ARGV[1])
+  if redis.call('PTTL', key) < tonumber(ARGV[3]) then
+    redis.call('PEXPIRE', key, ARGV[3])
+  end
+end
+return 0
+"""
+
+STATUS_LUA: Final = (
+    _LUA_COMMON
+    + """
+-- KEYS[1] the key's hash, KEYS[2] its reservations. ARGV: now_ms.
+-- Returns {hash fields and values, micros of the reservations expired unsettled}.
+local gone, freed = expired(KEYS[2], tonumber(ARGV[1]))
+return {redis.call('HGETALL', KEYS[1]), d(freed)}
+"""
+)
+
+_NEED_SEED, _OVER_SPEND, _NO_CREDIT, _RATE, _CANCELLED = 1, 2, 3, 4, 5
+_SEED_ATTEMPTS = 3  # a task that waited for another's seed may still need its own
+_PENDING_MAX = 10_000
+_PENDING_TOPUP_TTL_MS = 600_000  # an unseeded key keeps reported top-ups this long
+_PENDING_DRAIN = 32
+
+# What counts as "the state store is unavailable" rather than a bug of ours.
+_STORE_ERRORS: Final = (RedisError, trio.TooSlowError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Settlement:
+    admission: Admission
+    actual_tokens: int
+    actual_cost_micros: int
+    now: float
+    cancel: bool = False  # release the reservation of an admission whose reply was lost
+
+
+def _budget_unavailable() -> UpstreamUnavailable:
+    return UpstreamUnavailable(
+        "The budget service is unavailable, so requests on a key with a spend limit or "
+        "prepaid credit are refused rather than risk overspending. Retry shortly.",
+        code="budget_unavailable",
+        headers={"retry-after": "1"},
+    )
+
+
+def _int(value: object) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes | str):
+        return int(value)
+    raise InternalError(f"Unexpected reply from the limit store: {value!r}")
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("ascii")
+    return str(value)
+
+
+class RedisLimitBackend:
+    """`LimitBackend` on a shared Redis, one script call per admission."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        seeder: Seeder = zero_seed,
+        prefix: str = "gw:lim:",
+        timeout_s: float = 0.2,
+        breaker_s: float = 1.0,
+        warn_every_s: float = 30.0,
+        idle_ttl_s: float = 86_400.0,
+        reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+    ) -> None:
+        """`client` must be entered (`async with client`) for the backend's lifetime.
+
+        `reservation_ttl_s`: how long a budget reservation counts unsettled (the longest
+        a request may run; see `DEFAULT_RESERVATION_TTL_S`). Queued settlements are
+        retried by `run_flusher` and at the end by `drain` (`open_redis_backend` does
+        both)."""
+        if timeout_s <= 0 or breaker_s < 0 or idle_ttl_s < 60 or reservation_ttl_s <= 0:
+            raise ValueError(
+                "timeout_s must be > 0, breaker_s >= 0, idle_ttl_s >= 60, reservation_ttl_s > 0"
+            )
+        self._client = client
+        self._seeder = seeder
+        self._prefix = prefix
+        self._timeout_s = timeout_s
+        self._breaker_s = breaker_s
+        self._warn_every_s = warn_every_s
+        self._ttl_ms = round(idle_ttl_s * 1000)
+        self._reservation_ttl_ms = round(reservation_ttl_s * 1000)
+        self._admit = client.register_script(ADMIT_LUA)
+        self._settle = client.register_script(SETTLE_LUA)
+        self._load = client.register_script(LOAD_LUA)
+        self._topup = client.register_script(TOPUP_LUA)
+        self._status = client.register_script(STATUS_LUA)
+        self._down_until = float("-inf")
+        self._clock = (time.time(), 0.0)  # (the last caller's now, trio time then)
+        self._last_warning = float("-inf")
+        self._unwarned = 0
+        self._pending: deque[_Settlement] = deque()
+        self._seeding = SingleFlight()
+        self.stats = LimiterStats()
+
+    def redis_key(self, key_id: str) -> str:
+        """The Redis key holding `key_id`'s state."""
+        return f"{self._prefix}{{{key_id}}}"
+
+    def _keys(self, key_id: str) -> list[str]:
+        """The key's hash and its reservations' sorted set (one cluster slot)."""
+        key = self.redis_key(key_id)
+        return [key, f"{key}:r"]
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _call(self, script: Any, key_id: str, args: Sequence[object], now: float) -> Any:
+        """Run a script with the deadline; raises `_StoreDown` while the breaker is open
+        or when the call fails (and opens the breaker)."""
+        self._clock = (now, trio.current_time())
+        if now < self._down_until:
+            raise _StoreDown(sent=False)
+        try:
+            with trio.fail_after(self._timeout_s):
+                return await script(keys=self._keys(key_id), args=list(args))
+        except _STORE_ERRORS as exc:
+            self._failed(exc, now)
+            raise _StoreDown(sent=True) from exc
+
+    def _failed(self, exc: BaseException, now: float) -> None:
+        self.stats.store_errors += 1
+        self._down_until = now + self._breaker_s
+        self._unwarned += 1
+        if now - self._last_warning >= self._warn_every_s:
+            log.warning(
+                "limit store (Redis) unavailable: %s: %s; rate limits fail open, budgets "
+                "fail closed (%d store failures since the last warning)",
+                type(exc).__name__,
+                exc,
+                self._unwarned,
+            )
+            self._last_warning = now
+            self._unwarned = 0
+
+    def _degraded(self, key_id: str, limits: KeyLimits, est_tokens: int) -> Admission:
+        """Fail open for rate limits, closed for budgets."""
+        if limits.needs_budget:
+            self.stats.fail_closed += 1
+            self.stats.refused += 1
+            raise _budget_unavailable()
+        self.stats.fail_open += 1
+        self.stats.admitted += 1
+        return Admission(key_id=key_id, est_tokens=est_tokens, degraded=True)
+
+    # --------------------------------------------------------------------- admit
+
+    async def admit(
+        self,
+        key_id: str,
+        limits: KeyLimits,
+        est_tokens: int,
+        worst_cost_micros: int,
+        now: float,
+    ) -> Admission:
+        """One script call checks and reserves everything (two more on first sight of a
+        budgeted key: the ledger seed and its load)."""
+        try:
+            check_request(limits, est_tokens, worst_cost_micros)
+        except GatewayError:
+            self.stats.refused += 1
+            raise
+        if limits.unlimited:
+            self.stats.admitted += 1
+            return unlimited_admission(key_id, est_tokens)
+        needs_budget = limits.needs_budget
+        args = (
+            to_ms(now),
+            limits.rpm if limits.rpm is not None else -1,
+            limits.tpm if limits.tpm is not None else -1,
+            est_tokens,
+            1 if needs_budget else 0,
+            limits.spend_limit_micros if limits.spend_limit_micros is not None else -1,
+            limits.spend_period or "-",
+            period_start(limits.spend_period, now),
+            1 if limits.prepaid else 0,
+            worst_cost_micros if needs_budget else 0,
+            self._ttl_ms,
+            rid := new_reservation_id() if needs_budget else "",
+            self._reservation_ttl_ms,
+        )
+        # While the script call is out, its outcome is unknown: if it fails, times out
+        # or is cancelled, the script may still run (when a stalled Redis resumes) and
+        # reserve, so a compensating release is queued for the reservation id.
+        in_flight = False
+        try:
+            for attempt in range(_SEED_ATTEMPTS + 1):
+                epoch = self._seeding.epoch(key_id)  # before the call: see SingleFlight
+                in_flight = True
+                reply = await self._call(self._admit, key_id, args, now)
+                in_flight = False
+                if _int(reply[0]) != _NEED_SEED:
+                    break
+                if attempt == _SEED_ATTEMPTS:
+                    raise InternalError("The key's budget could not be loaded.")
+                await self._seeding.run(key_id, epoch, self._seed, key_id, limits, now)
+        except _StoreDown as exc:
+            if in_flight and exc.sent and rid:
+                self._cancel(key_id, rid, worst_cost_micros, now)
+            return self._degraded(key_id, limits, est_tokens)
+        except BaseException:
+            if in_flight and rid:
+                self._cancel(key_id, rid, worst_cost_micros, now)
+            raise
+        try:
+            admission = self._decode_admit(
+                reply, key_id, limits, est_tokens, worst_cost_micros, now, rid
+            )
+        except GatewayError:
+            self.stats.refused += 1
+            raise
+        self.stats.admitted += 1
+        return admission
+
+    def _cancel(self, key_id: str, rid: str, worst: int, now: float) -> None:
+        """Queue the release of a reservation whose admission's reply was lost."""
+        admission = Admission(
+            key_id=key_id, est_tokens=0, reserved_micros=worst, reservation_id=rid
+        )
+        self._defer(_Settlement(admission, 0, 0, now, cancel=True))
+
+    async def _seed(self, key_id: str, limits: KeyLimits, now: float) -> None:
+        await self._load_or_raise(key_id, await self._seeder(key_id, limits, now), now)
+
+    def _decode_admit(
+        self,
+        reply: Sequence[object],
+        key_id: str,
+        limits: KeyLimits,
+        est_tokens: int,
+        worst: int,
+        now: float,
+        rid: str,
+    ) -> Admission:
+        code = _int(reply[0])
+        if code == _OVER_SPEND:
+            raise spend_limit_error(limits, _int(reply[1]), _int(reply[2]), worst, now)
+        if code == _NO_CREDIT:
+            raise credit_error(_int(reply[1]), _int(reply[2]), worst)
+        if code not in (0, _RATE):  # _CANCELLED: only a reused reservation id gets it
+            raise InternalError(f"Unexpected reply from the limit store: {reply!r}")
+        rq, tk = _int(reply[1]), _int(reply[2])
+        if code == _RATE:
+            raise rate_limited_error(
+                limits, est_tokens, rq if rq >= 0 else None, tk if tk >= 0 else None
+            )
+        gen = _text(reply[3]) or None
+        return Admission(
+            key_id=key_id,
+            est_tokens=est_tokens,
+            tpm=limits.tpm,
+            reserved_micros=worst if gen is not None else 0,
+            budget_gen=gen,
+            spend_period=limits.spend_period,
+            requests=rate_window(limits.rpm, rq) if limits.rpm is not None else None,
+            tokens=rate_window(limits.tpm, tk) if limits.tpm is not None else None,
+            reservation_id=rid if gen is not None else None,
+        )
+
+    # -------------------------------------------------------------------- settle
+
+    async def settle(
+        self,
+        admission: Admission,
+        actual_tokens: int,
+        actual_cost_micros: int,
+        now: float,
+    ) -> None:
+        """Correct the reservation; on a store failure queue it for a later retry."""
+        if actual_tokens < 0 or actual_cost_micros < 0:
+            raise ValueError("actual_tokens and actual_cost_micros must be >= 0")
+        item = _Settlement(admission, actual_tokens, actual_cost_micros, now)
+        if not self._has_work(item):
+            return
+        if self._client.congested():
+            # A burst (thousands of streams ending at once when a client dies) would
+            # queue for connections past the timeout, read as Redis down and open the
+            # breaker: budgets would fail closed for everyone. The flusher sends it
+            # shortly; until then its reservation counts, which errs on the safe side.
+            self._defer(item)
+            return
+        if not await self._try_settle(item, now):
+            return
+        drained = 0
+        while self._pending and drained < _PENDING_DRAIN:
+            if not await self._try_settle(self._pending.popleft(), now, requeue_front=True):
+                break
+            drained += 1
+
+    @staticmethod
+    def _has_work(item: _Settlement) -> bool:
+        a = item.admission
+        if item.cancel:
+            return True
+        if a.degraded:
+            return False
+        tokens = a.tpm is not None and a.tokens is not None and item.actual_tokens != a.est_tokens
+        return tokens or a.budget_gen is not None
+
+    async def _try_settle(
+        self, item: _Settlement, now: float, *, requeue_front: bool = False
+    ) -> bool:
+        a = item.admission
+        tpm = a.tpm if a.tpm is not None and a.tokens is not None and not item.cancel else -1
+        args = (
+            to_ms(item.now),
+            tpm,
+            min(item.actual_tokens, MAX_MICROS) - a.est_tokens if tpm > 0 else 0,
+            a.budget_gen or "",
+            a.reserved_micros,
+            item.actual_cost_micros,
+            a.spend_period or "-",
+            period_start(a.spend_period, item.now),
+            self._ttl_ms,
+            a.reservation_id or "",
+            "c" if item.cancel else "s",
+            self._reservation_ttl_ms,
+        )
+        try:
+            await self._call(self._settle, a.key_id, args, now)
+        except _StoreDown:
+            if requeue_front:
+                self._pending.appendleft(item)
+            else:
+                self._defer(item)
+            return False
+        return True
+
+    def _defer(self, item: _Settlement) -> None:
+        """Queue a settlement for retry; past the bound the oldest is dropped (its
+        reservation then stops counting at its expiry; the ledger has its cost)."""
+        if len(self._pending) >= _PENDING_MAX:
+            self._pending.popleft()
+            self.stats.settle_dropped += 1
+        self._pending.append(item)
+        self.stats.settle_deferred += 1
+
+    async def flush(self, now: float | None = None) -> int:
+        """Retry the queued settlements in order until one fails (the breaker permitting);
+        returns how many are still queued."""
+        while self._pending:
+            t = self._now() if now is None else now
+            if not await self._try_settle(self._pending.popleft(), t, requeue_front=True):
+                break
+        return len(self._pending)
+
+    async def run_flusher(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Background task: retry queued settlements (and releases of lost admissions)
+        whenever the breaker allows, so that they do not wait for the next settlement."""
+        task_status.started()
+        while True:
+            await trio.sleep(max(self._breaker_s, 0.05))
+            if self._pending and self._now() >= self._down_until:
+                await self.flush()
+
+    def _now(self) -> float:
+        """The callers' clock (they pass `now`), advanced by the time since the last call."""
+        now, at = self._clock
+        return now + max(0.0, trio.current_time() - at)
+
+    async def drain(self, timeout_s: float = 5.0) -> int:
+        """At shutdown: retry every queued settlement once more, ignoring the breaker,
+        shielded from cancellation and bounded by `timeout_s`; returns how many could not
+        be sent (they stop counting at their reservations' expiry)."""
+        with trio.move_on_after(timeout_s, shield=True):
+            if self._pending:
+                self._down_until = -math.inf
+                await self.flush()
+        return len(self._pending)
+
+    @property
+    def pending_settlements(self) -> int:
+        """Settlements waiting for the store to come back."""
+        return len(self._pending)
+
+    # ------------------------------------------------------------- seed, topup, status
+
+    async def _load_or_raise(self, key_id: str, seed: BudgetSeed, now: float) -> bool:
+        args = (
+            new_generation(),
+            seed.period or "-",
+            seed.period_start,
+            seed.spent_micros,
+            "" if seed.credit_micros is None else seed.credit_micros,
+            self._ttl_ms,
+            seed.last_topup_id,
+        )
+        return _int(await self._call(self._load, key_id, args, now)) == 1
+
+    async def load(self, key_id: str, seed: BudgetSeed, now: float) -> bool:
+        """Seed the key's budget where Redis lacks it; 503 if Redis is unreachable."""
+        try:
+            return await self._load_or_raise(key_id, seed, now)
+        except _StoreDown:
+            raise _budget_unavailable() from None
+
+    async def topup(self, key_id: str, micros: int, topup_id: int | None = None) -> bool:
+        """Add a top-up to the cached credit, once per id (see `LimitBackend.topup`);
+        503 if Redis is unreachable."""
+        if not -MAX_MICROS <= micros <= MAX_MICROS:
+            raise ValueError("a topup must be within +-1e15 micros")
+        args = [micros, "" if topup_id is None else topup_id, _PENDING_TOPUP_TTL_MS]
+        try:
+            with trio.fail_after(self._timeout_s):
+                done: object = await self._topup(keys=[self.redis_key(key_id)], args=args)
+        except _STORE_ERRORS:
+            self.stats.store_errors += 1
+            raise _budget_unavailable() from None
+        return _int(done) == 1
+
+    async def status(
+        self, key_id: str, now: float, limits: KeyLimits | None = None
+    ) -> dict[str, object]:
+        """The key's live state for the admin API; 503 if Redis is unreachable."""
+        try:
+            with trio.fail_after(self._timeout_s):
+                reply: list[Any] = await self._status(keys=self._keys(key_id), args=[to_ms(now)])
+        except _STORE_ERRORS:
+            self.stats.store_errors += 1
+            raise _budget_unavailable() from None
+        fields, expired = reply[0], _int(reply[1])
+        h = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields), 2)}
+        state = KeyState(
+            requests=RateState(int(h.get("rt", 0)), int(h.get("rc", 0))),
+            tokens=RateState(int(h.get("tt", 0)), int(h.get("tc", 0))),
+        )
+        if "g" in h:
+            pk = h.get("pk", "-")
+            period: SpendPeriod | None = (
+                "day" if pk == "day" else "month" if pk == "month" else None
+            )
+            state.budget = BudgetState(
+                gen=h["g"],
+                period=period,
+                period_start=int(h.get("ps", 0)),
+                spent_micros=int(h.get("sp", 0)),
+                reserved_micros=max(0, int(h.get("rs", 0)) - expired),
+                credit_micros=int(h["cr"]) if "cr" in h else None,
+                topup_id=int(h.get("ti", 0)),
+            )
+        return status_dict(key_id, state, now, limits)
+
+
+class _StoreDown(Exception):
+    """Internal: the state store did not answer (or the breaker is open)."""
+
+    def __init__(self, *, sent: bool) -> None:
+        super().__init__()
+        self.sent = sent  # False: the breaker was open, nothing was sent
+
+
+@asynccontextmanager
+async def open_redis_backend(
+    url: str,
+    *,
+    seeder: Seeder = zero_seed,
+    prefix: str = "gw:lim:",
+    timeout_s: float = 0.2,
+    breaker_s: float = 1.0,
+    warn_every_s: float = 30.0,
+    idle_ttl_s: float = 86_400.0,
+    reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+    drain_timeout_s: float = 5.0,
+    max_connections: int = 64,
+) -> AsyncIterator[RedisLimitBackend]:
+    """A backend on a fresh client for `url`, open for the context's lifetime.
+
+    The client does not retry on its own (the breaker decides) and connects within
+    `timeout_s`. Entering does not need Redis to be up. While open, a background task
+    retries queued settlements; on exit they are drained (shielded, at most
+    `drain_timeout_s`) before the client closes.
+    """
+    client = RedisClient(url, connect_timeout_s=timeout_s, max_connections=max_connections)
+    backend = RedisLimitBackend(
+        client,
+        seeder=seeder,
+        prefix=prefix,
+        timeout_s=timeout_s,
+        breaker_s=breaker_s,
+        warn_every_s=warn_every_s,
+        idle_ttl_s=idle_ttl_s,
+        reservation_ttl_s=reservation_ttl_s,
+    )
+    # The flusher's nursery wraps whatever the body raises in an ExceptionGroup; hand
+    # the caller its own exception back unwrapped.
+    raised: BaseException | None = None
+    try:
+        async with client, trio.open_nursery() as nursery:
+            await nursery.start(backend.run_flusher)
+            try:
+                yield backend
+            except BaseException as exc:
+                raised = exc
+                raise
+            finally:
+                nursery.cancel_scope.cancel()
+                left = await backend.drain(drain_timeout_s)
+                if left:
+                    log.warning(
+                        "limit store (Redis): %d queued settlements not sent at shutdown; "
+                        "their reservations stop counting when they expire",
+                        left,
+                    )
+    except BaseExceptionGroup as group:
+        if raised is not None and _only(group) is raised:
+            raise raised from raised.__cause__
+        raise
+
+
+def _only(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The single exception at the bottom of nested one-member groups, if that is all."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc

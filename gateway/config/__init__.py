@@ -1,0 +1,64 @@
+"""Typed, frozen configuration, loaded and validated once at start.
+
+The names most code needs, in one place: the dataclasses (`model`), the per-kind
+provider options (`options`) and the loader (`load`). Units live in the names
+(`connect_timeout_s`); no global mutable settings: the loaded `Config` is passed to
+whoever needs it.
+"""
+
+from gateway.config.load import DEFAULT_BASE_URLS, embedded_config, load_config, parse_config
+from gateway.config.model import (
+    FREE,
+    HTTP_SERVERS,
+    TRANSPORTS,
+    Config,
+    FetchPolicy,
+    HttpServer,
+    KeyConfig,
+    ModelConfig,
+    Price,
+    ProviderConfig,
+    ServerConfig,
+    StateConfig,
+    Transport,
+)
+from gateway.config.options import (
+    KINDS,
+    OPTIONS_BY_KIND,
+    AnthropicOptions,
+    GeminiOptions,
+    MockOptions,
+    OpenAIOptions,
+    ProviderKind,
+    ProviderOptions,
+)
+from gateway.config.reader import ConfigError
+
+__all__ = [
+    "DEFAULT_BASE_URLS",
+    "FREE",
+    "HTTP_SERVERS",
+    "KINDS",
+    "OPTIONS_BY_KIND",
+    "TRANSPORTS",
+    "AnthropicOptions",
+    "Config",
+    "ConfigError",
+    "FetchPolicy",
+    "GeminiOptions",
+    "HttpServer",
+    "KeyConfig",
+    "MockOptions",
+    "ModelConfig",
+    "OpenAIOptions",
+    "Price",
+    "ProviderConfig",
+    "ProviderKind",
+    "ProviderOptions",
+    "ServerConfig",
+    "StateConfig",
+    "Transport",
+    "embedded_config",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,324 @@
+"""TOML in, a validated `Config` out: every key checked, secrets resolved once.
+
+The TOML shape is a contract (docs/configuration.md). Provider options are read
+from the fields of the kind's options dataclass (`config/options.py`), so a new
+option is one field with its default and comment, and nothing here changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from gateway.config.model import (
+    HTTP_SERVERS,
+    TRANSPORTS,
+    Config,
+    FetchPolicy,
+    KeyConfig,
+    ModelConfig,
+    Price,
+    ProviderConfig,
+    ServerConfig,
+    StateConfig,
+)
+from gateway.config.options import KINDS, OPTIONS_BY_KIND, ProviderKind, ProviderOptions
+from gateway.config.reader import ConfigError, Table
+from gateway.store.redis_url import parse_redis_url
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URLS: dict[ProviderKind, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+    "mock": "mock://local/v1",
+}
+MAX_OPTION_INT = 10_000_000
+PRICE_KEYS = {
+    "price_input_per_mtok": "input_per_mtok",
+    "price_cached_input_per_mtok": "cached_input_per_mtok",
+    "price_output_per_mtok": "output_per_mtok",
+}
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _secret(t: Table, value_key: str, env_key: str, env: Mapping[str, str]) -> str | None:
+    """A secret given inline or by the name of an environment variable."""
+    inline = t.text(value_key)
+    env_name = t.text(env_key)
+    if inline is not None and env_name is not None:
+        raise ConfigError(f"{t.path}: set {value_key} or {env_key}, not both")
+    if env_name is not None:
+        value = env.get(env_name)
+        if not value:
+            raise ConfigError(f"{t.at(env_key)}: environment variable {env_name} is not set")
+        return value
+    return inline  # type: ignore[no-any-return]
+
+
+def _option_value(t: Table, key: str, hint: Any) -> Any:
+    """One option read by the type of its dataclass field (None: not set)."""
+    if get_origin(hint) in (typing.Union, UnionType):  # `X | None`
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    if get_origin(hint) is Literal:
+        return t.text(key, choices=tuple(get_args(hint)))
+    if hint is bool:
+        return t.flag(key)
+    if hint is int:
+        return t.integer(key, minimum=1, maximum=MAX_OPTION_INT)
+    if hint is float:
+        return t.number(key)
+    if hint is str:
+        return t.text(key)
+    raise TypeError(f"option {key}: no reader for {hint!r}")  # a new field type: add it here
+
+
+def _options(t: Table, base: ProviderOptions) -> ProviderOptions:
+    """`base` with the options this table sets (only the kind's own keys are read)."""
+    hints = typing.get_type_hints(type(base))
+    changes = {}
+    for f in dataclasses.fields(base):
+        value = _option_value(t, f.name, hints[f.name])
+        if value is not None:
+            changes[f.name] = value
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def _price(t: Table, base: Price) -> Price:
+    changes = {}
+    for key, name in PRICE_KEYS.items():
+        value = t.number(key)
+        if value is not None:
+            changes[name] = value
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def _max_output_tokens(t: Table, base: int | None) -> int | None:
+    value = t.integer("max_output_tokens", minimum=1, maximum=MAX_OPTION_INT)
+    return base if value is None else value
+
+
+def _unknown_key_hint(t: Table, kind: ProviderKind) -> None:
+    """Reject keys no reader asked for, naming the kinds that would take an option."""
+    for key in t.data:
+        if key in t.seen:
+            continue
+        owners = [k for k, cls in OPTIONS_BY_KIND.items() if key in _field_names(cls)]
+        if owners:
+            raise ConfigError(
+                f"{t.at(key)}: not an option of kind {kind!r} (only of {', '.join(owners)})"
+            )
+        raise ConfigError(f"{t.at(key)}: unknown key")
+
+
+def _field_names(cls: type[ProviderOptions]) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _provider(name: str, t: Table, env: Mapping[str, str]) -> ProviderConfig:
+    kind: ProviderKind = t.text("kind", required=True, choices=KINDS)
+    base_url = t.text("base_url") or DEFAULT_BASE_URLS[kind]
+    if kind != "mock" and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{t.at('base_url')}: must start with http:// or https://")
+    headers: dict[str, str] = {}
+    ht = t.table("headers")
+    if ht is not None:
+        for hname in ht.data:
+            headers[hname.lower()] = ht.text(hname, required=True)
+    d = ProviderConfig(name=name, kind=kind, base_url=base_url)
+    p = ProviderConfig(
+        name=name,
+        kind=kind,
+        base_url=base_url.rstrip("/"),
+        api_key=_secret(t, "api_key", "api_key_env", env),
+        options=_options(t, OPTIONS_BY_KIND[kind]()),
+        max_output_tokens=_max_output_tokens(t, None),
+        price=_price(t, d.price),
+        headers=headers,
+        connect_timeout_s=_or(t.number("connect_timeout_s"), d.connect_timeout_s),
+        first_byte_timeout_s=_or(t.number("first_byte_timeout_s"), d.first_byte_timeout_s),
+        idle_timeout_s=_or(t.number("idle_timeout_s"), d.idle_timeout_s),
+        total_timeout_s=_or(t.number("total_timeout_s"), d.total_timeout_s),
+        max_connections=_or(
+            t.integer("max_connections", minimum=1, maximum=100_000), d.max_connections
+        ),
+        transport=_or(t.text("transport", choices=TRANSPORTS), d.transport),
+    )
+    _unknown_key_hint(t, kind)
+    return p
+
+
+def _model(model_id: str, t: Table, providers: Mapping[str, ProviderConfig]) -> ModelConfig:
+    provider_name = t.text("provider", required=True)
+    provider = providers.get(provider_name)
+    if provider is None:
+        raise ConfigError(f"{t.at('provider')}: no provider named {provider_name!r}")
+    m = ModelConfig(
+        id=model_id,
+        provider=provider_name,
+        upstream_model=_or(t.text("upstream_model"), model_id),
+        options=_options(t, provider.options),
+        max_output_tokens=_max_output_tokens(t, provider.max_output_tokens),
+        price=_price(t, provider.price),
+    )
+    _unknown_key_hint(t, provider.kind)
+    return m
+
+
+def _server(st: Table) -> ServerConfig:
+    d = ServerConfig()
+    server = ServerConfig(
+        host=_or(st.text("host"), d.host),
+        port=_or(st.integer("port", minimum=0, maximum=65535), d.port),
+        workers=_or(st.integer("workers", minimum=1, maximum=256), d.workers),
+        max_body_bytes=_or(
+            st.integer("max_body_bytes", minimum=1024, maximum=1 << 30), d.max_body_bytes
+        ),
+        body_timeout_s=_or(st.number("body_timeout_s"), d.body_timeout_s),
+        keep_alive_timeout_s=_or(st.number("keep_alive_timeout_s"), d.keep_alive_timeout_s),
+        graceful_timeout_s=_or(st.number("graceful_timeout_s"), d.graceful_timeout_s),
+        http_server=_or(st.text("http_server", choices=HTTP_SERVERS), d.http_server),
+        send_timeout_s=_or(st.number("send_timeout_s", minimum=0.1), d.send_timeout_s),
+    )
+    st.done()
+    return server
+
+
+def _keys(raw_keys: object, env: Mapping[str, str]) -> tuple[KeyConfig, ...]:
+    if not isinstance(raw_keys, list):
+        raise ConfigError("keys: expected an array of tables ([[keys]])")
+    keys: list[KeyConfig] = []
+    seen_names: set[str] = set()
+    seen_secrets: dict[str, int] = {}
+    for i, item in enumerate(raw_keys):
+        kt = Table(item, f"keys[{i}]")
+        name = kt.text("name", required=True)
+        if name in seen_names:
+            raise ConfigError(f"keys[{i}].name: duplicate key name {name!r}")
+        seen_names.add(name)
+        secret = _secret(kt, "key", "key_env", env)
+        if secret is None:
+            raise ConfigError(f"keys[{i}]: set key or key_env")
+        if secret in seen_secrets:
+            raise ConfigError(f"keys[{i}]: the same secret as keys[{seen_secrets[secret]}]")
+        seen_secrets[secret] = i
+        keys.append(KeyConfig(name=name, key=secret, models=kt.str_list("models")))
+        kt.done()
+    return tuple(keys)
+
+
+def _state(stt: Table, env: Mapping[str, str]) -> StateConfig:
+    d = StateConfig()
+    redis_url = stt.text("redis_url")
+    if redis_url is not None:
+        try:
+            parse_redis_url(redis_url)
+        except ValueError as e:
+            raise ConfigError(f"state.redis_url: {e}") from None
+    state = StateConfig(
+        sqlite_path=_or(stt.text("sqlite_path"), d.sqlite_path),
+        journal_path=stt.text("journal_path"),
+        redis_url=redis_url,
+        redis_timeout_s=_or(stt.number("redis_timeout_s", minimum=0.01), d.redis_timeout_s),
+        admin_key=_secret(stt, "admin_key", "admin_key_env", env),
+        default_output_tokens=_or(
+            stt.integer("default_output_tokens", minimum=1, maximum=MAX_OPTION_INT),
+            d.default_output_tokens,
+        ),
+        fsync=_or(stt.flag("fsync"), d.fsync),
+    )
+    stt.done()
+    return state
+
+
+def _media(mt: Table) -> FetchPolicy:
+    d = FetchPolicy()
+    media = FetchPolicy(
+        max_bytes=_or(mt.integer("max_bytes", minimum=1, maximum=1 << 30), d.max_bytes),
+        timeout_s=_or(mt.number("timeout_s"), d.timeout_s),
+        max_redirects=_or(mt.integer("max_redirects", minimum=0, maximum=20), d.max_redirects),
+        allow_private=_or(mt.flag("allow_private_addresses"), d.allow_private),
+    )
+    mt.done()
+    return media
+
+
+def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str) -> Config:
+    """Validate a parsed TOML document into a `Config`; raises ConfigError naming the key."""
+    root = Table(dict(data), "")
+    st = root.table("server")
+    server = _server(st) if st is not None else ServerConfig()
+
+    providers: dict[str, ProviderConfig] = {}
+    pt = root.table("providers")
+    if pt is not None:
+        for name in pt.data:
+            if "/" in name:
+                raise ConfigError(f"providers.{name}: a provider name must not contain '/'")
+            sub = pt.table(name)
+            assert sub is not None
+            providers[name] = _provider(name, sub, env)
+
+    models: dict[str, ModelConfig] = {}
+    mt = root.table("models")
+    if mt is not None:
+        for model_id in mt.data:
+            sub = mt.table(model_id)
+            assert sub is not None
+            models[model_id] = _model(model_id, sub, providers)
+
+    root.seen.add("keys")
+    raw_keys = root.data.get("keys")
+    keys = _keys(raw_keys, env) if raw_keys is not None else ()
+    stt = root.table("state")
+    state = _state(stt, env) if stt is not None else StateConfig()
+    met = root.table("media")
+    media = _media(met) if met is not None else FetchPolicy()
+    root.done()
+    return Config(
+        server=server,
+        providers=providers,
+        models=models,
+        keys=keys,
+        source=source,
+        media=media,
+        state=state,
+    )
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse_config(data, env=os.environ if env is None else env, source=str(p))
+
+
+def embedded_config(dev_key: str) -> Config:
+    """The defaults `gateway serve` runs without --config: the offline mock provider."""
+    data: dict[str, Any] = {
+        "providers": {"mock": {"kind": "mock", "ttft_ms": 150, "tokens_per_s": 80}},
+        "models": {
+            "mock-gpt": {"provider": "mock"},
+            "mock-fast": {"provider": "mock", "ttft_ms": 0, "tokens_per_s": 0},
+            "mock-slow": {"provider": "mock", "ttft_ms": 800, "tokens_per_s": 15},
+        },
+        "keys": [{"name": "dev", "key": dev_key}],
+    }
+    return parse_config(data, env={}, source="<embedded defaults>")

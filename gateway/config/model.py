@@ -1,0 +1,134 @@
+"""The configuration's shape: frozen dataclasses, units in the names, `Literal` enums.
+
+Built once by `gateway.config.load` and passed to whoever needs it; nothing mutates
+it. A reload (when there is one) builds a new `Config` and swaps it whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.config.options import OpenAIOptions, ProviderKind, ProviderOptions
+
+Transport = Literal["h11", "httpx"]
+HttpServer = Literal["builtin", "hypercorn"]
+TRANSPORTS: tuple[Transport, ...] = ("h11", "httpx")
+HTTP_SERVERS: tuple[HttpServer, ...] = ("builtin", "hypercorn")
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens. A model without prices costs nothing (and spend limits
+    then only bound what is priced)."""
+
+    input_per_mtok: float = 0.0
+    cached_input_per_mtok: float | None = None  # None: cached tokens cost the input price
+    output_per_mtok: float = 0.0
+
+    @property
+    def free(self) -> bool:
+        return (
+            self.input_per_mtok == 0
+            and self.output_per_mtok == 0
+            and not self.cached_input_per_mtok
+        )
+
+
+FREE = Price()
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPolicy:
+    """Limits for fetching remote media (`[media]`); see gateway/upstream/media_fetch.py."""
+
+    max_bytes: int = 20 * 1024 * 1024  # per URL
+    timeout_s: float = 10.0  # whole fetch of one URL, redirects included
+    max_redirects: int = 5
+    # A type is allowed when it equals an entry, or starts with an entry ending in "/".
+    allowed_mime_prefixes: tuple[str, ...] = ("image/", "audio/", "application/pdf", "text/plain")
+    allow_private: bool = False  # tests only: permit loopback/private targets
+    max_concurrency: int = 4  # URLs fetched at once for one request
+    max_total_bytes: int = 50 * 1024 * 1024  # all media of one request together
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where keys, limits and the usage ledger live (`[state]`)."""
+
+    sqlite_path: str = "gateway.sqlite3"  # managed keys, credit, the usage ledger
+    journal_path: str | None = None  # write-ahead usage journal; default: sqlite_path + ".journal"
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    redis_timeout_s: float = 1.0  # per Redis call; past it, limits fail open, budgets closed
+    admin_key: str | None = field(default=None, repr=False)  # for /admin/; unset: admin API off
+    default_output_tokens: int = 4096  # reserved for a request that sets no max tokens
+    fsync: bool = False  # fsync the journal per row: survives power loss, costs latency
+
+    @property
+    def journal(self) -> str:
+        return self.journal_path or self.sqlite_path + ".journal"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 16 * 1024 * 1024
+    body_timeout_s: float = 30.0  # the whole request body must arrive within this
+    keep_alive_timeout_s: float = 10.0  # idle connections; also bounds header arrival
+    graceful_timeout_s: float = 30.0
+    http_server: HttpServer = "builtin"  # "hypercorn": measured slower (docs/performance.md)
+    send_timeout_s: float = 60.0  # a response write stalled this long: the client is gone
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One upstream endpoint (`[providers.NAME]`) and the defaults of its models."""
+
+    name: str
+    kind: ProviderKind
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    options: ProviderOptions = field(default_factory=OpenAIOptions)
+    max_output_tokens: int | None = None  # the models' output cap, if the upstream has one
+    price: Price = FREE
+    headers: Mapping[str, str] = field(default_factory=dict)
+    connect_timeout_s: float = 5.0
+    first_byte_timeout_s: float = 300.0
+    idle_timeout_s: float = 300.0
+    total_timeout_s: float = 900.0
+    max_connections: int = 512
+    transport: Transport = "h11"  # "h11" (lean, default) | "httpx" (honours proxy env vars)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """A configured model id (`[models."ID"]`); options and prices already merged over
+    its provider's."""
+
+    id: str
+    provider: str
+    upstream_model: str
+    options: ProviderOptions = field(default_factory=OpenAIOptions)
+    max_output_tokens: int | None = None
+    price: Price = FREE
+
+
+@dataclass(frozen=True, slots=True)
+class KeyConfig:
+    name: str
+    key: str = field(repr=False)
+    models: tuple[str, ...] | None = None  # None: every model
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    providers: Mapping[str, ProviderConfig]
+    models: Mapping[str, ModelConfig]
+    keys: tuple[KeyConfig, ...]
+    source: str = "<embedded defaults>"
+    media: FetchPolicy = FetchPolicy()
+    state: StateConfig = StateConfig()

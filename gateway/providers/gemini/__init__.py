@@ -1,0 +1,1 @@
+"""The Gemini API (generateContent): request, response, stream and error translation."""

@@ -1,0 +1,618 @@
+"""The built-in HTTP/1.1 server: trio sockets in, ASGI 3 out, nothing else.
+
+Why not hypercorn (which stays available as `[server] http_server = "hypercorn"`):
+its trio worker costs ~400 us of CPU per trivial request and ~30 us per streamed
+chunk on this machine, more than the whole gateway around it (docs/performance.md).
+This server does one thing: HTTP/1.1 with keep-alive, one task per connection, the
+app called in that task, a whole response written with one `send`, streamed bodies
+chunk-encoded with one `send` per ASGI message.
+
+What a client can rely on:
+- request heads are parsed strictly (gateway/http11.py: smuggling-prone forms get a
+  400) and bounded (16 KiB, 100 headers: 431); a request head must arrive within
+  `keep_alive_timeout_s` of the connection going idle;
+- `Expect: 100-continue` is answered when the app first reads the body; a body the
+  app did not read to the end closes the connection instead of being skipped (the
+  response says `connection: close`, and the close lingers so the kernel does not
+  answer the unread bytes with a reset that would destroy the response);
+- the app hears `http.disconnect` when the client closes, also while it is streaming
+  (the gateway cancels the upstream call then);
+- a client that stops reading while a response is being written (no progress for
+  `send_timeout_s`) is treated as gone: the connection closes and the app hears
+  `http.disconnect`, so a stalled reader cannot pin a stream and its upstream call;
+- SIGTERM (via `shutdown_trigger`) stops accepting, closes idle connections, lets
+  in-flight requests finish for up to `graceful_timeout_s` (their responses carry
+  `connection: close`), then runs the ASGI lifespan shutdown.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import trio
+
+from gateway.errors import GatewayError
+from gateway.server.http11 import (
+    ChunkedDecoder,
+    HTTPParseError,
+    RequestHead,
+    chunk,
+    find_head_end,
+    parse_request_head,
+    response_head,
+)
+
+__all__ = ["ServerOptions", "serve"]
+
+log = logging.getLogger("gateway.server.serve")
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+READ_SIZE = 65536
+MAX_PIPELINED = 65536  # bytes of a next request buffered while a response streams
+LINGER_S = 2.0  # after a response to a request we did not read to its end
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+NO_BODY_STATUSES = frozenset({204, 304})
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    keep_alive_timeout_s: float = 10.0  # idle connection, and the arrival of a request head
+    graceful_timeout_s: float = 30.0  # in-flight requests at shutdown
+    max_head_bytes: int = 16 * 1024  # request line + headers (reliability.md R8)
+    backlog: int = 1024
+    send_timeout_s: float = 60.0  # a write that cannot progress this long: the client is gone
+
+
+class _Date:
+    """The Date header, formatted once per second."""
+
+    __slots__ = ("_line", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._line = b""
+
+    def line(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._line = b"date: " + email.utils.formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self._line
+
+
+_date = _Date()
+
+
+def _error_body(status: int, message: str) -> bytes:
+    """An OpenAI-shaped error body, rendered like the app's own errors (errors.py)."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return GatewayError(message, status=status, error_type=kind).body()
+
+
+class _Server:
+    """What every connection shares: the app, the options, the drain state."""
+
+    def __init__(self, app: ASGIApp, options: ServerOptions, local: tuple[str, int]) -> None:
+        self.app = app
+        self.options = options
+        self.local = local
+        self.draining = False
+        self.idle: set[_Connection] = set()  # connections waiting for a request head
+        self.open = 0
+        self.all_closed = trio.Event()  # set once draining and no connection is left
+
+    def drain(self) -> None:
+        self.draining = True
+        for conn in list(self.idle):
+            conn.idle_scope.cancel()
+        if self.open == 0:
+            self.all_closed.set()
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.open += 1
+        try:
+            await _Connection(self, stream).run()
+        finally:
+            self.open -= 1
+            if self.open == 0 and self.draining:
+                self.all_closed.set()
+
+
+class _Connection:
+    """One client connection: request heads in, responses out, one request at a time."""
+
+    __slots__ = ("buf", "client", "eof", "idle_scope", "linger", "server", "stream")
+
+    def __init__(self, server: _Server, stream: trio.SocketStream) -> None:
+        self.server = server
+        self.stream = stream
+        self.buf = bytearray()
+        self.eof = False  # the client closed (or reset) its side
+        self.linger = False  # the client may still be sending what we will not read
+        self.idle_scope = trio.CancelScope()
+        try:
+            peer = stream.socket.getpeername()
+            self.client: tuple[str, int] | None = (peer[0], peer[1])
+        except OSError:
+            self.client = None
+
+    async def run(self) -> None:
+        try:
+            while not self.eof:
+                head = await self._next_head()
+                if head is None or not await _Exchange(self, head).respond():
+                    break
+            if self.linger and not self.eof:
+                await self._linger()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+
+    async def _linger(self) -> None:
+        """Close after a response to a request we did not read to its end: FIN first,
+        then drop what the client still sends for a moment. Closing a socket with
+        unread bytes makes the kernel send RST, which discards response bytes not yet
+        delivered; a client that sends its whole body before reading (httpx does)
+        would see a reset instead of our 413 or 401."""
+        await self.stream.send_eof()
+        with trio.move_on_after(LINGER_S):
+            while await self.stream.receive_some(READ_SIZE):
+                pass
+
+    async def _next_head(self) -> RequestHead | None:
+        """The next request head, or None when the connection should close."""
+        server = self.server
+        opts = server.options
+        buf = self.buf
+        with trio.move_on_after(opts.keep_alive_timeout_s) as scope:
+            self.idle_scope = scope
+            waiting = not buf
+            if waiting:
+                if server.draining:
+                    return None
+                server.idle.add(self)
+            scanned = 0  # where the search for the head's end resumes
+            try:
+                while True:
+                    while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # RFC 9112 2.2
+                        del buf[: 2 if buf[:1] == b"\r" else 1]
+                    found = find_head_end(buf, scanned)
+                    if found is not None:
+                        break
+                    scanned = max(len(buf) - 2, 0)  # a blank line may straddle reads
+                    if len(buf) > opts.max_head_bytes:
+                        await self._refuse(431, "The request line and headers are too large.")
+                        return None
+                    data = await self.stream.receive_some(READ_SIZE)
+                    if not data:
+                        self.eof = True
+                        return None
+                    if waiting:
+                        waiting = False
+                        server.idle.discard(self)
+                    buf += data
+            finally:
+                server.idle.discard(self)
+        if scope.cancelled_caught:
+            return None  # idle too long, a head too slow, or draining
+        assert found is not None
+        end, body_start = found
+        if end > opts.max_head_bytes:
+            await self._refuse(431, "The request line and headers are too large.")
+            return None
+        try:
+            head = parse_request_head(buf[:end])
+        except HTTPParseError as e:
+            await self._refuse(e.status, e.message)
+            return None
+        del buf[:body_start]
+        return head
+
+    async def _refuse(self, status: int, message: str) -> None:
+        self.linger = True
+        body = _error_body(status, message)
+        extra = b"content-type: application/json\r\nconnection: close\r\n" + _date.line()
+        head = response_head(status, [(b"content-length", b"%d" % len(body))], extra)
+        await self.stream.send_all(head + body)
+
+
+class _Exchange:
+    """One request and its response: the ASGI receive and send of one call."""
+
+    __slots__ = (
+        "body_left",
+        "complete",
+        "conn",
+        "continue_due",
+        "decoder",
+        "empty_due",
+        "head",
+        "head_sent",
+        "keep_alive",
+        "length_left",
+        "mode",
+        "request_done",
+        "resp_headers",
+        "status",
+        "wait_scope",
+    )
+
+    def __init__(self, conn: _Connection, head: RequestHead) -> None:
+        self.conn = conn
+        self.head = head
+        self.keep_alive = head.keep_alive
+        self.continue_due = head.expect_continue
+        self.decoder: ChunkedDecoder | None = ChunkedDecoder() if head.chunked else None
+        self.body_left = head.content_length or 0
+        self.request_done = not head.chunked and not self.body_left  # all read off the wire
+        self.empty_due = self.request_done  # a bodiless request still gets one http.request
+        self.status = 0
+        self.resp_headers: list[tuple[bytes, bytes]] = []
+        self.head_sent = False
+        self.complete = False
+        self.mode = ""  # "length", "chunked", "close" (HTTP/1.0 stream), "none" (no body)
+        self.length_left = -1  # body bytes the app's own content-length still allows
+        self.wait_scope: trio.CancelScope | None = None
+
+    def scope(self) -> dict[str, Any]:
+        head = self.head
+        path = head.path
+        return {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": head.http_version,
+            "method": head.method,
+            "scheme": "http",
+            "path": unquote(path) if "%" in path else path,
+            "raw_path": head.raw_path,
+            "query_string": head.query,
+            "root_path": "",
+            "headers": head.headers,
+            "client": self.conn.client,
+            "server": self.conn.server.local,
+        }
+
+    async def respond(self) -> bool:
+        """Run the app for this request; True if the connection may take another."""
+        conn = self.conn
+        try:
+            await conn.server.app(self.scope(), self.receive, self.send)
+        except Exception:
+            log.exception("unhandled error in the app for %s %s", self.head.method, self.head.path)
+            if not self.head_sent and not conn.eof:
+                await self._send_500("The server failed unexpectedly.")
+        else:
+            if self.complete:
+                if self.request_done:
+                    return self.keep_alive and not conn.eof
+            elif not self.head_sent and not conn.eof:
+                log.error("the app sent no response for %s %s", self.head.method, self.head.path)
+                await self._send_500("The server sent no response.")
+        # Closing. The rest of an unread body would be taken for the next request.
+        conn.linger = not self.request_done
+        return False
+
+    # -- receive ------------------------------------------------------------------
+
+    async def receive(self) -> dict[str, Any]:
+        if self.request_done:
+            if self.empty_due:
+                self.empty_due = False
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return await self._wait_disconnect()
+        conn = self.conn
+        try:
+            if self.continue_due:
+                self.continue_due = False
+                if not conn.buf:  # a client already sending the body is not waiting
+                    await conn.stream.send_all(CONTINUE)
+            if self.decoder is not None:
+                return await self._receive_chunked()
+            buf = conn.buf
+            if not buf:
+                data = await conn.stream.receive_some(min(READ_SIZE, self.body_left))
+                if not data:
+                    conn.eof = True
+                    return DISCONNECT
+                buf += data
+            take = min(self.body_left, len(buf))
+            body = bytes(buf[:take])
+            del buf[:take]
+            self.body_left -= take
+            self.request_done = self.body_left == 0
+            return {"type": "http.request", "body": body, "more_body": not self.request_done}
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            conn.eof = True
+            return DISCONNECT
+
+    async def _receive_chunked(self) -> dict[str, Any]:
+        conn = self.conn
+        decoder = self.decoder
+        assert decoder is not None
+        while True:
+            if conn.buf:
+                data = bytes(conn.buf)
+                conn.buf.clear()
+            else:
+                data = await conn.stream.receive_some(READ_SIZE)
+                if not data:
+                    conn.eof = True
+                    return DISCONNECT
+            try:
+                body = decoder.feed(data)
+            except HTTPParseError:
+                # The framing is broken: nothing after this can be trusted.
+                self.keep_alive = False
+                conn.eof = True
+                return DISCONNECT
+            if decoder.done:
+                conn.buf += decoder.unused
+                self.request_done = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            if body:
+                return {"type": "http.request", "body": body, "more_body": True}
+
+    async def _wait_disconnect(self) -> dict[str, Any]:
+        """Block until the client goes away (or the response is complete)."""
+        conn = self.conn
+        if self.complete or conn.eof:
+            return DISCONNECT
+        with trio.CancelScope() as scope:
+            self.wait_scope = scope
+            try:
+                while True:
+                    if len(conn.buf) > MAX_PIPELINED:
+                        await trio.sleep_forever()
+                    data = await conn.stream.receive_some(READ_SIZE)
+                    if not data:
+                        conn.eof = True
+                        return DISCONNECT
+                    conn.buf += data  # a pipelined next request: kept for later
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                conn.eof = True
+                return DISCONNECT
+            finally:
+                self.wait_scope = None
+        return DISCONNECT
+
+    # -- send ---------------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if self.complete:
+                await trio.lowlevel.checkpoint()
+                return
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not self.head_sent:
+                await self._first_body(body, more)
+            elif self.mode == "chunked":
+                if more:
+                    if body:
+                        await self._write(chunk(body))
+                else:
+                    await self._write(chunk(body) + LAST_CHUNK if body else LAST_CHUNK)
+            elif body and self.mode != "none":
+                await self._write(self._within_length(body) if self.length_left >= 0 else body)
+            if not more:
+                if self.length_left > 0:  # shorter than the app's content-length said
+                    self.keep_alive = False
+                self._completed()
+        elif kind == "http.response.start":
+            if self.head_sent or self.status:
+                raise RuntimeError("http.response.start sent twice")
+            self.status = message["status"]
+            self.resp_headers = list(message.get("headers", ()))
+        else:
+            raise RuntimeError(f"unexpected ASGI message type {kind!r}")
+
+    def _completed(self) -> None:
+        self.complete = True
+        if self.wait_scope is not None:
+            self.wait_scope.cancel()
+
+    def _within_length(self, body: bytes) -> bytes:
+        """`body` cut to what the app's content-length still allows: bytes beyond it
+        would be read as the start of the next response."""
+        if len(body) > self.length_left:
+            body = body[: self.length_left]
+            self.keep_alive = False
+        self.length_left -= len(body)
+        return body
+
+    def _extra(self) -> bytes:
+        if self.conn.server.draining or not self.request_done:
+            self.keep_alive = False  # an unread request body: we will close, so say so
+        if not self.keep_alive:
+            return _date.line() + b"connection: close\r\n"
+        if self.head.http_version == "1.0":
+            return _date.line() + b"connection: keep-alive\r\n"
+        return _date.line()
+
+    async def _first_body(self, body: bytes, more: bool) -> None:
+        if not self.status:
+            raise RuntimeError("http.response.body before http.response.start")
+        headers = self.resp_headers
+        status = self.status
+        given_length = -1
+        is_head = self.head.method == "HEAD"
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                given_length = int(value)  # a bad value raises into the app: a 500
+                if given_length < 0:
+                    raise ValueError(f"negative content-length {value!r}")
+            elif lower in (b"transfer-encoding", b"connection"):
+                if lower == b"connection" and b"close" in value.lower():
+                    self.keep_alive = False
+                headers = [(n, v) for n, v in headers if n.lower() != lower]
+        if status in NO_BODY_STATUSES or status < 200:
+            mode, framing, payload = "none", b"", b""
+        elif given_length >= 0:
+            mode, framing, payload = "length", b"", body
+            self.length_left = -1 if is_head else given_length
+        elif not more:  # the whole body in one message: we know its length
+            mode, framing, payload = "none", b"content-length: %d\r\n" % len(body), body
+        elif self.head.http_version == "1.0":
+            mode, framing, payload = "close", b"", body  # the body ends with the connection
+            self.keep_alive = False
+        else:
+            mode, framing = "chunked", b"transfer-encoding: chunked\r\n"
+            payload = chunk(body) if body else b""
+        if is_head:
+            mode, payload = "none", b""
+        out = response_head(status, headers, framing + self._extra())
+        self.head_sent = True  # only once the head is valid: else the app gets a 500
+        self.mode = mode
+        if mode == "length":
+            payload = self._within_length(payload)
+        await self._write(out + payload)
+
+    async def _send_500(self, message: str) -> None:
+        """The response of an app that failed before starting its own; then close."""
+        self.keep_alive = False
+        self.status = 500
+        self.resp_headers = [(b"content-type", b"application/json")]
+        await self._first_body(_error_body(500, message), False)
+        self._completed()
+
+    async def _write(self, data: bytes) -> None:
+        """Send bytes; a client that has gone away makes this a no-op (the app hears
+        http.disconnect from receive)."""
+        conn = self.conn
+        if conn.eof:
+            await trio.lowlevel.checkpoint()  # a send is a checkpoint even when it is a no-op
+            return
+        try:
+            with trio.move_on_after(conn.server.options.send_timeout_s) as scope:
+                await conn.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            conn.eof = True
+            return
+        if scope.cancelled_caught:
+            # A client that stopped reading would hold this connection, the app's
+            # upstream call and their memory forever: it counts as gone.
+            log.info("closing a connection whose client stopped reading (%s)", conn.client)
+            conn.eof = True
+            if self.wait_scope is not None:
+                self.wait_scope.cancel()
+
+
+class _Lifespan:
+    """Runs the app's ASGI lifespan protocol in a task of its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.to_app_send, self.to_app_recv = trio.open_memory_channel[dict[str, Any]](2)
+        self.started = trio.Event()
+        self.stopped = trio.Event()
+        self.failure: str | None = None
+        self.supported = True
+
+    async def run(self) -> None:
+        try:
+            await self.app({"type": "lifespan", "asgi": _ASGI}, self._receive, self._send)
+        except Exception:
+            if not self.started.is_set():
+                log.info("the app does not speak the ASGI lifespan protocol; serving anyway")
+                self.supported = False
+            else:
+                log.exception("the app's lifespan failed")
+        finally:
+            self.started.set()
+            self.stopped.set()
+
+    async def _receive(self) -> dict[str, Any]:
+        return await self.to_app_recv.receive()
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            self.started.set()
+        elif kind == "lifespan.startup.failed":
+            self.failure = message.get("message", "") or "startup failed"
+            self.started.set()
+        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            self.stopped.set()
+
+    async def startup(self) -> None:
+        await self.to_app_send.send({"type": "lifespan.startup"})
+        await self.started.wait()
+        if self.failure is not None:
+            raise RuntimeError(f"the app failed to start: {self.failure}")
+
+    async def shutdown(self, timeout_s: float) -> None:
+        if not self.supported or self.stopped.is_set():
+            return
+        with trio.move_on_after(timeout_s):
+            await self.to_app_send.send({"type": "lifespan.shutdown"})
+            await self.stopped.wait()
+
+
+async def serve(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    options: ServerOptions = ServerOptions(),
+    *,
+    listen: Callable[[], socket.socket] | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` until `shutdown_trigger` returns (then drain) or until cancelled.
+
+    `listen` returns the listening socket, called once the app has started (a worker
+    joining an SO_REUSEPORT group must not be handed connections while it is still
+    starting; `gateway serve` binds before the event loop so that a taken port fails
+    early, and passes that socket back here); without it this binds host:port.
+    task_status gets the bound port once the app's lifespan startup has completed and
+    connections are being accepted.
+    """
+    lifespan = _Lifespan(app)
+    async with trio.open_nursery() as outer:
+        outer.start_soon(lifespan.run)
+        await lifespan.startup()
+        if listen is not None:
+            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(listen()))]
+        else:
+            listeners = await trio.open_tcp_listeners(port, host=host, backlog=options.backlog)
+        sockname = listeners[0].socket.getsockname()
+        server = _Server(app, options, (sockname[0], sockname[1]))
+        try:
+            async with trio.open_nursery() as connections:
+                accepting = trio.CancelScope()
+
+                async def accept() -> None:
+                    with accepting:
+                        await trio.serve_listeners(
+                            server.handle, listeners, handler_nursery=connections
+                        )
+
+                connections.start_soon(accept)
+                task_status.started(sockname[1])
+                if shutdown_trigger is None:
+                    await trio.sleep_forever()
+                await shutdown_trigger()
+                accepting.cancel()
+                for listener in listeners:
+                    await listener.aclose()
+                server.drain()
+                with trio.move_on_after(options.graceful_timeout_s):
+                    await server.all_closed.wait()
+                connections.cancel_scope.cancel()
+            await lifespan.shutdown(options.graceful_timeout_s)
+        finally:
+            outer.cancel_scope.cancel()  # a lifespan that never returns must not hang us

@@ -1,0 +1,85 @@
+"""The state one worker process serves requests from: built once from the config.
+
+`Gateway` holds everything a request needs (config, router, authenticator, one relay
+per provider, the key cache, the limiter, the usage ledger, the media fetcher). The
+routes read it; `gateway.app` builds it and owns its lifetime (start, background
+work, drain).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import trio
+
+from gateway.auth.cache import ManagedKeyStore
+from gateway.auth.principal import Authenticator, StaticKeyStore
+from gateway.billing.ledger import Ledger
+from gateway.billing.limits.core import BudgetSeed, LimitBackend
+from gateway.billing.limits.memory import MemoryLimitBackend
+from gateway.config import Config
+from gateway.providers.registry import provider_for
+from gateway.store.records import KeyLimits, Topup
+from gateway.store.sqlite import AsyncSqlite, SqliteStore
+from gateway.tokens import count as tokens
+from gateway.upstream.media_fetch import MediaFetcher
+from gateway.upstream.relay import Relay, Timeouts
+from gateway.upstream.router import Router
+from gateway.upstream.transports import make_transport
+
+
+class Gateway:
+    """The state shared by every request of one worker process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.router = Router(config)
+        self.relays: dict[str, Relay] = {}
+        for name, p in config.providers.items():
+            provider = provider_for(p.kind)
+            self.relays[name] = Relay(make_transport(p, provider), Timeouts.of(p), provider)
+        self.fetcher = MediaFetcher(config.media)
+        state = config.state
+        Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = AsyncSqlite(SqliteStore(state.sqlite_path))
+        self.ledger = Ledger(self.db, state.journal, fsync=state.fsync)
+        self.limiter: LimitBackend = MemoryLimitBackend(seeder=self.seed_budget)
+        self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
+        self.auth = Authenticator([StaticKeyStore(config.keys), self.keys])
+        self.ready = False
+        self._closed = False
+
+    async def seed_budget(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
+        """The limiter's seed from the ledger, with the id of the last top-up its credit
+        includes, so that the key cache's report of that top-up is not counted again."""
+        seed = await self.ledger.seed(key_id, limits, now)
+        if limits.prepaid:
+            balance, last_topup = await self.ledger.credit_snapshot(key_id)
+            seed = dataclasses.replace(seed, credit_micros=balance, last_topup_id=last_topup)
+        return seed
+
+    async def _on_topup(self, topup: Topup) -> None:
+        # Each top-up counts once, however many workers' caches report it.
+        await self.limiter.topup(topup.key_id, topup.micros, topup.topup_id)
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Open the state and start the background work in `nursery`."""
+        tokens.preload()  # build the tokenizers now, not in the first request
+        await self.ledger.start()
+        await nursery.start(self.keys.run_refresher)
+        await nursery.start(self.ledger.run_writer)
+        self.ready = True
+
+    async def aclose(self) -> None:
+        """Drain the ledger and close everything; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.ready = False
+        with trio.CancelScope(shield=True):
+            for relay in self.relays.values():
+                await relay.transport.aclose()
+            await self.fetcher.aclose()
+            await self.ledger.aclose()
+            await self.db.aclose()

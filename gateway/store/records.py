@@ -1,0 +1,238 @@
+"""Durable state's records: managed keys, their limits, credit top-ups, usage rows.
+
+Every backend (SQLite today) reads and writes these shapes; nothing here knows about
+requests, auth or the limiter's arithmetic. Pure module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.store.periods import PERIODS, SpendPeriod
+
+PENDING = "pending"  # status of a row recorded at admission, replaced by the final row
+MAX_NAME_LENGTH = 200
+
+
+class StoreError(Exception):
+    """The durable store failed (locked, full, corrupt): the message is for operators."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+MAX_LIMIT = 1_000_000_000  # largest RPM/TPM: keeps every limiter backlog below 2**53
+MAX_MICROS = 10**15  # $1e9: largest single amount; sums stay exact in Lua doubles
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """A key's limits; None means no limit. Periods are calendar periods in UTC."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    spend_limit_micros: int | None = None
+    spend_period: SpendPeriod | None = None
+    prepaid: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value in (("rpm", self.rpm), ("tpm", self.tpm)):
+            if value is not None and not 1 <= value <= MAX_LIMIT:
+                raise ValueError(f"{name} must be between 1 and {MAX_LIMIT}, got {value}")
+        if self.spend_limit_micros is not None:
+            if not 0 <= self.spend_limit_micros <= MAX_MICROS:
+                raise ValueError(f"spend_limit_micros must be between 0 and {MAX_MICROS}")
+            if self.spend_period is None:
+                raise ValueError("a spend limit needs a spend_period ('day' or 'month')")
+        if self.spend_period not in (None, "day", "month"):
+            raise ValueError(f"spend_period must be 'day' or 'month', got {self.spend_period!r}")
+
+    @property
+    def needs_budget(self) -> bool:
+        """True if admission must consult the key's budget state."""
+        return self.spend_limit_micros is not None or self.prepaid
+
+    @property
+    def unlimited(self) -> bool:
+        """True if nothing is limited: admission needs no state at all."""
+        return self.rpm is None and self.tpm is None and not self.needs_budget
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A freshly made key: `full_key` is shown to its owner once and never stored."""
+
+    key_id: str
+    full_key: str = field(repr=False)
+    secret_hash: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """What to create: `credit_micros` set (even to 0) makes the key prepaid."""
+
+    name: str
+    models: tuple[str, ...] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    spend_limit_micros: int | None = None
+    spend_period: SpendPeriod | None = None
+    credit_micros: int | None = None
+    expires_at: float | None = None
+
+    def check(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError("name: must be a non-empty string")
+        if len(self.name) > MAX_NAME_LENGTH or not self.name.isprintable():
+            raise ValueError(f"name: at most {MAX_NAME_LENGTH} printable characters")
+        if self.models is not None and not all(isinstance(m, str) and m for m in self.models):
+            raise ValueError("models: must be a list of non-empty model ids")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or not 1 <= value <= MAX_LIMIT):
+                raise ValueError(f"{name}: must be an integer from 1 to {MAX_LIMIT}")
+        for name in ("spend_limit_micros", "credit_micros"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or not 0 <= value <= MAX_MICROS):
+                raise ValueError(f"{name}: must be an integer from 0 to {MAX_MICROS}")
+        if (self.spend_limit_micros is None) != (self.spend_period is None):
+            raise ValueError(
+                "spend_period: set it (day or month) with a spend limit, and only then"
+            )
+        if self.spend_period is not None and self.spend_period not in PERIODS:
+            raise ValueError("spend_period: must be day or month")
+        if self.expires_at is not None and (
+            isinstance(self.expires_at, bool)
+            or not isinstance(self.expires_at, int | float)
+            or not math.isfinite(self.expires_at)
+        ):
+            raise ValueError("expires_at: must be unix seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A managed key as stored: everything but its secret, of which only the hash."""
+
+    key_id: str
+    name: str
+    secret_hash: bytes = field(repr=False)
+    models: tuple[str, ...] | None
+    rpm: int | None
+    tpm: int | None
+    spend_limit_micros: int | None
+    spend_period: SpendPeriod | None
+    prepaid: bool
+    expires_at: float | None
+    revoked_at: float | None
+    created_at: float
+    version: int  # commit order of the last change: the refresher's watermark
+
+    @property
+    def limits(self) -> KeyLimits:
+        return KeyLimits(
+            rpm=self.rpm,
+            tpm=self.tpm,
+            spend_limit_micros=self.spend_limit_micros,
+            spend_period=self.spend_period,
+            prepaid=self.prepaid,
+        )
+
+    def state(self, now: float) -> str:
+        """ "active", "revoked" or "expired"."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True, slots=True)
+class Topup:
+    """Credit added to a prepaid key; ids grow in commit order."""
+
+    topup_id: int
+    key_id: str
+    micros: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One admitted request in the ledger (R23). `status` is "ok", "pending" (written at
+    admission, replaced by the final row), "client_gone", "partial" or an error code."""
+
+    request_id: str
+    key_id: str | None  # None: a key from the config file
+    model: str
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_micros: int
+    status: str
+    latency_ms: int
+    created_at: float  # when the request was admitted: the period it is billed to
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UsageRow:
+        """A row from its JSON form; ValueError if anything is missing or mistyped."""
+        try:
+            values = {f.name: data[f.name] for f in dataclasses.fields(cls)}
+        except KeyError as e:
+            raise ValueError(f"usage row without {e.args[0]}") from None
+        for name in ("request_id", "model", "provider", "status"):
+            if not isinstance(values[name], str):
+                raise ValueError(f"usage row {name}: expected a string")
+        if values["key_id"] is not None and not isinstance(values["key_id"], str):
+            raise ValueError("usage row key_id: expected a string or null")
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "cost_micros"):
+            if not _is_int(values[name]) or values[name] < 0:
+                raise ValueError(f"usage row {name}: expected a non-negative integer")
+        if not _is_int(values["latency_ms"]):
+            raise ValueError("usage row latency_ms: expected an integer")
+        if isinstance(values["created_at"], bool) or not isinstance(
+            values["created_at"], int | float
+        ):
+            raise ValueError("usage row created_at: expected a number")
+        values["created_at"] = float(values["created_at"])
+        return cls(**values)
+
+
+@dataclass(slots=True)
+class ModelUsage:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_micros: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    """A key's usage over [since, until): totals, per model and per status."""
+
+    key_id: str
+    since: float | None
+    until: float | None
+    total: ModelUsage
+    by_model: dict[str, ModelUsage]
+    by_status: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "since": self.since,
+            "until": self.until,
+            **self.total.to_dict(),
+            "by_model": {m: u.to_dict() for m, u in sorted(self.by_model.items())},
+            "by_status": dict(sorted(self.by_status.items())),
+        }

@@ -1,0 +1,493 @@
+"""A lean HTTP/1.1 upstream transport on trio sockets and h11 (`transport.Transport`).
+
+httpx + httpcore cost about 0.75 ms of CPU per relayed request here, and its pool
+bookkeeping grows with concurrency (encode/httpx#3215). The gateway needs far less:
+one origin per provider, `POST` with a byte body, a response read as it arrives. This
+module does just that:
+
+- A pool per origin (scheme, host, port): keep-alive connections reused LIFO (the most
+  recently used socket is the least likely to have been closed by the server), at most
+  `max_connections` checked out at once (waiters queue fairly on a `trio.Semaphore`;
+  a cancelled waiter simply leaves it). Idle connections older than `idle_expiry_s`
+  are closed when the pool is next touched; no background task.
+- A connection goes back to the pool only when its response was read to the end and
+  h11 says both sides are DONE. Anything else (client gone, error, cancellation, a
+  body left unread) closes the socket at once, synchronously, so it works under
+  cancellation and the upstream sees EOF/RST and stops generating.
+- Before reusing an idle connection, a zero-timeout poll checks it is not readable: an
+  idle socket with something to read holds EOF (the server closed it) or garbage.
+  A failure before any response byte raises `transport.Retryable` (the Relay retries on
+  another connection); nothing is retried once a response byte arrived.
+- Framing (Content-Length, chunked, close-delimited) is h11's; a response head is
+  bounded to `MAX_HEAD_BYTES`, reads to `RECV_BYTES`.
+
+Deadlines are not enforced here: the Relay owns them as trio cancel scopes. This module
+only does I/O and maps its failures to the gateway's error tree, with the messages and
+codes of `upstream_httpx.HttpxTransport`, plus `upstream_protocol_error` for a malformed or
+oversized response head. Unlike httpx, a head that was cut after its first byte is not
+retried: the upstream may have started answering.
+"""
+
+from __future__ import annotations
+
+import select
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Final, cast
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+from gateway import __version__
+from gateway.config import ProviderConfig
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.providers.base import CallContext, UpstreamRequest
+from gateway.upstream.transport import Retryable
+
+__all__ = ["IDLE_EXPIRY_S", "MAX_HEAD_BYTES", "RECV_BYTES", "USER_AGENT", "H11Transport"]
+
+USER_AGENT: Final = f"llm-gateway/{__version__}"
+MAX_HEAD_BYTES: Final = 64 * 1024  # status line + headers of one response
+RECV_BYTES: Final = 64 * 1024  # one receive_some
+IDLE_EXPIRY_S: Final = 30.0  # an idle pooled connection older than this is closed
+ONE_WRITE_BYTES: Final = 64 * 1024  # bodies up to this go out in the same write as the head
+# On a normal exit before the end of the body (the Relay stops at `data: [DONE]`), read
+# at most this much for at most this long, hoping to reach the end and keep the connection.
+DRAIN_BYTES: Final = 64 * 1024
+DRAIN_WAIT_S: Final = 0.005
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# Framing and hop-by-hop headers are ours to set; a caller's copy is dropped.
+_OURS: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+        "expect",
+        "accept-encoding",
+    }
+)
+_POLL_BAD: Final = select.POLLIN | select.POLLERR | select.POLLHUP | select.POLLNVAL
+_IO_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class _Conn:
+    """One upstream connection: the stream, its h11 state and its raw socket."""
+
+    __slots__ = ("h11", "idle_since", "receive_some", "sock", "stream")
+
+    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
+        self.stream = stream
+        self.sock = sock  # the TCP socket under `stream` (under TLS too)
+        # SSLStream may return a bytearray; h11 buffers any bytes-like object.
+        self.receive_some = cast(Callable[[int], Awaitable[bytes]], stream.receive_some)
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.idle_since = 0.0
+
+    def readable(self) -> bool:
+        """Whether the socket has something to read (or an error) right now, without waiting."""
+        try:
+            poller = select.poll()
+            poller.register(self.sock.fileno(), select.POLLIN)
+            return any(mask & _POLL_BAD for _, mask in poller.poll(0))
+        except (OSError, ValueError):  # closed socket: fileno() is -1
+            return True
+
+    def close(self) -> None:
+        """Close now, without awaiting (works under cancellation; unread data makes it an RST).
+
+        TLS close_notify is skipped: HTTP/1.1 framing does not depend on it and a peer that
+        stopped reading must not block us.
+        """
+        self.sock.close()
+
+
+class _Pool:
+    """Connections to one origin: an idle LIFO stack and a limit on those checked out."""
+
+    __slots__ = ("host", "host_header", "idle", "port", "slots", "tls")
+
+    def __init__(self, tls: bool, host: str, port: int, host_header: str, limit: int) -> None:
+        self.tls = tls
+        self.host = host
+        self.port = port
+        self.host_header = host_header
+        self.idle: list[_Conn] = []
+        # Checked-out connections <= limit; idle ones are only created by returning a
+        # checked-out one, so open connections <= limit too.
+        self.slots = trio.Semaphore(limit)
+
+    def take_idle(self, now: float, expiry_s: float) -> _Conn | None:
+        """The most recently used live idle connection, closing stale ones on the way."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if now - conn.idle_since > expiry_s or conn.readable():
+                conn.close()
+                continue
+            return conn
+        return None
+
+    def put_idle(self, conn: _Conn, now: float, expiry_s: float) -> None:
+        """Keep `conn` for reuse; close the expired ones at the bottom of the stack."""
+        conn.idle_since = now
+        idle = self.idle
+        idle.append(conn)
+        while now - idle[0].idle_since > expiry_s:
+            idle.pop(0).close()
+
+    def close_idle(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+
+class H11Transport:
+    """A pooled HTTP/1.1 client for one provider, on trio sockets and h11.
+
+    `open(req, ctx)` is an async context manager giving the response once its head has
+    arrived; its body is read with `next_chunk()`. Leaving the context returns the
+    connection to the pool if the body was read to the end, else closes it.
+
+    `ssl_context` defaults to `ssl.create_default_context()` with ALPN "http/1.1"; a
+    given context is used as is.
+    """
+
+    def __init__(
+        self,
+        p: ProviderConfig,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_expiry_s: float = IDLE_EXPIRY_S,
+    ) -> None:
+        self._name = p.name
+        self._connect_timeout_s = p.connect_timeout_s
+        self._limit = max(1, p.max_connections)
+        self._idle_expiry_s = idle_expiry_s
+        self._ssl_context = ssl_context
+        self._pools: dict[tuple[str, str], _Pool] = {}
+        self._closed = False
+
+    def open(self, req: UpstreamRequest, ctx: CallContext) -> _Exchange:
+        """One request/response exchange, as an async context manager."""
+        return _Exchange(self, req)
+
+    async def aclose(self) -> None:
+        """Close every idle connection; connections in use are closed when released."""
+        self._closed = True
+        for pool in self._pools.values():
+            pool.close_idle()
+        await trio.lowlevel.checkpoint()
+
+    # -- internals used by _Exchange ----------------------------------------------------
+
+    def _pool_and_target(self, url: str) -> tuple[_Pool, bytes]:
+        """The pool for the URL's origin and the request target (path and query)."""
+        parts = urlsplit(url)  # cached by the standard library for repeated URLs
+        key = (parts.scheme, parts.netloc)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._new_pool(url)
+            self._pools[key] = pool
+        target = parts.path or "/"
+        if parts.query:
+            target = f"{target}?{parts.query}"
+        return pool, target.encode()
+
+    def _new_pool(self, url: str) -> _Pool:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        host = parts.hostname
+        if scheme not in _DEFAULT_PORTS or not host or port == -1:
+            raise UpstreamError(
+                f"The upstream URL of '{self._name}' is not a valid http(s) URL.",
+                code="upstream_unreachable",
+            )
+        port = port or _DEFAULT_PORTS[scheme]
+        shown = f"[{host}]" if ":" in host else host
+        host_header = shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
+        return _Pool(scheme == "https", host, port, host_header, self._limit)
+
+    def _ssl(self) -> ssl.SSLContext:
+        """The TLS context, built on first use (loading the CA store costs milliseconds)."""
+        if self._ssl_context is None:
+            context = ssl.create_default_context()
+            context.set_alpn_protocols(["http/1.1"])
+            self._ssl_context = context
+        return self._ssl_context
+
+    async def _connect(self, pool: _Pool) -> _Conn:
+        """A new connection (TCP, and TLS for https) within the connect timeout."""
+        with trio.move_on_after(self._connect_timeout_s) as scope:
+            try:
+                tcp = await trio.open_tcp_stream(pool.host, pool.port)
+            except OSError:
+                raise self._unreachable("ConnectError") from None
+            if not pool.tls:
+                return _Conn(tcp, tcp.socket)  # trio sets TCP_NODELAY on every SocketStream
+            stream = trio.SSLStream(
+                tcp, self._ssl(), server_hostname=pool.host, https_compatible=True
+            )
+            try:
+                await stream.do_handshake()
+            except _IO_ERRORS:
+                tcp.socket.close()
+                raise self._unreachable("ConnectError") from None
+            except BaseException:
+                tcp.socket.close()
+                raise
+            return _Conn(stream, tcp.socket)
+        assert scope.cancelled_caught
+        raise UpstreamTimeout(
+            f"Timed out connecting to the upstream '{self._name}'.", code="upstream_timeout"
+        )
+
+    def _unreachable(self, why: str) -> Retryable:
+        return Retryable(
+            UpstreamError(
+                f"Could not reach the upstream '{self._name}' ({why}).",
+                code="upstream_unreachable",
+            )
+        )
+
+    def _request_failed(self, why: str) -> UpstreamError:
+        return UpstreamError(
+            f"The request to the upstream '{self._name}' failed ({why}).",
+            code="upstream_unreachable",
+        )
+
+    def _head(self, pool: _Pool, req: UpstreamRequest, target: bytes) -> h11.Request:
+        headers: list[tuple[str, str]] = [
+            ("host", pool.host_header),
+            ("content-length", str(len(req.body))),
+            ("accept-encoding", "identity"),  # bodies are relayed raw
+        ]
+        agent = False
+        for name, value in req.headers.items():
+            lower = name.lower()
+            if lower in _OURS:
+                continue
+            agent = agent or lower == "user-agent"
+            headers.append((name, value))
+        if not agent:
+            headers.append(("user-agent", USER_AGENT))
+        return h11.Request(method=b"POST", target=target, headers=headers)
+
+
+class _Exchange:
+    """One request on a pooled connection; the async context manager and the response."""
+
+    __slots__ = ("_conn", "_done", "_pool", "_req", "_t", "headers", "status")
+
+    def __init__(self, transport: H11Transport, req: UpstreamRequest) -> None:
+        self._t = transport
+        self._req = req
+        self._pool: _Pool | None = None  # set while we hold a slot of it
+        self._conn: _Conn | None = None
+        self._done = False  # the response body was read to its end
+        self.status = 0
+        self.headers: Mapping[str, str] = {}
+
+    async def __aenter__(self) -> _Exchange:
+        t = self._t
+        if t._closed:
+            raise UpstreamError(
+                f"The upstream client of '{t._name}' is closed.", code="upstream_unreachable"
+            )
+        pool, target = t._pool_and_target(self._req.url)
+        try:
+            pool.slots.acquire_nowait()
+        except trio.WouldBlock:
+            await pool.slots.acquire()  # fair FIFO wait; cancellation leaves no trace
+        self._pool = pool
+        try:
+            conn = pool.take_idle(trio.current_time(), t._idle_expiry_s)
+            if conn is None:
+                conn = await t._connect(pool)
+            self._conn = conn
+            await self._send_and_read_head(pool, conn, target)
+        except BaseException:
+            self._release(reuse=False)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._conn is not None and not self._done and exc_type is None:
+            await self._drain_rest()
+        self._release(reuse=self._done)
+
+    async def next_chunk(self) -> bytes | None:
+        """The next piece of the body as it arrives, or None at its end."""
+        conn = self._conn
+        if conn is None or self._done:
+            return None
+        h = conn.h11
+        eof = False
+        try:
+            while True:
+                event = h.next_event()
+                if isinstance(event, h11.Data):
+                    return bytes(event.data)
+                if event is h11.NEED_DATA:
+                    data = await conn.receive_some(RECV_BYTES)
+                    eof = not data
+                    h.receive_data(data)
+                    continue
+                if isinstance(event, h11.EndOfMessage):
+                    self._done = True
+                    return None
+                raise h11.RemoteProtocolError(f"unexpected {event!r}")
+        except h11.RemoteProtocolError:
+            why = "the connection closed early" if eof else "the body was malformed"
+        except _IO_ERRORS:
+            why = "the connection was reset"
+        self._release(reuse=False)
+        raise UpstreamError(
+            f"The upstream connection failed mid-response ({why}).",
+            code="upstream_connection_lost",
+        )
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _send_and_read_head(self, pool: _Pool, conn: _Conn, target: bytes) -> None:
+        t = self._t
+        h = conn.h11
+        body = self._req.body
+        try:
+            head = h.send(t._head(pool, self._req, target))
+            if body:
+                h.send_with_data_passthrough(h11.Data(data=body))
+            h.send(h11.EndOfMessage())
+        except (h11.LocalProtocolError, UnicodeError) as e:
+            raise t._request_failed(type(e).__name__) from None
+        assert head is not None
+        send_failed = False
+        try:
+            if len(body) <= ONE_WRITE_BYTES:
+                await conn.stream.send_all(head + body if body else head)
+            else:
+                await conn.stream.send_all(head)
+                await conn.stream.send_all(body)
+        except _IO_ERRORS:
+            # The server may have answered (say 413) and closed before reading it all:
+            # read what it sent before deciding the request never got through.
+            send_failed = True
+        got_bytes = eof = False
+        try:
+            while True:
+                event = h.next_event()
+                if event is h11.NEED_DATA:
+                    data = await conn.receive_some(RECV_BYTES)
+                    got_bytes = got_bytes or bool(data)
+                    eof = not data
+                    h.receive_data(data)
+                    continue
+                if isinstance(event, h11.Response):
+                    response = event
+                    break
+                if isinstance(event, h11.InformationalResponse):
+                    continue
+                raise h11.RemoteProtocolError(f"unexpected {event!r}")
+        except (h11.RemoteProtocolError, *_IO_ERRORS) as e:
+            if send_failed and not got_bytes:
+                raise t._unreachable("WriteError") from None
+            if not got_bytes:
+                # Nothing came back: the request cannot have been answered. Typically a
+                # pooled connection the server closed as we reused it, or a reset.
+                reset = not isinstance(e, h11.RemoteProtocolError)
+                raise t._unreachable("ReadError" if reset else "RemoteProtocolError") from None
+            raise self._broken_head(e, eof) from None
+        if send_failed:
+            h.send_failed()  # our side is in ERROR: the connection will not be reused
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in response.headers:
+            name = raw_name.decode("latin-1")
+            value = raw_value.decode("latin-1")
+            prev = headers.get(name)
+            headers[name] = value if prev is None else f"{prev}, {value}"
+        self.status = response.status_code
+        self.headers = headers
+
+    def _broken_head(self, e: BaseException, eof: bool) -> GatewayError:
+        """The error for a response head that started but was cut or malformed."""
+        name = self._t._name
+        if isinstance(e, h11.RemoteProtocolError) and not eof:
+            if e.error_status_hint == 431:
+                why = f"a response head over {MAX_HEAD_BYTES} bytes"
+            else:
+                why = "a malformed response head"
+            return UpstreamError(
+                f"The upstream '{name}' sent {why}.", code="upstream_protocol_error"
+            )
+        return UpstreamError(
+            "The upstream connection failed mid-response "
+            f"(the connection was {'closed early' if eof else 'reset'}).",
+            code="upstream_connection_lost",
+        )
+
+    async def _drain_rest(self) -> None:
+        """Read the end of the body if it comes at once, so that the connection is kept.
+
+        The Relay stops reading at an SSE stream's `[DONE]`; the chunked terminator is
+        right behind it (often in the same read, or in a TLS record of its own). At most
+        DRAIN_BYTES within DRAIN_WAIT_S: an upstream still generating is not waited for,
+        its connection is closed instead. Shielded, as it is bounded: a reused connection
+        saves a connect (and a TLS handshake) on a later request.
+        """
+        conn = self._conn
+        assert conn is not None
+        h = conn.h11
+        budget = DRAIN_BYTES
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + DRAIN_WAIT_S):
+            try:
+                while budget >= 0:
+                    event = h.next_event()
+                    if isinstance(event, h11.Data):
+                        budget -= len(event.data)
+                    elif isinstance(event, h11.EndOfMessage):
+                        self._done = True
+                        return
+                    elif event is h11.NEED_DATA:
+                        h.receive_data(await conn.receive_some(RECV_BYTES))
+                    else:
+                        return
+            except (h11.RemoteProtocolError, *_IO_ERRORS):
+                return
+
+    def _release(self, *, reuse: bool) -> None:
+        """Give the slot back; pool the connection if `reuse` and h11 agrees, else close it."""
+        pool, conn = self._pool, self._conn
+        self._pool = self._conn = None
+        if conn is not None:
+            h = conn.h11
+            if (
+                reuse
+                and h.our_state is h11.DONE
+                and h.their_state is h11.DONE
+                and not self._t._closed
+                and pool is not None
+            ):
+                h.start_next_cycle()
+                if not h.trailing_data[0]:  # bytes after the response: not a clean connection
+                    pool.put_idle(conn, trio.current_time(), self._t._idle_expiry_s)
+                    conn = None
+            if conn is not None:
+                conn.close()
+        if pool is not None:
+            pool.slots.release()

@@ -1,0 +1,296 @@
+"""The relay against scripted upstreams on real loopback sockets, on both transports."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import orjson
+import pytest
+import trio
+
+from bench.fakes.server import Reply, Request, serve_http
+from gateway.config import ProviderConfig
+from gateway.errors import GatewayError, UpstreamTimeout
+from gateway.providers.base import CallContext
+from gateway.providers.openai import OpenAIProvider
+from gateway.upstream.relay import Outcome, Relay, Timeouts
+from gateway.upstream.router import make_deployment
+from gateway.upstream.transports import make_transport
+
+Handler = Callable[[Request, Reply], Awaitable[None]]
+
+
+@pytest.fixture(params=["h11", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every relay behaviour holds on both upstream transports."""
+    kind: str = request.param
+    return kind
+
+
+SSE = [("content-type", "text/event-stream")]
+JSON = [("content-type", "application/json")]
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def chunk(content: str | None, reason: str | None = None) -> bytes:
+    delta = {} if content is None else {"content": content}
+    obj = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
+    }
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+COMPLETION = orjson.dumps(
+    {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+)
+
+
+@dataclass
+class Upstream:
+    relay: Relay
+    provider: ProviderConfig
+
+    def ctx(self, stream: bool) -> CallContext:
+        dep = make_deployment("m", self.provider, "m")
+        return CallContext(dep, stream, False, "chatcmpl-t", 1)
+
+    async def stream(self) -> tuple[bytes, Outcome]:
+        ctx = self.ctx(True)
+        req = self.relay.provider.build_request({**BODY, "stream": True}, ctx)
+        out: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            out.append(data)
+
+        outcome = await self.relay.stream(req, ctx, write)
+        return b"".join(out), outcome
+
+    async def complete(self) -> bytes:
+        ctx = self.ctx(False)
+        req = self.relay.provider.build_request(BODY, ctx)
+        return (await self.relay.complete(req, ctx)).body
+
+
+@asynccontextmanager
+async def upstream(handler: Handler, kind: str, **timeouts: float) -> AsyncIterator[Upstream]:
+    """A scripted upstream on a free port, and a Relay pointed at it."""
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve_http, handler, "127.0.0.1", 0))
+        p = ProviderConfig(
+            name="up",
+            kind="openai",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            api_key="sk-up",
+            first_byte_timeout_s=timeouts.get("first_byte_s", 2.0),
+            idle_timeout_s=timeouts.get("idle_s", 2.0),
+            total_timeout_s=timeouts.get("total_s", 5.0),
+            transport=kind,
+        )
+        transport = make_transport(p, OpenAIProvider())
+        try:
+            yield Upstream(Relay(transport, Timeouts.of(p), OpenAIProvider()), p)
+        finally:
+            await transport.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_done_reaches_the_client_even_if_the_upstream_lingers(transport: str) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("hi") + chunk(None, "stop") + b"data: [DONE]\n\n")
+        await trio.sleep(30)  # never ends its body
+
+    async with upstream(handler, transport) as up:
+        with trio.fail_after(1.5):
+            out, outcome = await up.stream()
+    assert out.endswith(b"data: [DONE]\n\n")
+    assert outcome.error is None
+
+
+async def test_content_and_error_in_one_read_keep_the_content(transport: str) -> None:
+    error = b'data: {"error": {"message": "boom", "type": "server_error"}}\n\n'
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("Hel") + chunk("lo") + error)
+        await reply.end()
+
+    async with upstream(handler, transport) as up:
+        out, outcome = await up.stream()
+    assert out.startswith(chunk("Hel") + chunk("lo"))
+    assert b"boom" in out and not out.endswith(b"[DONE]\n\n")
+    assert outcome.started and outcome.error is not None
+
+
+async def test_error_before_any_content_raises_for_a_real_status(transport: str) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, b'data: {"error": {"message": "bad", "code": 400}}\n\n')
+        await reply.end()
+
+    async with upstream(handler, transport) as up:
+        with pytest.raises(GatewayError) as info:
+            await up.stream()
+    assert info.value.http_status == 400
+
+
+async def test_upstream_is_asked_for_uncompressed_bodies(transport: str) -> None:
+    seen: list[str] = []
+
+    async def handler(request: Request, reply: Reply) -> None:
+        seen.append(request.headers.get("accept-encoding", ""))
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            await reply.send(200, [*JSON, ("content-encoding", "gzip")], gzip.compress(COMPLETION))
+        else:
+            await reply.send(200, JSON, COMPLETION)
+
+    async with upstream(handler, transport) as up:
+        assert orjson.loads(await up.complete())["choices"][0]["message"]["content"] == "hi"
+    assert seen == ["identity"]
+
+
+async def test_first_byte_timeout_applies_to_streams(transport: str) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await trio.sleep(30)
+
+    async with upstream(handler, transport, first_byte_s=0.3, total_s=5) as up:
+        with trio.fail_after(2), pytest.raises(UpstreamTimeout):
+            await up.stream()
+
+
+async def test_non_stream_answers_may_take_longer_than_the_first_byte_timeout(
+    transport: str,
+) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await trio.sleep(0.6)  # a long generation: the headers come at the end
+        await reply.send(200, JSON, COMPLETION)
+
+    async with upstream(handler, transport, first_byte_s=0.2, total_s=5) as up:
+        assert b'"hi"' in await up.complete()
+
+
+async def test_non_stream_is_bounded_by_the_total_deadline(transport: str) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await trio.sleep(30)
+
+    async with upstream(handler, transport, first_byte_s=0.1, total_s=0.5) as up:
+        with trio.fail_after(2), pytest.raises(UpstreamTimeout):
+            await up.complete()
+
+
+async def test_idle_gap_mid_stream_is_an_error_event(transport: str) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("hi"))
+        await trio.sleep(30)
+
+    async with upstream(handler, transport, idle_s=0.4) as up:
+        with trio.fail_after(2):
+            out, outcome = await up.stream()
+    assert isinstance(outcome.error, UpstreamTimeout)
+    assert out.startswith(chunk("hi")) and b"upstream_timeout" in out
+
+
+async def test_a_reset_before_headers_is_retried_twice_then_502(transport: str) -> None:
+    attempts: list[int] = []
+
+    async def handler(request: Request, reply: Reply) -> None:
+        attempts.append(1)
+        reply.abort()
+
+    async with upstream(handler, transport) as up:
+        with pytest.raises(GatewayError) as info:
+            await up.complete()
+    assert info.value.http_status == 502
+    assert len(attempts) == 3
+
+
+async def test_a_reset_before_headers_then_success_is_transparent(transport: str) -> None:
+    attempts: list[int] = []
+
+    async def handler(request: Request, reply: Reply) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            reply.abort()
+        await reply.send(200, JSON, COMPLETION)
+
+    async with upstream(handler, transport) as up:
+        assert b'"hi"' in await up.complete()
+    assert len(attempts) == 2
+
+
+async def test_4xx_is_never_retried(transport: str) -> None:
+    attempts: list[int] = []
+
+    async def handler(request: Request, reply: Reply) -> None:
+        attempts.append(1)
+        await reply.send(
+            400, JSON, b'{"error": {"message": "no", "type": "invalid_request_error"}}'
+        )
+
+    async with upstream(handler, transport) as up:
+        with pytest.raises(GatewayError) as info:
+            await up.complete()
+    assert info.value.http_status == 400 and len(attempts) == 1
+
+
+async def _stream_with_finish(up: Upstream) -> tuple[list[object], Outcome]:
+    """Run a stream, logging writes and the on_finish call in the order they happen."""
+    ctx = up.ctx(True)
+    req = up.relay.provider.build_request({**BODY, "stream": True}, ctx)
+    log: list[object] = []
+
+    async def write(data: bytes) -> None:
+        log.append(data)
+
+    async def on_finish(outcome: Outcome) -> None:
+        log.append(("finish", outcome.usage, outcome.error))
+
+    outcome = await up.relay.stream(req, ctx, write, on_finish)
+    return log, outcome
+
+
+USAGE = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
+USAGE += b'"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
+
+
+async def test_on_finish_runs_with_usage_before_done_goes_out(transport: str) -> None:
+    """R23: what on_finish records is durable before the client sees [DONE]."""
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("hi") + chunk(None, "stop") + USAGE + b"data: [DONE]\n\n")
+        await reply.end()
+
+    async with upstream(handler, transport) as up:
+        log, _ = await _stream_with_finish(up)
+    finishes = [i for i, e in enumerate(log) if isinstance(e, tuple)]
+    assert len(finishes) == 1
+    assert log[-1] == b"data: [DONE]\n\n" and finishes[0] == len(log) - 2
+    entry = log[finishes[0]]
+    assert isinstance(entry, tuple) and entry[1]["total_tokens"] == 5  # type: ignore[index]
+
+
+async def test_on_finish_runs_before_a_mid_stream_error_event(transport: str) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("hi"))
+        await trio.sleep(0.05)
+        reply.abort()
+
+    async with upstream(handler, transport) as up:
+        log, outcome = await _stream_with_finish(up)
+    assert isinstance(log[-2], tuple) and log[-2][2] is not None
+    assert isinstance(log[-1], bytes) and b'"error"' in log[-1]
+    assert outcome.error is not None
