@@ -18,7 +18,7 @@ import trio
 
 from gateway.app import CONFIG_ENV, DEV_KEY_ENV, setup_logging
 from gateway.cli import keys as keys_cli
-from gateway.config import Config, ConfigError, embedded_config, load_config
+from gateway.config import Config, ConfigError, embedded_config, load_config, missing_extras
 
 
 def _load(path: str | None) -> Config:
@@ -75,6 +75,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = _load(args.config)
     except ConfigError as e:
         print(f"gateway: invalid config: {e}", file=sys.stderr)
+        return 2
+    if missing := missing_extras(config):
+        print("\n".join(f"gateway: invalid config: {m}" for m in missing), file=sys.stderr)
         return 2
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
@@ -194,6 +197,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         config = load_config(args.file)
     except ConfigError as e:
         print(f"invalid: {e}", file=sys.stderr)
+        return 1
+    if missing := missing_extras(config):
+        print("\n".join(f"invalid: {m}" for m in missing), file=sys.stderr)
         return 1
     print(describe(config))
     print("ok")

@@ -192,3 +192,31 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("[server\nport = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_an_option_needing_a_missing_extra_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from gateway.config import missing_extras
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("httpx", "hypercorn") else real(name, *a),
+    )
+    config = parse_config(
+        {
+            "server": {"http_server": "hypercorn"},
+            "providers": {"p": {"kind": "openai", "transport": "httpx"}, "q": {"kind": "openai"}},
+        },
+        env={},
+        source="t",
+    )
+    hypercorn, httpx = missing_extras(config)
+    assert hypercorn.startswith('server.http_server: "hypercorn" needs the hypercorn package')
+    assert "pip install 'gateway[hypercorn]'" in hypercorn
+    assert httpx.startswith('providers.p.transport: "httpx" needs the httpx package')
+    assert "pip install 'gateway[httpx]'" in httpx

@@ -6,7 +6,13 @@ provider options (`options`) and the loader (`load`). Units live in the names
 whoever needs it.
 """
 
-from gateway.config.load import DEFAULT_BASE_URLS, embedded_config, load_config, parse_config
+from gateway.config.load import (
+    DEFAULT_BASE_URLS,
+    embedded_config,
+    load_config,
+    missing_extras,
+    parse_config,
+)
 from gateway.config.model import (
     FREE,
     HTTP_SERVERS,
@@ -60,5 +66,6 @@ __all__ = [
     "Transport",
     "embedded_config",
     "load_config",
+    "missing_extras",
     "parse_config",
 ]

@@ -8,6 +8,7 @@ option is one field with its default and comment, and nothing here changes.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import tomllib
 import typing
@@ -294,6 +295,24 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
         media=media,
         state=state,
     )
+
+
+def missing_extras(config: Config) -> list[str]:
+    """What the config asks for that needs an optional extra which is not installed."""
+    out = []
+    if config.server.http_server == "hypercorn" and importlib.util.find_spec("hypercorn") is None:
+        out.append(
+            'server.http_server: "hypercorn" needs the hypercorn package '
+            "(pip install 'gateway[hypercorn]')"
+        )
+    if importlib.util.find_spec("httpx") is None:
+        out.extend(
+            f'providers.{p.name}.transport: "httpx" needs the httpx package '
+            "(pip install 'gateway[httpx]')"
+            for p in config.providers.values()
+            if p.transport == "httpx"
+        )
+    return out
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
