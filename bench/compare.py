@@ -96,7 +96,8 @@ import trio
 
 from bench.loadgen.runner import LoadConfig, LoadRun
 from bench.peers import PORTKEY_NPX, find_litellm, start_litellm, start_portkey
-from bench.processes import Processes, cpu_delta, log_tail, tree_cpu, tree_memory
+from bench.processes import Processes, log_tail
+from bench.procfs import cpu_delta, tree_cpu, tree_memory
 from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Scenario
 from bench.subcommand import (
     add_output_options,

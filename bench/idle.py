@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import errno
 import math
-import os
 import resource
 import statistics
 import subprocess
@@ -46,7 +45,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +54,8 @@ import orjson
 import trio
 
 from bench import targets
-from bench.processes import HOST, Processes, log_tail, proc_status, process_tree, tree_memory
+from bench.processes import HOST, Processes, log_tail
+from bench.procfs import fd_count, own_rss_bytes, process_figures, tcp_connections, tree_memory
 from bench.scenarios import UPSTREAM_MODEL
 from bench.subcommand import (
     add_output_options,
@@ -146,87 +145,6 @@ def _raise_fd_limit(streams: int, workers: int) -> tuple[int, int] | str:
     if soft != resource.RLIM_INFINITY and soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
     return soft, hard
-
-
-# -- /proc -----------------------------------------------------------------------
-
-
-def _pss_kb(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _fd_count(pid: int) -> int | None:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-
-
-def _cmd_name(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "?"
-    words = [w.decode(errors="replace") for w in raw if w]
-    return " ".join(Path(words[0]).name.split() + words[1:3]) if words else "?"
-
-
-def process_figures(root: int) -> list[dict[str, Any]]:
-    """Memory and fds of every process of the tree of `root` (bytes)."""
-    rows = []
-    for pid in process_tree(root):
-        status = proc_status(pid)
-        if not status:
-            continue
-        pss = _pss_kb(pid)
-        rows.append(
-            {
-                "pid": pid,
-                "role": "main" if pid == root else "child",
-                "command": _cmd_name(pid),
-                "rss_bytes": status.get("VmRSS", 0) * 1024,
-                "hwm_bytes": status.get("VmHWM", 0) * 1024,
-                "rss_anon_bytes": status.get("RssAnon", 0) * 1024,
-                "rss_file_bytes": status.get("RssFile", 0) * 1024,
-                "pss_bytes": pss * 1024 if pss is not None else None,
-                "threads": status.get("Threads"),
-                "fds": _fd_count(pid),
-            }
-        )
-    return rows
-
-
-def tcp_connections(ports: Sequence[int]) -> dict[str, int]:
-    """Established IPv4 loopback connections: per port, as local and as remote end."""
-    counts = {f"{side}:{p}": 0 for p in ports for side in ("local", "remote")}
-    wanted = set(ports)
-    try:
-        with open("/proc/net/tcp") as f:
-            next(f, None)
-            for line in f:
-                parts = line.split()
-                if len(parts) < 4 or parts[3] != "01":  # ESTABLISHED
-                    continue
-                local = int(parts[1].rpartition(":")[2], 16)
-                remote = int(parts[2].rpartition(":")[2], 16)
-                if local in wanted:
-                    counts[f"local:{local}"] += 1
-                if remote in wanted:
-                    counts[f"remote:{remote}"] += 1
-    except OSError:
-        pass
-    return counts
-
-
-def _own_rss_bytes() -> int:
-    return proc_status(os.getpid()).get("VmRSS", 0) * 1024
 
 
 # -- the servers -----------------------------------------------------------------
@@ -493,11 +411,11 @@ def _sample(stack: Stack) -> dict[str, Any]:
         "gateway_processes": procs,
         "upstream_rss_bytes": up_rss,
         "upstream_hwm_bytes": up_hwm,
-        "upstream_fds": _fd_count(stack.upstream.proc.pid),
+        "upstream_fds": fd_count(stack.upstream.proc.pid),
         "redis_rss_bytes": (
             tree_memory(stack.redis.proc.pid)[1] if stack.redis is not None else None
         ),
-        "client_rss_bytes": _own_rss_bytes(),
+        "client_rss_bytes": own_rss_bytes(),
         # Established connections seen at each end (both ends are on loopback).
         "gateway_client_connections": conns[f"local:{stack.gateway.port}"],
         "gateway_upstream_connections": conns[f"remote:{stack.upstream.port}"],

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from bench.idle import add_parser, fd_needs, gateway_setup, max_streams, run
-from bench.processes import process_tree
+from bench.procfs import process_tree
 from bench.targets import gateway_config
 from tests.bench.leftover_processes import processes_under
 
