@@ -9,11 +9,12 @@ connection, an upstream connection and the request's state. This command starts 
 OpenAI upstream (``python -m bench upstream``), a ``redis-server`` when --workers > 1,
 and ``gateway serve`` with a generated config and a managed key with RPM, TPM and
 prepaid credit on a priced model (auth, limits and accounting on, as in ``compare``),
-each in its own process group. Then, from this process (trio, raw sockets and h11), it
-opens N streaming requests at --ramp-per-s (at most --max-pending being opened at
-once), each on its own connection, to a model whose upstream sends the role and first
-content chunk at once and the next chunk only ``hold + 60`` s later; it reads the 200
-and the first content event and then leaves the connection idle.
+each in its own process group. Then, from this process (the load generator's client,
+`bench.loadgen.client`), it opens N streaming requests at --ramp-per-s (at most
+--max-pending being opened at once), each on its own connection, to a model whose
+upstream sends the role and first content chunk at once and the next chunk only
+``hold + 60`` s later; once the 200 and the first content event have come, the
+connection stays idle.
 
 Once all N are open (or --open-timeout has passed) it waits a moment and samples the
 gateway's process tree (sum of VmRSS and VmHWM, per process: RSS, PSS, anonymous RSS,
@@ -45,15 +46,17 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h11
-import orjson
 import trio
 
 from bench import targets
+from bench.loadgen.client import Connection, JSONSink, StreamSink, Target, TransportError
+from bench.loadgen.metrics import RequestRecord, percentile
+from bench.loadgen.workload import Workload
 from bench.processes import HOST, Processes, log_tail
 from bench.procfs import fd_count, own_rss_bytes, process_figures, tcp_connections, tree_memory
 from bench.scenarios import UPSTREAM_MODEL
@@ -64,16 +67,18 @@ from bench.subcommand import (
     run_measurement,
     write_json,
 )
-from gateway.openai.sse import SSEDecoder, SSEProtocolError
 
 __all__ = [
     "IdleOptions",
+    "OpenState",
     "add_parser",
     "fd_needs",
     "format_table",
     "gateway_setup",
+    "hold_stream",
     "idle",
     "max_streams",
+    "normal_request",
     "run",
 ]
 
@@ -83,8 +88,6 @@ IDLE_MODEL = "m-idle"  # first chunk at once, the next one after the hold
 EXTRA_FDS_SERVER = 256  # listening sockets, Redis/SQLite, pipes, libraries
 EXTRA_FDS_CLIENT = 128
 WORKER_SKEW = 1.1  # workers share one listening socket: the split is not exactly even
-_RECV_BYTES = 16384
-_MAX_EVENT_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -213,188 +216,143 @@ def start_stack(procs: Processes, opts: IdleOptions) -> Stack:
 # -- the client ------------------------------------------------------------------
 
 
-class StreamFailed(Exception):
-    """One stream could not be opened; `reason` is a short key for the table."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail or reason
-
-
-def build_request(port: int, key: str, model: str, stream: bool) -> tuple[h11.Request, bytes]:
-    """The head and body of a chat completion request to the gateway."""
-    body = orjson.dumps(
-        {
-            "model": model,
-            "messages": [{"role": "user", "content": "Say something slowly."}],
-            "stream": stream,
-            "max_tokens": 64,
-        }
+def _workload(target: Target, key: str, model: str, stream: bool) -> Workload:
+    """The load generator's request to `model`: a short prompt, at most 64 tokens back."""
+    return Workload(
+        host=target.host_header,
+        path=target.path,
+        model=model,
+        stream=stream,
+        prompt_tokens=8,
+        max_tokens=64,
+        api_key=key,
+        user_agent="gateway-bench-idle/1",
     )
-    head = h11.Request(
-        method="POST",
-        target="/v1/chat/completions",
-        headers=[
-            ("host", f"{HOST}:{port}"),
-            ("authorization", f"Bearer {key}"),
-            ("content-type", "application/json"),
-            ("accept", "text/event-stream" if stream else "application/json"),
-            ("content-length", str(len(body))),
-        ],
-    )
-    return head, body
 
 
-def _start(request: tuple[h11.Request, bytes]) -> tuple[h11.Connection, bytes]:
-    """A fresh client connection state and the bytes of `request` on it."""
-    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_EVENT_BYTES)
-    head, body = request
-    out = conn.send(head) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-    return conn, out
-
-
-def _has_content(chunk: Any) -> bool:
-    choices = chunk.get("choices") if type(chunk) is dict else None
-    if type(choices) is not list:
-        return False
-    for choice in choices:
-        delta = choice.get("delta") if type(choice) is dict else None
-        if type(delta) is dict and delta.get("content"):
-            return True
-    return False
-
-
-async def _connect(port: int) -> trio.SocketStream:
+async def normal_request(target: Target, key: str, model: str, stream: bool) -> str:
+    """One plain request to `model` (JSON or a stream, read to its end) on a connection
+    of its own: "ok", or why it failed."""
+    workload = _workload(target, key, model, stream)
+    record = RequestRecord(scheduled=0.0, start=0.0)
+    sink = StreamSink(record, 0.0) if stream else JSONSink(record)
+    conn = Connection(target)
     try:
-        return await trio.open_tcp_stream(HOST, port)
-    except OSError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-            first = cause.exceptions[0]
-            if isinstance(first, OSError) and first.errno is not None:
-                raise StreamFailed(
-                    f"connect {errno.errorcode.get(first.errno, first.errno)}", str(first)
-                ) from None
-        raise StreamFailed("connect", str(exc)) from None
+        await conn.post(workload.head, workload.body(0), sink)
+    except TransportError as exc:
+        sink.fail(exc.kind, exc.detail)
+    finally:
+        conn.close()
+    if record.error is None:
+        return "ok"
+    if record.error == "status":
+        return f"HTTP {record.status}: {sink.detail}"
+    return f"{record.error}: {sink.detail}"
 
 
-async def _next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
-    """The next h11 event of the answer on `stream`, reading as needed; a close by the
-    server comes as h11.ConnectionClosed, a broken socket as StreamFailed."""
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise StreamFailed("protocol", str(exc)) from None
-        if event is not h11.NEED_DATA:
-            return event
-        try:
-            data = await stream.receive_some(_RECV_BYTES)
-        except (trio.BrokenResourceError, OSError) as exc:
-            raise StreamFailed("reset", str(exc)) from None
-        if not data:
-            return h11.ConnectionClosed()
-        conn.receive_data(bytes(data))
-
-
-async def open_stream(stream: trio.SocketStream, request: tuple[h11.Request, bytes]) -> None:
-    """Send the request; return once the 200 and a first content event have arrived."""
-    conn, out = _start(request)
-    try:
-        await stream.send_all(out)
-    except (trio.BrokenResourceError, OSError) as exc:
-        raise StreamFailed("reset", str(exc)) from None
-    decoder = SSEDecoder(_MAX_EVENT_BYTES)
-    status = 0
-    error_body = b""
-    while True:
-        event = await _next_event(stream, conn)
-        if type(event) is h11.Response:
-            status = event.status_code
-        elif type(event) is h11.Data:
-            if status != 200:
-                error_body += event.data
-            elif _first_content(decoder, event.data):
-                return
-        elif type(event) in (h11.EndOfMessage, h11.ConnectionClosed):
-            if status and status != 200:
-                raise StreamFailed(f"HTTP {status}", error_body[:300].decode(errors="replace"))
-            if type(event) is h11.EndOfMessage:
-                raise StreamFailed("ended", "the answer ended before a content event")
-            raise StreamFailed("closed", "connection closed before the first content event")
-
-
-def _first_content(decoder: SSEDecoder, data: bytes) -> bool:
-    """Feed a piece of the event stream; whether a content event has come in it."""
-    try:
-        events = decoder.feed(data)
-    except SSEProtocolError as exc:
-        raise StreamFailed("bad_response", str(exc)) from None
-    for sse in events:
-        if sse.data == b"[DONE]":
-            raise StreamFailed("ended", "the stream ended before the hold")
-        try:
-            chunk = orjson.loads(sse.data)
-        except orjson.JSONDecodeError:
-            raise StreamFailed("bad_response", f"not JSON: {sse.data[:80]!r}") from None
-        if type(chunk) is dict and chunk.get("error") is not None:
-            raise StreamFailed("stream_error", str(chunk["error"])[:300])
-        if _has_content(chunk):
-            return True
-    return False
-
-
-async def simple_request(port: int, key: str, model: str, stream: bool) -> tuple[int, bytes]:
-    """One request on a fresh connection, read to its end: (status, body)."""
-    conn, out = _start(build_request(port, key, model, stream))
-    status, body = 0, b""
-    sock = await trio.open_tcp_stream(HOST, port)
-    async with sock:
-        await sock.send_all(out)
-        while True:
-            event = await _next_event(sock, conn)
-            if type(event) is h11.Response:
-                status = event.status_code
-            elif type(event) is h11.Data:
-                body += event.data
-            elif type(event) is h11.EndOfMessage:
-                return status, body
-            elif type(event) is h11.ConnectionClosed:
-                raise StreamFailed("closed", "connection closed before the answer ended")
-
-
-def check_answer(status: int, body: bytes, stream: bool) -> str | None:
-    """Why a normal answer is not a good one, or None."""
-    if status != 200:
-        return f"HTTP {status}: {body[:200].decode(errors='replace')}"
-    if stream:
-        if b"data: [DONE]" not in body:
-            return "the stream has no [DONE]"
-        return None
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return "the body is not JSON"
-    if type(doc) is not dict or not doc.get("choices"):
-        return "the body is not a chat completion"
-    return None
-
-
-# -- the run ---------------------------------------------------------------------
+async def normal_requests(target: Target, key: str, timeout_s: float = 30.0) -> dict[str, str]:
+    """`normal_request` of a JSON answer and of a short stream, each within `timeout_s`."""
+    out = {}
+    for model, stream in ((JSON_MODEL, False), (STREAM_MODEL, True)):
+        out[model] = f"timeout: no complete answer within {timeout_s:g} s"
+        with trio.move_on_after(timeout_s):
+            out[model] = await normal_request(target, key, model, stream)
+    return out
 
 
 @dataclass
 class OpenState:
+    """How the opening of `total` streams goes; `pending` bounds those being opened."""
+
+    total: int
+    pending: trio.Semaphore
     opened: int = 0
     failed: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)  # a detail per reason
     open_latencies: list[float] = field(default_factory=list)
     last_open_at: float | None = None
+    finished: int = 0  # opened or failed
     all_done: trio.Event = field(default_factory=trio.Event)
-    release: trio.Event = field(default_factory=trio.Event)
-    pending: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(128))
-    finished: int = 0
+
+    def open(self, latency: float, now: float) -> None:
+        """One stream got its first content event `latency` s after it was started."""
+        self.opened += 1
+        self.open_latencies.append(latency)
+        self.last_open_at = now
+        self._finish()
+
+    def fail(self, reason: str, detail: str) -> None:
+        """One stream could not be opened; `reason` is a short key for the table."""
+        self.failed[reason] += 1
+        self.examples.setdefault(reason, detail)
+        self._finish()
+
+    def _finish(self) -> None:
+        self.pending.release()
+        self.finished += 1
+        if self.finished == self.total:
+            self.all_done.set()
+
+
+class _FirstContent(StreamSink):
+    """A stream's answer until its first content event, which counts it open in `state`
+    and lifts the open deadline of `scope` (unless that has struck: then it is a
+    timeout), so that the connection is then held idle. What comes after is not
+    looked at."""
+
+    __slots__ = ("_scope", "_state", "opened")
+
+    def __init__(self, state: OpenState, scope: trio.CancelScope, started: float) -> None:
+        super().__init__(RequestRecord(scheduled=0.0, start=0.0), started)
+        self._state = state
+        self._scope = scope
+        self.opened = False
+
+    def data(self, data: bytes, now: float) -> None:
+        if self.opened:
+            return
+        super().data(data, now)
+        first = self.record.first_token  # seconds since `started`
+        if first is not None and not self._scope.cancel_called:
+            self.opened = True
+            self._scope.deadline = math.inf
+            self._state.open(first, now)
+
+
+async def hold_stream(
+    state: OpenState, target: Target, workload: Workload, started: float, deadline: float
+) -> None:
+    """Open one stream on a connection of its own by `deadline`; then hold it idle until
+    the run cancels this task, which closes the connection abruptly, as a client that
+    goes away."""
+    conn = Connection(target)
+    reason = ""
+    try:
+        with trio.CancelScope(deadline=deadline) as scope:
+            sink = _FirstContent(state, scope, started)
+            try:
+                await conn.post(workload.head, workload.body(0), sink)
+            except TransportError as exc:
+                sink.fail(exc.kind, exc.detail)
+                if exc.errno is not None:
+                    reason = f"{exc.kind} {errno.errorcode.get(exc.errno, exc.errno)}"
+        if sink.opened:
+            await trio.sleep_forever()
+        record = sink.record
+        if scope.cancelled_caught:
+            state.fail("timeout", "no first content event before --open-timeout")
+        elif record.error == "status":
+            state.fail(f"HTTP {record.status}", sink.detail)
+        else:
+            state.fail(
+                reason or record.error or "ended",
+                sink.detail or "the stream ended before its first content event",
+            )
+    finally:
+        conn.close()
+
+
+# -- the run ---------------------------------------------------------------------
 
 
 def _sample(stack: Stack) -> dict[str, Any]:
@@ -424,74 +382,47 @@ def _sample(stack: Stack) -> dict[str, Any]:
     return sample
 
 
-async def _one_stream(
-    state: OpenState,
-    port: int,
-    request: tuple[h11.Request, bytes],
-    started: float,
-    deadline: float,
-    total: int,
-) -> None:
-    sock: trio.SocketStream | None = None
-    try:
-        with trio.move_on_at(deadline) as scope:
-            sock = await _connect(port)
-            await open_stream(sock, request)
-        if scope.cancelled_caught:
-            raise StreamFailed("timeout", "no first content event before --open-timeout")
-    except StreamFailed as exc:
-        state.failed[exc.reason] += 1
-        state.examples.setdefault(exc.reason, exc.detail)
-        if sock is not None:
-            sock.socket.close()
-        sock = None
-    else:
-        now = trio.current_time()
-        state.opened += 1
-        state.open_latencies.append(now - started)
-        state.last_open_at = now
-    finally:
-        state.pending.release()
-        state.finished += 1
-        if state.finished == total:
-            state.all_done.set()
-    if sock is None:
-        return
-    try:
-        await state.release.wait()
-    finally:
-        sock.socket.close()  # abrupt, as a client that goes away
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-async def _drive(stack: Stack, opts: IdleOptions, say: Any) -> dict[str, Any]:
-    n = opts.streams
-    port, key = stack.gateway.port, stack.gateway.api_key
-    assert key is not None  # start_gateway creates one
-
-    # Warm-up: a few plain requests and short streams over several connections, so that
-    # every worker has imported, connected and cached what a first request needs.
-    warm_failures: list[str] = []
+async def _warm_up(target: Target, key: str, workers: int) -> None:
+    """A few plain requests and short streams over several connections, so that every
+    worker has imported, connected and cached what a first request needs."""
+    failures: list[str] = []
 
     async def warm() -> None:
-        for model, stream in ((JSON_MODEL, False), (STREAM_MODEL, True)):
-            status, body = await simple_request(port, key, model, stream)
-            why = check_answer(status, body, stream)
-            if why:
-                warm_failures.append(why)
+        failures.extend(v for v in (await normal_requests(target, key)).values() if v != "ok")
 
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            for _ in range(4 * opts.workers):
-                nursery.start_soon(warm)
-    if warm_failures:
-        raise RuntimeError(f"the gateway fails normal requests: {warm_failures[0]}")
+    async with trio.open_nursery() as nursery:
+        for _ in range(4 * workers):
+            nursery.start_soon(warm)
+    if failures:
+        raise RuntimeError(f"the gateway fails normal requests: {failures[0]}")
+
+
+async def _let_go(
+    stack: Stack, upstream_before: int, timeout_s: float
+) -> tuple[float | None, list[tuple[float, int, int]]]:
+    """Seconds until the gateway has closed its client connections and its upstream ones
+    are back to `upstream_before` (None: not within `timeout_s`), and the counts on the
+    way: (s since the release, client, upstream)."""
+    client, upstream = f"local:{stack.gateway.port}", f"remote:{stack.upstream.port}"
+    t_release = trio.current_time()
+    curve: list[tuple[float, int, int]] = []
+    while trio.current_time() - t_release < timeout_s:
+        counts = await trio.to_thread.run_sync(
+            tcp_connections, [stack.gateway.port, stack.upstream.port]
+        )
+        curve.append((round(trio.current_time() - t_release, 2), counts[client], counts[upstream]))
+        if counts[client] == 0 and counts[upstream] <= upstream_before:
+            return trio.current_time() - t_release, curve
+        await trio.sleep(0.25)
+    return None, curve
+
+
+async def _drive(stack: Stack, opts: IdleOptions, say: Callable[[str], None]) -> dict[str, Any]:
+    n = opts.streams
+    key = stack.gateway.api_key
+    assert key is not None  # start_gateway creates one
+    target = Target.from_base_url(stack.gateway.base_url)
+    await _warm_up(target, key, opts.workers)
     await trio.sleep(1.0)
     before = await trio.to_thread.run_sync(_sample, stack)
     say(
@@ -499,16 +430,13 @@ async def _drive(stack: Stack, opts: IdleOptions, say: Any) -> dict[str, Any]:
         f"opening {n} streams at {opts.ramp_per_s:g}/s, at most {opts.max_pending} at once"
     )
 
-    state = OpenState(pending=trio.Semaphore(opts.max_pending))
-    request = build_request(port, key, IDLE_MODEL, True)
+    state = OpenState(total=n, pending=trio.Semaphore(opts.max_pending))
+    workload = _workload(target, key, IDLE_MODEL, True)
     open_timeout = opts.open_timeout_s
     if open_timeout is None:
         open_timeout = n / opts.ramp_per_s + 60.0
     t0 = trio.current_time()
     deadline = t0 + open_timeout
-    with_streams: dict[str, Any] = {}
-    end_of_hold: dict[str, Any] = {}
-    released: dict[str, Any] = {}
     async with trio.open_nursery() as nursery:
 
         async def progress() -> None:
@@ -526,7 +454,7 @@ async def _drive(stack: Stack, opts: IdleOptions, say: Any) -> dict[str, Any]:
         for i in range(n):
             await trio.sleep_until(t0 + i / opts.ramp_per_s)
             await state.pending.acquire()  # released by the stream once open or failed
-            nursery.start_soon(_one_stream, state, port, request, trio.current_time(), deadline, n)
+            nursery.start_soon(hold_stream, state, target, workload, trio.current_time(), deadline)
         await state.all_done.wait()
         open_time = (state.last_open_at - t0) if state.last_open_at is not None else None
         say(f"{state.opened} streams open, {sum(state.failed.values())} failed; holding")
@@ -535,47 +463,21 @@ async def _drive(stack: Stack, opts: IdleOptions, say: Any) -> dict[str, Any]:
         with_streams = await trio.to_thread.run_sync(_sample, stack)
         await trio.sleep(max(0.0, opts.hold_s - settle))
         end_of_hold = await trio.to_thread.run_sync(_sample, stack)
-        state.release.set()
+        nursery.cancel_scope.cancel()  # every stream closes its connection
     say("closed every client connection; waiting for the gateway to let go")
 
-    # The gateway lets go: its client connections and the upstream ones back to baseline.
-    t_release = trio.current_time()
-    let_go_s: float | None = None
-    let_go_curve: list[tuple[float, int, int]] = []  # (s since release, client, upstream)
-    while trio.current_time() - t_release < opts.release_timeout_s:
-        counts = await trio.to_thread.run_sync(
-            tcp_connections, [stack.gateway.port, stack.upstream.port]
-        )
-        let_go_curve.append(
-            (
-                round(trio.current_time() - t_release, 2),
-                counts[f"local:{stack.gateway.port}"],
-                counts[f"remote:{stack.upstream.port}"],
-            )
-        )
-        if (
-            counts[f"local:{stack.gateway.port}"] == 0
-            and counts[f"remote:{stack.upstream.port}"] <= before["gateway_upstream_connections"]
-        ):
-            let_go_s = trio.current_time() - t_release
-            break
-        await trio.sleep(0.25)
+    let_go_s, let_go_curve = await _let_go(
+        stack, before["gateway_upstream_connections"], opts.release_timeout_s
+    )
     await trio.sleep(1.0)
     released = await trio.to_thread.run_sync(_sample, stack)
-    after_checks = {}
-    for model, stream in ((JSON_MODEL, False), (STREAM_MODEL, True)):
-        try:
-            with trio.fail_after(30):
-                status, body = await simple_request(port, key, model, stream)
-            after_checks[model] = check_answer(status, body, stream) or "ok"
-        except (StreamFailed, OSError, trio.TooSlowError, h11.ProtocolError) as exc:
-            after_checks[model] = f"failed: {exc}"
+    after_checks = await normal_requests(target, key)
 
     opened = state.opened
     grow = end_of_hold["gateway_rss_bytes"] - before["gateway_rss_bytes"]
     grow_pss = end_of_hold["gateway_pss_bytes"] - before["gateway_pss_bytes"]
     grow_up = end_of_hold["upstream_rss_bytes"] - before["upstream_rss_bytes"]
-    lat = state.open_latencies
+    lat = sorted(state.open_latencies)
     return {
         "streams_requested": n,
         "streams_opened": opened,
@@ -585,9 +487,9 @@ async def _drive(stack: Stack, opts: IdleOptions, say: Any) -> dict[str, Any]:
         "time_to_open_s": open_time,
         "open_latency_s": {
             "p50": statistics.median(lat) if lat else None,
-            "p90": _percentile(lat, 0.90),
-            "p99": _percentile(lat, 0.99),
-            "max": max(lat) if lat else None,
+            "p90": percentile(lat, 90) if lat else None,
+            "p99": percentile(lat, 99) if lat else None,
+            "max": lat[-1] if lat else None,
         },
         "rss_per_stream_bytes": grow / opened if opened else None,
         "pss_per_stream_bytes": grow_pss / opened if opened else None,
