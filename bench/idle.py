@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import math
 import resource
 import statistics
@@ -45,9 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +53,7 @@ import trio
 
 from bench import targets
 from bench.loadgen.client import Connection, JSONSink, StreamSink, Target, TransportError
+from bench.loadgen.hold import hold_streams
 from bench.loadgen.metrics import RequestRecord, percentile
 from bench.loadgen.workload import Workload
 from bench.processes import HOST, Processes, log_tail
@@ -70,12 +69,10 @@ from bench.subcommand import (
 
 __all__ = [
     "IdleOptions",
-    "OpenState",
     "add_parser",
     "fd_needs",
     "format_table",
     "gateway_setup",
-    "hold_stream",
     "idle",
     "max_streams",
     "normal_request",
@@ -260,98 +257,6 @@ async def normal_requests(target: Target, key: str, timeout_s: float = 30.0) -> 
     return out
 
 
-@dataclass
-class OpenState:
-    """How the opening of `total` streams goes; `pending` bounds those being opened."""
-
-    total: int
-    pending: trio.Semaphore
-    opened: int = 0
-    failed: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)  # a detail per reason
-    open_latencies: list[float] = field(default_factory=list)
-    last_open_at: float | None = None
-    finished: int = 0  # opened or failed
-    all_done: trio.Event = field(default_factory=trio.Event)
-
-    def open(self, latency: float, now: float) -> None:
-        """One stream got its first content event `latency` s after it was started."""
-        self.opened += 1
-        self.open_latencies.append(latency)
-        self.last_open_at = now
-        self._finish()
-
-    def fail(self, reason: str, detail: str) -> None:
-        """One stream could not be opened; `reason` is a short key for the table."""
-        self.failed[reason] += 1
-        self.examples.setdefault(reason, detail)
-        self._finish()
-
-    def _finish(self) -> None:
-        self.pending.release()
-        self.finished += 1
-        if self.finished == self.total:
-            self.all_done.set()
-
-
-class _FirstContent(StreamSink):
-    """A stream's answer until its first content event, which counts it open in `state`
-    and lifts the open deadline of `scope` (unless that has struck: then it is a
-    timeout), so that the connection is then held idle. What comes after is not
-    looked at."""
-
-    __slots__ = ("_scope", "_state", "opened")
-
-    def __init__(self, state: OpenState, scope: trio.CancelScope, started: float) -> None:
-        super().__init__(RequestRecord(scheduled=0.0, start=0.0), started)
-        self._state = state
-        self._scope = scope
-        self.opened = False
-
-    def data(self, data: bytes, now: float) -> None:
-        if self.opened:
-            return
-        super().data(data, now)
-        first = self.record.first_token  # seconds since `started`
-        if first is not None and not self._scope.cancel_called:
-            self.opened = True
-            self._scope.deadline = math.inf
-            self._state.open(first, now)
-
-
-async def hold_stream(
-    state: OpenState, target: Target, workload: Workload, started: float, deadline: float
-) -> None:
-    """Open one stream on a connection of its own by `deadline`; then hold it idle until
-    the run cancels this task, which closes the connection abruptly, as a client that
-    goes away."""
-    conn = Connection(target)
-    reason = ""
-    try:
-        with trio.CancelScope(deadline=deadline) as scope:
-            sink = _FirstContent(state, scope, started)
-            try:
-                await conn.post(workload.head, workload.body(0), sink)
-            except TransportError as exc:
-                sink.fail(exc.kind, exc.detail)
-                if exc.errno is not None:
-                    reason = f"{exc.kind} {errno.errorcode.get(exc.errno, exc.errno)}"
-        if sink.opened:
-            await trio.sleep_forever()
-        record = sink.record
-        if scope.cancelled_caught:
-            state.fail("timeout", "no first content event before --open-timeout")
-        elif record.error == "status":
-            state.fail(f"HTTP {record.status}", sink.detail)
-        else:
-            state.fail(
-                reason or record.error or "ended",
-                sink.detail or "the stream ended before its first content event",
-            )
-    finally:
-        conn.close()
-
-
 # -- the run ---------------------------------------------------------------------
 
 
@@ -430,40 +335,32 @@ async def _drive(stack: Stack, opts: IdleOptions, say: Callable[[str], None]) ->
         f"opening {n} streams at {opts.ramp_per_s:g}/s, at most {opts.max_pending} at once"
     )
 
-    state = OpenState(total=n, pending=trio.Semaphore(opts.max_pending))
     workload = _workload(target, key, IDLE_MODEL, True)
     open_timeout = opts.open_timeout_s
     if open_timeout is None:
         open_timeout = n / opts.ramp_per_s + 60.0
-    t0 = trio.current_time()
-    deadline = t0 + open_timeout
-    async with trio.open_nursery() as nursery:
-
-        async def progress() -> None:
-            while not state.all_done.is_set():
-                with trio.move_on_after(2.0):
-                    await state.all_done.wait()
-                if state.all_done.is_set():
-                    return
-                say(
-                    f"  {trio.current_time() - t0:5.1f} s: {state.opened} open, "
-                    f"{sum(state.failed.values())} failed"
-                )
-
-        nursery.start_soon(progress)
-        for i in range(n):
-            await trio.sleep_until(t0 + i / opts.ramp_per_s)
-            await state.pending.acquire()  # released by the stream once open or failed
-            nursery.start_soon(hold_stream, state, target, workload, trio.current_time(), deadline)
-        await state.all_done.wait()
-        open_time = (state.last_open_at - t0) if state.last_open_at is not None else None
-        say(f"{state.opened} streams open, {sum(state.failed.values())} failed; holding")
+    async with hold_streams(
+        target,
+        workload,
+        n,
+        ramp_per_s=opts.ramp_per_s,
+        max_pending=opts.max_pending,
+        open_timeout_s=open_timeout,
+    ) as state:
+        while not state.all_done.is_set():
+            with trio.move_on_after(2.0):
+                await state.all_done.wait()
+            if not state.all_done.is_set():
+                elapsed = trio.current_time() - state.start
+                say(f"  {elapsed:5.1f} s: {state.opened} open, {state.failures} failed")
+        last = state.last_open_at
+        open_time = last - state.start if last is not None else None
+        say(f"{state.opened} streams open, {state.failures} failed; holding")
         settle = min(opts.settle_s, opts.hold_s)
         await trio.sleep(settle)
         with_streams = await trio.to_thread.run_sync(_sample, stack)
         await trio.sleep(max(0.0, opts.hold_s - settle))
         end_of_hold = await trio.to_thread.run_sync(_sample, stack)
-        nursery.cancel_scope.cancel()  # every stream closes its connection
     say("closed every client connection; waiting for the gateway to let go")
 
     let_go_s, let_go_curve = await _let_go(
@@ -481,7 +378,7 @@ async def _drive(stack: Stack, opts: IdleOptions, say: Callable[[str], None]) ->
     return {
         "streams_requested": n,
         "streams_opened": opened,
-        "streams_failed": sum(state.failed.values()),
+        "streams_failed": state.failures,
         "failed_by_reason": dict(state.failed),
         "failure_examples": state.examples,
         "time_to_open_s": open_time,

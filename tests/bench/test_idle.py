@@ -10,22 +10,18 @@ from pathlib import Path
 
 import orjson
 import pytest
-import trio
 
 from bench.fakes.openai import FakeOpenAI
 from bench.fakes.threaded import run_fake_openai
 from bench.idle import (
-    OpenState,
     add_parser,
     fd_needs,
     gateway_setup,
-    hold_stream,
     max_streams,
     normal_request,
     run,
 )
 from bench.loadgen.client import Target
-from bench.loadgen.workload import Workload
 from bench.procfs import process_tree
 from bench.targets import UPSTREAM_KEY, gateway_config
 from tests.bench.leftover_processes import processes_under
@@ -135,51 +131,6 @@ def test_gateway_config_sizes_the_pool() -> None:
                            gateway_setup(10, 1.0, "hypercorn"))  # fmt: skip
     assert "max_connections = 512" in small and "redis_url" not in small
     assert 'http_server = "hypercorn"' in small
-
-
-@pytest.mark.parametrize(
-    ("model", "key", "reason"),
-    [
-        ("m@chunks=2&chunk_interval_ms=60000", UPSTREAM_KEY, None),
-        ("m@reset_after=0", UPSTREAM_KEY, "reset"),
-        ("m@hang", UPSTREAM_KEY, "timeout"),
-        ("m", "sk-wrong", "HTTP 401"),
-    ],
-)
-async def test_hold_stream_opens_or_says_why(
-    fake: tuple[FakeOpenAI, str], model: str, key: str, reason: str | None
-) -> None:
-    upstream, url = fake
-    target = Target.from_base_url(url)
-    workload = Workload(host=target.host_header, path=target.path, model=model,
-                        stream=True, prompt_tokens=8, max_tokens=16, api_key=key)  # fmt: skip
-    state = OpenState(total=1, pending=trio.Semaphore(1))
-    await state.pending.acquire()
-    async with trio.open_nursery() as nursery:
-        now = trio.current_time()
-        nursery.start_soon(hold_stream, state, target, workload, now, now + 0.5)
-        await state.all_done.wait()
-        await trio.sleep(0.1)  # an open stream stays open
-        held = upstream.disconnects == 0
-        nursery.cancel_scope.cancel()
-    assert dict(state.failed) == ({} if reason is None else {reason: 1}), state.examples
-    if reason is None:
-        assert state.opened == 1 and held and 0 < state.open_latencies[0] < 0.5
-        # Cancelled, the stream closes its connection: the upstream sees it go.
-        assert await trio.to_thread.run_sync(upstream.wait_for_disconnects, 1)
-    assert state.pending.value == 1  # released once, opened or failed
-
-
-async def test_hold_stream_says_why_a_connect_failed() -> None:
-    with trio.socket.socket() as sock:  # a port that was free a moment ago
-        await sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    target = Target.from_base_url(f"http://127.0.0.1:{port}/v1")
-    workload = Workload(host=target.host_header, path=target.path, model="m", stream=True,
-                        prompt_tokens=8, max_tokens=16)  # fmt: skip
-    state = OpenState(total=1, pending=trio.Semaphore(0))
-    await hold_stream(state, target, workload, trio.current_time(), trio.current_time() + 5)
-    assert dict(state.failed) == {"connect ECONNREFUSED": 1}
 
 
 async def test_normal_request_says_ok_or_why(fake: tuple[FakeOpenAI, str]) -> None:
