@@ -80,12 +80,10 @@ SIGINT, then SIGKILL after 5 s. Linux only (/proc).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import resource
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,11 +94,12 @@ import trio
 
 from bench.loadgen.runner import LoadConfig, LoadRun
 from bench.peers import PORTKEY_NPX, find_litellm, start_litellm, start_portkey
-from bench.processes import Processes, log_tail
+from bench.processes import Processes, log_tail, server_processes
 from bench.procfs import cpu_delta, tree_cpu, tree_memory
 from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Scenario
 from bench.subcommand import (
     add_output_options,
+    echo,
     options_from,
     parser_for,
     run_measurement,
@@ -461,10 +460,7 @@ def _half_saturation(
 def compare(opts: CompareOptions) -> dict[str, Any]:
     """Run the comparison; return the document written by --json (raw runs and rows)."""
 
-    def say(text: str) -> None:
-        if opts.echo:
-            print(text, file=sys.stderr, flush=True)
-
+    say = echo(opts.echo)
     scenarios = [SCENARIOS[name] for name in opts.scenarios]
     wanted = list(opts.targets) if opts.targets else list(TARGETS)
     for name in wanted:
@@ -482,12 +478,7 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
             skipped["litellm"] = "no litellm executable on PATH (give --litellm PATH)"
     if "portkey" in wanted and not opts.portkey:
         skipped["portkey"] = "not asked for (--portkey [PATH])"
-    with contextlib.ExitStack() as stack:
-        log_dir = opts.log_dir or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-compare-"))
-        )
-        procs = Processes(log_dir)
-        stack.callback(procs.close)
+    with server_processes(opts.log_dir, "bench-compare-") as procs:
         upstream = start_upstream(procs, opts.start_timeout_s)
         redis: Redis | None = None
         if "gateway" in wanted and any(w > 1 for w in opts.workers):
@@ -502,7 +493,7 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
             else:
                 redis = start_redis(procs, redis_binary, opts.start_timeout_s)
         for workers in opts.workers:
-            block_dir = log_dir / f"workers-{workers}"
+            block_dir = procs.log_dir / f"workers-{workers}"
             block_dir.mkdir(parents=True, exist_ok=True)
             block = Processes(block_dir)
             try:
@@ -700,8 +691,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     opts = options_from(args, CompareOptions)
     opts.workers = list(dict.fromkeys(opts.workers))  # each count once, in the order given
-    if opts.log_dir is not None:
-        opts.log_dir.mkdir(parents=True, exist_ok=True)
 
     doc = run_measurement("compare", lambda: compare(opts))
     if isinstance(doc, int):

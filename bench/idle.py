@@ -36,13 +36,10 @@ Ctrl-C or an error). Linux only (/proc).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import resource
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,11 +53,13 @@ from bench.loadgen.client import Connection, JSONSink, StreamSink, Target, Trans
 from bench.loadgen.hold import hold_streams
 from bench.loadgen.metrics import RequestRecord, percentile
 from bench.loadgen.workload import Workload
-from bench.processes import HOST, Processes, log_tail
+from bench.processes import HOST, log_tail, server_processes
 from bench.procfs import fd_count, own_rss_bytes, process_figures, tcp_connections, tree_memory
 from bench.scenarios import UPSTREAM_MODEL
 from bench.subcommand import (
     add_output_options,
+    echo,
+    gateway_source,
     options_from,
     parser_for,
     run_measurement,
@@ -150,23 +149,6 @@ def _raise_fd_limit(streams: int, workers: int) -> tuple[int, int] | str:
 # -- the servers -----------------------------------------------------------------
 
 
-@dataclass
-class Stack:
-    """The servers of one run."""
-
-    upstream: targets.Server
-    gateway: targets.Server
-    redis: targets.Redis | None = None
-
-    @property
-    def logs(self) -> dict[str, Path | None]:
-        """Each server's log, to show its end when the run fails."""
-        logs = {"upstream": self.upstream.log_path, "gateway": self.gateway.log_path}
-        if self.redis is not None:
-            logs["redis"] = self.redis.log_path
-        return logs
-
-
 def gateway_setup(
     streams: int, hold_s: float, http_server: str | None = None
 ) -> targets.GatewaySetup:
@@ -185,29 +167,6 @@ def gateway_setup(
         idle_timeout_s=max(300.0, quiet_s + 60.0),
         total_timeout_s=max(900.0, quiet_s + 120.0),
     )
-
-
-def start_stack(procs: Processes, opts: IdleOptions) -> Stack:
-    """Fake upstream, Redis (workers > 1), the gateway with a managed key."""
-    upstream = targets.start_upstream(procs, opts.start_timeout_s)
-    redis = None
-    if opts.workers > 1:
-        binary = targets.find_redis_server()
-        if binary is None:
-            raise RuntimeError(
-                "--workers > 1 needs redis-server on PATH (apt-get install redis-server)"
-            )
-        redis = targets.start_redis(procs, binary, opts.start_timeout_s)
-    gateway = targets.start_gateway(
-        procs,
-        upstream,
-        opts.start_timeout_s,
-        opts.workers,
-        redis.url if redis is not None else None,
-        gateway_setup(opts.streams, opts.hold_s, opts.http_server),
-        key_name="bench-idle",
-    )
-    return Stack(upstream, gateway, redis)
 
 
 # -- the client ------------------------------------------------------------------
@@ -260,7 +219,7 @@ async def normal_requests(target: Target, key: str, timeout_s: float = 30.0) -> 
 # -- the run ---------------------------------------------------------------------
 
 
-def _sample(stack: Stack) -> dict[str, Any]:
+def _sample(stack: targets.Stack) -> dict[str, Any]:
     gw_hwm, gw_rss = tree_memory(stack.gateway.proc.pid)
     procs = process_figures(stack.gateway.proc.pid)
     up_hwm, up_rss = tree_memory(stack.upstream.proc.pid)
@@ -303,7 +262,7 @@ async def _warm_up(target: Target, key: str, workers: int) -> None:
 
 
 async def _let_go(
-    stack: Stack, upstream_before: int, timeout_s: float
+    stack: targets.Stack, upstream_before: int, timeout_s: float
 ) -> tuple[float | None, list[tuple[float, int, int]]]:
     """Seconds until the gateway has closed its client connections and its upstream ones
     are back to `upstream_before` (None: not within `timeout_s`), and the counts on the
@@ -322,7 +281,9 @@ async def _let_go(
     return None, curve
 
 
-async def _drive(stack: Stack, opts: IdleOptions, say: Callable[[str], None]) -> dict[str, Any]:
+async def _drive(
+    stack: targets.Stack, opts: IdleOptions, say: Callable[[str], None]
+) -> dict[str, Any]:
     n = opts.streams
     key = stack.gateway.api_key
     assert key is not None  # start_gateway creates one
@@ -406,22 +367,17 @@ async def _drive(stack: Stack, opts: IdleOptions, say: Callable[[str], None]) ->
 def idle(opts: IdleOptions) -> dict[str, Any]:
     """Run the measurement; return the document --json writes."""
 
-    def say(text: str) -> None:
-        if opts.echo:
-            print(text, file=sys.stderr, flush=True)
-
+    say = echo(opts.echo)
     refused = _raise_fd_limit(opts.streams, opts.workers)
     if isinstance(refused, str):
         raise RuntimeError(refused)
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
-        with contextlib.ExitStack() as stack:
-            log_dir = opts.log_dir or Path(
-                stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-idle-"))
+        with server_processes(opts.log_dir, "bench-idle-") as procs:
+            setup = gateway_setup(opts.streams, opts.hold_s, opts.http_server)
+            servers = targets.start_stack(
+                procs, opts.start_timeout_s, opts.workers, setup, "bench-idle"
             )
-            procs = Processes(log_dir)
-            stack.callback(procs.close)
-            servers = start_stack(procs, opts)
             say(
                 f"gateway on {HOST}:{servers.gateway.port} ({opts.workers} worker(s)), "
                 f"fake upstream on {servers.upstream.port}"
@@ -451,26 +407,6 @@ def idle(opts: IdleOptions) -> dict[str, Any]:
             "fd_needs": fd_needs(opts.streams, opts.workers),
         },
         **result,
-    }
-
-
-def gateway_source() -> dict[str, Any]:
-    """The commit measured and the files of gateway/ changed since (work in progress)."""
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*argv: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *argv], cwd=repo, capture_output=True, timeout=10, check=False
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.decode(errors="replace").rstrip() if done.returncode == 0 else None
-
-    changed = git("status", "--porcelain", "--", "gateway")
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "gateway_changes": [line[3:] for line in changed.splitlines()] if changed else [],
     }
 
 
@@ -604,8 +540,6 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     opts = options_from(args, IdleOptions)
-    if opts.log_dir is not None:
-        opts.log_dir.mkdir(parents=True, exist_ok=True)
 
     doc = run_measurement("idle", lambda: idle(opts))
     if isinstance(doc, int):

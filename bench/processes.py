@@ -15,8 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "env_with_repo",
     "free_port",
     "log_tail",
+    "server_processes",
     "stop_process",
     "venv_bin",
     "wait_listening",
@@ -107,6 +109,19 @@ class Processes:
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.started]
+
+
+@contextlib.contextmanager
+def server_processes(log_dir: Path | None, prefix: str) -> Iterator[Processes]:
+    """`Processes` logging to `log_dir` (made if need be), or without one to a temporary
+    directory named `prefix`... that goes at the end; leaving stops every process."""
+    with contextlib.ExitStack() as stack:
+        if log_dir is None:
+            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        procs = Processes(log_dir)
+        stack.callback(procs.close)
+        yield procs
 
 
 def log_tail(path: Path | None, lines: int = 15) -> str:
