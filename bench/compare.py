@@ -99,6 +99,7 @@ from bench.procfs import cpu_delta, tree_cpu, tree_memory
 from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Scenario
 from bench.subcommand import (
     add_output_options,
+    at_least,
     echo,
     options_from,
     parser_for,
@@ -638,13 +639,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "side by side: the upstream direct, our gateway and installed peers",
         __doc__,
     )
-    parser.add_argument("--rounds", type=int, default=2, help="A B A B rounds (default 2)")
     parser.add_argument(
-        "--duration", type=float, default=5.0, dest="duration_s", metavar="S",
-        help="seconds per run (default 5)",
+        "--rounds", type=at_least(int, 1), default=2, help="A B A B rounds (default 2)"
+    )
+    parser.add_argument(
+        "--duration", type=at_least(float, 0.0, strict=True), default=5.0, dest="duration_s",
+        metavar="S", help="seconds per run (default 5)",
     )  # fmt: skip
     parser.add_argument(
-        "--warmup", type=float, default=1.0, dest="warmup_s", metavar="S",
+        "--warmup", type=at_least(float, 0.0), default=1.0, dest="warmup_s", metavar="S",
         help="warm-up per target and scenario in each block (default 1)",
     )  # fmt: skip
     parser.add_argument(
@@ -684,11 +687,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``compare`` with parsed `args`: print the table, write --json."""
-    if args.rounds < 1 or args.duration_s <= 0 or args.warmup_s < 0:
-        print(
-            "python -m bench compare: --rounds >= 1, --duration > 0, --warmup >= 0", file=sys.stderr
-        )
-        return 2
     opts = options_from(args, CompareOptions)
     opts.workers = list(dict.fromkeys(opts.workers))  # each count once, in the order given
 

@@ -39,7 +39,6 @@ import argparse
 import math
 import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from bench.procfs import fd_count, own_rss_bytes, process_figures, tcp_connectio
 from bench.scenarios import UPSTREAM_MODEL
 from bench.subcommand import (
     add_output_options,
+    at_least,
     echo,
     gateway_source,
     options_from,
@@ -495,20 +495,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     defaults = IdleOptions()
 
-    def number(flag: str, field: str, metavar: str, text: str) -> None:
-        """An option for IdleOptions' `field`, of its type, with its default."""
+    def number(flag: str, field: str, metavar: str, kind: Any, text: str) -> None:
+        """An option for IdleOptions' `field` of type `kind`, with its default."""
         default = getattr(defaults, field)
         parser.add_argument(
-            flag, type=type(default), default=default, dest=field, metavar=metavar,
+            flag, type=kind, default=default, dest=field, metavar=metavar,
             help=f"{text} (default {default:g})",
         )  # fmt: skip
 
-    number("--streams", "streams", "N", "idle streams to open")
-    number("--workers", "workers", "N", "gateway worker processes; N > 1 starts a redis-server")
-    number("--hold", "hold_s", "S", "seconds to hold every stream idle once all are open")
-    number("--ramp-per-s", "ramp_per_s", "R", "new streams per second")
+    count = at_least(int, 1)
+    seconds = at_least(float, 0.0)
+    positive = at_least(float, 0.0, strict=True)
+    number("--streams", "streams", "N", count, "idle streams to open")
     number(
-        "--max-pending", "max_pending", "N",
+        "--workers", "workers", "N", count, "gateway worker processes; N > 1 starts a redis-server"
+    )
+    number("--hold", "hold_s", "S", seconds, "seconds to hold every stream idle once all are open")
+    number("--ramp-per-s", "ramp_per_s", "R", positive, "new streams per second")
+    number(
+        "--max-pending", "max_pending", "N", count,
         "streams being opened at once: many more than the gateway's accept backlog "
         "(hypercorn: 100) make the kernel drop SYNs, retried after 1, 3, 7 s",
     )  # fmt: skip
@@ -517,7 +522,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="the gateway's [server] http_server (default: the gateway's own default)",
     )  # fmt: skip
     parser.add_argument(
-        "--open-timeout", type=float, default=None, dest="open_timeout_s", metavar="S",
+        "--open-timeout", type=positive, default=None, dest="open_timeout_s", metavar="S",
         help="give up on streams not open after S (default: streams / ramp + 60)",
     )  # fmt: skip
     add_output_options(parser, "write the figures here")
@@ -526,19 +531,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``idle`` with parsed `args`: print the table, write --json."""
-    if (
-        args.streams < 1
-        or args.workers < 1
-        or args.hold_s < 0
-        or args.ramp_per_s <= 0
-        or args.max_pending < 1
-    ):
-        print(
-            "python -m bench idle: --streams >= 1, --workers >= 1, --hold >= 0, "
-            "--ramp-per-s > 0, --max-pending >= 1",
-            file=sys.stderr,
-        )
-        return 2
     opts = options_from(args, IdleOptions)
 
     doc = run_measurement("idle", lambda: idle(opts))

@@ -5,12 +5,14 @@ Both start servers that must be stopped however the run ends: SIGTERM is turned 
 KeyboardInterrupt, so that their clean-up runs as on Ctrl-C, and an error becomes one
 line on stderr and an exit status rather than a traceback. Both say how the run goes
 on stderr (`echo`), and a document can say which code it measured (`gateway_source`).
+`at_least` makes the argparse types of the numeric options of every subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import signal
 import subprocess
 import sys
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "add_output_options",
+    "at_least",
     "echo",
     "gateway_source",
     "options_from",
@@ -34,6 +37,7 @@ __all__ = [
 ]
 
 Options = TypeVar("Options", bound="DataclassInstance")
+Number = TypeVar("Number", int, float)
 
 
 def parser_for(
@@ -44,6 +48,26 @@ def parser_for(
         name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     return parser
+
+
+def at_least(
+    kind: Callable[[str], Number], low: Number, *, strict: bool = False
+) -> Callable[[str], Number]:
+    """An argparse type: a finite `kind` (int or float) >= `low`, or > `low` if `strict`;
+    a bad value exits with argparse's usage message and status 2."""
+    noun = "an integer" if kind is int else "a number"
+    bound = f"{'>' if strict else '>='} {low:g}"
+
+    def parse(text: str) -> Number:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
 
 
 def add_output_options(parser: argparse.ArgumentParser, json_help: str) -> None:

@@ -141,3 +141,16 @@ async def test_normal_request_says_ok_or_why(fake: tuple[FakeOpenAI, str]) -> No
     assert (await normal_request(target, UPSTREAM_KEY, "m@reset_after=1", True)).startswith(
         "reset: "
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--streams", "0"], ["--hold", "-1"], ["--ramp-per-s", "0"], ["--open-timeout", "inf"]],
+)
+def test_bad_numbers_are_refused_by_the_parser(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _parse(argv)
+    assert exit_.value.code == 2
+    assert f"argument {argv[0]}: must be" in capsys.readouterr().err
