@@ -9,8 +9,8 @@ connection, an upstream connection and the request's state. This command starts 
 OpenAI upstream (``python -m bench upstream``), a ``redis-server`` when --workers > 1,
 and ``gateway serve`` with a generated config and a managed key with RPM, TPM and
 prepaid credit on a priced model (auth, limits and accounting on, as in ``compare``),
-each in its own process group. Then, from this process (the load generator's client,
-`bench.loadgen.client`), it opens N streaming requests at --ramp-per-s (at most
+each in its own process group. Then, from this process (the load generator's held
+streams, `bench.loadgen.hold`), it opens N streaming requests at --ramp-per-s (at most
 --max-pending being opened at once), each on its own connection, to a model whose
 upstream sends the role and first content chunk at once and the next chunk only
 ``hold + 60`` s later; once the 200 and the first content event have come, the
@@ -45,13 +45,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h11
+import orjson
 import trio
 
 from bench import targets
 from bench.loadgen.client import Connection, JSONSink, StreamSink, Target, TransportError
 from bench.loadgen.hold import hold_streams
 from bench.loadgen.metrics import RequestRecord, percentile
-from bench.loadgen.workload import Workload
 from bench.processes import HOST, log_tail, server_processes
 from bench.procfs import fd_count, own_rss_bytes, process_figures, tcp_connections, tree_memory
 from bench.scenarios import UPSTREAM_MODEL
@@ -69,6 +70,7 @@ from bench.subcommand import (
 __all__ = [
     "IdleOptions",
     "add_parser",
+    "chat_request",
     "fd_needs",
     "format_table",
     "gateway_setup",
@@ -83,7 +85,7 @@ STREAM_MODEL = "m-stream"  # a short stream, answered at once
 IDLE_MODEL = "m-idle"  # first chunk at once, the next one after the hold
 EXTRA_FDS_SERVER = 256  # listening sockets, Redis/SQLite, pipes, libraries
 EXTRA_FDS_CLIENT = 128
-WORKER_SKEW = 1.1  # workers share one listening socket: the split is not exactly even
+WORKER_SKEW = 1.1  # the kernel does not spread connections exactly evenly over workers
 
 
 @dataclass
@@ -172,29 +174,40 @@ def gateway_setup(
 # -- the client ------------------------------------------------------------------
 
 
-def _workload(target: Target, key: str, model: str, stream: bool) -> Workload:
-    """The load generator's request to `model`: a short prompt, at most 64 tokens back."""
-    return Workload(
-        host=target.host_header,
-        path=target.path,
-        model=model,
-        stream=stream,
-        prompt_tokens=8,
-        max_tokens=64,
-        api_key=key,
-        user_agent="gateway-bench-idle/1",
+def chat_request(target: Target, key: str, model: str, stream: bool) -> tuple[h11.Request, bytes]:
+    """The head and body of the chat completion that every run sends (the same as ever,
+    so that runs compare): a short prompt, at most 64 tokens back, no usage asked."""
+    body = orjson.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "Say something slowly."}],
+            "stream": stream,
+            "max_tokens": 64,
+        }
     )
+    head = h11.Request(
+        method="POST",
+        target=target.path,
+        headers=[
+            ("host", target.host_header),
+            ("authorization", f"Bearer {key}"),
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream" if stream else "application/json"),
+            ("content-length", str(len(body))),
+        ],
+    )
+    return head, body
 
 
 async def normal_request(target: Target, key: str, model: str, stream: bool) -> str:
     """One plain request to `model` (JSON or a stream, read to its end) on a connection
     of its own: "ok", or why it failed."""
-    workload = _workload(target, key, model, stream)
+    head, body = chat_request(target, key, model, stream)
     record = RequestRecord(scheduled=0.0, start=0.0)
     sink = StreamSink(record, 0.0) if stream else JSONSink(record)
     conn = Connection(target)
     try:
-        await conn.post(workload.head, workload.body(0), sink)
+        await conn.post(head, body, sink)
     except TransportError as exc:
         sink.fail(exc.kind, exc.detail)
     finally:
@@ -296,13 +309,14 @@ async def _drive(
         f"opening {n} streams at {opts.ramp_per_s:g}/s, at most {opts.max_pending} at once"
     )
 
-    workload = _workload(target, key, IDLE_MODEL, True)
+    head, body = chat_request(target, key, IDLE_MODEL, True)
     open_timeout = opts.open_timeout_s
     if open_timeout is None:
         open_timeout = n / opts.ramp_per_s + 60.0
     async with hold_streams(
         target,
-        workload,
+        head,
+        body,
         n,
         ramp_per_s=opts.ramp_per_s,
         max_pending=opts.max_pending,

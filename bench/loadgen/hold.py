@@ -1,7 +1,7 @@
 """Held streams: many streaming requests opened at a ramp, then held idle.
 
-`hold_streams` opens `count` streams of a `Workload`, `ramp_per_s` a second, each on a
-connection of its own, with at most `max_pending` being opened at once. A stream is
+`hold_streams` posts one streaming request `count` times, `ramp_per_s` a second, each
+on a connection of its own, with at most `max_pending` being opened at once. A stream is
 open once its 200 and its first content event have come (`StreamSink` finds it); its
 connection then stays idle, nothing more looked at, until the block ends, which closes
 every connection at once, as clients that go away. This is the load of many slow
@@ -22,11 +22,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import h11
 import trio
 
 from bench.loadgen.client import Connection, StreamSink, Target, TransportError
 from bench.loadgen.metrics import RequestRecord
-from bench.loadgen.workload import Workload
 
 __all__ = ["HoldState", "hold_stream", "hold_streams"]
 
@@ -99,7 +99,12 @@ class _FirstContent(StreamSink):
 
 
 async def hold_stream(
-    state: HoldState, target: Target, workload: Workload, started: float, deadline: float
+    state: HoldState,
+    target: Target,
+    head: h11.Request,
+    body: bytes,
+    started: float,
+    deadline: float,
 ) -> None:
     """Open one stream on a connection of its own by `deadline`; then hold it idle until
     this task is cancelled, which closes the connection abruptly."""
@@ -109,7 +114,7 @@ async def hold_stream(
         with trio.CancelScope(deadline=deadline) as scope:
             sink = _FirstContent(state, scope, started)
             try:
-                await conn.post(workload.head, workload.body(0), sink)
+                await conn.post(head, body, sink)
             except TransportError as exc:
                 sink.fail(exc.kind, exc.detail)
                 if exc.errno is not None:
@@ -134,7 +139,8 @@ async def _ramp(
     nursery: trio.Nursery,
     state: HoldState,
     target: Target,
-    workload: Workload,
+    head: h11.Request,
+    body: bytes,
     ramp_per_s: float,
     deadline: float,
 ) -> None:
@@ -142,28 +148,29 @@ async def _ramp(
     for i in range(state.total):
         await trio.sleep_until(state.start + i / ramp_per_s)
         await state.pending.acquire()  # released by the stream once open or failed
-        nursery.start_soon(hold_stream, state, target, workload, trio.current_time(), deadline)
+        nursery.start_soon(hold_stream, state, target, head, body, trio.current_time(), deadline)
 
 
 @asynccontextmanager
 async def hold_streams(
     target: Target,
-    workload: Workload,
+    head: h11.Request,
+    body: bytes,
     count: int,
     *,
     ramp_per_s: float,
     max_pending: int,
     open_timeout_s: float,
 ) -> AsyncIterator[HoldState]:
-    """Open `count` streams of `workload` (a streaming one) in the background and yield
-    their state at once; leaving the block closes every connection."""
+    """Open `count` streams of the request `head` + `body` (a streaming one) in the
+    background and yield their state at once; leaving the block closes every connection."""
     if count < 1 or ramp_per_s <= 0 or max_pending < 1:
         raise ValueError("count >= 1, ramp_per_s > 0 and max_pending >= 1")
     start = trio.current_time()
     state = HoldState(total=count, pending=trio.Semaphore(max_pending), start=start)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
-            _ramp, nursery, state, target, workload, ramp_per_s, start + open_timeout_s
+            _ramp, nursery, state, target, head, body, ramp_per_s, start + open_timeout_s
         )
         yield state
         nursery.cancel_scope.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import h11
 import pytest
 import trio
 
@@ -22,16 +23,18 @@ def fake() -> Iterator[tuple[FakeOpenAI, str]]:
         yield running
 
 
-def workload(target: Target, model: str, key: str | None = DEFAULT_KEY) -> Workload:
-    return Workload(host=target.host_header, path=target.path, model=model, stream=True,
-                    prompt_tokens=8, max_tokens=16, api_key=key)  # fmt: skip
+def request(target: Target, model: str, key: str | None = DEFAULT_KEY) -> tuple[h11.Request, bytes]:
+    """A streaming request of the load generator's workload."""
+    w = Workload(host=target.host_header, path=target.path, model=model, stream=True,
+                 prompt_tokens=8, max_tokens=16, api_key=key)  # fmt: skip
+    return w.head, w.body(0)
 
 
 async def test_streams_are_held_open_then_closed(fake: tuple[FakeOpenAI, str]) -> None:
     upstream, url = fake
     target = Target.from_base_url(url)
     async with hold_streams(
-        target, workload(target, SLOW), 5, ramp_per_s=100, max_pending=2, open_timeout_s=5
+        target, *request(target, SLOW), 5, ramp_per_s=100, max_pending=2, open_timeout_s=5
     ) as state:
         await state.all_done.wait()
         await trio.sleep(0.1)
@@ -58,7 +61,7 @@ async def test_a_stream_that_does_not_open_says_why(
     state = HoldState(total=1, pending=trio.Semaphore(0))
     now = trio.current_time()
     with trio.fail_after(5):
-        await hold_stream(state, target, workload(target, model, key), now, now + 0.5)
+        await hold_stream(state, target, *request(target, model, key), now, now + 0.5)
     assert dict(state.failed) == {reason: 1}, state.examples
     assert state.all_done.is_set() and state.pending.value == 1
 
@@ -70,5 +73,5 @@ async def test_a_failed_connect_says_its_errno() -> None:
     target = Target.from_base_url(f"http://127.0.0.1:{port}/v1")
     state = HoldState(total=1, pending=trio.Semaphore(0))
     now = trio.current_time()
-    await hold_stream(state, target, workload(target, "m", None), now, now + 5)
+    await hold_stream(state, target, *request(target, "m", None), now, now + 5)
     assert dict(state.failed) == {"connect ECONNREFUSED": 1}
