@@ -90,6 +90,8 @@ WORKER_SKEW = 1.1  # the kernel does not spread connections exactly evenly over 
 
 @dataclass
 class IdleOptions:
+    """One run; the fields the parser sets are its dests (`options_from`)."""
+
     streams: int = 10_000
     workers: int = 2
     hold_s: float = 10.0
@@ -233,6 +235,7 @@ async def normal_requests(target: Target, key: str, timeout_s: float = 30.0) -> 
 
 
 def _sample(stack: targets.Stack) -> dict[str, Any]:
+    """What the servers hold now: memory and fds of each, connections of the gateway."""
     gw_hwm, gw_rss = tree_memory(stack.gateway.proc.pid)
     procs = process_figures(stack.gateway.proc.pid)
     up_hwm, up_rss = tree_memory(stack.upstream.proc.pid)
@@ -297,6 +300,7 @@ async def _let_go(
 async def _drive(
     stack: targets.Stack, opts: IdleOptions, say: Callable[[str], None]
 ) -> dict[str, Any]:
+    """Warm up, sample, open and hold the streams, sample, let go, sample, check."""
     n = opts.streams
     key = stack.gateway.api_key
     assert key is not None  # start_gateway creates one
@@ -380,7 +384,6 @@ async def _drive(
 
 def idle(opts: IdleOptions) -> dict[str, Any]:
     """Run the measurement; return the document --json writes."""
-
     say = echo(opts.echo)
     refused = _raise_fd_limit(opts.streams, opts.workers)
     if isinstance(refused, str):
@@ -432,6 +435,7 @@ def _mb(value: float | None) -> str:
 
 
 def format_table(doc: dict[str, Any]) -> str:
+    """The figures of `doc` as the table printed at the end of a run."""
     s = doc["samples"]
     before, with_, after = s["before"], s["end_of_hold"], s["after_close"]
     failed = doc["failed_by_reason"]

@@ -144,7 +144,7 @@ async def _ramp(
     ramp_per_s: float,
     deadline: float,
 ) -> None:
-    """Start the streams on schedule, each once fewer than `pending` are being opened."""
+    """Start the streams on schedule, each once fewer than `max_pending` are being opened."""
     for i in range(state.total):
         await trio.sleep_until(state.start + i / ramp_per_s)
         await state.pending.acquire()  # released by the stream once open or failed
