@@ -80,12 +80,10 @@ SIGINT, then SIGKILL after 5 s. Linux only (/proc).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import resource
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,10 +94,13 @@ import trio
 
 from bench.loadgen.runner import LoadConfig, LoadRun
 from bench.peers import PORTKEY_NPX, find_litellm, start_litellm, start_portkey
-from bench.processes import Processes, cpu_delta, log_tail, tree_cpu, tree_memory
+from bench.processes import Processes, log_tail, server_processes
+from bench.procfs import cpu_delta, tree_cpu, tree_memory
 from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Scenario
 from bench.subcommand import (
     add_output_options,
+    at_least,
+    echo,
     options_from,
     parser_for,
     run_measurement,
@@ -460,10 +461,7 @@ def _half_saturation(
 def compare(opts: CompareOptions) -> dict[str, Any]:
     """Run the comparison; return the document written by --json (raw runs and rows)."""
 
-    def say(text: str) -> None:
-        if opts.echo:
-            print(text, file=sys.stderr, flush=True)
-
+    say = echo(opts.echo)
     scenarios = [SCENARIOS[name] for name in opts.scenarios]
     wanted = list(opts.targets) if opts.targets else list(TARGETS)
     for name in wanted:
@@ -481,12 +479,7 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
             skipped["litellm"] = "no litellm executable on PATH (give --litellm PATH)"
     if "portkey" in wanted and not opts.portkey:
         skipped["portkey"] = "not asked for (--portkey [PATH])"
-    with contextlib.ExitStack() as stack:
-        log_dir = opts.log_dir or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-compare-"))
-        )
-        procs = Processes(log_dir)
-        stack.callback(procs.close)
+    with server_processes(opts.log_dir, "bench-compare-") as procs:
         upstream = start_upstream(procs, opts.start_timeout_s)
         redis: Redis | None = None
         if "gateway" in wanted and any(w > 1 for w in opts.workers):
@@ -501,7 +494,7 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
             else:
                 redis = start_redis(procs, redis_binary, opts.start_timeout_s)
         for workers in opts.workers:
-            block_dir = log_dir / f"workers-{workers}"
+            block_dir = procs.log_dir / f"workers-{workers}"
             block_dir.mkdir(parents=True, exist_ok=True)
             block = Processes(block_dir)
             try:
@@ -646,13 +639,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "side by side: the upstream direct, our gateway and installed peers",
         __doc__,
     )
-    parser.add_argument("--rounds", type=int, default=2, help="A B A B rounds (default 2)")
     parser.add_argument(
-        "--duration", type=float, default=5.0, dest="duration_s", metavar="S",
-        help="seconds per run (default 5)",
+        "--rounds", type=at_least(int, 1), default=2, help="A B A B rounds (default 2)"
+    )
+    parser.add_argument(
+        "--duration", type=at_least(float, 0.0, strict=True), default=5.0, dest="duration_s",
+        metavar="S", help="seconds per run (default 5)",
     )  # fmt: skip
     parser.add_argument(
-        "--warmup", type=float, default=1.0, dest="warmup_s", metavar="S",
+        "--warmup", type=at_least(float, 0.0), default=1.0, dest="warmup_s", metavar="S",
         help="warm-up per target and scenario in each block (default 1)",
     )  # fmt: skip
     parser.add_argument(
@@ -692,15 +687,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``compare`` with parsed `args`: print the table, write --json."""
-    if args.rounds < 1 or args.duration_s <= 0 or args.warmup_s < 0:
-        print(
-            "python -m bench compare: --rounds >= 1, --duration > 0, --warmup >= 0", file=sys.stderr
-        )
-        return 2
     opts = options_from(args, CompareOptions)
     opts.workers = list(dict.fromkeys(opts.workers))  # each count once, in the order given
-    if opts.log_dir is not None:
-        opts.log_dir.mkdir(parents=True, exist_ok=True)
 
     doc = run_measurement("compare", lambda: compare(opts))
     if isinstance(doc, int):

@@ -9,11 +9,12 @@ connection, an upstream connection and the request's state. This command starts 
 OpenAI upstream (``python -m bench upstream``), a ``redis-server`` when --workers > 1,
 and ``gateway serve`` with a generated config and a managed key with RPM, TPM and
 prepaid credit on a priced model (auth, limits and accounting on, as in ``compare``),
-each in its own process group. Then, from this process (trio, raw sockets and h11), it
-opens N streaming requests at --ramp-per-s (at most --max-pending being opened at
-once), each on its own connection, to a model whose upstream sends the role and first
-content chunk at once and the next chunk only ``hold + 60`` s later; it reads the 200
-and the first content event and then leaves the connection idle.
+each in its own process group. Then, from this process (the load generator's held
+streams, `bench.loadgen.hold`), it opens N streaming requests at --ramp-per-s (at most
+--max-pending being opened at once), each on its own connection, to a model whose
+upstream sends the role and first content chunk at once and the next chunk only
+``hold + 60`` s later; once the 200 and the first content event have come, the
+connection stays idle.
 
 Once all N are open (or --open-timeout has passed) it waits a moment and samples the
 gateway's process tree (sum of VmRSS and VmHWM, per process: RSS, PSS, anonymous RSS,
@@ -35,19 +36,12 @@ Ctrl-C or an error). Linux only (/proc).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
 import math
-import os
 import resource
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,25 +50,33 @@ import orjson
 import trio
 
 from bench import targets
-from bench.processes import HOST, Processes, log_tail, proc_status, process_tree, tree_memory
+from bench.loadgen.client import Connection, JSONSink, StreamSink, Target, TransportError
+from bench.loadgen.hold import hold_streams
+from bench.loadgen.metrics import RequestRecord, percentile
+from bench.processes import HOST, log_tail, server_processes
+from bench.procfs import fd_count, own_rss_bytes, process_figures, tcp_connections, tree_memory
 from bench.scenarios import UPSTREAM_MODEL
 from bench.subcommand import (
     add_output_options,
+    at_least,
+    echo,
+    gateway_source,
     options_from,
     parser_for,
     run_measurement,
     write_json,
 )
-from gateway.openai.sse import SSEDecoder, SSEProtocolError
 
 __all__ = [
     "IdleOptions",
     "add_parser",
+    "chat_request",
     "fd_needs",
     "format_table",
     "gateway_setup",
     "idle",
     "max_streams",
+    "normal_request",
     "run",
 ]
 
@@ -83,13 +85,13 @@ STREAM_MODEL = "m-stream"  # a short stream, answered at once
 IDLE_MODEL = "m-idle"  # first chunk at once, the next one after the hold
 EXTRA_FDS_SERVER = 256  # listening sockets, Redis/SQLite, pipes, libraries
 EXTRA_FDS_CLIENT = 128
-WORKER_SKEW = 1.1  # workers share one listening socket: the split is not exactly even
-_RECV_BYTES = 16384
-_MAX_EVENT_BYTES = 1024 * 1024
+WORKER_SKEW = 1.1  # the kernel does not spread connections exactly evenly over workers
 
 
 @dataclass
 class IdleOptions:
+    """One run; the fields the parser sets are its dests (`options_from`)."""
+
     streams: int = 10_000
     workers: int = 2
     hold_s: float = 10.0
@@ -148,105 +150,7 @@ def _raise_fd_limit(streams: int, workers: int) -> tuple[int, int] | str:
     return soft, hard
 
 
-# -- /proc -----------------------------------------------------------------------
-
-
-def _pss_kb(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _fd_count(pid: int) -> int | None:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-
-
-def _cmd_name(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "?"
-    words = [w.decode(errors="replace") for w in raw if w]
-    return " ".join(Path(words[0]).name.split() + words[1:3]) if words else "?"
-
-
-def process_figures(root: int) -> list[dict[str, Any]]:
-    """Memory and fds of every process of the tree of `root` (bytes)."""
-    rows = []
-    for pid in process_tree(root):
-        status = proc_status(pid)
-        if not status:
-            continue
-        pss = _pss_kb(pid)
-        rows.append(
-            {
-                "pid": pid,
-                "role": "main" if pid == root else "child",
-                "command": _cmd_name(pid),
-                "rss_bytes": status.get("VmRSS", 0) * 1024,
-                "hwm_bytes": status.get("VmHWM", 0) * 1024,
-                "rss_anon_bytes": status.get("RssAnon", 0) * 1024,
-                "rss_file_bytes": status.get("RssFile", 0) * 1024,
-                "pss_bytes": pss * 1024 if pss is not None else None,
-                "threads": status.get("Threads"),
-                "fds": _fd_count(pid),
-            }
-        )
-    return rows
-
-
-def tcp_connections(ports: Sequence[int]) -> dict[str, int]:
-    """Established IPv4 loopback connections: per port, as local and as remote end."""
-    counts = {f"{side}:{p}": 0 for p in ports for side in ("local", "remote")}
-    wanted = set(ports)
-    try:
-        with open("/proc/net/tcp") as f:
-            next(f, None)
-            for line in f:
-                parts = line.split()
-                if len(parts) < 4 or parts[3] != "01":  # ESTABLISHED
-                    continue
-                local = int(parts[1].rpartition(":")[2], 16)
-                remote = int(parts[2].rpartition(":")[2], 16)
-                if local in wanted:
-                    counts[f"local:{local}"] += 1
-                if remote in wanted:
-                    counts[f"remote:{remote}"] += 1
-    except OSError:
-        pass
-    return counts
-
-
-def _own_rss_bytes() -> int:
-    return proc_status(os.getpid()).get("VmRSS", 0) * 1024
-
-
 # -- the servers -----------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    """The servers of one run."""
-
-    upstream: targets.Server
-    gateway: targets.Server
-    redis: targets.Redis | None = None
-
-    @property
-    def logs(self) -> dict[str, Path | None]:
-        """Each server's log, to show its end when the run fails."""
-        logs = {"upstream": self.upstream.log_path, "gateway": self.gateway.log_path}
-        if self.redis is not None:
-            logs["redis"] = self.redis.log_path
-        return logs
 
 
 def gateway_setup(
@@ -269,43 +173,12 @@ def gateway_setup(
     )
 
 
-def start_stack(procs: Processes, opts: IdleOptions) -> Stack:
-    """Fake upstream, Redis (workers > 1), the gateway with a managed key."""
-    upstream = targets.start_upstream(procs, opts.start_timeout_s)
-    redis = None
-    if opts.workers > 1:
-        binary = targets.find_redis_server()
-        if binary is None:
-            raise RuntimeError(
-                "--workers > 1 needs redis-server on PATH (apt-get install redis-server)"
-            )
-        redis = targets.start_redis(procs, binary, opts.start_timeout_s)
-    gateway = targets.start_gateway(
-        procs,
-        upstream,
-        opts.start_timeout_s,
-        opts.workers,
-        redis.url if redis is not None else None,
-        gateway_setup(opts.streams, opts.hold_s, opts.http_server),
-        key_name="bench-idle",
-    )
-    return Stack(upstream, gateway, redis)
-
-
 # -- the client ------------------------------------------------------------------
 
 
-class StreamFailed(Exception):
-    """One stream could not be opened; `reason` is a short key for the table."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail or reason
-
-
-def build_request(port: int, key: str, model: str, stream: bool) -> tuple[h11.Request, bytes]:
-    """The head and body of a chat completion request to the gateway."""
+def chat_request(target: Target, key: str, model: str, stream: bool) -> tuple[h11.Request, bytes]:
+    """The head and body of the chat completion that every run sends (the same as ever,
+    so that runs compare): a short prompt, at most 64 tokens back, no usage asked."""
     body = orjson.dumps(
         {
             "model": model,
@@ -316,9 +189,9 @@ def build_request(port: int, key: str, model: str, stream: bool) -> tuple[h11.Re
     )
     head = h11.Request(
         method="POST",
-        target="/v1/chat/completions",
+        target=target.path,
         headers=[
-            ("host", f"{HOST}:{port}"),
+            ("host", target.host_header),
             ("authorization", f"Bearer {key}"),
             ("content-type", "application/json"),
             ("accept", "text/event-stream" if stream else "application/json"),
@@ -328,158 +201,41 @@ def build_request(port: int, key: str, model: str, stream: bool) -> tuple[h11.Re
     return head, body
 
 
-def _start(request: tuple[h11.Request, bytes]) -> tuple[h11.Connection, bytes]:
-    """A fresh client connection state and the bytes of `request` on it."""
-    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_EVENT_BYTES)
-    head, body = request
-    out = conn.send(head) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-    return conn, out
-
-
-def _has_content(chunk: Any) -> bool:
-    choices = chunk.get("choices") if type(chunk) is dict else None
-    if type(choices) is not list:
-        return False
-    for choice in choices:
-        delta = choice.get("delta") if type(choice) is dict else None
-        if type(delta) is dict and delta.get("content"):
-            return True
-    return False
-
-
-async def _connect(port: int) -> trio.SocketStream:
+async def normal_request(target: Target, key: str, model: str, stream: bool) -> str:
+    """One plain request to `model` (JSON or a stream, read to its end) on a connection
+    of its own: "ok", or why it failed."""
+    head, body = chat_request(target, key, model, stream)
+    record = RequestRecord(scheduled=0.0, start=0.0)
+    sink = StreamSink(record, 0.0) if stream else JSONSink(record)
+    conn = Connection(target)
     try:
-        return await trio.open_tcp_stream(HOST, port)
-    except OSError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-            first = cause.exceptions[0]
-            if isinstance(first, OSError) and first.errno is not None:
-                raise StreamFailed(
-                    f"connect {errno.errorcode.get(first.errno, first.errno)}", str(first)
-                ) from None
-        raise StreamFailed("connect", str(exc)) from None
+        await conn.post(head, body, sink)
+    except TransportError as exc:
+        sink.fail(exc.kind, exc.detail)
+    finally:
+        conn.close()
+    if record.error is None:
+        return "ok"
+    if record.error == "status":
+        return f"HTTP {record.status}: {sink.detail}"
+    return f"{record.error}: {sink.detail}"
 
 
-async def _next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
-    """The next h11 event of the answer on `stream`, reading as needed; a close by the
-    server comes as h11.ConnectionClosed, a broken socket as StreamFailed."""
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise StreamFailed("protocol", str(exc)) from None
-        if event is not h11.NEED_DATA:
-            return event
-        try:
-            data = await stream.receive_some(_RECV_BYTES)
-        except (trio.BrokenResourceError, OSError) as exc:
-            raise StreamFailed("reset", str(exc)) from None
-        if not data:
-            return h11.ConnectionClosed()
-        conn.receive_data(bytes(data))
-
-
-async def open_stream(stream: trio.SocketStream, request: tuple[h11.Request, bytes]) -> None:
-    """Send the request; return once the 200 and a first content event have arrived."""
-    conn, out = _start(request)
-    try:
-        await stream.send_all(out)
-    except (trio.BrokenResourceError, OSError) as exc:
-        raise StreamFailed("reset", str(exc)) from None
-    decoder = SSEDecoder(_MAX_EVENT_BYTES)
-    status = 0
-    error_body = b""
-    while True:
-        event = await _next_event(stream, conn)
-        if type(event) is h11.Response:
-            status = event.status_code
-        elif type(event) is h11.Data:
-            if status != 200:
-                error_body += event.data
-            elif _first_content(decoder, event.data):
-                return
-        elif type(event) in (h11.EndOfMessage, h11.ConnectionClosed):
-            if status and status != 200:
-                raise StreamFailed(f"HTTP {status}", error_body[:300].decode(errors="replace"))
-            if type(event) is h11.EndOfMessage:
-                raise StreamFailed("ended", "the answer ended before a content event")
-            raise StreamFailed("closed", "connection closed before the first content event")
-
-
-def _first_content(decoder: SSEDecoder, data: bytes) -> bool:
-    """Feed a piece of the event stream; whether a content event has come in it."""
-    try:
-        events = decoder.feed(data)
-    except SSEProtocolError as exc:
-        raise StreamFailed("bad_response", str(exc)) from None
-    for sse in events:
-        if sse.data == b"[DONE]":
-            raise StreamFailed("ended", "the stream ended before the hold")
-        try:
-            chunk = orjson.loads(sse.data)
-        except orjson.JSONDecodeError:
-            raise StreamFailed("bad_response", f"not JSON: {sse.data[:80]!r}") from None
-        if type(chunk) is dict and chunk.get("error") is not None:
-            raise StreamFailed("stream_error", str(chunk["error"])[:300])
-        if _has_content(chunk):
-            return True
-    return False
-
-
-async def simple_request(port: int, key: str, model: str, stream: bool) -> tuple[int, bytes]:
-    """One request on a fresh connection, read to its end: (status, body)."""
-    conn, out = _start(build_request(port, key, model, stream))
-    status, body = 0, b""
-    sock = await trio.open_tcp_stream(HOST, port)
-    async with sock:
-        await sock.send_all(out)
-        while True:
-            event = await _next_event(sock, conn)
-            if type(event) is h11.Response:
-                status = event.status_code
-            elif type(event) is h11.Data:
-                body += event.data
-            elif type(event) is h11.EndOfMessage:
-                return status, body
-            elif type(event) is h11.ConnectionClosed:
-                raise StreamFailed("closed", "connection closed before the answer ended")
-
-
-def check_answer(status: int, body: bytes, stream: bool) -> str | None:
-    """Why a normal answer is not a good one, or None."""
-    if status != 200:
-        return f"HTTP {status}: {body[:200].decode(errors='replace')}"
-    if stream:
-        if b"data: [DONE]" not in body:
-            return "the stream has no [DONE]"
-        return None
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return "the body is not JSON"
-    if type(doc) is not dict or not doc.get("choices"):
-        return "the body is not a chat completion"
-    return None
+async def normal_requests(target: Target, key: str, timeout_s: float = 30.0) -> dict[str, str]:
+    """`normal_request` of a JSON answer and of a short stream, each within `timeout_s`."""
+    out = {}
+    for model, stream in ((JSON_MODEL, False), (STREAM_MODEL, True)):
+        out[model] = f"timeout: no complete answer within {timeout_s:g} s"
+        with trio.move_on_after(timeout_s):
+            out[model] = await normal_request(target, key, model, stream)
+    return out
 
 
 # -- the run ---------------------------------------------------------------------
 
 
-@dataclass
-class OpenState:
-    opened: int = 0
-    failed: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-    open_latencies: list[float] = field(default_factory=list)
-    last_open_at: float | None = None
-    all_done: trio.Event = field(default_factory=trio.Event)
-    release: trio.Event = field(default_factory=trio.Event)
-    pending: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(128))
-    finished: int = 0
-
-
-def _sample(stack: Stack) -> dict[str, Any]:
+def _sample(stack: targets.Stack) -> dict[str, Any]:
+    """What the servers hold now: memory and fds of each, connections of the gateway."""
     gw_hwm, gw_rss = tree_memory(stack.gateway.proc.pid)
     procs = process_figures(stack.gateway.proc.pid)
     up_hwm, up_rss = tree_memory(stack.upstream.proc.pid)
@@ -493,11 +249,11 @@ def _sample(stack: Stack) -> dict[str, Any]:
         "gateway_processes": procs,
         "upstream_rss_bytes": up_rss,
         "upstream_hwm_bytes": up_hwm,
-        "upstream_fds": _fd_count(stack.upstream.proc.pid),
+        "upstream_fds": fd_count(stack.upstream.proc.pid),
         "redis_rss_bytes": (
             tree_memory(stack.redis.proc.pid)[1] if stack.redis is not None else None
         ),
-        "client_rss_bytes": _own_rss_bytes(),
+        "client_rss_bytes": own_rss_bytes(),
         # Established connections seen at each end (both ends are on loopback).
         "gateway_client_connections": conns[f"local:{stack.gateway.port}"],
         "gateway_upstream_connections": conns[f"remote:{stack.upstream.port}"],
@@ -506,74 +262,50 @@ def _sample(stack: Stack) -> dict[str, Any]:
     return sample
 
 
-async def _one_stream(
-    state: OpenState,
-    port: int,
-    request: tuple[h11.Request, bytes],
-    started: float,
-    deadline: float,
-    total: int,
-) -> None:
-    sock: trio.SocketStream | None = None
-    try:
-        with trio.move_on_at(deadline) as scope:
-            sock = await _connect(port)
-            await open_stream(sock, request)
-        if scope.cancelled_caught:
-            raise StreamFailed("timeout", "no first content event before --open-timeout")
-    except StreamFailed as exc:
-        state.failed[exc.reason] += 1
-        state.examples.setdefault(exc.reason, exc.detail)
-        if sock is not None:
-            sock.socket.close()
-        sock = None
-    else:
-        now = trio.current_time()
-        state.opened += 1
-        state.open_latencies.append(now - started)
-        state.last_open_at = now
-    finally:
-        state.pending.release()
-        state.finished += 1
-        if state.finished == total:
-            state.all_done.set()
-    if sock is None:
-        return
-    try:
-        await state.release.wait()
-    finally:
-        sock.socket.close()  # abrupt, as a client that goes away
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-async def _drive(stack: Stack, opts: IdleOptions, say: Any) -> dict[str, Any]:
-    n = opts.streams
-    port, key = stack.gateway.port, stack.gateway.api_key
-    assert key is not None  # start_gateway creates one
-
-    # Warm-up: a few plain requests and short streams over several connections, so that
-    # every worker has imported, connected and cached what a first request needs.
-    warm_failures: list[str] = []
+async def _warm_up(target: Target, key: str, workers: int) -> None:
+    """A few plain requests and short streams over several connections, so that every
+    worker has imported, connected and cached what a first request needs."""
+    failures: list[str] = []
 
     async def warm() -> None:
-        for model, stream in ((JSON_MODEL, False), (STREAM_MODEL, True)):
-            status, body = await simple_request(port, key, model, stream)
-            why = check_answer(status, body, stream)
-            if why:
-                warm_failures.append(why)
+        failures.extend(v for v in (await normal_requests(target, key)).values() if v != "ok")
 
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            for _ in range(4 * opts.workers):
-                nursery.start_soon(warm)
-    if warm_failures:
-        raise RuntimeError(f"the gateway fails normal requests: {warm_failures[0]}")
+    async with trio.open_nursery() as nursery:
+        for _ in range(4 * workers):
+            nursery.start_soon(warm)
+    if failures:
+        raise RuntimeError(f"the gateway fails normal requests: {failures[0]}")
+
+
+async def _let_go(
+    stack: targets.Stack, upstream_before: int, timeout_s: float
+) -> tuple[float | None, list[tuple[float, int, int]]]:
+    """Seconds until the gateway has closed its client connections and its upstream ones
+    are back to `upstream_before` (None: not within `timeout_s`), and the counts on the
+    way: (s since the release, client, upstream)."""
+    client, upstream = f"local:{stack.gateway.port}", f"remote:{stack.upstream.port}"
+    t_release = trio.current_time()
+    curve: list[tuple[float, int, int]] = []
+    while trio.current_time() - t_release < timeout_s:
+        counts = await trio.to_thread.run_sync(
+            tcp_connections, [stack.gateway.port, stack.upstream.port]
+        )
+        curve.append((round(trio.current_time() - t_release, 2), counts[client], counts[upstream]))
+        if counts[client] == 0 and counts[upstream] <= upstream_before:
+            return trio.current_time() - t_release, curve
+        await trio.sleep(0.25)
+    return None, curve
+
+
+async def _drive(
+    stack: targets.Stack, opts: IdleOptions, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Warm up, sample, open and hold the streams, sample, let go, sample, check."""
+    n = opts.streams
+    key = stack.gateway.api_key
+    assert key is not None  # start_gateway creates one
+    target = Target.from_base_url(stack.gateway.base_url)
+    await _warm_up(target, key, opts.workers)
     await trio.sleep(1.0)
     before = await trio.to_thread.run_sync(_sample, stack)
     say(
@@ -581,95 +313,59 @@ async def _drive(stack: Stack, opts: IdleOptions, say: Any) -> dict[str, Any]:
         f"opening {n} streams at {opts.ramp_per_s:g}/s, at most {opts.max_pending} at once"
     )
 
-    state = OpenState(pending=trio.Semaphore(opts.max_pending))
-    request = build_request(port, key, IDLE_MODEL, True)
+    head, body = chat_request(target, key, IDLE_MODEL, True)
     open_timeout = opts.open_timeout_s
     if open_timeout is None:
         open_timeout = n / opts.ramp_per_s + 60.0
-    t0 = trio.current_time()
-    deadline = t0 + open_timeout
-    with_streams: dict[str, Any] = {}
-    end_of_hold: dict[str, Any] = {}
-    released: dict[str, Any] = {}
-    async with trio.open_nursery() as nursery:
-
-        async def progress() -> None:
-            while not state.all_done.is_set():
-                with trio.move_on_after(2.0):
-                    await state.all_done.wait()
-                if state.all_done.is_set():
-                    return
-                say(
-                    f"  {trio.current_time() - t0:5.1f} s: {state.opened} open, "
-                    f"{sum(state.failed.values())} failed"
-                )
-
-        nursery.start_soon(progress)
-        for i in range(n):
-            await trio.sleep_until(t0 + i / opts.ramp_per_s)
-            await state.pending.acquire()  # released by the stream once open or failed
-            nursery.start_soon(_one_stream, state, port, request, trio.current_time(), deadline, n)
-        await state.all_done.wait()
-        open_time = (state.last_open_at - t0) if state.last_open_at is not None else None
-        say(f"{state.opened} streams open, {sum(state.failed.values())} failed; holding")
+    async with hold_streams(
+        target,
+        head,
+        body,
+        n,
+        ramp_per_s=opts.ramp_per_s,
+        max_pending=opts.max_pending,
+        open_timeout_s=open_timeout,
+    ) as state:
+        while not state.all_done.is_set():
+            with trio.move_on_after(2.0):
+                await state.all_done.wait()
+            if not state.all_done.is_set():
+                elapsed = trio.current_time() - state.start
+                say(f"  {elapsed:5.1f} s: {state.opened} open, {state.failures} failed")
+        last = state.last_open_at
+        open_time = last - state.start if last is not None else None
+        say(f"{state.opened} streams open, {state.failures} failed; holding")
         settle = min(opts.settle_s, opts.hold_s)
         await trio.sleep(settle)
         with_streams = await trio.to_thread.run_sync(_sample, stack)
         await trio.sleep(max(0.0, opts.hold_s - settle))
         end_of_hold = await trio.to_thread.run_sync(_sample, stack)
-        state.release.set()
     say("closed every client connection; waiting for the gateway to let go")
 
-    # The gateway lets go: its client connections and the upstream ones back to baseline.
-    t_release = trio.current_time()
-    let_go_s: float | None = None
-    let_go_curve: list[tuple[float, int, int]] = []  # (s since release, client, upstream)
-    while trio.current_time() - t_release < opts.release_timeout_s:
-        counts = await trio.to_thread.run_sync(
-            tcp_connections, [stack.gateway.port, stack.upstream.port]
-        )
-        let_go_curve.append(
-            (
-                round(trio.current_time() - t_release, 2),
-                counts[f"local:{stack.gateway.port}"],
-                counts[f"remote:{stack.upstream.port}"],
-            )
-        )
-        if (
-            counts[f"local:{stack.gateway.port}"] == 0
-            and counts[f"remote:{stack.upstream.port}"] <= before["gateway_upstream_connections"]
-        ):
-            let_go_s = trio.current_time() - t_release
-            break
-        await trio.sleep(0.25)
+    let_go_s, let_go_curve = await _let_go(
+        stack, before["gateway_upstream_connections"], opts.release_timeout_s
+    )
     await trio.sleep(1.0)
     released = await trio.to_thread.run_sync(_sample, stack)
-    after_checks = {}
-    for model, stream in ((JSON_MODEL, False), (STREAM_MODEL, True)):
-        try:
-            with trio.fail_after(30):
-                status, body = await simple_request(port, key, model, stream)
-            after_checks[model] = check_answer(status, body, stream) or "ok"
-        except (StreamFailed, OSError, trio.TooSlowError, h11.ProtocolError) as exc:
-            after_checks[model] = f"failed: {exc}"
+    after_checks = await normal_requests(target, key)
 
     opened = state.opened
     grow = end_of_hold["gateway_rss_bytes"] - before["gateway_rss_bytes"]
     grow_pss = end_of_hold["gateway_pss_bytes"] - before["gateway_pss_bytes"]
     grow_up = end_of_hold["upstream_rss_bytes"] - before["upstream_rss_bytes"]
-    lat = state.open_latencies
+    lat = sorted(state.open_latencies)
     return {
         "streams_requested": n,
         "streams_opened": opened,
-        "streams_failed": sum(state.failed.values()),
+        "streams_failed": state.failures,
         "failed_by_reason": dict(state.failed),
         "failure_examples": state.examples,
         "time_to_open_s": open_time,
         "open_latency_s": {
             "p50": statistics.median(lat) if lat else None,
-            "p90": _percentile(lat, 0.90),
-            "p99": _percentile(lat, 0.99),
-            "max": max(lat) if lat else None,
+            "p90": percentile(lat, 90) if lat else None,
+            "p99": percentile(lat, 99) if lat else None,
+            "max": lat[-1] if lat else None,
         },
         "rss_per_stream_bytes": grow / opened if opened else None,
         "pss_per_stream_bytes": grow_pss / opened if opened else None,
@@ -688,23 +384,17 @@ async def _drive(stack: Stack, opts: IdleOptions, say: Any) -> dict[str, Any]:
 
 def idle(opts: IdleOptions) -> dict[str, Any]:
     """Run the measurement; return the document --json writes."""
-
-    def say(text: str) -> None:
-        if opts.echo:
-            print(text, file=sys.stderr, flush=True)
-
+    say = echo(opts.echo)
     refused = _raise_fd_limit(opts.streams, opts.workers)
     if isinstance(refused, str):
         raise RuntimeError(refused)
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
-        with contextlib.ExitStack() as stack:
-            log_dir = opts.log_dir or Path(
-                stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-idle-"))
+        with server_processes(opts.log_dir, "bench-idle-") as procs:
+            setup = gateway_setup(opts.streams, opts.hold_s, opts.http_server)
+            servers = targets.start_stack(
+                procs, opts.start_timeout_s, opts.workers, setup, "bench-idle"
             )
-            procs = Processes(log_dir)
-            stack.callback(procs.close)
-            servers = start_stack(procs, opts)
             say(
                 f"gateway on {HOST}:{servers.gateway.port} ({opts.workers} worker(s)), "
                 f"fake upstream on {servers.upstream.port}"
@@ -737,26 +427,6 @@ def idle(opts: IdleOptions) -> dict[str, Any]:
     }
 
 
-def gateway_source() -> dict[str, Any]:
-    """The commit measured and the files of gateway/ changed since (work in progress)."""
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*argv: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *argv], cwd=repo, capture_output=True, timeout=10, check=False
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.decode(errors="replace").rstrip() if done.returncode == 0 else None
-
-    changed = git("status", "--porcelain", "--", "gateway")
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "gateway_changes": [line[3:] for line in changed.splitlines()] if changed else [],
-    }
-
-
 # -- report ----------------------------------------------------------------------
 
 
@@ -765,6 +435,7 @@ def _mb(value: float | None) -> str:
 
 
 def format_table(doc: dict[str, Any]) -> str:
+    """The figures of `doc` as the table printed at the end of a run."""
     s = doc["samples"]
     before, with_, after = s["before"], s["end_of_hold"], s["after_close"]
     failed = doc["failed_by_reason"]
@@ -842,20 +513,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     defaults = IdleOptions()
 
-    def number(flag: str, field: str, metavar: str, text: str) -> None:
-        """An option for IdleOptions' `field`, of its type, with its default."""
+    def number(flag: str, field: str, metavar: str, kind: Any, text: str) -> None:
+        """An option for IdleOptions' `field` of type `kind`, with its default."""
         default = getattr(defaults, field)
         parser.add_argument(
-            flag, type=type(default), default=default, dest=field, metavar=metavar,
+            flag, type=kind, default=default, dest=field, metavar=metavar,
             help=f"{text} (default {default:g})",
         )  # fmt: skip
 
-    number("--streams", "streams", "N", "idle streams to open")
-    number("--workers", "workers", "N", "gateway worker processes; N > 1 starts a redis-server")
-    number("--hold", "hold_s", "S", "seconds to hold every stream idle once all are open")
-    number("--ramp-per-s", "ramp_per_s", "R", "new streams per second")
+    count = at_least(int, 1)
+    seconds = at_least(float, 0.0)
+    positive = at_least(float, 0.0, strict=True)
+    number("--streams", "streams", "N", count, "idle streams to open")
     number(
-        "--max-pending", "max_pending", "N",
+        "--workers", "workers", "N", count, "gateway worker processes; N > 1 starts a redis-server"
+    )
+    number("--hold", "hold_s", "S", seconds, "seconds to hold every stream idle once all are open")
+    number("--ramp-per-s", "ramp_per_s", "R", positive, "new streams per second")
+    number(
+        "--max-pending", "max_pending", "N", count,
         "streams being opened at once: many more than the gateway's accept backlog "
         "(hypercorn: 100) make the kernel drop SYNs, retried after 1, 3, 7 s",
     )  # fmt: skip
@@ -864,7 +540,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="the gateway's [server] http_server (default: the gateway's own default)",
     )  # fmt: skip
     parser.add_argument(
-        "--open-timeout", type=float, default=None, dest="open_timeout_s", metavar="S",
+        "--open-timeout", type=positive, default=None, dest="open_timeout_s", metavar="S",
         help="give up on streams not open after S (default: streams / ramp + 60)",
     )  # fmt: skip
     add_output_options(parser, "write the figures here")
@@ -873,22 +549,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``idle`` with parsed `args`: print the table, write --json."""
-    if (
-        args.streams < 1
-        or args.workers < 1
-        or args.hold_s < 0
-        or args.ramp_per_s <= 0
-        or args.max_pending < 1
-    ):
-        print(
-            "python -m bench idle: --streams >= 1, --workers >= 1, --hold >= 0, "
-            "--ramp-per-s > 0, --max-pending >= 1",
-            file=sys.stderr,
-        )
-        return 2
     opts = options_from(args, IdleOptions)
-    if opts.log_dir is not None:
-        opts.log_dir.mkdir(parents=True, exist_ok=True)
 
     doc = run_measurement("idle", lambda: idle(opts))
     if isinstance(doc, int):

@@ -13,7 +13,6 @@ when interrupted by Ctrl-C (after printing the partial report).
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import threading
@@ -32,6 +31,7 @@ from bench.loadgen.report import (
 )
 from bench.loadgen.runner import LoadConfig, LoadResult, LoadRun, Progress
 from bench.loadgen.workload import PREFIX_TOKENS
+from bench.subcommand import at_least
 
 __all__ = ["add_parser", "run"]
 
@@ -60,34 +60,9 @@ Examples:
       --duration 30 --json run.json --plot run.png"""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (0 < value < math.inf):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+_positive_int = at_least(int, 1)
+_non_negative_int = at_least(int, 0)
+_positive_float = at_least(float, 0.0, strict=True)
 
 
 def _json_object(text: str) -> dict[str, Any]:

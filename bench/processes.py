@@ -1,10 +1,9 @@
-"""Server processes for the benchmarks: start, wait for, stop, and account from /proc.
+"""Server processes for the benchmarks: start, wait for and stop them.
 
 Every process is started in its own process group with its output in a log file, so
 that `Processes.close` can stop it with all its children (workers that outlive their
-parent included) and a failure can show the end of its log. The CPU and memory of a
-server are those of its whole process tree (the server and its descendants), read from
-/proc: Linux only. Everything listens on `HOST`, the loopback.
+parent included) and a failure can show the end of its log. What they cost is read
+from /proc by `bench.procfs`. Everything listens on `HOST`, the loopback.
 """
 
 from __future__ import annotations
@@ -16,22 +15,19 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = [
     "HOST",
     "Processes",
-    "cpu_delta",
     "env_with_repo",
     "free_port",
     "log_tail",
-    "proc_status",
-    "process_tree",
+    "server_processes",
     "stop_process",
-    "tree_cpu",
-    "tree_memory",
     "venv_bin",
     "wait_listening",
 ]
@@ -115,6 +111,19 @@ class Processes:
         return [p.pid for p in self.started]
 
 
+@contextlib.contextmanager
+def server_processes(log_dir: Path | None, prefix: str) -> Iterator[Processes]:
+    """`Processes` logging to `log_dir` (made if need be), or without one to a temporary
+    directory named `prefix`... that goes at the end; leaving stops every process."""
+    with contextlib.ExitStack() as stack:
+        if log_dir is None:
+            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        procs = Processes(log_dir)
+        stack.callback(procs.close)
+        yield procs
+
+
 def log_tail(path: Path | None, lines: int = 15) -> str:
     """The last `lines` lines of a log, "" if there is none (to say why a server failed)."""
     if path is None:
@@ -140,77 +149,3 @@ def env_with_repo() -> dict[str, str]:
     repo = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
-
-
-# -- /proc -----------------------------------------------------------------------
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(ppid, utime + stime in seconds) of `pid`, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    # fields[0] is state (field 3); ppid is field 4, utime 14, stime 15.
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """The numeric fields of /proc/`pid`/status (VmRSS, VmHWM, RssAnon, Threads, ...:
-    sizes in kB), or {} if it is gone."""
-    out: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                with contextlib.suppress(ValueError, IndexError):
-                    out[key] = int(value.split()[0])
-    except OSError:
-        return {}
-    return out
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and its live descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        st = _stat(int(entry))
-        if st is not None:
-            children.setdefault(st[0], []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def tree_cpu(root: int) -> dict[int, float]:
-    """CPU seconds so far of each process of the tree of `root`."""
-    out = {}
-    for pid in process_tree(root):
-        st = _stat(pid)
-        if st is not None:
-            out[pid] = st[1]
-    return out
-
-
-def tree_memory(root: int) -> tuple[int, int]:
-    """(sum of VmHWM, sum of VmRSS) of the tree of `root`, in bytes."""
-    hwm = rss = 0
-    for pid in process_tree(root):
-        status = proc_status(pid)
-        hwm += status.get("VmHWM", 0) * 1024
-        rss += status.get("VmRSS", 0) * 1024
-    return hwm, rss
-
-
-def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU seconds the tree spent between two `tree_cpu` readings (new processes whole)."""
-    return sum(t - before.get(pid, 0.0) for pid, t in after.items())

@@ -3,13 +3,16 @@
 Their options are a dataclass whose fields are the parsers' dests (`options_from`).
 Both start servers that must be stopped however the run ends: SIGTERM is turned into
 KeyboardInterrupt, so that their clean-up runs as on Ctrl-C, and an error becomes one
-line on stderr and an exit status rather than a traceback.
+line on stderr and an exit status rather than a traceback. Both say how the run goes
+on stderr (`echo`), and a document can say which code it measured (`gateway_source`).
+`at_least` makes the argparse types of the numeric options of every subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import signal
 import subprocess
 import sys
@@ -22,9 +25,19 @@ import orjson
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["add_output_options", "options_from", "parser_for", "run_measurement", "write_json"]
+__all__ = [
+    "add_output_options",
+    "at_least",
+    "echo",
+    "gateway_source",
+    "options_from",
+    "parser_for",
+    "run_measurement",
+    "write_json",
+]
 
 Options = TypeVar("Options", bound="DataclassInstance")
+Number = TypeVar("Number", int, float)
 
 
 def parser_for(
@@ -35,6 +48,26 @@ def parser_for(
         name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     return parser
+
+
+def at_least(
+    kind: Callable[[str], Number], low: Number, *, strict: bool = False
+) -> Callable[[str], Number]:
+    """An argparse type: a finite `kind` (int or float) >= `low`, or > `low` if `strict`;
+    a bad value exits with argparse's usage message and status 2."""
+    noun = "an integer" if kind is int else "a number"
+    bound = f"{'>' if strict else '>='} {low:g}"
+
+    def parse(text: str) -> Number:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
 
 
 def add_output_options(parser: argparse.ArgumentParser, json_help: str) -> None:
@@ -76,3 +109,33 @@ def write_json(path: Path | None, doc: dict[str, Any]) -> None:
     if path is not None:
         path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
         print(f"wrote {path}")
+
+
+def echo(enabled: bool) -> Callable[[str], None]:
+    """A function that prints a progress line on stderr, or does nothing if not `enabled`."""
+
+    def say(text: str) -> None:
+        if enabled:
+            print(text, file=sys.stderr, flush=True)
+
+    return say
+
+
+def gateway_source() -> dict[str, Any]:
+    """The commit measured and the files of gateway/ changed since (work in progress)."""
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*argv: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *argv], cwd=repo, capture_output=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.decode(errors="replace").rstrip() if done.returncode == 0 else None
+
+    changed = git("status", "--porcelain", "--", "gateway")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "gateway_changes": [line[3:] for line in changed.splitlines()] if changed else [],
+    }

@@ -6,8 +6,8 @@ with RPM, TPM and prepaid credit on priced models, so that auth, limits and acco
 are on as in production. With more than one worker the gateway needs a shared store:
 `start_redis` runs a ``redis-server`` without persistence on a free loopback port.
 Each start function waits until its server answers and returns where it listens
-(`Server`, `Redis`); `bench.processes.Processes` stops them. The peer gateways
-(LiteLLM, Portkey) are in `bench.peers`.
+(`Server`, `Redis`; `start_stack` all three as a `Stack`); `bench.processes.Processes`
+stops them. The peer gateways (LiteLLM, Portkey) are in `bench.peers`.
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ __all__ = [
     "GatewaySetup",
     "Redis",
     "Server",
+    "Stack",
     "find_redis_server",
     "gateway_config",
     "start_gateway",
     "start_redis",
+    "start_stack",
     "start_upstream",
 ]
 
@@ -248,3 +250,42 @@ def start_gateway(
     custom = setup is not None and setup.models is not None
     models = {} if custom else {name: s.gateway_model for name, s in SCENARIOS.items()}
     return Server("gateway", proc, port, f"http://{HOST}:{port}/v1", models, key, log_path=log)
+
+
+# -- all three -------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """The fake upstream, the gateway in front of it, and its Redis (workers > 1)."""
+
+    upstream: Server
+    gateway: Server
+    redis: Redis | None = None
+
+    @property
+    def logs(self) -> dict[str, Path | None]:
+        """Each server's log, to show its end when a run fails."""
+        logs = {"upstream": self.upstream.log_path, "gateway": self.gateway.log_path}
+        if self.redis is not None:
+            logs["redis"] = self.redis.log_path
+        return logs
+
+
+def start_stack(
+    procs: Processes, timeout_s: float, workers: int, setup: GatewaySetup, key_name: str
+) -> Stack:
+    """The fake upstream, a Redis when `workers` > 1, and the gateway with `workers`
+    workers, `setup` and a managed key named `key_name`."""
+    upstream = start_upstream(procs, timeout_s)
+    redis = None
+    if workers > 1:
+        binary = find_redis_server()
+        if binary is None:
+            raise RuntimeError(
+                "--workers > 1 needs redis-server on PATH (apt-get install redis-server)"
+            )
+        redis = start_redis(procs, binary, timeout_s)
+    redis_url = redis.url if redis is not None else None
+    gateway = start_gateway(procs, upstream, timeout_s, workers, redis_url, setup, key_name)
+    return Stack(upstream, gateway, redis)

@@ -45,12 +45,17 @@ _SSL_CONTEXT: ssl.SSLContext | None = None
 
 
 class TransportError(Exception):
-    """The request failed below HTTP status level; `kind` is a key of ERROR_KINDS."""
+    """The request failed below HTTP status level; `kind` is a key of ERROR_KINDS.
 
-    def __init__(self, kind: str, detail: str = "") -> None:
+    `errno` is the OS's error number of a failed connect when one is known, to tell
+    a refused connection from exhausted ports or a full backlog.
+    """
+
+    def __init__(self, kind: str, detail: str = "", errno: int | None = None) -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
         self.detail = detail or kind
+        self.errno = errno
 
 
 class _Stale(Exception):
@@ -96,12 +101,15 @@ class Target:
         return f"{self.scheme}://{self.host_header}{self.path}"
 
 
-def _connect_error(exc: OSError) -> str:
-    """trio's "all attempts to connect failed", with the reason of the first attempt."""
+def _connect_error(exc: OSError) -> TransportError:
+    """trio's "all attempts to connect failed", with the reason (and errno) of the first
+    attempt."""
     cause = exc.__cause__
     if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-        return f"{exc}: {cause.exceptions[0]}"
-    return str(exc)
+        first = cause.exceptions[0]
+        code = first.errno if isinstance(first, OSError) else None
+        return TransportError("connect", f"{exc}: {first}", code)
+    return TransportError("connect", str(exc))
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -208,7 +216,7 @@ class Connection:
                 self._socket = stream.socket
                 self._stream = stream
         except OSError as exc:
-            raise TransportError("connect", _connect_error(exc)) from None
+            raise _connect_error(exc) from None
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_EVENT_BYTES)
         self._used = False
         if self._on_connect is not None:

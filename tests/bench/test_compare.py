@@ -21,7 +21,7 @@ from bench.compare import (
     summarise_half_saturation,
 )
 from bench.peers import PORTKEY_NPX
-from bench.processes import process_tree
+from bench.procfs import process_tree
 from bench.scenarios import SCENARIOS
 from bench.targets import gateway_config
 from tests.bench.leftover_processes import processes_under

@@ -5,17 +5,35 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from bench.idle import add_parser, fd_needs, gateway_setup, max_streams, run
-from bench.processes import process_tree
-from bench.targets import gateway_config
+from bench.fakes.openai import FakeOpenAI
+from bench.fakes.threaded import run_fake_openai
+from bench.idle import (
+    add_parser,
+    fd_needs,
+    gateway_setup,
+    max_streams,
+    normal_request,
+    run,
+)
+from bench.loadgen.client import Target
+from bench.procfs import process_tree
+from bench.targets import UPSTREAM_KEY, gateway_config
 from tests.bench.leftover_processes import processes_under
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeOpenAI, str]]:
+    """A fake OpenAI upstream in a thread, and its base URL."""
+    with run_fake_openai() as running:
+        yield running
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -113,3 +131,26 @@ def test_gateway_config_sizes_the_pool() -> None:
                            gateway_setup(10, 1.0, "hypercorn"))  # fmt: skip
     assert "max_connections = 512" in small and "redis_url" not in small
     assert 'http_server = "hypercorn"' in small
+
+
+async def test_normal_request_says_ok_or_why(fake: tuple[FakeOpenAI, str]) -> None:
+    target = Target.from_base_url(fake[1])
+    assert await normal_request(target, UPSTREAM_KEY, "m", False) == "ok"
+    assert await normal_request(target, UPSTREAM_KEY, "m@chunks=3", True) == "ok"
+    assert (await normal_request(target, "sk-wrong", "m", False)).startswith("HTTP 401: ")
+    assert (await normal_request(target, UPSTREAM_KEY, "m@reset_after=1", True)).startswith(
+        "reset: "
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--streams", "0"], ["--hold", "-1"], ["--ramp-per-s", "0"], ["--open-timeout", "inf"]],
+)
+def test_bad_numbers_are_refused_by_the_parser(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _parse(argv)
+    assert exit_.value.code == 2
+    assert f"argument {argv[0]}: must be" in capsys.readouterr().err
