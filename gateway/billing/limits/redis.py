@@ -66,7 +66,7 @@ from gateway.billing.limits.core import (
     unlimited_admission,
     zero_seed,
 )
-from gateway.billing.limits.memory import SingleFlight
+from gateway.billing.limits.single_flight import SingleFlight
 from gateway.errors import GatewayError, InternalError, UpstreamUnavailable
 from gateway.store.periods import SpendPeriod, period_start
 from gateway.store.records import MAX_MICROS, KeyLimits
