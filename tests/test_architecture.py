@@ -54,7 +54,10 @@ PURE = [
     "auth/principal.py",
     "auth/manage.py",
     "billing/spend.py",
+    "billing/limits/budget.py",
     "billing/limits/core.py",
+    "billing/limits/gcra.py",
+    "billing/limits/responses.py",
     "store/records.py",
     "store/periods.py",
     "store/redis_url.py",
@@ -241,8 +244,6 @@ def test_no_vendor_branches_outside_providers() -> None:
 MAX_LINES = 700
 # Being split into smaller modules; this list only shrinks.
 NOT_YET_SPLIT = {
-    "billing/limits/core.py",
-    "billing/limits/redis.py",
     "openai/validate.py",
     "providers/anthropic/legacy.py",
     "providers/gemini/legacy.py",

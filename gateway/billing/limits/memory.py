@@ -16,22 +16,24 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from gateway.billing.limits.core import (
+from gateway.billing.limits.budget import (
     DEFAULT_RESERVATION_TTL_S,
-    Admission,
     BudgetSeed,
+    Seeder,
+    new_generation,
+    zero_seed,
+)
+from gateway.billing.limits.core import (
+    Admission,
     KeyState,
     LimiterStats,
-    Seeder,
     admit_state,
     apply_seed,
     check_request,
-    new_generation,
     settle_state,
     status_dict,
     topup_state,
     unlimited_admission,
-    zero_seed,
 )
 from gateway.billing.limits.single_flight import SingleFlight
 from gateway.errors import GatewayError, InternalError

@@ -44,27 +44,25 @@ from typing import Any, Final
 
 import trio
 
-from gateway.billing.limits.core import (
+from gateway.billing.limits.budget import (
     DEFAULT_RESERVATION_TTL_S,
-    Admission,
     BudgetSeed,
     BudgetState,
-    KeyState,
-    LimiterStats,
-    RateState,
     Seeder,
-    check_request,
-    credit_error,
     new_generation,
     new_reservation_id,
-    rate_limited_error,
-    rate_window,
-    spend_limit_error,
-    status_dict,
-    to_ms,
-    unlimited_admission,
     zero_seed,
 )
+from gateway.billing.limits.core import (
+    Admission,
+    KeyState,
+    LimiterStats,
+    check_request,
+    status_dict,
+    unlimited_admission,
+)
+from gateway.billing.limits.gcra import RateState, rate_window, to_ms
+from gateway.billing.limits.responses import credit_error, rate_limited_error, spend_limit_error
 from gateway.billing.limits.scripts import (
     ADMIT_LUA,
     LOAD_LUA,

@@ -3,7 +3,7 @@
 The scripts are kept as `.lua` files (package data) so that they read, diff and lint
 as Lua. Admission, settlement and status share the helpers of `common.lua`, which is
 prepended to each. The numbers the Lua arithmetic shares with Python (the window and
-the debt cap of `gateway.billing.limits.core`) are written in the files as
+the debt cap of `gateway.billing.limits.gcra`) are written in the files as
 `${NAME}` and filled in here from the Python constants, so each has one home (a
 placeholder naming no constant is an error at import).
 """
@@ -14,7 +14,7 @@ import re
 from importlib.resources import files
 from typing import Final
 
-from gateway.billing.limits.core import MAX_DEBT_WINDOWS, WINDOW_MS
+from gateway.billing.limits.gcra import MAX_DEBT_WINDOWS, WINDOW_MS
 
 __all__ = [
     "ADMIT_LUA",

@@ -10,7 +10,7 @@ from importlib.resources import files
 import pytest
 
 from gateway.billing.limits import scripts
-from gateway.billing.limits.core import MAX_DEBT_WINDOWS, WINDOW_MS, RateState, store_backlog
+from gateway.billing.limits.gcra import MAX_DEBT_WINDOWS, WINDOW_MS, RateState, store_backlog
 from gateway.store.redis_client import RedisClient
 from tests.paths import REPO
 from tests.redis_server import RedisServer

@@ -1,6 +1,6 @@
 -- Helpers shared by admit.lua, settle.lua and status.lua: scripts.py prepends this
 -- file to each, and fills in W and DEBT below from the Python constants they are
--- named after (gateway/billing/limits/core.py), so both sides use the same numbers.
+-- named after (gateway/billing/limits/gcra.py), so both sides use the same numbers.
 -- Clamped backlog in ms*units and its write-back as (tat, carry).
 local W = ${WINDOW_MS}
 local DEBT = ${MAX_DEBT_WINDOWS}
