@@ -62,6 +62,7 @@ PURE = [
     "store/periods.py",
     "store/redis_url.py",
     "upstream/router.py",
+    "server/framing.py",
     "server/http11.py",
 ]
 IO_MODULES = {"trio", "httpx", "quart", "quart_trio", "hypercorn", "anyio", "socket", "sqlite3"}
