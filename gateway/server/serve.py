@@ -105,7 +105,7 @@ class _Server:
         self.options = options
         self.local = local
         self.draining = False
-        self.idle: set[_Connection] = set()  # connections waiting for a request head
+        self.idle: set[_ClientConnection] = set()  # connections waiting for a request head
         self.open = 0
         self.all_closed = trio.Event()  # set once draining and no connection is left
 
@@ -119,14 +119,14 @@ class _Server:
     async def handle(self, stream: trio.SocketStream) -> None:
         self.open += 1
         try:
-            await _Connection(self, stream).run()
+            await _ClientConnection(self, stream).run()
         finally:
             self.open -= 1
             if self.open == 0 and self.draining:
                 self.all_closed.set()
 
 
-class _Connection:
+class _ClientConnection:
     """One client connection: request heads in, responses out, one request at a time."""
 
     __slots__ = ("buf", "client", "eof", "idle_scope", "linger", "server", "stream")
@@ -148,7 +148,7 @@ class _Connection:
         try:
             while not self.eof:
                 head = await self._next_head()
-                if head is None or not await _Exchange(self, head).respond():
+                if head is None or not await _ServerExchange(self, head).respond():
                     break
             if self.linger and not self.eof:
                 await self._linger()
@@ -223,7 +223,7 @@ class _Connection:
         await self.stream.send_all(refusal(status, _error_body(status, message), _date.line()))
 
 
-class _Exchange:
+class _ServerExchange:
     """One request and its response: the ASGI receive and send of one call."""
 
     __slots__ = (
@@ -239,7 +239,7 @@ class _Exchange:
         "wait_scope",
     )
 
-    def __init__(self, conn: _Connection, head: RequestHead) -> None:
+    def __init__(self, conn: _ClientConnection, head: RequestHead) -> None:
         self.conn = conn
         self.head = head
         self.framer = ResponseFramer(head.method, head.http_version, head.keep_alive)
