@@ -14,6 +14,12 @@ load-tests any OpenAI-compatible endpoint (see bench/load.py).
 
 runs the same load against a fake upstream directly, through our gateway and through
 installed peers, alternating A B A B, and prints the table (see bench/compare.py).
+
+    python -m bench idle [--streams N] [--workers N] ...       (bench/idle.py)
+    python -m bench restart [--workers N] [--rounds N] ...     (bench/restart.py)
+
+measure the memory of idle streams, and the latency clients see while a worker is
+replaced.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, idle, load
+from bench import compare, idle, load, restart
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -64,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_parser(commands)
     idle.add_parser(commands)
     compare.add_parser(commands)
+    restart.add_parser(commands)
     return parser
 
 
@@ -78,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "compare":
         result: int = compare.run(args)
         return result
+    if args.command == "restart":
+        return restart.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(

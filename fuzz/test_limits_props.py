@@ -20,21 +20,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.billing.limits.budget import BudgetSeed, purge_reservations
 from gateway.billing.limits.core import (
-    WINDOW_MS,
     Admission,
-    BudgetSeed,
     KeyState,
     admit_state,
     apply_seed,
-    backlog,
     check_request,
-    format_duration,
-    purge_reservations,
     settle_state,
     status_dict,
-    to_ms,
 )
+from gateway.billing.limits.gcra import WINDOW_MS, backlog, to_ms
+from gateway.billing.limits.responses import format_duration
 from gateway.errors import BillingError, RateLimited
 from gateway.store.periods import SpendPeriod, period_start
 from gateway.store.records import MAX_LIMIT, KeyLimits

@@ -16,7 +16,8 @@ import trio
 from gateway.auth.cache import ManagedKeyStore
 from gateway.auth.principal import Authenticator, StaticKeyStore
 from gateway.billing.ledger import Ledger
-from gateway.billing.limits.core import BudgetSeed, LimitBackend
+from gateway.billing.limits.budget import BudgetSeed
+from gateway.billing.limits.core import LimitBackend
 from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.config import Config
 from gateway.providers.registry import provider_for

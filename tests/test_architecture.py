@@ -54,11 +54,15 @@ PURE = [
     "auth/principal.py",
     "auth/manage.py",
     "billing/spend.py",
+    "billing/limits/budget.py",
     "billing/limits/core.py",
+    "billing/limits/gcra.py",
+    "billing/limits/responses.py",
     "store/records.py",
     "store/periods.py",
     "store/redis_url.py",
     "upstream/router.py",
+    "server/framing.py",
     "server/http11.py",
 ]
 IO_MODULES = {"trio", "httpx", "quart", "quart_trio", "hypercorn", "anyio", "socket", "sqlite3"}
@@ -241,9 +245,6 @@ def test_no_vendor_branches_outside_providers() -> None:
 MAX_LINES = 700
 # Being split into smaller modules; this list only shrinks.
 NOT_YET_SPLIT = {
-    "billing/limits/core.py",
-    "billing/limits/redis.py",
-    "openai/validate.py",
     "providers/anthropic/legacy.py",
     "providers/gemini/legacy.py",
     "providers/mock/schema_instance.py",

@@ -41,7 +41,7 @@ from typing import Final
 import orjson
 import trio
 
-from gateway.billing.limits.core import BudgetSeed
+from gateway.billing.limits.budget import BudgetSeed
 from gateway.store.periods import SpendPeriod
 from gateway.store.records import KeyLimits, StoreError, UsageRow
 from gateway.store.sqlite import AsyncSqlite
@@ -338,7 +338,7 @@ class Ledger:
             )
 
     async def seed(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
-        """A key's budget as the ledger knows it: a `limits.core.Seeder` for the limit backends.
+        """A key's budget as the ledger knows it: a `limits.budget.Seeder` for the limit backends.
         Spend and credit are read under one lock, journaled rows included."""
         store = self._db.store
         async with self._flush_lock:

@@ -1,5 +1,5 @@
-"""HTTP/1.1 wire format for the built-in server: request heads, chunked bodies, response
-heads. Pure (no I/O), so every rule is tested on bytes and fuzzed.
+"""HTTP/1.1 requests for the built-in server: request heads and chunked request bodies.
+Pure (no I/O), so every rule is tested on bytes and fuzzed; responses are `framing`'s.
 
 Strict where laxness has been exploited (reliability.md R8, request smuggling): a
 request with both Transfer-Encoding and Content-Length, a transfer coding other than
@@ -8,24 +8,21 @@ colon, control characters in a header value, or a second Host header is refused 
 400 (501 for unknown codings, 505 for other HTTP versions, 431 for too many headers).
 Line ends in a request head may be CRLF or bare LF (RFC 9112 2.2); a chunked body's
 framing must use CRLF (RFC 9112 7.1, reliability.md R11: a bare LF there, or a control
-character in a chunk extension, is refused). Output is always CRLF.
+character in a chunk extension, is refused).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from http import HTTPStatus
 
 __all__ = [
     "MAX_HEADERS",
     "ChunkedDecoder",
     "HTTPParseError",
     "RequestHead",
-    "chunk",
     "find_head_end",
     "parse_request_head",
-    "response_head",
 ]
 
 MAX_HEADERS = 100
@@ -271,35 +268,3 @@ def _crlf_line(buf: bytearray, nl: int) -> bytes:
     line = bytes(buf[: nl - 1])
     del buf[: nl + 1]
     return line
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
-
-
-_STATUS_LINES = {
-    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
-}
-
-
-def response_head(status: int, headers: list[tuple[bytes, bytes]], extra: bytes = b"") -> bytes:
-    """Status line and headers, CRLF-terminated, with `extra` (pre-encoded header lines)
-    added before the blank line. Header names and values must not contain CR or LF:
-    a value that does is refused (ValueError), it would split the response."""
-    line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, _reason(status))
-    parts = [line]
-    for name, value in headers:
-        if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-            raise ValueError(f"CR or LF in response header {name!r}")
-        parts.append(name + b": " + value + b"\r\n")
-    parts.append(extra)
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked response body (never empty: that would end the body)."""
-    return b"%x\r\n%b\r\n" % (len(data), data)

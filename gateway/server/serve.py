@@ -5,7 +5,9 @@ its trio worker costs ~400 us of CPU per trivial request and ~30 us per streamed
 chunk on this machine, more than the whole gateway around it (docs/performance.md).
 This server does one thing: HTTP/1.1 with keep-alive, one task per connection, the
 app called in that task, a whole response written with one `send`, streamed bodies
-chunk-encoded with one `send` per ASGI message.
+chunk-encoded with one `send` per ASGI message. The bytes of a response are decided
+by `framing` (pure), those of a request head parsed by `http11` (pure); this module
+moves them between sockets and the app.
 
 What a client can rely on:
 - request heads are parsed strictly (gateway/http11.py: smuggling-prone forms get a
@@ -39,14 +41,13 @@ from urllib.parse import unquote
 import trio
 
 from gateway.errors import GatewayError
+from gateway.server.framing import CONTINUE, ResponseFramer, refusal
 from gateway.server.http11 import (
     ChunkedDecoder,
     HTTPParseError,
     RequestHead,
-    chunk,
     find_head_end,
     parse_request_head,
-    response_head,
 )
 
 __all__ = ["ServerOptions", "serve"]
@@ -57,10 +58,7 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 READ_SIZE = 65536
 MAX_PIPELINED = 65536  # bytes of a next request buffered while a response streams
 LINGER_S = 2.0  # after a response to a request we did not read to its end
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-NO_BODY_STATUSES = frozenset({204, 304})
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 
@@ -107,7 +105,7 @@ class _Server:
         self.options = options
         self.local = local
         self.draining = False
-        self.idle: set[_Connection] = set()  # connections waiting for a request head
+        self.idle: set[_ClientConnection] = set()  # connections waiting for a request head
         self.open = 0
         self.all_closed = trio.Event()  # set once draining and no connection is left
 
@@ -121,14 +119,14 @@ class _Server:
     async def handle(self, stream: trio.SocketStream) -> None:
         self.open += 1
         try:
-            await _Connection(self, stream).run()
+            await _ClientConnection(self, stream).run()
         finally:
             self.open -= 1
             if self.open == 0 and self.draining:
                 self.all_closed.set()
 
 
-class _Connection:
+class _ClientConnection:
     """One client connection: request heads in, responses out, one request at a time."""
 
     __slots__ = ("buf", "client", "eof", "idle_scope", "linger", "server", "stream")
@@ -150,7 +148,7 @@ class _Connection:
         try:
             while not self.eof:
                 head = await self._next_head()
-                if head is None or not await _Exchange(self, head).respond():
+                if head is None or not await _ServerExchange(self, head).respond():
                     break
             if self.linger and not self.eof:
                 await self._linger()
@@ -222,48 +220,35 @@ class _Connection:
 
     async def _refuse(self, status: int, message: str) -> None:
         self.linger = True
-        body = _error_body(status, message)
-        extra = b"content-type: application/json\r\nconnection: close\r\n" + _date.line()
-        head = response_head(status, [(b"content-length", b"%d" % len(body))], extra)
-        await self.stream.send_all(head + body)
+        await self.stream.send_all(refusal(status, _error_body(status, message), _date.line()))
 
 
-class _Exchange:
+class _ServerExchange:
     """One request and its response: the ASGI receive and send of one call."""
 
     __slots__ = (
         "body_left",
-        "complete",
         "conn",
         "continue_due",
         "decoder",
         "empty_due",
+        "framer",
         "head",
-        "head_sent",
-        "keep_alive",
-        "length_left",
-        "mode",
         "request_done",
-        "resp_headers",
-        "status",
+        "sent",
         "wait_scope",
     )
 
-    def __init__(self, conn: _Connection, head: RequestHead) -> None:
+    def __init__(self, conn: _ClientConnection, head: RequestHead) -> None:
         self.conn = conn
         self.head = head
-        self.keep_alive = head.keep_alive
+        self.framer = ResponseFramer(head.method, head.http_version, head.keep_alive)
         self.continue_due = head.expect_continue
         self.decoder: ChunkedDecoder | None = ChunkedDecoder() if head.chunked else None
         self.body_left = head.content_length or 0
         self.request_done = not head.chunked and not self.body_left  # all read off the wire
         self.empty_due = self.request_done  # a bodiless request still gets one http.request
-        self.status = 0
-        self.resp_headers: list[tuple[bytes, bytes]] = []
-        self.head_sent = False
-        self.complete = False
-        self.mode = ""  # "length", "chunked", "close" (HTTP/1.0 stream), "none" (no body)
-        self.length_left = -1  # body bytes the app's own content-length still allows
+        self.sent = False  # the whole response is written (framed is not enough)
         self.wait_scope: trio.CancelScope | None = None
 
     def scope(self) -> dict[str, Any]:
@@ -287,17 +272,17 @@ class _Exchange:
     async def respond(self) -> bool:
         """Run the app for this request; True if the connection may take another."""
         conn = self.conn
+        framer = self.framer
         try:
             await conn.server.app(self.scope(), self.receive, self.send)
         except Exception:
             log.exception("unhandled error in the app for %s %s", self.head.method, self.head.path)
-            if not self.head_sent and not conn.eof:
+            if not framer.head_sent and not conn.eof:
                 await self._send_500("The server failed unexpectedly.")
         else:
-            if self.complete:
-                if self.request_done:
-                    return self.keep_alive and not conn.eof
-            elif not self.head_sent and not conn.eof:
+            if framer.keeps_connection(request_read=self.request_done):
+                return not conn.eof
+            if not framer.head_sent and not conn.eof:
                 log.error("the app sent no response for %s %s", self.head.method, self.head.path)
                 await self._send_500("The server sent no response.")
         # Closing. The rest of an unread body would be taken for the next request.
@@ -354,7 +339,7 @@ class _Exchange:
                 body = decoder.feed(data)
             except HTTPParseError:
                 # The framing is broken: nothing after this can be trusted.
-                self.keep_alive = False
+                self.framer.must_close()
                 conn.eof = True
                 return DISCONNECT
             if decoder.done:
@@ -367,7 +352,7 @@ class _Exchange:
     async def _wait_disconnect(self) -> dict[str, Any]:
         """Block until the client goes away (or the response is complete)."""
         conn = self.conn
-        if self.complete or conn.eof:
+        if self.sent or conn.eof:
             return DISCONNECT
         with trio.CancelScope() as scope:
             self.wait_scope = scope
@@ -390,103 +375,31 @@ class _Exchange:
     # -- send ---------------------------------------------------------------------
 
     async def send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "http.response.body":
-            if self.complete:
-                await trio.lowlevel.checkpoint()
-                return
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            if not self.head_sent:
-                await self._first_body(body, more)
-            elif self.mode == "chunked":
-                if more:
-                    if body:
-                        await self._write(chunk(body))
-                else:
-                    await self._write(chunk(body) + LAST_CHUNK if body else LAST_CHUNK)
-            elif body and self.mode != "none":
-                await self._write(self._within_length(body) if self.length_left >= 0 else body)
-            if not more:
-                if self.length_left > 0:  # shorter than the app's content-length said
-                    self.keep_alive = False
-                self._completed()
-        elif kind == "http.response.start":
-            if self.head_sent or self.status:
-                raise RuntimeError("http.response.start sent twice")
-            self.status = message["status"]
-            self.resp_headers = list(message.get("headers", ()))
-        else:
-            raise RuntimeError(f"unexpected ASGI message type {kind!r}")
+        """ASGI send: one write per message that puts bytes on the wire (`framing`)."""
+        framer = self.framer
+        if framer.complete:  # a body after the end is dropped (a start still raises)
+            framer.send(message)
+            await trio.lowlevel.checkpoint()
+            return
+        if framer.head_sent or message["type"] != "http.response.body":
+            data = framer.send(message)
+        else:  # the head goes out now: whether it may promise keep-alive is known now
+            close = self.conn.server.draining or not self.request_done
+            data = framer.send(message, date=_date.line(), close=close)
+        if data:
+            await self._write(data)
+        if framer.complete:
+            self._completed()
 
     def _completed(self) -> None:
-        self.complete = True
+        """The last bytes are written: a receive waiting for the client hears it gone."""
+        self.sent = True
         if self.wait_scope is not None:
             self.wait_scope.cancel()
 
-    def _within_length(self, body: bytes) -> bytes:
-        """`body` cut to what the app's content-length still allows: bytes beyond it
-        would be read as the start of the next response."""
-        if len(body) > self.length_left:
-            body = body[: self.length_left]
-            self.keep_alive = False
-        self.length_left -= len(body)
-        return body
-
-    def _extra(self) -> bytes:
-        if self.conn.server.draining or not self.request_done:
-            self.keep_alive = False  # an unread request body: we will close, so say so
-        if not self.keep_alive:
-            return _date.line() + b"connection: close\r\n"
-        if self.head.http_version == "1.0":
-            return _date.line() + b"connection: keep-alive\r\n"
-        return _date.line()
-
-    async def _first_body(self, body: bytes, more: bool) -> None:
-        if not self.status:
-            raise RuntimeError("http.response.body before http.response.start")
-        headers = self.resp_headers
-        status = self.status
-        given_length = -1
-        is_head = self.head.method == "HEAD"
-        for name, value in headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                given_length = int(value)  # a bad value raises into the app: a 500
-                if given_length < 0:
-                    raise ValueError(f"negative content-length {value!r}")
-            elif lower in (b"transfer-encoding", b"connection"):
-                if lower == b"connection" and b"close" in value.lower():
-                    self.keep_alive = False
-                headers = [(n, v) for n, v in headers if n.lower() != lower]
-        if status in NO_BODY_STATUSES or status < 200:
-            mode, framing, payload = "none", b"", b""
-        elif given_length >= 0:
-            mode, framing, payload = "length", b"", body
-            self.length_left = -1 if is_head else given_length
-        elif not more:  # the whole body in one message: we know its length
-            mode, framing, payload = "none", b"content-length: %d\r\n" % len(body), body
-        elif self.head.http_version == "1.0":
-            mode, framing, payload = "close", b"", body  # the body ends with the connection
-            self.keep_alive = False
-        else:
-            mode, framing = "chunked", b"transfer-encoding: chunked\r\n"
-            payload = chunk(body) if body else b""
-        if is_head:
-            mode, payload = "none", b""
-        out = response_head(status, headers, framing + self._extra())
-        self.head_sent = True  # only once the head is valid: else the app gets a 500
-        self.mode = mode
-        if mode == "length":
-            payload = self._within_length(payload)
-        await self._write(out + payload)
-
     async def _send_500(self, message: str) -> None:
         """The response of an app that failed before starting its own; then close."""
-        self.keep_alive = False
-        self.status = 500
-        self.resp_headers = [(b"content-type", b"application/json")]
-        await self._first_body(_error_body(500, message), False)
+        await self._write(self.framer.fail(_error_body(500, message), date=_date.line()))
         self._completed()
 
     async def _write(self, data: bytes) -> None:

@@ -82,7 +82,7 @@ def encode_command(args: Sequence[object]) -> bytes:
     return b"".join(out)
 
 
-class _Connection:
+class _RedisConnection:
     """One connection and its read buffer."""
 
     __slots__ = ("buf", "stream")
@@ -148,7 +148,7 @@ class RedisClient:
         self._connect_timeout_s = connect_timeout_s
         self._slots = trio.Semaphore(max_connections)
         self._max_connections = max_connections
-        self._idle: list[_Connection] = []
+        self._idle: list[_RedisConnection] = []
         self._ssl: ssl.SSLContext | None = (
             ssl.create_default_context() if self.address.tls else None
         )
@@ -175,7 +175,7 @@ class RedisClient:
         for conn in idle:
             await trio.aclose_forcefully(conn.stream)
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> _RedisConnection:
         a = self.address
         where = a.unix_path or f"{a.host}:{a.port}"
         try:
@@ -195,14 +195,14 @@ class RedisClient:
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as e:
             raise RedisConnectionError(f"cannot connect to Redis at {where}: {_reason(e)}") from e
 
-    async def _handshake(self, stream: trio.abc.Stream) -> _Connection:
+    async def _handshake(self, stream: trio.abc.Stream) -> _RedisConnection:
         """TLS, AUTH and SELECT on a new connection, as the URL asks."""
         a = self.address
         if self._ssl is not None:
             tls = trio.SSLStream(stream, self._ssl, server_hostname=a.host)
             await tls.do_handshake()
             stream = tls
-        conn = _Connection(stream)
+        conn = _RedisConnection(stream)
         if a.password is not None:
             auth: list[object] = ["AUTH", a.password]
             if a.username:
@@ -213,7 +213,7 @@ class RedisClient:
         return conn
 
     @staticmethod
-    async def _roundtrip(conn: _Connection, command: bytes) -> Any:
+    async def _roundtrip(conn: _RedisConnection, command: bytes) -> Any:
         await conn.stream.send_all(command)
         reply = await conn.reply()
         if isinstance(reply, ResponseError):

@@ -78,7 +78,7 @@ _POLL_BAD: Final = select.POLLIN | select.POLLERR | select.POLLHUP | select.POLL
 _IO_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-class _Conn:
+class _PooledConnection:
     """One upstream connection: the stream, its h11 state and its raw socket."""
 
     __slots__ = ("h11", "idle_since", "receive_some", "sock", "stream")
@@ -119,12 +119,12 @@ class _Pool:
         self.host = host
         self.port = port
         self.host_header = host_header
-        self.idle: list[_Conn] = []
+        self.idle: list[_PooledConnection] = []
         # Checked-out connections <= limit; idle ones are only created by returning a
         # checked-out one, so open connections <= limit too.
         self.slots = trio.Semaphore(limit)
 
-    def take_idle(self, now: float, expiry_s: float) -> _Conn | None:
+    def take_idle(self, now: float, expiry_s: float) -> _PooledConnection | None:
         """The most recently used live idle connection, closing stale ones on the way."""
         idle = self.idle
         while idle:
@@ -135,7 +135,7 @@ class _Pool:
             return conn
         return None
 
-    def put_idle(self, conn: _Conn, now: float, expiry_s: float) -> None:
+    def put_idle(self, conn: _PooledConnection, now: float, expiry_s: float) -> None:
         """Keep `conn` for reuse; close the expired ones at the bottom of the stack."""
         conn.idle_since = now
         idle = self.idle
@@ -175,9 +175,9 @@ class H11Transport:
         self._pools: dict[tuple[str, str], _Pool] = {}
         self._closed = False
 
-    def open(self, req: UpstreamRequest, ctx: CallContext) -> _Exchange:
+    def open(self, req: UpstreamRequest, ctx: CallContext) -> _UpstreamExchange:
         """One request/response exchange, as an async context manager."""
-        return _Exchange(self, req)
+        return _UpstreamExchange(self, req)
 
     async def aclose(self) -> None:
         """Close every idle connection; connections in use are closed when released."""
@@ -186,7 +186,7 @@ class H11Transport:
             pool.close_idle()
         await trio.lowlevel.checkpoint()
 
-    # -- internals used by _Exchange ----------------------------------------------------
+    # -- internals used by _UpstreamExchange --------------------------------------------
 
     def _pool_and_target(self, url: str) -> tuple[_Pool, bytes]:
         """The pool for the URL's origin and the request target (path and query)."""
@@ -227,7 +227,7 @@ class H11Transport:
             self._ssl_context = context
         return self._ssl_context
 
-    async def _connect(self, pool: _Pool) -> _Conn:
+    async def _connect(self, pool: _Pool) -> _PooledConnection:
         """A new connection (TCP, and TLS for https) within the connect timeout."""
         with trio.move_on_after(self._connect_timeout_s) as scope:
             try:
@@ -235,7 +235,8 @@ class H11Transport:
             except OSError:
                 raise self._unreachable("ConnectError") from None
             if not pool.tls:
-                return _Conn(tcp, tcp.socket)  # trio sets TCP_NODELAY on every SocketStream
+                # trio sets TCP_NODELAY on every SocketStream
+                return _PooledConnection(tcp, tcp.socket)
             stream = trio.SSLStream(
                 tcp, self._ssl(), server_hostname=pool.host, https_compatible=True
             )
@@ -247,7 +248,7 @@ class H11Transport:
             except BaseException:
                 tcp.socket.close()
                 raise
-            return _Conn(stream, tcp.socket)
+            return _PooledConnection(stream, tcp.socket)
         assert scope.cancelled_caught
         raise UpstreamTimeout(
             f"Timed out connecting to the upstream '{self._name}'.", code="upstream_timeout"
@@ -285,7 +286,7 @@ class H11Transport:
         return h11.Request(method=b"POST", target=target, headers=headers)
 
 
-class _Exchange:
+class _UpstreamExchange:
     """One request on a pooled connection; the async context manager and the response."""
 
     __slots__ = ("_conn", "_done", "_pool", "_req", "_t", "headers", "status")
@@ -294,12 +295,12 @@ class _Exchange:
         self._t = transport
         self._req = req
         self._pool: _Pool | None = None  # set while we hold a slot of it
-        self._conn: _Conn | None = None
+        self._conn: _PooledConnection | None = None
         self._done = False  # the response body was read to its end
         self.status = 0
         self.headers: Mapping[str, str] = {}
 
-    async def __aenter__(self) -> _Exchange:
+    async def __aenter__(self) -> _UpstreamExchange:
         t = self._t
         if t._closed:
             raise UpstreamError(
@@ -365,7 +366,9 @@ class _Exchange:
 
     # -- internals ---------------------------------------------------------------------
 
-    async def _send_and_read_head(self, pool: _Pool, conn: _Conn, target: bytes) -> None:
+    async def _send_and_read_head(
+        self, pool: _Pool, conn: _PooledConnection, target: bytes
+    ) -> None:
         t = self._t
         h = conn.h11
         body = self._req.body

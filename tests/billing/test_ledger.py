@@ -17,7 +17,7 @@ import trio
 
 from gateway.auth.keys import new_key
 from gateway.billing.ledger import Ledger, read_journal
-from gateway.billing.limits.core import BudgetSeed
+from gateway.billing.limits.budget import BudgetSeed
 from gateway.store.records import KeyLimits, NewKey, StoreError, UsageRow
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
 

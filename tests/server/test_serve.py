@@ -1010,6 +1010,45 @@ async def test_lifespan_messages_in_order() -> None:
     assert events == ["startup", "listening", "request", "shutdown"]
 
 
+async def test_listen_is_called_once_the_app_has_started() -> None:
+    """A worker joining the port's SO_REUSEPORT group must not be handed connections
+    while its app starts (they would wait for the whole start-up): `serve` opens its
+    listening socket only after the lifespan startup has completed."""
+    events: list[str] = []
+    trigger = trio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await respond(send, 200, b"")
+            return
+        assert (await receive())["type"] == "lifespan.startup"
+        for _ in range(5):  # let anything that would run early run now
+            await trio.lowlevel.checkpoint()
+        events.append("started")
+        await send({"type": "lifespan.startup.complete"})
+        assert (await receive())["type"] == "lifespan.shutdown"
+        await send({"type": "lifespan.shutdown.complete"})
+
+    def listen() -> socket.socket:
+        events.append("listen")
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        return sock
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as n:
+            opts = ServerOptions(graceful_timeout_s=1.0)
+            run = partial(
+                serve, app, "127.0.0.1", 0, opts, listen=listen, shutdown_trigger=trigger.wait
+            )
+            port = await n.start(run)
+            c = await Client.connect(port)
+            assert (await c.request()).status == 200
+            trigger.set()
+    assert events == ["started", "listen"]
+
+
 async def test_startup_failure_makes_serve_raise() -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "lifespan"

@@ -5,8 +5,9 @@ limits exactly (reliability.md R14): admission is ONE script call that checks th
 budget, RPM and TPM and makes every reservation atomically, so 400 requests released
 at once from any number of processes against RPM=100 admit exactly 100. Settlement
 is one more script call. The arithmetic is `gateway.billing.limits.core`' exact integer GCRA and
-budget rules, mirrored line for line in Lua (values stay below 2**53, so Lua's double
-numbers are exact; numbers are written with `%d`, never Lua's lossy `%.14g`).
+budget rules, mirrored line for line in Lua (`lua/*.lua`, loaded by `scripts`; values
+stay below 2**53, so Lua's double numbers are exact; numbers are written with `%d`,
+never Lua's lossy `%.14g`).
 
 One hash per key, `<prefix>{<key_id>}` (the braces keep a key on one Redis Cluster
 slot): `rt rc` and `tt tc` (request and token TAT in ms plus carry), and once the
@@ -43,309 +44,41 @@ from typing import Any, Final
 
 import trio
 
-from gateway.billing.limits.core import (
+from gateway.billing.limits.budget import (
     DEFAULT_RESERVATION_TTL_S,
-    MAX_DEBT_WINDOWS,
-    WINDOW_MS,
-    Admission,
     BudgetSeed,
     BudgetState,
-    KeyState,
-    LimiterStats,
-    RateState,
     Seeder,
-    check_request,
-    credit_error,
     new_generation,
     new_reservation_id,
-    rate_limited_error,
-    rate_window,
-    spend_limit_error,
-    status_dict,
-    to_ms,
-    unlimited_admission,
     zero_seed,
 )
-from gateway.billing.limits.memory import SingleFlight
+from gateway.billing.limits.core import (
+    Admission,
+    KeyState,
+    LimiterStats,
+    check_request,
+    status_dict,
+    unlimited_admission,
+)
+from gateway.billing.limits.gcra import RateState, rate_window, to_ms
+from gateway.billing.limits.responses import credit_error, rate_limited_error, spend_limit_error
+from gateway.billing.limits.scripts import (
+    ADMIT_LUA,
+    LOAD_LUA,
+    SETTLE_LUA,
+    STATUS_LUA,
+    TOPUP_LUA,
+)
+from gateway.billing.limits.single_flight import SingleFlight
 from gateway.errors import GatewayError, InternalError, UpstreamUnavailable
 from gateway.store.periods import SpendPeriod, period_start
 from gateway.store.records import MAX_MICROS, KeyLimits
 from gateway.store.redis_client import RedisClient, RedisError
 
-__all__ = ["ADMIT_LUA", "SETTLE_LUA", "STATUS_LUA", "RedisLimitBackend", "open_redis_backend"]
+__all__ = ["RedisLimitBackend", "open_redis_backend"]
 
 log = logging.getLogger("gateway.billing.limits.core")
-
-# Shared Lua helpers: clamped backlog in ms*units and its write-back as (tat, carry).
-_LUA_COMMON = f"""
-local W = {WINDOW_MS}
-local DEBT = {MAX_DEBT_WINDOWS}
-local function d(x) return string.format('%d', x) end
-local function num(v) if v then return tonumber(v) end return 0 end
-local function backlog(tat, carry, now, lim)
-  local b = (tat - now) * lim + carry
-  if b < 0 then return 0 end
-  return b
-end
-local function put(key, tf, cf, b, now, lim)
-  if b < 0 then b = 0 end
-  local cap = DEBT * W * lim
-  if b > cap then b = cap end
-  local q = math.floor(b / lim)
-  local tat = now + q
-  redis.call('HSET', key, tf, d(tat), cf, d(b - q * lim))
-  return tat
-end
-local function expire(key, zkey, has_budget, ttl, now, rt, tt)
-  -- a budget lives for the idle TTL; buckets only until they are empty again
-  local ms = math.max(rt, tt) - now + 1000
-  if has_budget and ttl > ms then ms = ttl end
-  if ms < 1000 then ms = 1000 end
-  redis.call('PEXPIRE', key, d(ms))
-  redis.call('PEXPIRE', zkey, d(ms))
-end
-local function expired(zkey, now)
-  -- the reservations that expired unsettled: their members and total micros
-  local gone = redis.call('ZRANGEBYSCORE', zkey, '-inf', d(now))
-  local freed = 0
-  for i = 1, #gone do
-    local v = tonumber(string.match(gone[i], ':(%d+)$'))  -- tombstones ('<id>:x') free 0
-    if v then freed = freed + v end
-  end
-  return gone, freed
-end
-local function purge(zkey, now)
-  local gone, freed = expired(zkey, now)
-  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', zkey, '-inf', d(now)) end
-  return freed
-end
-"""
-
-ADMIT_LUA: Final = (
-    _LUA_COMMON
-    + """
--- KEYS[1] the key's hash, KEYS[2] its reservations.
--- ARGV: now_ms rpm tpm est_tokens need_budget spend_limit period period_start
---       prepaid worst_micros idle_ttl_ms reservation_id reservation_ttl_ms
---       (rpm, tpm, spend_limit: -1 for none)
--- Returns {1} need seed | {2, spent, reserved} spend limit | {3, credit, reserved}
--- credit | {4, rq_backlog, tk_backlog} rate limited | {0, rq_backlog, tk_backlog, gen}
--- | {5} this reservation id was cancelled (its caller gave up before it ran)
-local key = KEYS[1]
-local zkey = KEYS[2]
-local now = tonumber(ARGV[1])
-local rpm = tonumber(ARGV[2])
-local tpm = tonumber(ARGV[3])
-local est = tonumber(ARGV[4])
-local need_budget = ARGV[5] == '1'
-local limit = tonumber(ARGV[6])
-local period = ARGV[7]
-local pstart = tonumber(ARGV[8])
-local prepaid = ARGV[9] == '1'
-local worst = tonumber(ARGV[10])
-local ttl = tonumber(ARGV[11])
-local rid = ARGV[12]
-local rttl = tonumber(ARGV[13])
-if need_budget and redis.call('ZSCORE', zkey, rid .. ':x') then return {5} end
-local h = redis.call('HMGET', key, 'rt', 'rc', 'tt', 'tc', 'g', 'pk', 'ps', 'sp', 'rs', 'cr')
-local gen = h[5]
-local spent, reserved = 0, 0
-if need_budget then
-  if not gen then return {1} end
-  if limit >= 0 and h[6] ~= period then return {1} end
-  if prepaid and not h[10] then return {1} end
-  spent = num(h[8])
-  reserved = num(h[9])
-  local freed = purge(zkey, now)
-  if freed > 0 then
-    reserved = reserved - freed
-    if reserved < 0 then reserved = 0 end
-    redis.call('HSET', key, 'rs', d(reserved))
-  end
-  if limit >= 0 and num(h[7]) < pstart then spent = 0 end
-  if limit >= 0 and spent + reserved + worst > limit then
-    return {2, spent, reserved}
-  end
-  if prepaid then
-    local credit = num(h[10])
-    if credit - reserved - worst < 0 then return {3, credit, reserved} end
-  end
-end
-local rq, tk = -1, -1
-local ok = true
-if rpm > 0 then
-  rq = backlog(num(h[1]), num(h[2]), now, rpm)
-  if rq + W > W * rpm then ok = false end
-end
-if tpm > 0 then
-  tk = backlog(num(h[3]), num(h[4]), now, tpm)
-  if tk + est * W > W * tpm then ok = false end
-end
-if not ok then return {4, rq, tk} end
-local rt, tt = num(h[1]), num(h[3])
-if rpm > 0 then
-  rq = rq + W
-  rt = put(key, 'rt', 'rc', rq, now, rpm)
-end
-if tpm > 0 then
-  tk = tk + est * W
-  tt = put(key, 'tt', 'tc', tk, now, tpm)
-end
-local out_gen = ''
-if need_budget then
-  if limit >= 0 and num(h[7]) < pstart then
-    redis.call('HSET', key, 'ps', d(pstart))
-  end
-  redis.call('HSET', key, 'sp', d(spent), 'rs', d(reserved + worst))
-  redis.call('ZADD', zkey, d(now + rttl), rid .. ':' .. d(worst))
-  out_gen = gen
-end
-expire(key, zkey, gen, ttl, now, rt, tt)
-return {0, rq, tk, out_gen}
-"""
-)
-
-SETTLE_LUA: Final = (
-    _LUA_COMMON
-    + """
--- KEYS[1] the key's hash, KEYS[2] its reservations.
--- ARGV: now_ms tpm delta_tokens gen reserved_micros actual_micros period period_start
---       idle_ttl_ms reservation_id mode reservation_ttl_ms
---       (tpm -1: no token correction; gen '': no budget; reservation_id '': none)
--- Mode 's' settles. Mode 'c' cancels an admission whose reply never came: releases
--- its reservation if the admission ran, else leaves a tombstone so that it never does.
--- A reservation is released only if its entry is still there: never twice.
--- Returns 1 if the budget was charged here, else 0.
-local key = KEYS[1]
-local zkey = KEYS[2]
-local now = tonumber(ARGV[1])
-local tpm = tonumber(ARGV[2])
-local delta = tonumber(ARGV[3])
-local gen = ARGV[4]
-local reserved = tonumber(ARGV[5])
-local actual = tonumber(ARGV[6])
-local period = ARGV[7]
-local pstart = tonumber(ARGV[8])
-local ttl = tonumber(ARGV[9])
-local rid = ARGV[10]
-local rttl = tonumber(ARGV[12])
-local member = rid .. ':' .. d(reserved)
-if ARGV[11] == 'c' then
-  if redis.call('ZREM', zkey, member) == 1 then
-    if redis.call('HEXISTS', key, 'rs') == 1 then
-      local rs = num(redis.call('HGET', key, 'rs')) - reserved
-      if rs < 0 then rs = 0 end
-      redis.call('HSET', key, 'rs', d(rs))
-    end
-  else
-    redis.call('ZADD', zkey, d(now + rttl), rid .. ':x')
-    if redis.call('PTTL', zkey) < rttl then redis.call('PEXPIRE', zkey, d(rttl)) end
-  end
-  return 0
-end
-local h = redis.call('HMGET', key, 'rt', 'tt', 'tc', 'g', 'pk', 'ps', 'sp', 'rs', 'cr')
-local tt = num(h[2])
-if tpm > 0 and delta ~= 0 then
-  tt = put(key, 'tt', 'tc', backlog(tt, num(h[3]), now, tpm) + delta * W, now, tpm)
-end
-local charged = 0
-if gen ~= '' and h[4] == gen then
-  local sp = num(h[7])
-  if h[5] ~= '-' and h[5] == period and num(h[6]) < pstart then
-    sp = 0
-    redis.call('HSET', key, 'ps', d(pstart))
-  end
-  local rs = num(h[8]) - purge(zkey, now)
-  if rid == '' or redis.call('ZREM', zkey, member) == 1 then rs = rs - reserved end
-  if rs < 0 then rs = 0 end
-  redis.call('HSET', key, 'sp', d(sp + actual), 'rs', d(rs))
-  if h[9] then redis.call('HSET', key, 'cr', d(tonumber(h[9]) - actual)) end
-  charged = 1
-end
-if redis.call('EXISTS', key) == 1 then
-  expire(key, zkey, h[4], ttl, now, num(h[1]), tt)
-end
-return charged
-"""
-)
-
-LOAD_LUA: Final = """
--- KEYS[1] the key's hash, KEYS[2] its reservations (dropped with a fresh budget).
--- ARGV: gen period period_start spent credit idle_ttl_ms
--- last_topup_id (period '-' for none, credit '' for none). Fills in what the budget
--- lacks; credit taken from the seed also takes the pending top-ups it does not include.
-local key = KEYS[1]
-local function d(x) return string.format('%d', x) end
-local pstart = tonumber(ARGV[3])
-local h = redis.call('HMGET', key, 'g', 'pk', 'ps', 'cr')
-local changed = 0
-if not h[1] then
-  redis.call('HSET', key, 'g', ARGV[1], 'pk', ARGV[2], 'ps', d(pstart),
-             'sp', d(tonumber(ARGV[4])), 'rs', '0')
-  redis.call('DEL', KEYS[2])
-  changed = 1
-elseif h[2] ~= ARGV[2] or tonumber(h[3]) < pstart then
-  redis.call('HSET', key, 'pk', ARGV[2], 'ps', d(pstart), 'sp', d(tonumber(ARGV[4])))
-  changed = 1
-end
-if not h[4] and ARGV[5] ~= '' then
-  local credit = tonumber(ARGV[5])
-  local seen = tonumber(ARGV[7])
-  local last = seen
-  local all = redis.call('HGETALL', key)
-  for i = 1, #all, 2 do
-    local f = all[i]
-    if string.sub(f, 1, 3) == 'pt:' then
-      local id = tonumber(string.sub(f, 4))
-      if id > seen then
-        credit = credit + tonumber(all[i + 1])
-        if id > last then last = id end
-      end
-      redis.call('HDEL', key, f)
-    end
-  end
-  redis.call('HSET', key, 'cr', d(credit), 'ti', d(last))
-  changed = 1
-end
-if redis.call('PTTL', key) < tonumber(ARGV[6]) then
-  redis.call('PEXPIRE', key, ARGV[6])
-end
-return changed
-"""
-
-TOPUP_LUA: Final = """
--- KEYS[1] the key's hash. ARGV: micros topup_id pending_ttl_ms (topup_id '' for none).
--- Adds to cached credit once per id (returns 1); without cached credit remembers an
--- identified top-up for the seed being read (returns 0).
-local key = KEYS[1]
-local id = ARGV[2]
-if redis.call('HEXISTS', key, 'cr') == 1 then
-  if id ~= '' then
-    local seen = tonumber(redis.call('HGET', key, 'ti') or '0')
-    if tonumber(id) <= seen then return 1 end
-    redis.call('HSET', key, 'ti', id)
-  end
-  redis.call('HINCRBY', key, 'cr', ARGV[1])
-  return 1
-end
-if id ~= '' then
-  redis.call('HSET', key, 'pt:' .. id, ARGV[1])
-  if redis.call('PTTL', key) < tonumber(ARGV[3]) then
-    redis.call('PEXPIRE', key, ARGV[3])
-  end
-end
-return 0
-"""
-
-STATUS_LUA: Final = (
-    _LUA_COMMON
-    + """
--- KEYS[1] the key's hash, KEYS[2] its reservations. ARGV: now_ms.
--- Returns {hash fields and values, micros of the reservations expired unsettled}.
-local gone, freed = expired(KEYS[2], tonumber(ARGV[1]))
-return {redis.call('HGETALL', KEYS[1]), d(freed)}
-"""
-)
 
 _NEED_SEED, _OVER_SPEND, _NO_CREDIT, _RATE, _CANCELLED = 1, 2, 3, 4, 5
 _SEED_ATTEMPTS = 3  # a task that waited for another's seed may still need its own

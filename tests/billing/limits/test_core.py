@@ -1,4 +1,4 @@
-"""The limiter and budgets (gateway/limits.py) and the in-process backend."""
+"""The limiter and budgets (gateway/billing/limits/core.py) and the in-process backend."""
 
 from __future__ import annotations
 
@@ -7,19 +7,16 @@ from datetime import UTC, datetime
 import pytest
 import trio
 
+from gateway.billing.limits.budget import BudgetSeed, zero_seed
 from gateway.billing.limits.core import (
     Admission,
-    BudgetSeed,
     KeyState,
     admit_state,
     apply_seed,
-    format_duration,
-    format_micros,
     rate_limit_header_dict,
     rate_limit_headers,
     settle_state,
     topup_state,
-    zero_seed,
 )
 from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.errors import BillingError, InternalError, InvalidRequest, RateLimited
@@ -67,33 +64,6 @@ def test_periods_are_utc_calendar_periods(
     assert period_start(period, now) == start
     assert period_end(period, now) == end
     assert period_start(None, now) == 0
-
-
-@pytest.mark.parametrize(
-    ("ms", "text"),
-    [
-        (0, "0s"),
-        (12, "12ms"),
-        (999, "999ms"),
-        (1000, "1s"),
-        (1500, "1.5s"),
-        (1020, "1.02s"),
-        (60_000, "1m0s"),
-        (360_000, "6m0s"),
-        (3_723_250, "1h2m3.25s"),
-        (7_200_000, "2h0m0s"),
-    ],
-)
-def test_durations_are_written_like_openai(ms: int, text: str) -> None:
-    assert format_duration(ms) == text
-
-
-def test_money_is_rendered_in_dollars() -> None:
-    assert format_micros(0) == "$0.00"
-    assert format_micros(5_000_000) == "$5.00"
-    assert format_micros(12_500) == "$0.0125"
-    assert format_micros(1) == "$0.000001"
-    assert format_micros(-2_500_000) == "-$2.50"
 
 
 def admit(

@@ -22,14 +22,8 @@ import pytest
 import trio
 
 from gateway.billing.limits import redis as limits_redis
-from gateway.billing.limits.core import (
-    Admission,
-    BudgetSeed,
-    LimitBackend,
-    Seeder,
-    rate_limit_headers,
-    zero_seed,
-)
+from gateway.billing.limits.budget import BudgetSeed, Seeder, zero_seed
+from gateway.billing.limits.core import Admission, LimitBackend, rate_limit_headers
 from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.billing.limits.redis import RedisLimitBackend, open_redis_backend
 from gateway.errors import (
