@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.processes import process_tree
+from bench.procfs import process_tree
 from bench.restart import add_parser, format_table, run, summarise
 from tests.bench.leftover_processes import processes_under
 
