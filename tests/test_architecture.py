@@ -246,7 +246,6 @@ NOT_YET_SPLIT = {
     "openai/validate.py",
     "providers/anthropic/legacy.py",
     "providers/gemini/legacy.py",
-    "providers/mock/schema_instance.py",
 }
 
 
