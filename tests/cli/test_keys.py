@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import keys as keys_cli
 from gateway.auth.keys import parse_key
+from gateway.cli import keys as keys_cli
 from gateway.store.records import UsageRow
 from gateway.store.sqlite import SqliteStore
 
