@@ -1,4 +1,4 @@
-"""Property tests of gateway.providers.anthropic.legacy.
+"""Property tests of gateway.providers.anthropic.
 
 - Any split of every recorded Anthropic stream (tests/fixtures/anthropic/*.sse), under
   every combination of the options that change the output (response_format included,
@@ -29,7 +29,7 @@ from bench.fakes.anthropic_rules import VendorRefusal, check_request
 from gateway.config import AnthropicOptions
 from gateway.errors import InvalidRequest
 from gateway.openai.validate import validate_chat_request
-from gateway.providers.anthropic.legacy import AnthropicProvider
+from gateway.providers.anthropic.provider import AnthropicProvider
 from gateway.providers.base import CallContext, Deployment
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "anthropic"

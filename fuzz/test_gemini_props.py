@@ -36,7 +36,8 @@ from gateway.config import GeminiOptions
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.openai.validate import validate_chat_request
 from gateway.providers.base import CallContext, Deployment, Media
-from gateway.providers.gemini.legacy import GeminiProvider, encode_call_id
+from gateway.providers.gemini.ids import encode_call_id
+from gateway.providers.gemini.provider import GeminiProvider
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "gemini"
 STREAMS = sorted(FIXTURES.glob("*.sse"))

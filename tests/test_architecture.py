@@ -244,8 +244,6 @@ NOT_YET_SPLIT = {
     "billing/limits/core.py",
     "billing/limits/redis.py",
     "openai/validate.py",
-    "providers/anthropic/legacy.py",
-    "providers/gemini/legacy.py",
 }
 
 

@@ -30,13 +30,9 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.openai.sse import SSEDecoder
-from gateway.providers.anthropic.legacy import (
-    JSON_TOOL,
-    JSON_VALUE_TOOL,
-    AnthropicProvider,
-    tool_id,
-    translate_request,
-)
+from gateway.providers.anthropic.messages import tool_id
+from gateway.providers.anthropic.provider import AnthropicProvider
+from gateway.providers.anthropic.request import JSON_TOOL, JSON_VALUE_TOOL, translate_request
 from gateway.providers.base import CallContext, Deployment, Media
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "anthropic"

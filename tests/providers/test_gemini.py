@@ -26,15 +26,11 @@ from gateway.errors import (
 from gateway.openai.sse import SSEDecoder
 from gateway.openai.validate import validate_chat_request
 from gateway.providers.base import CallContext, Deployment, Media
-from gateway.providers.gemini.legacy import (
-    SKIP_SIGNATURE,
-    GeminiProvider,
-    GeminiStreamTranslator,
-    build_payload,
-    decode_call_id,
-    encode_call_id,
-)
+from gateway.providers.gemini.ids import SKIP_SIGNATURE, decode_call_id, encode_call_id
+from gateway.providers.gemini.provider import GeminiProvider
+from gateway.providers.gemini.request import build_payload
 from gateway.providers.gemini.schema import clean_schema
+from gateway.providers.gemini.stream import GeminiStreamTranslator
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "gemini"
 P = GeminiProvider()
