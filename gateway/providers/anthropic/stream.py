@@ -11,14 +11,12 @@ from typing import Any, Final
 import orjson
 
 from gateway.config import AnthropicOptions
-from gateway.errors import GatewayError, UpstreamError
-from gateway.openai.sse import DONE, SSEDecoder, SSEProtocolError
+from gateway.openai.sse import SSEEvent
 from gateway.providers.anthropic.errors import stream_error
 from gateway.providers.anthropic.request import JSON_VALUE_TOOL, RESERVED_TOOLS
 from gateway.providers.anthropic.response import finish_reason, openai_usage
 from gateway.providers.base import JSON, CallContext
-
-# --------------------------------------------------------------------------- stream
+from gateway.providers.sse_translator import SSETranslator
 
 _TEXT_BLOCK: Final = 0
 _TOOL_BLOCK: Final = 1
@@ -40,7 +38,7 @@ class _Block:
         self.buffer: list[str] = []
 
 
-class AnthropicStreamTranslator:
+class AnthropicStreamTranslator(SSETranslator):
     """Anthropic SSE in, OpenAI chunks out: the D7 state machine.
 
     - `message_start`: the role chunk; input usage recorded. Every chunk names the
@@ -59,9 +57,9 @@ class AnthropicStreamTranslator:
       the non-streamed one. (Not with native json_schema, whose text is the answer.)
     - `message_delta`: the finish chunk (once); usage is cumulative, the last wins
       (E10). `message_stop`: a "stop" finish chunk if no `message_delta` gave one,
-      the usage chunk (`choices: []`, only when the client asked, E11), `[DONE]`.
-    - an `error` event -> the OpenAI error event, `error` set, no `[DONE]` (E9);
-      EOF before `message_stop` -> a truncation error from `close()`.
+      the usage chunk (`choices: []`, only when the client asked, E11), and
+      `finished`.
+    - an `error` event fails the stream (E9); so does an end before `message_stop`.
     - `ping`, `signature_delta`, `citations_delta`, `content_block_stop` of text,
       server-tool blocks and unknown events produce nothing.
     """
@@ -71,8 +69,7 @@ class AnthropicStreamTranslator:
         "_blocks",
         "_counts",
         "_created",
-        "_decoder",
-        "_finished",
+        "_finish_sent",
         "_held",
         "_include_usage",
         "_json_seen",
@@ -83,13 +80,11 @@ class AnthropicStreamTranslator:
         "_request_id",
         "_tail",
         "_tools_seen",
-        "done",
-        "error",
         "usage",
     )
 
     def __init__(self, ctx: CallContext) -> None:
-        self._decoder = SSEDecoder()
+        super().__init__()
         self._include_usage = ctx.include_usage
         self._reasoning = ctx.deployment.options_of(AnthropicOptions).reasoning_output
         self._request_id = ctx.request_id
@@ -106,102 +101,66 @@ class AnthropicStreamTranslator:
         self._next_tool = 0
         self._tools_seen = False  # a real tool call was streamed
         self._json_seen = False  # the response_format tool was streamed
-        self._finished = False  # the finish chunk was sent
+        self._finish_sent = False  # the finish chunk was sent
         # Text held back while the JSON tool may still come (None: text streams as is).
         self._held: list[str] | None = [] if _emulates_json(ctx) else None
-        self.done = False  # message_stop seen, [DONE] sent: the relay stops reading
         self._counts: dict[str, Any] = {}
         self.usage: JSON | None = None
-        self.error: GatewayError | None = None
-
-    # ---------------------------------------------------------------- protocol
-
-    def feed(self, data: bytes) -> bytes:
-        if self.error is not None or self.done:
-            return b""
-        try:
-            events = self._decoder.feed(data)
-        except SSEProtocolError as e:
-            return self._fail(UpstreamError(f"The upstream stream is malformed: {e}."))
-        out: list[bytes] = []
-        for event in events:
-            try:
-                obj = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                out.append(
-                    self._fail(UpstreamError("The upstream sent a stream event that is not JSON."))
-                )
-                break
-            if not isinstance(obj, dict):
-                out.append(
-                    self._fail(UpstreamError("The upstream sent a stream event that is not JSON."))
-                )
-                break
-            chunk = self._event(obj)
-            if chunk:
-                out.append(chunk)
-            if self.error is not None or self.done:
-                break
-        return b"".join(out)
-
-    def close(self) -> bytes:
-        if self.error is not None or self.done:
-            return b""
-        self.error = UpstreamError(
-            "The upstream stream ended before the response was complete.",
-            code="upstream_stream_truncated",
-        )
-        return self.error.sse_event()
 
     # ---------------------------------------------------------------- events
 
-    def _event(self, obj: JSON) -> bytes:
+    def _event(self, event: SSEEvent, out: list[bytes]) -> None:
+        obj = self._object(event.data)
+        if obj is None:
+            return
         kind = obj.get("type")
         if kind == "content_block_delta":
-            return self._delta(obj)
-        if kind == "content_block_start":
-            return self._block_start(obj)
-        if kind == "content_block_stop":
-            return self._block_stop(obj)
-        if kind == "message_start":
-            return self._message_start(obj)
-        if kind == "message_delta":
-            return self._message_delta(obj)
-        if kind == "message_stop":
-            return self._message_stop()
-        if kind == "error":
-            return self._fail(stream_error(obj))
-        return b""  # ping and event types added later
+            self._delta(obj, out)
+        elif kind == "content_block_start":
+            self._block_start(obj, out)
+        elif kind == "content_block_stop":
+            self._block_stop(obj, out)
+        elif kind == "message_start":
+            self._message_start(obj, out)
+        elif kind == "message_delta":
+            self._message_delta(obj, out)
+        elif kind == "message_stop":
+            self._message_stop(out)
+        elif kind == "error":
+            self.fail(stream_error(obj))
+        # ping and event types added later produce nothing
 
-    def _message_start(self, obj: JSON) -> bytes:
+    def _message_start(self, obj: JSON, out: list[bytes]) -> None:
         message = obj.get("message")
         if isinstance(message, dict):
             usage = message.get("usage")
             if isinstance(usage, dict):
                 self._record_usage(usage)
-        return self._chunk(b'{"role":"assistant","content":""}')
+        out.append(self._chunk(b'{"role":"assistant","content":""}'))
 
-    def _block_start(self, obj: JSON) -> bytes:
+    def _block_start(self, obj: JSON, out: list[bytes]) -> None:
         index = obj.get("index")
         block = obj.get("content_block")
         if not isinstance(index, int) or not isinstance(block, dict):
-            return b""
+            return
         kind = block.get("type")
         if kind == "text":
             self._blocks[index] = _Block(_TEXT_BLOCK)
             text = block.get("text")
-            return self._text(text) if isinstance(text, str) and text else b""
+            if isinstance(text, str) and text:
+                self._text(text, out)
+            return
         if kind == "thinking":
             self._blocks[index] = _Block(_THINKING_BLOCK)
-            return b""
+            return
         if kind != "tool_use":
             self._blocks[index] = _Block(_OTHER_BLOCK)
-            return b""
+            return
         name = str(block.get("name") or "")
         if name in RESERVED_TOOLS:
             self._json_seen = True
             self._blocks[index] = _Block(_JSON_BLOCK, wrapped=name == JSON_VALUE_TOOL)
-            return b""
+            return
         ordinal = self._next_tool
         self._next_tool += 1
         self._tools_seen = True
@@ -212,92 +171,92 @@ class AnthropicStreamTranslator:
             "type": "function",
             "function": {"name": name, "arguments": ""},
         }
-        return self._chunk(b'{"tool_calls":[' + orjson.dumps(call) + b"]}")
+        out.append(self._chunk(b'{"tool_calls":[' + orjson.dumps(call) + b"]}"))
 
-    def _delta(self, obj: JSON) -> bytes:
+    def _delta(self, obj: JSON, out: list[bytes]) -> None:
         index = obj.get("index")
         delta = obj.get("delta")
         block = self._blocks.get(index) if isinstance(index, int) else None
         if block is None or not isinstance(delta, dict):
-            return b""
+            return
         kind = delta.get("type")
         if kind == "text_delta":
             text = delta.get("text")
-            return self._text(text) if isinstance(text, str) and text else b""
-        if kind == "input_json_delta":
+            if isinstance(text, str) and text:
+                self._text(text, out)
+        elif kind == "input_json_delta":
             fragment = delta.get("partial_json")
-            if not isinstance(fragment, str) or not fragment:
-                return b""  # E8: empty fragments carry nothing
-            return self._arguments(block, fragment)
-        if kind == "thinking_delta" and self._reasoning:
+            if isinstance(fragment, str) and fragment:  # E8: empty fragments carry nothing
+                self._arguments(block, fragment, out)
+        elif kind == "thinking_delta" and self._reasoning:
             text = delta.get("thinking")
             if isinstance(text, str) and text:
-                return self._chunk(b'{"reasoning_content":' + orjson.dumps(text) + b"}")
-        return b""
+                out.append(self._chunk(b'{"reasoning_content":' + orjson.dumps(text) + b"}"))
 
-    def _arguments(self, block: _Block, fragment: str) -> bytes:
+    def _arguments(self, block: _Block, fragment: str, out: list[bytes]) -> None:
         if block.kind == _TOOL_BLOCK:
             block.sent = True
-            return self._chunk(
-                b'{"tool_calls":[{"index":%d,"function":{"arguments":%b}}]}'
-                % (block.ordinal, orjson.dumps(fragment))
+            out.append(
+                self._chunk(
+                    b'{"tool_calls":[{"index":%d,"function":{"arguments":%b}}]}'
+                    % (block.ordinal, orjson.dumps(fragment))
+                )
             )
-        if block.kind == _JSON_BLOCK:
+        elif block.kind == _JSON_BLOCK:
             block.sent = True
             if block.wrapped:
                 block.buffer.append(fragment)
-                return b""
-            return self._content(fragment)
-        return b""
+            else:
+                out.append(self._content(fragment))
 
-    def _block_stop(self, obj: JSON) -> bytes:
+    def _block_stop(self, obj: JSON, out: list[bytes]) -> None:
         index = obj.get("index")
         block = self._blocks.pop(index, None) if isinstance(index, int) else None
         if block is None:
-            return b""
+            return
         if block.kind == _TOOL_BLOCK and not block.sent:
-            return self._arguments(block, "{}")  # a call without arguments (E8)
-        if block.kind == _JSON_BLOCK:
+            self._arguments(block, "{}", out)  # a call without arguments (E8)
+        elif block.kind == _JSON_BLOCK:
             if block.wrapped:
                 answer = _unwrap("".join(block.buffer))
-                return self._content(answer) if answer else b""
-            if not block.sent:
-                return self._content("{}")
-        return b""
+                if answer:
+                    out.append(self._content(answer))
+            elif not block.sent:
+                out.append(self._content("{}"))
 
-    def _message_delta(self, obj: JSON) -> bytes:
+    def _message_delta(self, obj: JSON, out: list[bytes]) -> None:
         usage = obj.get("usage")
         if isinstance(usage, dict):
             self._record_usage(usage)
         delta = obj.get("delta")
         reason = delta.get("stop_reason") if isinstance(delta, dict) else None
-        if self._finished or reason is None:
-            return b""
-        out = self._settle()
-        return out + self._finish(finish_reason(reason, self._json_seen and not self._tools_seen))
+        if self._finish_sent or reason is None:
+            return
+        self._settle(out)
+        json_only = self._json_seen and not self._tools_seen
+        out.append(self._finish(finish_reason(reason, json_only)))
 
-    def _message_stop(self) -> bytes:
-        self.done = True
-        out = b"" if self._finished else self._settle() + self._finish("stop")  # no message_delta
+    def _message_stop(self, out: list[bytes]) -> None:
+        self.finished = True
+        if not self._finish_sent:  # no message_delta gave a stop reason
+            self._settle(out)
+            out.append(self._finish("stop"))
         if self._include_usage and self.usage is not None:
-            out += self._header() + b'[],"usage":' + orjson.dumps(self.usage) + b"}\n\n"
-        return out + DONE
+            out.append(self._header() + b'[],"usage":' + orjson.dumps(self.usage) + b"}\n\n")
 
-    def _settle(self) -> bytes:
+    def _settle(self, out: list[bytes]) -> None:
         """Content owed before the finish chunk: wrapped JSON still open, held-back text."""
-        out = b""
         for index, block in list(self._blocks.items()):
             if block.kind == _JSON_BLOCK and block.wrapped:
-                out += self._block_stop({"index": index})  # no content_block_stop came
+                self._block_stop({"index": index}, out)  # no content_block_stop came
         if self._held:
             if not self._json_seen:
-                out += self._content("".join(self._held))
+                out.append(self._content("".join(self._held)))
             self._held.clear()
-        return out
 
     def _finish(self, reason: str) -> bytes:
         """The chunk carrying `finish_reason`; sent once per stream."""
-        self._finished = True
+        self._finish_sent = True
         usage = b',"usage":null' if self._include_usage else b""
         return (
             self._header()
@@ -333,16 +292,12 @@ class AnthropicStreamTranslator:
     def _content(self, text: str) -> bytes:
         return self._chunk(b'{"content":' + orjson.dumps(text) + b"}")
 
-    def _text(self, text: str) -> bytes:
+    def _text(self, text: str, out: list[bytes]) -> None:
         """A text block's delta: content now, or held back while JSON mode decides."""
         if self._held is not None:
             self._held.append(text)
-            return b""
-        return self._content(text)
-
-    def _fail(self, error: GatewayError) -> bytes:
-        self.error = error
-        return error.sse_event()
+        else:
+            out.append(self._content(text))
 
 
 _VALUE_PREFIX: Final = re.compile(r'\s*\{\s*"value"\s*:\s*')

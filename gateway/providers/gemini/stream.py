@@ -9,10 +9,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.errors import GatewayError, UpstreamError
-from gateway.openai.sse import DONE, SSEDecoder, SSEProtocolError
+from gateway.openai.sse import SSEEvent
 from gateway.providers.base import JSON, CallContext
-from gateway.providers.common import SHAPE_ERRORS
 from gateway.providers.gemini.errors import gemini_error
 from gateway.providers.gemini.response import (
     FAILED,
@@ -25,8 +23,7 @@ from gateway.providers.gemini.response import (
     openai_logprobs,
     openai_usage,
 )
-
-# --------------------------------------------------------------------------- streaming
+from gateway.providers.sse_translator import SSETranslator
 
 
 @dataclass(slots=True)
@@ -35,24 +32,19 @@ class _ChoiceState:
     finished: bool = False
 
 
-class GeminiStreamTranslator:
-    """Gemini SSE (CRLF framed, no [DONE]) in, OpenAI chat.completion.chunk SSE out."""
+class GeminiStreamTranslator(SSETranslator):
+    """Gemini SSE (CRLF framed, no [DONE]) in, OpenAI chat.completion.chunk events out.
 
-    __slots__ = (
-        "_builder",
-        "_choices",
-        "_decoder",
-        "_head",
-        "_include_usage",
-        "_meta",
-        "_tail",
-        "_usage",
-        "done",
-        "error",
-    )
+    Gemini has no end marker: the stream ends at EOF (usage may still follow a
+    finishReason), and it is whole when every choice that appeared has finished.
+    """
+
+    __slots__ = ("_builder", "_choices", "_head", "_include_usage", "_meta", "_tail", "_usage")
+
+    UPSTREAM = "Gemini"
 
     def __init__(self, ctx: CallContext) -> None:
-        self._decoder = SSEDecoder()
+        super().__init__()
         self._builder = Builder(ctx)
         self._include_usage = ctx.include_usage
         self._head = (
@@ -68,10 +60,6 @@ class GeminiStreamTranslator:
         self._choices: dict[int, _ChoiceState] = {}
         self._meta: JSON | None = None  # the last usageMetadata seen
         self._usage: JSON | None = None  # its OpenAI form, once asked for
-        self.error: GatewayError | None = None
-        # Gemini has no end marker: the stream ends at EOF, and usage may still follow a
-        # finishReason, so the relay always reads to the end.
-        self.done = False
 
     @property
     def usage(self) -> JSON | None:
@@ -80,42 +68,13 @@ class GeminiStreamTranslator:
             self._usage = openai_usage(self._meta)
         return self._usage
 
-    @usage.setter
-    def usage(self, value: JSON | None) -> None:
-        self._usage = value
-        self._meta = None
-
-    def feed(self, data: bytes) -> bytes:
-        out: list[bytes] = []
-        if self.error is not None:
-            return b""
-        try:
-            events = self._decoder.feed(data)
-        except SSEProtocolError as e:  # an oversized line or event
-            self._fail(UpstreamError(f"Gemini sent a malformed stream ({e})."), out)
-            return b"".join(out)
-        for event in events:
-            if self.error is not None:
-                break
-            try:
-                self._event(event.data, out)
-            except SHAPE_ERRORS:
-                self._fail(UpstreamError("Gemini sent a stream event of an unexpected shape."), out)
-        return b"".join(out)
-
-    def close(self) -> bytes:
-        if self.error is not None:
-            return b""
+    def _complete(self) -> bool:
         states = self._choices.values()
-        if not states or not all(s.finished for s in states) or self._decoder.pending:
-            self.error = UpstreamError(
-                "The upstream stream ended before the response was complete.",
-                code="upstream_stream_truncated",
-            )
-            return self.error.sse_event()
+        return bool(states) and all(s.finished for s in states)
+
+    def _end(self, out: list[bytes]) -> None:
         if self._include_usage and self.usage is not None:
-            return self._head + b'],"usage":' + orjson.dumps(self.usage) + b"}\n\n" + DONE
-        return DONE
+            out.append(self._head + b'],"usage":' + orjson.dumps(self.usage) + b"}\n\n")
 
     def _chunk(
         self,
@@ -138,20 +97,12 @@ class GeminiStreamTranslator:
             )
         )
 
-    def _fail(self, error: GatewayError, out: list[bytes]) -> None:
-        self.error = error
-        out.append(error.sse_event())
-
-    def _event(self, payload: bytes, out: list[bytes]) -> None:
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            obj = None
-        if not isinstance(obj, dict):
-            self._fail(UpstreamError("Gemini sent a stream event that is not a JSON object."), out)
+    def _event(self, event: SSEEvent, out: list[bytes]) -> None:
+        obj = self._object(event.data)
+        if obj is None:
             return
         if "error" in obj:
-            self._fail(gemini_error(obj, None, None), out)
+            self.fail(gemini_error(obj, None, None))
             return
         meta = obj.get("usageMetadata")
         if isinstance(meta, dict):
@@ -212,7 +163,7 @@ class GeminiStreamTranslator:
         if not isinstance(reason, str) or not reason:
             return
         if reason in FAILED:
-            self._fail(failed_finish(reason, candidate), out)
+            self.fail(failed_finish(reason, candidate))
             return
         state.finished = True
         out.append(self._chunk(index, {}, finish_reason(reason, state.calls > 0)))

@@ -23,18 +23,16 @@ from tests.providers.anthropic.helpers import (
     ctx,
     parse,
 )
+from tests.providers.streams import client_bytes
 
 # ---------------------------------------------------------------- streams
 
 
 def run(raw: bytes, c: CallContext, splits: list[int] | None = None) -> tuple[bytes, Any]:
-    """Feed `raw` cut at `splits` (None: whole), then close unless an error ended it."""
+    """The client's bytes for `raw` cut at `splits` (None: whole), and the translator."""
     t = P.new_stream_translator(c)
     cuts = [0, *(splits or []), len(raw)]
-    out = b"".join(t.feed(raw[a:b]) for a, b in pairwise(cuts))
-    if t.error is None:
-        out += t.close()
-    return out, t
+    return client_bytes(t, (raw[a:b] for a, b in pairwise(cuts))), t
 
 
 def events(out: bytes) -> list[Any]:

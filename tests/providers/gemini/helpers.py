@@ -14,6 +14,7 @@ from gateway.openai.validate import validate_chat_request
 from gateway.providers.base import CallContext, Deployment, Media
 from gateway.providers.gemini.provider import GeminiProvider
 from gateway.providers.gemini.request import build_payload
+from tests.providers.streams import client_bytes
 
 FIXTURES = Path(__file__).parent.parent.parent / "fixtures" / "gemini"
 P = GeminiProvider()
@@ -78,11 +79,9 @@ def weather_tool(**extra: Any) -> dict[str, Any]:
 
 
 def translate(data: bytes, c: CallContext, pieces: list[bytes] | None = None) -> tuple[bytes, Any]:
+    """The client's bytes for `data` (or `pieces`), and the translator."""
     t = P.new_stream_translator(c)
-    out = b"".join(t.feed(p) for p in (pieces if pieces is not None else [data]))
-    if t.error is None:
-        out += t.close()
-    return out, t
+    return client_bytes(t, pieces if pieces is not None else [data]), t
 
 
 def events(out: bytes) -> list[Any]:

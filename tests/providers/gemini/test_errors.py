@@ -16,12 +16,12 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.providers.gemini.schema import clean_schema
-from gateway.providers.gemini.stream import GeminiStreamTranslator
 from tests.providers.gemini.helpers import (
     FIXTURES,
     P,
     ctx,
     events,
+    translate,
 )
 
 # ================================================================ errors
@@ -72,8 +72,7 @@ def test_error_codes_follow_D8_in_answers_and_streams(
         err["status"] = rpc
     body = orjson.dumps({"error": err})
     assert P.map_error(status, {}, body).code == code
-    t = GeminiStreamTranslator(ctx(stream=True))
-    out = t.feed(b"data: " + body + b"\r\n\r\n")
+    out, t = translate(b"data: " + body + b"\r\n\r\n", ctx(stream=True))
     assert t.error is not None and t.error.code == code
     assert events(out)[-1]["error"]["code"] == code
 

@@ -13,12 +13,12 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.providers.base import CallContext
-from gateway.providers.gemini.stream import GeminiStreamTranslator
 from tests.providers.gemini.helpers import (
     FIXTURES,
     P,
     ctx,
     events,
+    translate,
 )
 
 # ================================================================ non-streamed responses
@@ -273,10 +273,8 @@ def test_odd_upstream_json_is_read_leniently_or_a_502_never_a_crash(obj: dict[st
         for choice in out["choices"]:
             assert_openai_types(choice)
         assert_usage_types(out["usage"])
-    t = GeminiStreamTranslator(ctx(stream=True, include_usage=True, reasoning_output=True))
-    streamed = t.feed(b"data: " + raw + b"\r\n\r\n")
-    if t.error is None:
-        streamed += t.close()
+    c = ctx(stream=True, include_usage=True, reasoning_output=True)
+    streamed, t = translate(b"data: " + raw + b"\r\n\r\n", c)
     evs = events(streamed)
     if t.error is not None:
         assert t.error.http_status == 502 and "error" in evs[-1]
@@ -299,8 +297,7 @@ def test_arguments_too_deep_to_serialize_are_a_502() -> None:
     with pytest.raises(UpstreamError) as info:
         P.parse_response(raw, ctx())
     assert info.value.http_status == 502
-    t = GeminiStreamTranslator(ctx(stream=True))
-    out = t.feed(b"data: " + raw + b"\r\n\r\n")
+    out, t = translate(b"data: " + raw + b"\r\n\r\n", ctx(stream=True))
     assert t.error is not None and t.error.http_status == 502
     assert "unexpected shape" in events(out)[-1]["error"]["message"]
 
