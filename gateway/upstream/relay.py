@@ -141,19 +141,21 @@ class Relay:
         outcome = Outcome() if outcome is None else outcome
         translator = self.provider.new_stream_translator(ctx)
         deadline = trio.current_time() + t.total_s
-        ending = False
+        settled = False  # on_finish was called
+        ended = False  # the last event is being written
 
         async def end(error: GatewayError | None) -> None:
             """Settle, then write the last event; before any content, raise instead."""
-            nonlocal ending
+            nonlocal settled, ended
             if error is not None and not outcome.started:
                 raise error  # failed before any content was sent: answer with a real status
-            ending = True
             outcome.usage = translator.usage
             outcome.error = error
             outcome.events = translator.events
-            if on_finish is not None:
+            if on_finish is not None and not settled:
+                settled = True
                 await on_finish(outcome)
+            ended = True
             outcome.started = True
             await write(DONE if error is None else error.sse_event())
 
@@ -199,7 +201,7 @@ class Relay:
         except GatewayError as e:
             if not outcome.started:
                 raise
-            if not ending:  # a deadline or the transport failed mid-stream
+            if not ended:  # a deadline, the transport or on_finish failed mid-stream
                 await end(e)
         finally:
             outcome.events = translator.events

@@ -425,3 +425,29 @@ async def test_an_outcome_passed_in_is_filled_even_if_the_call_is_cancelled(
             await up.relay.stream(req, ctx, write, None, outcome)
     assert b"".join(written) == chunk("a") + chunk("b")
     assert outcome.started and outcome.events == 2 and outcome.error is None
+
+
+async def test_a_gateway_error_from_on_finish_is_the_last_event_and_settles_once(
+    transport: str,
+) -> None:
+    refused = UpstreamError("the ledger refused it")
+    calls: list[Outcome] = []
+    written: list[bytes] = []
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.send(200, SSE, b"x")
+
+    async def write(data: bytes) -> None:
+        written.append(data)
+
+    async def on_finish(outcome: Outcome) -> None:
+        calls.append(outcome)
+        raise refused
+
+    t = Scripted([([A], None, True)])
+    async with upstream(handler, transport, ScriptedProvider(t)) as up:
+        ctx = up.ctx(True)
+        req = up.relay.provider.build_request({**BODY, "stream": True}, ctx)
+        outcome = await up.relay.stream(req, ctx, write, on_finish)
+    assert written == [A, refused.sse_event()]
+    assert len(calls) == 1 and outcome.error is refused
