@@ -381,8 +381,8 @@ def compare_fakes(
     from bench.fakes.anthropic import _estimate_input_tokens
     from bench.fakes.gemini import _prompt_tokens
     from bench.fakes.openai import _estimate_prompt_tokens
-    from gateway.providers.anthropic.legacy import translate_request
-    from gateway.providers.gemini.legacy import build_payload
+    from gateway.providers.anthropic.request import translate_request
+    from gateway.providers.gemini.request import build_payload
 
     fakes: list[tuple[str, str, Callable[[dict[str, Any]], int]]] = [
         ("openai", "gpt-4o", lambda b: _estimate_prompt_tokens(b["messages"])),

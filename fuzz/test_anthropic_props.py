@@ -1,4 +1,4 @@
-"""Property tests of gateway.providers.anthropic.legacy.
+"""Property tests of gateway.providers.anthropic.
 
 - Any split of every recorded Anthropic stream (tests/fixtures/anthropic/*.sse), under
   every combination of the options that change the output (response_format included,
@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 from bench.fakes.anthropic_rules import VendorRefusal, check_request
 from gateway.config import AnthropicOptions
 from gateway.errors import InvalidRequest
+from gateway.openai.sse import DONE
 from gateway.openai.validate import validate_chat_request
-from gateway.providers.anthropic.legacy import AnthropicProvider
+from gateway.providers.anthropic.provider import AnthropicProvider
 from gateway.providers.base import CallContext, Deployment
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "anthropic"
@@ -68,10 +69,14 @@ def context(
 
 
 def translate_stream(raw: bytes, ctx: CallContext, cuts: list[int]) -> bytes:
+    """The client's bytes: the translator's content, then what the relay ends it with."""
     translator = PROVIDER.new_stream_translator(ctx)
     bounds = [0, *sorted(set(cuts)), len(raw)]
     out = b"".join(translator.feed(raw[a:b]) for a, b in pairwise(bounds))
-    return out if translator.error is not None else out + translator.close()
+    if translator.error is None:
+        out += translator.close()
+    assert b"data: [DONE]" not in out and b'data: {"error"' not in out
+    return out + (DONE if translator.error is None else translator.error.sse_event())
 
 
 @SPLITS

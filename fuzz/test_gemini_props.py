@@ -34,9 +34,11 @@ from hypothesis import strategies as st
 from bench.fakes.gemini_rules import VendorRefusal, check_request, mint_thought_signature
 from gateway.config import GeminiOptions
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.openai.sse import DONE
 from gateway.openai.validate import validate_chat_request
 from gateway.providers.base import CallContext, Deployment, Media
-from gateway.providers.gemini.legacy import GeminiProvider, encode_call_id
+from gateway.providers.gemini.ids import encode_call_id
+from gateway.providers.gemini.provider import GeminiProvider
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "gemini"
 STREAMS = sorted(FIXTURES.glob("*.sse"))
@@ -59,7 +61,10 @@ def _translate(pieces: list[bytes], reasoning: bool, include_usage: bool) -> byt
     c.include_usage = include_usage
     t = P.new_stream_translator(c)
     out = b"".join(t.feed(p) for p in pieces)
-    return out if t.error is not None else out + t.close()
+    if t.error is None:
+        out += t.close()
+    assert b"data: [DONE]" not in out and b'data: {"error"' not in out
+    return out + (DONE if t.error is None else t.error.sse_event())
 
 
 @pytest.mark.parametrize("path", STREAMS, ids=lambda p: p.name)

@@ -73,6 +73,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
     extra = [(b"x-request-id", request_id.encode())]
     writer: SSEWriter | None = None
     account: Accounting | None = None
+    streamed: Outcome | None = None  # filled in by the relay as the stream goes
     failure: GatewayError | None = None
     try:
         principal = gw.auth.authenticate(header(scope, b"authorization"))
@@ -111,12 +112,13 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         upstream_request = relay.provider.build_request(body, ctx)
         if stream:
             sse = writer = SSEWriter(send, extra)
+            progress = streamed = Outcome()
 
             async def settle_stream(outcome: Outcome) -> None:
-                await acct.finish(outcome.usage, outcome.error)
+                await acct.finish(outcome.usage, outcome.error, events=outcome.events)
 
             async def work() -> None:
-                await relay.stream(upstream_request, ctx, acct.counting(sse.write), settle_stream)
+                await relay.stream(upstream_request, ctx, sse.write, settle_stream, progress)
                 await sse.end()
 
         else:
@@ -132,13 +134,13 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
     except GatewayError as e:
         failure = e
         if account is not None:  # the row is journaled before the client hears the end
-            await account.finish(None, e)
+            await account.finish(None, e, events=streamed.events if streamed else 0)
         await send_error(send, e, extra)
     except Exception:
         log.exception("internal error in request %s", request_id)
         failure = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
         if account is not None:
-            await account.finish(None, failure)
+            await account.finish(None, failure, events=streamed.events if streamed else 0)
         if writer is not None and writer.started:
             await writer.write(failure.sse_event())
             await writer.end()
@@ -149,4 +151,9 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             # Failed before the upstream answered, or the client went away (its
             # request was cancelled): settle what is known, shielded from that cancel.
             with trio.CancelScope(shield=True):
-                await account.finish(None, failure, status=None if failure else "client_gone")
+                await account.finish(
+                    None,
+                    failure,
+                    events=streamed.events if streamed else 0,
+                    status=None if failure else "client_gone",
+                )

@@ -4,7 +4,7 @@
 and its worst-case cost with the limiter (429 / 402 before anything is sent
 upstream), and journals a `pending` ledger row. `Accounting.finish` runs exactly
 once: it turns the usage the upstream reported (or, when there is none, an estimate
-from what was streamed) into the actual cost, settles the reservation, and journals
+from the number of events streamed) into the actual cost, settles the reservation, and journals
 the final row. For streams it runs just before the last event goes out, so the row
 is durable before the client hears that the request ended (reliability.md R15, R23).
 """
@@ -12,7 +12,6 @@ is durable before the client hears that the request ended (reliability.md R15, R
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -26,8 +25,6 @@ from gateway.errors import GatewayError
 from gateway.providers.base import JSON, Deployment
 from gateway.store.records import UsageRow
 from gateway.tokens import count as tokens
-
-_DATA = b"data: "
 
 
 def output_cap(body: JSON, default: int) -> int:
@@ -51,7 +48,6 @@ class Accounting:
         "created",
         "deployment",
         "done",
-        "events",
         "headers",
         "key_id",
         "request_id",
@@ -84,7 +80,6 @@ class Accounting:
         self.headers = rate_limit_headers(admission) if admission is not None else []
         self.created = time.time()
         self.started = time.monotonic()
-        self.events = 0  # data events written to the client, for estimates
         self.done = False
 
     def prompt_tokens(self) -> int:
@@ -95,18 +90,6 @@ class Accounting:
                 self._body, self.deployment.upstream_model
             )
         return self._prompt_tokens
-
-    def counting(
-        self, write: Callable[[bytes], Awaitable[None]]
-    ) -> Callable[[bytes], Awaitable[None]]:
-        """`write`, counting the data events it sends (an estimate of streamed tokens
-        for when the upstream reports no usage, e.g. a stream cut short)."""
-
-        async def counted(data: bytes) -> None:
-            self.events += data.count(_DATA)
-            await write(data)
-
-        return counted
 
     def _row(self, usage: Usage, cost: int, status: str) -> UsageRow:
         return UsageRow(
@@ -138,23 +121,35 @@ class Accounting:
             raise
 
     async def finish(
-        self, usage_obj: Any, error: GatewayError | None, *, status: str | None = None
+        self,
+        usage_obj: Any,
+        error: GatewayError | None,
+        *,
+        events: int = 0,
+        status: str | None = None,
     ) -> None:
         """Journal the final row, then settle: once, and shielded, so that a client going
-        away (or a shutdown) in the middle cannot leave a reservation or lose the row."""
+        away (or a shutdown) in the middle cannot leave a reservation or lose the row.
+
+        `events` is the number of data events streamed to the client (the stream
+        translator counts them): the estimate of output tokens when the upstream
+        reported no usage, a stream cut short for instance.
+        """
         if self.done:
             return
         self.done = True
         with trio.CancelScope(shield=True):
-            await self._finish(usage_obj, error, status)
+            await self._finish(usage_obj, error, events, status)
 
-    async def _finish(self, usage_obj: Any, error: GatewayError | None, status: str | None) -> None:
+    async def _finish(
+        self, usage_obj: Any, error: GatewayError | None, events: int, status: str | None
+    ) -> None:
         usage = usage_from_openai(usage_obj)
         if usage is None:
             # No usage from the upstream: nothing sent means nothing generated; else
             # about one token per streamed content event (role and finish events aside).
-            out = max(0, self.events - 2)
-            usage = Usage(self.prompt_tokens() if self.events or error is None else 0, out)
+            out = max(0, events - 2)
+            usage = Usage(self.prompt_tokens() if events or error is None else 0, out)
         cost = cost_micros(self.deployment.price, usage)
         if status is None:
             status = "ok" if error is None else (error.code or error.type)

@@ -2,10 +2,10 @@
 
 A provider turns a validated OpenAI request body into an upstream request
 (`build_request`), an upstream body into an OpenAI `chat.completion`
-(`parse_response`), upstream stream bytes into OpenAI SSE bytes (a
-`StreamTranslator`), and an upstream error response into a `GatewayError`
-(`map_error`). None of these do I/O: `relay.py` owns the sockets, and feeds the
-provider bytes it received.
+(`parse_response`), upstream stream bytes into OpenAI chunk events (a
+`StreamTranslator`, whose contract with the relay is documented on it), and an
+upstream error response into a `GatewayError` (`map_error`). None of these do I/O:
+`relay.py` owns the sockets, and feeds the provider bytes it received.
 
 Per-vendor differences live here as methods, never as `if kind == ...` branches in
 the relay or the routes.
@@ -96,21 +96,44 @@ class Completion:
 
 
 class StreamTranslator(Protocol):
-    """Upstream stream bytes in, OpenAI SSE bytes out; one instance per request.
+    """Upstream stream bytes in, OpenAI chunk events out; one instance per streamed call.
 
-    `feed` takes any split of the upstream body and returns the bytes to write to the
-    client now (possibly empty). `close` is called once when the upstream body ended
-    and returns the trailer: `data: [DONE]` normally, or an error event if the
-    upstream stopped before finishing. When the upstream reports an error in the
-    stream, the translator sets `error` and returns its OpenAI error event from that
-    `feed`; the relay stops reading and writes no trailer. (If nothing was written to
-    the client yet, the relay answers with `error`'s HTTP status instead.)
-    `usage` holds the last usage the upstream reported, in OpenAI's shape.
+    The contract with the relay (upstream/relay.py), which alone ends the client's stream:
+
+    - `feed(data)` takes any split of the upstream body and returns the content to write
+      to the client now: zero or more whole `data: {...}` chat.completion.chunk events,
+      forwarded as they are. `close()` is called once, when the upstream body ended or
+      `finished` became true, and returns the last content (the usage chunk, say).
+      Neither ever returns `data: [DONE]` nor an error event.
+    - `error` is set when the stream failed: an error the upstream reported in the
+      stream, a malformed or oddly shaped event, a finish reason that means failure,
+      or, from `close()`, an end before the upstream finished (`upstream_stream_truncated`).
+      It never changes once set, and `feed` and `close` then return b"". Content
+      returned by the call that set it came before the failure and is still written.
+    - `finished` becomes true when the upstream said it is done (OpenAI's `[DONE]`,
+      Anthropic's `message_stop`): the relay stops reading and calls `close()`.
+      Upstreams with no end marker (Gemini) leave it false and end at EOF.
+    - `usage` is the last usage the upstream reported, in OpenAI's shape, or None. The
+      usage chunk (`choices: []`) is content only when the client asked for it
+      (`CallContext.include_usage`).
+    - `events` counts the data events in the content returned so far: billing's
+      estimate of streamed tokens when the upstream reports no usage.
+
+    With nothing written yet, the relay raises `error` (the client gets a real HTTP
+    status); otherwise it settles the request, then writes `[DONE]` or the error event.
     """
 
-    usage: JSON | None
-    error: GatewayError | None
-    done: bool  # the upstream signalled the end (e.g. `[DONE]`): the relay stops reading
+    @property
+    def usage(self) -> JSON | None: ...
+
+    @property
+    def error(self) -> GatewayError | None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def events(self) -> int: ...
 
     def feed(self, data: bytes) -> bytes: ...
 

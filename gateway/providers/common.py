@@ -25,6 +25,9 @@ from gateway.errors import (
 from gateway.providers.base import JSON
 
 OVERLOADED = (503, 529)  # 529: Anthropic's "overloaded_error"
+# What reading an upstream JSON value of an unexpected shape can raise (orjson's
+# JSONEncodeError is a TypeError): mapped to a 502, never a crash of the request.
+SHAPE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError)
 
 
 def upstream_status_error(

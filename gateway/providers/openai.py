@@ -25,9 +25,10 @@ import orjson
 
 from gateway.config import OpenAIOptions
 from gateway.errors import GatewayError, UpstreamError
-from gateway.openai.sse import DONE, SSEDecoder, SSEProtocolError
+from gateway.openai.sse import SSEEvent
 from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
 from gateway.providers.common import encode_body, load_json_object, upstream_status_error
+from gateway.providers.sse_translator import SSETranslator
 
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # one upstream SSE event larger than this is refused
 _DATA = b"data: "
@@ -208,80 +209,44 @@ class _ToolSlots:
             fn["arguments"] = orjson.dumps(fn["arguments"]).decode()
 
 
-class OpenAIStreamTranslator:
+class OpenAIStreamTranslator(SSETranslator):
     """OpenAI SSE in, OpenAI SSE out, with the A9 normalisations."""
 
-    __slots__ = (
-        "_decoder",
-        "_finished",
-        "_include_usage",
-        "_tools",
-        "done",
-        "error",
-        "usage",
-    )
+    __slots__ = ("_finished_choices", "_include_usage", "_tools", "usage")
 
     def __init__(self, ctx: CallContext) -> None:
-        self._decoder = SSEDecoder(max_event_bytes=MAX_EVENT_BYTES)
+        super().__init__(MAX_EVENT_BYTES)
         self._include_usage = ctx.include_usage
-        self._finished: set[Any] = set()  # choice indexes that reported a finish_reason
+        self._finished_choices: set[Any] = set()  # choice indexes that reported a finish_reason
         self._tools: dict[Any, _ToolSlots] = {}  # choice index -> its tool calls
-        self.done = False  # upstream sent [DONE]
         self.usage: JSON | None = None
-        self.error: GatewayError | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        out: list[bytes] = []
-        try:
-            events = self._decoder.feed(data)
-        except SSEProtocolError as e:
-            return self._fail(UpstreamError(f"The upstream sent a malformed stream ({e})."))
-        for event in events:
-            if self.error is not None or self.done:
-                break
-            payload = event.data
-            if payload == b"[DONE]":
-                self.done = True
-                break
-            fast = None if event.event is not None else _forwardable(payload, self._include_usage)
+    def _event(self, event: SSEEvent, out: list[bytes]) -> None:
+        payload = event.data
+        if event.event is None:
+            fast = _forwardable(payload, self._include_usage)
             if fast is not None:
                 out.append(_DATA + fast + _EOE)
-                continue
-            try:
-                chunk = self._rewrite(payload, event.event)
-            except (TypeError, ValueError, AttributeError, KeyError):
-                chunk = self._fail(
-                    UpstreamError("The upstream sent a stream chunk of an unexpected shape.")
-                )
-            if chunk:
-                out.append(chunk)
-        return b"".join(out)
+                return
+        if payload == b"[DONE]":
+            self.finished = True
+            return
+        chunk = self._rewrite(payload, event.event)
+        if chunk:
+            out.append(chunk)
 
-    def close(self) -> bytes:
-        if self.error is not None:
-            return b""
-        if not self.done and (not self._finished or self._decoder.pending):
-            self.error = UpstreamError(
-                "The upstream stream ended before the response was complete.",
-                code="upstream_stream_truncated",
-            )
-            return self.error.sse_event()
-        return DONE
-
-    def _fail(self, error: GatewayError) -> bytes:
-        self.error = error
-        return error.sse_event()
+    def _complete(self) -> bool:
+        # No [DONE] (some servers omit it): whole if a choice finished.
+        return bool(self._finished_choices)
 
     def _rewrite(self, payload: bytes, event: bytes | None) -> bytes:
         """The slow path: parse one chunk, record usage, fix what servers get wrong."""
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return self._fail(UpstreamError("The upstream sent a stream event that is not JSON."))
-        if not isinstance(obj, dict):
-            return self._fail(UpstreamError("The upstream sent a stream event that is not JSON."))
+        obj = self._object(payload)
+        if obj is None:
+            return b""
         if obj.get("error") or event == b"error":
-            return self._fail(_stream_error(obj))
+            self.fail(_stream_error(obj))
+            return b""
         usage = obj.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
@@ -315,7 +280,7 @@ class OpenAIStreamTranslator:
                         slots.place(call)
         reason = choice.get("finish_reason")
         if reason is not None:
-            self._finished.add(index)
+            self._finished_choices.add(index)
             if reason == "stop" and index in self._tools:
                 choice["finish_reason"] = "tool_calls"
 

@@ -7,10 +7,10 @@ never imports providers); `tests/providers/test_registry.py` checks the two list
 from __future__ import annotations
 
 from gateway.config import ProviderKind
-from gateway.providers.anthropic.legacy import AnthropicProvider
+from gateway.providers.anthropic.provider import AnthropicProvider
 from gateway.providers.base import Provider
-from gateway.providers.gemini.legacy import GeminiProvider
-from gateway.providers.mock.legacy import MockProvider
+from gateway.providers.gemini.provider import GeminiProvider
+from gateway.providers.mock.provider import MockProvider
 from gateway.providers.openai import OpenAIProvider
 
 PROVIDERS: dict[ProviderKind, Provider] = {

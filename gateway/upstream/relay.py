@@ -54,11 +54,12 @@ class Timeouts:
 
 @dataclass(slots=True)
 class Outcome:
-    """How a relayed call ended, for accounting: usage, the error if any."""
+    """How a relayed stream ended, for accounting: usage, the error if any, what went out."""
 
     usage: JSON | None = None
     error: GatewayError | None = None
     started: bool = False  # bytes went downstream
+    events: int = 0  # data events the translator produced (the last event aside)
 
 
 Write = Callable[[bytes], Awaitable[None]]
@@ -122,45 +123,41 @@ class Relay:
         ctx: CallContext,
         write: Write,
         on_finish: Finish | None = None,
+        outcome: Outcome | None = None,
     ) -> Outcome:
-        """A streamed call: translated SSE bytes go to `write` as they arrive.
+        """A streamed call: the translator's content goes to `write` as it arrives.
 
         Raises GatewayError only while nothing has been written, so the caller can
         still answer with a proper status. After the first write a failure becomes a
         final error event, the stream ends without `[DONE]`, and it is reported in the
         returned Outcome. `on_finish` runs once, with the final usage, just before the
         last event (`[DONE]` or the error) goes out: what it records is durable before
-        the client is told the request ended (reliability.md R23).
+        the client is told the request ended (reliability.md R23). The translator
+        never produces that last event; this method alone writes it
+        (providers/base.py, `StreamTranslator`). `outcome`, when given, is the one
+        filled in, so a caller whose request is cancelled midway still sees it.
         """
         t = self.timeouts
-        outcome = Outcome()
+        outcome = Outcome() if outcome is None else outcome
         translator = self.provider.new_stream_translator(ctx)
         deadline = trio.current_time() + t.total_s
-        finished = False
+        settled = False  # on_finish was called
+        ended = False  # the last event is being written
 
-        async def finish() -> None:
-            nonlocal finished
-            outcome.usage = translator.usage
-            outcome.error = translator.error
-            if on_finish is not None and not finished:
-                finished = True
-                await on_finish(outcome)
-
-        async def emit(data: bytes) -> None:
-            error = translator.error
-            if error is not None and not outcome.started and data == error.sse_event():
+        async def end(error: GatewayError | None) -> None:
+            """Settle, then write the last event; before any content, raise instead."""
+            nonlocal settled, ended
+            if error is not None and not outcome.started:
                 raise error  # failed before any content was sent: answer with a real status
-            last = error.sse_event() if error is not None else DONE
-            if data.endswith(last):  # the final event: hold it back until finish() ran
-                if len(data) > len(last):
-                    outcome.started = True
-                    await write(data[: -len(last)])
-                await finish()
-                outcome.started = True
-                await write(last)
-            elif data:
-                outcome.started = True
-                await write(data)
+            outcome.usage = translator.usage
+            outcome.error = error
+            outcome.events = translator.events
+            if on_finish is not None and not settled:
+                settled = True
+                await on_finish(outcome)
+            ended = True
+            outcome.started = True
+            await write(DONE if error is None else error.sse_event())
 
         # The idle deadline moves at most every `step` seconds: setting a cancel
         # scope's deadline costs more than translating a chunk.
@@ -176,15 +173,21 @@ class Relay:
                                 idle.deadline = now + t.idle_s
                                 moved = now
                             chunk = await resp.next_chunk()
-                            if chunk is None:
-                                await emit(translator.close())
-                                break
-                            await emit(translator.feed(chunk))
-                            if translator.error is not None:
-                                break
-                            if translator.done:  # the upstream said it has finished
-                                await emit(translator.close())
-                                break
+                            if chunk is not None:
+                                data = translator.feed(chunk)
+                                if data:
+                                    outcome.started = True
+                                    await write(data)
+                                if translator.error is None and not translator.finished:
+                                    continue
+                            # The end: EOF, the upstream said it finished, or it failed.
+                            if translator.error is None:
+                                data = translator.close()  # may find the stream truncated
+                                if data:
+                                    outcome.started = True
+                                    await write(data)
+                            await end(translator.error)
+                            break
                     if idle.cancelled_caught:
                         raise UpstreamTimeout(
                             f"The upstream sent nothing for about {t.idle_s:g} s.",
@@ -198,11 +201,10 @@ class Relay:
         except GatewayError as e:
             if not outcome.started:
                 raise
-            if translator.error is None:
-                translator.error = e
-                await finish()
-                await write(e.sse_event())
-        await finish()
+            if not ended:  # a deadline, the transport or on_finish failed mid-stream
+                await end(e)
+        finally:
+            outcome.events = translator.events
         return outcome
 
 

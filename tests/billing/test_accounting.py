@@ -16,6 +16,11 @@ import openai
 import pytest
 from openai import OpenAI
 
+from gateway.auth.principal import Principal
+from gateway.billing.accounting import Accounting
+from gateway.errors import UpstreamError
+from gateway.providers.base import Deployment
+from gateway.store.records import UsageRow
 from tests.conftest import ADMIN_KEY, KEY_ALL, Stack
 
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -224,3 +229,81 @@ def test_a_budgeted_key_sends_its_reserved_output_cap_upstream(stack: Stack) -> 
     # A key without a budget leaves the client's body alone.
     client(stack, KEY_ALL).chat.completions.create(model="fake/m", messages=HELLO)  # type: ignore[arg-type]
     assert "max_completion_tokens" not in stack.fake.requests[-1].body
+
+
+# ------------------------------------------------- estimates without upstream usage
+
+
+class RecordingLedger:
+    """Stands in for the Ledger: keeps the rows it is asked to journal."""
+
+    def __init__(self) -> None:
+        self.rows: list[UsageRow] = []
+
+    async def record(self, row: UsageRow) -> None:
+        self.rows.append(row)
+
+
+def books(ledger: RecordingLedger) -> Accounting:
+    dep = Deployment("m", "p", "mock", "m")
+    return Accounting(
+        ledger=ledger,  # type: ignore[arg-type]
+        limiter=None,  # type: ignore[arg-type]
+        principal=Principal(name="k"),
+        dep=dep,
+        request_id="chatcmpl-t",
+        body={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        prompt_tokens=9,
+    )
+
+
+@pytest.mark.parametrize(
+    ("events", "error", "expected"),
+    [
+        (7, None, (9, 5)),  # role, 5 content events, finish: ~5 tokens
+        (3, UpstreamError("cut"), (9, 1)),  # cut short after some content
+        (0, UpstreamError("refused"), (0, 0)),  # nothing sent: nothing generated
+        (0, None, (9, 0)),  # a client gone before the first event
+    ],
+)
+async def test_without_usage_the_translators_event_count_is_the_estimate(
+    events: int, error: UpstreamError | None, expected: tuple[int, int]
+) -> None:
+    ledger = RecordingLedger()
+    await books(ledger).finish(None, error, events=events)
+    (row,) = ledger.rows
+    assert (row.prompt_tokens, row.completion_tokens) == expected
+
+
+async def test_reported_usage_wins_over_the_event_count() -> None:
+    ledger = RecordingLedger()
+    usage = {"prompt_tokens": 4, "completion_tokens": 40, "total_tokens": 44}
+    await books(ledger).finish(usage, None, events=3)
+    assert (ledger.rows[0].prompt_tokens, ledger.rows[0].completion_tokens) == (4, 40)
+
+
+def test_a_stream_the_client_leaves_is_billed_for_what_was_sent(stack: Stack) -> None:
+    """No usage reaches the gateway when the client goes away mid-stream: the row is
+    estimated from the events the translator had produced (role and finish aside)."""
+    key_id, key = new_key(stack)
+    said = " ".join(f"word{i}" for i in range(40))
+    seen = 0
+    with httpx.stream(
+        "POST",
+        stack.url + "/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={
+            "model": "mock-paced",
+            "messages": [{"role": "user", "content": said}],
+            "stream": True,
+        },
+        timeout=10,
+    ) as r:
+        for line in r.iter_lines():
+            seen += line.startswith("data: ")
+            if seen == 6:
+                break  # the client goes away
+    (row,) = ledger_rows(stack, key_id)
+    assert row["status"] == "client_gone"
+    assert row["completion_tokens"] >= seen - 2
+    assert row["prompt_tokens"] > 0

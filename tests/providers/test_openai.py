@@ -19,6 +19,7 @@ from gateway.errors import (
 from gateway.openai.sse import SSEDecoder
 from gateway.providers.base import CallContext, Deployment
 from gateway.providers.openai import OpenAIProvider, normalise_request
+from tests.providers.streams import client_bytes
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "openai"
 P = OpenAIProvider()
@@ -38,14 +39,10 @@ def ctx(stream: bool = True, include_usage: bool = False, **dep: Any) -> CallCon
 
 
 def translate(data: bytes, c: CallContext, step: int | None = None) -> tuple[bytes, Any]:
+    """The client's bytes for `data` (fed `step` bytes at a time), and the translator."""
     t = P.new_stream_translator(c)
-    if step is None:
-        out = t.feed(data)
-    else:
-        out = b"".join(t.feed(data[i : i + step]) for i in range(0, len(data), step))
-    if t.error is None:
-        out += t.close()
-    return out, t
+    pieces = [data] if step is None else [data[i : i + step] for i in range(0, len(data), step)]
+    return client_bytes(t, pieces), t
 
 
 def events(out: bytes) -> list[Any]:
@@ -343,7 +340,7 @@ def test_an_oversized_event_is_refused() -> None:
 def test_done_is_reported_so_the_relay_can_stop_reading() -> None:
     t = P.new_stream_translator(ctx())
     t.feed((FIXTURES / "text_with_usage.sse").read_bytes())
-    assert t.done
+    assert t.finished
 
 
 def test_stream_usage_false_removes_the_clients_stream_options_too() -> None:

@@ -14,8 +14,9 @@ import trio
 
 from bench.fakes.server import Reply, Request, serve_http
 from gateway.config import ProviderConfig
-from gateway.errors import GatewayError, UpstreamTimeout
-from gateway.providers.base import CallContext
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.openai.sse import DONE
+from gateway.providers.base import CallContext, Provider
 from gateway.providers.openai import OpenAIProvider
 from gateway.upstream.relay import Outcome, Relay, Timeouts
 from gateway.upstream.router import make_deployment
@@ -89,7 +90,9 @@ class Upstream:
 
 
 @asynccontextmanager
-async def upstream(handler: Handler, kind: str, **timeouts: float) -> AsyncIterator[Upstream]:
+async def upstream(
+    handler: Handler, kind: str, provider: Provider | None = None, **timeouts: float
+) -> AsyncIterator[Upstream]:
     """A scripted upstream on a free port, and a Relay pointed at it."""
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve_http, handler, "127.0.0.1", 0))
@@ -105,7 +108,8 @@ async def upstream(handler: Handler, kind: str, **timeouts: float) -> AsyncItera
         )
         transport = make_transport(p, OpenAIProvider())
         try:
-            yield Upstream(Relay(transport, Timeouts.of(p), OpenAIProvider()), p)
+            relay = Relay(transport, Timeouts.of(p), provider or OpenAIProvider())
+            yield Upstream(relay, p)
         finally:
             await transport.aclose()
             nursery.cancel_scope.cancel()
@@ -294,3 +298,156 @@ async def test_on_finish_runs_before_a_mid_stream_error_event(transport: str) ->
     assert isinstance(log[-2], tuple) and log[-2][2] is not None
     assert isinstance(log[-1], bytes) and b'"error"' in log[-1]
     assert outcome.error is not None
+
+
+# ------------------------------------------------------------- the stream contract
+
+
+class Scripted:
+    """A translator that plays a script, whatever the upstream sent: each `feed` returns
+    the next step's content and takes its error and end; `close` returns `tail` or
+    fails with `tail_error`. It keeps the contract: content only."""
+
+    def __init__(
+        self,
+        steps: list[tuple[list[bytes], GatewayError | None, bool]],
+        tail: list[bytes] | None = None,
+        tail_error: GatewayError | None = None,
+    ) -> None:
+        self.steps = steps
+        self.tail = tail or []
+        self.tail_error = tail_error
+        self.usage: dict[str, int] | None = {"prompt_tokens": 1, "total_tokens": 1}
+        self.error: GatewayError | None = None
+        self.finished = False
+        self.events = 0
+        self.closed = 0
+
+    def feed(self, data: bytes) -> bytes:
+        items, self.error, self.finished = self.steps.pop(0) if self.steps else ([], None, False)
+        self.events += len(items)
+        return b"".join(items)
+
+    def close(self) -> bytes:
+        self.closed += 1
+        self.error = self.tail_error
+        if self.error is not None:
+            return b""
+        self.events += len(self.tail)
+        return b"".join(self.tail)
+
+
+class ScriptedProvider(OpenAIProvider):
+    def __init__(self, translator: Scripted) -> None:
+        self.translator = translator
+
+    def new_stream_translator(self, ctx: CallContext) -> Scripted:  # type: ignore[override]
+        return self.translator
+
+
+A, B, U = b"data: a\n\n", b"data: b\n\n", b"data: usage\n\n"
+
+
+async def _scripted(
+    transport: str, translator: Scripted, linger: bool = False
+) -> tuple[list[object], Outcome] | GatewayError:
+    """The writes and on_finish call of a stream through `translator`, or what it raised."""
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, b"x")
+        if linger:
+            await trio.sleep(30)
+        await reply.end()
+
+    async with upstream(handler, transport, ScriptedProvider(translator)) as up:
+        with trio.fail_after(2):
+            try:
+                return await _stream_with_finish(up)
+            except GatewayError as e:
+                return e
+
+
+async def test_the_relay_alone_writes_done_after_on_finish(transport: str) -> None:
+    t = Scripted([([A, B], None, True)], tail=[U])
+    result = await _scripted(transport, t, linger=True)  # finished: no wait for EOF
+    assert isinstance(result, tuple), result
+    log, outcome = result
+    assert log == [A + B, U, ("finish", t.usage, None), DONE]
+    assert t.closed == 1 and outcome.events == 3 and outcome.error is None
+
+
+async def test_content_then_an_error_in_one_feed_ends_with_the_error_event(
+    transport: str,
+) -> None:
+    error = UpstreamError("it broke")
+    t = Scripted([([A], error, False)])
+    result = await _scripted(transport, t)
+    assert isinstance(result, tuple), result
+    log, outcome = result
+    assert log == [A, ("finish", t.usage, error), error.sse_event()]
+    assert t.closed == 0  # nothing more is asked of a failed translator
+    assert outcome.error is error and outcome.events == 1 and DONE not in log
+
+
+async def test_a_failure_found_at_close_before_any_content_raises(transport: str) -> None:
+    truncated = UpstreamError("cut", code="upstream_stream_truncated")
+    t = Scripted([([], None, False)], tail_error=truncated)
+    assert await _scripted(transport, t) is truncated  # raised: a real 502, no stream
+
+
+async def test_a_failure_found_at_close_after_content_is_the_last_event(transport: str) -> None:
+    truncated = UpstreamError("cut", code="upstream_stream_truncated")
+    t = Scripted([([A], None, False)], tail_error=truncated)
+    result = await _scripted(transport, t)
+    assert isinstance(result, tuple), result
+    log, outcome = result
+    assert log == [A, ("finish", t.usage, truncated), truncated.sse_event()]
+    assert outcome.events == 1
+
+
+async def test_an_outcome_passed_in_is_filled_even_if_the_call_is_cancelled(
+    transport: str,
+) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("a") + chunk("b"))
+        await trio.sleep(30)
+
+    async with upstream(handler, transport) as up:
+        ctx = up.ctx(True)
+        req = up.relay.provider.build_request({**BODY, "stream": True}, ctx)
+        outcome = Outcome()
+        written: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            written.append(data)
+
+        with trio.move_on_after(0.5):  # the client went away
+            await up.relay.stream(req, ctx, write, None, outcome)
+    assert b"".join(written) == chunk("a") + chunk("b")
+    assert outcome.started and outcome.events == 2 and outcome.error is None
+
+
+async def test_a_gateway_error_from_on_finish_is_the_last_event_and_settles_once(
+    transport: str,
+) -> None:
+    refused = UpstreamError("the ledger refused it")
+    calls: list[Outcome] = []
+    written: list[bytes] = []
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.send(200, SSE, b"x")
+
+    async def write(data: bytes) -> None:
+        written.append(data)
+
+    async def on_finish(outcome: Outcome) -> None:
+        calls.append(outcome)
+        raise refused
+
+    t = Scripted([([A], None, True)])
+    async with upstream(handler, transport, ScriptedProvider(t)) as up:
+        ctx = up.ctx(True)
+        req = up.relay.provider.build_request({**BODY, "stream": True}, ctx)
+        outcome = await up.relay.stream(req, ctx, write, on_finish)
+    assert written == [A, refused.sse_event()]
+    assert len(calls) == 1 and outcome.error is refused

@@ -12,7 +12,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gateway.config import ConfigError, MockOptions, parse_config
-from gateway.providers.mock.legacy import SYSTEM_FINGERPRINT, MockReply, respond
+from gateway.providers.mock.reply import SYSTEM_FINGERPRINT, MockReply, respond
 from gateway.tokens.count import count_prompt_tokens
 
 CREATED = 1_730_000_000
