@@ -23,6 +23,9 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     error_type: ClassVar[str] = "internal_server_error"
     default_code: ClassVar[str | None] = None
+    # The upstream's HTTP status when the error is its answer (or the status its
+    # in-stream error stands for); set by the relay, read by the retry rules.
+    upstream_status: int | None = None
 
     def __init__(
         self,
@@ -166,11 +169,29 @@ class UpstreamUnavailable(UpstreamError):
     status = 503
 
 
+class UpstreamConnectionError(UpstreamError):
+    """502: the connection to the upstream failed. `sent` says whether the whole request
+    had gone out first: if not, the upstream cannot have started on it; if so, it may
+    have generated an answer nobody will see (reliability.md R1)."""
+
+    def __init__(self, message: str, *, sent: bool, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.sent = sent
+
+
 class UpstreamTimeout(UpstreamError):
     """504: the upstream did not answer within our deadline."""
 
     status = 504
     default_code = "timeout"
+
+
+class UpstreamConnectTimeout(UpstreamTimeout):
+    """504: no connection to the upstream within `connect_timeout_s`: nothing was sent."""
+
+
+class UpstreamFirstByteTimeout(UpstreamTimeout):
+    """504: a stream's upstream sent nothing within `first_byte_timeout_s`."""
 
 
 class UpstreamRejected(GatewayError):

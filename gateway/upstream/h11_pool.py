@@ -16,16 +16,17 @@ module does just that:
   cancellation and the upstream sees EOF/RST and stops generating.
 - Before reusing an idle connection, a zero-timeout poll checks it is not readable: an
   idle socket with something to read holds EOF (the server closed it) or garbage.
-  A failure before any response byte raises `transport.Retryable` (the Relay retries on
-  another connection); nothing is retried once a response byte arrived.
+  A connection failure raises `UpstreamConnectionError` saying whether the whole request
+  had been sent (`sent`): a send that failed, with no answer read, had not; a connection
+  that broke after the request went out may have started a generation. The routing
+  chain decides what to retry from that (gateway/upstream/retry.py).
 - Framing (Content-Length, chunked, close-delimited) is h11's; a response head is
   bounded to `MAX_HEAD_BYTES`, reads to `RECV_BYTES`.
 
 Deadlines are not enforced here: the Relay owns them as trio cancel scopes. This module
 only does I/O and maps its failures to the gateway's error tree, with the messages and
 codes of `upstream_httpx.HttpxTransport`, plus `upstream_protocol_error` for a malformed or
-oversized response head. Unlike httpx, a head that was cut after its first byte is not
-retried: the upstream may have started answering.
+oversized response head.
 """
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ import trio
 
 from gateway import __version__
 from gateway.config import ProviderConfig
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    GatewayError,
+    UpstreamConnectionError,
+    UpstreamConnectTimeout,
+    UpstreamError,
+)
 from gateway.providers.base import CallContext, UpstreamRequest
-from gateway.upstream.transport import Retryable
 
 __all__ = ["IDLE_EXPIRY_S", "MAX_HEAD_BYTES", "RECV_BYTES", "USER_AGENT", "H11Transport"]
 
@@ -233,7 +238,7 @@ class H11Transport:
             try:
                 tcp = await trio.open_tcp_stream(pool.host, pool.port)
             except OSError:
-                raise self._unreachable("ConnectError") from None
+                raise self._unreachable("ConnectError", sent=False) from None
             if not pool.tls:
                 # trio sets TCP_NODELAY on every SocketStream
                 return _PooledConnection(tcp, tcp.socket)
@@ -244,22 +249,21 @@ class H11Transport:
                 await stream.do_handshake()
             except _IO_ERRORS:
                 tcp.socket.close()
-                raise self._unreachable("ConnectError") from None
+                raise self._unreachable("ConnectError", sent=False) from None
             except BaseException:
                 tcp.socket.close()
                 raise
             return _PooledConnection(stream, tcp.socket)
         assert scope.cancelled_caught
-        raise UpstreamTimeout(
+        raise UpstreamConnectTimeout(
             f"Timed out connecting to the upstream '{self._name}'.", code="upstream_timeout"
         )
 
-    def _unreachable(self, why: str) -> Retryable:
-        return Retryable(
-            UpstreamError(
-                f"Could not reach the upstream '{self._name}' ({why}).",
-                code="upstream_unreachable",
-            )
+    def _unreachable(self, why: str, *, sent: bool) -> UpstreamConnectionError:
+        return UpstreamConnectionError(
+            f"Could not reach the upstream '{self._name}' ({why}).",
+            code="upstream_unreachable",
+            sent=sent,
         )
 
     def _request_failed(self, why: str) -> UpstreamError:
@@ -359,9 +363,10 @@ class _UpstreamExchange:
         except _IO_ERRORS:
             why = "the connection was reset"
         self._release(reuse=False)
-        raise UpstreamError(
+        raise UpstreamConnectionError(
             f"The upstream connection failed mid-response ({why}).",
             code="upstream_connection_lost",
+            sent=True,
         )
 
     # -- internals ---------------------------------------------------------------------
@@ -409,12 +414,16 @@ class _UpstreamExchange:
                 raise h11.RemoteProtocolError(f"unexpected {event!r}")
         except (h11.RemoteProtocolError, *_IO_ERRORS) as e:
             if send_failed and not got_bytes:
-                raise t._unreachable("WriteError") from None
+                # The request did not all go out and nothing came back: the upstream
+                # cannot have started on it (typically a pooled connection the server
+                # had closed, whose reset met our write).
+                raise t._unreachable("WriteError", sent=False) from None
             if not got_bytes:
-                # Nothing came back: the request cannot have been answered. Typically a
-                # pooled connection the server closed as we reused it, or a reset.
+                # The request went out, then the connection closed or was reset with no
+                # answer: the upstream may have read it and started generating.
                 reset = not isinstance(e, h11.RemoteProtocolError)
-                raise t._unreachable("ReadError" if reset else "RemoteProtocolError") from None
+                why = "ReadError" if reset else "RemoteProtocolError"
+                raise t._unreachable(why, sent=True) from None
             raise self._broken_head(e, eof) from None
         if send_failed:
             h.send_failed()  # our side is in ERROR: the connection will not be reused
@@ -438,10 +447,11 @@ class _UpstreamExchange:
             return UpstreamError(
                 f"The upstream '{name}' sent {why}.", code="upstream_protocol_error"
             )
-        return UpstreamError(
+        return UpstreamConnectionError(
             "The upstream connection failed mid-response "
             f"(the connection was {'closed early' if eof else 'reset'}).",
             code="upstream_connection_lost",
+            sent=True,
         )
 
     async def _drain_rest(self) -> None:

@@ -16,9 +16,8 @@ import httpx
 import trio
 
 from gateway.config import ProviderConfig
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamConnectionError, UpstreamConnectTimeout, UpstreamError
 from gateway.providers.base import CallContext, UpstreamRequest
-from gateway.upstream.transport import Retryable
 
 
 class _HttpxResponse:
@@ -38,9 +37,10 @@ class _HttpxResponse:
         except StopAsyncIteration:
             return None
         except httpx.TransportError as e:
-            raise UpstreamError(
+            raise UpstreamConnectionError(
                 f"The upstream connection failed mid-response ({type(e).__name__}).",
                 code="upstream_connection_lost",
+                sent=True,
             ) from None
 
 
@@ -69,15 +69,21 @@ class HttpxTransport:
         try:
             resp = await self._client.send(request, stream=True)
         except httpx.ConnectTimeout:
-            raise UpstreamTimeout(
+            raise UpstreamConnectTimeout(
                 f"Timed out connecting to the upstream '{self._name}'.", code="upstream_timeout"
             ) from None
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
-            raise Retryable(
-                UpstreamError(
-                    f"Could not reach the upstream '{self._name}' ({type(e).__name__}).",
-                    code="upstream_unreachable",
-                )
+        except (
+            httpx.ConnectError,
+            httpx.WriteError,
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+        ) as e:
+            # httpx reads the response only after the whole request was written: a
+            # failure while reading means the upstream may have started on it.
+            raise UpstreamConnectionError(
+                f"Could not reach the upstream '{self._name}' ({type(e).__name__}).",
+                code="upstream_unreachable",
+                sent=not isinstance(e, httpx.ConnectError | httpx.WriteError),
             ) from None
         except httpx.TransportError as e:
             raise UpstreamError(

@@ -1,4 +1,4 @@
-"""Upstream calls: deadlines, retries, cancellation and translation around a transport.
+"""One upstream call: deadlines, cancellation and translation around a transport.
 
 One pooled HTTP/1.1 transport per provider (transport.py; HTTP/1.1 because closing
 the connection is how an abandoned generation stops). The built-in mock is served
@@ -7,10 +7,17 @@ real upstream.
 
 Deadlines are ours, enforced with trio cancel scopes (a read timeout measures gaps,
 not totals): first byte (response headers, streams only), idle gap between chunks,
-and one total deadline around everything; connecting is bounded by the transport. A request is
-retried only where it cannot have reached the model: a refused or reset connection
-before any response header (reliability.md R1), at most twice, inside the total
-deadline. Nothing is retried after a byte went downstream.
+and a total deadline, which the routing chain passes in so that every attempt of a
+request shares one (reliability.md R4); connecting is bounded by the transport.
+
+The relay makes one attempt and never retries: the chain (chain.py) decides from the
+error it raises, which says what happened. A transport's `UpstreamConnectionError`
+says whether the request had been fully sent: a connection that broke after that may
+have reached the model and generated an answer nobody will see, so it is not the
+failure a refused connection is (reliability.md R1). A first-byte timeout is
+`UpstreamFirstByteTimeout`, and an error that is the upstream's answer carries its
+`upstream_status`. Once a byte went downstream nothing is raised: the stream ends with
+an error event (R3).
 
 Transports raise only gateway errors (each maps its own client's exceptions); the
 relay maps upstream error bodies through the provider.
@@ -26,14 +33,13 @@ from dataclasses import dataclass
 import trio
 
 from gateway.config import ProviderConfig
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamError, UpstreamFirstByteTimeout, UpstreamTimeout
 from gateway.openai.sse import DONE
 from gateway.providers.base import JSON, CallContext, Completion, Provider, UpstreamRequest
-from gateway.upstream.transport import Retryable, Transport, UpstreamResponse
+from gateway.upstream.transport import Transport, UpstreamResponse
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a non-streamed upstream body larger than this is refused
 MAX_ERROR_BYTES = 256 * 1024  # we read at most this much of an upstream error body
-MAX_ATTEMPTS = 3  # one try plus two retries, for failures before any response header
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,42 +80,48 @@ class Relay:
         self.timeouts = timeouts
         self.provider = provider
 
+    def deadline(self) -> float:
+        """The total deadline of a call that starts now (trio clock)."""
+        return trio.current_time() + self.timeouts.total_s
+
     @asynccontextmanager
     async def _open(
         self, req: UpstreamRequest, ctx: CallContext, deadline: float
     ) -> AsyncIterator[UpstreamResponse]:
-        """Open the upstream response (headers received), retrying what is safe to retry.
+        """Open the upstream response (headers received), once.
 
-        A non-2xx answer is read (bounded) and raised as the provider's mapped error.
+        A non-2xx answer is read (bounded) and raised as the provider's mapped error,
+        with the upstream's status on it.
         """
         # A non-streamed answer's headers come after the whole generation: only the
         # total deadline bounds it.
         first_byte_s = self.timeouts.first_byte_s if req.stream else math.inf
-        attempt = 0
-        while True:
-            attempt += 1
-            with trio.CancelScope(deadline=min(deadline, trio.current_time() + first_byte_s)) as cs:
-                try:
-                    async with self.transport.open(req, ctx) as resp:
-                        if resp.status >= 300:
-                            body = await _read_bounded(resp, MAX_ERROR_BYTES)
-                            raise self.provider.map_error(resp.status, resp.headers, body)
-                        cs.deadline = math.inf  # the caller owns the deadlines from here
-                        yield resp
-                        return
-                except Retryable as r:
-                    if attempt >= MAX_ATTEMPTS or trio.current_time() >= deadline:
-                        raise r.error from None
-                    await trio.sleep(0.05 * attempt)
-                    continue
-            if cs.cancelled_caught:
-                raise UpstreamTimeout(
-                    "The upstream did not answer in time.", code="upstream_timeout"
-                )
+        first_byte_at = trio.current_time() + first_byte_s
+        with trio.CancelScope(deadline=min(deadline, first_byte_at)) as cs:
+            async with self.transport.open(req, ctx) as resp:
+                if resp.status >= 300:
+                    body = await _read_bounded(resp, MAX_ERROR_BYTES)
+                    error = self.provider.map_error(resp.status, resp.headers, body)
+                    error.upstream_status = resp.status
+                    raise error
+                cs.deadline = math.inf  # the caller owns the deadlines from here
+                yield resp
+                return
+        if first_byte_at < deadline:
+            raise UpstreamFirstByteTimeout(
+                f"The upstream sent no response within {first_byte_s:g} s.",
+                code="upstream_timeout",
+            )
+        raise UpstreamTimeout("The upstream did not answer in time.", code="upstream_timeout")
 
-    async def complete(self, req: UpstreamRequest, ctx: CallContext) -> Completion:
-        """A non-streamed call: the translated completion, or a raised GatewayError."""
-        deadline = trio.current_time() + self.timeouts.total_s
+    async def complete(
+        self, req: UpstreamRequest, ctx: CallContext, deadline: float | None = None
+    ) -> Completion:
+        """A non-streamed call: the translated completion, or a raised GatewayError.
+
+        `deadline` (trio clock) bounds the whole call; None: `total_s` from now.
+        """
+        deadline = self.deadline() if deadline is None else deadline
         with trio.CancelScope(deadline=deadline) as cs:
             async with self._open(req, ctx, deadline) as resp:
                 body = await _read_bounded(resp, MAX_RESPONSE_BYTES, strict=True)
@@ -124,23 +136,29 @@ class Relay:
         write: Write,
         on_finish: Finish | None = None,
         outcome: Outcome | None = None,
+        deadline: float | None = None,
     ) -> Outcome:
         """A streamed call: the translator's content goes to `write` as it arrives.
 
         Raises GatewayError only while nothing has been written, so the caller can
-        still answer with a proper status. After the first write a failure becomes a
-        final error event, the stream ends without `[DONE]`, and it is reported in the
-        returned Outcome. `on_finish` runs once, with the final usage, just before the
-        last event (`[DONE]` or the error) goes out: what it records is durable before
-        the client is told the request ended (reliability.md R23). The translator
-        never produces that last event; this method alone writes it
-        (providers/base.py, `StreamTranslator`). `outcome`, when given, is the one
+        still answer with a proper status (or try elsewhere). After the first write a
+        failure becomes a final error event, the stream ends without `[DONE]`, and it
+        is reported in the returned Outcome. `on_finish` runs once, with the final
+        usage, just before the last event (`[DONE]` or the error) goes out: what it
+        records is durable before the client is told the request ended (reliability.md
+        R23). The translator never produces that last event; this method alone writes
+        it (providers/base.py, `StreamTranslator`). `outcome`, when given, is the one
         filled in, so a caller whose request is cancelled midway still sees it.
+        `deadline` (trio clock) bounds the whole call; None: `total_s` from now.
+
+        A failure raised before any content stands for the upstream's answer: the
+        translator's error carries the status it maps to as `upstream_status`, and an
+        idle gap before any content is a first-byte timeout (nothing went downstream).
         """
         t = self.timeouts
         outcome = Outcome() if outcome is None else outcome
         translator = self.provider.new_stream_translator(ctx)
-        deadline = trio.current_time() + t.total_s
+        deadline = self.deadline() if deadline is None else deadline
         settled = False  # on_finish was called
         ended = False  # the last event is being written
 
@@ -148,7 +166,10 @@ class Relay:
             """Settle, then write the last event; before any content, raise instead."""
             nonlocal settled, ended
             if error is not None and not outcome.started:
-                raise error  # failed before any content was sent: answer with a real status
+                # Failed before any content was sent: answer with a real status.
+                if error.upstream_status is None:
+                    error.upstream_status = error.http_status
+                raise error
             outcome.usage = translator.usage
             outcome.error = error
             outcome.events = translator.events
@@ -189,7 +210,8 @@ class Relay:
                             await end(translator.error)
                             break
                     if idle.cancelled_caught:
-                        raise UpstreamTimeout(
+                        gap = UpstreamTimeout if outcome.started else UpstreamFirstByteTimeout
+                        raise gap(
                             f"The upstream sent nothing for about {t.idle_s:g} s.",
                             code="upstream_timeout",
                         )

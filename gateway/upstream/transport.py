@@ -1,10 +1,15 @@
-"""What every upstream transport provides, and the one failure the Relay may retry.
+"""What every upstream transport provides.
 
 A transport only does I/O: it opens one HTTP exchange and hands back the status,
-the headers and the body piece by piece. Deadlines, retries and translation belong
-to `relay.Relay`. Implementations: `upstream_http.H11Transport` (the default: a lean
-HTTP/1.1 pool on trio), `upstream_httpx.HttpxTransport` (httpx: honours proxy
-environment variables) and `relay.LocalTransport` (the in-process mock).
+the headers and the body piece by piece. Deadlines and translation belong to
+`relay.Relay`, retries to the routing chain (`chain.py`). A transport raises only
+gateway errors; a broken connection is an `UpstreamConnectionError` that says whether
+the whole request had been sent, and a connect timeout an `UpstreamConnectTimeout`:
+what may be retried depends on it (reliability.md R1).
+
+Implementations: `h11_pool.H11Transport` (the default: a lean HTTP/1.1 pool on trio),
+`httpx_transport.HttpxTransport` (httpx: honours proxy environment variables) and
+`local.LocalTransport` (the in-process mock).
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from gateway.errors import GatewayError
 from gateway.providers.base import CallContext, UpstreamRequest
 
 
@@ -34,11 +38,3 @@ class Transport(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-class Retryable(Exception):
-    """A failure before any response header: the request did not reach the model."""
-
-    def __init__(self, error: GatewayError) -> None:
-        super().__init__(error.message)
-        self.error = error

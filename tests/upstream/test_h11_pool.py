@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -22,13 +23,12 @@ import trio
 from bench.fakes.openai import FakeOpenAI
 from bench.fakes.server import Reply, Request, serve_http
 from gateway.config import ProviderConfig
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamConnectionError, UpstreamConnectTimeout, UpstreamError
 from gateway.providers.base import CallContext, UpstreamRequest
 from gateway.providers.openai import OpenAIProvider
 from gateway.upstream.h11_pool import MAX_HEAD_BYTES, USER_AGENT, H11Transport
 from gateway.upstream.relay import Relay, Timeouts
 from gateway.upstream.router import make_deployment
-from gateway.upstream.transport import Retryable
 from tests.tls import self_signed
 
 Handler = Callable[[Request, Reply], Awaitable[None]]
@@ -430,36 +430,40 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used(
     assert len(accepted) == 2
 
 
-async def test_a_reset_before_headers_is_retryable() -> None:
+async def test_a_reset_after_the_request_was_read_says_it_was_sent() -> None:
+    """The server read the whole request, then reset: it may have started on it."""
+
     async def handler(request: Request, reply: Reply) -> None:
         reply.abort()
 
     async with serving(handler) as port, transport_for(port) as transport:
-        with pytest.raises(Retryable) as info:
+        with pytest.raises(UpstreamConnectionError) as info:
             await fetch(transport, post(port))
-    error = info.value.error
+    error = info.value
     assert error.code == "upstream_unreachable" and error.http_status == 502
     assert "Could not reach the upstream 'up'" in error.message
+    assert error.sent
 
 
-async def test_a_reused_connection_reset_before_headers_is_retried_by_the_relay(
-    accepted: list[trio.SocketStream],
+async def test_a_write_to_a_connection_the_server_reset_says_nothing_was_sent(
+    accepted: list[trio.SocketStream], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = 0
-
-    async def handler(request: Request, reply: Reply) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            reply.abort()  # the pooled connection dies under the second request
-        await reply.send(200, JSON, b'{"choices":[]}')
-
-    async with serving(handler) as port, transport_for(port) as transport:
+    """A pooled connection the server reset while idle, reused before the poll could see
+    it: the write fails, nothing is read, so the request never reached the server."""
+    async with serving(ok) as port, transport_for(port) as transport:
         await fetch(transport, post(port))
-        relay = Relay(transport, Timeouts(1, 1, 2), OpenAIProvider())
-        completion = await relay.complete(post(port), CTX)
-    assert orjson.loads(completion.body)["choices"] == []
-    assert calls == 3 and len(accepted) == 2
+        [pool] = transport._pools.values()
+        [conn] = pool.idle
+        server_side = accepted[0]
+        server_side.socket.setsockopt(
+            trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        server_side.socket.close()  # an RST
+        await trio.sleep(0.05)
+        monkeypatch.setattr(type(conn), "readable", lambda self: False)
+        with pytest.raises(UpstreamConnectionError) as info:
+            await fetch(transport, post(port, body=b"x" * 300_000))
+    assert not info.value.sent and info.value.code == "upstream_unreachable"
 
 
 async def test_a_reset_mid_body_fails_next_chunk(accepted: list[trio.SocketStream]) -> None:
@@ -503,9 +507,9 @@ async def test_eof_after_part_of_the_head_is_not_retryable() -> None:
         await stream.aclose()
 
     async with raw_server(answer) as port, transport_for(port) as transport:
-        with pytest.raises(UpstreamError) as info:  # a Retryable would escape this
+        with pytest.raises(UpstreamConnectionError) as info:
             await fetch(transport, post(port))
-    assert info.value.code == "upstream_connection_lost"
+    assert info.value.code == "upstream_connection_lost" and info.value.sent
 
 
 # -------------------------------------------------------------------------- framing
@@ -605,15 +609,15 @@ async def test_an_early_answer_to_a_large_body_is_read() -> None:
 # -------------------------------------------------------------------------- connecting
 
 
-async def test_connection_refused_is_retryable() -> None:
+async def test_connection_refused_says_nothing_was_sent() -> None:
     with trio.socket.socket() as sock:  # a port nobody listens on
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     async with transport_for(port) as transport:
-        with pytest.raises(Retryable) as info:
+        with pytest.raises(UpstreamConnectionError) as info:
             await fetch(transport, post(port))
-    assert info.value.error.code == "upstream_unreachable"
-    assert info.value.error.message == "Could not reach the upstream 'up' (ConnectError)."
+    assert info.value.code == "upstream_unreachable" and not info.value.sent
+    assert info.value.message == "Could not reach the upstream 'up' (ConnectError)."
 
 
 async def test_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -623,7 +627,7 @@ async def test_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(trio, "open_tcp_stream", never)
     async with transport_for(9, connect_timeout_s=0.1) as transport:
-        with trio.fail_after(1), pytest.raises(UpstreamTimeout) as info:
+        with trio.fail_after(1), pytest.raises(UpstreamConnectTimeout) as info:
             await fetch(transport, post(9))
     assert info.value.code == "upstream_timeout" and info.value.http_status == 504
 
@@ -714,12 +718,13 @@ async def test_https_refuses_an_untrusted_certificate(certificate: tuple[Path, P
             provider(port, scheme="https"), ssl_context=ssl.create_default_context()
         )
         try:
-            with pytest.raises(Retryable) as info:
+            with pytest.raises(UpstreamConnectionError) as info:
                 await fetch(transport, post(port, scheme="https"))
         finally:
             await transport.aclose()
         nursery.cancel_scope.cancel()
-    assert info.value.error.message == "Could not reach the upstream 'up' (ConnectError)."
+    assert info.value.message == "Could not reach the upstream 'up' (ConnectError)."
+    assert not info.value.sent
 
 
 async def test_an_answer_sent_before_a_reset_is_read_even_if_sending_failed() -> None:

@@ -14,7 +14,13 @@ import trio
 
 from bench.fakes.server import Reply, Request, serve_http
 from gateway.config import ProviderConfig
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    GatewayError,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamFirstByteTimeout,
+    UpstreamTimeout,
+)
 from gateway.openai.sse import DONE
 from gateway.providers.base import CallContext, Provider
 from gateway.providers.openai import OpenAIProvider
@@ -172,7 +178,7 @@ async def test_first_byte_timeout_applies_to_streams(transport: str) -> None:
         await trio.sleep(30)
 
     async with upstream(handler, transport, first_byte_s=0.3, total_s=5) as up:
-        with trio.fail_after(2), pytest.raises(UpstreamTimeout):
+        with trio.fail_after(2), pytest.raises(UpstreamFirstByteTimeout):
             await up.stream()
 
 
@@ -208,7 +214,11 @@ async def test_idle_gap_mid_stream_is_an_error_event(transport: str) -> None:
     assert out.startswith(chunk("hi")) and b"upstream_timeout" in out
 
 
-async def test_a_reset_before_headers_is_retried_twice_then_502(transport: str) -> None:
+async def test_a_reset_after_the_request_was_read_is_one_attempt_that_was_sent(
+    transport: str,
+) -> None:
+    """The relay never retries; it says the request went out, so the chain knows the
+    upstream may have started on it (reliability.md R1)."""
     attempts: list[int] = []
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -216,24 +226,63 @@ async def test_a_reset_before_headers_is_retried_twice_then_502(transport: str) 
         reply.abort()
 
     async with upstream(handler, transport) as up:
-        with pytest.raises(GatewayError) as info:
+        with pytest.raises(UpstreamConnectionError) as info:
             await up.complete()
-    assert info.value.http_status == 502
-    assert len(attempts) == 3
+    assert info.value.http_status == 502 and info.value.sent
+    assert len(attempts) == 1
 
 
-async def test_a_reset_before_headers_then_success_is_transparent(transport: str) -> None:
+async def test_an_error_status_is_one_attempt_carrying_the_upstream_status(
+    transport: str,
+) -> None:
     attempts: list[int] = []
 
     async def handler(request: Request, reply: Reply) -> None:
         attempts.append(1)
-        if len(attempts) == 1:
-            reply.abort()
-        await reply.send(200, JSON, COMPLETION)
+        await reply.send(529, JSON, b'{"error": {"message": "busy", "type": "overloaded_error"}}')
 
     async with upstream(handler, transport) as up:
-        assert b'"hi"' in await up.complete()
-    assert len(attempts) == 2
+        with pytest.raises(GatewayError) as info:
+            await up.complete()
+    assert info.value.http_status == 503 and info.value.upstream_status == 529
+    assert len(attempts) == 1
+
+
+async def test_an_error_event_before_any_content_carries_the_status_it_stands_for(
+    transport: str,
+) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        error = b'data: {"error": {"message": "busy", "type": "server_error", "code": 503}}\n\n'
+        await reply.start(200, SSE, error)
+        await reply.end()
+
+    async with upstream(handler, transport) as up:
+        with pytest.raises(GatewayError) as info:
+            await up.stream()
+    assert info.value.upstream_status == info.value.http_status == 503
+
+
+async def test_an_idle_gap_before_any_content_is_a_first_byte_timeout(transport: str) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, b": nothing yet\n\n")
+        await trio.sleep(30)
+
+    async with upstream(handler, transport, idle_s=0.3) as up:
+        with trio.fail_after(2), pytest.raises(UpstreamFirstByteTimeout):
+            await up.stream()
+
+
+async def test_a_deadline_passed_in_bounds_the_call(transport: str) -> None:
+    async def handler(request: Request, reply: Reply) -> None:
+        await trio.sleep(30)
+
+    async with upstream(handler, transport, total_s=30) as up:
+        ctx = up.ctx(False)
+        req = up.relay.provider.build_request(BODY, ctx)
+        start = trio.current_time()
+        with trio.fail_after(2), pytest.raises(UpstreamTimeout):
+            await up.relay.complete(req, ctx, start + 0.3)
+    assert trio.current_time() - start < 1
 
 
 async def test_4xx_is_never_retried(transport: str) -> None:
@@ -249,6 +298,7 @@ async def test_4xx_is_never_retried(transport: str) -> None:
         with pytest.raises(GatewayError) as info:
             await up.complete()
     assert info.value.http_status == 400 and len(attempts) == 1
+    assert info.value.upstream_status == 400
 
 
 async def _stream_with_finish(up: Upstream) -> tuple[list[object], Outcome]:
