@@ -37,7 +37,12 @@ def describe(config: Config) -> str:
     lines.append("models:")
     for m in config.models.values():
         upstream = "" if m.upstream_model == m.id else f" -> {m.upstream_model}"
-        lines.append(f"  {m.id:<24} via {m.provider}{upstream}")
+        then = f", then {', '.join(m.fallbacks)}" if m.fallbacks else ""
+        lines.append(f"  {m.id:<24} via {m.provider}{upstream}{then}")
+    for r in config.routed.values():
+        targets = ", ".join(f"{t.model} ({t.weight:g})" for t in r.targets)
+        then = f", then {', '.join(r.fallbacks)}" if r.fallbacks else ""
+        lines.append(f"  {r.id:<24} {r.strategy}: {targets}{then}")
     if config.providers:
         names = ", ".join(f"{n}/<model>" for n in config.providers)
         lines.append(f"  (and any {names})")

@@ -26,11 +26,14 @@ from gateway.config.model import (
     ModelConfig,
     Price,
     ProviderConfig,
+    RoutedModelConfig,
+    RoutingConfig,
     ServerConfig,
     StateConfig,
 )
 from gateway.config.options import KINDS, OPTIONS_BY_KIND, ProviderKind, ProviderOptions
 from gateway.config.reader import ConfigError, Table
+from gateway.config.routing import check_routes, read_fallbacks, read_routed_model, read_routing
 from gateway.store.redis_url import parse_redis_url
 
 T = TypeVar("T")
@@ -159,8 +162,12 @@ def _provider(name: str, t: Table, env: Mapping[str, str]) -> ProviderConfig:
     return p
 
 
-def _model(model_id: str, t: Table, providers: Mapping[str, ProviderConfig]) -> ModelConfig:
-    provider_name = t.text("provider", required=True)
+def _model(
+    model_id: str, t: Table, providers: Mapping[str, ProviderConfig], routing: RoutingConfig
+) -> ModelConfig:
+    provider_name = t.text("provider")
+    if provider_name is None:
+        raise ConfigError(f"{t.path}: set provider (one deployment) or targets (several)")
     provider = providers.get(provider_name)
     if provider is None:
         raise ConfigError(f"{t.at('provider')}: no provider named {provider_name!r}")
@@ -171,7 +178,11 @@ def _model(model_id: str, t: Table, providers: Mapping[str, ProviderConfig]) -> 
         options=_options(t, provider.options),
         max_output_tokens=_max_output_tokens(t, provider.max_output_tokens),
         price=_price(t, provider.price),
+        fallbacks=read_fallbacks(t),
+        routing=read_routing(t, routing),
     )
+    if "strategy" in t.data:
+        raise ConfigError(f"{t.at('strategy')}: only a model with targets has a strategy")
     _unknown_key_hint(t, provider.kind)
     return m
 
@@ -270,13 +281,26 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
             assert sub is not None
             providers[name] = _provider(name, sub, env)
 
+    rt = root.table("routing")
+    routing = RoutingConfig()
+    if rt is not None:
+        routing = read_routing(rt, routing)
+        rt.done()
+
     models: dict[str, ModelConfig] = {}
+    routed: dict[str, RoutedModelConfig] = {}
     mt = root.table("models")
     if mt is not None:
         for model_id in mt.data:
             sub = mt.table(model_id)
             assert sub is not None
-            models[model_id] = _model(model_id, sub, providers)
+            if "targets" in sub.data:
+                if "provider" in sub.data:
+                    raise ConfigError(f"{sub.path}: set provider or targets, not both")
+                routed[model_id] = read_routed_model(model_id, sub, routing)
+            else:
+                models[model_id] = _model(model_id, sub, providers, routing)
+    check_routes(models, routed, providers)
 
     root.seen.add("keys")
     raw_keys = root.data.get("keys")
@@ -294,6 +318,8 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
         source=source,
         media=media,
         state=state,
+        routed=routed,
+        routing=routing,
     )
 
 

@@ -14,8 +14,15 @@ from gateway.config.options import OpenAIOptions, ProviderKind, ProviderOptions
 
 Transport = Literal["h11", "httpx"]
 HttpServer = Literal["builtin", "hypercorn"]
+Strategy = Literal["weighted", "least-busy", "latency", "priority"]
 TRANSPORTS: tuple[Transport, ...] = ("h11", "httpx")
 HTTP_SERVERS: tuple[HttpServer, ...] = ("builtin", "hypercorn")
+STRATEGIES: tuple[Strategy, ...] = ("weighted", "least-busy", "latency", "priority")
+# What `retry_on` may name besides statuses: a connection that failed (before the
+# request was sent, or after it on a stream), and a stream's first-byte timeout.
+RETRY_EVENTS = ("connect", "first_byte_timeout")
+# Answers about the request itself: the same request gets the same answer anywhere.
+NEVER_RETRIED = frozenset({400, 401, 403, 404, 413, 422})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +111,42 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """Retries, failover and passive health (`[routing]`, each key also per model).
+
+    See docs/routing.md. Health state and the retry budget are per worker process.
+    """
+
+    max_attempts: int = 3  # across targets and fallbacks, the first try included
+    retry_on_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504, 529})
+    retry_on_connect: bool = True  # "connect" in retry_on
+    retry_on_first_byte_timeout: bool = True  # "first_byte_timeout" in retry_on
+    # A non-streamed request whose connection broke after it was sent may have been
+    # answered (and billed) upstream: retried only when a model opts in.
+    retry_after_send: bool = False
+    retry_budget_ratio: float = 0.2  # retries <= this x the requests of the last 10 s...
+    retry_budget_min_per_s: float = 3.0  # ...plus this many per second
+    backoff_base_ms: float = 100.0  # full jitter, doubling per retry of one deployment
+    max_retry_after_s: float = 5.0  # a longer upstream Retry-After: move on, do not wait
+    cooldown_s: float = 5.0  # first ejection of a failing deployment...
+    cooldown_max_s: float = 300.0  # ...doubling up to this
+    eject_consecutive_failures: int = 5  # failures in a row that eject a deployment
+    eject_failure_rate: float = 0.5  # or this share of failures over the last 10 s...
+    eject_min_requests: int = 10  # ...once it has served at least this many there
+
+    @property
+    def retry_on(self) -> tuple[int | str, ...]:
+        """The `retry_on` list as configured (statuses sorted, then the events)."""
+        events = ("connect",) * self.retry_on_connect + (
+            "first_byte_timeout",
+        ) * self.retry_on_first_byte_timeout
+        return (*sorted(self.retry_on_statuses), *events)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
-    """A configured model id (`[models."ID"]`); options and prices already merged over
-    its provider's."""
+    """A configured model id served by one deployment (`[models."ID"]` with `provider`);
+    options and prices already merged over its provider's."""
 
     id: str
     provider: str
@@ -114,6 +154,27 @@ class ModelConfig:
     options: ProviderOptions = field(default_factory=OpenAIOptions)
     max_output_tokens: int | None = None
     price: Price = FREE
+    fallbacks: tuple[str, ...] = ()  # routable ids tried in order when it failed retryably
+    routing: RoutingConfig = RoutingConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """One target of a routed model: any routable id (a `[models]` id or PROVIDER/MODEL)."""
+
+    model: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedModelConfig:
+    """A configured model id served by several targets (`[models."ID"]` with `targets`)."""
+
+    id: str
+    targets: tuple[TargetConfig, ...]
+    strategy: Strategy = "weighted"
+    fallbacks: tuple[str, ...] = ()
+    routing: RoutingConfig = RoutingConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +193,5 @@ class Config:
     source: str = "<embedded defaults>"
     media: FetchPolicy = FetchPolicy()
     state: StateConfig = StateConfig()
+    routed: Mapping[str, RoutedModelConfig] = field(default_factory=dict)
+    routing: RoutingConfig = RoutingConfig()  # the defaults of every model
