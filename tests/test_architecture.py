@@ -62,6 +62,10 @@ PURE = [
     "store/periods.py",
     "store/redis_url.py",
     "upstream/router.py",
+    "upstream/health.py",
+    "upstream/retry.py",
+    "upstream/retry_budget.py",
+    "upstream/strategies.py",
     "server/framing.py",
     "server/http11.py",
 ]

@@ -24,18 +24,18 @@ from gateway.errors import (
     ModelNotFound,
     NotFound,
 )
-from gateway.providers.base import Deployment
 from gateway.state import Gateway
+from gateway.upstream.router import Route
 
 log = logging.getLogger("gateway")
 
 
-def model_object(dep: Deployment, created: int) -> dict[str, Any]:
+def model_object(route: Route, created: int) -> dict[str, Any]:
     return {
-        "id": dep.model_id,
+        "id": route.id,
         "object": "model",
         "created": created,
-        "owned_by": dep.provider_name,
+        "owned_by": route.owner,
     }
 
 
@@ -60,7 +60,7 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
     @app.get("/v1/models")
     async def list_models() -> Response:
         who = principal()
-        data = [model_object(d, started) for d in gw.router.configured if who.may_use(d.model_id)]
+        data = [model_object(r, started) for r in gw.router.configured if who.may_use(r.id)]
         return respond({"object": "list", "data": data})
 
     @app.get("/v1/models/<path:model_id>")
@@ -70,7 +70,7 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
             raise ModelNotFound(
                 f"The model '{model_id}' does not exist or you do not have access to it."
             )
-        return respond(model_object(gw.router.resolve(model_id), started))
+        return respond(model_object(gw.router.route(model_id), started))
 
     @app.get("/healthz")
     async def healthz() -> Response:

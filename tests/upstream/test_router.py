@@ -76,4 +76,4 @@ def test_unknown_models_are_404(model: str) -> None:
 
 
 def test_listing_is_config_order() -> None:
-    assert [d.model_id for d in Router(CONFIG).configured] == ["fast", "modern", "org/model"]
+    assert [r.id for r in Router(CONFIG).configured] == ["fast", "modern", "org/model"]
