@@ -165,7 +165,9 @@ class Topup:
 @dataclass(frozen=True, slots=True)
 class UsageRow:
     """One admitted request in the ledger (R23). `status` is "ok", "pending" (written at
-    admission, replaced by the final row), "client_gone", "partial" or an error code."""
+    admission, replaced by the final row), "client_gone", "partial" or an error code.
+    `model` is the id the client asked for; `deployment` the routable id that served it
+    (or was tried last), `provider` that deployment's, `attempts` how many it took."""
 
     request_id: str
     key_id: str | None  # None: a key from the config file
@@ -178,14 +180,24 @@ class UsageRow:
     status: str
     latency_ms: int
     created_at: float  # when the request was admitted: the period it is billed to
+    deployment: str = ""  # "" in rows written before routing existed
+    attempts: int = 1
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UsageRow:
-        """A row from its JSON form; ValueError if anything is missing or mistyped."""
+        """A row from its JSON form; ValueError if anything is missing or mistyped.
+        `deployment` and `attempts` may be missing (journals written before them)."""
+        values: dict[str, Any] = dict(_LATER)
         try:
-            values = {f.name: data[f.name] for f in dataclasses.fields(cls)}
+            for f in dataclasses.fields(cls):
+                if f.name in data or f.name not in _LATER:
+                    values[f.name] = data[f.name]
         except KeyError as e:
             raise ValueError(f"usage row without {e.args[0]}") from None
+        if not isinstance(values["deployment"], str):
+            raise ValueError("usage row deployment: expected a string")
+        if not _is_int(values["attempts"]) or values["attempts"] < 1:
+            raise ValueError("usage row attempts: expected a positive integer")
         for name in ("request_id", "model", "provider", "status"):
             if not isinstance(values[name], str):
                 raise ValueError(f"usage row {name}: expected a string")
@@ -202,6 +214,9 @@ class UsageRow:
             raise ValueError("usage row created_at: expected a number")
         values["created_at"] = float(values["created_at"])
         return cls(**values)
+
+
+_LATER: dict[str, Any] = {"deployment": "", "attempts": 1}  # added later: their defaults
 
 
 @dataclass(slots=True)

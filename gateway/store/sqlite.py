@@ -20,6 +20,11 @@ writer can commit an older timestamp after a reader has moved past it).
 Usage rows are upserted by `request_id`: a "pending" row (written at admission)
 is replaced by the request's final row; a final row is never replaced, so replaying
 a journal twice changes nothing.
+
+Schema versions (`PRAGMA user_version`): 1, the first; 2 adds the usage columns
+`deployment` and `attempts` (docs/routing.md). Opening a version-1 file adds them in
+place (`ALTER TABLE`, defaults '' and 1 for the rows already there); a file newer than
+this gateway is refused.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from gateway.store.records import (
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT_MS: Final = 5000  # wait this long for another process's write lock
 _IN_CHUNK: Final = 500  # bound the parameters of one `IN (...)` list
 
@@ -91,10 +96,20 @@ CREATE TABLE IF NOT EXISTS usage (
     cost_micros INTEGER NOT NULL,
     status TEXT NOT NULL,
     latency_ms INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    deployment TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, created_at);
 """
+
+# Columns added after version 1, with their definitions, for files that lack them.
+_ADDED_COLUMNS: Final = {
+    "usage": (
+        ("deployment", "TEXT NOT NULL DEFAULT ''"),
+        ("attempts", "INTEGER NOT NULL DEFAULT 1"),
+    ),
+}
 
 _KEY_COLUMNS: Final = (
     "key_id, name, secret_hash, models, rpm, tpm, spend_limit_micros, spend_period, "
@@ -103,18 +118,19 @@ _KEY_COLUMNS: Final = (
 
 _USAGE_COLUMNS: Final = (
     "request_id, key_id, model, provider, prompt_tokens, completion_tokens, cached_tokens, "
-    "cost_micros, status, latency_ms, created_at"
+    "cost_micros, status, latency_ms, created_at, deployment, attempts"
 )
 
 _UPSERT_USAGE: Final = f"""
 INSERT INTO usage ({_USAGE_COLUMNS})
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (request_id) DO UPDATE SET
     key_id = excluded.key_id, model = excluded.model, provider = excluded.provider,
     prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
     cached_tokens = excluded.cached_tokens, cost_micros = excluded.cost_micros,
     status = excluded.status, latency_ms = excluded.latency_ms,
-    created_at = excluded.created_at
+    created_at = excluded.created_at, deployment = excluded.deployment,
+    attempts = excluded.attempts
 WHERE usage.status = '{PENDING}'
 """
 
@@ -155,6 +171,8 @@ def _row_values(r: UsageRow) -> tuple[Any, ...]:
         r.status,
         r.latency_ms,
         r.created_at,
+        r.deployment,
+        r.attempts,
     )
 
 
@@ -189,6 +207,11 @@ class SqliteStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+                for name, definition in columns:
+                    if name not in have:
+                        self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager

@@ -115,6 +115,58 @@ def test_a_newer_schema_is_refused(db_path: Path) -> None:
         SqliteStore(db_path)
 
 
+# The usage table as the first release (schema version 1) created it.
+V1_USAGE = """
+CREATE TABLE usage (
+    request_id TEXT PRIMARY KEY, key_id TEXT, model TEXT NOT NULL, provider TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL, status TEXT NOT NULL,
+    latency_ms INTEGER NOT NULL, created_at REAL NOT NULL
+)
+"""
+
+
+def test_a_version_1_file_gains_the_routing_columns_and_keeps_its_rows(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path)
+    conn.execute(V1_USAGE)
+    conn.execute("INSERT INTO usage VALUES ('old', 'k', 'm', 'p', 1, 2, 0, 30, 'ok', 5, ?)", (NOW,))
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(db_path)
+    try:
+        store.write_usage([row("new", "k", 70, deployment="openai/gpt-4o", attempts=2)])
+        stored = store._stored_rows(["old", "new"])
+        assert (stored["old"].deployment, stored["old"].attempts) == ("", 1)
+        assert (stored["new"].deployment, stored["new"].attempts) == ("openai/gpt-4o", 2)
+        assert store.cost_between("k", None, None) == 100
+    finally:
+        store.close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
+    SqliteStore(db_path).close()  # opening it again changes nothing
+
+
+def test_a_journal_row_written_before_routing_still_reads() -> None:
+    old = {f: getattr(row("r", None, 1), f) for f in ("request_id", "key_id", "model")}
+    old.update(
+        provider="p",
+        prompt_tokens=1,
+        completion_tokens=1,
+        cached_tokens=0,
+        cost_micros=1,
+        status="ok",
+        latency_ms=1,
+        created_at=NOW,
+    )
+    parsed = UsageRow.from_dict(old)
+    assert (parsed.deployment, parsed.attempts) == ("", 1)
+    with pytest.raises(ValueError, match="attempts"):
+        UsageRow.from_dict({**old, "attempts": 0})
+
+
 def test_create_stores_only_the_hash(store: SqliteStore, db_path: Path) -> None:
     spec = NewKey(
         "alice",
@@ -360,7 +412,11 @@ async def test_cancelling_a_call_interrupts_its_statement(adb: AsyncSqlite) -> N
 async def test_a_cancelled_write_is_all_or_nothing(adb: AsyncSqlite) -> None:
     def slow_write() -> None:
         with adb.store._tx() as c:
-            c.execute("INSERT INTO usage VALUES ('x', 'k', 'm', 'p', 1, 1, 0, 5, 'ok', 1, 0)")
+            c.execute(
+                "INSERT INTO usage (request_id, key_id, model, provider, prompt_tokens,"
+                " completion_tokens, cached_tokens, cost_micros, status, latency_ms, created_at)"
+                " VALUES ('x', 'k', 'm', 'p', 1, 1, 0, 5, 'ok', 1, 0)"
+            )
             c.execute(SLOW_QUERY).fetchall()
 
     with trio.move_on_after(0.2):
