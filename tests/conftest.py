@@ -70,6 +70,11 @@ body_timeout_s = 1
 sqlite_path = "{state_dir}/gateway.sqlite3"
 admin_key = "{admin_key}"
 
+[routing]
+# One attempt: these tests see each upstream failure's own answer and timing. Routing
+# (retries, fallbacks, health) has its own tests: tests/api/test_routing.py.
+max_attempts = 1
+
 [providers.fake]
 kind = "openai"
 base_url = "{fake}"

@@ -220,3 +220,93 @@ def test_an_option_needing_a_missing_extra_names_the_extra(
     assert "pip install 'gateway[hypercorn]'" in hypercorn
     assert httpx.startswith('providers.p.transport: "httpx" needs the httpx package')
     assert "pip install 'gateway[httpx]'" in httpx
+
+
+# ------------------------------------------------------------------- routing
+
+ROUTING_PROVIDERS = {"o": {"kind": "openai"}, "a": {"kind": "anthropic"}}
+
+
+def routing_config(models: dict[str, object], **root: object) -> object:
+    return parse_config(
+        {"providers": ROUTING_PROVIDERS, "models": models, **root}, env={}, source="t"
+    )
+
+
+def test_routing_defaults_and_per_model_overrides() -> None:
+    from gateway.config import Config, RoutingConfig
+
+    c = routing_config(
+        {
+            "chat": {
+                "strategy": "least-busy",
+                "targets": ["o/gpt", {"model": "a/claude", "weight": 2.5}],
+                "fallbacks": ["solo"],
+                "max_attempts": 5,
+                "retry_after_send": True,
+            },
+            "solo": {"provider": "o", "fallbacks": ["a/claude"], "cooldown_s": 1},
+        },
+        routing={"retry_on": [429, 503, "connect"], "backoff_base_ms": 50},
+    )
+    assert isinstance(c, Config)
+    assert c.routing.retry_on == (429, 503, "connect")
+    assert c.routing.backoff_base_ms == 50 and c.routing.max_attempts == 3
+    chat = c.routed["chat"]
+    assert chat.strategy == "least-busy" and chat.fallbacks == ("solo",)
+    assert [(t.model, t.weight) for t in chat.targets] == [("o/gpt", 1.0), ("a/claude", 2.5)]
+    assert chat.routing.max_attempts == 5 and chat.routing.retry_after_send
+    assert chat.routing.backoff_base_ms == 50  # the [routing] default under the model's keys
+    assert c.models["solo"].routing.cooldown_s == 1 and c.models["solo"].fallbacks == ("a/claude",)
+    assert RoutingConfig().retry_on == (
+        429,
+        500,
+        502,
+        503,
+        504,
+        529,
+        "connect",
+        "first_byte_timeout",
+    )
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ({"m": {"targets": ["o/x"], "provider": "o"}}, "set provider or targets, not both"),
+        ({"m": {"upstream_model": "x"}}, r"models.m: set provider \(one deployment\) or targets"),
+        ({"m": {"targets": []}}, "models.m.targets: expected a non-empty list"),
+        ({"m": {"targets": ["o/x", "o/x"]}}, "a target is listed twice"),
+        ({"m": {"targets": [{"model": "o/x", "weight": 0}]}}, r"targets\[0\].weight: must be > 0"),
+        ({"m": {"targets": [{"model": "o/x", "w": 1}]}}, r"targets\[0\].w: unknown key"),
+        ({"m": {"targets": ["ghost/x"]}}, "'ghost/x' is neither a \\[models\\] id"),
+        ({"m": {"provider": "o", "fallbacks": ["nope"]}}, "models.\"m\".fallbacks: 'nope'"),
+        ({"m": {"targets": ["o/x"], "strategy": "fastest"}}, "models.m.strategy: must be one of"),
+        ({"m": {"provider": "o", "strategy": "weighted"}}, "only a model with targets"),
+        ({"m": {"targets": ["o/x"], "developer_role": False}}, "options and prices belong"),
+        ({"m": {"provider": "o", "retry_on": [400]}}, r"retry_on\[0\]: 400 is an answer about"),
+        ({"m": {"provider": "o", "retry_on": ["reset"]}}, r"retry_on\[0\]: must be a status or"),
+        ({"m": {"provider": "o", "max_attempts": 0}}, "max_attempts: must be between 1 and 10"),
+        ({"m": {"provider": "o", "cooldown_s": 10, "cooldown_max_s": 5}}, "cooldown_max_s must"),
+        ({"m": {"provider": "o", "eject_failure_rate": 0}}, "eject_failure_rate: must be > 0"),
+        ({"m": {"provider": "o", "fallbacks": ["m"]}}, 'routing cycle: models."m" -> models."m"'),
+        (
+            {
+                "a": {"targets": ["b"]},
+                "b": {"provider": "o", "fallbacks": ["c"]},
+                "c": {"targets": ["a"]},
+            },
+            'routing cycle: models."b" -> models."c" -> models."a" -> models."b"',
+        ),
+    ],
+)
+def test_routing_mistakes_are_refused_naming_the_key(
+    models: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        routing_config(models)
+
+
+def test_unknown_routing_keys_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"routing\.max_retries: unknown key"):
+        routing_config({}, routing={"max_retries": 2})

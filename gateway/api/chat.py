@@ -1,8 +1,11 @@
 """POST /v1/chat/completions, the hot route, in raw ASGI: one request, start to end.
 
-It names no provider: everything vendor-specific is behind a Relay. Every failure
-leaves as an OpenAI-shaped error body; a bug of ours is logged with the request id
-and answered with a plain 500, never a traceback.
+It names no provider: the router plans the deployments a request may try, and the
+chain (gateway/upstream/chain.py) makes the attempts, each through its provider's
+relay. Every failure leaves as an OpenAI-shaped error body; a bug of ours is logged
+with the request id and answered with a plain 500, never a traceback. Responses say
+which deployment served and after how many attempts (`x-gateway-deployment`,
+`x-gateway-attempts`; docs/routing.md), streams and errors too.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import os
 import time
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import trio
@@ -35,9 +39,9 @@ from gateway.errors import (
     InvalidRequest,
 )
 from gateway.openai.validate import validate_chat_request
-from gateway.providers.base import CallContext
-from gateway.providers.common import media_url_params
+from gateway.providers.base import Deployment
 from gateway.state import Gateway
+from gateway.upstream.chain import Chain
 from gateway.upstream.relay import Outcome
 
 log = logging.getLogger("gateway")
@@ -67,6 +71,21 @@ def wants_usage(body: dict[str, Any]) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
+def header_text(text: str) -> bytes:
+    """`text` as a header value: as is when printable ASCII, else percent-encoded (a
+    PROVIDER/MODEL id comes from the client and may hold anything)."""
+    if text.isascii() and text.isprintable():
+        return text.encode()
+    return quote(text, safe="/@:=&.-_~+!*'(),;$").encode()
+
+
+def route_headers(dep: Deployment, attempts: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"x-gateway-deployment", header_text(dep.model_id)),
+        (b"x-gateway-attempts", b"%d" % attempts),
+    ]
+
+
 async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """POST /v1/chat/completions: auth, validate, route, admit, relay, settle."""
     request_id = "chatcmpl-" + os.urandom(12).hex()
@@ -83,33 +102,46 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         validate_chat_request(body)
         model = body["model"]
         gw.auth.authorize_model(principal, model)
-        dep = gw.router.resolve(model)
-        relay = gw.relays[dep.provider_name]
+        fallbacks = body.pop("models", None)  # the request's own fallbacks: never sent upstream
+        if fallbacks is not None:
+            for i, fallback in enumerate(fallbacks):
+                gw.auth.authorize_model(principal, fallback, f"models[{i}]")
+        plan = gw.router.plan(model, trio.current_time(), fallbacks)
         stream = body.get("stream") is True
-        ctx = CallContext(
-            deployment=dep,
-            stream=stream,
-            include_usage=stream and wants_usage(body),
-            request_id=request_id,
-            created=int(time.time()),
-            response_format=response_format_type(body),
-        )
         acct, body = await admit(  # 429/402 first
             ledger=gw.ledger,
             limiter=gw.limiter,
             default_output_tokens=gw.config.state.default_output_tokens,
             principal=principal,
-            dep=dep,
+            dep=plan.deployments[0],
+            reach=plan.deployments[1:],
+            model=model,
             body=body,
             request_id=request_id,
         )
         account = acct
         extra += acct.headers
-        urls = relay.provider.media_urls(body, ctx)
-        if urls:
-            params = media_url_params(body)
-            ctx.media = await gw.fetcher.fetch_all([(u, params.get(u, "messages")) for u in urls])
-        upstream_request = relay.provider.build_request(body, ctx)
+        routed_at = len(extra)
+
+        def on_attempt(dep: Deployment, attempts: int) -> None:
+            # Before the attempt: the row charges the deployment that answers, and a
+            # stream's headers (sent with its first byte) name it.
+            acct.served(dep, attempts)
+            extra[routed_at:] = route_headers(dep, attempts)
+
+        run = Chain(
+            router=gw.router,
+            plan=plan,
+            relays=gw.relays,
+            fetcher=gw.fetcher,
+            body=body,
+            stream=stream,
+            include_usage=stream and wants_usage(body),
+            request_id=request_id,
+            created=int(time.time()),
+            response_format=response_format_type(body),
+            on_attempt=on_attempt,
+        )
         if stream:
             sse = writer = SSEWriter(send, extra)
             progress = streamed = Outcome()
@@ -118,13 +150,13 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
                 await acct.finish(outcome.usage, outcome.error, events=outcome.events)
 
             async def work() -> None:
-                await relay.stream(upstream_request, ctx, sse.write, settle_stream, progress)
+                await run.stream_to(sse.write, settle_stream, progress)
                 await sse.end()
 
         else:
 
             async def work() -> None:
-                completion = await relay.complete(upstream_request, ctx)
+                completion = await run.complete()
                 await acct.finish(completion.usage, None)
                 await send_bytes(send, 200, completion.body, JSON_HEADERS + extra)
 

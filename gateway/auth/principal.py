@@ -112,11 +112,11 @@ class Authenticator:
         raise AuthenticationFailed(_INVALID)
 
     @staticmethod
-    def authorize_model(principal: Principal, model_id: str) -> None:
-        """403 unless the principal's scope covers `model_id`."""
+    def authorize_model(principal: Principal, model_id: str, param: str = "model") -> None:
+        """403 unless the principal's scope covers `model_id` (named by `param`)."""
         if not principal.may_use(model_id):
             raise PermissionDenied(
                 f"The key '{principal.name}' is not allowed to use the model '{model_id}'.",
-                param="model",
+                param=param,
                 code="model_not_allowed",
             )

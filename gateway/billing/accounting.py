@@ -7,11 +7,16 @@ once: it turns the usage the upstream reported (or, when there is none, an estim
 from the number of events streamed) into the actual cost, settles the reservation, and journals
 the final row. For streams it runs just before the last event goes out, so the row
 is durable before the client hears that the request ended (reliability.md R15, R23).
+
+A routed request may reach several deployments (docs/routing.md): the reservation
+covers the most expensive one it may reach, and the row charges the one that answered,
+at its price, with how many attempts it took (`served`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -45,11 +50,13 @@ class Accounting:
         "_limiter",
         "_prompt_tokens",
         "admission",
+        "attempts",
         "created",
         "deployment",
         "done",
         "headers",
         "key_id",
+        "model",
         "request_id",
         "started",
         "worst_micros",
@@ -67,13 +74,16 @@ class Accounting:
         prompt_tokens: int | None = None,
         worst_micros: int = 0,
         admission: Admission | None = None,
+        model: str | None = None,
     ) -> None:
         self._ledger = ledger
         self._limiter = limiter
         self._body = body
         self._prompt_tokens = prompt_tokens  # None: not counted (yet)
         self.key_id = principal.key_id
-        self.deployment = dep
+        self.model = dep.model_id if model is None else model  # the id the client asked for
+        self.deployment = dep  # the deployment that served (or was tried last)
+        self.attempts = 1
         self.request_id = request_id
         self.worst_micros = worst_micros
         self.admission = admission
@@ -91,12 +101,20 @@ class Accounting:
             )
         return self._prompt_tokens
 
+    def served(self, dep: Deployment, attempts: int) -> None:
+        """The deployment that answered (or failed last), after `attempts` attempts: the
+        row names it and charges its price."""
+        self.deployment = dep
+        self.attempts = attempts
+
     def _row(self, usage: Usage, cost: int, status: str) -> UsageRow:
         return UsageRow(
             request_id=self.request_id,
             key_id=self.key_id,
-            model=self.deployment.model_id,
+            model=self.model,
             provider=self.deployment.provider_name,
+            deployment=self.deployment.model_id,
+            attempts=self.attempts,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
@@ -169,6 +187,8 @@ async def admit(
     dep: Deployment,
     body: JSON,
     request_id: str,
+    reach: Sequence[Deployment] = (),
+    model: str | None = None,
 ) -> tuple[Accounting, JSON]:
     """Check the key's limits and budget (429/402) and open the request's accounting.
 
@@ -177,6 +197,10 @@ async def admit(
     the client set none, so the upstream cannot produce more than was reserved; the
     reservation covers every choice of `n`. `default_output_tokens` is what a request
     that sets no max tokens reserves.
+
+    `dep` is the first deployment the request goes to; `reach` the others it may
+    fall over to: the reservation covers the most expensive of them all. `model` is
+    the id the client asked for (default: `dep`'s).
     """
     books = partial(
         Accounting,
@@ -185,6 +209,7 @@ async def admit(
         principal=principal,
         dep=dep,
         request_id=request_id,
+        model=model,
     )
     limits = principal.limits
     if principal.key_id is None or limits is None or limits.unlimited:
@@ -194,12 +219,14 @@ async def admit(
         await account.open()
         return account, body
     prompt = tokens.count_prompt_tokens(body, dep.upstream_model)
-    cap = output_cap(body, default_output_tokens)
-    if dep.max_output_tokens:
-        cap = min(cap, dep.max_output_tokens)
+    asked = output_cap(body, default_output_tokens)
     n = body.get("n")
     choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
-    worst = worst_case_micros(dep.price, prompt, cap * choices)
+    cap = worst = 0
+    for d in (dep, *reach):
+        d_cap = min(asked, d.max_output_tokens) if d.max_output_tokens else asked
+        cap = max(cap, d_cap)
+        worst = max(worst, worst_case_micros(d.price, prompt, d_cap * choices))
     if limits.needs_budget and not any(
         body.get(f) is not None for f in ("max_completion_tokens", "max_tokens")
     ):

@@ -43,6 +43,7 @@ class _Entry:
         "ejections",
         "fails",
         "fails_total",
+        "last_until",
         "oks",
         "oks_total",
         "probing",
@@ -59,6 +60,7 @@ class _Entry:
         self.second = -math.inf  # the newest bucket's second
         self.until = HEALTHY  # ejected until then; HEALTHY: in rotation
         self.ejected_at = HEALTHY  # when it was last ejected
+        self.last_until = HEALTHY  # when its last cooldown ended (or ends)
         self.ejections = 0  # in a row, for the doubling
         self.probing = False  # the half-open probe is out
 
@@ -129,7 +131,8 @@ class Health:
         entry = self._entries.get(key)
         if entry is None:
             return
-        entry.oks[entry.advance(now)] += 1
+        i = entry.advance(now)  # first: it may replace the lists
+        entry.oks[i] += 1
         entry.oks_total += 1
         entry.consecutive = 0
         entry.until = HEALTHY
@@ -153,7 +156,8 @@ class Health:
             if len(self._entries) >= MAX_ENTRIES:
                 self._forget_one(now)
             entry = self._entries[key] = _Entry()
-        entry.fails[entry.advance(now)] += 1
+        i = entry.advance(now)
+        entry.fails[i] += 1
         entry.fails_total += 1
         entry.consecutive += 1
         if entry.until > now:
@@ -176,12 +180,12 @@ class Health:
 
     @staticmethod
     def _eject(entry: _Entry, now: float, policy: RoutingConfig, for_s: float | None) -> None:
-        if entry.until != HEALTHY and now - entry.until > policy.cooldown_max_s:
+        if now - entry.last_until > policy.cooldown_max_s:
             entry.ejections = 0  # it stayed in long enough: the doubling starts over
         if for_s is None:
             for_s = min(policy.cooldown_s * 2.0 ** min(entry.ejections, 62), policy.cooldown_max_s)
         entry.ejections += 1
-        entry.until = now + for_s
+        entry.until = entry.last_until = now + for_s
         entry.ejected_at = now
         entry.probing = False
         entry.consecutive = 0

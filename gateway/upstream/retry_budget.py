@@ -61,7 +61,8 @@ class RetryBudget:
 
     def request(self, now: float) -> None:
         """A client request started (its first attempt)."""
-        self._requests[self._advance(now)] += 1
+        i = self._advance(now)  # first: it may replace the lists
+        self._requests[i] += 1
         self.requests += 1
 
     def try_retry(self, now: float) -> bool:

@@ -17,10 +17,12 @@ import pytest
 from openai import OpenAI
 
 from gateway.auth.principal import Principal
-from gateway.billing.accounting import Accounting
+from gateway.billing.accounting import Accounting, admit
+from gateway.billing.limits.core import unlimited_admission
+from gateway.config import Price
 from gateway.errors import UpstreamError
 from gateway.providers.base import Deployment
-from gateway.store.records import UsageRow
+from gateway.store.records import KeyLimits, UsageRow
 from tests.conftest import ADMIN_KEY, KEY_ALL, Stack
 
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -307,3 +309,63 @@ def test_a_stream_the_client_leaves_is_billed_for_what_was_sent(stack: Stack) ->
     assert row["status"] == "client_gone"
     assert row["completion_tokens"] >= seen - 2
     assert row["prompt_tokens"] > 0
+
+
+# ------------------------------------------------- routed requests
+
+
+class RecordingLimiter:
+    """Stands in for a limit backend: keeps what it was asked to reserve and settle."""
+
+    def __init__(self) -> None:
+        self.reserved: list[tuple[int, int]] = []
+        self.settled: list[tuple[int, int]] = []
+
+    async def admit(self, key_id: str, limits: Any, tokens: int, worst: int, now: float) -> Any:
+        self.reserved.append((tokens, worst))
+        return unlimited_admission(key_id, tokens)
+
+    async def settle(self, admission: Any, tokens: int, micros: int, now: float) -> None:
+        self.settled.append((tokens, micros))
+
+
+def deployment(
+    name: str, input_per_mtok: float, output_per_mtok: float, cap: int | None
+) -> Deployment:
+    return Deployment(
+        name, "p", "openai", name, price=Price(input_per_mtok, None, output_per_mtok),
+        max_output_tokens=cap,
+    )  # fmt: skip
+
+
+async def test_the_reservation_covers_the_dearest_deployment_and_the_cheaper_one_is_charged() -> (
+    None
+):
+    cheap = deployment("cheap", 1, 2, cap=100)
+    dear = deployment("dear", 10, 20, cap=None)
+    ledger, limiter = RecordingLedger(), RecordingLimiter()
+    principal = Principal(
+        name="k", key_id="key1", limits=KeyLimits(spend_limit_micros=10**9, spend_period="day")
+    )
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 500}
+    account, _ = await admit(
+        ledger=ledger,  # type: ignore[arg-type]
+        limiter=limiter,  # type: ignore[arg-type]
+        default_output_tokens=4096,
+        principal=principal,
+        dep=cheap,
+        reach=[dear],
+        model="chat",
+        body=body,
+        request_id="chatcmpl-r",
+    )
+    prompt = account.prompt_tokens()
+    [(tokens, worst)] = limiter.reserved
+    assert tokens == prompt + 500  # the larger output cap of the two
+    assert worst == max(prompt * 1 + 100 * 2, prompt * 10 + 500 * 20) == prompt * 10 + 10_000
+    account.served(cheap, 2)
+    await account.finish({"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}, None)
+    row = ledger.rows[-1]
+    assert (row.model, row.deployment, row.attempts) == ("chat", "cheap", 2)
+    assert row.cost_micros == 7 * 1 + 3 * 2  # at the price of the one that answered
+    assert limiter.settled == [(10, 13)]

@@ -252,6 +252,7 @@ VALID: dict[str, dict[str, Any]] = {
         extra_body={"guided_json": {"type": "object"}},
     ),
     "empty-string-content": req({"role": "user", "content": ""}),
+    "own-fallbacks": req(models=["claude-haiku", "openai/gpt-4o-mini"]),
     "depth-at-limit": req(extension=nested(MAX_DEPTH - 1)),
     "tool-parameters-at-depth-limit": req(
         tools=[{"type": "function", "function": {"name": "f", "parameters": nested(MAX_DEPTH - 4)}}]
@@ -704,6 +705,11 @@ INVALID: dict[str, tuple[Any, str | None, str]] = {
         "messages[0].content[0].cache",
         VALUE,
     ),
+    "models-not-array": (req(models="gpt-4o"), "models", TYPE),
+    "models-empty": (req(models=[]), "models", VALUE),
+    "models-too-many": (req(models=["m"] * 9), "models", VALUE),
+    "models-item-type": (req(models=["a", 3]), "models[1]", TYPE),
+    "models-item-empty": (req(models=["a", ""]), "models[1]", VALUE),
     "unknown-image-key-too-deep": (
         bad_part({"type": "image_url", "image_url": {"url": PNG, "x": nested(MAX_DEPTH - 5)}}),
         "messages[0].content[0].image_url.x",

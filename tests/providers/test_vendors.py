@@ -41,6 +41,11 @@ CONFIG = """
 [state]
 sqlite_path = "{state_dir}/gateway.sqlite3"
 
+[routing]
+# One attempt: these tests see each upstream failure's own answer and timing. Routing
+# (retries, fallbacks, health) has its own tests: tests/api/test_routing.py.
+max_attempts = 1
+
 [media]
 allow_private_addresses = true    # the test image server is on loopback
 

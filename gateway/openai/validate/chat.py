@@ -211,6 +211,25 @@ def _check_model(value: object, body: dict[str, Any]) -> None:
         raise value_error("model", "expected a non-empty string")
 
 
+MAX_FALLBACK_MODELS: Final = 8
+
+
+def _check_models(value: object, body: dict[str, Any]) -> None:
+    """The request's own fallback list (OpenRouter's `models`): model ids tried in order
+    after `model`. Not part of OpenAI's schema; the gateway removes it before the
+    upstream sees the request, and checks each id against the key's scope."""
+    if value is None:
+        return
+    models = want_array(value, "models")
+    if not 1 <= len(models) <= MAX_FALLBACK_MODELS:
+        raise value_error(
+            "models", f"expected 1 to {MAX_FALLBACK_MODELS} model ids, but got {len(models)}"
+        )
+    for i, item in enumerate(models):
+        if not want_str(item, f"models[{i}]"):
+            raise value_error(f"models[{i}]", "expected a non-empty string")
+
+
 # --------------------------------------------------------------------------- field table
 
 _Check = Callable[[object, dict[str, Any]], None]
@@ -260,6 +279,7 @@ def _str_field(name: str, max_len: int | None = None) -> _Check:
 # Every known top-level field. Nullability follows the OpenAI SDK's request types.
 _FIELDS: Final[dict[str, _Check]] = {
     "model": _check_model,
+    "models": _check_models,
     "messages": check_messages,
     "stream": _bool_field("stream", nullable=True),
     "stream_options": _check_stream_options,
