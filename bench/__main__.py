@@ -17,6 +17,7 @@ installed peers, alternating A B A B, and prints the table (see bench/compare.py
 
     python -m bench idle [--streams N] [--workers N] ...       (bench/idle.py)
     python -m bench restart [--workers N] [--rounds N] ...     (bench/restart.py)
+    python -m bench routing [--calls N] [--repeat N]           (bench/routing.py)
 
 measure the memory of idle streams, and the latency clients see while a worker is
 replaced.
@@ -33,7 +34,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, idle, load, restart
+from bench import compare, idle, load, restart, routing
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     idle.add_parser(commands)
     compare.add_parser(commands)
     restart.add_parser(commands)
+    routing.add_parser(commands)
     return parser
 
 
@@ -87,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     if args.command == "restart":
         return restart.run(args)
+    if args.command == "routing":
+        return routing.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(

@@ -29,6 +29,7 @@ client's disconnect cancels the whole chain at once, backoff waits included
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
@@ -109,8 +110,7 @@ class Chain:
         self.attempts = 0
         self._started = 0.0  # when the current attempt started
         self.deployment: Deployment = plan.deployments[0]
-        first = relays[self.deployment.provider_name]
-        self.deadline = first.deadline()  # the request's one total deadline
+        self.deadline = math.inf  # the request's one total deadline, from `run`'s start
 
     async def complete(self) -> Completion:
         """A non-streamed request: the translated completion of the deployment that
@@ -187,26 +187,33 @@ class Chain:
         router = self._router
         health = router.health
         load = router.load
-        plan.budget.request(trio.current_time())
-        skip: set[str] = set()  # not to be tried again by this request
+        now = trio.current_time()
+        self.deadline = now + self._relays[deps[0].provider_name].timeouts.total_s
+        plan.budget.request(now)
+        # Made on the first failure: an answer at the first attempt needs none of them.
+        skip: set[str] = _NONE  # not to be tried again by this request
         tries: dict[str, int] = {}  # failed attempts per deployment, for the backoff
         not_before: dict[str, float] = {}  # Retry-After per deployment
         last: GatewayError | None = None  # the last retryable failure
         refusal: InvalidRequest | None = None  # the first provider that could not take it
         pos = 0
         while self.attempts < policy.max_attempts:
-            now = trio.current_time()
-            picked = _pick(deps, pos, skip, health.available, now)
-            if picked is None:
-                break
-            pos, dep = picked
+            if len(deps) == 1 and not skip:
+                dep = deps[0]
+            else:
+                picked = _pick(deps, pos, skip, health.available, trio.current_time())
+                if picked is None:
+                    break
+                pos, dep = picked
             key = dep.model_id
             try:
                 relay, ctx, req = await self._prepare(dep)
             except InvalidRequest as e:
                 refusal = refusal or e
-                skip.add(key)
+                skip = _with(skip, key)
                 continue
+            if ctx.media:
+                now = trio.current_time()  # fetching took time
             if self.attempts:
                 now = trio.current_time()
                 wait = not_before.get(key, now) - now
@@ -216,15 +223,17 @@ class Chain:
                     break
                 if wait > 0:
                     await trio.sleep(wait)
+                    now = trio.current_time()
             self.attempts += 1
             self.deployment = dep
             if self.on_attempt is not None:
                 self.on_attempt(dep, self.attempts)
-            probe = health.start(key, trio.current_time())
+            probe = health.start(key, now)
             load.started(key)
-            self._started = started = trio.current_time()
+            self._started = now
             try:
-                result = await call(relay, req, ctx, min(self.deadline, relay.deadline()))
+                until = min(self.deadline, now + relay.timeouts.total_s)
+                result = await call(relay, req, ctx, until)
             except GatewayError as e:
                 now = trio.current_time()
                 kind = failure_kind(e)
@@ -234,7 +243,7 @@ class Chain:
                     health.failure(key, now, policy, eject_for)
                 elif kind == "status":
                     health.success(key, now)  # it answered: it is up
-                else:
+                elif probe:
                     health.release(key)
                 if not retryable(kind, e, stream=self.stream, policy=policy):
                     raise
@@ -242,7 +251,7 @@ class Chain:
                 tries[key] = tries.get(key, 0) + 1
                 if hint is not None:
                     if hint > policy.max_retry_after_s:
-                        skip.add(key)  # do not wait that long: move on
+                        skip = _with(skip, key)  # do not wait that long: move on
                     else:
                         not_before[key] = now + hint
                 continue
@@ -252,14 +261,14 @@ class Chain:
                 raise
             finally:
                 load.ended(key)
-            now = trio.current_time()
+            done = trio.current_time()
             error = result.error if isinstance(result, Outcome) else None
             if error is not None and (error.http_status >= 500 or error.http_status == 429):
-                health.failure(key, now, policy)  # broke mid-stream: not retried (R3)
+                health.failure(key, done, policy)  # broke mid-stream: not retried (R3)
             else:
-                health.success(key, now)
+                health.success(key, done)
                 if not isinstance(result, Outcome):
-                    load.observe(key, now - started)
+                    load.observe(key, done - now)
             return result
         if last is not None:
             raise last
@@ -268,6 +277,17 @@ class Chain:
         raise UpstreamUnavailable(
             "No deployment of this model could take the request.", code="no_deployment"
         )
+
+
+_NONE: set[str] = set()  # an empty skip set, shared: `_with` copies before adding
+
+
+def _with(skip: set[str], key: str) -> set[str]:
+    """`skip` with `key` in it (a set of the request's own once it has a member)."""
+    if skip is _NONE:
+        return {key}
+    skip.add(key)
+    return skip
 
 
 def _pick(
