@@ -18,6 +18,7 @@ installed peers, alternating A B A B, and prints the table (see bench/compare.py
     python -m bench idle [--streams N] [--workers N] ...       (bench/idle.py)
     python -m bench restart [--workers N] [--rounds N] ...     (bench/restart.py)
     python -m bench routing [--calls N] [--repeat N]           (bench/routing.py)
+    python -m bench failover [--concurrency N] [--rounds N] ... (bench/failover.py)
 
 measure the memory of idle streams, and the latency clients see while a worker is
 replaced.
@@ -34,7 +35,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, idle, load, restart, routing
+from bench import compare, failover, idle, load, restart, routing
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_parser(commands)
     restart.add_parser(commands)
     routing.add_parser(commands)
+    failover.add_parser(commands)
     return parser
 
 
@@ -91,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return restart.run(args)
     if args.command == "routing":
         return routing.run(args)
+    if args.command == "failover":
+        return failover.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(
