@@ -310,3 +310,21 @@ def test_routing_mistakes_are_refused_naming_the_key(
 def test_unknown_routing_keys_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"routing\.max_retries: unknown key"):
         routing_config({}, routing={"max_retries": 2})
+
+
+def test_routing_example_loads() -> None:
+    env = {
+        "OPENAI_API_KEY": "sk-o",
+        "AZURE_OPENAI_API_KEY": "sk-z",
+        "ANTHROPIC_API_KEY": "sk-a",
+        "GEMINI_API_KEY": "g",
+        "GATEWAY_APP_KEY": "sk-app",
+    }
+    c = load_config(DOC_EXAMPLE.parent / "routing.toml", env=env)
+    chat = c.routed["chat"]
+    assert chat.strategy == "weighted" and chat.fallbacks == ("claude-haiku", "gemini-flash")
+    assert [t.weight for t in chat.targets] == [3, 1]
+    assert (
+        c.routing.retry_budget_ratio == 0.2
+        and not c.models["gemini-flash"].routing.retry_after_send
+    )
