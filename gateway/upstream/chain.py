@@ -119,7 +119,7 @@ class Chain:
         async def call(
             relay: Relay, req: UpstreamRequest, ctx: CallContext, until: float
         ) -> Completion:
-            return await relay.complete(req, ctx, until)
+            return await relay.complete(req, ctx, deadline=until)
 
         return await self.run(call)
 
@@ -137,7 +137,7 @@ class Chain:
             relay: Relay, req: UpstreamRequest, ctx: CallContext, until: float
         ) -> Outcome:
             progress.usage = progress.error = None
-            return await relay.stream(req, ctx, sink, on_finish, progress, until)
+            return await relay.stream(req, ctx, sink, on_finish, outcome=progress, deadline=until)
 
         return await self.run(call)
 
