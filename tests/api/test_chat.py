@@ -12,12 +12,13 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
 from gateway.app import create_app
 from tests.conftest import KEY_ALL, KEY_SCOPED, UPSTREAM_KEY, Stack
 
-HELLO = [{"role": "user", "content": "Hello there"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -40,7 +41,7 @@ def client(stack: Stack, key: str = KEY_ALL) -> OpenAI:
 
 
 def test_non_stream_completion(stack: Stack) -> None:
-    r = client(stack).chat.completions.create(model="gpt-test", messages=HELLO)  # type: ignore[arg-type]
+    r = client(stack).chat.completions.create(model="gpt-test", messages=HELLO)
     assert r.object == "chat.completion"
     assert r.choices[0].message.role == "assistant"
     assert r.choices[0].message.content
@@ -52,7 +53,7 @@ def test_stream_without_usage(stack: Stack) -> None:
     chunks = list(
         client(stack).chat.completions.create(
             model="gpt-test",
-            messages=HELLO,  # type: ignore[arg-type]
+            messages=HELLO,
             stream=True,
         )
     )
@@ -68,7 +69,7 @@ def test_stream_with_usage(stack: Stack) -> None:
     chunks = list(
         client(stack).chat.completions.create(
             model="gpt-test",
-            messages=HELLO,  # type: ignore[arg-type]
+            messages=HELLO,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -145,7 +146,7 @@ def test_mock_stream_has_honest_usage(stack: Stack) -> None:
     chunks = list(
         client(stack).chat.completions.create(
             model="mock-paced",
-            messages=HELLO,  # type: ignore[arg-type]
+            messages=HELLO,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -175,7 +176,7 @@ def test_old_server_gets_normalised_request(stack: Stack) -> None:
 
 
 def test_provider_slash_model_routes_without_a_models_entry(stack: Stack) -> None:
-    r = client(stack).chat.completions.create(model="fake/other-model", messages=HELLO)  # type: ignore[arg-type]
+    r = client(stack).chat.completions.create(model="fake/other-model", messages=HELLO)
     assert r.choices[0].message.content
     assert stack.fake.requests[-1].body["model"] == "other-model"
 
@@ -183,7 +184,7 @@ def test_provider_slash_model_routes_without_a_models_entry(stack: Stack) -> Non
 def test_unknown_fields_pass_through_to_openai_kind(stack: Stack) -> None:
     client(stack).chat.completions.create(
         model="gpt-test",
-        messages=HELLO,  # type: ignore[arg-type]
+        messages=HELLO,
         extra_body={"vendor_knob": {"a": [1, 2]}},
     )
     assert stack.fake.requests[-1].body["vendor_knob"] == {"a": [1, 2]}
@@ -196,7 +197,8 @@ def _raises(exc: type[openai.APIStatusError], fn: Any, **kw: Any) -> openai.APIS
     with pytest.raises(exc) as info:
         fn(**kw)
     err = info.value
-    assert set(err.body) == {"message", "type", "param", "code"}  # type: ignore[arg-type]
+    assert isinstance(err.body, dict)
+    assert set(err.body) == {"message", "type", "param", "code"}
     return err
 
 
@@ -212,7 +214,7 @@ def test_wrong_key_is_401_and_not_echoed(stack: Stack) -> None:
     "auth", [None, b"Bearer", b"Basic abc", "Bearer \u00e9t\u00e9".encode("latin-1")]
 )
 def test_missing_or_malformed_authorization_is_401(stack: Stack, auth: bytes | None) -> None:
-    headers = {} if auth is None else {"authorization": auth}
+    headers: dict[bytes, bytes] = {} if auth is None else {b"authorization": auth}
     r = httpx.post(
         f"{stack.url}/chat/completions",
         json={"model": "gpt-test", "messages": HELLO},
@@ -229,7 +231,7 @@ def test_model_outside_scope_is_403(stack: Stack) -> None:
     )
     assert err.code == "model_not_allowed"
     # A "PROVIDER/*" scope entry allows that provider's models.
-    assert c.chat.completions.create(model="fake/x", messages=HELLO).choices  # type: ignore[arg-type]
+    assert c.chat.completions.create(model="fake/x", messages=HELLO).choices
 
 
 def test_unknown_model_is_404_model_not_found(stack: Stack) -> None:
@@ -317,7 +319,7 @@ def test_invalid_json_is_400(stack: Stack) -> None:
 def test_upstream_429_keeps_retry_after(stack: Stack) -> None:
     c = client(stack)
     with pytest.raises(openai.RateLimitError) as info:
-        c.chat.completions.create(model="fake/m@status=429&retry_after=7", messages=HELLO)  # type: ignore[arg-type]
+        c.chat.completions.create(model="fake/m@status=429&retry_after=7", messages=HELLO)
     assert info.value.response.headers["retry-after"] == "7"
 
 
@@ -393,7 +395,7 @@ def test_mid_stream_failure_is_an_error_event_without_done(stack: Stack, directi
     with pytest.raises(openai.APIError):
         for _ in client(stack).chat.completions.create(
             model=f"fake/m@{directive}&chunks=6",
-            messages=HELLO,  # type: ignore[arg-type]
+            messages=HELLO,
             stream=True,
         ):
             pass
@@ -414,7 +416,7 @@ def test_client_disconnect_cancels_the_upstream(stack: Stack) -> None:
     before = stack.fake.disconnects
     stream = client(stack).chat.completions.create(
         model="fake/m@chunks=200&chunk_interval_ms=50",
-        messages=HELLO,  # type: ignore[arg-type]
+        messages=HELLO,
         stream=True,
     )
     for i, _ in enumerate(stream):

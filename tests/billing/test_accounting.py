@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.auth.principal import Principal
 from gateway.billing.accounting import Accounting
@@ -23,7 +24,7 @@ from gateway.providers.base import Deployment
 from gateway.store.records import UsageRow
 from tests.conftest import ADMIN_KEY, KEY_ALL, Stack
 
-HELLO = [{"role": "user", "content": "Hello there"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 
 
 def admin(stack: Stack, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -62,7 +63,7 @@ def ledger_rows(stack: Stack, key_id: str, settle_s: float = 1.5) -> list[sqlite
 
 def test_a_managed_key_works_and_its_requests_reach_the_ledger(stack: Stack) -> None:
     key_id, key = new_key(stack)
-    r = client(stack, key).chat.completions.create(model="mock-priced", messages=HELLO)  # type: ignore[arg-type]
+    r = client(stack, key).chat.completions.create(model="mock-priced", messages=HELLO)
     assert r.usage is not None
     rows = ledger_rows(stack, key_id)
     assert len(rows) == 1
@@ -81,7 +82,7 @@ def test_streamed_usage_is_settled_exactly(stack: Stack) -> None:
     chunks = list(
         client(stack, key).chat.completions.create(
             model="mock-priced",
-            messages=HELLO,  # type: ignore[arg-type]
+            messages=HELLO,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -99,12 +100,12 @@ def test_rpm_limit_gives_429_with_retry_after_and_headers(stack: Stack) -> None:
     _, key = new_key(stack, rpm=3)
     c = client(stack, key)
     for i in range(3):
-        raw = c.chat.completions.with_raw_response.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+        raw = c.chat.completions.with_raw_response.create(model="mock-fast", messages=HELLO)
         assert raw.headers["x-ratelimit-limit-requests"] == "3"
         assert raw.headers["x-ratelimit-remaining-requests"] == str(2 - i)
         assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
     with pytest.raises(openai.RateLimitError) as info:
-        c.chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+        c.chat.completions.create(model="mock-fast", messages=HELLO)
     assert int(info.value.response.headers["retry-after"]) >= 1
     assert "requests per minute" in info.value.message
 
@@ -114,11 +115,11 @@ def test_tpm_limit_reserves_prompt_plus_output_cap_and_settles_to_actuals(stack:
     c = client(stack, key)
     # Alone, prompt (~10) + a 280-token cap fits in 300 tokens per minute...
     _, fresh = new_key(stack, tpm=300)
-    client(stack, fresh).chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=280)  # type: ignore[arg-type]
+    client(stack, fresh).chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=280)
     # ...but not after a small request whose actual tokens were settled against the key.
-    c.chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=20)  # type: ignore[arg-type]
+    c.chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=20)
     with pytest.raises(openai.RateLimitError) as info:
-        c.chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=280)  # type: ignore[arg-type]
+        c.chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=280)
     assert "tokens per minute" in info.value.message
 
 
@@ -127,7 +128,7 @@ def test_a_request_that_can_never_fit_the_tpm_limit_is_refused_clearly(stack: St
     with pytest.raises(openai.APIStatusError) as info:
         client(stack, key).chat.completions.create(
             model="mock-fast", messages=HELLO, max_tokens=500
-        )  # type: ignore[arg-type]
+        )
     assert info.value.status_code in (400, 429)
     assert "tokens" in info.value.message
 
@@ -139,7 +140,7 @@ def test_prepaid_credit_is_spent_and_then_402(stack: Stack) -> None:
     ok = 0
     with pytest.raises(openai.APIStatusError) as info:
         for _ in range(20):
-            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)
             ok += 1
     assert info.value.status_code == 402 and "credit" in info.value.message
     assert 3 <= ok < 20
@@ -153,7 +154,7 @@ def test_topup_lets_a_prepaid_key_spend_again(stack: Stack) -> None:
     key_id, key = new_key(stack, credit_micros=100)
     c = client(stack, key)
     with pytest.raises(openai.APIStatusError) as info:
-        c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+        c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)
     assert info.value.status_code == 402
     assert (
         admin(stack, "POST", f"/keys/{key_id}/topup", json={"micros": 100_000}).status_code == 200
@@ -161,7 +162,7 @@ def test_topup_lets_a_prepaid_key_spend_again(stack: Stack) -> None:
     deadline = time.monotonic() + 5
     while True:  # the top-up reaches the key cache within its refresh interval
         try:
-            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)
             break
         except openai.APIStatusError:
             assert time.monotonic() < deadline, "top-up never took effect"
@@ -173,7 +174,7 @@ def test_daily_spend_limit_gives_402(stack: Stack) -> None:
     c = client(stack, key)
     with pytest.raises(openai.APIStatusError) as info:
         for _ in range(20):
-            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)
     assert info.value.status_code == 402
     assert "spend limit for this day" in info.value.message.lower()
 
@@ -181,12 +182,12 @@ def test_daily_spend_limit_gives_402(stack: Stack) -> None:
 def test_a_revoked_key_is_refused_within_seconds(stack: Stack) -> None:
     key_id, key = new_key(stack)
     c = client(stack, key)
-    c.chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+    c.chat.completions.create(model="mock-fast", messages=HELLO)
     assert admin(stack, "DELETE", f"/keys/{key_id}").status_code == 200
     deadline = time.monotonic() + 5
     while True:
         try:
-            c.chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+            c.chat.completions.create(model="mock-fast", messages=HELLO)
         except openai.AuthenticationError:
             break
         assert time.monotonic() < deadline, "revocation never took effect"
@@ -196,12 +197,12 @@ def test_a_revoked_key_is_refused_within_seconds(stack: Stack) -> None:
 def test_model_scope_applies_to_managed_keys(stack: Stack) -> None:
     _, key = new_key(stack, models=["mock-fast"])
     with pytest.raises(openai.PermissionDeniedError):
-        client(stack, key).chat.completions.create(model="mock-priced", messages=HELLO)  # type: ignore[arg-type]
+        client(stack, key).chat.completions.create(model="mock-priced", messages=HELLO)
 
 
 def test_the_admin_key_is_not_a_v1_key_and_v1_keys_are_not_admin_keys(stack: Stack) -> None:
     with pytest.raises(openai.AuthenticationError):
-        client(stack, ADMIN_KEY).chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+        client(stack, ADMIN_KEY).chat.completions.create(model="mock-fast", messages=HELLO)
     base = stack.url.removesuffix("/v1")
     r = httpx.get(f"{base}/admin/keys", headers={"authorization": f"Bearer {KEY_ALL}"})
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
@@ -212,7 +213,7 @@ def test_failed_requests_are_in_the_ledger_too(stack: Stack) -> None:
     with pytest.raises(openai.RateLimitError):
         client(stack, key).chat.completions.create(
             model="fake/m@status=429&retry_after=1",
-            messages=HELLO,  # type: ignore[arg-type]
+            messages=HELLO,
         )
     rows = ledger_rows(stack, key_id)
     assert [r["status"] for r in rows] == ["rate_limit_exceeded"]
@@ -223,11 +224,11 @@ def test_a_budgeted_key_sends_its_reserved_output_cap_upstream(stack: Stack) -> 
     """Without an explicit cap the upstream could produce more than was reserved and
     overshoot the budget; the reserved default goes upstream instead."""
     _, key = new_key(stack, credit_micros=10_000_000)
-    client(stack, key).chat.completions.create(model="fake/m", messages=HELLO)  # type: ignore[arg-type]
+    client(stack, key).chat.completions.create(model="fake/m", messages=HELLO)
     sent = stack.fake.requests[-1].body
     assert sent["max_completion_tokens"] == stack.config.state.default_output_tokens
     # A key without a budget leaves the client's body alone.
-    client(stack, KEY_ALL).chat.completions.create(model="fake/m", messages=HELLO)  # type: ignore[arg-type]
+    client(stack, KEY_ALL).chat.completions.create(model="fake/m", messages=HELLO)
     assert "max_completion_tokens" not in stack.fake.requests[-1].body
 
 
