@@ -124,7 +124,7 @@ def _server_options(config: Config) -> Any:
     return ServerOptions(
         keep_alive_timeout_s=config.server.keep_alive_timeout_s,
         graceful_timeout_s=config.server.graceful_timeout_s,
-        max_head_bytes=16 * 1024,  # request line + headers (reliability.md R8)
+        max_head_bytes=16 * 1024,  # request line + headers (docs/reliability.md R8)
         backlog=SERVER_BACKLOG,
         send_timeout_s=config.server.send_timeout_s,
     )
@@ -173,7 +173,7 @@ def _serve_hypercorn(config: Config, host: str, port: int, workers: int) -> int:
     hc.application_path = "gateway.app:app_from_env()"  # what worker processes load
     hc.keep_alive_timeout = config.server.keep_alive_timeout_s
     hc.graceful_timeout = config.server.graceful_timeout_s
-    hc.h11_max_incomplete_size = 16 * 1024  # request line + headers (reliability.md R8)
+    hc.h11_max_incomplete_size = 16 * 1024  # request line + headers (docs/reliability.md R8)
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup, once
     if workers > 1:

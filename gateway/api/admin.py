@@ -9,7 +9,7 @@
 Every route requires `Authorization: Bearer <admin key>`, a key of its own that is
 held here only as a SHA-256 digest and compared in constant time. It is not a
 `/v1/` key: the admin key is in no `KeyStore`, so `/v1/` refuses it, and `/v1/`
-keys never match it here (reliability.md R19). Changes made here are applied to this
+keys never match it here (docs/reliability.md R19). Changes made here are applied to this
 process's key cache at once; other processes see them at their next refresh.
 
 Bodies are JSON; money is integer micro-dollars (`*_micros`). Every error is an

@@ -44,7 +44,7 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:
     """The whole request body, refusing more than `limit` bytes (413) or a body that
     takes longer than `timeout_s` to arrive (408: a client trickling bytes must not
-    hold a connection and its memory forever, reliability.md R9)."""
+    hold a connection and its memory forever, docs/reliability.md R9)."""
     with trio.move_on_after(timeout_s):
         return await _read_body(scope, receive, limit)
     raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.")
@@ -128,7 +128,7 @@ async def until_disconnect(receive: Receive, work: Callable[[], Awaitable[None]]
     """Run `work`, cancelling it if the client disconnects first.
 
     Cancelling `work` closes its upstream request, so an abandoned generation stops
-    (reliability.md R6). An exception from `work` is re-raised as itself, not wrapped
+    (docs/reliability.md R6). An exception from `work` is re-raised as itself, not wrapped
     in an exception group.
     """
     failure: Exception | None = None

@@ -6,7 +6,7 @@ upstream), and journals a `pending` ledger row. `Accounting.finish` runs exactly
 once: it turns the usage the upstream reported (or, when there is none, an estimate
 from the number of events streamed) into the actual cost, settles the reservation, and journals
 the final row. For streams it runs just before the last event goes out, so the row
-is durable before the client hears that the request ended (reliability.md R15, R23).
+is durable before the client hears that the request ended (docs/reliability.md R15, R23).
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """HTTP/1.1 requests for the built-in server: request heads and chunked request bodies.
 Pure (no I/O), so every rule is tested on bytes and fuzzed; responses are `framing`'s.
 
-Strict where laxness has been exploited (reliability.md R8, request smuggling): a
+Strict where laxness has been exploited (docs/reliability.md R8, request smuggling): a
 request with both Transfer-Encoding and Content-Length, a transfer coding other than
 chunked, conflicting Content-Lengths, obsolete header folding, a space before the
 colon, control characters in a header value, or a second Host header is refused with
 400 (501 for unknown codings, 505 for other HTTP versions, 431 for too many headers).
 Line ends in a request head may be CRLF or bare LF (RFC 9112 2.2); a chunked body's
-framing must use CRLF (RFC 9112 7.1, reliability.md R11: a bare LF there, or a control
+framing must use CRLF (RFC 9112 7.1, docs/reliability.md R11: a bare LF there, or a control
 character in a chunk extension, is refused).
 """
 

@@ -66,7 +66,7 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 class ServerOptions:
     keep_alive_timeout_s: float = 10.0  # idle connection, and the arrival of a request head
     graceful_timeout_s: float = 30.0  # in-flight requests at shutdown
-    max_head_bytes: int = 16 * 1024  # request line + headers (reliability.md R8)
+    max_head_bytes: int = 16 * 1024  # request line + headers (docs/reliability.md R8)
     backlog: int = 1024
     send_timeout_s: float = 60.0  # a write that cannot progress this long: the client is gone
 

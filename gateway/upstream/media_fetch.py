@@ -1,6 +1,6 @@
 """Safe fetching of remote media (image/file URLs) for upstreams that need the bytes.
 
-Fetching a URL on a client's behalf is a classic SSRF hole (reliability.md R21): a
+Fetching a URL on a client's behalf is a classic SSRF hole (docs/reliability.md R21): a
 client could make the gateway read cloud metadata (169.254.169.254), admin ports on
 loopback or anything on the private network. A check done once on the URL's text
 falls to redirects and to DNS rebinding, so this module:

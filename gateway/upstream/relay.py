@@ -9,7 +9,7 @@ Deadlines are ours, enforced with trio cancel scopes (a read timeout measures ga
 not totals): first byte (response headers, streams only), idle gap between chunks,
 and one total deadline around everything; connecting is bounded by the transport. A request is
 retried only where it cannot have reached the model: a refused or reset connection
-before any response header (reliability.md R1), at most twice, inside the total
+before any response header (docs/reliability.md R1), at most twice, inside the total
 deadline. Nothing is retried after a byte went downstream.
 
 Transports raise only gateway errors (each maps its own client's exceptions); the
@@ -132,7 +132,7 @@ class Relay:
         final error event, the stream ends without `[DONE]`, and it is reported in the
         returned Outcome. `on_finish` runs once, with the final usage, just before the
         last event (`[DONE]` or the error) goes out: what it records is durable before
-        the client is told the request ended (reliability.md R23). The translator
+        the client is told the request ended (docs/reliability.md R23). The translator
         never produces that last event; this method alone writes it
         (providers/base.py, `StreamTranslator`). `outcome`, when given, is the one
         filled in, so a caller whose request is cancelled midway still sees it.

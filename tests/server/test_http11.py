@@ -472,7 +472,7 @@ BAD_CHUNKED: list[tuple[str, bytes]] = [
     ("no crlf after data", b"5\r\nhello0\r\n\r\n"),
     ("cr x after data", b"5\r\nhello\rX0\r\n\r\n"),
     ("any 2 bytes after data", b"5\r\nhelloXY0\r\n\r\n"),  # the h11 CVE-2025-43859 form
-    # bare LF in chunked framing: RFC 9112 7.1 allows only CRLF, and reliability.md R11
+    # bare LF in chunked framing: RFC 9112 7.1 allows only CRLF, and docs/reliability.md R11
     # requires refusing it (intermediaries that read LF as part of an extension desync)
     ("bare lf after size", b"5\nhello\r\n0\r\n\r\n"),
     ("bare lf after data", b"5\r\nhello\n0\r\n\r\n"),

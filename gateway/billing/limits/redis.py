@@ -1,7 +1,7 @@
 """The shared limit backend: per-key state in Redis, changed only by Lua scripts.
 
 Every gateway process and machine that points at the same Redis enforces the same
-limits exactly (reliability.md R14): admission is ONE script call that checks the
+limits exactly (docs/reliability.md R14): admission is ONE script call that checks the
 budget, RPM and TPM and makes every reservation atomically, so 400 requests released
 at once from any number of processes against RPM=100 admit exactly 100. Settlement
 is one more script call. The arithmetic is `gateway.billing.limits.core`' exact integer GCRA and

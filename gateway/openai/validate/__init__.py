@@ -1,4 +1,4 @@
-"""Validation of OpenAI chat-completions request bodies (wire-formats.md A2-A4).
+"""Validation of OpenAI chat-completions request bodies (docs/wire-formats.md A2-A4).
 
 `validate_chat_request` checks a parsed body against the OpenAI request schema and
 raises `InvalidRequest` naming the first violation by its field path, in OpenAI's

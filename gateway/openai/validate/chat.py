@@ -51,7 +51,7 @@ _TOKEN_ID = re.compile(r"[0-9]{1,10}")
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
-# Enumerations of the request schema (wire-formats.md A2-A4).
+# Enumerations of the request schema (docs/wire-formats.md A2-A4).
 _AUDIO_OUT: Final = ("wav", "aac", "mp3", "flac", "opus", "pcm16")
 _REASONING_EFFORT: Final = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 _SERVICE_TIERS: Final = ("auto", "default", "flex", "scale", "priority", "fast")

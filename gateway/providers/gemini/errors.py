@@ -77,7 +77,7 @@ def _retry_delay(details: list[Any]) -> str | None:
 def gemini_error(
     obj: object, status: int | None, headers: Mapping[str, str] | None
 ) -> GatewayError:
-    """Map a Gemini error body to the gateway's error tree (wire-formats.md C7, D8)."""
+    """Map a Gemini error body to the gateway's error tree (docs/wire-formats.md C7, D8)."""
     message, rpc, details, code = _error_parts(obj)
     if status is None:
         status = code if code is not None and 400 <= code < 600 else _RPC_STATUS.get(rpc or "", 502)
