@@ -148,7 +148,7 @@ class Provider(Protocol):
     def media_urls(self, body: JSON, ctx: CallContext) -> list[str]:
         """The http(s) URLs in content parts whose bytes the upstream needs inlined.
 
-        The routes fetch them safely (gateway/fetch.py) into `ctx.media` before
+        The routes fetch them safely (gateway/upstream/media_fetch.py) into `ctx.media` before
         `build_request` runs. Most upstreams take URLs themselves: return [].
         """
         ...

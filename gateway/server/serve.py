@@ -10,7 +10,7 @@ by `framing` (pure), those of a request head parsed by `http11` (pure); this mod
 moves them between sockets and the app.
 
 What a client can rely on:
-- request heads are parsed strictly (gateway/http11.py: smuggling-prone forms get a
+- request heads are parsed strictly (gateway/server/http11.py: smuggling-prone forms get a
   400) and bounded (16 KiB, 100 headers: 431); a request head must arrive within
   `keep_alive_timeout_s` of the connection going idle;
 - `Expect: 100-continue` is answered when the app first reads the body; a body the

@@ -23,7 +23,7 @@ module does just that:
 
 Deadlines are not enforced here: the Relay owns them as trio cancel scopes. This module
 only does I/O and maps its failures to the gateway's error tree, with the messages and
-codes of `upstream_httpx.HttpxTransport`, plus `upstream_protocol_error` for a malformed or
+codes of `httpx_transport.HttpxTransport`, plus `upstream_protocol_error` for a malformed or
 oversized response head. Unlike httpx, a head that was cut after its first byte is not
 retried: the upstream may have started answering.
 """

@@ -2,7 +2,7 @@
 
 Chosen per provider with `transport = "httpx"`: it honours the HTTP_PROXY /
 HTTPS_PROXY / NO_PROXY environment variables and netrc, which the default
-`upstream_http.H11Transport` does not. It costs more CPU per request (see
+`h11_pool.H11Transport` does not. It costs more CPU per request (see
 docs/performance.md). HTTP/1.1 only: httpx never resets an HTTP/2 stream, so an
 abandoned generation would run on.
 """

@@ -1,6 +1,6 @@
 """Upstream calls: deadlines, retries, cancellation and translation around a transport.
 
-One pooled HTTP/1.1 transport per provider (transport.py; HTTP/1.1 because closing
+One pooled HTTP/1.1 transport per provider (upstream/transport.py; HTTP/1.1 because closing
 the connection is how an abandoned generation stops). The built-in mock is served
 in-process by `LocalTransport`, so it takes the same path through translation as a
 real upstream.

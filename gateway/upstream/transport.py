@@ -2,9 +2,9 @@
 
 A transport only does I/O: it opens one HTTP exchange and hands back the status,
 the headers and the body piece by piece. Deadlines, retries and translation belong
-to `relay.Relay`. Implementations: `upstream_http.H11Transport` (the default: a lean
-HTTP/1.1 pool on trio), `upstream_httpx.HttpxTransport` (httpx: honours proxy
-environment variables) and `relay.LocalTransport` (the in-process mock).
+to `relay.Relay`. Implementations: `h11_pool.H11Transport` (the default: a lean
+HTTP/1.1 pool on trio), `httpx_transport.HttpxTransport` (httpx: honours proxy
+environment variables) and `local.LocalTransport` (the in-process mock).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The built-in HTTP/1.1 server (gateway/server.py) on real loopback sockets.
+"""The built-in HTTP/1.1 server (gateway/server/serve.py) on real loopback sockets.
 
 Each test serves a small ASGI app written here (or the real gateway app, where how
 the two fit together matters) with `serve()` on 127.0.0.1:0, and talks to it with a

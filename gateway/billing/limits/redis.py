@@ -19,17 +19,17 @@ again); one without expires as soon as its buckets are empty. Run Redis with
 `maxmemory-policy noeviction` (or a `volatile-*` policy): an evicted budget forgets
 its in-flight reservations.
 
-When Redis is unreachable or slow (R17): every call has a deadline (`timeout_s`,
-200 ms by default) and a failure opens a breaker for `breaker_s`, during which no
-call is tried. Meanwhile keys with only RPM/TPM limits fail OPEN (admitted with
-`degraded=True`, counted in `stats.fail_open`, a warning logged at most once per
-`warn_every_s`) and keys with a spend limit or credit fail CLOSED with 503
-`budget_unavailable` (counted in `stats.fail_closed`): spend is never risked. A
-settlement that fails is queued (bounded) and retried after the next successful
-call; its generation check makes the retry safe if Redis lost its data meanwhile.
-Clocks: the caller's `now` is used, so machines sharing a Redis need synchronised
-clocks (NTP); a skew of d seconds lets a fast machine admit up to d/(60/limit) early.
-"""
+When Redis is unreachable or slow (R17): every call has a deadline (`timeout_s`; the
+app passes `[state] redis_timeout_s`, 1 s by default) and a failure opens a breaker
+for `breaker_s`, during which no call is tried. Meanwhile keys with only RPM/TPM
+limits fail OPEN (admitted with `degraded=True`, counted in `stats.fail_open`, a
+warning logged at most once per `warn_every_s`) and keys with a spend limit or
+credit fail CLOSED with 503 `budget_unavailable` (counted in `stats.fail_closed`):
+spend is never risked. A settlement that fails is queued (bounded) and retried after
+the next successful call; its generation check makes the retry safe if Redis lost
+its data meanwhile. Clocks: the caller's `now` is used, so machines sharing a Redis
+need synchronised clocks (NTP); a skew of d seconds lets a fast machine admit up to
+d/(60/limit) early."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from gateway.errors import GatewayError
 from gateway.providers.common import upstream_status_error
 
 # HTTP status -> the OpenAI error code D8 gives it (401 and 403 are the gateway's own
-# key refused: `upstream_status_error` makes them 502 `upstream_auth_failed`).
+# key refused: `upstream_status_error` keeps the status, code `upstream_auth_failed`).
 _ERROR_CODES: Final = {
     404: "model_not_found",
     413: "request_too_large",
