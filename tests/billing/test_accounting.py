@@ -132,6 +132,48 @@ def test_a_request_that_can_never_fit_the_tpm_limit_is_refused_clearly(stack: St
     assert "tokens" in info.value.message
 
 
+@pytest.mark.parametrize("value", [2**31, 10**15, 2**64 - 1])
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_an_output_cap_past_its_bound_is_400_naming_it_on_a_limited_key(
+    stack: Stack, field: str, value: int
+) -> None:
+    """1e15 used to reach the limiter and come back as a 500 with a traceback."""
+    _, key = new_key(stack, rpm=1000)
+    with pytest.raises(openai.BadRequestError) as info:
+        client(stack, key).chat.completions.create(
+            model="mock-fast",
+            messages=HELLO,  # type: ignore[arg-type]
+            **{field: value},  # type: ignore[arg-type]
+        )
+    assert info.value.param == field
+    assert field in info.value.message and "2147483647" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "status"),
+    [
+        ({"rpm": 1000}, 200),
+        ({"tpm": 1000}, 400),
+        ({"spend_limit_micros": 1_000_000, "spend_period": "day"}, 402),
+        ({"credit_micros": 1_000_000}, 402),
+    ],
+)
+def test_the_largest_output_cap_times_n_gets_an_answer_on_any_kind_of_key(
+    stack: Stack, spec: dict[str, Any], status: int
+) -> None:
+    """prompt + max_tokens x n at its largest is admitted or refused cleanly, never a 500."""
+    _, key = new_key(stack, **spec)
+    raw = httpx.post(
+        stack.url + "/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": "mock-priced", "messages": HELLO, "max_tokens": 2**31 - 1, "n": 128},
+        timeout=20,
+    )
+    assert raw.status_code == status, raw.text
+    if status != 200:
+        assert raw.json()["error"]["type"] in ("invalid_request_error", "billing_error")
+
+
 def test_prepaid_credit_is_spent_and_then_402(stack: Stack) -> None:
     key_id, key = new_key(stack, credit_micros=3000)
     c = client(stack, key)

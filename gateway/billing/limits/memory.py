@@ -100,7 +100,7 @@ class MemoryLimitBackend:
     ) -> Admission:
         """Check every limit and reserve; seeds the budget from the ledger on first use."""
         try:
-            check_request(limits, est_tokens, worst_cost_micros)
+            est_tokens, worst_cost_micros = check_request(limits, est_tokens, worst_cost_micros)
             if limits.unlimited:
                 self.stats.admitted += 1
                 return unlimited_admission(key_id, est_tokens)

@@ -230,7 +230,7 @@ class RedisLimitBackend:
         """One script call checks and reserves everything (two more on first sight of a
         budgeted key: the ledger seed and its load)."""
         try:
-            check_request(limits, est_tokens, worst_cost_micros)
+            est_tokens, worst_cost_micros = check_request(limits, est_tokens, worst_cost_micros)
         except GatewayError:
             self.stats.refused += 1
             raise
