@@ -38,7 +38,7 @@ from gateway.openai.validate import validate_chat_request
 from gateway.providers.base import CallContext
 from gateway.providers.common import media_url_params
 from gateway.state import Gateway
-from gateway.upstream.relay import Outcome
+from gateway.upstream.relay import Outcome, Relay
 
 log = logging.getLogger("gateway")
 
@@ -60,6 +60,13 @@ def response_format_type(body: dict[str, Any]) -> str | None:
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     return kind if kind in ("json_schema", "json_object") else None
+
+
+def request_deadline_s(gw: Gateway, relay: Relay) -> float:
+    """The longest an admitted request can still run: fetching its media (all URLs
+    share twice the per-URL timeout) and the relay's total deadline. Its budget
+    reservation must outlive it (billing.limits.budget.reservation_ttl_s)."""
+    return 2 * gw.config.media.timeout_s + relay.timeouts.total_s
 
 
 def wants_usage(body: dict[str, Any]) -> bool:
@@ -102,6 +109,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             dep=dep,
             body=body,
             request_id=request_id,
+            deadline_s=request_deadline_s(gw, relay),
         )
         account = acct
         extra += acct.headers

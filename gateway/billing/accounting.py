@@ -19,6 +19,7 @@ import trio
 
 from gateway.auth.principal import Principal
 from gateway.billing.ledger import Ledger
+from gateway.billing.limits.budget import reservation_ttl_s
 from gateway.billing.limits.core import Admission, LimitBackend, rate_limit_headers
 from gateway.billing.spend import Usage, cost_micros, usage_from_openai, worst_case_micros
 from gateway.errors import GatewayError
@@ -169,6 +170,7 @@ async def admit(
     dep: Deployment,
     body: JSON,
     request_id: str,
+    deadline_s: float | None = None,
 ) -> tuple[Accounting, JSON]:
     """Check the key's limits and budget (429/402) and open the request's accounting.
 
@@ -176,7 +178,10 @@ async def admit(
     that body carries the reserved output cap explicitly (`max_completion_tokens`) when
     the client set none, so the upstream cannot produce more than was reserved; the
     reservation covers every choice of `n`. `default_output_tokens` is what a request
-    that sets no max tokens reserves.
+    that sets no max tokens reserves. `deadline_s` is the longest the request can run
+    from here (its provider's `total_timeout_s` and what comes before the upstream
+    call): its budget reservation counts that long plus a margin, so it cannot expire
+    while the request runs (None: the limiter's default).
     """
     books = partial(
         Accounting,
@@ -204,8 +209,9 @@ async def admit(
         body.get(f) is not None for f in ("max_completion_tokens", "max_tokens")
     ):
         body = {**body, "max_completion_tokens": cap}
+    ttl = None if deadline_s is None else reservation_ttl_s(deadline_s)
     admission = await limiter.admit(
-        principal.key_id, limits, prompt + cap * choices, worst, time.time()
+        principal.key_id, limits, prompt + cap * choices, worst, time.time(), reservation_ttl_s=ttl
     )
     account = books(
         body=body,

@@ -16,11 +16,16 @@ import openai
 import pytest
 from openai import OpenAI
 
+from gateway.api.chat import request_deadline_s
 from gateway.auth.principal import Principal
-from gateway.billing.accounting import Accounting
+from gateway.billing.accounting import Accounting, admit
+from gateway.billing.limits.budget import RESERVATION_MARGIN_S
+from gateway.billing.limits.core import Admission
+from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.errors import UpstreamError
 from gateway.providers.base import Deployment
-from gateway.store.records import UsageRow
+from gateway.state import Gateway
+from gateway.store.records import KeyLimits, UsageRow
 from tests.conftest import ADMIN_KEY, KEY_ALL, Stack
 
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -349,3 +354,42 @@ def test_a_stream_the_client_leaves_is_billed_for_what_was_sent(stack: Stack) ->
     assert row["status"] == "client_gone"
     assert row["completion_tokens"] >= seen - 2
     assert row["prompt_tokens"] > 0
+
+
+# ------------------------------------------------- reservation lifetime
+
+
+class RecordingLimiter(MemoryLimitBackend):
+    """The in-process limiter, keeping the reservation TTL each admission asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ttls: list[float | None] = []
+
+    async def admit(self, *args: Any, reservation_ttl_s: float | None = None) -> Admission:
+        self.ttls.append(reservation_ttl_s)
+        return await super().admit(*args, reservation_ttl_s=reservation_ttl_s)
+
+
+async def test_a_reservation_lives_as_long_as_its_request_can_plus_a_margin() -> None:
+    limiter = RecordingLimiter()
+    await admit(
+        ledger=RecordingLedger(),  # type: ignore[arg-type]
+        limiter=limiter,
+        default_output_tokens=16,
+        principal=Principal(
+            name="k", key_id="k", limits=KeyLimits(spend_limit_micros=10**6, spend_period="day")
+        ),
+        dep=Deployment("m", "p", "mock", "m"),
+        body={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        request_id="chatcmpl-t",
+        deadline_s=1200,
+    )
+    assert limiter.ttls == [1200 + RESERVATION_MARGIN_S]
+
+
+def test_the_request_deadline_is_the_providers_total_plus_the_media_fetch(stack: Stack) -> None:
+    gw = Gateway(stack.config)
+    relay = gw.relays["fake"]
+    assert relay.timeouts.total_s == 20  # tests/conftest.py
+    assert request_deadline_s(gw, relay) == 20 + 2 * stack.config.media.timeout_s

@@ -370,8 +370,14 @@ class LimitBackend(Protocol):
         est_tokens: int,
         worst_cost_micros: int,
         now: float,
+        *,
+        reservation_ttl_s: float | None = None,
     ) -> Admission:
-        """Check every limit and reserve the request, its tokens and its worst cost."""
+        """Check every limit and reserve the request, its tokens and its worst cost.
+
+        `reservation_ttl_s`: how long the budget reservation counts unsettled; it must
+        outlive the request (`budget.reservation_ttl_s` of its deadline). None: the
+        backend's default."""
         ...
 
     async def settle(

@@ -97,6 +97,7 @@ class _Settlement:
     actual_cost_micros: int
     now: float
     cancel: bool = False  # release the reservation of an admission whose reply was lost
+    reservation_ttl_ms: int | None = None  # a cancel: the lost admission's TTL
 
 
 def _budget_unavailable() -> UpstreamUnavailable:
@@ -226,9 +227,16 @@ class RedisLimitBackend:
         est_tokens: int,
         worst_cost_micros: int,
         now: float,
+        *,
+        reservation_ttl_s: float | None = None,
     ) -> Admission:
         """One script call checks and reserves everything (two more on first sight of a
         budgeted key: the ledger seed and its load)."""
+        ttl_ms = (
+            self._reservation_ttl_ms
+            if reservation_ttl_s is None
+            else max(1, round(reservation_ttl_s * 1000))
+        )
         try:
             est_tokens, worst_cost_micros = check_request(limits, est_tokens, worst_cost_micros)
         except GatewayError:
@@ -251,7 +259,7 @@ class RedisLimitBackend:
             worst_cost_micros if needs_budget else 0,
             self._ttl_ms,
             rid := new_reservation_id() if needs_budget else "",
-            self._reservation_ttl_ms,
+            ttl_ms,
         )
         # While the script call is out, its outcome is unknown: if it fails, times out
         # or is cancelled, the script may still run (when a stalled Redis resumes) and
@@ -270,11 +278,11 @@ class RedisLimitBackend:
                 await self._seeding.run(key_id, epoch, self._seed, key_id, limits, now)
         except _StoreDown as exc:
             if in_flight and exc.sent and rid:
-                self._cancel(key_id, rid, worst_cost_micros, now)
+                self._cancel(key_id, rid, worst_cost_micros, now, ttl_ms)
             return self._degraded(key_id, limits, est_tokens)
         except BaseException:
             if in_flight and rid:
-                self._cancel(key_id, rid, worst_cost_micros, now)
+                self._cancel(key_id, rid, worst_cost_micros, now, ttl_ms)
             raise
         try:
             admission = self._decode_admit(
@@ -286,12 +294,14 @@ class RedisLimitBackend:
         self.stats.admitted += 1
         return admission
 
-    def _cancel(self, key_id: str, rid: str, worst: int, now: float) -> None:
-        """Queue the release of a reservation whose admission's reply was lost."""
+    def _cancel(self, key_id: str, rid: str, worst: int, now: float, ttl_ms: int) -> None:
+        """Queue the release of a reservation whose admission's reply was lost (its
+        marker, which stops a late admission from reserving, lives as long as that
+        admission's reservation would)."""
         admission = Admission(
             key_id=key_id, est_tokens=0, reserved_micros=worst, reservation_id=rid
         )
-        self._defer(_Settlement(admission, 0, 0, now, cancel=True))
+        self._defer(_Settlement(admission, 0, 0, now, cancel=True, reservation_ttl_ms=ttl_ms))
 
     async def _seed(self, key_id: str, limits: KeyLimits, now: float) -> None:
         await self._load_or_raise(key_id, await self._seeder(key_id, limits, now), now)
@@ -388,7 +398,7 @@ class RedisLimitBackend:
             self._ttl_ms,
             a.reservation_id or "",
             "c" if item.cancel else "s",
-            self._reservation_ttl_ms,
+            item.reservation_ttl_ms or self._reservation_ttl_ms,
         )
         try:
             await self._call(self._settle, a.key_id, args, now)

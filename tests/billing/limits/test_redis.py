@@ -291,7 +291,7 @@ async def test_redis_agrees_with_the_in_process_backend_op_for_op(redis: RedisSe
     async def seeder(key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
         return BudgetSeed.for_limits(limits, now, spent_micros=50, credit_micros=400)
 
-    memory = MemoryLimitBackend(seeder=seeder)
+    memory = MemoryLimitBackend(seeder=seeder, reservation_ttl_s=900)
     async with backend_on(redis.url, seeder=seeder) as shared:
         rng = random.Random(4)
         now = FEB_1_2027 - 2_000.0  # crosses a UTC day and month boundary on the way
@@ -563,7 +563,7 @@ async def test_a_release_that_overtakes_its_admission_stops_it_reserving(
         await backend.load(
             "k", BudgetSeed.for_limits(DAY, T0, spent_micros=0, credit_micros=None), T0
         )
-        backend._cancel("k", "r1", 90, T0)  # the release arrives first
+        backend._cancel("k", "r1", 90, T0, 960_000)  # the release arrives first
         assert await backend.flush(T0) == 0
         with pytest.raises(InternalError):
             await backend.admit("k", DAY, 0, 90, T0)  # the late admission: refused to run
@@ -579,6 +579,17 @@ async def test_a_reservation_never_settled_is_released_after_its_ttl(redis: Redi
         late = await backend.admit("k", DAY, 0, 100, T0 + 60)
         await backend.settle(late, 0, 30, T0 + 200)  # charged, releases nothing else
         assert await budget_of(backend, T0 + 200) == (30, 0)
+
+
+async def test_a_reservation_outlives_the_deadline_admission_gives_it(redis: RedisServer) -> None:
+    limits = KeyLimits(spend_limit_micros=2, spend_period="day")
+    async with backend_on(redis.url, reservation_ttl_s=900) as backend:
+        first = await backend.admit("k", limits, 0, 2, T0, reservation_ttl_s=1260)
+        with pytest.raises(BillingError):
+            await backend.admit("k", limits, 0, 1, T0 + 1000)  # past 900 s: still counts
+        await backend.settle(first, 0, 2, T0 + 1200)
+        with pytest.raises(BillingError):
+            await backend.admit("k", limits, 0, 1, T0 + 1201)
 
 
 async def test_settling_twice_releases_once(redis: RedisServer) -> None:
