@@ -19,9 +19,11 @@ installed peers, alternating A B A B, and prints the table (see bench/compare.py
     python -m bench restart [--workers N] [--rounds N] ...     (bench/restart.py)
 
     python -m bench stall [--duration S] [--cases ...] ...      (bench/stall.py)
+    python -m bench soak [--duration 30m] [--rate R] ...        (bench/soak.py)
 
 measure the memory of idle streams, the latency clients see while a worker is
-replaced, and how long big requests hold up small ones.
+replaced, how long big requests hold up small ones, and whether a long load with
+faults leaks memory, descriptors or ledger rows.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, idle, load, restart, stall
+from bench import compare, idle, load, restart, soak, stall
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_parser(commands)
     restart.add_parser(commands)
     stall.add_parser(commands)
+    soak.add_parser(commands)
     return parser
 
 
@@ -92,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return restart.run(args)
     if args.command == "stall":
         return stall.run(args)
+    if args.command == "soak":
+        return soak.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(
