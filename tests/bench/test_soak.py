@@ -13,7 +13,7 @@ from bench.soak import SoakOptions, format_report, parse_duration, soak, verdict
 def test_a_tiny_soak_samples_and_finds_every_answer_in_the_ledger() -> None:
     doc = soak(SoakOptions(duration_s=4, rate=20, streams=3, sample_s=1, warmup_s=1, echo=False))
     assert len(doc["samples"]) >= 4
-    for key in ("rss_bytes", "fds", "pooled_connections", "journal_bytes"):
+    for key in ("rss_bytes", "fds", "pooled_connections", "client_connections", "other_fds"):
         assert all(s[key] >= 0 for s in doc["samples"])
     assert doc["held_streams"] == 3
     assert doc["requests"]["plain"] > 40
@@ -24,7 +24,7 @@ def test_a_tiny_soak_samples_and_finds_every_answer_in_the_ledger() -> None:
 
 def test_the_checks_fail_on_growth_and_on_a_missing_row() -> None:
     def sample(t: float, rss: int, fds: int) -> dict[str, float]:
-        return {"t_s": t, "rss_bytes": rss, "fds": fds}
+        return {"t_s": t, "rss_bytes": rss, "other_fds": fds}
 
     steady = [sample(t, 100, 50) for t in range(10)]
     doc = {"samples": steady, "answered": 10, "ledger": {"final": 10}}
