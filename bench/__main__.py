@@ -18,8 +18,12 @@ installed peers, alternating A B A B, and prints the table (see bench/compare.py
     python -m bench idle [--streams N] [--workers N] ...       (bench/idle.py)
     python -m bench restart [--workers N] [--rounds N] ...     (bench/restart.py)
 
-measure the memory of idle streams, and the latency clients see while a worker is
-replaced.
+    python -m bench stall [--duration S] [--cases ...] ...      (bench/stall.py)
+    python -m bench soak [--duration 30m] [--rate R] ...        (bench/soak.py)
+
+measure the memory of idle streams, the latency clients see while a worker is
+replaced, how long big requests hold up small ones, and whether a long load with
+faults leaks memory, descriptors or ledger rows.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, idle, load, restart
+from bench import compare, idle, load, restart, soak, stall
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -71,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     idle.add_parser(commands)
     compare.add_parser(commands)
     restart.add_parser(commands)
+    stall.add_parser(commands)
+    soak.add_parser(commands)
     return parser
 
 
@@ -87,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     if args.command == "restart":
         return restart.run(args)
+    if args.command == "stall":
+        return stall.run(args)
+    if args.command == "soak":
+        return soak.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(

@@ -167,6 +167,7 @@ class GatewaySetup:
     max_connections: int | None = None  # per worker to the upstream; None: the default
     idle_timeout_s: float | None = None  # [providers.fake] timeouts; None: the defaults
     total_timeout_s: float | None = None
+    mock_model: str | None = None  # also serve the built-in mock, unpaced, under this name
 
 
 def gateway_config(
@@ -212,6 +213,15 @@ def gateway_config(
             f'upstream_model = "{upstream_model}"',
             "price_input_per_mtok = 0.15",
             "price_output_per_mtok = 0.60",
+        ]
+    if setup.mock_model is not None:
+        lines += [
+            "[providers.mock]",
+            'kind = "mock"',
+            f'[models."{setup.mock_model}"]',
+            'provider = "mock"',
+            "ttft_ms = 0",
+            "tokens_per_s = 0",
         ]
     return "\n".join(lines) + "\n"
 

@@ -204,8 +204,8 @@ OPTIONAL_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "presence_penalty": nullable(numbers_between(-2, 2)),
     "frequency_penalty": nullable(numbers_between(-2, 2)),
     "n": nullable(st.integers(1, 128)),
-    "max_tokens": nullable(st.integers(1, 10**6)),
-    "max_completion_tokens": nullable(st.integers(1, 10**6)),
+    "max_tokens": nullable(st.integers(1, 10**6) | st.integers(1, 2**31 - 1)),
+    "max_completion_tokens": nullable(st.integers(1, 10**6) | st.integers(1, 2**31 - 1)),
     "seed": nullable(st.integers(-(2**63), 2**63 - 1)),
     "stop": nullable(text | st.lists(text, min_size=1, max_size=4)),
     "logit_bias": nullable(
@@ -327,8 +327,8 @@ RANGES: dict[str, st.SearchStrategy[Any]] = {
     "presence_penalty": outside_float(-2, 2),
     "frequency_penalty": outside_float(-2, 2),
     "n": outside(1, 128),
-    "max_tokens": outside(1, None),
-    "max_completion_tokens": outside(1, None),
+    "max_tokens": outside(1, 2**31 - 1),
+    "max_completion_tokens": outside(1, 2**31 - 1),
     "seed": outside(-(2**63), 2**63 - 1),
     "top_logprobs": outside(0, 20),
 }

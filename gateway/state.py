@@ -20,6 +20,7 @@ from gateway.billing.limits.budget import BudgetSeed
 from gateway.billing.limits.core import LimitBackend
 from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.config import Config
+from gateway.offload import Offload
 from gateway.providers.registry import provider_for
 from gateway.store.records import KeyLimits, Topup
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
@@ -36,10 +37,12 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.router = Router(config)
+        self.offload = Offload()  # the O(size) steps of big requests, off the event loop
         self.relays: dict[str, Relay] = {}
         for name, p in config.providers.items():
             provider = provider_for(p.kind)
-            self.relays[name] = Relay(make_transport(p, provider), Timeouts.of(p), provider)
+            transport = make_transport(p, provider, self.offload)
+            self.relays[name] = Relay(transport, Timeouts.of(p), provider)
         self.fetcher = MediaFetcher(config.media)
         state = config.state
         Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ import os
 import time
 from typing import Any
 
-import orjson
 import trio
 
 from gateway.api.asgi import (
@@ -28,31 +27,25 @@ from gateway.api.asgi import (
     send_error,
     until_disconnect,
 )
-from gateway.billing.accounting import Accounting, admit
+from gateway.billing.accounting import Accounting, admit, offloaded_counter
 from gateway.errors import (
     GatewayError,
     InternalError,
-    InvalidRequest,
 )
+from gateway.openai.body import parse_body
 from gateway.openai.validate import validate_chat_request
 from gateway.providers.base import CallContext
 from gateway.providers.common import media_url_params
 from gateway.state import Gateway
-from gateway.upstream.relay import Outcome
+from gateway.upstream.relay import Outcome, Relay
 
 log = logging.getLogger("gateway")
 
 
-def parse_json_body(raw: bytes) -> Any:
-    """The parsed body, or a 400 that says what is wrong with it."""
-    if not raw:
-        raise InvalidRequest("The request body is empty; expected a JSON object.")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise InvalidRequest(
-            f"We could not parse the JSON body of your request ({e.msg}, at byte {e.pos})."
-        ) from None
+def read_request(raw: bytes) -> dict[str, Any]:
+    """Parse and validate a body (JSON limits included): a 400 naming what is wrong.
+    O(size): runs off the event loop for big bodies (gateway/offload.py)."""
+    return validate_chat_request(parse_body(raw))
 
 
 def response_format_type(body: dict[str, Any]) -> str | None:
@@ -60,6 +53,13 @@ def response_format_type(body: dict[str, Any]) -> str | None:
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     return kind if kind in ("json_schema", "json_object") else None
+
+
+def request_deadline_s(gw: Gateway, relay: Relay) -> float:
+    """The longest an admitted request can still run: fetching its media (all URLs
+    share twice the per-URL timeout) and the relay's total deadline. Its budget
+    reservation must outlive it (billing.limits.budget.reservation_ttl_s)."""
+    return 2 * gw.config.media.timeout_s + relay.timeouts.total_s
 
 
 def wants_usage(body: dict[str, Any]) -> bool:
@@ -79,8 +79,9 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         principal = gw.auth.authenticate(header(scope, b"authorization"))
         server = gw.config.server
         raw = await read_body(scope, receive, server.max_body_bytes, server.body_timeout_s)
-        body = parse_json_body(raw)
-        validate_chat_request(body)
+        size = len(raw)
+        body = await gw.offload.run(size, read_request, raw)
+        del raw  # the parsed body is all that is needed now
         model = body["model"]
         gw.auth.authorize_model(principal, model)
         dep = gw.router.resolve(model)
@@ -93,6 +94,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             request_id=request_id,
             created=int(time.time()),
             response_format=response_format_type(body),
+            request_bytes=size,
         )
         acct, body = await admit(  # 429/402 first
             ledger=gw.ledger,
@@ -102,6 +104,8 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             dep=dep,
             body=body,
             request_id=request_id,
+            deadline_s=request_deadline_s(gw, relay),
+            count=offloaded_counter(gw.offload, size),
         )
         account = acct
         extra += acct.headers
@@ -109,7 +113,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         if urls:
             params = media_url_params(body)
             ctx.media = await gw.fetcher.fetch_all([(u, params.get(u, "messages")) for u in urls])
-        upstream_request = relay.provider.build_request(body, ctx)
+        upstream_request = await gw.offload.run(size, relay.provider.build_request, body, ctx)
         if stream:
             sse = writer = SSEWriter(send, extra)
             progress = streamed = Outcome()

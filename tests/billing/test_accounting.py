@@ -17,11 +17,16 @@ import pytest
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from gateway.api.chat import request_deadline_s
 from gateway.auth.principal import Principal
-from gateway.billing.accounting import Accounting
+from gateway.billing.accounting import Accounting, admit
+from gateway.billing.limits.budget import RESERVATION_MARGIN_S
+from gateway.billing.limits.core import Admission
+from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.errors import UpstreamError
 from gateway.providers.base import Deployment
-from gateway.store.records import UsageRow
+from gateway.state import Gateway
+from gateway.store.records import KeyLimits, UsageRow
 from tests.conftest import ADMIN_KEY, KEY_ALL, Stack
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
@@ -131,6 +136,46 @@ def test_a_request_that_can_never_fit_the_tpm_limit_is_refused_clearly(stack: St
         )
     assert info.value.status_code in (400, 429)
     assert "tokens" in info.value.message
+
+
+@pytest.mark.parametrize("value", [2**31, 10**15, 2**64 - 1])
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_an_output_cap_past_its_bound_is_400_naming_it_on_a_limited_key(
+    stack: Stack, field: str, value: int
+) -> None:
+    """1e15 used to reach the limiter and come back as a 500 with a traceback."""
+    _, key = new_key(stack, rpm=1000)
+    with pytest.raises(openai.BadRequestError) as info:
+        client(stack, key).chat.completions.create(
+            model="mock-fast", messages=HELLO, extra_body={field: value}
+        )
+    assert info.value.param == field
+    assert field in info.value.message and "2147483647" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "status"),
+    [
+        ({"rpm": 1000}, 200),
+        ({"tpm": 1000}, 400),
+        ({"spend_limit_micros": 1_000_000, "spend_period": "day"}, 402),
+        ({"credit_micros": 1_000_000}, 402),
+    ],
+)
+def test_the_largest_output_cap_times_n_gets_an_answer_on_any_kind_of_key(
+    stack: Stack, spec: dict[str, Any], status: int
+) -> None:
+    """prompt + max_tokens x n at its largest is admitted or refused cleanly, never a 500."""
+    _, key = new_key(stack, **spec)
+    raw = httpx.post(
+        stack.url + "/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": "mock-priced", "messages": HELLO, "max_tokens": 2**31 - 1, "n": 128},
+        timeout=20,
+    )
+    assert raw.status_code == status, raw.text
+    if status != 200:
+        assert raw.json()["error"]["type"] in ("invalid_request_error", "billing_error")
 
 
 def test_prepaid_credit_is_spent_and_then_402(stack: Stack) -> None:
@@ -308,3 +353,42 @@ def test_a_stream_the_client_leaves_is_billed_for_what_was_sent(stack: Stack) ->
     assert row["status"] == "client_gone"
     assert row["completion_tokens"] >= seen - 2
     assert row["prompt_tokens"] > 0
+
+
+# ------------------------------------------------- reservation lifetime
+
+
+class RecordingLimiter(MemoryLimitBackend):
+    """The in-process limiter, keeping the reservation TTL each admission asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ttls: list[float | None] = []
+
+    async def admit(self, *args: Any, reservation_ttl_s: float | None = None) -> Admission:
+        self.ttls.append(reservation_ttl_s)
+        return await super().admit(*args, reservation_ttl_s=reservation_ttl_s)
+
+
+async def test_a_reservation_lives_as_long_as_its_request_can_plus_a_margin() -> None:
+    limiter = RecordingLimiter()
+    await admit(
+        ledger=RecordingLedger(),  # type: ignore[arg-type]
+        limiter=limiter,
+        default_output_tokens=16,
+        principal=Principal(
+            name="k", key_id="k", limits=KeyLimits(spend_limit_micros=10**6, spend_period="day")
+        ),
+        dep=Deployment("m", "p", "mock", "m"),
+        body={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        request_id="chatcmpl-t",
+        deadline_s=1200,
+    )
+    assert limiter.ttls == [1200 + RESERVATION_MARGIN_S]
+
+
+def test_the_request_deadline_is_the_providers_total_plus_the_media_fetch(stack: Stack) -> None:
+    gw = Gateway(stack.config)
+    relay = gw.relays["fake"]
+    assert relay.timeouts.total_s == 20  # tests/conftest.py
+    assert request_deadline_s(gw, relay) == 20 + 2 * stack.config.media.timeout_s
