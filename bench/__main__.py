@@ -20,6 +20,11 @@ installed peers, alternating A B A B, and prints the table (see bench/compare.py
 
 measure the memory of idle streams, and the latency clients see while a worker is
 replaced.
+
+    python -m bench conform --url URL --key KEY --model M [--model M2 ...] ...
+
+holds any OpenAI-compatible endpoint to the Chat Completions contract with generated
+requests and reports every departure (see bench/conform/).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, idle, load, restart
+from bench import compare, conform, idle, load, restart
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -71,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     idle.add_parser(commands)
     compare.add_parser(commands)
     restart.add_parser(commands)
+    conform.add_parser(commands)
     return parser
 
 
@@ -87,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     if args.command == "restart":
         return restart.run(args)
+    if args.command == "conform":
+        return conform.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(

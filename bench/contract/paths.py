@@ -1,0 +1,60 @@
+"""Field paths in OpenAI's syntax (`messages[2].content[0].image_url.url`).
+
+An error's `param` names a field this way; a mutation records where it changed a
+request this way. `parse_param` also reads the `messages.2.content` spelling some
+servers use, so that two spellings of one place compare equal.
+
+Pure module: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["MISSING", "JsonPath", "format_path", "parse_param", "resolve"]
+
+Segment = str | int
+JsonPath = tuple[Segment, ...]
+
+MISSING: Any = object()  # what `resolve` returns for a path that leads nowhere
+
+_PARAM = re.compile(r"[^.\[\]]+(?:\.[^.\[\]]+|\[\d+\])*")
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_param(param: str) -> JsonPath | None:
+    """`messages[2].content[0].type` -> ("messages", 2, "content", 0, "type"); a segment
+    of digits alone (`messages.2`) is an index too. None when `param` is not a path."""
+    if not _PARAM.fullmatch(param):
+        return None
+    path: list[Segment] = []
+    for key, index in _SEGMENT.findall(param):
+        if index:
+            path.append(int(index))
+        elif key.isdigit():
+            path.append(int(key))
+        else:
+            path.append(key)
+    return tuple(path)
+
+
+def format_path(path: JsonPath) -> str:
+    """The inverse of `parse_param`: ("messages", 2, "role") -> "messages[2].role"."""
+    text = ""
+    for seg in path:
+        text += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if text else seg)
+    return text
+
+
+def resolve(body: Any, path: JsonPath) -> Any:
+    """The value at `path` in `body`, or `MISSING` when the path leads nowhere."""
+    node = body
+    for seg in path:
+        if isinstance(seg, int):
+            if not isinstance(node, list) or not 0 <= seg < len(node):
+                return MISSING
+        elif not isinstance(node, dict) or seg not in node:
+            return MISSING
+        node = node[seg]
+    return node
