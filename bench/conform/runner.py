@@ -46,6 +46,7 @@ class Result:
     declined: dict[str, Declined] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     failure: PropertyFailed | None = None
+    first_failure: Case | None = None  # the first failing case, before shrinking
     seconds: float = 0.0
 
 
@@ -85,6 +86,8 @@ def run_property(
             reject()
         result.checked += 1
         if outcome.violations:
+            if result.first_failure is None:
+                result.first_failure = case
             raise PropertyFailed(case, outcome)
 
     try:

@@ -57,8 +57,8 @@ WAV = (
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 _WORDS = (
-    "Hello!",
     "What is the weather in Paris?",
+    "Hello!",
     "Summarise this in one line.",
     "Thanks, go on.",
     "List three colours.",
@@ -257,7 +257,8 @@ def tool_choices(tools: list[Body]) -> st.SearchStrategy[Any]:
         st.sampled_from(["auto", "required"]),
         st.lists(st.sampled_from(tool_names), min_size=1, unique=True),
     )
-    return _weighted((2, st.sampled_from(["none", "auto", "required"])), (2, named), (1, allowed))
+    modes = st.sampled_from(["required", "auto", "none"])
+    return _weighted((2, named), (2, modes), (1, allowed))
 
 
 _response_formats = _weighted(
@@ -348,14 +349,14 @@ def chat_requests(
         body["messages"][-1]["x_vendor"] = draw(st.integers() | texts)
     if sampling:
         for key, strategy in SAMPLING.items():
-            if draw(st.integers(0, 3)) == 0:
+            if draw(st.integers(0, 3)) == 3:
                 body[key] = draw(strategy)
-    if n and draw(st.integers(0, 3)) == 0:
+    if n and draw(st.integers(0, 3)) == 3:
         body["n"] = draw(st.sampled_from([None, 1, 2, 3]))
-    if max_tokens and draw(st.integers(0, 3)) == 0:
+    if max_tokens and draw(st.integers(0, 3)) == 3:
         key = draw(st.sampled_from(["max_tokens", "max_completion_tokens"]))
         body[key] = draw(nullable(st.integers(1, 4096)))
-    if draw(st.integers(0, 4)) == 0:
+    if draw(st.integers(0, 4)) == 4:
         body["logprobs"] = draw(st.booleans())
         if body["logprobs"] and draw(st.booleans()):
             body["top_logprobs"] = draw(st.integers(0, 20))
@@ -363,18 +364,18 @@ def chat_requests(
         body["tools"] = draw(tool_lists(strict=True if tools == "strict" else None))
         if tools == "strict" or draw(st.booleans()):
             body["tool_choice"] = draw(tool_choices(body["tools"]))
-        if draw(st.integers(0, 3)) == 0:
+        if draw(st.integers(0, 3)) == 3:
             body["parallel_tool_calls"] = draw(st.booleans())
     if response_format == "strict":
         body["response_format"] = draw(strict_json_schema_formats())
-    elif response_format == "any" and draw(st.integers(0, 2)) == 0:
+    elif response_format == "any" and draw(st.integers(0, 2)) == 2:
         body["response_format"] = draw(_response_formats)
     want_stream = draw(st.booleans()) if stream is None else stream
     if want_stream:
         body["stream"] = True
         if draw(st.booleans()):
             body["stream_options"] = {"include_usage": draw(st.booleans())}
-    elif draw(st.integers(0, 3)) == 0:
+    elif draw(st.integers(0, 3)) == 3:
         body["stream"] = draw(st.sampled_from([False, None]))
     if extensions and draw(st.booleans()):
         body["x_vendor_field"] = draw(st.integers() | texts | st.lists(st.integers(), max_size=3))
