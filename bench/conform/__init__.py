@@ -25,7 +25,9 @@ Properties (--only takes their names or groups):
                                    makes it not applicable)
     structured_output  structured  strict json_schema content parses and validates
     tool_calls         tools       declared tools, valid arguments, tool_choice obeyed
-    max_tokens         limits      the limit bounds usage.completion_tokens
+    max_tokens         limits      the limit bounds usage.completion_tokens (text
+                                   answers: the fakes never cut tool calls, and
+                                   json_schema is a tool call on Anthropic)
     invalid_request    errors      one invalid change -> 4xx, error shape, param names it
     invalid_json       errors      a body that is not a JSON object -> 4xx, error shape
     auth               auth        no key, a wrong key, a malformed header -> 401

@@ -10,15 +10,30 @@ curl line that sends the same request; the endpoint's key is written as
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
+import orjson
 
-__all__ = ["KEY_VARIABLE", "Endpoint", "Exchange"]
+__all__ = ["KEY_VARIABLE", "Endpoint", "Exchange", "encode_json"]
 
 KEY_VARIABLE = "CONFORM_KEY"
 _MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def encode_json(value: Any, indent: bool = False) -> bytes:
+    """`value` as JSON; the stdlib takes what orjson refuses (integers past 64 bits, as
+    an out-of-range `seed` has)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else None)
+    except TypeError:
+        separators = (",", ": ") if indent else (",", ":")
+        text = json.dumps(value, ensure_ascii=False, indent=2 if indent else None,
+                          separators=separators)  # fmt: skip
+        return text.encode()
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-from bench.conform.http import Endpoint, Exchange
+from bench.conform.http import Endpoint, Exchange, encode_json
 from bench.contract.checks import (
     Answer,
     Violation,
@@ -38,7 +38,7 @@ from bench.contract.checks import (
     compare_answers,
 )
 from bench.contract.mutations import Mutation, mutated
-from bench.contract.paths import MISSING, format_path, parse_param, resolve
+from bench.contract.paths import MISSING, format_path, parse_param, resolve, same_place
 from bench.contract.sse import check_stream
 from bench.contract.strategies import chat_requests
 
@@ -77,7 +77,7 @@ class Context:
     declared: dict[str, Declined] = field(default_factory=dict)
 
     def post(self, body: Body, **kwargs: Any) -> Exchange:
-        return self.endpoint.post(orjson.dumps(body), **kwargs)
+        return self.endpoint.post(encode_json(body), **kwargs)
 
 
 @dataclass(frozen=True)
@@ -283,8 +283,7 @@ def _invalid(ctx: Context, case: Case) -> Outcome:
         return outcome
     param = doc["error"]["param"]
     path = parse_param(param) if isinstance(param, str) else None
-    named = format_path(path) if path is not None else param
-    if named == case.mutation.param:
+    if path is not None and same_place(path, case.mutation.path):
         return outcome
     if path is not None and resolve(case.body, path) is not MISSING:
         feature = declined_by(exchange, case.body)
@@ -418,10 +417,10 @@ PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "max_tokens", "limits",
-        "max_tokens / max_completion_tokens bounds usage.completion_tokens",
+        "max_tokens / max_completion_tokens bounds usage.completion_tokens (text answers)",
         lambda ctx: st.builds(
             lambda case, key, limit: Case(_with_usage({**(case.body or {}), key: limit})),
-            _valid(ctx, max_tokens=False),
+            _valid(ctx, max_tokens=False, tools="none", response_format="none"),
             st.sampled_from(["max_tokens", "max_completion_tokens"]),
             st.integers(1, 16),
         ),

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from bench.conform.http import KEY_VARIABLE, Exchange
+from bench.conform.http import KEY_VARIABLE, Exchange, encode_json
 from bench.conform.runner import Result
 
 __all__ = ["as_json", "as_text", "write_junit"]
@@ -80,9 +80,7 @@ def as_text(results: Sequence[Result], endpoint: str) -> str:
         if failure.case.mutation is not None:
             lines.append(f"  mutation: {failure.case.mutation.describe()}")
         shown = failure.case.shown()
-        request = (
-            orjson.dumps(shown, option=orjson.OPT_INDENT_2) if isinstance(shown, dict) else shown
-        )
+        request = encode_json(shown, indent=True) if isinstance(shown, dict) else shown
         lines.append("  shrunk request:")
         text = request.decode() if isinstance(request, bytes) else repr(request)
         lines += ["    " + line for line in text.splitlines()]
@@ -96,6 +94,15 @@ def as_text(results: Sequence[Result], endpoint: str) -> str:
     if failed:
         lines.append(f"(curl lines send the key as ${KEY_VARIABLE}: export it first)")
     return "\n".join(lines) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    """`value`, or its JSON text when orjson cannot write it (a huge integer)."""
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return encode_json(value).decode()
+    return value
 
 
 def _exchange_json(exchange: Exchange) -> dict[str, Any]:
@@ -143,7 +150,7 @@ def as_json(results: Sequence[Result], endpoint: str, options: dict[str, Any]) -
                     {"rule": v.rule, "where": v.where, "message": v.message}
                     for v in failure.outcome.violations
                 ],
-                "request": failure.case.shown(),
+                "request": _jsonable(failure.case.shown()),
                 "mutation": failure.case.mutation.describe() if failure.case.mutation else None,
                 "exchanges": [_exchange_json(e) for e in failure.outcome.exchanges],
             }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["MISSING", "JsonPath", "format_path", "parse_param", "resolve"]
+__all__ = ["MISSING", "JsonPath", "format_path", "parse_param", "resolve", "same_place"]
 
 Segment = str | int
 JsonPath = tuple[Segment, ...]
@@ -48,13 +48,19 @@ def format_path(path: JsonPath) -> str:
 
 
 def resolve(body: Any, path: JsonPath) -> Any:
-    """The value at `path` in `body`, or `MISSING` when the path leads nowhere."""
+    """The value at `path` in `body`, or `MISSING` when the path leads nowhere. An index
+    into an object means the key of its digits (`logit_bias.50256`)."""
     node = body
     for seg in path:
-        if isinstance(seg, int):
-            if not isinstance(node, list) or not 0 <= seg < len(node):
-                return MISSING
-        elif not isinstance(node, dict) or seg not in node:
+        if isinstance(node, list) and isinstance(seg, int) and 0 <= seg < len(node):
+            node = node[seg]
+        elif isinstance(node, dict) and str(seg) in node:
+            node = node[str(seg)]
+        else:
             return MISSING
-        node = node[seg]
     return node
+
+
+def same_place(a: JsonPath, b: JsonPath) -> bool:
+    """Whether two paths name one place (`logit_bias.0` parses with an index 0)."""
+    return tuple(map(str, a)) == tuple(map(str, b))
