@@ -7,15 +7,15 @@
 OpenAI-compatible servers) and answers in OpenAI's shapes: a ``chat.completion`` with
 usage, or ``chat.completion.chunk`` SSE events ending in ``data: [DONE]``. A request
 with ``tools`` (and ``tool_choice`` not ``"none"``) is answered with tool calls: the
-named function of ``tool_choice`` (``allowed_tools`` narrows the tools first), else every
-tool the last user message mentions (by name or by a word of the name, generic verbs
-such as "get" aside; in the order mentioned), else the first tool; several calls only
-while ``parallel_tool_calls`` is not false. After tool results under ``auto``, a text
-answer. Streamed calls come like OpenAI's: each opens with a fragment carrying its index, id, type, name and empty
-arguments, then argument pieces carrying only the index. ``response_format`` is
-honoured: ``json_schema`` answers a JSON document satisfying the schema
-(`instance_for`), ``json_object`` a JSON object. ``n`` > 1 gets that many identical
-choices (streamed one after the other).
+named function of ``tool_choice`` (``allowed_tools`` narrows the tools first), else
+every tool the last user message mentions (by name or by a word of the name, generic
+verbs such as "get" aside; in the order mentioned), else the first tool; several calls
+only while ``parallel_tool_calls`` is not false. After tool results under ``auto``, a
+text answer. Streamed calls come like OpenAI's: each opens with a fragment carrying its
+index, id, type, name and empty arguments, then argument pieces carrying only the index.
+``response_format`` is honoured: ``json_schema`` answers a JSON document satisfying the
+schema (`instance_for`), ``json_object`` a JSON object. ``n`` > 1 gets that many
+identical choices (streamed one after the other).
 
 Behaviour (delays, pace, failures) comes from `Behaviour` knobs: constructor defaults,
 `configure`, and per-request directives in the model name (see `directives`). The
