@@ -24,19 +24,12 @@ _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 def parse_param(param: str) -> JsonPath | None:
-    """`messages[2].content[0].type` -> ("messages", 2, "content", 0, "type"); a segment
-    of digits alone (`messages.2`) is an index too. None when `param` is not a path."""
+    """`messages[2].content[0].type` -> ("messages", 2, "content", 0, "type"); None when
+    `param` is not a path. A key of digits (`messages.2`, `logit_bias.50256`) stays text:
+    `resolve` reads it as an index in an array."""
     if not _PARAM.fullmatch(param):
         return None
-    path: list[Segment] = []
-    for key, index in _SEGMENT.findall(param):
-        if index:
-            path.append(int(index))
-        elif key.isdigit():
-            path.append(int(key))
-        else:
-            path.append(key)
-    return tuple(path)
+    return tuple(int(index) if index else key for key, index in _SEGMENT.findall(param))
 
 
 def format_path(path: JsonPath) -> str:
@@ -48,12 +41,13 @@ def format_path(path: JsonPath) -> str:
 
 
 def resolve(body: Any, path: JsonPath) -> Any:
-    """The value at `path` in `body`, or `MISSING` when the path leads nowhere. An index
-    into an object means the key of its digits (`logit_bias.50256`)."""
+    """The value at `path` in `body`, or `MISSING` when the path leads nowhere. A key of
+    digits indexes an array (`messages.2`)."""
     node = body
     for seg in path:
-        if isinstance(node, list) and isinstance(seg, int) and 0 <= seg < len(node):
-            node = node[seg]
+        index = seg if isinstance(seg, int) else int(seg) if seg.isdigit() else None
+        if isinstance(node, list) and index is not None and 0 <= index < len(node):
+            node = node[index]
         elif isinstance(node, dict) and str(seg) in node:
             node = node[str(seg)]
         else:
@@ -62,5 +56,5 @@ def resolve(body: Any, path: JsonPath) -> Any:
 
 
 def same_place(a: JsonPath, b: JsonPath) -> bool:
-    """Whether two paths name one place (`logit_bias.0` parses with an index 0)."""
+    """Whether two paths name one place (`messages.2` and `messages[2]` do)."""
     return tuple(map(str, a)) == tuple(map(str, b))
