@@ -13,7 +13,7 @@ http://127.0.0.1:8080/v1) and checks every answer against the Chat Completions c
 (bench/contract/). Per model and property the report says passed, failed (the
 violations, the shrunk request, the response bytes that broke it and a curl line that
 sends it again, with the key as $CONFORM_KEY) or not applicable. Exit status 0 only
-when no property failed; 2 for bad options.
+when no property failed; 1 also when the URL does not answer at all; 2 for bad options.
 
 Properties (--only takes their names or groups):
 
@@ -144,6 +144,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"python -m bench conform: {exc}", file=sys.stderr)
         return 2
     endpoint = Endpoint(args.url, args.key, headers, args.timeout)
+    probe = endpoint.post(b"{}")
+    if probe.status is None:  # nothing to judge: not a failure of any property
+        print(f"python -m bench conform: {endpoint.url}: {probe.transport_error}", file=sys.stderr)
+        endpoint.close()
+        return 1
     try:
         results = conform(
             endpoint,

@@ -158,3 +158,9 @@ def test_auth_is_not_applicable_without_a_key(broken_url: str) -> None:
     (result,) = conform(endpoint, [MODEL], select("auth"), examples=3)
     endpoint.close()
     assert result.status == "not applicable" and "--key" in result.reason
+
+
+def test_cli_says_when_the_url_does_not_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["conform", "--url", "http://127.0.0.1:9/v1", "--model", "m", "--quiet"]
+    assert main(argv) == 1
+    assert "ConnectError" in capsys.readouterr().err
