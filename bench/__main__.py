@@ -24,6 +24,11 @@ installed peers, alternating A B A B, and prints the table (see bench/compare.py
 measure the memory of idle streams, the latency clients see while a worker is
 replaced, how long big requests hold up small ones, and whether a long load with
 faults leaks memory, descriptors or ledger rows.
+
+    python -m bench conform --url URL --key KEY --model M [--model M2 ...] ...
+
+holds any OpenAI-compatible endpoint to the Chat Completions contract with generated
+requests and reports every departure (see bench/conform/).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, idle, load, restart, soak, stall
+from bench import compare, conform, idle, load, restart, soak, stall
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -77,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_parser(commands)
     stall.add_parser(commands)
     soak.add_parser(commands)
+    conform.add_parser(commands)
     return parser
 
 
@@ -97,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stall.run(args)
     if args.command == "soak":
         return soak.run(args)
+    if args.command == "conform":
+        return conform.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(
