@@ -23,7 +23,7 @@ from gateway.api.chat import chat_completions
 from gateway.api.quart_app import make_quart_app
 from gateway.billing.limits.redis import open_redis_backend
 from gateway.config import Config, embedded_config, load_config
-from gateway.errors import MethodNotAllowed
+from gateway.errors import InvalidRequest, MethodNotAllowed
 from gateway.state import Gateway
 
 CHAT_PATH = "/v1/chat/completions"
@@ -52,6 +52,19 @@ class GatewayApp:
             return
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if scope["type"] == "http":
+            await self._quart(scope, receive, send)
+            return
+        await self._quart_asgi(scope, receive, send)
+
+    async def _quart(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A cold route, through Quart. Quart decodes the query as UTF-8 and fails on
+        anything else with a 500; the built-in server refuses such targets already,
+        this holds behind any server."""
+        if not scope["query_string"].isascii():
+            error = InvalidRequest("Non-ASCII bytes in the request target: percent-encode them.")
+            await send_error(send, error)
             return
         await self._quart_asgi(scope, receive, send)
 

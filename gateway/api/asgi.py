@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge, RequestTimeout
+from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,16 +41,10 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:
-    """The whole request body, refusing more than `limit` bytes (413) or a body that
-    takes longer than `timeout_s` to arrive (408: a client trickling bytes must not
-    hold a connection and its memory forever, reliability.md R9)."""
-    with trio.move_on_after(timeout_s):
-        return await _read_body(scope, receive, limit)
-    raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.")
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing more than `limit` bytes (413). Its deadline is
+    the server's, on every route (`[server] body_timeout_s`, reliability.md R9): past
+    it this hears http.disconnect (ClientGone) and the server answers 408."""
     declared = header(scope, b"content-length")
     if declared is not None:
         try:

@@ -77,7 +77,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
     try:
         principal = gw.auth.authenticate(header(scope, b"authorization"))
         server = gw.config.server
-        raw = await read_body(scope, receive, server.max_body_bytes, server.body_timeout_s)
+        raw = await read_body(scope, receive, server.max_body_bytes)
         body = parse_json_body(raw)
         validate_chat_request(body)
         model = body["model"]

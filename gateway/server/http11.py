@@ -5,7 +5,8 @@ Strict where laxness has been exploited (reliability.md R8, request smuggling): 
 request with both Transfer-Encoding and Content-Length, a transfer coding other than
 chunked, conflicting Content-Lengths, obsolete header folding, a space before the
 colon, control characters in a header value, or a second Host header is refused with
-400 (501 for unknown codings, 505 for other HTTP versions, 431 for too many headers).
+400 (501 for unknown codings, 505 for other HTTP versions, 431 for too many headers),
+and so is a byte beyond ASCII anywhere in the request target (query included).
 Line ends in a request head may be CRLF or bare LF (RFC 9112 2.2); a chunked body's
 framing must use CRLF (RFC 9112 7.1, reliability.md R11: a bare LF there, or a control
 character in a chunk extension, is refused).
@@ -114,6 +115,8 @@ def parse_request_head(head: bytes | bytearray) -> RequestHead:
         raise HTTPParseError(400, "Malformed HTTP version in the request line.")
     if not target or _BAD_TARGET.search(target):
         raise HTTPParseError(400, "Invalid request target.")
+    if not target.isascii():  # RFC 3986: whoever decodes the query next may choke on it
+        raise HTTPParseError(400, "Non-ASCII bytes in the request target: percent-encode them.")
     path, query = _split_target(target)
 
     if len(lines) - 1 > MAX_HEADERS:
@@ -167,15 +170,11 @@ def parse_request_head(head: bytes | bytearray) -> RequestHead:
         raise HTTPParseError(400, "An HTTP/1.1 request needs exactly one Host header.")
     tokens = {t.strip() for t in connection.split(b",")}
     keep_alive = b"close" not in tokens and (http_version == "1.1" or b"keep-alive" in tokens)
-    try:
-        text_path = path.decode("ascii")
-    except UnicodeDecodeError:
-        raise HTTPParseError(400, "Non-ASCII bytes in the request target.") from None
     return RequestHead(
         method=method.decode("ascii"),
         target=target,
         raw_path=path,
-        path=text_path,
+        path=path.decode("ascii"),
         query=query,
         http_version=http_version,
         headers=headers,

@@ -10,13 +10,20 @@ by `framing` (pure), those of a request head parsed by `http11` (pure); this mod
 moves them between sockets and the app.
 
 What a client can rely on:
-- request heads are parsed strictly (gateway/http11.py: smuggling-prone forms get a
-  400) and bounded (16 KiB, 100 headers: 431); a request head must arrive within
-  `keep_alive_timeout_s` of the connection going idle;
-- `Expect: 100-continue` is answered when the app first reads the body; a body the
-  app did not read to the end closes the connection instead of being skipped (the
-  response says `connection: close`, and the close lingers so the kernel does not
-  answer the unread bytes with a reset that would destroy the response);
+- every request gets exactly one final response; the ones the server refuses itself
+  get an OpenAI-shaped JSON error and a close, never a silent close;
+- request heads are parsed strictly (gateway/http11.py: smuggling-prone forms and
+  bytes beyond ASCII in the target get a 400) and bounded (16 KiB, 100 headers: 431);
+  a request head must arrive within `keep_alive_timeout_s` of the connection going
+  idle (part of one that does not: 408; nothing at all: a silent close);
+- a request body must arrive within `body_timeout_s` of the app's first read of it,
+  on every route (408), and its chunked framing must be sound (400); the app hears
+  `http.disconnect` and the server answers;
+- `Expect: 100-continue` is answered when the app first reads the body, unless its
+  response has begun; a body the app did not read to the end closes the connection
+  instead of being skipped (the response says `connection: close`, and the close
+  lingers so the kernel does not answer the unread bytes with a reset that would
+  destroy the response);
 - the app hears `http.disconnect` when the client closes, also while it is streaming
   (the gateway cancels the upstream call then);
 - a client that stops reading while a response is being written (no progress for
@@ -25,12 +32,16 @@ What a client can rely on:
 - SIGTERM (via `shutdown_trigger`) stops accepting, closes idle connections, lets
   in-flight requests finish for up to `graceful_timeout_s` (their responses carry
   `connection: close`), then runs the ASGI lifespan shutdown.
+
+Nothing a client sends is logged as an error: refusals are INFO lines, throttled
+(`quiet.Throttled`).
 """
 
 from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -40,7 +51,7 @@ from urllib.parse import unquote
 
 import trio
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, GatewayUnavailable, InternalError, RequestTimeout
 from gateway.server.framing import CONTINUE, ResponseFramer, refusal
 from gateway.server.http11 import (
     ChunkedDecoder,
@@ -49,17 +60,17 @@ from gateway.server.http11 import (
     find_head_end,
     parse_request_head,
 )
+from gateway.server.lifespan import ASGI_VERSION, ASGIApp, Lifespan
+from gateway.server.quiet import Throttled
 
 __all__ = ["ServerOptions", "serve"]
 
 log = logging.getLogger("gateway.server.serve")
 
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 READ_SIZE = 65536
 MAX_PIPELINED = 65536  # bytes of a next request buffered while a response streams
 LINGER_S = 2.0  # after a response to a request we did not read to its end
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ class ServerOptions:
     max_head_bytes: int = 16 * 1024  # request line + headers (reliability.md R8)
     backlog: int = 1024
     send_timeout_s: float = 60.0  # a write that cannot progress this long: the client is gone
+    body_timeout_s: float = 30.0  # a whole request body, from the app's first read (R9)
 
 
 class _Date:
@@ -91,10 +103,22 @@ class _Date:
 _date = _Date()
 
 
-def _error_body(status: int, message: str) -> bytes:
-    """An OpenAI-shaped error body, rendered like the app's own errors (errors.py)."""
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return GatewayError(message, status=status, error_type=kind).body()
+def _error(status: int, message: str) -> GatewayError:
+    """The error of a response the server gives itself, in the app's error tree: one
+    type per status everywhere (a 500 is `internal_server_error`, errors.py)."""
+    if status == 500:
+        return InternalError(message)
+    if status == 408:
+        return RequestTimeout(message)
+    if status == 503:
+        return GatewayUnavailable(message, code="overloaded")
+    return GatewayError(message, status=status, error_type="invalid_request_error")
+
+
+def _error_response(status: int, message: str) -> bytes:
+    error = _error(status, message)
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+    return refusal(status, error.body(), _date.line(), headers)
 
 
 class _Server:
@@ -108,6 +132,7 @@ class _Server:
         self.idle: set[_ClientConnection] = set()  # connections waiting for a request head
         self.open = 0
         self.all_closed = trio.Event()  # set once draining and no connection is left
+        self.quiet = Throttled(log)
 
     def drain(self) -> None:
         self.draining = True
@@ -204,6 +229,10 @@ class _ClientConnection:
             finally:
                 server.idle.discard(self)
         if scope.cancelled_caught:
+            if buf.strip(b"\r\n"):  # part of a head came: the client is told why
+                wait_s = opts.keep_alive_timeout_s
+                server.quiet.log(logging.INFO, "408", "a request head took over %g s", wait_s)
+                await self._refuse(408, f"The request head did not arrive within {wait_s:g} s.")
             return None  # idle too long, a head too slow, or draining
         assert found is not None
         end, body_start = found
@@ -213,27 +242,32 @@ class _ClientConnection:
         try:
             head = parse_request_head(buf[:end])
         except HTTPParseError as e:
+            server.quiet.log(logging.INFO, "head", "refused a request head: %s", e.message)
             await self._refuse(e.status, e.message)
             return None
         del buf[:body_start]
         return head
 
     async def _refuse(self, status: int, message: str) -> None:
+        """The server's own answer to a request it will not pass on; then a close."""
         self.linger = True
-        await self.stream.send_all(refusal(status, _error_body(status, message), _date.line()))
+        await self.stream.send_all(_error_response(status, message))
 
 
 class _ServerExchange:
     """One request and its response: the ASGI receive and send of one call."""
 
     __slots__ = (
+        "body_deadline",
         "body_left",
         "conn",
         "continue_due",
+        "continue_sent",
         "decoder",
         "empty_due",
         "framer",
         "head",
+        "refused",
         "request_done",
         "sent",
         "wait_scope",
@@ -244,19 +278,24 @@ class _ServerExchange:
         self.head = head
         self.framer = ResponseFramer(head.method, head.http_version, head.keep_alive)
         self.continue_due = head.expect_continue
+        self.continue_sent: trio.Event | None = None  # set once a 100 Continue is written
         self.decoder: ChunkedDecoder | None = ChunkedDecoder() if head.chunked else None
         self.body_left = head.content_length or 0
+        self.body_deadline = math.inf  # set by the app's first read of the body
         self.request_done = not head.chunked and not self.body_left  # all read off the wire
         self.empty_due = self.request_done  # a bodiless request still gets one http.request
         self.sent = False  # the whole response is written (framed is not enough)
         self.wait_scope: trio.CancelScope | None = None
+        # The server's own answer (status, message) to a body it will not take: the app
+        # hears http.disconnect, its writes are dropped, and this goes out after it.
+        self.refused: tuple[int, str] | None = None
 
     def scope(self) -> dict[str, Any]:
         head = self.head
         path = head.path
         return {
             "type": "http",
-            "asgi": _ASGI,
+            "asgi": ASGI_VERSION,
             "http_version": head.http_version,
             "method": head.method,
             "scheme": "http",
@@ -277,14 +316,22 @@ class _ServerExchange:
             await conn.server.app(self.scope(), self.receive, self.send)
         except Exception:
             log.exception("unhandled error in the app for %s %s", self.head.method, self.head.path)
-            if not framer.head_sent and not conn.eof:
+            if not framer.head_sent and not conn.eof and self.refused is None:
                 await self._send_500("The server failed unexpectedly.")
         else:
-            if framer.keeps_connection(request_read=self.request_done):
-                return not conn.eof
-            if not framer.head_sent and not conn.eof:
-                log.error("the app sent no response for %s %s", self.head.method, self.head.path)
-                await self._send_500("The server sent no response.")
+            if self.refused is None:
+                if framer.keeps_connection(request_read=self.request_done):
+                    return not conn.eof
+                if not framer.head_sent and not conn.eof:
+                    log.error(
+                        "the app sent no response for %s %s", self.head.method, self.head.path
+                    )
+                    await self._send_500("The server sent no response.")
+        if self.refused is not None and not framer.head_sent and not conn.eof:
+            status, message = self.refused
+            conn.server.quiet.log(logging.INFO, "body", "refused a request body: %s", message)
+            await conn._refuse(status, message)
+            return False
         # Closing. The rest of an unread body would be taken for the next request.
         conn.linger = not self.request_done
         return False
@@ -297,19 +344,24 @@ class _ServerExchange:
                 self.empty_due = False
                 return {"type": "http.request", "body": b"", "more_body": False}
             return await self._wait_disconnect()
+        if self.refused is not None:
+            return DISCONNECT
         conn = self.conn
         try:
+            if self.body_deadline == math.inf:
+                self.body_deadline = trio.current_time() + conn.server.options.body_timeout_s
             if self.continue_due:
                 self.continue_due = False
-                if not conn.buf:  # a client already sending the body is not waiting
-                    await conn.stream.send_all(CONTINUE)
+                # A client already sending the body is not waiting; a response that has
+                # begun makes the 100 pointless (RFC 9110 10.1.1).
+                if not conn.buf and not self.framer.status:
+                    await self._send_continue()
             if self.decoder is not None:
                 return await self._receive_chunked()
             buf = conn.buf
             if not buf:
-                data = await conn.stream.receive_some(min(READ_SIZE, self.body_left))
+                data = await self._read_body(min(READ_SIZE, self.body_left))
                 if not data:
-                    conn.eof = True
                     return DISCONNECT
                 buf += data
             take = min(self.body_left, len(buf))
@@ -322,6 +374,29 @@ class _ServerExchange:
             conn.eof = True
             return DISCONNECT
 
+    async def _send_continue(self) -> None:
+        """100 Continue, written by the task reading the body. An app may answer from
+        another task meanwhile (Quart reads bodies in a task of its own): its write
+        waits for this one, as two writes at once on one stream would both fail."""
+        self.continue_sent = sent = trio.Event()
+        try:
+            await self.conn.stream.send_all(CONTINUE)
+        finally:
+            sent.set()
+
+    async def _read_body(self, max_bytes: int) -> bytes:
+        """The next bytes of the request body off the socket; b"" when there are none
+        to come: the client closed (`eof`), or the body deadline passed (`refused`)."""
+        conn = self.conn
+        with trio.CancelScope(deadline=self.body_deadline):
+            data = await conn.stream.receive_some(max_bytes)
+            if not data:
+                conn.eof = True
+            return data
+        timeout_s = conn.server.options.body_timeout_s
+        self.refused = (408, f"The request body did not arrive within {timeout_s:g} s.")
+        return b""
+
     async def _receive_chunked(self) -> dict[str, Any]:
         conn = self.conn
         decoder = self.decoder
@@ -331,16 +406,16 @@ class _ServerExchange:
                 data = bytes(conn.buf)
                 conn.buf.clear()
             else:
-                data = await conn.stream.receive_some(READ_SIZE)
+                data = await self._read_body(READ_SIZE)
                 if not data:
-                    conn.eof = True
                     return DISCONNECT
             try:
                 body = decoder.feed(data)
-            except HTTPParseError:
-                # The framing is broken: nothing after this can be trusted.
+            except HTTPParseError as e:
+                # The framing is broken: nothing after this can be trusted; the client
+                # is told why, then the connection closes.
                 self.framer.must_close()
-                conn.eof = True
+                self.refused = (e.status, e.message)
                 return DISCONNECT
             if decoder.done:
                 conn.buf += decoder.unused
@@ -377,6 +452,9 @@ class _ServerExchange:
     async def send(self, message: dict[str, Any]) -> None:
         """ASGI send: one write per message that puts bytes on the wire (`framing`)."""
         framer = self.framer
+        if self.refused is not None:  # the server answers this one itself
+            await trio.lowlevel.checkpoint()
+            return
         if framer.complete:  # a body after the end is dropped (a start still raises)
             framer.send(message)
             await trio.lowlevel.checkpoint()
@@ -399,7 +477,7 @@ class _ServerExchange:
 
     async def _send_500(self, message: str) -> None:
         """The response of an app that failed before starting its own; then close."""
-        await self._write(self.framer.fail(_error_body(500, message), date=_date.line()))
+        await self._write(self.framer.fail(_error(500, message).body(), date=_date.line()))
         self._completed()
 
     async def _write(self, data: bytes) -> None:
@@ -409,6 +487,8 @@ class _ServerExchange:
         if conn.eof:
             await trio.lowlevel.checkpoint()  # a send is a checkpoint even when it is a no-op
             return
+        if self.continue_sent is not None:
+            await self.continue_sent.wait()
         try:
             with trio.move_on_after(conn.server.options.send_timeout_s) as scope:
                 await conn.stream.send_all(data)
@@ -424,62 +504,11 @@ class _ServerExchange:
                 self.wait_scope.cancel()
 
 
-class _Lifespan:
-    """Runs the app's ASGI lifespan protocol in a task of its own."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.to_app_send, self.to_app_recv = trio.open_memory_channel[dict[str, Any]](2)
-        self.started = trio.Event()
-        self.stopped = trio.Event()
-        self.failure: str | None = None
-        self.supported = True
-
-    async def run(self) -> None:
-        try:
-            await self.app({"type": "lifespan", "asgi": _ASGI}, self._receive, self._send)
-        except Exception:
-            if not self.started.is_set():
-                log.info("the app does not speak the ASGI lifespan protocol; serving anyway")
-                self.supported = False
-            else:
-                log.exception("the app's lifespan failed")
-        finally:
-            self.started.set()
-            self.stopped.set()
-
-    async def _receive(self) -> dict[str, Any]:
-        return await self.to_app_recv.receive()
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "lifespan.startup.complete":
-            self.started.set()
-        elif kind == "lifespan.startup.failed":
-            self.failure = message.get("message", "") or "startup failed"
-            self.started.set()
-        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-            self.stopped.set()
-
-    async def startup(self) -> None:
-        await self.to_app_send.send({"type": "lifespan.startup"})
-        await self.started.wait()
-        if self.failure is not None:
-            raise RuntimeError(f"the app failed to start: {self.failure}")
-
-    async def shutdown(self, timeout_s: float) -> None:
-        if not self.supported or self.stopped.is_set():
-            return
-        with trio.move_on_after(timeout_s):
-            await self.to_app_send.send({"type": "lifespan.shutdown"})
-            await self.stopped.wait()
-
-
 async def serve(
     app: ASGIApp,
     host: str,
     port: int,
-    options: ServerOptions = ServerOptions(),
+    options: ServerOptions | None = None,
     *,
     listen: Callable[[], socket.socket] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
@@ -494,7 +523,8 @@ async def serve(
     task_status gets the bound port once the app's lifespan startup has completed and
     connections are being accepted.
     """
-    lifespan = _Lifespan(app)
+    options = options or ServerOptions()
+    lifespan = Lifespan(app)
     async with trio.open_nursery() as outer:
         outer.start_soon(lifespan.run)
         await lifespan.startup()

@@ -234,6 +234,9 @@ async def test_malformed_chunked_body_closes_without_running_what_follows(
         b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"3\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"  # bare LF: refused
     )
+    r = await c.response()  # the server's answer, not the app's 200 (dropped)
+    assert (r.status, r.header(b"connection")) == (400, b"close")
+    assert "Bare LF" in r.json()["error"]["message"]
     assert await c.closed()
     assert seen == ["/a", "http.disconnect"]
 
@@ -466,7 +469,7 @@ async def test_app_error_before_the_response_is_a_500(nursery: trio.Nursery) -> 
         c = await Client.connect(port)
         r = await c.request("GET", path)
         assert r.status == 500 and r.header(b"connection") == b"close"
-        assert r.json()["error"]["type"] == "server_error"
+        assert r.json()["error"]["type"] == "internal_server_error"  # as every 500 says
         assert await c.closed()
     assert (await other.request()).body == b"fine"  # still serving, that one still open
 
@@ -667,7 +670,7 @@ async def test_scope(nursery: trio.Nursery) -> None:
 # ------------------------------------------------------------------ timeouts
 
 
-async def test_slow_head_is_closed(nursery: trio.Nursery) -> None:
+async def test_slow_head_is_408_then_closed(nursery: trio.Nursery) -> None:
     port = await start(nursery, echo, keep_alive_timeout_s=0.3)
     c = await Client.connect(port)
     await c.send(b"GET / HTTP/1.1\r\nHost: a\r\n")
@@ -682,6 +685,8 @@ async def test_slow_head_is_closed(nursery: trio.Nursery) -> None:
 
     nursery.start_soon(trickle)
     t0 = trio.current_time()
+    r = await c.response()
+    assert (r.status, r.header(b"connection")) == (408, b"close")
     assert await c.closed(within_s=1.5)
     assert 0.25 < trio.current_time() - t0 < 1.0
 
