@@ -167,6 +167,7 @@ class GatewaySetup:
     max_connections: int | None = None  # per worker to the upstream; None: the default
     idle_timeout_s: float | None = None  # [providers.fake] timeouts; None: the defaults
     total_timeout_s: float | None = None
+    server_max_connections: int | None = None  # [server] max_connections; None: the default
 
 
 def gateway_config(
@@ -185,6 +186,11 @@ def gateway_config(
         f"port = {port}",
         f"workers = {workers}",
         *([f'http_server = "{setup.http_server}"'] if setup.http_server else []),
+        *(
+            [f"max_connections = {setup.server_max_connections}"]
+            if setup.server_max_connections
+            else []
+        ),
         "[state]",
         f'sqlite_path = "{sqlite_path}"',
     ]

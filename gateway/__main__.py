@@ -123,7 +123,7 @@ SERVER_BACKLOG = 1024
 
 def server_options(config: Config) -> ServerOptions:
     """The built-in server's options from `[server]` (the limits no key sets are fixed)."""
-    from gateway.server.serve import ServerOptions
+    from gateway.server.serve import ServerOptions, default_max_connections
 
     s = config.server
     return ServerOptions(
@@ -133,6 +133,7 @@ def server_options(config: Config) -> ServerOptions:
         backlog=SERVER_BACKLOG,
         send_timeout_s=s.send_timeout_s,
         body_timeout_s=s.body_timeout_s,
+        max_connections=s.max_connections or default_max_connections(),
     )
 
 

@@ -29,6 +29,8 @@ from gateway.upstream.relay import Relay, Timeouts
 from gateway.upstream.router import Router
 from gateway.upstream.transports import make_transport
 
+PRUNE_EVERY_S = 5.0  # idle upstream connections past their expiry close within this
+
 
 class Gateway:
     """The state shared by every request of one worker process."""
@@ -70,7 +72,17 @@ class Gateway:
         await self.ledger.start()
         await nursery.start(self.keys.run_refresher)
         await nursery.start(self.ledger.run_writer)
+        nursery.start_soon(self._prune_idle_connections)
         self.ready = True
+
+    async def _prune_idle_connections(self) -> None:
+        """Close expired idle upstream connections on a timer: a pool is otherwise only
+        pruned when next used, and after a burst its descriptors would stay open until
+        then (reliability.md R7)."""
+        while True:
+            await trio.sleep(PRUNE_EVERY_S)
+            for relay in self.relays.values():
+                relay.transport.prune_idle()
 
     async def aclose(self) -> None:
         """Drain the ledger and close everything; safe to call twice."""

@@ -141,6 +141,7 @@ def test_embedded_defaults_serve_the_mock() -> None:
         ),
         ({"media": {"allow_private": True}}, "media.allow_private: unknown key"),
         ({"server": {"send_timeout_s": 0}}, "server.send_timeout_s: must be >= 0.1"),
+        ({"server": {"max_connections": 0}}, "server.max_connections: must be between 1"),
         (
             {"server": {"http_server": "uvicorn"}},
             "server.http_server: must be one of builtin, hypercorn",

@@ -190,6 +190,7 @@ def _server(st: Table) -> ServerConfig:
         graceful_timeout_s=_or(st.number("graceful_timeout_s"), d.graceful_timeout_s),
         http_server=_or(st.text("http_server", choices=HTTP_SERVERS), d.http_server),
         send_timeout_s=_or(st.number("send_timeout_s", minimum=0.1), d.send_timeout_s),
+        max_connections=st.integer("max_connections", minimum=1, maximum=10_000_000),
     )
     st.done()
     return server

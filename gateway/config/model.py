@@ -81,6 +81,9 @@ class ServerConfig:
     graceful_timeout_s: float = 30.0
     http_server: HttpServer = "builtin"  # "hypercorn": measured slower (docs/performance.md)
     send_timeout_s: float = 60.0  # a response write stalled this long: the client is gone
+    # Per worker process (reliability.md R7). None: derived from RLIMIT_NOFILE at start
+    # (half of what a reserve of 64 leaves: a client connection may need an upstream one).
+    max_connections: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

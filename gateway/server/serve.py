@@ -29,6 +29,9 @@ What a client can rely on:
 - a client that stops reading while a response is being written (no progress for
   `send_timeout_s`) is treated as gone: the connection closes and the app hears
   `http.disconnect`, so a stalled reader cannot pin a stream and its upstream call;
+- at most `max_connections` connections are served at once (default: half of what
+  the open-file limit leaves); one past that gets 503 with Retry-After and a close,
+  and running out of file descriptors pauses accepting, with one warning;
 - SIGTERM (via `shutdown_trigger`) stops accepting, closes idle connections, lets
   in-flight requests finish for up to `graceful_timeout_s` (their responses carry
   `connection: close`), then runs the ASGI lifespan shutdown.
@@ -40,12 +43,15 @@ Nothing a client sends is logged as an error: refusals are INFO lines, throttled
 from __future__ import annotations
 
 import email.utils
+import errno
 import logging
 import math
+import os
+import resource
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -63,14 +69,28 @@ from gateway.server.http11 import (
 from gateway.server.lifespan import ASGI_VERSION, ASGIApp, Lifespan
 from gateway.server.quiet import Throttled
 
-__all__ = ["ServerOptions", "serve"]
+__all__ = ["ServerOptions", "default_max_connections", "serve"]
 
 log = logging.getLogger("gateway.server.serve")
 
 READ_SIZE = 65536
 MAX_PIPELINED = 65536  # bytes of a next request buffered while a response streams
 LINGER_S = 2.0  # after a response to a request we did not read to its end
+FD_RESERVE = 64  # open files kept for all but client connections (files, stores, listeners)
+REFUSE_WAIT_S = 1.0  # a connection over the cap: wait this long for its request
+MAX_REFUSING = 64  # connections over the cap being answered at once; beyond, closed at once
+ACCEPT_PAUSE_S = (0.05, 1.0)  # out of file descriptors: accept pauses, doubling up to the max
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+
+
+def default_max_connections() -> int:
+    """Half of the open-file limit that FD_RESERVE leaves: a client connection may need
+    an upstream connection too (reliability.md R7)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(16, (soft - FD_RESERVE) // 2)
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,7 @@ class ServerOptions:
     backlog: int = 1024
     send_timeout_s: float = 60.0  # a write that cannot progress this long: the client is gone
     body_timeout_s: float = 30.0  # a whole request body, from the app's first read (R9)
+    max_connections: int = field(default_factory=default_max_connections)  # R7
 
 
 class _Date:
@@ -122,15 +143,18 @@ def _error_response(status: int, message: str) -> bytes:
 
 
 class _Server:
-    """What every connection shares: the app, the options, the drain state."""
+    """What every connection shares: the app, the options, the connection count and
+    the drain state."""
 
     def __init__(self, app: ASGIApp, options: ServerOptions, local: tuple[str, int]) -> None:
         self.app = app
         self.options = options
         self.local = local
-        self.draining = False
+        self.draining = False  # responses say close; idle connections end now
         self.idle: set[_ClientConnection] = set()  # connections waiting for a request head
-        self.open = 0
+        self.open = 0  # connections being served (those refused over the cap aside)
+        self.refusing = 0
+        self.starved = False  # accept failed for want of file descriptors
         self.all_closed = trio.Event()  # set once draining and no connection is left
         self.quiet = Throttled(log)
 
@@ -141,14 +165,78 @@ class _Server:
         if self.open == 0:
             self.all_closed.set()
 
+    async def accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept connections for ever, each served in a task of `nursery`. Out of file
+        descriptors, accept pauses (up to a second) instead of spinning: the kernel's
+        backlog holds new connections meanwhile, and one warning says so."""
+        pause = ACCEPT_PAUSE_S[0]
+        while True:
+            try:
+                stream = await listener.accept()
+            except trio.ClosedResourceError:
+                return  # closed by serve(): draining
+            except OSError as e:
+                if e.errno not in OUT_OF_RESOURCES:
+                    raise
+                if not self.starved:
+                    self.starved = True
+                    self.quiet.log(
+                        logging.WARNING,
+                        "accept",
+                        "cannot accept connections (%s: %s) with %d open; pausing accept until"
+                        " some close (lower [server] max_connections or raise the open-file"
+                        " limit)",
+                        errno.errorcode.get(e.errno or 0, e.errno),
+                        os.strerror(e.errno or 0),
+                        self.open,
+                    )
+                await trio.sleep(pause)
+                pause = min(2 * pause, ACCEPT_PAUSE_S[1])
+                continue
+            if self.starved:
+                self.starved = False
+                log.info("accepting connections again (%d open)", self.open)
+            pause = ACCEPT_PAUSE_S[0]
+            if self.open >= self.options.max_connections:
+                nursery.start_soon(self.refuse, stream)
+            else:
+                self.open += 1  # counted at once, so that a burst cannot overshoot the cap
+                nursery.start_soon(self.handle, stream)
+
     async def handle(self, stream: trio.SocketStream) -> None:
-        self.open += 1
         try:
             await _ClientConnection(self, stream).run()
         finally:
             self.open -= 1
             if self.open == 0 and self.draining:
                 self.all_closed.set()
+
+    async def refuse(self, stream: trio.SocketStream) -> None:
+        """A connection past max_connections: 503 with Retry-After once its request has
+        begun to arrive (or REFUSE_WAIT_S passed), then a close. Beyond MAX_REFUSING at
+        once, closed without a word: answering must not cost more than serving."""
+        cap = self.options.max_connections
+        self.quiet.log(
+            logging.WARNING, "cap", "refusing connections past max_connections (%d)", cap
+        )
+        if self.refusing >= MAX_REFUSING:
+            await trio.aclose_forcefully(stream)
+            return
+        self.refusing += 1
+        message = f"The gateway is serving its maximum of {cap} connections; retry shortly."
+        try:
+            with trio.move_on_after(REFUSE_WAIT_S):
+                await stream.receive_some(READ_SIZE)
+            with trio.move_on_after(LINGER_S):
+                await stream.send_all(_error_response(503, message))
+                await stream.send_eof()
+                while await stream.receive_some(READ_SIZE):
+                    pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self.refusing -= 1
+            await trio.aclose_forcefully(stream)
 
 
 class _ClientConnection:
@@ -504,6 +592,12 @@ class _ServerExchange:
                 self.wait_scope.cancel()
 
 
+def close(listeners: list[trio.SocketListener]) -> None:
+    """No new connection from here on (closing is synchronous, and may be repeated)."""
+    for listener in listeners:
+        listener.socket.close()
+
+
 async def serve(
     app: ASGIApp,
     host: str,
@@ -539,10 +633,13 @@ async def serve(
                 accepting = trio.CancelScope()
 
                 async def accept() -> None:
-                    with accepting:
-                        await trio.serve_listeners(
-                            server.handle, listeners, handler_nursery=connections
-                        )
+                    try:
+                        with accepting:
+                            async with trio.open_nursery() as acceptors:
+                                for listener in listeners:
+                                    acceptors.start_soon(server.accept, listener, connections)
+                    finally:
+                        close(listeners)
 
                 connections.start_soon(accept)
                 task_status.started(sockname[1])
@@ -550,8 +647,7 @@ async def serve(
                     await trio.sleep_forever()
                 await shutdown_trigger()
                 accepting.cancel()
-                for listener in listeners:
-                    await listener.aclose()
+                close(listeners)
                 server.drain()
                 with trio.move_on_after(options.graceful_timeout_s):
                     await server.all_closed.wait()
