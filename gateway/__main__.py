@@ -134,6 +134,7 @@ def server_options(config: Config) -> ServerOptions:
         send_timeout_s=s.send_timeout_s,
         body_timeout_s=s.body_timeout_s,
         max_connections=s.max_connections or default_max_connections(),
+        drain_delay_s=s.drain_delay_s,
     )
 
 
@@ -151,7 +152,15 @@ async def _serve_builtin(config: Config, listen: Callable[[], socket.socket]) ->
 
     app = app_from_env()
     options = server_options(config)
-    await serve(app, "", 0, options, listen=listen, shutdown_trigger=_until_signal)
+    await serve(
+        app,
+        "",
+        0,
+        options,
+        listen=listen,
+        shutdown_trigger=_until_signal,
+        draining=app,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@
 `api.chat.chat_completions`, every other request goes to Quart, and the lifespan is
 ours: it opens the state, runs the background work (key cache refresh, ledger
 writer) in a nursery it owns for the server's lifetime, and drains it at shutdown
-(structured concurrency).
+(structured concurrency). The built-in server also tells it when draining starts
+and when the grace is over (`serve.Draining`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ class GatewayApp:
             await send_error(send, error)
             return
         await self._quart_asgi(scope, receive, send)
+
+    # -- what the built-in server tells of a shutdown (gateway.server.serve.Draining) --
+
+    def drain_started(self) -> None:
+        """/readyz answers 503 from now on, while connections are still accepted."""
+        self.gateway.shutdown.draining = True
+
+    def grace_ended(self) -> None:
+        """End every request still running, each with a final answer of its own."""
+        self.gateway.shutdown.stop()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """Startup, the server's lifetime, shutdown: the state's whole life in one place."""

@@ -82,6 +82,8 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        if gw.shutdown.draining:  # a load balancer stops sending before the port closes
+            return respond({"status": "draining"}, 503)
         if not gw.ready:
             return respond({"status": "starting"}, 503)
         return respond({"status": "ready"})

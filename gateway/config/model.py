@@ -84,6 +84,7 @@ class ServerConfig:
     # Per worker process (reliability.md R7). None: derived from RLIMIT_NOFILE at start
     # (half of what a reserve of 64 leaves: a client connection may need an upstream one).
     max_connections: int | None = None
+    drain_delay_s: float = 0.0  # SIGTERM: keep accepting this long with /readyz at 503 (R10)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,9 +32,11 @@ What a client can rely on:
 - at most `max_connections` connections are served at once (default: half of what
   the open-file limit leaves); one past that gets 503 with Retry-After and a close,
   and running out of file descriptors pauses accepting, with one warning;
-- SIGTERM (via `shutdown_trigger`) stops accepting, closes idle connections, lets
-  in-flight requests finish for up to `graceful_timeout_s` (their responses carry
-  `connection: close`), then runs the ASGI lifespan shutdown.
+- SIGTERM (via `shutdown_trigger`) tells the app draining has started (`Draining`),
+  keeps accepting for `drain_delay_s`, then stops accepting, closes idle connections,
+  lets in-flight requests finish for up to `graceful_timeout_s` (their responses carry
+  `connection: close`), tells the app to end what still runs with a final answer,
+  cuts what is left after FINAL_WORDS_S, then runs the ASGI lifespan shutdown.
 
 Nothing a client sends is logged as an error: refusals are INFO lines, throttled
 (`quiet.Throttled`).
@@ -52,7 +54,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import trio
@@ -69,13 +71,14 @@ from gateway.server.http11 import (
 from gateway.server.lifespan import ASGI_VERSION, ASGIApp, Lifespan
 from gateway.server.quiet import Throttled
 
-__all__ = ["ServerOptions", "default_max_connections", "serve"]
+__all__ = ["Draining", "ServerOptions", "default_max_connections", "serve"]
 
 log = logging.getLogger("gateway.server.serve")
 
 READ_SIZE = 65536
 MAX_PIPELINED = 65536  # bytes of a next request buffered while a response streams
 LINGER_S = 2.0  # after a response to a request we did not read to its end
+FINAL_WORDS_S = 2.0  # after the grace: for the final answers of what still runs
 FD_RESERVE = 64  # open files kept for all but client connections (files, stores, listeners)
 REFUSE_WAIT_S = 1.0  # a connection over the cap: wait this long for its request
 MAX_REFUSING = 64  # connections over the cap being answered at once; beyond, closed at once
@@ -102,6 +105,19 @@ class ServerOptions:
     send_timeout_s: float = 60.0  # a write that cannot progress this long: the client is gone
     body_timeout_s: float = 30.0  # a whole request body, from the app's first read (R9)
     max_connections: int = field(default_factory=default_max_connections)  # R7
+    drain_delay_s: float = 0.0  # SIGTERM: still accepting this long, with readiness off (R10)
+
+
+class Draining(Protocol):
+    """What the app hears of a shutdown besides the ASGI lifespan, which comes only
+    after the last connection: the two moments it can still act on (R10)."""
+
+    def drain_started(self) -> None:
+        """Draining has begun: say not ready from now on (before the listener closes)."""
+
+    def grace_ended(self) -> None:
+        """graceful_timeout_s is over: end what still runs now, each with a final answer
+        (the server cuts what is left FINAL_WORDS_S later)."""
 
 
 class _Date:
@@ -146,20 +162,38 @@ class _Server:
     """What every connection shares: the app, the options, the connection count and
     the drain state."""
 
-    def __init__(self, app: ASGIApp, options: ServerOptions, local: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        options: ServerOptions,
+        local: tuple[str, int],
+        draining: Draining | None,
+    ) -> None:
         self.app = app
         self.options = options
         self.local = local
-        self.draining = False  # responses say close; idle connections end now
+        self.listener = draining
+        self.draining = False  # responses say close; keep-alive connections end after theirs
+        self.closing = False  # no longer accepting: idle connections end now
         self.idle: set[_ClientConnection] = set()  # connections waiting for a request head
         self.open = 0  # connections being served (those refused over the cap aside)
         self.refusing = 0
         self.starved = False  # accept failed for want of file descriptors
-        self.all_closed = trio.Event()  # set once draining and no connection is left
+        self.all_closed = trio.Event()  # set once closing and no connection is left
         self.quiet = Throttled(log)
 
-    def drain(self) -> None:
+    def start_drain(self) -> None:
+        """SIGTERM: idle keep-alive connections close, responses say `connection: close`,
+        the app is told; new connections are still served (drain_delay_s)."""
         self.draining = True
+        for conn in list(self.idle):
+            if conn.served:
+                conn.idle_scope.cancel()
+        if self.listener is not None:
+            self.listener.drain_started()
+
+    def stop_accepting(self) -> None:
+        self.closing = True
         for conn in list(self.idle):
             conn.idle_scope.cancel()
         if self.open == 0:
@@ -208,7 +242,7 @@ class _Server:
             await _ClientConnection(self, stream).run()
         finally:
             self.open -= 1
-            if self.open == 0 and self.draining:
+            if self.open == 0 and self.closing:
                 self.all_closed.set()
 
     async def refuse(self, stream: trio.SocketStream) -> None:
@@ -242,7 +276,7 @@ class _Server:
 class _ClientConnection:
     """One client connection: request heads in, responses out, one request at a time."""
 
-    __slots__ = ("buf", "client", "eof", "idle_scope", "linger", "server", "stream")
+    __slots__ = ("buf", "client", "eof", "idle_scope", "linger", "served", "server", "stream")
 
     def __init__(self, server: _Server, stream: trio.SocketStream) -> None:
         self.server = server
@@ -250,6 +284,7 @@ class _ClientConnection:
         self.buf = bytearray()
         self.eof = False  # the client closed (or reset) its side
         self.linger = False  # the client may still be sending what we will not read
+        self.served = 0  # requests answered on this connection
         self.idle_scope = trio.CancelScope()
         try:
             peer = stream.socket.getpeername()
@@ -263,6 +298,7 @@ class _ClientConnection:
                 head = await self._next_head()
                 if head is None or not await _ServerExchange(self, head).respond():
                     break
+                self.served += 1
             if self.linger and not self.eof:
                 await self._linger()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -291,7 +327,7 @@ class _ClientConnection:
             self.idle_scope = scope
             waiting = not buf
             if waiting:
-                if server.draining:
+                if server.closing or (server.draining and self.served):
                     return None
                 server.idle.add(self)
             scanned = 0  # where the search for the head's end resumes
@@ -583,6 +619,10 @@ class _ServerExchange:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             conn.eof = True
             return
+        except trio.Cancelled:
+            # Part of `data` may be on the wire: nothing can follow it on this connection.
+            conn.eof = True
+            raise
         if scope.cancelled_caught:
             # A client that stopped reading would hold this connection, the app's
             # upstream call and their memory forever: it counts as gone.
@@ -606,6 +646,7 @@ async def serve(
     *,
     listen: Callable[[], socket.socket] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    draining: Draining | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` until `shutdown_trigger` returns (then drain) or until cancelled.
@@ -614,6 +655,7 @@ async def serve(
     joining an SO_REUSEPORT group must not be handed connections while it is still
     starting; `gateway serve` binds before the event loop so that a taken port fails
     early, and passes that socket back here); without it this binds host:port.
+    `draining` hears when a drain starts and when its grace ends (`Draining`).
     task_status gets the bound port once the app's lifespan startup has completed and
     connections are being accepted.
     """
@@ -627,7 +669,7 @@ async def serve(
         else:
             listeners = await trio.open_tcp_listeners(port, host=host, backlog=options.backlog)
         sockname = listeners[0].socket.getsockname()
-        server = _Server(app, options, (sockname[0], sockname[1]))
+        server = _Server(app, options, (sockname[0], sockname[1]), draining)
         try:
             async with trio.open_nursery() as connections:
                 accepting = trio.CancelScope()
@@ -646,11 +688,17 @@ async def serve(
                 if shutdown_trigger is None:
                     await trio.sleep_forever()
                 await shutdown_trigger()
+                server.start_drain()
+                await trio.sleep(options.drain_delay_s)
                 accepting.cancel()
                 close(listeners)
-                server.drain()
+                server.stop_accepting()
                 with trio.move_on_after(options.graceful_timeout_s):
                     await server.all_closed.wait()
+                if not server.all_closed.is_set() and draining is not None:
+                    draining.grace_ended()
+                    with trio.move_on_after(FINAL_WORDS_S):
+                        await server.all_closed.wait()
                 connections.cancel_scope.cancel()
             await lifespan.shutdown(options.graceful_timeout_s)
         finally:

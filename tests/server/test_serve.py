@@ -1023,6 +1023,52 @@ async def test_graceful_timeout_cancels_what_is_still_running() -> None:
         assert cancelled.is_set() and events == ["lifespan.shutdown"]
 
 
+async def test_drain_delay_and_the_two_moments_the_app_hears() -> None:
+    """SIGTERM: the app hears that draining began (its readiness turns off) while new
+    connections are still served for drain_delay_s; once the grace is over it hears
+    that too, and a stream it then ends properly reaches the client whole."""
+    trigger = trio.Event()
+    grace_over = trio.Event()
+    heard: list[str] = []
+
+    class Hooks:
+        def drain_started(self) -> None:
+            heard.append("drain")
+
+        def grace_ended(self) -> None:
+            heard.append("grace")
+            grace_over.set()
+
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] != "/stream":
+            await respond(send, 200, b"ok")
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await grace_over.wait()
+        await send({"type": "http.response.body", "body": b"final", "more_body": False})
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as n:
+            opts = ServerOptions(graceful_timeout_s=0.3, drain_delay_s=0.5)
+            run = partial(serve, with_lifespan(handler), "127.0.0.1", 0, opts, draining=Hooks())
+            port = await n.start(partial(run, shutdown_trigger=trigger.wait))
+            streaming = await Client.connect(port)
+            await streaming.send(b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+            await streaming._until(b"first\r\n")
+            trigger.set()
+            await trio.sleep(0.1)
+            assert heard == ["drain"]
+            late = await Client.connect(port)  # within drain_delay_s: still served
+            r = await late.request("GET", "/x")
+            assert (r.status, r.header(b"connection")) == (200, b"close")
+            await trio.sleep(0.5)
+            with pytest.raises(OSError):  # past it: no longer accepted
+                await trio.open_tcp_stream("127.0.0.1", port)
+            assert await streaming.until_close() == b"5\r\nfinal\r\n0\r\n\r\n"
+            assert heard == ["drain", "grace"]
+
+
 # ------------------------------------------------------------------ the real gateway app
 
 GATEWAY_KEY = "sk-servertest-0123456789"
