@@ -44,23 +44,18 @@ Nothing a client sends is logged as an error: refusals are INFO lines, throttled
 
 from __future__ import annotations
 
-import email.utils
 import errno
 import logging
 import math
 import os
-import resource
 import socket
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import unquote
 
 import trio
 
-from gateway.errors import GatewayError, GatewayUnavailable, InternalError, RequestTimeout
-from gateway.server.framing import CONTINUE, ResponseFramer, refusal
+from gateway.server.framing import CONTINUE, ResponseFramer
 from gateway.server.http11 import (
     ChunkedDecoder,
     HTTPParseError,
@@ -69,7 +64,9 @@ from gateway.server.http11 import (
     parse_request_head,
 )
 from gateway.server.lifespan import ASGI_VERSION, ASGIApp, Lifespan
+from gateway.server.options import Draining, ServerOptions, default_max_connections
 from gateway.server.quiet import Throttled
+from gateway.server.replies import date_line, error, error_response
 
 __all__ = ["Draining", "ServerOptions", "default_max_connections", "serve"]
 
@@ -79,83 +76,11 @@ READ_SIZE = 65536
 MAX_PIPELINED = 65536  # bytes of a next request buffered while a response streams
 LINGER_S = 2.0  # after a response to a request we did not read to its end
 FINAL_WORDS_S = 2.0  # after the grace: for the final answers of what still runs
-FD_RESERVE = 64  # open files kept for all but client connections (files, stores, listeners)
 REFUSE_WAIT_S = 1.0  # a connection over the cap: wait this long for its request
 MAX_REFUSING = 64  # connections over the cap being answered at once; beyond, closed at once
 ACCEPT_PAUSE_S = (0.05, 1.0)  # out of file descriptors: accept pauses, doubling up to the max
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-
-
-def default_max_connections() -> int:
-    """Half of the open-file limit that FD_RESERVE leaves: a client connection may need
-    an upstream connection too (reliability.md R7)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        soft = 1 << 20
-    return max(16, (soft - FD_RESERVE) // 2)
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    keep_alive_timeout_s: float = 10.0  # idle connection, and the arrival of a request head
-    graceful_timeout_s: float = 30.0  # in-flight requests at shutdown
-    max_head_bytes: int = 16 * 1024  # request line + headers (reliability.md R8)
-    backlog: int = 1024
-    send_timeout_s: float = 60.0  # a write that cannot progress this long: the client is gone
-    body_timeout_s: float = 30.0  # a whole request body, from the app's first read (R9)
-    max_connections: int = field(default_factory=default_max_connections)  # R7
-    drain_delay_s: float = 0.0  # SIGTERM: still accepting this long, with readiness off (R10)
-
-
-class Draining(Protocol):
-    """What the app hears of a shutdown besides the ASGI lifespan, which comes only
-    after the last connection: the two moments it can still act on (R10)."""
-
-    def drain_started(self) -> None:
-        """Draining has begun: say not ready from now on (before the listener closes)."""
-
-    def grace_ended(self) -> None:
-        """graceful_timeout_s is over: end what still runs now, each with a final answer
-        (the server cuts what is left FINAL_WORDS_S later)."""
-
-
-class _Date:
-    """The Date header, formatted once per second."""
-
-    __slots__ = ("_line", "_second")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._line = b""
-
-    def line(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._line = b"date: " + email.utils.formatdate(now, usegmt=True).encode() + b"\r\n"
-        return self._line
-
-
-_date = _Date()
-
-
-def _error(status: int, message: str) -> GatewayError:
-    """The error of a response the server gives itself, in the app's error tree: one
-    type per status everywhere (a 500 is `internal_server_error`, errors.py)."""
-    if status == 500:
-        return InternalError(message)
-    if status == 408:
-        return RequestTimeout(message)
-    if status == 503:
-        return GatewayUnavailable(message, code="overloaded")
-    return GatewayError(message, status=status, error_type="invalid_request_error")
-
-
-def _error_response(status: int, message: str) -> bytes:
-    error = _error(status, message)
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
-    return refusal(status, error.body(), _date.line(), headers)
 
 
 class _Server:
@@ -262,7 +187,7 @@ class _Server:
             with trio.move_on_after(REFUSE_WAIT_S):
                 await stream.receive_some(READ_SIZE)
             with trio.move_on_after(LINGER_S):
-                await stream.send_all(_error_response(503, message))
+                await stream.send_all(error_response(503, message))
                 await stream.send_eof()
                 while await stream.receive_some(READ_SIZE):
                     pass
@@ -375,7 +300,7 @@ class _ClientConnection:
     async def _refuse(self, status: int, message: str) -> None:
         """The server's own answer to a request it will not pass on; then a close."""
         self.linger = True
-        await self.stream.send_all(_error_response(status, message))
+        await self.stream.send_all(error_response(status, message))
 
 
 class _ServerExchange:
@@ -587,7 +512,7 @@ class _ServerExchange:
             data = framer.send(message)
         else:  # the head goes out now: whether it may promise keep-alive is known now
             close = self.conn.server.draining or not self.request_done
-            data = framer.send(message, date=_date.line(), close=close)
+            data = framer.send(message, date=date_line(), close=close)
         if data:
             await self._write(data)
         if framer.complete:
@@ -601,7 +526,7 @@ class _ServerExchange:
 
     async def _send_500(self, message: str) -> None:
         """The response of an app that failed before starting its own; then close."""
-        await self._write(self.framer.fail(_error(500, message).body(), date=_date.line()))
+        await self._write(self.framer.fail(error(500, message).body(), date=date_line()))
         self._completed()
 
     async def _write(self, data: bytes) -> None:

@@ -159,13 +159,15 @@ def answered(sock: socket.socket, request: bytes, within_s: float) -> bytes | No
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
 
 
-def fill(port: int) -> list[socket.socket]:
-    """Connections until the gateway accepts no more; the last one is left waiting."""
+def fill(port: int, log: Path) -> list[socket.socket]:
+    """Connections until the gateway accepts no more (its log says so); the last one
+    is left waiting, the others were each served a request."""
     socks: list[socket.socket] = []
     for _ in range(500):
         sock = socket.create_connection(("127.0.0.1", port))
         socks.append(sock)
-        if answered(sock, HEALTH, 1.0) is None:
+        if answered(sock, HEALTH, 5.0) is None:
+            assert "cannot accept connections (EMFILE" in log.read_text()
             return socks
     raise AssertionError("the gateway never ran out of file descriptors")
 
@@ -175,7 +177,7 @@ def test_out_of_descriptors_accept_pauses_with_one_warning(tmp_path: Path) -> No
     new connections waited for ever; now accept pauses, says so once, and picks up
     the waiting connections as soon as descriptors are free."""
     with gateway_process(tmp_path, nofile=96, max_connections=10_000) as (port, log):
-        socks = fill(port)
+        socks = fill(port, log)
         time.sleep(1.5)
         for sock in socks[:-1]:
             sock.close()
@@ -193,9 +195,9 @@ def test_the_gateways_own_emfile_is_a_500_not_an_upstream_error(tmp_path: Path) 
     internal_server_error, not 502 "could not reach the upstream"."""
     with (
         run_fake_openai(api_key="sk-up") as (_fake, url),
-        gateway_process(tmp_path, nofile=96, upstream=url, max_connections=10_000) as (port, _),
+        gateway_process(tmp_path, nofile=96, upstream=url, max_connections=10_000) as (port, log),
     ):
-        socks = fill(port)
+        socks = fill(port, log)
         last_served = socks[-2]
         body = chat_request("up-model")
         reply = answered(last_served, body, 5.0)
