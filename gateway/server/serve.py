@@ -511,12 +511,24 @@ class _ServerExchange:
         if framer.head_sent or message["type"] != "http.response.body":
             data = framer.send(message)
         else:  # the head goes out now: whether it may promise keep-alive is known now
+            if not self.request_done:
+                self._skip_arrived_body()
             close = self.conn.server.draining or not self.request_done
             data = framer.send(message, date=date_line(), close=close)
         if data:
             await self._write(data)
         if framer.complete:
             self._completed()
+
+    def _skip_arrived_body(self) -> None:
+        """A Content-Length body the app answered without reading, all of it already
+        in the buffer, is dropped there: the connection may then carry the next request
+        instead of closing (an overloaded worker's 503, a 401, answer before reading)."""
+        conn = self.conn
+        if self.decoder is None and len(conn.buf) >= self.body_left:
+            del conn.buf[: self.body_left]
+            self.body_left = 0
+            self.request_done = True
 
     def _completed(self) -> None:
         """The last bytes are written: a receive waiting for the client hears it gone."""

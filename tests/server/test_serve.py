@@ -545,13 +545,32 @@ async def test_no_response_splitting(nursery: trio.Nursery, name: bytes, value: 
 # ------------------------------------------------------------------ unread bodies, limits
 
 
-async def test_unread_body_closes_the_connection(nursery: trio.Nursery) -> None:
+async def test_an_unread_body_that_has_arrived_is_skipped(nursery: trio.Nursery) -> None:
+    """Answered without being read, but all there already: it is dropped and the
+    connection carries the next request (a worker shedding load answers 503 so, and
+    must not cost each client a reconnect)."""
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["path"])
+        await respond(send, 413, b"too big")
+
+    port = await start(nursery, app)
+    c = await Client.connect(port)
+    for path in ("/1", "/2"):
+        r = await c.request("POST", path, body=b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (r.status, r.header(b"connection")) == (413, None)
+    assert seen == ["/1", "/2"]
+
+
+async def test_an_unread_body_still_arriving_closes_the_connection(nursery: trio.Nursery) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 413, b"too big")
 
     port = await start(nursery, app)
     c = await Client.connect(port)
-    r = await c.request("POST", "/", body=b"x" * 10)
+    await c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    r = await c.response()
     assert (r.status, r.header(b"connection")) == (413, b"close")
     assert await c.closed()
 
