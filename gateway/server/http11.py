@@ -9,7 +9,8 @@ colon, control characters in a header value, or a second Host header is refused 
 and so is a byte beyond ASCII anywhere in the request target (query included).
 Line ends in a request head may be CRLF or bare LF (RFC 9112 2.2); a chunked body's
 framing must use CRLF (RFC 9112 7.1, reliability.md R11: a bare LF there, or a control
-character in a chunk extension, is refused).
+character in a chunk extension, is refused), and it may have at most MAX_CHUNKS chunks
+(R12: decoding costs CPU per chunk).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_CHUNKS",
     "MAX_HEADERS",
     "ChunkedDecoder",
     "HTTPParseError",
@@ -29,6 +31,10 @@ __all__ = [
 MAX_HEADERS = 100
 MAX_CHUNK_LINE = 1024  # chunk size + extensions
 MAX_TRAILERS = 16 * 1024
+# Chunks in one body (the last, empty one aside): each costs ~2 us to decode, so a
+# body of 1-byte chunks is bounded to ~0.1 s of CPU (reliability.md R12); 16 MiB sent
+# in chunks of 256 bytes or more fits.
+MAX_CHUNKS = 65_536
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HT
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
@@ -193,10 +199,11 @@ class ChunkedDecoder:
     and `unused` then holds the bytes that followed (a pipelined next request).
     """
 
-    __slots__ = ("_buf", "_remaining", "_state", "done", "unused")
+    __slots__ = ("_buf", "_chunks", "_remaining", "_state", "done", "unused")
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._chunks = 0
         self._remaining = 0  # data bytes left in the current chunk
         self._state = "size"  # size | data | data_crlf | trailers
         self.done = False
@@ -218,6 +225,12 @@ class ChunkedDecoder:
                 if ext and _BAD_VALUE.search(ext):
                     raise HTTPParseError(400, "Control characters in a chunk extension.")
                 self._remaining = int(size, 16)
+                if self._remaining:
+                    self._chunks += 1
+                    if self._chunks > MAX_CHUNKS:
+                        raise HTTPParseError(
+                            400, f"More than {MAX_CHUNKS} chunks in the request body."
+                        )
                 self._state = "data" if self._remaining else "trailers"
             elif self._state == "data":
                 if not buf:

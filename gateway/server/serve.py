@@ -75,6 +75,7 @@ log = logging.getLogger("gateway.server.serve")
 READ_SIZE = 65536
 MAX_PIPELINED = 65536  # bytes of a next request buffered while a response streams
 LINGER_S = 2.0  # after a response to a request we did not read to its end
+MAX_REQUESTS_PER_CONNECTION = 1000  # then `connection: close` (hypercorn's default; R12)
 FINAL_WORDS_S = 2.0  # after the grace: for the final answers of what still runs
 REFUSE_WAIT_S = 1.0  # a connection over the cap: wait this long for its request
 MAX_REFUSING = 64  # connections over the cap being answered at once; beyond, closed at once
@@ -513,7 +514,12 @@ class _ServerExchange:
         else:  # the head goes out now: whether it may promise keep-alive is known now
             if not self.request_done:
                 self._skip_arrived_body()
-            close = self.conn.server.draining or not self.request_done
+            conn = self.conn
+            close = (
+                conn.server.draining
+                or not self.request_done
+                or conn.served + 1 >= MAX_REQUESTS_PER_CONNECTION
+            )
             data = framer.send(message, date=date_line(), close=close)
         if data:
             await self._write(data)

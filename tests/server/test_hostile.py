@@ -8,6 +8,7 @@ built-in server in this process, so its log records are checked after each test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import trio
 
 from gateway.app import GatewayApp, create_app
 from gateway.config import parse_config
+from gateway.server.http11 import MAX_CHUNKS
 from gateway.server.serve import ServerOptions, serve
 from tests.server.wire import TIMEOUT_S, Client, Response
 
@@ -209,6 +211,22 @@ async def test_broken_chunked_framing_is_400_then_close(
     assert r.header(b"connection") == b"close"
     assert "chunk" in r.json()["error"]["message"].lower()
     assert await c.closed(within_s=TIMEOUT_S)
+
+
+async def test_a_flood_of_tiny_chunks_is_refused(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """1-byte chunks cost the loop ~2 us each: a body may have at most MAX_CHUNKS of
+    them (reliability.md R12), then it is a 400 and a close."""
+    port = await start_gateway(nursery, tmp_path)
+    c = await Client.connect(port)
+    method, path, headers, _ = ROUTES[0]
+    await c.send(head(method, path.encode(), *headers, "Transfer-Encoding: chunked"))
+    with trio.move_on_after(5):  # the server stops reading once it has refused
+        with contextlib.suppress(trio.BrokenResourceError):
+            await c.send(b"1\r\n \r\n" * (MAX_CHUNKS + 10))
+    r = await c.response()
+    assert_openai_error(r, 400)
+    assert "chunks" in r.json()["error"]["message"]
+    assert r.header(b"connection") == b"close"
 
 
 # ------------------------------------------------------------------ slow clients

@@ -126,6 +126,20 @@ async def test_keep_alive_serves_several_requests_on_one_connection(nursery: tri
     assert len(ports) == 1
 
 
+async def test_a_connection_carries_a_bounded_number_of_requests(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like hypercorn's keep_alive_max_requests (reliability.md R12): the last response
+    a connection may carry says `connection: close`, so clients spread over workers."""
+    monkeypatch.setattr(gateway.server.serve, "MAX_REQUESTS_PER_CONNECTION", 3)
+    port = await start(nursery, echo)
+    c = await Client.connect(port)
+    for _ in range(2):
+        assert (await c.request()).header(b"connection") is None
+    assert (await c.request()).header(b"connection") == b"close"
+    assert await c.closed()
+
+
 async def test_pipelined_requests_are_answered_in_order(nursery: trio.Nursery) -> None:
     port = await start(nursery, echo)
     c = await Client.connect(port)
