@@ -20,10 +20,12 @@ What a client can rely on:
   on every route (408), and its chunked framing must be sound (400); the app hears
   `http.disconnect` and the server answers;
 - `Expect: 100-continue` is answered when the app first reads the body, unless its
-  response has begun; a body the app did not read to the end closes the connection
-  instead of being skipped (the response says `connection: close`, and the close
-  lingers so the kernel does not answer the unread bytes with a reset that would
-  destroy the response);
+  response has begun; a body the app did not read to the end is skipped if all of it
+  has arrived, else it closes the connection (the response says `connection: close`,
+  and the close lingers so the kernel does not answer the unread bytes with a reset
+  that would destroy the response);
+- a connection carries at most MAX_REQUESTS_PER_CONNECTION requests, a chunked body
+  at most `http11.MAX_CHUNKS` chunks (reliability.md R12);
 - the app hears `http.disconnect` when the client closes, also while it is streaming
   (the gateway cancels the upstream call then);
 - a client that stops reading while a response is being written (no progress for
