@@ -571,7 +571,9 @@ class _ServerExchange:
         if scope.cancelled_caught:
             # A client that stopped reading would hold this connection, the app's
             # upstream call and their memory forever: it counts as gone.
-            log.info("closing a connection whose client stopped reading (%s)", conn.client)
+            conn.server.quiet.log(
+                logging.INFO, "stalled", "closed a connection whose client stopped reading"
+            )
             conn.eof = True
             if self.wait_scope is not None:
                 self.wait_scope.cancel()

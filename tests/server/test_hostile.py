@@ -148,6 +148,38 @@ async def test_a_raw_non_ascii_byte_in_the_query_is_400(
 
 
 @pytest.mark.parametrize(
+    ("request_", "status"),
+    [
+        (b"GET /v1/models/%FF%FE HTTP/1.1\r\nAuthorization: Bearer " + KEY.encode(), 404),
+        (b"GET /v1/models HTTP/1.1\r\nAuthorization: Bearer \xff\xfe\x80", 401),
+        (b"GET /admin/keys HTTP/1.1\r\nAuthorization: Bearer \xff\xfe\x80", 401),
+        (
+            b"GET /admin/keys/abc?period=%FF HTTP/1.1\r\nAuthorization: Bearer " + ADMIN.encode(),
+            404,
+        ),
+        (b"GET /readyz HTTP/1.1\r\nCookie: \xff=\xfe; a", 200),
+        (b"GET /v1/models HTTP/1.1\r\nAuthorization: \xff", 401),
+        (b"GET /nowhere%00 HTTP/1.1", 404),
+    ],
+)
+async def test_odd_bytes_where_the_app_reads_them_are_4xx(
+    nursery: trio.Nursery, tmp_path: Path, request_: bytes, status: int
+) -> None:
+    """Bytes beyond ASCII in header values (legal: obs-text) and percent-decoded
+    paths reach the app; every route answers them, none logs a traceback."""
+    port = await start_gateway(nursery, tmp_path)
+    c = await Client.connect(port)
+    line, _, headers = request_.partition(b"\r\n")
+    await c.send(
+        line + b"\r\nHost: gateway\r\n" + (headers + b"\r\n" if headers else b"") + b"\r\n"
+    )
+    r = await c.response()
+    assert r.status == status, (r.status, r.body[:200])
+    if status >= 400:
+        assert_openai_error(r, status)
+
+
+@pytest.mark.parametrize(
     ("path", "status"),
     [
         (b"/admin//keys", 404),
