@@ -168,6 +168,7 @@ class GatewaySetup:
     idle_timeout_s: float | None = None  # [providers.fake] timeouts; None: the defaults
     total_timeout_s: float | None = None
     mock_model: str | None = None  # also serve the built-in mock, unpaced, under this name
+    server_max_connections: int | None = None  # [server] max_connections; None: the default
 
 
 def gateway_config(
@@ -186,6 +187,11 @@ def gateway_config(
         f"port = {port}",
         f"workers = {workers}",
         *([f'http_server = "{setup.http_server}"'] if setup.http_server else []),
+        *(
+            [f"max_connections = {setup.server_max_connections}"]
+            if setup.server_max_connections
+            else []
+        ),
         "[state]",
         f'sqlite_path = "{sqlite_path}"',
     ]

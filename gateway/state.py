@@ -30,6 +30,31 @@ from gateway.upstream.relay import Relay, Timeouts
 from gateway.upstream.router import Router
 from gateway.upstream.transports import make_transport
 
+PRUNE_EVERY_S = 5.0  # idle upstream connections past their expiry close within this
+
+
+class Shutdown:
+    """The worker's stop as requests see it (docs/reliability.md R10): `draining` from SIGTERM
+    on (readiness says no), then `stopping` once the grace is over, when every request
+    still running is ended at once, each with a final answer of its own.
+
+    A request registers the cancel scope of its upstream work while it runs (a set
+    add and discard: nothing on the hot path beyond that).
+    """
+
+    __slots__ = ("draining", "running", "stopping")
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.stopping = False
+        self.running: set[trio.CancelScope] = set()
+
+    def stop(self) -> None:
+        """End every registered request's work now (each one answers for itself)."""
+        self.draining = self.stopping = True
+        for scope in list(self.running):
+            scope.cancel()
+
 
 class Gateway:
     """The state shared by every request of one worker process."""
@@ -52,6 +77,7 @@ class Gateway:
         self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
         self.auth = Authenticator([StaticKeyStore(config.keys), self.keys])
         self.ready = False
+        self.shutdown = Shutdown()
         self._closed = False
 
     async def seed_budget(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
@@ -73,7 +99,17 @@ class Gateway:
         await self.ledger.start()
         await nursery.start(self.keys.run_refresher)
         await nursery.start(self.ledger.run_writer)
+        nursery.start_soon(self._prune_idle_connections)
         self.ready = True
+
+    async def _prune_idle_connections(self) -> None:
+        """Close expired idle upstream connections on a timer: a pool is otherwise only
+        pruned when next used, and after a burst its descriptors would stay open until
+        then (docs/reliability.md R7)."""
+        while True:
+            await trio.sleep(PRUNE_EVERY_S)
+            for relay in self.relays.values():
+                relay.transport.prune_idle()
 
     async def aclose(self) -> None:
         """Drain the ledger and close everything; safe to call twice."""

@@ -142,6 +142,10 @@ def test_embedded_defaults_serve_the_mock() -> None:
         ),
         ({"media": {"allow_private": True}}, "media.allow_private: unknown key"),
         ({"server": {"send_timeout_s": 0}}, "server.send_timeout_s: must be >= 0.1"),
+        ({"server": {"max_connections": 0}}, "server.max_connections: must be between 1"),
+        ({"server": {"max_in_flight": -5}}, "server.max_in_flight: must be between 1"),
+        ({"server": {"max_loop_lag_ms": -1}}, "server.max_loop_lag_ms: must be >= 0"),
+        ({"server": {"drain_delay_s": "5"}}, "server.drain_delay_s: expected a number"),
         (
             {"server": {"http_server": "uvicorn"}},
             "server.http_server: must be one of builtin, hypercorn",

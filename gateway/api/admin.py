@@ -35,7 +35,7 @@ from gateway.billing.ledger import Ledger
 from gateway.errors import (
     AuthenticationFailed,
     GatewayError,
-    InternalError,
+    GatewayUnavailable,
     InvalidRequest,
     NotFound,
 )
@@ -149,8 +149,8 @@ def make_admin_blueprint(
 
     @bp.errorhandler(StoreError)
     async def store_error(e: StoreError) -> Response:
-        error = InternalError(
-            "The key store is unavailable; try again.", status=503, code="store_unavailable"
+        error = GatewayUnavailable(
+            "The key store is unavailable; try again.", code="store_unavailable"
         )
         return await gateway_error(error)
 

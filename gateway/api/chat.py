@@ -78,7 +78,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
     try:
         principal = gw.auth.authenticate(header(scope, b"authorization"))
         server = gw.config.server
-        raw = await read_body(scope, receive, server.max_body_bytes, server.body_timeout_s)
+        raw = await read_body(scope, receive, server.max_body_bytes)
         size = len(raw)
         body = await gw.offload.run(size, read_request, raw)
         del raw  # the parsed body is all that is needed now
@@ -132,32 +132,34 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
                 await acct.finish(completion.usage, None)
                 await send_bytes(send, 200, completion.body, JSON_HEADERS + extra)
 
-        await until_disconnect(receive, work)
+        await until_disconnect(receive, work, gw.shutdown)
     except ClientGone:
         return
-    except GatewayError as e:
-        failure = e
+    except Exception as e:
+        if isinstance(e, GatewayError):
+            failure = e
+        else:
+            log.exception("internal error in request %s", request_id)
+            failure = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
+        settled = account is not None and account.done  # the stream's last event is out
         if account is not None:  # the row is journaled before the client hears the end
-            await account.finish(None, e, events=streamed.events if streamed else 0)
-        await send_error(send, e, extra)
-    except Exception:
-        log.exception("internal error in request %s", request_id)
-        failure = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
-        if account is not None:
             await account.finish(None, failure, events=streamed.events if streamed else 0)
-        if writer is not None and writer.started:
-            await writer.write(failure.sse_event())
+        if writer is not None and writer.started:  # a shutdown (or a bug) mid-stream
+            if not settled:
+                await writer.write(failure.sse_event())
             await writer.end()
         else:
             await send_error(send, failure, extra)
     finally:
         if account is not None and not account.done:
             # Failed before the upstream answered, or the client went away (its
-            # request was cancelled): settle what is known, shielded from that cancel.
+            # request was cancelled), or the shutdown cut it: settle what is known,
+            # shielded from that cancel.
+            gone = "shutting_down" if gw.shutdown.stopping else "client_gone"
             with trio.CancelScope(shield=True):
                 await account.finish(
                     None,
                     failure,
                     events=streamed.events if streamed else 0,
-                    status=None if failure else "client_gone",
+                    status=None if failure else gone,
                 )

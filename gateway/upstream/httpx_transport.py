@@ -18,7 +18,7 @@ import trio
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.providers.base import CallContext, UpstreamRequest
-from gateway.upstream.transport import Retryable
+from gateway.upstream.transport import Retryable, out_of_resources
 
 
 class _HttpxResponse:
@@ -73,6 +73,8 @@ class HttpxTransport:
                 f"Timed out connecting to the upstream '{self._name}'.", code="upstream_timeout"
             ) from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+            if (own := out_of_resources(e)) is not None:
+                raise own from None
             raise Retryable(
                 UpstreamError(
                     f"Could not reach the upstream '{self._name}' ({type(e).__name__}).",
@@ -94,3 +96,6 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def prune_idle(self) -> None:
+        """httpx expires idle connections itself, when its pool is next used."""

@@ -61,3 +61,6 @@ class LocalTransport:
 
     async def aclose(self) -> None:
         return None
+
+    def prune_idle(self) -> None:
+        """Nothing is pooled."""

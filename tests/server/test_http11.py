@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from gateway.server.http11 import (
     MAX_CHUNK_LINE,
+    MAX_CHUNKS,
     MAX_HEADERS,
     MAX_TRAILERS,
     ChunkedDecoder,
@@ -502,6 +503,19 @@ def test_chunked_size_line_length_is_bounded() -> None:
     d.feed(b"5;" + b"x" * (MAX_CHUNK_LINE - 10))
     with pytest.raises(HTTPParseError):
         d.feed(b"x" * 20)
+
+
+def test_the_number_of_chunks_is_bounded() -> None:
+    """A body of tiny chunks costs CPU per chunk (docs/reliability.md R12): past MAX_CHUNKS
+    in one body it is refused, whatever their size."""
+    d = ChunkedDecoder()
+    assert d.feed(b"1\r\nx\r\n" * MAX_CHUNKS) == b"x" * MAX_CHUNKS
+    with pytest.raises(HTTPParseError, match="chunks") as info:
+        d.feed(b"1\r\nx\r\n")
+    assert info.value.status == 400
+    whole = ChunkedDecoder()  # the last chunk (size 0) does not count
+    whole.feed(b"1\r\nx\r\n" * MAX_CHUNKS + b"0\r\n\r\n")
+    assert whole.done
 
 
 def test_chunked_trailers_are_bounded() -> None:

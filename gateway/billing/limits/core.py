@@ -358,7 +358,7 @@ class LimitBackend(Protocol):
 
     `admit` raises RateLimited (429), BillingError (402), InvalidRequest (400, the
     request can never fit) or, for a budgeted key whose state store is unreachable,
-    UpstreamUnavailable (503, code `budget_unavailable`).
+    GatewayUnavailable (503, code `budget_unavailable`).
     """
 
     stats: LimiterStats

@@ -74,7 +74,7 @@ from gateway.billing.limits.scripts import (
     TOPUP_LUA,
 )
 from gateway.billing.limits.single_flight import SingleFlight
-from gateway.errors import GatewayError, InternalError, UpstreamUnavailable
+from gateway.errors import GatewayError, GatewayUnavailable, InternalError
 from gateway.store.periods import SpendPeriod, period_start
 from gateway.store.records import MAX_MICROS, KeyLimits
 from gateway.store.redis_client import RedisClient, RedisError
@@ -103,12 +103,11 @@ class _Settlement:
     reservation_ttl_ms: int | None = None  # a cancel: the lost admission's TTL
 
 
-def _budget_unavailable() -> UpstreamUnavailable:
-    return UpstreamUnavailable(
+def _budget_unavailable() -> GatewayUnavailable:
+    return GatewayUnavailable(
         "The budget service is unavailable, so requests on a key with a spend limit or "
         "prepaid credit are refused rather than risk overspending. Retry shortly.",
         code="budget_unavailable",
-        headers={"retry-after": "1"},
     )
 
 

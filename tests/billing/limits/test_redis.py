@@ -38,9 +38,9 @@ from gateway.config import load_config
 from gateway.errors import (
     BillingError,
     GatewayError,
+    GatewayUnavailable,
     InternalError,
     RateLimited,
-    UpstreamUnavailable,
 )
 from gateway.store.records import KeyLimits
 from tests.conftest import ADMIN_KEY, serve_app
@@ -484,9 +484,10 @@ async def test_redis_killed_rates_fail_open_budgets_fail_closed_then_recover(
             degraded = await backend.admit("r", rates, 0, 0, T0 + 0.1)  # over RPM, let through
         assert degraded.degraded and rate_limit_headers(degraded) == []
         assert backend.stats.fail_open == 1 and backend.stats.store_errors == 1
-        with pytest.raises(UpstreamUnavailable) as err:
+        with pytest.raises(GatewayUnavailable) as err:
             await backend.admit("b", budget, 0, 100, T0 + 0.2)
         assert err.value.http_status == 503 and err.value.code == "budget_unavailable"
+        assert err.value.type == "gateway_unavailable_error"  # the gateway's store, not upstream
         assert "budget service is unavailable" in err.value.message
         assert backend.stats.fail_closed == 1
         await backend.settle(before, 0, 80, T0 + 0.3)  # queued, not raised
@@ -527,7 +528,7 @@ async def test_a_hung_redis_costs_at_most_the_timeout_and_replies_stay_in_order(
             adm = await backend.admit("k", limits, 0, 0, T0)
             assert adm.degraded
             assert trio.current_time() - start < 0.6
-            with pytest.raises(UpstreamUnavailable):
+            with pytest.raises(GatewayUnavailable):
                 await backend.admit("b", KeyLimits(prepaid=True), 0, 1, T0 + 0.02)
         finally:
             own_redis.resume()
@@ -563,7 +564,7 @@ async def test_an_admission_that_timed_out_but_ran_later_is_released(
         await backend.admit("k", DAY, 0, 10, T0)
         own_redis.pause()
         try:
-            with pytest.raises(UpstreamUnavailable):
+            with pytest.raises(GatewayUnavailable):
                 await backend.admit("k", DAY, 0, 90, T0)  # 503: the caller gives up
         finally:
             own_redis.resume()
