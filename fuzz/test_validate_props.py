@@ -31,6 +31,7 @@ from bench.contract.mutations import (
     apply,
     bad_value,
     mutation_sites,
+    unshared,
 )
 from bench.contract.paths import MISSING, format_path, parse_param, resolve
 from bench.contract.strategies import chat_requests
@@ -101,6 +102,25 @@ def test_valid_requests_are_accepted_unchanged(body: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- mutations
 
 
+def test_a_mutation_changes_one_place_even_where_the_body_shares_an_object() -> None:
+    """Found by a CI-length run: one content part object at messages[0] and [2]."""
+    part = {"type": "text", "text": "hi"}
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": [part]},
+            {"role": "assistant", "content": "0"},
+            {"role": "user", "content": [part]},
+        ],
+    }
+    changed = unshared(body)
+    path = parse_param("messages[2].content[0].type")
+    assert path is not None
+    apply(changed, path, "delete", None)
+    error = check_rejection(changed, "delete messages[2].content[0].type")
+    assert error.param == "messages[2].content[0].type"
+
+
 @settings(PROPS, max_examples=100)
 @given(st.data())
 def test_mutations_are_rejected_at_their_path(data: st.DataObject) -> None:
@@ -111,7 +131,7 @@ def test_mutations_are_rejected_at_their_path(data: st.DataObject) -> None:
         path, op, _ = site
         where = format_path(path)
         value = data.draw(bad_value(site), label=f"{where} ({op})")
-        mutated = copy.deepcopy(body)  # drawn values may be shared (st.just): never edit them
+        mutated = unshared(body)  # never edit drawn values, and change one place only
         apply(mutated, path, op, value)
         error = check_rejection(mutated, f"{op} {where}: {value!r}")
         assert error.param == where, (op, value, error.message)

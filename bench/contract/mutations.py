@@ -16,7 +16,6 @@ Pure module: no I/O.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -281,6 +280,20 @@ class Mutation:
         return f"set {self.param} to {what}: {self.value!r}"
 
 
+def unshared(value: Any) -> Any:
+    """A copy of a JSON value in which no dict or list appears twice.
+
+    A drawn body may hold one object at two places (st.just, or hypothesis reusing a
+    value); `copy.deepcopy` keeps such sharing, so a change at one path would also
+    change the other and the error would name the wrong one.
+    """
+    if isinstance(value, dict):
+        return {k: unshared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unshared(v) for v in value]
+    return value
+
+
 @st.composite
 def mutated(
     draw: st.DrawFn, bodies: st.SearchStrategy[dict[str, Any]]
@@ -289,6 +302,6 @@ def mutated(
     body = draw(bodies)
     site = draw(st.sampled_from(mutation_sites(body)))
     value = draw(bad_value(site), label=f"{format_path(site[0])} ({site[1]})")
-    changed = copy.deepcopy(body)  # drawn values may be shared (st.just): never edit them
+    changed = unshared(body)  # never edit drawn values, and change one place only
     apply(changed, site[0], site[1], value)
     return changed, Mutation(site[0], site[1], value)
