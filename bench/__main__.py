@@ -17,11 +17,23 @@ installed peers, alternating A B A B, and prints the table (see bench/compare.py
 
     python -m bench idle [--streams N] [--workers N] ...       (bench/idle.py)
     python -m bench restart [--workers N] [--rounds N] ...     (bench/restart.py)
-    python -m bench routing [--calls N] [--repeat N]           (bench/routing.py)
-    python -m bench failover [--concurrency N] [--rounds N] ... (bench/failover.py)
+    python -m bench stall [--duration S] [--cases ...] ...      (bench/stall.py)
+    python -m bench soak [--duration 30m] [--rate R] ...        (bench/soak.py)
 
-measure the memory of idle streams, and the latency clients see while a worker is
-replaced.
+measure the memory of idle streams, the latency clients see while a worker is
+replaced, how long big requests hold up small ones, and whether a long load with
+faults leaks memory, descriptors or ledger rows.
+
+    python -m bench conform --url URL --key KEY --model M [--model M2 ...] ...
+
+holds any OpenAI-compatible endpoint to the Chat Completions contract with generated
+requests and reports every departure (see bench/conform/).
+
+    python -m bench routing [--calls N] [--repeat N]            (bench/routing.py)
+    python -m bench failover [--rate R | --concurrency N] ...   (bench/failover.py)
+
+time the routing decision per request, and measure success and latency with one
+deployment failing 20% and one dead against all healthy.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, failover, idle, load, restart, routing
+from bench import compare, conform, failover, idle, load, restart, routing, soak, stall
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -73,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     idle.add_parser(commands)
     compare.add_parser(commands)
     restart.add_parser(commands)
+    stall.add_parser(commands)
+    soak.add_parser(commands)
+    conform.add_parser(commands)
     routing.add_parser(commands)
     failover.add_parser(commands)
     return parser
@@ -91,6 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     if args.command == "restart":
         return restart.run(args)
+    if args.command == "stall":
+        return stall.run(args)
+    if args.command == "soak":
+        return soak.run(args)
+    if args.command == "conform":
+        return conform.run(args)
     if args.command == "routing":
         return routing.run(args)
     if args.command == "failover":

@@ -168,6 +168,9 @@ def gateway_setup(
         http_server=http_server,
         # Default 512: it would cap the concurrent upstream streams of each worker.
         max_connections=max(512, streams + 64),
+        # The default, from RLIMIT_NOFILE, keeps room for an upstream connection per
+        # client one: just under `streams` at the limit this raises (fd_needs).
+        server_max_connections=streams + 64,
         idle_timeout_s=max(300.0, quiet_s + 60.0),
         total_timeout_s=max(900.0, quiet_s + 120.0),
     )

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "cpu_delta",
     "fd_count",
+    "live_children",
     "own_rss_bytes",
     "proc_status",
     "process_figures",
@@ -88,6 +89,23 @@ def _cmd_name(pid: int) -> str:
 def own_rss_bytes() -> int:
     """The resident memory of this process, in bytes."""
     return proc_status(os.getpid()).get("VmRSS", 0) * 1024
+
+
+def live_children(parent: int) -> list[int]:
+    """The live (not zombie) direct children of `parent`, sorted: a gateway's workers."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2 :].split()
+        if int(fields[1]) == parent and fields[0] != b"Z":
+            out.append(int(entry))
+    return sorted(out)
 
 
 def process_tree(root: int) -> list[int]:

@@ -36,6 +36,7 @@ import httpx
 
 from bench import targets
 from bench.processes import HOST, Processes, log_tail
+from bench.procfs import live_children
 from bench.subcommand import (
     add_output_options,
     options_from,
@@ -59,22 +60,6 @@ class RestartOptions:
     start_timeout_s: float = 60.0
     log_dir: Path | None = None
     echo: bool = True
-
-
-def workers_of(parent: int) -> list[int]:
-    """The live direct children of `parent` (the gateway's workers), from /proc."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == parent and fields[0] != "Z":
-            out.append(int(entry))
-    return sorted(out)
 
 
 def _send_for(
@@ -120,13 +105,13 @@ def summarise(phase: str, latencies: list[float], failed: int) -> dict[str, Any]
 
 def _kill_one(gateway_pid: int, timeout_s: float) -> float:
     """SIGKILL the first worker; seconds until the supervisor has started another."""
-    before = workers_of(gateway_pid)
+    before = live_children(gateway_pid)
     if not before:
         raise RuntimeError("the gateway has no worker processes")
     os.kill(before[0], signal.SIGKILL)
     killed = time.monotonic()
     while time.monotonic() - killed < timeout_s:
-        if set(workers_of(gateway_pid)) - set(before):
+        if set(live_children(gateway_pid)) - set(before):
             return time.monotonic() - killed
         time.sleep(0.01)
     raise RuntimeError(f"no replacement worker within {timeout_s:g} s")

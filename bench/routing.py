@@ -103,6 +103,9 @@ class InstantTransport:
     async def aclose(self) -> None:
         return None
 
+    def prune_idle(self) -> None:
+        return None
+
 
 def best_us(fn: Callable[[], object], calls: int, repeat: int) -> float:
     """The best of `repeat` timings of `calls` calls of `fn`, in us per call."""

@@ -167,6 +167,8 @@ class GatewaySetup:
     max_connections: int | None = None  # per worker to the upstream; None: the default
     idle_timeout_s: float | None = None  # [providers.fake] timeouts; None: the defaults
     total_timeout_s: float | None = None
+    mock_model: str | None = None  # also serve the built-in mock, unpaced, under this name
+    server_max_connections: int | None = None  # [server] max_connections; None: the default
 
 
 def gateway_config(
@@ -185,6 +187,11 @@ def gateway_config(
         f"port = {port}",
         f"workers = {workers}",
         *([f'http_server = "{setup.http_server}"'] if setup.http_server else []),
+        *(
+            [f"max_connections = {setup.server_max_connections}"]
+            if setup.server_max_connections
+            else []
+        ),
         "[state]",
         f'sqlite_path = "{sqlite_path}"',
     ]
@@ -212,6 +219,15 @@ def gateway_config(
             f'upstream_model = "{upstream_model}"',
             "price_input_per_mtok = 0.15",
             "price_output_per_mtok = 0.60",
+        ]
+    if setup.mock_model is not None:
+        lines += [
+            "[providers.mock]",
+            'kind = "mock"',
+            f'[models."{setup.mock_model}"]',
+            'provider = "mock"',
+            "ttft_ms = 0",
+            "tokens_per_s = 0",
         ]
     return "\n".join(lines) + "\n"
 

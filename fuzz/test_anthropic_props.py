@@ -25,6 +25,7 @@ import orjson
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from bench.contract.paths import MISSING, parse_param, resolve
 from bench.fakes.anthropic_rules import VendorRefusal, check_request
 from gateway.config import AnthropicOptions
 from gateway.errors import InvalidRequest
@@ -386,20 +387,11 @@ options = st.fixed_dictionaries(
     },
 )
 
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
 
 def assert_resolves(body: Any, param: str) -> None:
-    """`param` (`messages[2].content[0].image_url.url`) is a real path into `body`."""
-    assert re.fullmatch(r"[^.\[\]]+(?:\.[^.\[\]]+|\[\d+\])*", param), param
-    node = body
-    for key, index in _SEGMENT.findall(param):
-        if key:
-            assert isinstance(node, dict) and key in node, (param, node)
-            node = node[key]
-        else:
-            assert isinstance(node, list) and int(index) < len(node), (param, node)
-            node = node[int(index)]
+    """`param` (`messages[2].content[0].image_url.url`) names a value present in `body`."""
+    path = parse_param(param)
+    assert path is not None and resolve(body, path) is not MISSING, (param, body)
 
 
 @PROPS

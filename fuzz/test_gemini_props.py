@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bench.contract.paths import MISSING, parse_param, resolve
 from bench.fakes.gemini_rules import VendorRefusal, check_request, mint_thought_signature
 from gateway.config import GeminiOptions
 from gateway.errors import GatewayError, InvalidRequest
@@ -367,19 +367,10 @@ def requests(draw: st.DrawFn) -> tuple[dict[str, Any], CallContext]:
     return body, context(model, stream, media, **options)
 
 
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
 def assert_real_path(body: Any, param: str) -> None:
-    """`param` (`messages[2].tool_calls[0].id`) names a value present in `body`."""
-    node = body
-    for key, index in _SEGMENT.findall(param):
-        if key:
-            assert isinstance(node, dict) and key in node, (param, node)
-            node = node[key]
-        else:
-            assert isinstance(node, list) and int(index) < len(node), (param, node)
-            node = node[int(index)]
+    """`param` (`messages[2].content[0].image_url.url`) names a value present in `body`."""
+    path = parse_param(param)
+    assert path is not None and resolve(body, path) is not MISSING, (param, body)
 
 
 @PROPS

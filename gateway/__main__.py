@@ -12,13 +12,16 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from gateway.app import CONFIG_ENV, DEV_KEY_ENV, setup_logging
 from gateway.cli import keys as keys_cli
 from gateway.config import Config, ConfigError, embedded_config, load_config, missing_extras
+
+if TYPE_CHECKING:
+    from gateway.server.serve import ServerOptions
 
 
 def _load(path: str | None) -> Config:
@@ -123,15 +126,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 SERVER_BACKLOG = 1024
 
 
-def _server_options(config: Config) -> Any:
-    from gateway.server.serve import ServerOptions
+def server_options(config: Config) -> ServerOptions:
+    """The built-in server's options from `[server]` (the limits no key sets are fixed)."""
+    from gateway.server.serve import ServerOptions, default_max_connections
 
+    s = config.server
     return ServerOptions(
-        keep_alive_timeout_s=config.server.keep_alive_timeout_s,
-        graceful_timeout_s=config.server.graceful_timeout_s,
-        max_head_bytes=16 * 1024,  # request line + headers (reliability.md R8)
+        keep_alive_timeout_s=s.keep_alive_timeout_s,
+        graceful_timeout_s=s.graceful_timeout_s,
+        max_head_bytes=16 * 1024,  # request line + headers (docs/reliability.md R8)
         backlog=SERVER_BACKLOG,
-        send_timeout_s=config.server.send_timeout_s,
+        send_timeout_s=s.send_timeout_s,
+        body_timeout_s=s.body_timeout_s,
+        max_connections=s.max_connections or default_max_connections(),
+        drain_delay_s=s.drain_delay_s,
     )
 
 
@@ -147,9 +155,17 @@ async def _serve_builtin(config: Config, listen: Callable[[], socket.socket]) ->
     from gateway.app import app_from_env
     from gateway.server.serve import serve
 
-    app: Any = app_from_env()
-    options = _server_options(config)
-    await serve(app, "", 0, options, listen=listen, shutdown_trigger=_until_signal)
+    app = app_from_env()
+    options = server_options(config)
+    await serve(
+        app,
+        "",
+        0,
+        options,
+        listen=listen,
+        shutdown_trigger=_until_signal,
+        draining=app,
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -178,7 +194,7 @@ def _serve_hypercorn(config: Config, host: str, port: int, workers: int) -> int:
     hc.application_path = "gateway.app:app_from_env()"  # what worker processes load
     hc.keep_alive_timeout = config.server.keep_alive_timeout_s
     hc.graceful_timeout = config.server.graceful_timeout_s
-    hc.h11_max_incomplete_size = 16 * 1024  # request line + headers (reliability.md R8)
+    hc.h11_max_incomplete_size = 16 * 1024  # request line + headers (docs/reliability.md R8)
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup, once
     if workers > 1:

@@ -1,10 +1,12 @@
 """App factory: the ASGI app that serves a `Gateway` (gateway/state.py), and its lifespan.
 
-`GatewayApp` is the ASGI entry: the hot route goes straight to
-`api.chat.chat_completions`, every other request goes to Quart, and the lifespan is
-ours: it opens the state, runs the background work (key cache refresh, ledger
-writer) in a nursery it owns for the server's lifetime, and drains it at shutdown
-(structured concurrency).
+`GatewayApp` is the ASGI entry: admission control first (api/overload.py: an
+overloaded worker sheds new requests with 503, health checks aside), then the hot
+route goes straight to `api.chat.chat_completions` and every other request to Quart.
+The lifespan is ours: it opens the state, runs the background work (key cache
+refresh, ledger writer, the loop-lag probe) in a nursery it owns for the server's
+lifetime, and drains it at shutdown (structured concurrency). The built-in server
+also tells it when draining starts and when the grace is over (`serve.Draining`).
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ from typing import Any
 import trio
 from quart_trio import QuartTrio
 
-from gateway.api.asgi import Receive, Scope, Send, send_error
+from gateway.api.asgi import Receive, Scope, Send, error_headers, send_bytes, send_error
 from gateway.api.chat import chat_completions
+from gateway.api.overload import Admission
 from gateway.api.quart_app import make_quart_app
 from gateway.billing.limits.redis import open_redis_backend
 from gateway.config import Config, embedded_config, load_config
-from gateway.errors import MethodNotAllowed
+from gateway.errors import InvalidRequest, MethodNotAllowed
 from gateway.state import Gateway
 
 CHAT_PATH = "/v1/chat/completions"
+NEVER_SHED = frozenset({"/healthz", "/readyz"})  # a probe must see the truth, overloaded or not
 CONFIG_ENV = "GATEWAY_CONFIG"  # path of the TOML config, for worker processes
 DEV_KEY_ENV = "GATEWAY_DEV_KEY"  # the dev key of the embedded defaults
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
@@ -41,19 +45,56 @@ class GatewayApp:
         self.gateway = gateway
         self.quart: QuartTrio = make_quart_app(gateway)
         self._quart_asgi: Any = self.quart  # Quart types its ASGI arguments narrowly
+        server = gateway.config.server
+        self.admission = Admission(server.max_in_flight, server.max_loop_lag_ms)
+        refusal = self.admission.refusal
+        self._shed = (refusal.body(), error_headers(refusal))  # rendered once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == CHAT_PATH:
-            if scope["method"] == "POST":
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            else:
+                await self._quart_asgi(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in NEVER_SHED:
+            await self._quart(scope, receive, send)
+            return
+        admission = self.admission
+        if not admission.admit():
+            await send_bytes(send, 503, *self._shed)
+            return
+        try:
+            if path != CHAT_PATH:
+                await self._quart(scope, receive, send)
+            elif scope["method"] == "POST":
                 await chat_completions(self.gateway, scope, receive, send)
             else:
                 error = MethodNotAllowed(f"Method {scope['method']} is not allowed on {CHAT_PATH}.")
                 await send_error(send, error, [(b"allow", b"POST")])
-            return
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+        finally:
+            admission.done()
+
+    async def _quart(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A cold route, through Quart. Quart decodes the query as UTF-8 and fails on
+        anything else with a 500; the built-in server refuses such targets already,
+        this holds behind any server."""
+        if not scope["query_string"].isascii():
+            error = InvalidRequest("Non-ASCII bytes in the request target: percent-encode them.")
+            await send_error(send, error)
             return
         await self._quart_asgi(scope, receive, send)
+
+    # -- what the built-in server tells of a shutdown (gateway.server.serve.Draining) --
+
+    def drain_started(self) -> None:
+        """/readyz answers 503 from now on, while connections are still accepted."""
+        self.gateway.shutdown.draining = True
+
+    def grace_ended(self) -> None:
+        """End every request still running, each with a final answer of its own."""
+        self.gateway.shutdown.stop()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """Startup, the server's lifetime, shutdown: the state's whole life in one place."""
@@ -80,6 +121,7 @@ class GatewayApp:
             async with trio.open_nursery() as background:
                 try:
                     await gw.start(background)
+                    await background.start(self.admission.probe)
                     async with trio.open_nursery() as quart_tasks:
                         self.quart.nursery = quart_tasks
                         await self.quart.startup()

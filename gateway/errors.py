@@ -156,6 +156,20 @@ class InternalError(GatewayError):
     error_type = "internal_server_error"
 
 
+class GatewayUnavailable(GatewayError):
+    """503: the gateway itself cannot take the request now, not the upstream: it is
+    overloaded, shutting down, or a store it needs is down (`code` says which). Always
+    has Retry-After; safe to retry, here or on another instance."""
+
+    status = 503
+    error_type = "gateway_unavailable_error"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, **kw: Any) -> None:
+        headers = dict(kw.pop("headers", None) or {})
+        headers.setdefault("retry-after", str(retry_after_s))
+        super().__init__(message, headers=headers, **kw)
+
+
 class UpstreamError(GatewayError):
     """502: the upstream failed, answered garbage or refused the connection."""
 
@@ -172,7 +186,7 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamConnectionError(UpstreamError):
     """502: the connection to the upstream failed. `sent` says whether the whole request
     had gone out first: if not, the upstream cannot have started on it; if so, it may
-    have generated an answer nobody will see (reliability.md R1)."""
+    have generated an answer nobody will see (docs/reliability.md R1)."""
 
     def __init__(self, message: str, *, sent: bool, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -180,10 +194,11 @@ class UpstreamConnectionError(UpstreamError):
 
 
 class UpstreamTimeout(UpstreamError):
-    """504: the upstream did not answer within our deadline."""
+    """504: the upstream did not answer within our deadline, or said it timed out
+    itself (its own 504): one code for both, `upstream_timeout`."""
 
     status = 504
-    default_code = "timeout"
+    default_code = "upstream_timeout"
 
 
 class UpstreamConnectTimeout(UpstreamTimeout):

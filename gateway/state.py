@@ -20,6 +20,7 @@ from gateway.billing.limits.budget import BudgetSeed
 from gateway.billing.limits.core import LimitBackend
 from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.config import Config
+from gateway.offload import Offload
 from gateway.providers.registry import provider_for
 from gateway.store.records import KeyLimits, Topup
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
@@ -29,6 +30,31 @@ from gateway.upstream.relay import Relay, Timeouts
 from gateway.upstream.router import Router
 from gateway.upstream.transports import make_transport
 
+PRUNE_EVERY_S = 5.0  # idle upstream connections past their expiry close within this
+
+
+class Shutdown:
+    """The worker's stop as requests see it (docs/reliability.md R10): `draining` from SIGTERM
+    on (readiness says no), then `stopping` once the grace is over, when every request
+    still running is ended at once, each with a final answer of its own.
+
+    A request registers the cancel scope of its upstream work while it runs (a set
+    add and discard: nothing on the hot path beyond that).
+    """
+
+    __slots__ = ("draining", "running", "stopping")
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.stopping = False
+        self.running: set[trio.CancelScope] = set()
+
+    def stop(self) -> None:
+        """End every registered request's work now (each one answers for itself)."""
+        self.draining = self.stopping = True
+        for scope in list(self.running):
+            scope.cancel()
+
 
 class Gateway:
     """The state shared by every request of one worker process."""
@@ -36,10 +62,12 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.router = Router(config)
+        self.offload = Offload()  # the O(size) steps of big requests, off the event loop
         self.relays: dict[str, Relay] = {}
         for name, p in config.providers.items():
             provider = provider_for(p.kind)
-            self.relays[name] = Relay(make_transport(p, provider), Timeouts.of(p), provider)
+            transport = make_transport(p, provider, self.offload)
+            self.relays[name] = Relay(transport, Timeouts.of(p), provider)
         self.fetcher = MediaFetcher(config.media)
         state = config.state
         Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +77,7 @@ class Gateway:
         self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
         self.auth = Authenticator([StaticKeyStore(config.keys), self.keys])
         self.ready = False
+        self.shutdown = Shutdown()
         self._closed = False
 
     async def seed_budget(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
@@ -70,7 +99,17 @@ class Gateway:
         await self.ledger.start()
         await nursery.start(self.keys.run_refresher)
         await nursery.start(self.ledger.run_writer)
+        nursery.start_soon(self._prune_idle_connections)
         self.ready = True
+
+    async def _prune_idle_connections(self) -> None:
+        """Close expired idle upstream connections on a timer: a pool is otherwise only
+        pruned when next used, and after a burst its descriptors would stay open until
+        then (docs/reliability.md R7)."""
+        while True:
+            await trio.sleep(PRUNE_EVERY_S)
+            for relay in self.relays.values():
+                relay.transport.prune_idle()
 
     async def aclose(self) -> None:
         """Drain the ledger and close everything; safe to call twice."""

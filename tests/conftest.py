@@ -18,9 +18,10 @@ import trio
 
 from bench.fakes.openai import FakeOpenAI
 from bench.fakes.threaded import BackgroundTrio, run_fake_openai
+from gateway.__main__ import server_options
 from gateway.app import GatewayApp, create_app
 from gateway.config import Config, load_config
-from gateway.server.serve import ServerOptions, serve
+from gateway.server.serve import serve
 from tests.redis_server import RedisServer, running_redis
 
 UPSTREAM_KEY = "sk-fake-upstream"
@@ -38,10 +39,7 @@ def free_port() -> int:
 
 async def serve_app(app: GatewayApp, *, task_status: trio.TaskStatus[int]) -> None:
     """Serve the gateway app on a free loopback port until cancelled."""
-    server = app.gateway.config.server
-    options = ServerOptions(
-        keep_alive_timeout_s=server.keep_alive_timeout_s, send_timeout_s=server.send_timeout_s
-    )
+    options = server_options(app.gateway.config)
     try:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(partial(serve, app, "127.0.0.1", 0, options))

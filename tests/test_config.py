@@ -22,8 +22,9 @@ def test_documented_example_loads() -> None:
     c = load_config(DOC_EXAMPLE, env={"OPENAI_API_KEY": "sk-x"})
     assert c.server.port == 8080
     assert c.providers["openai"].api_key == "sk-x"
-    assert c.providers["local"].options.developer_role is False
-    assert c.providers["local"].options.max_tokens_field == "max_tokens"
+    local = c.providers["local"].options
+    assert isinstance(local, OpenAIOptions)
+    assert local.developer_role is False and local.max_tokens_field == "max_tokens"
     assert c.models["fast"].upstream_model == "qwen2.5-7b-instruct"
     assert c.models["gpt-4o-mini"].upstream_model == "gpt-4o-mini"
     assert c.keys[0].name == "alice" and c.keys[0].models == ("gpt-4o-mini", "fast")
@@ -39,7 +40,7 @@ def test_all_vendors_example_loads() -> None:
     c = load_config(DOC_EXAMPLE.parent / "all-vendors.toml", env=env)
     assert {p.kind for p in c.providers.values()} == {"openai", "anthropic", "gemini", "mock"}
     assert c.providers["claude"].base_url == "https://api.anthropic.com/v1"
-    assert c.providers["claude"].options.default_max_tokens == 4096
+    assert c.providers["claude"].options == AnthropicOptions(default_max_tokens=4096)
     assert c.providers["google"].base_url == "https://generativelanguage.googleapis.com/v1beta"
 
 
@@ -141,6 +142,10 @@ def test_embedded_defaults_serve_the_mock() -> None:
         ),
         ({"media": {"allow_private": True}}, "media.allow_private: unknown key"),
         ({"server": {"send_timeout_s": 0}}, "server.send_timeout_s: must be >= 0.1"),
+        ({"server": {"max_connections": 0}}, "server.max_connections: must be between 1"),
+        ({"server": {"max_in_flight": -5}}, "server.max_in_flight: must be between 1"),
+        ({"server": {"max_loop_lag_ms": -1}}, "server.max_loop_lag_ms: must be >= 0"),
+        ({"server": {"drain_delay_s": "5"}}, "server.drain_delay_s: expected a number"),
         (
             {"server": {"http_server": "uvicorn"}},
             "server.http_server: must be one of builtin, hypercorn",

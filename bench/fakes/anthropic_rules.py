@@ -7,7 +7,7 @@ wording: pydantic-style ``path: problem`` messages such as
 It is as strict as the real API so that the gateway's translator is held to it; where
 the real behaviour is not documented the stricter reading is taken and said so below.
 
-What is checked (wire-formats.md B1-B3, D):
+What is checked (docs/wire-formats.md B1-B3, D):
 
 - top level: only the API's fields ("Extra inputs are not permitted"); ``model`` a
   non-empty string; ``max_tokens`` an integer >= 1; ``messages`` a non-empty array;
@@ -57,7 +57,7 @@ from jsonschema.exceptions import SchemaError
 
 __all__ = ["ERROR_TYPES", "VendorRefusal", "check_request", "error_type_for"]
 
-# HTTP status -> Anthropic error.type (wire-formats.md B6).
+# HTTP status -> Anthropic error.type (docs/wire-formats.md B6).
 ERROR_TYPES: Final[Mapping[int, str]] = {
     400: "invalid_request_error",
     401: "authentication_error",

@@ -7,14 +7,15 @@
 OpenAI-compatible servers) and answers in OpenAI's shapes: a ``chat.completion`` with
 usage, or ``chat.completion.chunk`` SSE events ending in ``data: [DONE]``. A request
 with ``tools`` (and ``tool_choice`` not ``"none"``) is answered with tool calls: the
-named function of ``tool_choice``, else every tool the last user message mentions (by
-name or by a word of the name, generic verbs such as "get" aside; in the order
-mentioned), else the first tool; several calls only while ``parallel_tool_calls`` is
-not false. After tool results under ``auto``, a text answer. Streamed calls come like
-OpenAI's: each opens with a fragment carrying its index, id, type, name and empty
-arguments, then argument pieces carrying only the index. ``response_format`` is
-honoured: ``json_schema`` answers a JSON document satisfying the schema
-(`instance_for`), ``json_object`` a JSON object.
+named function of ``tool_choice`` (``allowed_tools`` narrows the tools first), else
+every tool the last user message mentions (by name or by a word of the name, generic
+verbs such as "get" aside; in the order mentioned), else the first tool; several calls
+only while ``parallel_tool_calls`` is not false. After tool results under ``auto``, a
+text answer. Streamed calls come like OpenAI's: each opens with a fragment carrying its
+index, id, type, name and empty arguments, then argument pieces carrying only the index.
+``response_format`` is honoured: ``json_schema`` answers a JSON document satisfying the
+schema (`instance_for`), ``json_object`` a JSON object. ``n`` > 1 gets that many
+identical choices (streamed one after the other).
 
 Behaviour (delays, pace, failures) comes from `Behaviour` knobs: constructor defaults,
 `configure`, and per-request directives in the model name (see `directives`). The
@@ -301,6 +302,7 @@ class _Answer:
     finish_reason: str
     usage: dict[str, Any]
     include_usage: bool
+    n: int = 1  # choices, all alike (OpenAI's `n`)
 
     @classmethod
     def build(cls, answer_id: str, model: str, body: dict[str, Any], b: Behaviour) -> _Answer:
@@ -325,6 +327,9 @@ class _Answer:
             if isinstance(limit, int) and not isinstance(limit, bool) and 0 <= limit < len(pieces):
                 pieces, finish = pieces[:limit], "length"
             completion_tokens = len(pieces)
+        n = body.get("n")
+        n = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        completion_tokens *= n
         prompt = _estimate_prompt_tokens(body.get("messages"))
         usage = {
             "prompt_tokens": prompt,
@@ -340,7 +345,8 @@ class _Answer:
         }
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        return cls(answer_id, int(time.time()), model, pieces, calls, finish, usage, include_usage)
+        created = int(time.time())
+        return cls(answer_id, created, model, pieces, calls, finish, usage, include_usage, n)
 
     def completion(self) -> bytes:
         """The non-streamed ``chat.completion`` body."""
@@ -357,19 +363,17 @@ class _Answer:
                 for call in self.calls
             ]
         message["annotations"] = []
-        choice = {
-            "index": 0,
-            "message": message,
-            "logprobs": None,
-            "finish_reason": self.finish_reason,
-        }
+        choices = [
+            {"index": k, "message": message, "logprobs": None, "finish_reason": self.finish_reason}
+            for k in range(self.n)
+        ]
         return orjson.dumps(
             {
                 "id": self.id,
                 "object": "chat.completion",
                 "created": self.created,
                 "model": self.model,
-                "choices": [choice],
+                "choices": choices,
                 "usage": self.usage,
                 "service_tier": "default",
                 "system_fingerprint": _FINGERPRINT,
@@ -395,12 +399,19 @@ class _Answer:
                     {"tool_calls": [{"index": k, "function": {"arguments": piece}}]}
                     for piece in call.pieces
                 ]
-        events = [
-            self._chunk([{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}])
-            for d in deltas
-        ]
-        finish = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": self.finish_reason}
-        events.append(self._chunk([finish]))
+        events = []
+        for k in range(self.n):  # choice after choice (OpenAI interleaves them; both are valid)
+            events += [
+                self._chunk([{"index": k, "delta": d, "logprobs": None, "finish_reason": None}])
+                for d in deltas
+            ]
+            finish = {
+                "index": k,
+                "delta": {},
+                "logprobs": None,
+                "finish_reason": self.finish_reason,
+            }
+            events.append(self._chunk([finish]))
         if self.include_usage:
             events.append(self._chunk([], self.usage))
         return events
@@ -473,6 +484,15 @@ def _pick_tools(body: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(t, dict) and isinstance(t.get("function"), dict)
     }
     names = [n for n in functions if isinstance(n, str)]
+    allowed = choice.get("allowed_tools") if isinstance(choice, dict) else None
+    if isinstance(allowed, dict):  # only the listed tools, under mode auto or required
+        listed = {
+            ref["function"].get("name")
+            for ref in allowed.get("tools") or ()
+            if isinstance(ref, dict) and isinstance(ref.get("function"), dict)
+        }
+        names = [n for n in names if n in listed]
+        choice = allowed.get("mode", "auto")
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         named = choice["function"].get("name")
         names = [named] if isinstance(named, str) else []

@@ -9,7 +9,7 @@
 Every route requires `Authorization: Bearer <admin key>`, a key of its own that is
 held here only as a SHA-256 digest and compared in constant time. It is not a
 `/v1/` key: the admin key is in no `KeyStore`, so `/v1/` refuses it, and `/v1/`
-keys never match it here (reliability.md R19). Changes made here are applied to this
+keys never match it here (docs/reliability.md R19). Changes made here are applied to this
 process's key cache at once; other processes see them at their next refresh.
 
 Bodies are JSON; money is integer micro-dollars (`*_micros`). Every error is an
@@ -35,7 +35,7 @@ from gateway.billing.ledger import Ledger
 from gateway.errors import (
     AuthenticationFailed,
     GatewayError,
-    InternalError,
+    GatewayUnavailable,
     InvalidRequest,
     NotFound,
 )
@@ -149,8 +149,8 @@ def make_admin_blueprint(
 
     @bp.errorhandler(StoreError)
     async def store_error(e: StoreError) -> Response:
-        error = InternalError(
-            "The key store is unavailable; try again.", status=503, code="store_unavailable"
+        error = GatewayUnavailable(
+            "The key store is unavailable; try again.", code="store_unavailable"
         )
         return await gateway_error(error)
 

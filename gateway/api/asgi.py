@@ -13,7 +13,8 @@ from typing import Any
 
 import trio
 
-from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge, RequestTimeout
+from gateway.errors import GatewayError, GatewayUnavailable, InvalidRequest, PayloadTooLarge
+from gateway.state import Shutdown
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,16 +42,10 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:
-    """The whole request body, refusing more than `limit` bytes (413) or a body that
-    takes longer than `timeout_s` to arrive (408: a client trickling bytes must not
-    hold a connection and its memory forever, reliability.md R9)."""
-    with trio.move_on_after(timeout_s):
-        return await _read_body(scope, receive, limit)
-    raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.")
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing more than `limit` bytes (413). Its deadline is
+    the server's, on every route (`[server] body_timeout_s`, docs/reliability.md R9): past
+    it this hears http.disconnect (ClientGone) and the server answers 408."""
     declared = header(scope, b"content-length")
     if declared is not None:
         try:
@@ -124,26 +119,47 @@ class SSEWriter:
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def until_disconnect(receive: Receive, work: Callable[[], Awaitable[None]]) -> None:
-    """Run `work`, cancelling it if the client disconnects first.
+def shutting_down() -> GatewayUnavailable:
+    return GatewayUnavailable(
+        "The gateway is shutting down and ended this request; retry it.", code="shutting_down"
+    )
+
+
+async def until_disconnect(
+    receive: Receive, work: Callable[[], Awaitable[None]], shutdown: Shutdown
+) -> None:
+    """Run `work`, cancelling it if the client disconnects first, or when the worker's
+    graceful shutdown is over (then this raises `shutting_down`, so that the request
+    ends with a final answer, docs/reliability.md R10).
 
     Cancelling `work` closes its upstream request, so an abandoned generation stops
-    (reliability.md R6). An exception from `work` is re-raised as itself, not wrapped
+    (docs/reliability.md R6). An exception from `work` is re-raised as itself, not wrapped
     in an exception group.
     """
+    if shutdown.stopping:
+        raise shutting_down()
     failure: Exception | None = None
+    finished = gone = False
     async with trio.open_nursery() as nursery:
 
         async def watch() -> None:
+            nonlocal gone
             while (await receive())["type"] != "http.disconnect":
                 pass
+            gone = True
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(watch)
+        shutdown.running.add(nursery.cancel_scope)
         try:
             await work()
+            finished = True
         except Exception as e:
             failure = e
+        finally:
+            shutdown.running.discard(nursery.cancel_scope)
         nursery.cancel_scope.cancel()
     if failure is not None:
         raise failure
+    if not finished and not gone and shutdown.stopping:
+        raise shutting_down()

@@ -16,7 +16,6 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import orjson
 import trio
 
 from gateway.api.asgi import (
@@ -32,31 +31,25 @@ from gateway.api.asgi import (
     send_error,
     until_disconnect,
 )
-from gateway.billing.accounting import Accounting, admit
+from gateway.billing.accounting import Accounting, admit, offloaded_counter
 from gateway.errors import (
     GatewayError,
     InternalError,
-    InvalidRequest,
 )
+from gateway.openai.body import parse_body
 from gateway.openai.validate import validate_chat_request
 from gateway.providers.base import Deployment
 from gateway.state import Gateway
 from gateway.upstream.chain import Chain
-from gateway.upstream.relay import Outcome
+from gateway.upstream.relay import Outcome, Relay
 
 log = logging.getLogger("gateway")
 
 
-def parse_json_body(raw: bytes) -> Any:
-    """The parsed body, or a 400 that says what is wrong with it."""
-    if not raw:
-        raise InvalidRequest("The request body is empty; expected a JSON object.")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise InvalidRequest(
-            f"We could not parse the JSON body of your request ({e.msg}, at byte {e.pos})."
-        ) from None
+def read_request(raw: bytes) -> dict[str, Any]:
+    """Parse and validate a body (JSON limits included): a 400 naming what is wrong.
+    O(size): runs off the event loop for big bodies (gateway/offload.py)."""
+    return validate_chat_request(parse_body(raw))
 
 
 def response_format_type(body: dict[str, Any]) -> str | None:
@@ -64,6 +57,13 @@ def response_format_type(body: dict[str, Any]) -> str | None:
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     return kind if kind in ("json_schema", "json_object") else None
+
+
+def request_deadline_s(gw: Gateway, relay: Relay) -> float:
+    """The longest an admitted request can still run: fetching its media (all URLs
+    share twice the per-URL timeout) and the relay's total deadline. Its budget
+    reservation must outlive it (billing.limits.budget.reservation_ttl_s)."""
+    return 2 * gw.config.media.timeout_s + relay.timeouts.total_s
 
 
 def wants_usage(body: dict[str, Any]) -> bool:
@@ -97,9 +97,10 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
     try:
         principal = gw.auth.authenticate(header(scope, b"authorization"))
         server = gw.config.server
-        raw = await read_body(scope, receive, server.max_body_bytes, server.body_timeout_s)
-        body = parse_json_body(raw)
-        validate_chat_request(body)
+        raw = await read_body(scope, receive, server.max_body_bytes)
+        size = len(raw)
+        body = await gw.offload.run(size, read_request, raw)
+        del raw  # the parsed body is all that is needed now
         model = body["model"]
         gw.auth.authorize_model(principal, model)
         fallbacks = body.pop("models", None)  # the request's own fallbacks: never sent upstream
@@ -108,6 +109,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
                 gw.auth.authorize_model(principal, fallback, f"models[{i}]")
         plan = gw.router.plan(model, trio.current_time(), fallbacks)
         stream = body.get("stream") is True
+        first = gw.relays[plan.deployments[0].provider_name]  # its deadline is the request's
         acct, body = await admit(  # 429/402 first
             ledger=gw.ledger,
             limiter=gw.limiter,
@@ -118,6 +120,8 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             model=model,
             body=body,
             request_id=request_id,
+            deadline_s=request_deadline_s(gw, first),
+            count=offloaded_counter(gw.offload, size),
         )
         account = acct
         extra += acct.headers
@@ -141,6 +145,8 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             created=int(time.time()),
             response_format=response_format_type(body),
             on_attempt=on_attempt,
+            offload=gw.offload,
+            request_bytes=size,
         )
         if stream:
             sse = writer = SSEWriter(send, extra)
@@ -160,32 +166,34 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
                 await acct.finish(completion.usage, None)
                 await send_bytes(send, 200, completion.body, JSON_HEADERS + extra)
 
-        await until_disconnect(receive, work)
+        await until_disconnect(receive, work, gw.shutdown)
     except ClientGone:
         return
-    except GatewayError as e:
-        failure = e
+    except Exception as e:
+        if isinstance(e, GatewayError):
+            failure = e
+        else:
+            log.exception("internal error in request %s", request_id)
+            failure = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
+        settled = account is not None and account.done  # the stream's last event is out
         if account is not None:  # the row is journaled before the client hears the end
-            await account.finish(None, e, events=streamed.events if streamed else 0)
-        await send_error(send, e, extra)
-    except Exception:
-        log.exception("internal error in request %s", request_id)
-        failure = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
-        if account is not None:
             await account.finish(None, failure, events=streamed.events if streamed else 0)
-        if writer is not None and writer.started:
-            await writer.write(failure.sse_event())
+        if writer is not None and writer.started:  # a shutdown (or a bug) mid-stream
+            if not settled:
+                await writer.write(failure.sse_event())
             await writer.end()
         else:
             await send_error(send, failure, extra)
     finally:
         if account is not None and not account.done:
             # Failed before the upstream answered, or the client went away (its
-            # request was cancelled): settle what is known, shielded from that cancel.
+            # request was cancelled), or the shutdown cut it: settle what is known,
+            # shielded from that cancel.
+            gone = "shutting_down" if gw.shutdown.stopping else "client_gone"
             with trio.CancelScope(shield=True):
                 await account.finish(
                     None,
                     failure,
                     events=streamed.events if streamed else 0,
-                    status=None if failure else "client_gone",
+                    status=None if failure else gone,
                 )

@@ -48,6 +48,10 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
         BODY_TIMEOUT=None,
         MAX_CONTENT_LENGTH=gw.config.server.max_body_bytes,
     )
+    # Werkzeug answers `//x` and `/x/` with a 308 to `http://<Host header>/x`: an open
+    # redirect for whoever writes the Host header. Paths match as sent, or are not found.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     started = int(time.time())
 
     def respond(obj: Any, status: int = 200) -> Response:
@@ -78,6 +82,8 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        if gw.shutdown.draining:  # a load balancer stops sending before the port closes
+            return respond({"status": "draining"}, 503)
         if not gw.ready:
             return respond({"status": "starting"}, 503)
         return respond({"status": "ready"})

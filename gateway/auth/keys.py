@@ -4,7 +4,7 @@
 - `secret`: 43 base62 characters encoding 256 random bits from `secrets`.
 - `check`: 6 base62 characters of CRC32(id + secret), so that a secret scanner can
   tell a real leaked key from a look-alike offline, with no call to us (the unique
-  `sk-gw-` prefix alone gives about 0.5% false positives, reliability.md R18).
+  `sk-gw-` prefix alone gives about 0.5% false positives, docs/reliability.md R18).
 
 Only SHA-256(secret) is ever stored; a presented key is parsed, found by id, and its
 secret's hash compared with `hmac.compare_digest`. A slow KDF adds nothing for 256-bit

@@ -3,7 +3,7 @@
 Keys are held only as SHA-256 digests; a presented key is hashed, looked up by
 digest and compared with `hmac.compare_digest`, so neither the secret nor its
 position in a table can be learned from timing. A slow KDF adds nothing for
-high-entropy API keys (reliability.md R18). Key stores sit behind the `KeyStore`
+high-entropy API keys (docs/reliability.md R18). Key stores sit behind the `KeyStore`
 protocol so that the managed store (SQLite/Redis, with limits and spend) can join
 the config-file keys without touching the routes.
 
@@ -84,7 +84,7 @@ _MISSING = (
     "You didn't provide an API key. Send it in the Authorization header using Bearer "
     "auth (Authorization: Bearer YOUR_KEY)."
 )
-_INVALID = "Incorrect API key provided."  # never echo the key back (reliability.md R22)
+_INVALID = "Incorrect API key provided."  # never echo the key back (docs/reliability.md R22)
 
 
 class Authenticator:

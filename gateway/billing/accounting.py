@@ -6,7 +6,7 @@ upstream), and journals a `pending` ledger row. `Accounting.finish` runs exactly
 once: it turns the usage the upstream reported (or, when there is none, an estimate
 from the number of events streamed) into the actual cost, settles the reservation, and journals
 the final row. For streams it runs just before the last event goes out, so the row
-is durable before the client hears that the request ended (reliability.md R15, R23).
+is durable before the client hears that the request ended (docs/reliability.md R15, R23).
 
 A routed request may reach several deployments (docs/routing.md): the reservation
 covers the most expensive one it may reach, and the row charges the one that answered,
@@ -16,7 +16,7 @@ at its price, with how many attempts it took (`served`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -24,12 +24,32 @@ import trio
 
 from gateway.auth.principal import Principal
 from gateway.billing.ledger import Ledger
+from gateway.billing.limits.budget import reservation_ttl_s
 from gateway.billing.limits.core import Admission, LimitBackend, rate_limit_headers
 from gateway.billing.spend import Usage, cost_micros, usage_from_openai, worst_case_micros
 from gateway.errors import GatewayError
+from gateway.offload import Offload
 from gateway.providers.base import JSON, Deployment
 from gateway.store.records import UsageRow
 from gateway.tokens import count as tokens
+
+PromptCounter = Callable[[JSON, str | None], Awaitable[int]]
+"""Counts a body's prompt tokens for a model (off the event loop for a big body)."""
+
+
+async def count_inline(body: JSON, model: str | None) -> int:
+    """The counter for callers without an offload pool: on the calling task."""
+    return tokens.count_prompt_tokens(body, model)
+
+
+def offloaded_counter(offload: Offload, size: int) -> PromptCounter:
+    """The counter for a request whose body was `size` bytes: off the event loop when
+    big (gateway/offload.py); the count itself is bounded (tokens.count.EXACT_CHARS)."""
+
+    async def count(body: JSON, model: str | None) -> int:
+        return await offload.run(size, tokens.count_prompt_tokens, body, model)
+
+    return count
 
 
 def output_cap(body: JSON, default: int) -> int:
@@ -46,6 +66,7 @@ class Accounting:
 
     __slots__ = (
         "_body",
+        "_count",
         "_ledger",
         "_limiter",
         "_prompt_tokens",
@@ -75,8 +96,10 @@ class Accounting:
         worst_micros: int = 0,
         admission: Admission | None = None,
         model: str | None = None,
+        count: PromptCounter = count_inline,
     ) -> None:
         self._ledger = ledger
+        self._count = count
         self._limiter = limiter
         self._body = body
         self._prompt_tokens = prompt_tokens  # None: not counted (yet)
@@ -92,13 +115,11 @@ class Accounting:
         self.started = time.monotonic()
         self.done = False
 
-    def prompt_tokens(self) -> int:
+    async def prompt_tokens(self) -> int:
         """The prompt's token count, counted only when something needs it: admission of a
         limited key, or a request that ended without usage from the upstream."""
         if self._prompt_tokens is None:
-            self._prompt_tokens = tokens.count_prompt_tokens(
-                self._body, self.deployment.upstream_model
-            )
+            self._prompt_tokens = await self._count(self._body, self.deployment.upstream_model)
         return self._prompt_tokens
 
     def served(self, dep: Deployment, attempts: int) -> None:
@@ -167,7 +188,7 @@ class Accounting:
             # No usage from the upstream: nothing sent means nothing generated; else
             # about one token per streamed content event (role and finish events aside).
             out = max(0, events - 2)
-            usage = Usage(self.prompt_tokens() if events or error is None else 0, out)
+            usage = Usage(await self.prompt_tokens() if events or error is None else 0, out)
         cost = cost_micros(self.deployment.price, usage)
         if status is None:
             status = "ok" if error is None else (error.code or error.type)
@@ -189,6 +210,8 @@ async def admit(
     request_id: str,
     reach: Sequence[Deployment] = (),
     model: str | None = None,
+    deadline_s: float | None = None,
+    count: PromptCounter = count_inline,
 ) -> tuple[Accounting, JSON]:
     """Check the key's limits and budget (429/402) and open the request's accounting.
 
@@ -196,7 +219,11 @@ async def admit(
     that body carries the reserved output cap explicitly (`max_completion_tokens`) when
     the client set none, so the upstream cannot produce more than was reserved; the
     reservation covers every choice of `n`. `default_output_tokens` is what a request
-    that sets no max tokens reserves.
+    that sets no max tokens reserves. `deadline_s` is the longest the request can run
+    from here (its provider's `total_timeout_s` and what comes before the upstream
+    call): its budget reservation counts that long plus a margin, so it cannot expire
+    while the request runs (None: the limiter's default). `count` counts the prompt
+    (the route passes one that counts a big body off the event loop).
 
     `dep` is the first deployment the request goes to; `reach` the others it may
     fall over to: the reservation covers the most expensive of them all. `model` is
@@ -210,6 +237,7 @@ async def admit(
         dep=dep,
         request_id=request_id,
         model=model,
+        count=count,
     )
     limits = principal.limits
     if principal.key_id is None or limits is None or limits.unlimited:
@@ -218,7 +246,7 @@ async def admit(
         account = books(body=body)
         await account.open()
         return account, body
-    prompt = tokens.count_prompt_tokens(body, dep.upstream_model)
+    prompt = await count(body, dep.upstream_model)
     asked = output_cap(body, default_output_tokens)
     n = body.get("n")
     choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
@@ -231,8 +259,9 @@ async def admit(
         body.get(f) is not None for f in ("max_completion_tokens", "max_tokens")
     ):
         body = {**body, "max_completion_tokens": cap}
+    ttl = None if deadline_s is None else reservation_ttl_s(deadline_s)
     admission = await limiter.admit(
-        principal.key_id, limits, prompt + cap * choices, worst, time.time()
+        principal.key_id, limits, prompt + cap * choices, worst, time.time(), reservation_ttl_s=ttl
     )
     account = books(
         body=body,

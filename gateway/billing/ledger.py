@@ -6,7 +6,7 @@ survives the death of this process, `kill -9` included. A background writer
 (`run_writer`, in the app's lifespan nursery) moves the rows into SQLite in one
 transaction every `flush_interval_s` (200 ms), and only after the commit deletes the
 journal file they came from. Failed batches are kept and retried, never dropped;
-at shutdown the writer drains what is left (reliability.md R23, and the ways
+at shutdown the writer drains what is left (docs/reliability.md R23, and the ways
 LiteLLM lost spend rows: dropped batches, no shutdown drain, cancelled flushes).
 
 Power loss: without `fsync` the last lines may still be in the page cache. With

@@ -4,7 +4,7 @@ Money is integer micro-dollars (1e-6 USD) everywhere, so balances never drift. A
 price is USD per million tokens, which makes the arithmetic exact: N tokens at P USD
 per million cost N * P micro-dollars (rounded up to a whole micro-dollar).
 
-Two costs matter per request (reliability.md R15): the worst case, reserved at
+Two costs matter per request (docs/reliability.md R15): the worst case, reserved at
 admission (every prompt token at the input price plus the whole output cap at the
 output price), and the actual cost from the usage the upstream reported, settled
 afterwards. Cached prompt tokens are billed at the cached-input price where one is

@@ -201,6 +201,10 @@ def _server(st: Table) -> ServerConfig:
         graceful_timeout_s=_or(st.number("graceful_timeout_s"), d.graceful_timeout_s),
         http_server=_or(st.text("http_server", choices=HTTP_SERVERS), d.http_server),
         send_timeout_s=_or(st.number("send_timeout_s", minimum=0.1), d.send_timeout_s),
+        max_connections=st.integer("max_connections", minimum=1, maximum=10_000_000),
+        max_in_flight=st.integer("max_in_flight", minimum=1, maximum=10_000_000),
+        max_loop_lag_ms=_or(st.number("max_loop_lag_ms"), d.max_loop_lag_ms),
+        drain_delay_s=_or(st.number("drain_delay_s"), d.drain_delay_s),
     )
     st.done()
     return server

@@ -88,6 +88,12 @@ class ServerConfig:
     graceful_timeout_s: float = 30.0
     http_server: HttpServer = "builtin"  # "hypercorn": measured slower (docs/performance.md)
     send_timeout_s: float = 60.0  # a response write stalled this long: the client is gone
+    # Per worker process (docs/reliability.md R7). None: derived from RLIMIT_NOFILE at start
+    # (half of what a reserve of 64 leaves: a client connection may need an upstream one).
+    max_connections: int | None = None
+    max_in_flight: int | None = None  # requests at once (health checks aside); None: no cap
+    max_loop_lag_ms: float = 250.0  # event-loop lag past which new requests are shed; 0: off
+    drain_delay_s: float = 0.0  # SIGTERM: keep accepting this long with /readyz at 503 (R10)
 
 
 @dataclass(frozen=True, slots=True)

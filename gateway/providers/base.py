@@ -74,6 +74,9 @@ class CallContext:
     # The client's response_format type ("json_schema", "json_object") or None, so a
     # translator that emulates structured output knows it without parsing the body again.
     response_format: str | None = None
+    # The size of the client's body: above gateway.offload.OFFLOAD_BYTES, an in-process
+    # provider (the mock) builds its answer in a worker thread.
+    request_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +151,7 @@ class Provider(Protocol):
     def media_urls(self, body: JSON, ctx: CallContext) -> list[str]:
         """The http(s) URLs in content parts whose bytes the upstream needs inlined.
 
-        The routes fetch them safely (gateway/fetch.py) into `ctx.media` before
+        The routes fetch them safely (gateway/upstream/media_fetch.py) into `ctx.media` before
         `build_request` runs. Most upstreams take URLs themselves: return [].
         """
         ...

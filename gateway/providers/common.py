@@ -46,7 +46,7 @@ def upstream_status_error(
       - 401/403: the client's key was accepted; it is the gateway's own upstream key
         that was refused. The status is kept but the message says so, the code is
         `upstream_auth_failed`, and the upstream's message is not echoed: it can hold
-        a masked copy of our key (reliability.md R22).
+        a masked copy of our key (docs/reliability.md R22).
       - 402 and OpenAI's 429 `insufficient_quota`: the gateway's upstream account is
         out of credit; the status is kept and the code says so
         (`upstream_billing_error`, `insufficient_quota`).

@@ -6,7 +6,7 @@ the rewrites the deployment's capability flags ask for (developer role to system
 usage is always exact. Unknown fields pass through untouched.
 
 Responses are normalised where OpenAI-compatible servers differ from OpenAI
-(wire-formats.md A9): usage-only chunks whose `choices` is null or missing, tool
+(docs/wire-formats.md A9): usage-only chunks whose `choices` is null or missing, tool
 calls without an `index`, `finish_reason: stop` after tool calls, in-band
 `{"error": ...}` events after a 200, and error bodies that are not nested.
 
@@ -171,7 +171,7 @@ def _stream_error(obj: JSON) -> GatewayError:
 class _ToolSlots:
     """Per-choice bookkeeping that gives every streamed tool call its own index.
 
-    Servers get this wrong in two ways (wire-formats.md A9, E15): Ollama sends whole
+    Servers get this wrong in two ways (docs/wire-formats.md A9, E15): Ollama sends whole
     calls without an `index`, or with index 0 for every parallel call. A fragment
     that carries an `id` starts a call; if its index already belongs to a call with
     another id, the new call gets the next free index. Fragments without an id

@@ -24,7 +24,7 @@ Pure module: no I/O (the caller passes the date header line).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -77,11 +77,15 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def refusal(status: int, body: bytes, date: bytes) -> bytes:
-    """A whole JSON error response to a request refused before it reached the app (a
-    head too large or malformed); the connection closes after it."""
+def refusal(
+    status: int, body: bytes, date: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> bytes:
+    """A whole JSON error response the server gives itself, not the app (a head too
+    large, malformed or too slow, a body past its deadline, a connection over the
+    cap); the connection closes after it."""
     extra = b"content-type: application/json\r\n" + _CLOSE + date
-    return response_head(status, [(b"content-length", b"%d" % len(body))], extra) + body
+    head = [(b"content-length", b"%d" % len(body)), *headers]
+    return response_head(status, head, extra) + body
 
 
 class ResponseFramer:

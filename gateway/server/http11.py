@@ -1,14 +1,16 @@
 """HTTP/1.1 requests for the built-in server: request heads and chunked request bodies.
 Pure (no I/O), so every rule is tested on bytes and fuzzed; responses are `framing`'s.
 
-Strict where laxness has been exploited (reliability.md R8, request smuggling): a
+Strict where laxness has been exploited (docs/reliability.md R8, request smuggling): a
 request with both Transfer-Encoding and Content-Length, a transfer coding other than
 chunked, conflicting Content-Lengths, obsolete header folding, a space before the
 colon, control characters in a header value, or a second Host header is refused with
-400 (501 for unknown codings, 505 for other HTTP versions, 431 for too many headers).
+400 (501 for unknown codings, 505 for other HTTP versions, 431 for too many headers),
+and so is a byte beyond ASCII anywhere in the request target (query included).
 Line ends in a request head may be CRLF or bare LF (RFC 9112 2.2); a chunked body's
-framing must use CRLF (RFC 9112 7.1, reliability.md R11: a bare LF there, or a control
-character in a chunk extension, is refused).
+framing must use CRLF (RFC 9112 7.1, docs/reliability.md R11: a bare LF there, or a control
+character in a chunk extension, is refused), and it may have at most MAX_CHUNKS chunks
+(R12: decoding costs CPU per chunk).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_CHUNKS",
     "MAX_HEADERS",
     "ChunkedDecoder",
     "HTTPParseError",
@@ -28,6 +31,10 @@ __all__ = [
 MAX_HEADERS = 100
 MAX_CHUNK_LINE = 1024  # chunk size + extensions
 MAX_TRAILERS = 16 * 1024
+# Chunks in one body (the last, empty one aside): each costs ~2 us to decode, so a
+# body of 1-byte chunks is bounded to ~0.1 s of CPU (docs/reliability.md R12); 16 MiB sent
+# in chunks of 256 bytes or more fits.
+MAX_CHUNKS = 65_536
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HT
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
@@ -114,6 +121,8 @@ def parse_request_head(head: bytes | bytearray) -> RequestHead:
         raise HTTPParseError(400, "Malformed HTTP version in the request line.")
     if not target or _BAD_TARGET.search(target):
         raise HTTPParseError(400, "Invalid request target.")
+    if not target.isascii():  # RFC 3986: whoever decodes the query next may choke on it
+        raise HTTPParseError(400, "Non-ASCII bytes in the request target: percent-encode them.")
     path, query = _split_target(target)
 
     if len(lines) - 1 > MAX_HEADERS:
@@ -167,15 +176,11 @@ def parse_request_head(head: bytes | bytearray) -> RequestHead:
         raise HTTPParseError(400, "An HTTP/1.1 request needs exactly one Host header.")
     tokens = {t.strip() for t in connection.split(b",")}
     keep_alive = b"close" not in tokens and (http_version == "1.1" or b"keep-alive" in tokens)
-    try:
-        text_path = path.decode("ascii")
-    except UnicodeDecodeError:
-        raise HTTPParseError(400, "Non-ASCII bytes in the request target.") from None
     return RequestHead(
         method=method.decode("ascii"),
         target=target,
         raw_path=path,
-        path=text_path,
+        path=path.decode("ascii"),
         query=query,
         http_version=http_version,
         headers=headers,
@@ -194,10 +199,11 @@ class ChunkedDecoder:
     and `unused` then holds the bytes that followed (a pipelined next request).
     """
 
-    __slots__ = ("_buf", "_remaining", "_state", "done", "unused")
+    __slots__ = ("_buf", "_chunks", "_remaining", "_state", "done", "unused")
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._chunks = 0
         self._remaining = 0  # data bytes left in the current chunk
         self._state = "size"  # size | data | data_crlf | trailers
         self.done = False
@@ -219,6 +225,12 @@ class ChunkedDecoder:
                 if ext and _BAD_VALUE.search(ext):
                     raise HTTPParseError(400, "Control characters in a chunk extension.")
                 self._remaining = int(size, 16)
+                if self._remaining:
+                    self._chunks += 1
+                    if self._chunks > MAX_CHUNKS:
+                        raise HTTPParseError(
+                            400, f"More than {MAX_CHUNKS} chunks in the request body."
+                        )
                 self._state = "data" if self._remaining else "trailers"
             elif self._state == "data":
                 if not buf:

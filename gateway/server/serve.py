@@ -10,38 +10,54 @@ by `framing` (pure), those of a request head parsed by `http11` (pure); this mod
 moves them between sockets and the app.
 
 What a client can rely on:
-- request heads are parsed strictly (gateway/http11.py: smuggling-prone forms get a
-  400) and bounded (16 KiB, 100 headers: 431); a request head must arrive within
-  `keep_alive_timeout_s` of the connection going idle;
-- `Expect: 100-continue` is answered when the app first reads the body; a body the
-  app did not read to the end closes the connection instead of being skipped (the
-  response says `connection: close`, and the close lingers so the kernel does not
-  answer the unread bytes with a reset that would destroy the response);
+- every request gets exactly one final response; the ones the server refuses itself
+  get an OpenAI-shaped JSON error and a close, never a silent close;
+- request heads are parsed strictly (gateway/http11.py: smuggling-prone forms and
+  bytes beyond ASCII in the target get a 400) and bounded (16 KiB, 100 headers: 431);
+  a request head must arrive within `keep_alive_timeout_s` of the connection going
+  idle (part of one that does not: 408; nothing at all: a silent close);
+- a request body must arrive within `body_timeout_s` of the app's first read of it,
+  on every route (408), and its chunked framing must be sound (400); the app hears
+  `http.disconnect` and the server answers;
+- `Expect: 100-continue` is answered when the app first reads the body, unless its
+  response has begun; a body the app did not read to the end is skipped if all of it
+  has arrived, else it closes the connection (the response says `connection: close`,
+  and the close lingers so the kernel does not answer the unread bytes with a reset
+  that would destroy the response);
+- a connection carries at most MAX_REQUESTS_PER_CONNECTION requests, a chunked body
+  at most `http11.MAX_CHUNKS` chunks (docs/reliability.md R12);
 - the app hears `http.disconnect` when the client closes, also while it is streaming
   (the gateway cancels the upstream call then);
 - a client that stops reading while a response is being written (no progress for
   `send_timeout_s`) is treated as gone: the connection closes and the app hears
   `http.disconnect`, so a stalled reader cannot pin a stream and its upstream call;
-- SIGTERM (via `shutdown_trigger`) stops accepting, closes idle connections, lets
-  in-flight requests finish for up to `graceful_timeout_s` (their responses carry
-  `connection: close`), then runs the ASGI lifespan shutdown.
+- at most `max_connections` connections are served at once (default: half of what
+  the open-file limit leaves); one past that gets 503 with Retry-After and a close,
+  and running out of file descriptors pauses accepting, with one warning;
+- SIGTERM (via `shutdown_trigger`) tells the app draining has started (`Draining`),
+  keeps accepting for `drain_delay_s`, then stops accepting, closes idle connections,
+  lets in-flight requests finish for up to `graceful_timeout_s` (their responses carry
+  `connection: close`), tells the app to end what still runs with a final answer,
+  cuts what is left after FINAL_WORDS_S, then runs the ASGI lifespan shutdown.
+
+Nothing a client sends is logged as an error: refusals are INFO lines, throttled
+(`quiet.Throttled`).
 """
 
 from __future__ import annotations
 
-import email.utils
+import errno
 import logging
+import math
+import os
 import socket
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 import trio
 
-from gateway.errors import GatewayError
-from gateway.server.framing import CONTINUE, ResponseFramer, refusal
+from gateway.server.framing import CONTINUE, ResponseFramer
 from gateway.server.http11 import (
     ChunkedDecoder,
     HTTPParseError,
@@ -49,87 +65,146 @@ from gateway.server.http11 import (
     find_head_end,
     parse_request_head,
 )
+from gateway.server.lifespan import ASGI_VERSION, ASGIApp, Lifespan
+from gateway.server.options import Draining, ServerOptions, default_max_connections
+from gateway.server.quiet import Throttled
+from gateway.server.replies import date_line, error, error_response
 
-__all__ = ["ServerOptions", "serve"]
+__all__ = ["Draining", "ServerOptions", "default_max_connections", "serve"]
 
 log = logging.getLogger("gateway.server.serve")
 
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 READ_SIZE = 65536
 MAX_PIPELINED = 65536  # bytes of a next request buffered while a response streams
 LINGER_S = 2.0  # after a response to a request we did not read to its end
+MAX_REQUESTS_PER_CONNECTION = 1000  # then `connection: close` (hypercorn's default; R12)
+FINAL_WORDS_S = 2.0  # after the grace: for the final answers of what still runs
+REFUSE_WAIT_S = 1.0  # a connection over the cap: wait this long for its request
+MAX_REFUSING = 64  # connections over the cap being answered at once; beyond, closed at once
+ACCEPT_PAUSE_S = (0.05, 1.0)  # out of file descriptors: accept pauses, doubling up to the max
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    keep_alive_timeout_s: float = 10.0  # idle connection, and the arrival of a request head
-    graceful_timeout_s: float = 30.0  # in-flight requests at shutdown
-    max_head_bytes: int = 16 * 1024  # request line + headers (reliability.md R8)
-    backlog: int = 1024
-    send_timeout_s: float = 60.0  # a write that cannot progress this long: the client is gone
-
-
-class _Date:
-    """The Date header, formatted once per second."""
-
-    __slots__ = ("_line", "_second")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._line = b""
-
-    def line(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._line = b"date: " + email.utils.formatdate(now, usegmt=True).encode() + b"\r\n"
-        return self._line
-
-
-_date = _Date()
-
-
-def _error_body(status: int, message: str) -> bytes:
-    """An OpenAI-shaped error body, rendered like the app's own errors (errors.py)."""
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return GatewayError(message, status=status, error_type=kind).body()
 
 
 class _Server:
-    """What every connection shares: the app, the options, the drain state."""
+    """What every connection shares: the app, the options, the connection count and
+    the drain state."""
 
-    def __init__(self, app: ASGIApp, options: ServerOptions, local: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        options: ServerOptions,
+        local: tuple[str, int],
+        draining: Draining | None,
+    ) -> None:
         self.app = app
         self.options = options
         self.local = local
-        self.draining = False
+        self.listener = draining
+        self.draining = False  # responses say close; keep-alive connections end after theirs
+        self.closing = False  # no longer accepting: idle connections end now
         self.idle: set[_ClientConnection] = set()  # connections waiting for a request head
-        self.open = 0
-        self.all_closed = trio.Event()  # set once draining and no connection is left
+        self.open = 0  # connections being served (those refused over the cap aside)
+        self.refusing = 0
+        self.starved = False  # accept failed for want of file descriptors
+        self.all_closed = trio.Event()  # set once closing and no connection is left
+        self.quiet = Throttled(log)
 
-    def drain(self) -> None:
+    def start_drain(self) -> None:
+        """SIGTERM: idle keep-alive connections close, responses say `connection: close`,
+        the app is told; new connections are still served (drain_delay_s)."""
         self.draining = True
+        for conn in list(self.idle):
+            if conn.served:
+                conn.idle_scope.cancel()
+        if self.listener is not None:
+            self.listener.drain_started()
+
+    def stop_accepting(self) -> None:
+        self.closing = True
         for conn in list(self.idle):
             conn.idle_scope.cancel()
         if self.open == 0:
             self.all_closed.set()
 
+    async def accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept connections for ever, each served in a task of `nursery`. Out of file
+        descriptors, accept pauses (up to a second) instead of spinning: the kernel's
+        backlog holds new connections meanwhile, and one warning says so."""
+        pause = ACCEPT_PAUSE_S[0]
+        while True:
+            try:
+                stream = await listener.accept()
+            except trio.ClosedResourceError:
+                return  # closed by serve(): draining
+            except OSError as e:
+                if e.errno not in OUT_OF_RESOURCES:
+                    raise
+                if not self.starved:
+                    self.starved = True
+                    self.quiet.log(
+                        logging.WARNING,
+                        "accept",
+                        "cannot accept connections (%s: %s) with %d open; pausing accept until"
+                        " some close (lower [server] max_connections or raise the open-file"
+                        " limit)",
+                        errno.errorcode.get(e.errno or 0, e.errno),
+                        os.strerror(e.errno or 0),
+                        self.open,
+                    )
+                await trio.sleep(pause)
+                pause = min(2 * pause, ACCEPT_PAUSE_S[1])
+                continue
+            if self.starved:
+                self.starved = False
+                log.info("accepting connections again (%d open)", self.open)
+            pause = ACCEPT_PAUSE_S[0]
+            if self.open >= self.options.max_connections:
+                nursery.start_soon(self.refuse, stream)
+            else:
+                self.open += 1  # counted at once, so that a burst cannot overshoot the cap
+                nursery.start_soon(self.handle, stream)
+
     async def handle(self, stream: trio.SocketStream) -> None:
-        self.open += 1
         try:
             await _ClientConnection(self, stream).run()
         finally:
             self.open -= 1
-            if self.open == 0 and self.draining:
+            if self.open == 0 and self.closing:
                 self.all_closed.set()
+
+    async def refuse(self, stream: trio.SocketStream) -> None:
+        """A connection past max_connections: 503 with Retry-After once its request has
+        begun to arrive (or REFUSE_WAIT_S passed), then a close. Beyond MAX_REFUSING at
+        once, closed without a word: answering must not cost more than serving."""
+        cap = self.options.max_connections
+        self.quiet.log(
+            logging.WARNING, "cap", "refusing connections past max_connections (%d)", cap
+        )
+        if self.refusing >= MAX_REFUSING:
+            await trio.aclose_forcefully(stream)
+            return
+        self.refusing += 1
+        message = f"The gateway is serving its maximum of {cap} connections; retry shortly."
+        try:
+            with trio.move_on_after(REFUSE_WAIT_S):
+                await stream.receive_some(READ_SIZE)
+            with trio.move_on_after(LINGER_S):
+                await stream.send_all(error_response(503, message))
+                await stream.send_eof()
+                while await stream.receive_some(READ_SIZE):
+                    pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self.refusing -= 1
+            await trio.aclose_forcefully(stream)
 
 
 class _ClientConnection:
     """One client connection: request heads in, responses out, one request at a time."""
 
-    __slots__ = ("buf", "client", "eof", "idle_scope", "linger", "server", "stream")
+    __slots__ = ("buf", "client", "eof", "idle_scope", "linger", "served", "server", "stream")
 
     def __init__(self, server: _Server, stream: trio.SocketStream) -> None:
         self.server = server
@@ -137,6 +212,7 @@ class _ClientConnection:
         self.buf = bytearray()
         self.eof = False  # the client closed (or reset) its side
         self.linger = False  # the client may still be sending what we will not read
+        self.served = 0  # requests answered on this connection
         self.idle_scope = trio.CancelScope()
         try:
             peer = stream.socket.getpeername()
@@ -150,6 +226,7 @@ class _ClientConnection:
                 head = await self._next_head()
                 if head is None or not await _ServerExchange(self, head).respond():
                     break
+                self.served += 1
             if self.linger and not self.eof:
                 await self._linger()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -178,7 +255,7 @@ class _ClientConnection:
             self.idle_scope = scope
             waiting = not buf
             if waiting:
-                if server.draining:
+                if server.closing or (server.draining and self.served):
                     return None
                 server.idle.add(self)
             scanned = 0  # where the search for the head's end resumes
@@ -204,6 +281,10 @@ class _ClientConnection:
             finally:
                 server.idle.discard(self)
         if scope.cancelled_caught:
+            if buf.strip(b"\r\n"):  # part of a head came: the client is told why
+                wait_s = opts.keep_alive_timeout_s
+                server.quiet.log(logging.INFO, "408", "a request head took over %g s", wait_s)
+                await self._refuse(408, f"The request head did not arrive within {wait_s:g} s.")
             return None  # idle too long, a head too slow, or draining
         assert found is not None
         end, body_start = found
@@ -213,27 +294,32 @@ class _ClientConnection:
         try:
             head = parse_request_head(buf[:end])
         except HTTPParseError as e:
+            server.quiet.log(logging.INFO, "head", "refused a request head: %s", e.message)
             await self._refuse(e.status, e.message)
             return None
         del buf[:body_start]
         return head
 
     async def _refuse(self, status: int, message: str) -> None:
+        """The server's own answer to a request it will not pass on; then a close."""
         self.linger = True
-        await self.stream.send_all(refusal(status, _error_body(status, message), _date.line()))
+        await self.stream.send_all(error_response(status, message))
 
 
 class _ServerExchange:
     """One request and its response: the ASGI receive and send of one call."""
 
     __slots__ = (
+        "body_deadline",
         "body_left",
         "conn",
         "continue_due",
+        "continue_sent",
         "decoder",
         "empty_due",
         "framer",
         "head",
+        "refused",
         "request_done",
         "sent",
         "wait_scope",
@@ -244,19 +330,24 @@ class _ServerExchange:
         self.head = head
         self.framer = ResponseFramer(head.method, head.http_version, head.keep_alive)
         self.continue_due = head.expect_continue
+        self.continue_sent: trio.Event | None = None  # set once a 100 Continue is written
         self.decoder: ChunkedDecoder | None = ChunkedDecoder() if head.chunked else None
         self.body_left = head.content_length or 0
+        self.body_deadline = math.inf  # set by the app's first read of the body
         self.request_done = not head.chunked and not self.body_left  # all read off the wire
         self.empty_due = self.request_done  # a bodiless request still gets one http.request
         self.sent = False  # the whole response is written (framed is not enough)
         self.wait_scope: trio.CancelScope | None = None
+        # The server's own answer (status, message) to a body it will not take: the app
+        # hears http.disconnect, its writes are dropped, and this goes out after it.
+        self.refused: tuple[int, str] | None = None
 
     def scope(self) -> dict[str, Any]:
         head = self.head
         path = head.path
         return {
             "type": "http",
-            "asgi": _ASGI,
+            "asgi": ASGI_VERSION,
             "http_version": head.http_version,
             "method": head.method,
             "scheme": "http",
@@ -277,14 +368,22 @@ class _ServerExchange:
             await conn.server.app(self.scope(), self.receive, self.send)
         except Exception:
             log.exception("unhandled error in the app for %s %s", self.head.method, self.head.path)
-            if not framer.head_sent and not conn.eof:
+            if not framer.head_sent and not conn.eof and self.refused is None:
                 await self._send_500("The server failed unexpectedly.")
         else:
-            if framer.keeps_connection(request_read=self.request_done):
-                return not conn.eof
-            if not framer.head_sent and not conn.eof:
-                log.error("the app sent no response for %s %s", self.head.method, self.head.path)
-                await self._send_500("The server sent no response.")
+            if self.refused is None:
+                if framer.keeps_connection(request_read=self.request_done):
+                    return not conn.eof
+                if not framer.head_sent and not conn.eof:
+                    log.error(
+                        "the app sent no response for %s %s", self.head.method, self.head.path
+                    )
+                    await self._send_500("The server sent no response.")
+        if self.refused is not None and not framer.head_sent and not conn.eof:
+            status, message = self.refused
+            conn.server.quiet.log(logging.INFO, "body", "refused a request body: %s", message)
+            await conn._refuse(status, message)
+            return False
         # Closing. The rest of an unread body would be taken for the next request.
         conn.linger = not self.request_done
         return False
@@ -297,19 +396,24 @@ class _ServerExchange:
                 self.empty_due = False
                 return {"type": "http.request", "body": b"", "more_body": False}
             return await self._wait_disconnect()
+        if self.refused is not None:
+            return DISCONNECT
         conn = self.conn
         try:
+            if self.body_deadline == math.inf:
+                self.body_deadline = trio.current_time() + conn.server.options.body_timeout_s
             if self.continue_due:
                 self.continue_due = False
-                if not conn.buf:  # a client already sending the body is not waiting
-                    await conn.stream.send_all(CONTINUE)
+                # A client already sending the body is not waiting; a response that has
+                # begun makes the 100 pointless (RFC 9110 10.1.1).
+                if not conn.buf and not self.framer.status:
+                    await self._send_continue()
             if self.decoder is not None:
                 return await self._receive_chunked()
             buf = conn.buf
             if not buf:
-                data = await conn.stream.receive_some(min(READ_SIZE, self.body_left))
+                data = await self._read_body(min(READ_SIZE, self.body_left))
                 if not data:
-                    conn.eof = True
                     return DISCONNECT
                 buf += data
             take = min(self.body_left, len(buf))
@@ -322,6 +426,29 @@ class _ServerExchange:
             conn.eof = True
             return DISCONNECT
 
+    async def _send_continue(self) -> None:
+        """100 Continue, written by the task reading the body. An app may answer from
+        another task meanwhile (Quart reads bodies in a task of its own): its write
+        waits for this one, as two writes at once on one stream would both fail."""
+        self.continue_sent = sent = trio.Event()
+        try:
+            await self.conn.stream.send_all(CONTINUE)
+        finally:
+            sent.set()
+
+    async def _read_body(self, max_bytes: int) -> bytes:
+        """The next bytes of the request body off the socket; b"" when there are none
+        to come: the client closed (`eof`), or the body deadline passed (`refused`)."""
+        conn = self.conn
+        with trio.CancelScope(deadline=self.body_deadline):
+            data = await conn.stream.receive_some(max_bytes)
+            if not data:
+                conn.eof = True
+            return data
+        timeout_s = conn.server.options.body_timeout_s
+        self.refused = (408, f"The request body did not arrive within {timeout_s:g} s.")
+        return b""
+
     async def _receive_chunked(self) -> dict[str, Any]:
         conn = self.conn
         decoder = self.decoder
@@ -331,16 +458,16 @@ class _ServerExchange:
                 data = bytes(conn.buf)
                 conn.buf.clear()
             else:
-                data = await conn.stream.receive_some(READ_SIZE)
+                data = await self._read_body(READ_SIZE)
                 if not data:
-                    conn.eof = True
                     return DISCONNECT
             try:
                 body = decoder.feed(data)
-            except HTTPParseError:
-                # The framing is broken: nothing after this can be trusted.
+            except HTTPParseError as e:
+                # The framing is broken: nothing after this can be trusted; the client
+                # is told why, then the connection closes.
                 self.framer.must_close()
-                conn.eof = True
+                self.refused = (e.status, e.message)
                 return DISCONNECT
             if decoder.done:
                 conn.buf += decoder.unused
@@ -377,6 +504,9 @@ class _ServerExchange:
     async def send(self, message: dict[str, Any]) -> None:
         """ASGI send: one write per message that puts bytes on the wire (`framing`)."""
         framer = self.framer
+        if self.refused is not None:  # the server answers this one itself
+            await trio.lowlevel.checkpoint()
+            return
         if framer.complete:  # a body after the end is dropped (a start still raises)
             framer.send(message)
             await trio.lowlevel.checkpoint()
@@ -384,12 +514,29 @@ class _ServerExchange:
         if framer.head_sent or message["type"] != "http.response.body":
             data = framer.send(message)
         else:  # the head goes out now: whether it may promise keep-alive is known now
-            close = self.conn.server.draining or not self.request_done
-            data = framer.send(message, date=_date.line(), close=close)
+            if not self.request_done:
+                self._skip_arrived_body()
+            conn = self.conn
+            close = (
+                conn.server.draining
+                or not self.request_done
+                or conn.served + 1 >= MAX_REQUESTS_PER_CONNECTION
+            )
+            data = framer.send(message, date=date_line(), close=close)
         if data:
             await self._write(data)
         if framer.complete:
             self._completed()
+
+    def _skip_arrived_body(self) -> None:
+        """A Content-Length body the app answered without reading, all of it already
+        in the buffer, is dropped there: the connection may then carry the next request
+        instead of closing (an overloaded worker's 503, a 401, answer before reading)."""
+        conn = self.conn
+        if self.decoder is None and len(conn.buf) >= self.body_left:
+            del conn.buf[: self.body_left]
+            self.body_left = 0
+            self.request_done = True
 
     def _completed(self) -> None:
         """The last bytes are written: a receive waiting for the client hears it gone."""
@@ -399,7 +546,7 @@ class _ServerExchange:
 
     async def _send_500(self, message: str) -> None:
         """The response of an app that failed before starting its own; then close."""
-        await self._write(self.framer.fail(_error_body(500, message), date=_date.line()))
+        await self._write(self.framer.fail(error(500, message).body(), date=date_line()))
         self._completed()
 
     async def _write(self, data: bytes) -> None:
@@ -409,80 +556,44 @@ class _ServerExchange:
         if conn.eof:
             await trio.lowlevel.checkpoint()  # a send is a checkpoint even when it is a no-op
             return
+        if self.continue_sent is not None:
+            await self.continue_sent.wait()
         try:
             with trio.move_on_after(conn.server.options.send_timeout_s) as scope:
                 await conn.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             conn.eof = True
             return
+        except trio.Cancelled:
+            # Part of `data` may be on the wire: nothing can follow it on this connection.
+            conn.eof = True
+            raise
         if scope.cancelled_caught:
             # A client that stopped reading would hold this connection, the app's
             # upstream call and their memory forever: it counts as gone.
-            log.info("closing a connection whose client stopped reading (%s)", conn.client)
+            conn.server.quiet.log(
+                logging.INFO, "stalled", "closed a connection whose client stopped reading"
+            )
             conn.eof = True
             if self.wait_scope is not None:
                 self.wait_scope.cancel()
 
 
-class _Lifespan:
-    """Runs the app's ASGI lifespan protocol in a task of its own."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.to_app_send, self.to_app_recv = trio.open_memory_channel[dict[str, Any]](2)
-        self.started = trio.Event()
-        self.stopped = trio.Event()
-        self.failure: str | None = None
-        self.supported = True
-
-    async def run(self) -> None:
-        try:
-            await self.app({"type": "lifespan", "asgi": _ASGI}, self._receive, self._send)
-        except Exception:
-            if not self.started.is_set():
-                log.info("the app does not speak the ASGI lifespan protocol; serving anyway")
-                self.supported = False
-            else:
-                log.exception("the app's lifespan failed")
-        finally:
-            self.started.set()
-            self.stopped.set()
-
-    async def _receive(self) -> dict[str, Any]:
-        return await self.to_app_recv.receive()
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        if kind == "lifespan.startup.complete":
-            self.started.set()
-        elif kind == "lifespan.startup.failed":
-            self.failure = message.get("message", "") or "startup failed"
-            self.started.set()
-        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-            self.stopped.set()
-
-    async def startup(self) -> None:
-        await self.to_app_send.send({"type": "lifespan.startup"})
-        await self.started.wait()
-        if self.failure is not None:
-            raise RuntimeError(f"the app failed to start: {self.failure}")
-
-    async def shutdown(self, timeout_s: float) -> None:
-        if not self.supported or self.stopped.is_set():
-            return
-        with trio.move_on_after(timeout_s):
-            await self.to_app_send.send({"type": "lifespan.shutdown"})
-            await self.stopped.wait()
+def close(listeners: list[trio.SocketListener]) -> None:
+    """No new connection from here on (closing is synchronous, and may be repeated)."""
+    for listener in listeners:
+        listener.socket.close()
 
 
 async def serve(
     app: ASGIApp,
     host: str,
     port: int,
-    options: ServerOptions = ServerOptions(),
+    options: ServerOptions | None = None,
     *,
     listen: Callable[[], socket.socket] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    draining: Draining | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` until `shutdown_trigger` returns (then drain) or until cancelled.
@@ -491,10 +602,12 @@ async def serve(
     joining an SO_REUSEPORT group must not be handed connections while it is still
     starting; `gateway serve` binds before the event loop so that a taken port fails
     early, and passes that socket back here); without it this binds host:port.
+    `draining` hears when a drain starts and when its grace ends (`Draining`).
     task_status gets the bound port once the app's lifespan startup has completed and
     connections are being accepted.
     """
-    lifespan = _Lifespan(app)
+    options = options or ServerOptions()
+    lifespan = Lifespan(app)
     async with trio.open_nursery() as outer:
         outer.start_soon(lifespan.run)
         await lifespan.startup()
@@ -503,28 +616,36 @@ async def serve(
         else:
             listeners = await trio.open_tcp_listeners(port, host=host, backlog=options.backlog)
         sockname = listeners[0].socket.getsockname()
-        server = _Server(app, options, (sockname[0], sockname[1]))
+        server = _Server(app, options, (sockname[0], sockname[1]), draining)
         try:
             async with trio.open_nursery() as connections:
                 accepting = trio.CancelScope()
 
                 async def accept() -> None:
-                    with accepting:
-                        await trio.serve_listeners(
-                            server.handle, listeners, handler_nursery=connections
-                        )
+                    try:
+                        with accepting:
+                            async with trio.open_nursery() as acceptors:
+                                for listener in listeners:
+                                    acceptors.start_soon(server.accept, listener, connections)
+                    finally:
+                        close(listeners)
 
                 connections.start_soon(accept)
                 task_status.started(sockname[1])
                 if shutdown_trigger is None:
                     await trio.sleep_forever()
                 await shutdown_trigger()
+                server.start_drain()
+                await trio.sleep(options.drain_delay_s)
                 accepting.cancel()
-                for listener in listeners:
-                    await listener.aclose()
-                server.drain()
+                close(listeners)
+                server.stop_accepting()
                 with trio.move_on_after(options.graceful_timeout_s):
                     await server.all_closed.wait()
+                if not server.all_closed.is_set() and draining is not None:
+                    draining.grace_ended()
+                    with trio.move_on_after(FINAL_WORDS_S):
+                        await server.all_closed.wait()
                 connections.cancel_scope.cancel()
             await lifespan.shutdown(options.graceful_timeout_s)
         finally:

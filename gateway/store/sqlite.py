@@ -3,7 +3,7 @@
 `SqliteStore` is synchronous (the `gateway keys` CLI uses it directly); the server
 uses it through `AsyncSqlite`, which runs each call in a worker thread, one at a
 time per connection. A plain sqlite3 call in `trio.to_thread.run_sync` cannot be
-cancelled (stack-notes.md: a 7.8 s query cancelled at 0.2 s returned at 7.6 s), so
+cancelled (docs/reliability.md S1: a 7.8 s query cancelled at 0.2 s returned at 7.6 s), so
 `AsyncSqlite` calls `Connection.interrupt()` when its caller is cancelled and waits
 for the thread to give the connection back: the statement stops within
 milliseconds and its transaction rolls back, so a cancelled write is all or
@@ -11,7 +11,7 @@ nothing. This costs no dependency (sqlite-anyio 0.3.2 does the same) and keeps o
 synchronous code path for the CLI and the server.
 
 Durability: WAL with `synchronous=NORMAL` survives a process crash; only a power
-loss can drop the last commits (`FULL` would fsync each, reliability.md R23). Keys
+loss can drop the last commits (`FULL` would fsync each, docs/reliability.md R23). Keys
 carry a `version` assigned as MAX(version)+1 inside the writing transaction, so
 versions follow commit order across processes, and a cache that has seen version
 N has seen every change up to N (a wall-clock `updated_at` would not: a slower

@@ -70,7 +70,12 @@ and 90 us with cl100k_base; building the encodings takes ~0.35 s and ~0.15 s onc
 process (`preload` does it at startup). Counting is linear in the text: ~50 ms per MB of
 prose, up to ~250 ms per MB of a single repeated character, so callers on an event loop
 should count large bodies in a worker thread (tiktoken releases the GIL while it
-encodes). Text longer than `_CHUNK_CHARS` is encoded in pieces cut where tiktoken's
+encodes; gateway/offload.py). The work per request is bounded too: a request's texts
+are counted exactly up to `EXACT_CHARS` (1 Mi characters, 50-250 ms at worst), and
+every text past that counts as its UTF-8 length, an upper bound (a token is at least
+one byte), ~4x the real count for English prose. So a body of more than ~1 MB of text
+reserves more than it will use, never less; settlement corrects it to the vendor's
+reported usage. Text longer than `_CHUNK_CHARS` is encoded in pieces cut where tiktoken's
 pre-tokenizer cuts anyway (so the count is unchanged), because tiktoken's regex engine
 panics (a BaseException) on a whitespace run of about a million characters.
 
@@ -99,6 +104,7 @@ from gateway.tokens.tables import ENCODING_NAMES, load_encoding
 __all__ = [
     "AUDIO_TOKENS_PER_S",
     "DEFAULT_IMAGE_SIZE",
+    "EXACT_CHARS",
     "FILE_TOKENS",
     "ImageRule",
     "Tokenizer",
@@ -131,6 +137,10 @@ AUDIO_TOKENS_PER_S: Final = 10  # OpenAI; Gemini's rule says 32 (see Tokenizer.a
 _AUDIO_BYTES_PER_S: Final[Mapping[str, int]] = {"wav": 32_000, "mp3": 16_000}
 FILE_TOKENS: Final = 1_000
 _IMAGE_HEADER_B64: Final = 88_000  # base64 chars read at most to find an image's size
+
+# The text of one request counted exactly, at most; past it, each further text counts
+# as its UTF-8 length (`_estimate`), an upper bound.
+EXACT_CHARS: Final = 1 << 20
 
 # Longer texts are encoded in pieces (tiktoken panics on ~1M-char whitespace runs).
 _CHUNK_CHARS: Final = 65_536
@@ -274,6 +284,14 @@ def split_tokens(text: str, model: str | None = None) -> list[str]:
     return out
 
 
+def _estimate(text: str) -> int:
+    """An upper bound of `text`'s tokens in any byte-level BPE encoding (each token is
+    at least one byte): its UTF-8 length, found without encoding when it is ASCII."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def _count(encoding: tiktoken.Encoding, text: str) -> int:
     return len(_encode(encoding, _without_surrogates(text))) if text else 0
 
@@ -334,13 +352,14 @@ def count_prompt_tokens(body: Mapping[str, Any], model: str | None = None) -> in
 class _PromptCounter:
     """Counts one request: text tokens (scaled for estimated models) and media tokens."""
 
-    __slots__ = ("encoding", "media", "text", "tokenizer")
+    __slots__ = ("encoding", "exact_left", "media", "text", "tokenizer")
 
     def __init__(self, encoding: tiktoken.Encoding, tokenizer: Tokenizer) -> None:
         self.encoding = encoding
         self.tokenizer = tokenizer
         self.text = 0  # tokens counted with the encoding (framing included)
         self.media = 0  # tokens of images, audio and files (never scaled)
+        self.exact_left = EXACT_CHARS  # characters still to be counted exactly
 
     def count(self, body: Mapping[str, Any]) -> int:
         messages = body.get("messages")
@@ -369,7 +388,13 @@ class _PromptCounter:
         return math.ceil(self.text * tokenizer.factor) + self.media + overhead
 
     def _str(self, value: Any) -> int:
-        return _count(self.encoding, value) if isinstance(value, str) else 0
+        if not isinstance(value, str) or not value:
+            return 0
+        if len(value) > self.exact_left:
+            self.exact_left = 0  # what comes after is estimated too, so the bound holds
+            return _estimate(value)
+        self.exact_left -= len(value)
+        return _count(self.encoding, value)
 
     def _message(self, message: Mapping[str, Any], *, pad: bool) -> None:
         role = message.get("role")

@@ -37,6 +37,7 @@ from typing import TypeVar
 import trio
 
 from gateway.errors import GatewayError, InvalidRequest, UpstreamUnavailable
+from gateway.offload import Offload
 from gateway.providers.base import (
     JSON,
     CallContext,
@@ -62,6 +63,7 @@ class Chain:
         "_body",
         "_fetcher",
         "_media",
+        "_offload",
         "_relays",
         "_router",
         "_started",
@@ -73,6 +75,7 @@ class Chain:
         "on_attempt",
         "plan",
         "rand",
+        "request_bytes",
         "request_id",
         "response_format",
         "stream",
@@ -93,6 +96,8 @@ class Chain:
         response_format: str | None,
         on_attempt: Callable[[Deployment, int], None] | None = None,
         rand: Callable[[], float] = random.random,
+        offload: Offload | None = None,
+        request_bytes: int = 0,
     ) -> None:
         self._router = router
         self.plan = plan
@@ -107,6 +112,8 @@ class Chain:
         self.response_format = response_format
         self.on_attempt = on_attempt
         self.rand = rand
+        self._offload = offload  # translates a big body off the event loop
+        self.request_bytes = request_bytes
         self.attempts = 0
         self._started = 0.0  # when the current attempt started
         self.deployment: Deployment = plan.deployments[0]
@@ -165,6 +172,7 @@ class Chain:
             request_id=self.request_id,
             created=self.created,
             response_format=self.response_format,
+            request_bytes=self.request_bytes,
         )
         provider = relay.provider
         urls = provider.media_urls(self._body, ctx)
@@ -177,7 +185,10 @@ class Chain:
                 )
                 self._media.update(fetched)
             ctx.media = {u: self._media[u] for u in urls if u in self._media}
-        return relay, ctx, provider.build_request(self._body, ctx)
+        if self._offload is None:
+            return relay, ctx, provider.build_request(self._body, ctx)
+        req = await self._offload.run(self.request_bytes, provider.build_request, self._body, ctx)
+        return relay, ctx, req
 
     async def run(self, call: Call[T]) -> T:
         """Try the plan until an attempt answers; raise what ended it otherwise."""

@@ -8,8 +8,9 @@ module does just that:
 - A pool per origin (scheme, host, port): keep-alive connections reused LIFO (the most
   recently used socket is the least likely to have been closed by the server), at most
   `max_connections` checked out at once (waiters queue fairly on a `trio.Semaphore`;
-  a cancelled waiter simply leaves it). Idle connections older than `idle_expiry_s`
-  are closed when the pool is next touched; no background task.
+  a cancelled waiter simply leaves it). Idle connections older than `idle_expiry_s`,
+  or that the server closed, are closed when the pool is next touched and by
+  `prune_idle`, which the gateway calls on a timer (gateway/state.py).
 - A connection goes back to the pool only when its response was read to the end and
   h11 says both sides are DONE. Anything else (client gone, error, cancellation, a
   body left unread) closes the socket at once, synchronously, so it works under
@@ -25,7 +26,7 @@ module does just that:
 
 Deadlines are not enforced here: the Relay owns them as trio cancel scopes. This module
 only does I/O and maps its failures to the gateway's error tree, with the messages and
-codes of `upstream_httpx.HttpxTransport`, plus `upstream_protocol_error` for a malformed or
+codes of `httpx_transport.HttpxTransport`, plus `upstream_protocol_error` for a malformed or
 oversized response head.
 """
 
@@ -50,6 +51,7 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.providers.base import CallContext, UpstreamRequest
+from gateway.upstream.transport import out_of_resources
 
 __all__ = ["IDLE_EXPIRY_S", "MAX_HEAD_BYTES", "RECV_BYTES", "USER_AGENT", "H11Transport"]
 
@@ -153,6 +155,16 @@ class _Pool:
             conn.close()
         self.idle.clear()
 
+    def prune(self, now: float, expiry_s: float) -> None:
+        """Close the idle connections that expired or that the server closed."""
+        keep = []
+        for conn in self.idle:
+            if now - conn.idle_since > expiry_s or conn.readable():
+                conn.close()
+            else:
+                keep.append(conn)
+        self.idle[:] = keep
+
 
 class H11Transport:
     """A pooled HTTP/1.1 client for one provider, on trio sockets and h11.
@@ -170,12 +182,12 @@ class H11Transport:
         p: ProviderConfig,
         *,
         ssl_context: ssl.SSLContext | None = None,
-        idle_expiry_s: float = IDLE_EXPIRY_S,
+        idle_expiry_s: float | None = None,
     ) -> None:
         self._name = p.name
         self._connect_timeout_s = p.connect_timeout_s
         self._limit = max(1, p.max_connections)
-        self._idle_expiry_s = idle_expiry_s
+        self._idle_expiry_s = IDLE_EXPIRY_S if idle_expiry_s is None else idle_expiry_s
         self._ssl_context = ssl_context
         self._pools: dict[tuple[str, str], _Pool] = {}
         self._closed = False
@@ -190,6 +202,12 @@ class H11Transport:
         for pool in self._pools.values():
             pool.close_idle()
         await trio.lowlevel.checkpoint()
+
+    def prune_idle(self) -> None:
+        """Close idle connections that expired or that the server closed, now."""
+        now = trio.current_time()
+        for pool in self._pools.values():
+            pool.prune(now, self._idle_expiry_s)
 
     # -- internals used by _UpstreamExchange --------------------------------------------
 
@@ -237,8 +255,8 @@ class H11Transport:
         with trio.move_on_after(self._connect_timeout_s) as scope:
             try:
                 tcp = await trio.open_tcp_stream(pool.host, pool.port)
-            except OSError:
-                raise self._unreachable("ConnectError", sent=False) from None
+            except OSError as e:
+                raise out_of_resources(e) or self._unreachable("ConnectError", sent=False) from None
             if not pool.tls:
                 # trio sets TCP_NODELAY on every SocketStream
                 return _PooledConnection(tcp, tcp.socket)

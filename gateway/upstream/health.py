@@ -1,4 +1,4 @@
-"""Passive health of deployments: outlier ejection, per worker process (reliability.md R2).
+"""Passive health of deployments: outlier ejection, per worker process (docs/reliability.md R2).
 
 Nothing is probed in the background: the outcomes of real requests decide, as in
 Envoy's outlier detection. A deployment is ejected (left out of the plans) for its

@@ -2,7 +2,7 @@
 
 Chosen per provider with `transport = "httpx"`: it honours the HTTP_PROXY /
 HTTPS_PROXY / NO_PROXY environment variables and netrc, which the default
-`upstream_http.H11Transport` does not. It costs more CPU per request (see
+`h11_pool.H11Transport` does not. It costs more CPU per request (see
 docs/performance.md). HTTP/1.1 only: httpx never resets an HTTP/2 stream, so an
 abandoned generation would run on.
 """
@@ -18,6 +18,7 @@ import trio
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamConnectionError, UpstreamConnectTimeout, UpstreamError
 from gateway.providers.base import CallContext, UpstreamRequest
+from gateway.upstream.transport import out_of_resources
 
 
 class _HttpxResponse:
@@ -78,6 +79,8 @@ class HttpxTransport:
             httpx.RemoteProtocolError,
             httpx.ReadError,
         ) as e:
+            if (own := out_of_resources(e)) is not None:
+                raise own from None
             # httpx reads the response only after the whole request was written: a
             # failure while reading means the upstream may have started on it.
             raise UpstreamConnectionError(
@@ -100,3 +103,6 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def prune_idle(self) -> None:
+        """httpx expires idle connections itself, when its pool is next used."""

@@ -10,6 +10,7 @@ from typing import Protocol, runtime_checkable
 
 import trio
 
+from gateway.offload import Offload
 from gateway.providers.base import CallContext, UpstreamRequest
 
 
@@ -46,14 +47,20 @@ class _LocalResponse:
 
 
 class LocalTransport:
-    """Serves a LocalProvider's replies with their timing, as if over a socket."""
+    """Serves a LocalProvider's replies with their timing, as if over a socket. The
+    reply of a big request is built in `offload`'s threads (it reads the whole body)."""
 
-    def __init__(self, provider: LocalProvider) -> None:
+    def __init__(self, provider: LocalProvider, offload: Offload | None = None) -> None:
         self._provider = provider
+        self._offload = offload or Offload()
 
     @asynccontextmanager
     async def open(self, req: UpstreamRequest, ctx: CallContext) -> AsyncIterator[_LocalResponse]:
-        yield _LocalResponse(self._provider.respond(req, ctx))
+        reply = await self._offload.run(ctx.request_bytes, self._provider.respond, req, ctx)
+        yield _LocalResponse(reply)
 
     async def aclose(self) -> None:
         return None
+
+    def prune_idle(self) -> None:
+        """Nothing is pooled."""

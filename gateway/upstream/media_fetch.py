@@ -1,6 +1,6 @@
 """Safe fetching of remote media (image/file URLs) for upstreams that need the bytes.
 
-Fetching a URL on a client's behalf is a classic SSRF hole (reliability.md R21): a
+Fetching a URL on a client's behalf is a classic SSRF hole (docs/reliability.md R21): a
 client could make the gateway read cloud metadata (169.254.169.254), admin ports on
 loopback or anything on the private network. A check done once on the URL's text
 falls to redirects and to DNS rebinding, so this module:
@@ -44,6 +44,7 @@ from gateway.config import FetchPolicy
 from gateway.errors import InvalidRequest
 from gateway.providers.base import Media
 from gateway.providers.common import sniff_media_type
+from gateway.upstream.transport import out_of_resources
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -448,8 +449,11 @@ class MediaFetcher:
             try:
                 answers = await self._resolver.resolve(target.host, target.port)
                 found = [ipaddress.ip_address(a) for a in answers]
-            except (OSError, UnicodeError, ValueError):
-                raise _refusal(param, "the URL's host could not be resolved") from None
+            except (OSError, UnicodeError, ValueError) as e:
+                # Out of descriptors is our failure, not a bad URL of the client's.
+                raise out_of_resources(e) or _refusal(
+                    param, "the URL's host could not be resolved"
+                ) from None
             if not found:
                 raise _refusal(param, "the URL's host could not be resolved")
         if not self._policy.allow_private:
@@ -469,7 +473,9 @@ class MediaFetcher:
             try:
                 stream = await self._connect(ip, target.port)
                 break
-            except OSError:
+            except OSError as e:
+                if (own := out_of_resources(e)) is not None:
+                    raise own from None
                 continue
         if stream is None:
             raise _refusal(param, "could not connect to the URL's host")

@@ -1,6 +1,6 @@
 """One upstream call: deadlines, cancellation and translation around a transport.
 
-One pooled HTTP/1.1 transport per provider (transport.py; HTTP/1.1 because closing
+One pooled HTTP/1.1 transport per provider (upstream/transport.py; HTTP/1.1 because closing
 the connection is how an abandoned generation stops). The built-in mock is served
 in-process by `LocalTransport`, so it takes the same path through translation as a
 real upstream.
@@ -8,13 +8,13 @@ real upstream.
 Deadlines are ours, enforced with trio cancel scopes (a read timeout measures gaps,
 not totals): first byte (response headers, streams only), idle gap between chunks,
 and a total deadline, which the routing chain passes in so that every attempt of a
-request shares one (reliability.md R4); connecting is bounded by the transport.
+request shares one (docs/reliability.md R4); connecting is bounded by the transport.
 
 The relay makes one attempt and never retries: the chain (chain.py) decides from the
 error it raises, which says what happened. A transport's `UpstreamConnectionError`
 says whether the request had been fully sent: a connection that broke after that may
 have reached the model and generated an answer nobody will see, so it is not the
-failure a refused connection is (reliability.md R1). A first-byte timeout is
+failure a refused connection is (docs/reliability.md R1). A first-byte timeout is
 `UpstreamFirstByteTimeout`, and an error that is the upstream's answer carries its
 `upstream_status`. Once a byte went downstream nothing is raised: the stream ends with
 an error event (R3).
@@ -145,7 +145,7 @@ class Relay:
         failure becomes a final error event, the stream ends without `[DONE]`, and it
         is reported in the returned Outcome. `on_finish` runs once, with the final
         usage, just before the last event (`[DONE]` or the error) goes out: what it
-        records is durable before the client is told the request ended (reliability.md
+        records is durable before the client is told the request ended (docs/reliability.md
         R23). The translator never produces that last event; this method alone writes
         it (providers/base.py, `StreamTranslator`). `outcome`, when given, is the one
         filled in, so a caller whose request is cancelled midway still sees it.

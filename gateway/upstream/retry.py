@@ -1,5 +1,5 @@
 """What a failed attempt means: may it be retried, does it count against the deployment,
-and how long to wait (reliability.md R1, R2).
+and how long to wait (docs/reliability.md R1, R2).
 
 The rule: retry only what cannot have produced a billed answer the client will not see.
 

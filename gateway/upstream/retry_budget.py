@@ -1,4 +1,4 @@
-"""The retry budget: retries may add at most a share of the recent requests (reliability.md R2).
+"""The retry budget: retries may add at most a share of recent requests (docs/reliability.md R2).
 
 Over a sliding window of `WINDOW_S` seconds, in one-second buckets, the retries started
 may not exceed `ratio` times the requests started plus a floor of `min_per_s` retries a

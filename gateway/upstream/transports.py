@@ -7,16 +7,20 @@ provider asks for it.
 from __future__ import annotations
 
 from gateway.config import ConfigError, ProviderConfig
+from gateway.offload import Offload
 from gateway.providers.base import Provider
 from gateway.upstream.h11_pool import H11Transport
 from gateway.upstream.local import LocalProvider, LocalTransport
 from gateway.upstream.transport import Transport
 
 
-def make_transport(p: ProviderConfig, provider: Provider) -> Transport:
-    """The transport for one configured provider (`transport` in its config)."""
+def make_transport(
+    p: ProviderConfig, provider: Provider, offload: Offload | None = None
+) -> Transport:
+    """The transport for one configured provider (`transport` in its config); an
+    in-process provider answers big requests in `offload`'s threads."""
     if isinstance(provider, LocalProvider):
-        return LocalTransport(provider)
+        return LocalTransport(provider, offload)
     if p.transport == "httpx":
         try:
             from gateway.upstream.httpx_transport import HttpxTransport

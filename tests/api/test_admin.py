@@ -268,6 +268,7 @@ async def test_a_failing_store_is_503_in_openai_shape(
     status, err = await admin.call("GET", "/admin/keys")
     assert status == 503
     assert err["error"]["code"] == "store_unavailable"
+    assert err["error"]["type"] == "gateway_unavailable_error"  # ours, not a bug, not upstream
     assert "locked" not in err["error"]["message"]
 
 

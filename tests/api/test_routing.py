@@ -21,6 +21,7 @@ import openai
 import orjson
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from bench.fakes import anthropic as fake_anthropic
 from bench.fakes import gemini as fake_gemini
@@ -34,7 +35,7 @@ from tests.conftest import free_port, serve_app
 
 KEY = "sk-routing-test-key"
 SCOPED = "sk-routing-scoped-key"
-HELLO = [{"role": "user", "content": "hi"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 CONFIG = """
 [state]
@@ -435,7 +436,7 @@ def test_the_retry_budget_caps_retries_when_every_upstream_fails(
         seen(routed.openai, "fake-model@status=502&chunks=19")
     )
     # Without a budget 3 attempts each (150); with a ratio of 0.2 and no floor, at most
-    # 1.2x the client's requests (reliability.md R2).
+    # 1.2x the client's requests (docs/reliability.md R2).
     assert requests < attempts <= requests * 1.2
 
 

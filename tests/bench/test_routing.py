@@ -54,7 +54,7 @@ def test_the_failover_summary_compares_each_round_with_healthy() -> None:
 
     runs = [run("healthy", 1, 5, 10), run("flaky", 1, 6, 14), run("healthy", 2, 7, 10)]
     runs.append(run("flaky", 2, 7, 12))
-    [healthy, flaky] = failover.summarise(runs, {"healthy": 1.0, "flaky": 1.07})  # type: ignore[arg-type]
+    [healthy, flaky] = failover.summarise(runs, {"healthy": 1.0, "flaky": 1.07})
     assert healthy["added_p50_ms"] is None and healthy["ok_share"] == 1.0
     assert flaky["added_p50_ms"] == 0.5 and flaky["added_p99_ms"] == 3.0
     table = failover.format_table({"summary": [healthy, flaky]})

@@ -15,17 +15,22 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
+from gateway.api.chat import request_deadline_s
 from gateway.auth.principal import Principal
 from gateway.billing.accounting import Accounting, admit
-from gateway.billing.limits.core import unlimited_admission
+from gateway.billing.limits.budget import RESERVATION_MARGIN_S
+from gateway.billing.limits.core import Admission, unlimited_admission
+from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.config import Price
 from gateway.errors import UpstreamError
 from gateway.providers.base import Deployment
+from gateway.state import Gateway
 from gateway.store.records import KeyLimits, UsageRow
 from tests.conftest import ADMIN_KEY, KEY_ALL, Stack
 
-HELLO = [{"role": "user", "content": "Hello there"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 
 
 def admin(stack: Stack, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -64,7 +69,7 @@ def ledger_rows(stack: Stack, key_id: str, settle_s: float = 1.5) -> list[sqlite
 
 def test_a_managed_key_works_and_its_requests_reach_the_ledger(stack: Stack) -> None:
     key_id, key = new_key(stack)
-    r = client(stack, key).chat.completions.create(model="mock-priced", messages=HELLO)  # type: ignore[arg-type]
+    r = client(stack, key).chat.completions.create(model="mock-priced", messages=HELLO)
     assert r.usage is not None
     rows = ledger_rows(stack, key_id)
     assert len(rows) == 1
@@ -83,7 +88,7 @@ def test_streamed_usage_is_settled_exactly(stack: Stack) -> None:
     chunks = list(
         client(stack, key).chat.completions.create(
             model="mock-priced",
-            messages=HELLO,  # type: ignore[arg-type]
+            messages=HELLO,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -101,12 +106,12 @@ def test_rpm_limit_gives_429_with_retry_after_and_headers(stack: Stack) -> None:
     _, key = new_key(stack, rpm=3)
     c = client(stack, key)
     for i in range(3):
-        raw = c.chat.completions.with_raw_response.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+        raw = c.chat.completions.with_raw_response.create(model="mock-fast", messages=HELLO)
         assert raw.headers["x-ratelimit-limit-requests"] == "3"
         assert raw.headers["x-ratelimit-remaining-requests"] == str(2 - i)
         assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
     with pytest.raises(openai.RateLimitError) as info:
-        c.chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+        c.chat.completions.create(model="mock-fast", messages=HELLO)
     assert int(info.value.response.headers["retry-after"]) >= 1
     assert "requests per minute" in info.value.message
 
@@ -116,11 +121,11 @@ def test_tpm_limit_reserves_prompt_plus_output_cap_and_settles_to_actuals(stack:
     c = client(stack, key)
     # Alone, prompt (~10) + a 280-token cap fits in 300 tokens per minute...
     _, fresh = new_key(stack, tpm=300)
-    client(stack, fresh).chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=280)  # type: ignore[arg-type]
+    client(stack, fresh).chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=280)
     # ...but not after a small request whose actual tokens were settled against the key.
-    c.chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=20)  # type: ignore[arg-type]
+    c.chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=20)
     with pytest.raises(openai.RateLimitError) as info:
-        c.chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=280)  # type: ignore[arg-type]
+        c.chat.completions.create(model="mock-fast", messages=HELLO, max_tokens=280)
     assert "tokens per minute" in info.value.message
 
 
@@ -129,9 +134,49 @@ def test_a_request_that_can_never_fit_the_tpm_limit_is_refused_clearly(stack: St
     with pytest.raises(openai.APIStatusError) as info:
         client(stack, key).chat.completions.create(
             model="mock-fast", messages=HELLO, max_tokens=500
-        )  # type: ignore[arg-type]
+        )
     assert info.value.status_code in (400, 429)
     assert "tokens" in info.value.message
+
+
+@pytest.mark.parametrize("value", [2**31, 10**15, 2**64 - 1])
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_an_output_cap_past_its_bound_is_400_naming_it_on_a_limited_key(
+    stack: Stack, field: str, value: int
+) -> None:
+    """1e15 used to reach the limiter and come back as a 500 with a traceback."""
+    _, key = new_key(stack, rpm=1000)
+    with pytest.raises(openai.BadRequestError) as info:
+        client(stack, key).chat.completions.create(
+            model="mock-fast", messages=HELLO, extra_body={field: value}
+        )
+    assert info.value.param == field
+    assert field in info.value.message and "2147483647" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("spec", "status"),
+    [
+        ({"rpm": 1000}, 200),
+        ({"tpm": 1000}, 400),
+        ({"spend_limit_micros": 1_000_000, "spend_period": "day"}, 402),
+        ({"credit_micros": 1_000_000}, 402),
+    ],
+)
+def test_the_largest_output_cap_times_n_gets_an_answer_on_any_kind_of_key(
+    stack: Stack, spec: dict[str, Any], status: int
+) -> None:
+    """prompt + max_tokens x n at its largest is admitted or refused cleanly, never a 500."""
+    _, key = new_key(stack, **spec)
+    raw = httpx.post(
+        stack.url + "/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": "mock-priced", "messages": HELLO, "max_tokens": 2**31 - 1, "n": 128},
+        timeout=20,
+    )
+    assert raw.status_code == status, raw.text
+    if status != 200:
+        assert raw.json()["error"]["type"] in ("invalid_request_error", "billing_error")
 
 
 def test_prepaid_credit_is_spent_and_then_402(stack: Stack) -> None:
@@ -141,7 +186,7 @@ def test_prepaid_credit_is_spent_and_then_402(stack: Stack) -> None:
     ok = 0
     with pytest.raises(openai.APIStatusError) as info:
         for _ in range(20):
-            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)
             ok += 1
     assert info.value.status_code == 402 and "credit" in info.value.message
     assert 3 <= ok < 20
@@ -155,7 +200,7 @@ def test_topup_lets_a_prepaid_key_spend_again(stack: Stack) -> None:
     key_id, key = new_key(stack, credit_micros=100)
     c = client(stack, key)
     with pytest.raises(openai.APIStatusError) as info:
-        c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+        c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)
     assert info.value.status_code == 402
     assert (
         admin(stack, "POST", f"/keys/{key_id}/topup", json={"micros": 100_000}).status_code == 200
@@ -163,7 +208,7 @@ def test_topup_lets_a_prepaid_key_spend_again(stack: Stack) -> None:
     deadline = time.monotonic() + 5
     while True:  # the top-up reaches the key cache within its refresh interval
         try:
-            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)
             break
         except openai.APIStatusError:
             assert time.monotonic() < deadline, "top-up never took effect"
@@ -175,7 +220,7 @@ def test_daily_spend_limit_gives_402(stack: Stack) -> None:
     c = client(stack, key)
     with pytest.raises(openai.APIStatusError) as info:
         for _ in range(20):
-            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)  # type: ignore[arg-type]
+            c.chat.completions.create(model="mock-priced", messages=HELLO, max_tokens=5)
     assert info.value.status_code == 402
     assert "spend limit for this day" in info.value.message.lower()
 
@@ -183,12 +228,12 @@ def test_daily_spend_limit_gives_402(stack: Stack) -> None:
 def test_a_revoked_key_is_refused_within_seconds(stack: Stack) -> None:
     key_id, key = new_key(stack)
     c = client(stack, key)
-    c.chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+    c.chat.completions.create(model="mock-fast", messages=HELLO)
     assert admin(stack, "DELETE", f"/keys/{key_id}").status_code == 200
     deadline = time.monotonic() + 5
     while True:
         try:
-            c.chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+            c.chat.completions.create(model="mock-fast", messages=HELLO)
         except openai.AuthenticationError:
             break
         assert time.monotonic() < deadline, "revocation never took effect"
@@ -198,12 +243,12 @@ def test_a_revoked_key_is_refused_within_seconds(stack: Stack) -> None:
 def test_model_scope_applies_to_managed_keys(stack: Stack) -> None:
     _, key = new_key(stack, models=["mock-fast"])
     with pytest.raises(openai.PermissionDeniedError):
-        client(stack, key).chat.completions.create(model="mock-priced", messages=HELLO)  # type: ignore[arg-type]
+        client(stack, key).chat.completions.create(model="mock-priced", messages=HELLO)
 
 
 def test_the_admin_key_is_not_a_v1_key_and_v1_keys_are_not_admin_keys(stack: Stack) -> None:
     with pytest.raises(openai.AuthenticationError):
-        client(stack, ADMIN_KEY).chat.completions.create(model="mock-fast", messages=HELLO)  # type: ignore[arg-type]
+        client(stack, ADMIN_KEY).chat.completions.create(model="mock-fast", messages=HELLO)
     base = stack.url.removesuffix("/v1")
     r = httpx.get(f"{base}/admin/keys", headers={"authorization": f"Bearer {KEY_ALL}"})
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
@@ -214,7 +259,7 @@ def test_failed_requests_are_in_the_ledger_too(stack: Stack) -> None:
     with pytest.raises(openai.RateLimitError):
         client(stack, key).chat.completions.create(
             model="fake/m@status=429&retry_after=1",
-            messages=HELLO,  # type: ignore[arg-type]
+            messages=HELLO,
         )
     rows = ledger_rows(stack, key_id)
     assert [r["status"] for r in rows] == ["rate_limit_exceeded"]
@@ -225,11 +270,11 @@ def test_a_budgeted_key_sends_its_reserved_output_cap_upstream(stack: Stack) -> 
     """Without an explicit cap the upstream could produce more than was reserved and
     overshoot the budget; the reserved default goes upstream instead."""
     _, key = new_key(stack, credit_micros=10_000_000)
-    client(stack, key).chat.completions.create(model="fake/m", messages=HELLO)  # type: ignore[arg-type]
+    client(stack, key).chat.completions.create(model="fake/m", messages=HELLO)
     sent = stack.fake.requests[-1].body
     assert sent["max_completion_tokens"] == stack.config.state.default_output_tokens
     # A key without a budget leaves the client's body alone.
-    client(stack, KEY_ALL).chat.completions.create(model="fake/m", messages=HELLO)  # type: ignore[arg-type]
+    client(stack, KEY_ALL).chat.completions.create(model="fake/m", messages=HELLO)
     assert "max_completion_tokens" not in stack.fake.requests[-1].body
 
 
@@ -311,17 +356,58 @@ def test_a_stream_the_client_leaves_is_billed_for_what_was_sent(stack: Stack) ->
     assert row["prompt_tokens"] > 0
 
 
+# ------------------------------------------------- reservation lifetime
+
+
+class RecordingLimiter(MemoryLimitBackend):
+    """The in-process limiter, keeping the reservation TTL each admission asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ttls: list[float | None] = []
+
+    async def admit(self, *args: Any, reservation_ttl_s: float | None = None) -> Admission:
+        self.ttls.append(reservation_ttl_s)
+        return await super().admit(*args, reservation_ttl_s=reservation_ttl_s)
+
+
+async def test_a_reservation_lives_as_long_as_its_request_can_plus_a_margin() -> None:
+    limiter = RecordingLimiter()
+    await admit(
+        ledger=RecordingLedger(),  # type: ignore[arg-type]
+        limiter=limiter,
+        default_output_tokens=16,
+        principal=Principal(
+            name="k", key_id="k", limits=KeyLimits(spend_limit_micros=10**6, spend_period="day")
+        ),
+        dep=Deployment("m", "p", "mock", "m"),
+        body={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        request_id="chatcmpl-t",
+        deadline_s=1200,
+    )
+    assert limiter.ttls == [1200 + RESERVATION_MARGIN_S]
+
+
+def test_the_request_deadline_is_the_providers_total_plus_the_media_fetch(stack: Stack) -> None:
+    gw = Gateway(stack.config)
+    relay = gw.relays["fake"]
+    assert relay.timeouts.total_s == 20  # tests/conftest.py
+    assert request_deadline_s(gw, relay) == 20 + 2 * stack.config.media.timeout_s
+
+
 # ------------------------------------------------- routed requests
 
 
-class RecordingLimiter:
+class BookingLimiter:
     """Stands in for a limit backend: keeps what it was asked to reserve and settle."""
 
     def __init__(self) -> None:
         self.reserved: list[tuple[int, int]] = []
         self.settled: list[tuple[int, int]] = []
 
-    async def admit(self, key_id: str, limits: Any, tokens: int, worst: int, now: float) -> Any:
+    async def admit(
+        self, key_id: str, limits: Any, tokens: int, worst: int, now: float, **kw: Any
+    ) -> Any:
         self.reserved.append((tokens, worst))
         return unlimited_admission(key_id, tokens)
 
@@ -343,7 +429,7 @@ async def test_the_reservation_covers_the_dearest_deployment_and_the_cheaper_one
 ):
     cheap = deployment("cheap", 1, 2, cap=100)
     dear = deployment("dear", 10, 20, cap=None)
-    ledger, limiter = RecordingLedger(), RecordingLimiter()
+    ledger, limiter = RecordingLedger(), BookingLimiter()
     principal = Principal(
         name="k", key_id="key1", limits=KeyLimits(spend_limit_micros=10**9, spend_period="day")
     )
@@ -359,7 +445,7 @@ async def test_the_reservation_covers_the_dearest_deployment_and_the_cheaper_one
         body=body,
         request_id="chatcmpl-r",
     )
-    prompt = account.prompt_tokens()
+    prompt = await account.prompt_tokens()
     [(tokens, worst)] = limiter.reserved
     assert tokens == prompt + 500  # the larger output cap of the two
     assert worst == max(prompt * 1 + 100 * 2, prompt * 10 + 500 * 20) == prompt * 10 + 10_000

@@ -550,3 +550,26 @@ def test_any_json_body_counts_without_error(value: Any) -> None:
     body = {"messages": [{"role": "user", "content": value}], "tools": value, "tool_choice": value}
     assert count_prompt_tokens(body) >= 3
     assert count_prompt_tokens({"messages": [value], "response_format": value}) >= 3
+
+
+# -- the work per request is bounded -------------------------------------------------------
+
+
+def test_text_past_the_exact_budget_is_estimated_from_above() -> None:
+    """A request's texts are counted exactly up to EXACT_CHARS; past that each text
+    counts as its UTF-8 length, which no byte-level BPE count exceeds."""
+    from gateway.tokens.count import EXACT_CHARS, count_prompt_tokens, count_text_tokens
+
+    small = "word " * 1000
+    body = {"messages": [{"role": "user", "content": small}]}
+    assert count_prompt_tokens(body, "gpt-4o") == 3 + 3 + 1 + count_text_tokens(small, "gpt-4o")
+    for big in ("a" * (EXACT_CHARS + 1), "héllo wörld " * (EXACT_CHARS // 10)):
+        body = {"messages": [{"role": "user", "content": big}]}
+        estimate = count_prompt_tokens(body, "gpt-4o")
+        assert estimate == 3 + 3 + 1 + len(big.encode())
+        assert estimate >= 3 + 3 + 1 + count_text_tokens(big, "gpt-4o")
+    # Once the budget is used, every later text is estimated too (the bound holds).
+    first = {"role": "user", "content": "a" * EXACT_CHARS}
+    body = {"messages": [first, {"role": "user", "content": "hi there"}]}
+    exact = 3 + 2 * (3 + 1) + count_text_tokens(first["content"]) + count_text_tokens("hi there")
+    assert count_prompt_tokens(body, "gpt-4o") >= exact

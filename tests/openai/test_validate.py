@@ -652,6 +652,14 @@ INVALID: dict[str, tuple[Any, str | None, str]] = {
     "max-tokens-zero": (req(max_tokens=0), "max_tokens", VALUE),
     "max-tokens-decimal": (req(max_tokens=1.5), "max_tokens", TYPE),
     "max-tokens-bool": (req(max_tokens=True), "max_tokens", TYPE),
+    "max-tokens-above-int32": (req(max_tokens=2**31), "max_tokens", VALUE),
+    "max-tokens-1e15": (req(max_tokens=10**15), "max_tokens", VALUE),
+    "max-tokens-uint64-max": (req(max_tokens=2**64 - 1), "max_tokens", VALUE),
+    "max-completion-tokens-above-int32": (
+        req(max_completion_tokens=2**31),
+        "max_completion_tokens",
+        VALUE,
+    ),
     "max-completion-tokens-negative": (
         req(max_completion_tokens=-1),
         "max_completion_tokens",

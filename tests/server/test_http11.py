@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from gateway.server.http11 import (
     MAX_CHUNK_LINE,
+    MAX_CHUNKS,
     MAX_HEADERS,
     MAX_TRAILERS,
     ChunkedDecoder,
@@ -472,7 +473,7 @@ BAD_CHUNKED: list[tuple[str, bytes]] = [
     ("no crlf after data", b"5\r\nhello0\r\n\r\n"),
     ("cr x after data", b"5\r\nhello\rX0\r\n\r\n"),
     ("any 2 bytes after data", b"5\r\nhelloXY0\r\n\r\n"),  # the h11 CVE-2025-43859 form
-    # bare LF in chunked framing: RFC 9112 7.1 allows only CRLF, and reliability.md R11
+    # bare LF in chunked framing: RFC 9112 7.1 allows only CRLF, and docs/reliability.md R11
     # requires refusing it (intermediaries that read LF as part of an extension desync)
     ("bare lf after size", b"5\nhello\r\n0\r\n\r\n"),
     ("bare lf after data", b"5\r\nhello\n0\r\n\r\n"),
@@ -502,6 +503,19 @@ def test_chunked_size_line_length_is_bounded() -> None:
     d.feed(b"5;" + b"x" * (MAX_CHUNK_LINE - 10))
     with pytest.raises(HTTPParseError):
         d.feed(b"x" * 20)
+
+
+def test_the_number_of_chunks_is_bounded() -> None:
+    """A body of tiny chunks costs CPU per chunk (docs/reliability.md R12): past MAX_CHUNKS
+    in one body it is refused, whatever their size."""
+    d = ChunkedDecoder()
+    assert d.feed(b"1\r\nx\r\n" * MAX_CHUNKS) == b"x" * MAX_CHUNKS
+    with pytest.raises(HTTPParseError, match="chunks") as info:
+        d.feed(b"1\r\nx\r\n")
+    assert info.value.status == 400
+    whole = ChunkedDecoder()  # the last chunk (size 0) does not count
+    whole.feed(b"1\r\nx\r\n" * MAX_CHUNKS + b"0\r\n\r\n")
+    assert whole.done
 
 
 def test_chunked_trailers_are_bounded() -> None:

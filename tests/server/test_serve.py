@@ -1,4 +1,4 @@
-"""The built-in HTTP/1.1 server (gateway/server.py) on real loopback sockets.
+"""The built-in HTTP/1.1 server (gateway/server/serve.py) on real loopback sockets.
 
 Each test serves a small ASGI app written here (or the real gateway app, where how
 the two fit together matters) with `serve()` on 127.0.0.1:0, and talks to it with a
@@ -15,7 +15,7 @@ import json
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,162 +29,13 @@ import gateway.server.serve
 from gateway.app import GatewayApp, create_app
 from gateway.config import parse_config
 from gateway.server.serve import ServerOptions, serve
+from tests.server.wire import TIMEOUT_S, Client
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-TIMEOUT_S = 3.0  # any single client step; the suite's tests take well under a second
-
-
-# ------------------------------------------------------------------ client side
-
-
-@dataclass
-class Response:
-    status: int
-    headers: list[tuple[bytes, bytes]]  # names lower-cased
-    body: bytes
-    chunks: list[bytes] | None  # the chunks as framed, for a chunked body
-
-    def header(self, name: bytes) -> bytes | None:
-        values = [v for n, v in self.headers if n == name]
-        assert len(values) <= 1, f"{name!r} sent {len(values)} times"
-        return values[0] if values else None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Client:
-    """One connection, read strictly: exactly the bytes each response frames."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buf = bytearray()
-        self.eof = False
-
-    @classmethod
-    async def connect(cls, port: int) -> Client:
-        sock = socket.socket()  # ours to close after the test, outside its trio run
-        _client_sockets.append(sock)
-        trio_sock = trio.socket.from_stdlib_socket(sock)
-        await trio_sock.connect(("127.0.0.1", port))
-        return cls(trio.SocketStream(trio_sock))
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def _more(self) -> None:
-        data = await self.stream.receive_some(65536)
-        if not data:
-            self.eof = True
-            raise EOFError(f"connection closed; unread: {bytes(self.buf[:200])!r}")
-        self.buf += data
-
-    async def _until(self, sep: bytes) -> bytes:
-        while (i := self.buf.find(sep)) == -1:
-            await self._more()
-        out = bytes(self.buf[:i])
-        del self.buf[: i + len(sep)]
-        return out
-
-    async def _exactly(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            await self._more()
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    async def response(self, *, head: bool = False) -> Response:
-        """The next response (a 1xx included); `head` for a response to HEAD."""
-        with trio.fail_after(TIMEOUT_S):
-            raw = await self._until(b"\r\n\r\n")
-            status_line, *lines = raw.split(b"\r\n")
-            version, status, _ = status_line.split(b" ", 2)
-            assert version == b"HTTP/1.1", status_line
-            headers = []
-            for line in lines:
-                name, _, value = line.partition(b": ")
-                assert name and name == name.strip(), line
-                headers.append((name.lower(), value))
-            r = Response(int(status), headers, b"", None)
-            te = r.header(b"transfer-encoding")
-            length = r.header(b"content-length")
-            if r.status < 200 or r.status in (204, 304) or head:
-                pass
-            elif te is not None:
-                assert te == b"chunked" and length is None
-                r.chunks = await self._chunks()
-                r.body = b"".join(r.chunks)
-            elif length is not None:
-                r.body = await self._exactly(int(length))
-            else:  # delimited by the close
-                r.body = await self.until_close()
-            return r
-
-    async def _chunks(self) -> list[bytes]:
-        chunks: list[bytes] = []
-        while True:
-            size_line = await self._until(b"\r\n")
-            assert size_line and all(c in b"0123456789abcdef" for c in size_line), size_line
-            size = int(size_line, 16)
-            if size == 0:
-                assert await self._exactly(2) == b"\r\n"  # no trailers
-                return chunks
-            chunks.append(await self._exactly(size))
-            assert await self._exactly(2) == b"\r\n"
-
-    async def request(
-        self, method: str = "GET", path: str = "/", headers: tuple[str, ...] = (), body: bytes = b""
-    ) -> Response:
-        lines = [f"{method} {path} HTTP/1.1", "Host: test", *headers]
-        if body:
-            lines.append(f"Content-Length: {len(body)}")
-        await self.send("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
-        return await self.response(head=method == "HEAD")
-
-    async def closed(self, within_s: float = 1.0, *, reset_ok: bool = True) -> bool:
-        """True if the server closes the connection with nothing more sent: with a FIN,
-        or (if `reset_ok`) a RST."""
-        with trio.move_on_after(within_s):
-            try:
-                while True:
-                    await self._more()
-            except EOFError:
-                return not self.buf
-            except trio.BrokenResourceError:
-                return reset_ok and not self.buf
-        return False
-
-    async def until_close(self) -> bytes:
-        """Everything left until the server closes the connection (FIN or RST)."""
-        with trio.fail_after(TIMEOUT_S):
-            try:
-                while True:
-                    await self._more()
-            except (EOFError, trio.BrokenResourceError):
-                self.eof = True
-        out = bytes(self.buf)
-        self.buf.clear()
-        return out
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
-_client_sockets: list[socket.socket] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_client_sockets() -> Iterator[None]:
-    """(pytest-trio runs only the trio fixtures a test asks for, so this one is sync)"""
-    yield
-    while _client_sockets:
-        _client_sockets.pop().close()
-
 
 # ------------------------------------------------------------------ server side
 
@@ -273,6 +124,20 @@ async def test_keep_alive_serves_several_requests_on_one_connection(nursery: tri
         assert r.header(b"connection") is None and r.header(b"date")
         ports.add(r.header(b"x-client-port"))
     assert len(ports) == 1
+
+
+async def test_a_connection_carries_a_bounded_number_of_requests(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like hypercorn's keep_alive_max_requests (docs/reliability.md R12): the last response
+    a connection may carry says `connection: close`, so clients spread over workers."""
+    monkeypatch.setattr(gateway.server.serve, "MAX_REQUESTS_PER_CONNECTION", 3)
+    port = await start(nursery, echo)
+    c = await Client.connect(port)
+    for _ in range(2):
+        assert (await c.request()).header(b"connection") is None
+    assert (await c.request()).header(b"connection") == b"close"
+    assert await c.closed()
 
 
 async def test_pipelined_requests_are_answered_in_order(nursery: trio.Nursery) -> None:
@@ -383,6 +248,9 @@ async def test_malformed_chunked_body_closes_without_running_what_follows(
         b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"3\nabc\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"  # bare LF: refused
     )
+    r = await c.response()  # the server's answer, not the app's 200 (dropped)
+    assert (r.status, r.header(b"connection")) == (400, b"close")
+    assert "Bare LF" in r.json()["error"]["message"]
     assert await c.closed()
     assert seen == ["/a", "http.disconnect"]
 
@@ -615,7 +483,7 @@ async def test_app_error_before_the_response_is_a_500(nursery: trio.Nursery) -> 
         c = await Client.connect(port)
         r = await c.request("GET", path)
         assert r.status == 500 and r.header(b"connection") == b"close"
-        assert r.json()["error"]["type"] == "server_error"
+        assert r.json()["error"]["type"] == "internal_server_error"  # as every 500 says
         assert await c.closed()
     assert (await other.request()).body == b"fine"  # still serving, that one still open
 
@@ -691,13 +559,32 @@ async def test_no_response_splitting(nursery: trio.Nursery, name: bytes, value: 
 # ------------------------------------------------------------------ unread bodies, limits
 
 
-async def test_unread_body_closes_the_connection(nursery: trio.Nursery) -> None:
+async def test_an_unread_body_that_has_arrived_is_skipped(nursery: trio.Nursery) -> None:
+    """Answered without being read, but all there already: it is dropped and the
+    connection carries the next request (a worker shedding load answers 503 so, and
+    must not cost each client a reconnect)."""
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["path"])
+        await respond(send, 413, b"too big")
+
+    port = await start(nursery, app)
+    c = await Client.connect(port)
+    for path in ("/1", "/2"):
+        r = await c.request("POST", path, body=b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (r.status, r.header(b"connection")) == (413, None)
+    assert seen == ["/1", "/2"]
+
+
+async def test_an_unread_body_still_arriving_closes_the_connection(nursery: trio.Nursery) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 413, b"too big")
 
     port = await start(nursery, app)
     c = await Client.connect(port)
-    r = await c.request("POST", "/", body=b"x" * 10)
+    await c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    r = await c.response()
     assert (r.status, r.header(b"connection")) == (413, b"close")
     assert await c.closed()
 
@@ -816,7 +703,7 @@ async def test_scope(nursery: trio.Nursery) -> None:
 # ------------------------------------------------------------------ timeouts
 
 
-async def test_slow_head_is_closed(nursery: trio.Nursery) -> None:
+async def test_slow_head_is_408_then_closed(nursery: trio.Nursery) -> None:
     port = await start(nursery, echo, keep_alive_timeout_s=0.3)
     c = await Client.connect(port)
     await c.send(b"GET / HTTP/1.1\r\nHost: a\r\n")
@@ -831,6 +718,8 @@ async def test_slow_head_is_closed(nursery: trio.Nursery) -> None:
 
     nursery.start_soon(trickle)
     t0 = trio.current_time()
+    r = await c.response()
+    assert (r.status, r.header(b"connection")) == (408, b"close")
     assert await c.closed(within_s=1.5)
     assert 0.25 < trio.current_time() - t0 < 1.0
 
@@ -1165,6 +1054,52 @@ async def test_graceful_timeout_cancels_what_is_still_running() -> None:
             assert await c.closed(within_s=1.5)
             assert 0.25 < trio.current_time() - t0 < 1.0
         assert cancelled.is_set() and events == ["lifespan.shutdown"]
+
+
+async def test_drain_delay_and_the_two_moments_the_app_hears() -> None:
+    """SIGTERM: the app hears that draining began (its readiness turns off) while new
+    connections are still served for drain_delay_s; once the grace is over it hears
+    that too, and a stream it then ends properly reaches the client whole."""
+    trigger = trio.Event()
+    grace_over = trio.Event()
+    heard: list[str] = []
+
+    class Hooks:
+        def drain_started(self) -> None:
+            heard.append("drain")
+
+        def grace_ended(self) -> None:
+            heard.append("grace")
+            grace_over.set()
+
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] != "/stream":
+            await respond(send, 200, b"ok")
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await grace_over.wait()
+        await send({"type": "http.response.body", "body": b"final", "more_body": False})
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as n:
+            opts = ServerOptions(graceful_timeout_s=0.3, drain_delay_s=0.5)
+            run = partial(serve, with_lifespan(handler), "127.0.0.1", 0, opts, draining=Hooks())
+            port = await n.start(partial(run, shutdown_trigger=trigger.wait))
+            streaming = await Client.connect(port)
+            await streaming.send(b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+            await streaming._until(b"first\r\n")
+            trigger.set()
+            await trio.sleep(0.1)
+            assert heard == ["drain"]
+            late = await Client.connect(port)  # within drain_delay_s: still served
+            r = await late.request("GET", "/x")
+            assert (r.status, r.header(b"connection")) == (200, b"close")
+            await trio.sleep(0.5)
+            with pytest.raises(OSError):  # past it: no longer accepted
+                await trio.open_tcp_stream("127.0.0.1", port)
+            assert await streaming.until_close() == b"5\r\nfinal\r\n0\r\n\r\n"
+            assert heard == ["drain", "grace"]
 
 
 # ------------------------------------------------------------------ the real gateway app

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.procfs import live_children
 from tests.conftest import free_port
 from tests.redis_server import require_redis_server, running_redis
 from tests.test_cli import serving, wait_ready
@@ -41,21 +42,6 @@ key = "sk-workers-test"
 
 BODY = {"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]}
 AUTH = {"authorization": "Bearer sk-workers-test"}
-
-
-def children(pid: int) -> list[int]:
-    """Direct child processes of `pid` (from /proc)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry))
-    return out
 
 
 def cpu_ticks(pid: int) -> int:
@@ -99,7 +85,7 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
 def test_workers_share_the_port_are_replaced_and_stop_on_sigterm(tmp_path: Path) -> None:
     with two_workers(tmp_path) as (proc, port):
         base = f"http://127.0.0.1:{port}"
-        workers = children(proc.pid)
+        workers = live_children(proc.pid)
         assert len(workers) == 2
         before = {w: cpu_ticks(w) for w in workers}
         deadline = time.monotonic() + 30
@@ -113,11 +99,11 @@ def test_workers_share_the_port_are_replaced_and_stop_on_sigterm(tmp_path: Path)
         os.kill(workers[0], signal.SIGKILL)  # a crash: the supervisor starts another
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            now = [w for w in children(proc.pid) if alive(w)]
+            now = [w for w in live_children(proc.pid) if alive(w)]
             if len(now) == 2 and workers[0] not in now:
                 break
             time.sleep(0.1)
-        replacement = [w for w in children(proc.pid) if alive(w)]
+        replacement = [w for w in live_children(proc.pid) if alive(w)]
         assert len(replacement) == 2 and workers[0] not in replacement
         wait_ready(base)
         load(base, 10)
@@ -141,12 +127,12 @@ def test_requests_succeed_while_a_worker_is_replaced_and_it_joins_the_port(
     saves clients in latency is measured by `python -m bench restart`."""
     with two_workers(tmp_path) as (proc, port):
         base = f"http://127.0.0.1:{port}"
-        first = children(proc.pid)
+        first = live_children(proc.pid)
         os.kill(first[0], signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while not (set(children(proc.pid)) - set(first)) and time.monotonic() < deadline:
+        while not (set(live_children(proc.pid)) - set(first)) and time.monotonic() < deadline:
             time.sleep(0.01)
-        new = set(children(proc.pid)) - set(first)
+        new = set(live_children(proc.pid)) - set(first)
         assert new, "no replacement was started"
         until = time.monotonic() + 4  # the replacement's whole start-up
         while time.monotonic() < until:
@@ -192,7 +178,7 @@ def test_keep_alive_connections_opened_together_spread_over_the_workers(tmp_path
         try:
             for client in clients:
                 assert client.get("/healthz").status_code == 200
-            per_worker = [_sockets(w, port, ESTABLISHED) for w in children(proc.pid)]
+            per_worker = [_sockets(w, port, ESTABLISHED) for w in live_children(proc.pid)]
             assert sum(per_worker) == 16 and min(per_worker) > 0, per_worker
         finally:
             for client in clients:

@@ -139,6 +139,9 @@ class ScriptedTransport:
     async def aclose(self) -> None:
         return None
 
+    def prune_idle(self) -> None:
+        return None
+
 
 class RefusingProvider(OpenAIProvider):
     """OpenAI, but a deployment whose upstream model starts with "refuse" cannot take

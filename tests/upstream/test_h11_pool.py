@@ -216,6 +216,27 @@ async def test_idle_connections_expire(accepted: list[trio.SocketStream]) -> Non
         await wait_closed(accepted[0])  # the expired one was closed, not leaked
 
 
+async def test_prune_idle_closes_expired_and_server_closed_connections(
+    accepted: list[trio.SocketStream],
+) -> None:
+    """What the gateway's timer calls (gateway/state.py): no request needed."""
+    async with serving(ok) as port, transport_for(port, idle_expiry_s=0.2) as transport:
+        async with trio.open_nursery() as n:  # two connections at once, both pooled after
+            for _ in range(2):
+                n.start_soon(fetch, transport, post(port))
+        assert len(accepted) == 2
+        await accepted[1].aclose()  # the server closes one: ours sits in CLOSE_WAIT
+        await trio.sleep(0.05)
+        transport.prune_idle()
+        idle = [c for pool in transport._pools.values() for c in pool.idle]
+        assert len(idle) == 1  # the one the server closed is let go at once
+        assert idle[0].sock.fileno() != -1
+        await trio.sleep(0.25)
+        transport.prune_idle()
+        await wait_closed(accepted[0])  # the expired one too
+        assert idle[0].sock.fileno() == -1
+
+
 async def test_aclose_closes_pooled_connections(accepted: list[trio.SocketStream]) -> None:
     async with serving(ok) as port:
         transport = H11Transport(provider(port))

@@ -1,4 +1,4 @@
-"""Safe media fetching (gateway/fetch.py): SSRF refusals, redirects, limits, types.
+"""Safe media fetching (gateway/upstream/media_fetch.py): SSRF refusals, redirects, limits, types.
 
 A tiny HTTP server on 127.0.0.1 serves the media. Fetches of it either use
 `allow_private=True`, or go through a fake resolver that answers a public address

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from bench.fakes.server import Reply, Request, serve_http
-from gateway.config import ProviderConfig
+from gateway.config import ProviderConfig, Transport
 from gateway.errors import (
     GatewayError,
     UpstreamConnectionError,
@@ -32,9 +32,9 @@ Handler = Callable[[Request, Reply], Awaitable[None]]
 
 
 @pytest.fixture(params=["h11", "httpx"])
-def transport(request: pytest.FixtureRequest) -> str:
+def transport(request: pytest.FixtureRequest) -> Transport:
     """Every relay behaviour holds on both upstream transports."""
-    kind: str = request.param
+    kind: Transport = request.param
     return kind
 
 
@@ -97,7 +97,7 @@ class Upstream:
 
 @asynccontextmanager
 async def upstream(
-    handler: Handler, kind: str, provider: Provider | None = None, **timeouts: float
+    handler: Handler, kind: Transport, provider: Provider | None = None, **timeouts: float
 ) -> AsyncIterator[Upstream]:
     """A scripted upstream on a free port, and a Relay pointed at it."""
     async with trio.open_nursery() as nursery:
@@ -121,7 +121,7 @@ async def upstream(
             nursery.cancel_scope.cancel()
 
 
-async def test_done_reaches_the_client_even_if_the_upstream_lingers(transport: str) -> None:
+async def test_done_reaches_the_client_even_if_the_upstream_lingers(transport: Transport) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("hi") + chunk(None, "stop") + b"data: [DONE]\n\n")
         await trio.sleep(30)  # never ends its body
@@ -133,7 +133,7 @@ async def test_done_reaches_the_client_even_if_the_upstream_lingers(transport: s
     assert outcome.error is None
 
 
-async def test_content_and_error_in_one_read_keep_the_content(transport: str) -> None:
+async def test_content_and_error_in_one_read_keep_the_content(transport: Transport) -> None:
     error = b'data: {"error": {"message": "boom", "type": "server_error"}}\n\n'
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -147,7 +147,7 @@ async def test_content_and_error_in_one_read_keep_the_content(transport: str) ->
     assert outcome.started and outcome.error is not None
 
 
-async def test_error_before_any_content_raises_for_a_real_status(transport: str) -> None:
+async def test_error_before_any_content_raises_for_a_real_status(transport: Transport) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, b'data: {"error": {"message": "bad", "code": 400}}\n\n')
         await reply.end()
@@ -158,7 +158,7 @@ async def test_error_before_any_content_raises_for_a_real_status(transport: str)
     assert info.value.http_status == 400
 
 
-async def test_upstream_is_asked_for_uncompressed_bodies(transport: str) -> None:
+async def test_upstream_is_asked_for_uncompressed_bodies(transport: Transport) -> None:
     seen: list[str] = []
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -173,7 +173,7 @@ async def test_upstream_is_asked_for_uncompressed_bodies(transport: str) -> None
     assert seen == ["identity"]
 
 
-async def test_first_byte_timeout_applies_to_streams(transport: str) -> None:
+async def test_first_byte_timeout_applies_to_streams(transport: Transport) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await trio.sleep(30)
 
@@ -183,7 +183,7 @@ async def test_first_byte_timeout_applies_to_streams(transport: str) -> None:
 
 
 async def test_non_stream_answers_may_take_longer_than_the_first_byte_timeout(
-    transport: str,
+    transport: Transport,
 ) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await trio.sleep(0.6)  # a long generation: the headers come at the end
@@ -193,7 +193,7 @@ async def test_non_stream_answers_may_take_longer_than_the_first_byte_timeout(
         assert b'"hi"' in await up.complete()
 
 
-async def test_non_stream_is_bounded_by_the_total_deadline(transport: str) -> None:
+async def test_non_stream_is_bounded_by_the_total_deadline(transport: Transport) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await trio.sleep(30)
 
@@ -202,7 +202,7 @@ async def test_non_stream_is_bounded_by_the_total_deadline(transport: str) -> No
             await up.complete()
 
 
-async def test_idle_gap_mid_stream_is_an_error_event(transport: str) -> None:
+async def test_idle_gap_mid_stream_is_an_error_event(transport: Transport) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("hi"))
         await trio.sleep(30)
@@ -215,10 +215,10 @@ async def test_idle_gap_mid_stream_is_an_error_event(transport: str) -> None:
 
 
 async def test_a_reset_after_the_request_was_read_is_one_attempt_that_was_sent(
-    transport: str,
+    transport: Transport,
 ) -> None:
     """The relay never retries; it says the request went out, so the chain knows the
-    upstream may have started on it (reliability.md R1)."""
+    upstream may have started on it (docs/reliability.md R1)."""
     attempts: list[int] = []
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -233,7 +233,7 @@ async def test_a_reset_after_the_request_was_read_is_one_attempt_that_was_sent(
 
 
 async def test_an_error_status_is_one_attempt_carrying_the_upstream_status(
-    transport: str,
+    transport: Transport,
 ) -> None:
     attempts: list[int] = []
 
@@ -249,7 +249,7 @@ async def test_an_error_status_is_one_attempt_carrying_the_upstream_status(
 
 
 async def test_an_error_event_before_any_content_carries_the_status_it_stands_for(
-    transport: str,
+    transport: Transport,
 ) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         error = b'data: {"error": {"message": "busy", "type": "server_error", "code": 503}}\n\n'
@@ -262,7 +262,7 @@ async def test_an_error_event_before_any_content_carries_the_status_it_stands_fo
     assert info.value.upstream_status == info.value.http_status == 503
 
 
-async def test_an_idle_gap_before_any_content_is_a_first_byte_timeout(transport: str) -> None:
+async def test_an_idle_gap_before_any_content_is_a_first_byte_timeout(transport: Transport) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, b": nothing yet\n\n")
         await trio.sleep(30)
@@ -272,7 +272,7 @@ async def test_an_idle_gap_before_any_content_is_a_first_byte_timeout(transport:
             await up.stream()
 
 
-async def test_a_deadline_passed_in_bounds_the_call(transport: str) -> None:
+async def test_a_deadline_passed_in_bounds_the_call(transport: Transport) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await trio.sleep(30)
 
@@ -285,7 +285,7 @@ async def test_a_deadline_passed_in_bounds_the_call(transport: str) -> None:
     assert trio.current_time() - start < 1
 
 
-async def test_4xx_is_never_retried(transport: str) -> None:
+async def test_4xx_is_never_retried(transport: Transport) -> None:
     attempts: list[int] = []
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -321,7 +321,7 @@ USAGE = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"
 USAGE += b'"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
 
 
-async def test_on_finish_runs_with_usage_before_done_goes_out(transport: str) -> None:
+async def test_on_finish_runs_with_usage_before_done_goes_out(transport: Transport) -> None:
     """R23: what on_finish records is durable before the client sees [DONE]."""
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -334,10 +334,10 @@ async def test_on_finish_runs_with_usage_before_done_goes_out(transport: str) ->
     assert len(finishes) == 1
     assert log[-1] == b"data: [DONE]\n\n" and finishes[0] == len(log) - 2
     entry = log[finishes[0]]
-    assert isinstance(entry, tuple) and entry[1]["total_tokens"] == 5  # type: ignore[index]
+    assert isinstance(entry, tuple) and entry[1]["total_tokens"] == 5
 
 
-async def test_on_finish_runs_before_a_mid_stream_error_event(transport: str) -> None:
+async def test_on_finish_runs_before_a_mid_stream_error_event(transport: Transport) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("hi"))
         await trio.sleep(0.05)
@@ -399,7 +399,7 @@ A, B, U = b"data: a\n\n", b"data: b\n\n", b"data: usage\n\n"
 
 
 async def _scripted(
-    transport: str, translator: Scripted, linger: bool = False
+    transport: Transport, translator: Scripted, linger: bool = False
 ) -> tuple[list[object], Outcome] | GatewayError:
     """The writes and on_finish call of a stream through `translator`, or what it raised."""
 
@@ -417,7 +417,7 @@ async def _scripted(
                 return e
 
 
-async def test_the_relay_alone_writes_done_after_on_finish(transport: str) -> None:
+async def test_the_relay_alone_writes_done_after_on_finish(transport: Transport) -> None:
     t = Scripted([([A, B], None, True)], tail=[U])
     result = await _scripted(transport, t, linger=True)  # finished: no wait for EOF
     assert isinstance(result, tuple), result
@@ -427,7 +427,7 @@ async def test_the_relay_alone_writes_done_after_on_finish(transport: str) -> No
 
 
 async def test_content_then_an_error_in_one_feed_ends_with_the_error_event(
-    transport: str,
+    transport: Transport,
 ) -> None:
     error = UpstreamError("it broke")
     t = Scripted([([A], error, False)])
@@ -439,13 +439,15 @@ async def test_content_then_an_error_in_one_feed_ends_with_the_error_event(
     assert outcome.error is error and outcome.events == 1 and DONE not in log
 
 
-async def test_a_failure_found_at_close_before_any_content_raises(transport: str) -> None:
+async def test_a_failure_found_at_close_before_any_content_raises(transport: Transport) -> None:
     truncated = UpstreamError("cut", code="upstream_stream_truncated")
     t = Scripted([([], None, False)], tail_error=truncated)
     assert await _scripted(transport, t) is truncated  # raised: a real 502, no stream
 
 
-async def test_a_failure_found_at_close_after_content_is_the_last_event(transport: str) -> None:
+async def test_a_failure_found_at_close_after_content_is_the_last_event(
+    transport: Transport,
+) -> None:
     truncated = UpstreamError("cut", code="upstream_stream_truncated")
     t = Scripted([([A], None, False)], tail_error=truncated)
     result = await _scripted(transport, t)
@@ -456,7 +458,7 @@ async def test_a_failure_found_at_close_after_content_is_the_last_event(transpor
 
 
 async def test_an_outcome_passed_in_is_filled_even_if_the_call_is_cancelled(
-    transport: str,
+    transport: Transport,
 ) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("a") + chunk("b"))
@@ -478,7 +480,7 @@ async def test_an_outcome_passed_in_is_filled_even_if_the_call_is_cancelled(
 
 
 async def test_a_gateway_error_from_on_finish_is_the_last_event_and_settles_once(
-    transport: str,
+    transport: Transport,
 ) -> None:
     refused = UpstreamError("the ledger refused it")
     calls: list[Outcome] = []

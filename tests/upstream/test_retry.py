@@ -1,4 +1,4 @@
-"""What a failed attempt means: the retry rules of reliability.md R1, case by case."""
+"""What a failed attempt means: the retry rules of docs/reliability.md R1, case by case."""
 
 from __future__ import annotations
 

@@ -36,6 +36,7 @@ from gateway.store.records import KeyLimits
 
 __all__ = [
     "DEFAULT_RESERVATION_TTL_S",
+    "RESERVATION_MARGIN_S",
     "BudgetSeed",
     "BudgetState",
     "Seeder",
@@ -44,14 +45,20 @@ __all__ = [
     "new_generation",
     "new_reservation_id",
     "purge_reservations",
+    "reservation_ttl_s",
     "zero_seed",
 ]
 
 # How long a budget reservation counts if its settlement never arrives (the gateway
 # was killed, an admission timed out client-side but ran in Redis, a queued
-# settlement was lost): the longest a request may run, `total_timeout_s` by default.
-# A request running longer is still charged its actual cost when it settles.
-DEFAULT_RESERVATION_TTL_S = 900.0
+# settlement was lost). It must outlive the longest request it covers: one that
+# expired while its request still ran would let another request take its place, and
+# the first one's settlement would then overshoot the budget. So admission passes the
+# TTL of each request, `reservation_ttl_s` of its deadline (the provider's
+# `total_timeout_s`, plus the media fetch); this default (the default total deadline
+# plus the margin) is only for callers that pass none.
+RESERVATION_MARGIN_S = 60.0  # settlement after the deadline: ledger write, Redis, clocks
+DEFAULT_RESERVATION_TTL_S = 900.0 + RESERVATION_MARGIN_S
 
 
 @dataclass(slots=True)
@@ -126,6 +133,12 @@ def new_generation() -> str:
 def new_reservation_id() -> str:
     """A random id naming one budget reservation (settlement releases it by id)."""
     return secrets.token_hex(8)
+
+
+def reservation_ttl_s(deadline_s: float) -> float:
+    """The TTL of a reservation for a request that runs at most `deadline_s` seconds
+    after admission: the deadline plus `RESERVATION_MARGIN_S` for its settlement."""
+    return max(0.0, deadline_s) + RESERVATION_MARGIN_S
 
 
 def purge_reservations(budget: BudgetState, now_ms: int) -> None:

@@ -111,15 +111,20 @@ class LimiterStats:
     settle_dropped: int = 0  # queued settlements dropped (queue full); the ledger has them
 
 
-def check_request(limits: KeyLimits, est_tokens: int, worst_cost_micros: int) -> None:
-    """Refuse what can never be admitted, before touching any state.
+def check_request(limits: KeyLimits, est_tokens: int, worst_cost_micros: int) -> tuple[int, int]:
+    """Refuse what can never be admitted, before touching any state; return the request's
+    tokens and worst cost as the state machine holds them (at most `MAX_MICROS` each).
 
     Raises InvalidRequest (400) if the estimated tokens exceed the TPM limit outright
-    (retrying cannot help, so not a 429), BillingError if the worst-case cost exceeds
-    the spend limit outright, ValueError for negative or absurd inputs (a bug).
+    (retrying cannot help, so not a 429), BillingError (402) if the worst-case cost
+    exceeds the spend limit outright, or, on a key with a budget, exceeds what any
+    budget can hold (`MAX_MICROS`), and ValueError only for negative inputs (a bug).
+    Any other size is admissible: a request bigger than `MAX_MICROS` tokens on a key
+    without a TPM limit is held as `MAX_MICROS` (only TPM reads the count), so no
+    value a client can send makes the limiter fail (docs/reliability.md R13).
     """
-    if not 0 <= est_tokens <= MAX_MICROS or not 0 <= worst_cost_micros <= MAX_MICROS:
-        raise ValueError("est_tokens and worst_cost_micros must be in [0, 1e15]")
+    if est_tokens < 0 or worst_cost_micros < 0:
+        raise ValueError("est_tokens and worst_cost_micros must be >= 0")
     if limits.tpm is not None and est_tokens > limits.tpm:
         raise InvalidRequest(
             f"Request too large for this key's tokens per minute (TPM) limit: limit "
@@ -135,6 +140,13 @@ def check_request(limits: KeyLimits, est_tokens: int, worst_cost_micros: int) ->
             f"({format_micros(limit)}). Lower max_tokens.",
             code="spend_limit_exceeded",
         )
+    if limits.needs_budget and worst_cost_micros > MAX_MICROS:
+        raise BillingError(
+            f"This request may cost up to {format_micros(worst_cost_micros)}, more than "
+            f"any credit can cover. Lower max_tokens.",
+            code="insufficient_quota",
+        )
+    return min(est_tokens, MAX_MICROS), min(worst_cost_micros, MAX_MICROS)
 
 
 def apply_seed(
@@ -346,7 +358,7 @@ class LimitBackend(Protocol):
 
     `admit` raises RateLimited (429), BillingError (402), InvalidRequest (400, the
     request can never fit) or, for a budgeted key whose state store is unreachable,
-    UpstreamUnavailable (503, code `budget_unavailable`).
+    GatewayUnavailable (503, code `budget_unavailable`).
     """
 
     stats: LimiterStats
@@ -358,8 +370,14 @@ class LimitBackend(Protocol):
         est_tokens: int,
         worst_cost_micros: int,
         now: float,
+        *,
+        reservation_ttl_s: float | None = None,
     ) -> Admission:
-        """Check every limit and reserve the request, its tokens and its worst cost."""
+        """Check every limit and reserve the request, its tokens and its worst cost.
+
+        `reservation_ttl_s`: how long the budget reservation counts unsettled; it must
+        outlive the request (`budget.reservation_ttl_s` of its deadline). None: the
+        backend's default."""
         ...
 
     async def settle(

@@ -1,6 +1,6 @@
 """Exact integer GCRA: the arithmetic of the per-key RPM and TPM limits.
 
-Rate limits (RPM, TPM; reliability.md R14). Each key has, per dimension, a
+Rate limits (RPM, TPM; docs/reliability.md R14). Each key has, per dimension, a
 theoretical arrival time (TAT) as in the Generic Cell Rate Algorithm: a request of
 `n` units (1 for RPM, the estimated tokens for TPM) pushes the TAT `n * 60 s / limit`
 into the future and is admitted if the TAT stays within 60 s of now. This is a token

@@ -97,10 +97,17 @@ class MemoryLimitBackend:
         est_tokens: int,
         worst_cost_micros: int,
         now: float,
+        *,
+        reservation_ttl_s: float | None = None,
     ) -> Admission:
         """Check every limit and reserve; seeds the budget from the ledger on first use."""
+        ttl_ms = (
+            self._reservation_ttl_ms
+            if reservation_ttl_s is None
+            else max(1, round(reservation_ttl_s * 1000))
+        )
         try:
-            check_request(limits, est_tokens, worst_cost_micros)
+            est_tokens, worst_cost_micros = check_request(limits, est_tokens, worst_cost_micros)
             if limits.unlimited:
                 self.stats.admitted += 1
                 return unlimited_admission(key_id, est_tokens)
@@ -114,7 +121,7 @@ class MemoryLimitBackend:
                     est_tokens,
                     worst_cost_micros,
                     now,
-                    reservation_ttl_ms=self._reservation_ttl_ms,
+                    reservation_ttl_ms=ttl_ms,
                 )
             ) is None:
                 if seeds == _SEED_ATTEMPTS:

@@ -1,7 +1,7 @@
 """The shared limit backend: per-key state in Redis, changed only by Lua scripts.
 
 Every gateway process and machine that points at the same Redis enforces the same
-limits exactly (reliability.md R14): admission is ONE script call that checks the
+limits exactly (docs/reliability.md R14): admission is ONE script call that checks the
 budget, RPM and TPM and makes every reservation atomically, so 400 requests released
 at once from any number of processes against RPM=100 admit exactly 100. Settlement
 is one more script call. The arithmetic is `gateway.billing.limits.core`' exact integer GCRA and
@@ -19,25 +19,28 @@ again); one without expires as soon as its buckets are empty. Run Redis with
 `maxmemory-policy noeviction` (or a `volatile-*` policy): an evicted budget forgets
 its in-flight reservations.
 
-When Redis is unreachable or slow (R17): every call has a deadline (`timeout_s`,
-200 ms by default) and a failure opens a breaker for `breaker_s`, during which no
-call is tried. Meanwhile keys with only RPM/TPM limits fail OPEN (admitted with
-`degraded=True`, counted in `stats.fail_open`, a warning logged at most once per
-`warn_every_s`) and keys with a spend limit or credit fail CLOSED with 503
-`budget_unavailable` (counted in `stats.fail_closed`): spend is never risked. A
-settlement that fails is queued (bounded) and retried after the next successful
-call; its generation check makes the retry safe if Redis lost its data meanwhile.
-Clocks: the caller's `now` is used, so machines sharing a Redis need synchronised
-clocks (NTP); a skew of d seconds lets a fast machine admit up to d/(60/limit) early.
+When Redis is unreachable or slow (R17): every call has a deadline (`timeout_s`; the
+app passes `[state] redis_timeout_s`, 1 s by default). The first failure or timeout
+opens a breaker: the calls still waiting end at once, and every later call fails fast,
+without touching Redis, until a probe succeeds (a PING from `run_flusher` once
+`breaker_s` has passed, then every `breaker_s` while it fails; without the flusher,
+the first call after `breaker_s` is the probe). Meanwhile keys with only RPM/TPM
+limits fail OPEN (admitted with `degraded=True`, counted in `stats.fail_open`, a
+warning logged at most once per `warn_every_s`) and keys with a spend limit or credit
+fail CLOSED with 503 `budget_unavailable` (counted in `stats.fail_closed`): spend is
+never risked. A settlement that fails is queued (bounded) and retried after the next
+successful call; its generation check makes the retry safe if Redis lost its data
+meanwhile. Clocks: the caller's `now` is used, so machines sharing a Redis need
+synchronised clocks (NTP); a skew of d seconds lets a fast machine admit up to
+d/(60/limit) early.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -71,7 +74,7 @@ from gateway.billing.limits.scripts import (
     TOPUP_LUA,
 )
 from gateway.billing.limits.single_flight import SingleFlight
-from gateway.errors import GatewayError, InternalError, UpstreamUnavailable
+from gateway.errors import GatewayError, GatewayUnavailable, InternalError
 from gateway.store.periods import SpendPeriod, period_start
 from gateway.store.records import MAX_MICROS, KeyLimits
 from gateway.store.redis_client import RedisClient, RedisError
@@ -97,14 +100,14 @@ class _Settlement:
     actual_cost_micros: int
     now: float
     cancel: bool = False  # release the reservation of an admission whose reply was lost
+    reservation_ttl_ms: int | None = None  # a cancel: the lost admission's TTL
 
 
-def _budget_unavailable() -> UpstreamUnavailable:
-    return UpstreamUnavailable(
+def _budget_unavailable() -> GatewayUnavailable:
+    return GatewayUnavailable(
         "The budget service is unavailable, so requests on a key with a spend limit or "
         "prepaid credit are refused rather than risk overspending. Retry shortly.",
         code="budget_unavailable",
-        headers={"retry-after": "1"},
     )
 
 
@@ -160,7 +163,14 @@ class RedisLimitBackend:
         self._load = client.register_script(LOAD_LUA)
         self._topup = client.register_script(TOPUP_LUA)
         self._status = client.register_script(STATUS_LUA)
-        self._down_until = float("-inf")
+        # The breaker: open from a failed call until a probe succeeds (`probe`, sent by
+        # `run_flusher`, or, without it, by the first call after `breaker_s`).
+        self._open = False
+        self._open_until = float("-inf")  # trio clock: no probe before this
+        self._probing = False
+        self._probers = 0  # run_flusher tasks probing in the background
+        self._in_flight: set[trio.CancelScope] = set()
+        self._tripped = trio.Event()  # wakes run_flusher when the breaker opens
         self._clock = (time.time(), 0.0)  # (the last caller's now, trio time then)
         self._last_warning = float("-inf")
         self._unwarned = 0
@@ -183,18 +193,51 @@ class RedisLimitBackend:
         """Run a script with the deadline; raises `_StoreDown` while the breaker is open
         or when the call fails (and opens the breaker)."""
         self._clock = (now, trio.current_time())
-        if now < self._down_until:
-            raise _StoreDown(sent=False)
+        probe = False
+        if self._open:
+            if self._probing or self._probers or trio.current_time() < self._open_until:
+                raise _StoreDown(sent=False)
+            self._probing = probe = True  # no background prober: this call is the probe
         try:
-            with trio.fail_after(self._timeout_s):
-                return await script(keys=self._keys(key_id), args=list(args))
-        except _STORE_ERRORS as exc:
-            self._failed(exc, now)
-            raise _StoreDown(sent=True) from exc
+            reply = await self._guarded(script(keys=self._keys(key_id), args=list(args)), now)
+        finally:
+            if probe:
+                self._probing = False
+        if probe:
+            self._open = False
+        return reply
 
-    def _failed(self, exc: BaseException, now: float) -> None:
+    async def _guarded(self, call: Awaitable[Any], now: float) -> Any:
+        """Await one store call within the deadline; a failure or timeout opens the
+        breaker, and the breaker opening ends this call too (`_StoreDown`)."""
+        scope = trio.CancelScope(deadline=trio.current_time() + self._timeout_s)
+        self._in_flight.add(scope)
+        done, reply = False, None
+        try:
+            with scope:
+                reply = await call
+                done = True
+        except _STORE_ERRORS as exc:
+            self._trip(exc, now)
+            raise _StoreDown(sent=True) from exc
+        finally:
+            self._in_flight.discard(scope)
+        if not done:  # its deadline passed, or the breaker opened for another call
+            if not self._open:
+                self._trip(trio.TooSlowError(f"no reply within {self._timeout_s:g} s"), now)
+            raise _StoreDown(sent=True)
+        return reply
+
+    def _trip(self, exc: BaseException, now: float) -> None:
+        """Open the breaker for `breaker_s` (from now, on the trio clock) and end every
+        call still waiting: they wait on the same store, and would each use up their
+        whole timeout (docs/reliability.md R17)."""
         self.stats.store_errors += 1
-        self._down_until = now + self._breaker_s
+        self._open = True
+        self._open_until = trio.current_time() + self._breaker_s
+        self._tripped.set()
+        for scope in self._in_flight:
+            scope.cancel()
         self._unwarned += 1
         if now - self._last_warning >= self._warn_every_s:
             log.warning(
@@ -206,6 +249,28 @@ class RedisLimitBackend:
             )
             self._last_warning = now
             self._unwarned = 0
+
+    @property
+    def breaker_open(self) -> bool:
+        """True while calls fail fast: from a failure until a probe succeeds."""
+        return self._open
+
+    async def probe(self) -> bool:
+        """Once the breaker's wait is over, PING the store; success closes the breaker,
+        failure keeps it open for another `breaker_s`. True if the breaker is closed."""
+        if not self._open:
+            return True
+        if self._probing or trio.current_time() < self._open_until:
+            return False
+        self._probing = True
+        try:
+            await self._guarded(self._client.execute("PING"), self._now())
+        except _StoreDown:
+            return False
+        finally:
+            self._probing = False
+        self._open = False
+        return True
 
     def _degraded(self, key_id: str, limits: KeyLimits, est_tokens: int) -> Admission:
         """Fail open for rate limits, closed for budgets."""
@@ -226,11 +291,18 @@ class RedisLimitBackend:
         est_tokens: int,
         worst_cost_micros: int,
         now: float,
+        *,
+        reservation_ttl_s: float | None = None,
     ) -> Admission:
         """One script call checks and reserves everything (two more on first sight of a
         budgeted key: the ledger seed and its load)."""
+        ttl_ms = (
+            self._reservation_ttl_ms
+            if reservation_ttl_s is None
+            else max(1, round(reservation_ttl_s * 1000))
+        )
         try:
-            check_request(limits, est_tokens, worst_cost_micros)
+            est_tokens, worst_cost_micros = check_request(limits, est_tokens, worst_cost_micros)
         except GatewayError:
             self.stats.refused += 1
             raise
@@ -251,7 +323,7 @@ class RedisLimitBackend:
             worst_cost_micros if needs_budget else 0,
             self._ttl_ms,
             rid := new_reservation_id() if needs_budget else "",
-            self._reservation_ttl_ms,
+            ttl_ms,
         )
         # While the script call is out, its outcome is unknown: if it fails, times out
         # or is cancelled, the script may still run (when a stalled Redis resumes) and
@@ -270,11 +342,11 @@ class RedisLimitBackend:
                 await self._seeding.run(key_id, epoch, self._seed, key_id, limits, now)
         except _StoreDown as exc:
             if in_flight and exc.sent and rid:
-                self._cancel(key_id, rid, worst_cost_micros, now)
+                self._cancel(key_id, rid, worst_cost_micros, now, ttl_ms)
             return self._degraded(key_id, limits, est_tokens)
         except BaseException:
             if in_flight and rid:
-                self._cancel(key_id, rid, worst_cost_micros, now)
+                self._cancel(key_id, rid, worst_cost_micros, now, ttl_ms)
             raise
         try:
             admission = self._decode_admit(
@@ -286,12 +358,14 @@ class RedisLimitBackend:
         self.stats.admitted += 1
         return admission
 
-    def _cancel(self, key_id: str, rid: str, worst: int, now: float) -> None:
-        """Queue the release of a reservation whose admission's reply was lost."""
+    def _cancel(self, key_id: str, rid: str, worst: int, now: float, ttl_ms: int) -> None:
+        """Queue the release of a reservation whose admission's reply was lost (its
+        marker, which stops a late admission from reserving, lives as long as that
+        admission's reservation would)."""
         admission = Admission(
             key_id=key_id, est_tokens=0, reserved_micros=worst, reservation_id=rid
         )
-        self._defer(_Settlement(admission, 0, 0, now, cancel=True))
+        self._defer(_Settlement(admission, 0, 0, now, cancel=True, reservation_ttl_ms=ttl_ms))
 
     async def _seed(self, key_id: str, limits: KeyLimits, now: float) -> None:
         await self._load_or_raise(key_id, await self._seeder(key_id, limits, now), now)
@@ -388,7 +462,7 @@ class RedisLimitBackend:
             self._ttl_ms,
             a.reservation_id or "",
             "c" if item.cancel else "s",
-            self._reservation_ttl_ms,
+            item.reservation_ttl_ms or self._reservation_ttl_ms,
         )
         try:
             await self._call(self._settle, a.key_id, args, now)
@@ -421,13 +495,23 @@ class RedisLimitBackend:
     async def run_flusher(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Background task: retry queued settlements (and releases of lost admissions)
-        whenever the breaker allows, so that they do not wait for the next settlement."""
-        task_status.started()
-        while True:
-            await trio.sleep(max(self._breaker_s, 0.05))
-            if self._pending and self._now() >= self._down_until:
-                await self.flush()
+        """Background task: probe the store while the breaker is open (so no request
+        has to), and retry queued settlements (and releases of lost admissions) once it
+        is closed, so that they do not wait for the next settlement."""
+        self._probers += 1
+        try:
+            task_status.started()
+            while True:
+                if self._open:  # probe as soon as the breaker allows
+                    await trio.sleep_until(max(self._open_until, trio.current_time() + 0.01))
+                else:  # flush now and then; a trip wakes this up at once
+                    with trio.move_on_after(max(min(self._breaker_s, 1.0), 0.05)):
+                        await self._tripped.wait()
+                    self._tripped = trio.Event()
+                if await self.probe() and self._pending:
+                    await self.flush()
+        finally:
+            self._probers -= 1
 
     def _now(self) -> float:
         """The callers' clock (they pass `now`), advanced by the time since the last call."""
@@ -440,7 +524,7 @@ class RedisLimitBackend:
         be sent (they stop counting at their reservations' expiry)."""
         with trio.move_on_after(timeout_s, shield=True):
             if self._pending:
-                self._down_until = -math.inf
+                self._open = False
                 await self.flush()
         return len(self._pending)
 

@@ -44,14 +44,20 @@ from gateway.openai.validate.tools import (
     check_tools,
 )
 
-__all__ = ["validate_chat_request"]
+__all__ = ["MAX_OUTPUT_TOKENS", "validate_chat_request"]
 
 _TOKEN_ID = re.compile(r"[0-9]{1,10}")
 
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
+# OpenAI's schema gives `max_tokens` and `max_completion_tokens` no upper bound (the
+# API checks each model's own limit); the largest any vendor's field can carry is a
+# signed 32-bit integer (Gemini's `maxOutputTokens` is an int32), far above any model's
+# output. Bounded here so that nothing downstream (the limiter's arithmetic, a
+# vendor's parser) sees 2**64 (docs/reliability.md R13).
+MAX_OUTPUT_TOKENS: Final = 2**31 - 1
 
-# Enumerations of the request schema (wire-formats.md A2-A4).
+# Enumerations of the request schema (docs/wire-formats.md A2-A4).
 _AUDIO_OUT: Final = ("wav", "aac", "mp3", "flac", "opus", "pcm16")
 _REASONING_EFFORT: Final = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 _SERVICE_TIERS: Final = ("auto", "default", "flex", "scale", "priority", "fast")
@@ -283,8 +289,8 @@ _FIELDS: Final[dict[str, _Check]] = {
     "messages": check_messages,
     "stream": _bool_field("stream", nullable=True),
     "stream_options": _check_stream_options,
-    "max_tokens": _int_field("max_tokens", 1, None),
-    "max_completion_tokens": _int_field("max_completion_tokens", 1, None),
+    "max_tokens": _int_field("max_tokens", 1, MAX_OUTPUT_TOKENS),
+    "max_completion_tokens": _int_field("max_completion_tokens", 1, MAX_OUTPUT_TOKENS),
     "temperature": _number_field("temperature", 0, 2),
     "top_p": _number_field("top_p", 0, 1),
     "n": _int_field("n", 1, 128),

@@ -32,7 +32,7 @@ __all__ = ["AUDIO_REF_KEYS", "TEXT_ONLY", "check_messages", "check_parts"]
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+\S*", re.IGNORECASE)
 _DATA_URL = re.compile(r"data:[a-zA-Z0-9.+-]+/[a-zA-Z0-9.+-]+;base64,")
 
-# Enumerations of the request schema (wire-formats.md A2-A4).
+# Enumerations of the request schema (docs/wire-formats.md A2-A4).
 _ROLES: Final = ("system", "developer", "user", "assistant", "tool", "function")
 TEXT_ONLY: Final = ("text",)
 _USER_PARTS: Final = ("text", "image_url", "input_audio", "file")

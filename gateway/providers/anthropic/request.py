@@ -190,6 +190,22 @@ def _plan_tools(
     return _ToolPlan(tools, choice), output_format
 
 
+def _json_tool_beside_stubs(body: JSON, builder: MessageBuilder, native: bool) -> bool:
+    """Whether the JSON tool would be offered beside stubs of tools only the history names.
+
+    The client declared no tools, so any tool call but the JSON answer breaks its
+    contract. Only a forced JSON tool guarantees that, and thinking cannot be combined
+    with a forced tool (E13): in this case thinking is left off.
+    """
+    if body.get("tools") or body.get("functions") or not builder.tool_names:
+        return False
+    fmt = body.get("response_format")
+    if fmt is None or fmt["type"] == "text":
+        return False
+    schema = fmt["json_schema"].get("schema") if fmt["type"] == "json_schema" else None
+    return not (native and schema is not None)
+
+
 def _with_response_tool(
     fmt: JSON, choice: JSON | None, tools: list[JSON]
 ) -> tuple[JSON, list[JSON]]:
@@ -328,7 +344,7 @@ def translate_request(body: JSON, ctx: CallContext) -> JSON:
         _max_tokens(body),
         default,
         ctx.deployment.max_output_tokens,
-        not builder.excludes_thinking(),
+        not builder.excludes_thinking() and not _json_tool_beside_stubs(body, builder, native),
     )
     tools, output_format = _plan_tools(body, builder, thinking is not None, native)
 

@@ -13,7 +13,7 @@ from gateway.errors import GatewayError
 from gateway.providers.common import upstream_status_error
 
 # HTTP status -> the OpenAI error code D8 gives it (401 and 403 are the gateway's own
-# key refused: `upstream_status_error` makes them 502 `upstream_auth_failed`).
+# key refused: `upstream_status_error` keeps the status, code `upstream_auth_failed`).
 _ERROR_CODES: Final = {
     404: "model_not_found",
     413: "request_too_large",
@@ -77,7 +77,7 @@ def _retry_delay(details: list[Any]) -> str | None:
 def gemini_error(
     obj: object, status: int | None, headers: Mapping[str, str] | None
 ) -> GatewayError:
-    """Map a Gemini error body to the gateway's error tree (wire-formats.md C7, D8)."""
+    """Map a Gemini error body to the gateway's error tree (docs/wire-formats.md C7, D8)."""
     message, rpc, details, code = _error_parts(obj)
     if status is None:
         status = code if code is not None and 400 <= code < 600 else _RPC_STATUS.get(rpc or "", 502)

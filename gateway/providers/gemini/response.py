@@ -49,7 +49,7 @@ FAILED: Final = frozenset(
 
 
 def openai_usage(meta: JSON) -> JSON:
-    """OpenAI usage from Gemini `usageMetadata` (wire-formats.md D6)."""
+    """OpenAI usage from Gemini `usageMetadata` (docs/wire-formats.md D6)."""
     prompt = _count(meta, "promptTokenCount") + _count(meta, "toolUsePromptTokenCount")
     thoughts = _count(meta, "thoughtsTokenCount")
     completion = _count(meta, "candidatesTokenCount") + thoughts

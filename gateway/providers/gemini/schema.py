@@ -4,7 +4,7 @@ The gateway sends client schemas to Gemini as real JSON Schema (the two `*JsonSc
 fields), not as the OpenAPI-subset `parameters` / `responseSchema` protos: those reject
 every keyword they do not know (`additionalProperties`, `$ref`, `const`, `uniqueItems`,
 ...) and a faithful conversion would mean inlining `$ref`s, which breaks recursive
-schemas and Gemini's nesting limit (wire-formats.md E5). The JSON Schema fields take
+schemas and Gemini's nesting limit (docs/wire-formats.md E5). The JSON Schema fields take
 the schema as a free-form value, so only what Gemini documents as refused is changed:
 
 - `$schema` is removed wherever it appears (reported refused; carries no constraint);

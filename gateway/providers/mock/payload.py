@@ -64,7 +64,9 @@ def plain_text(content: Any) -> str:
 
 
 def quote(text: str, limit: int) -> str:
-    pieces = split_tokens(" ".join(text.split()))
+    """The first `limit` tokens of `text`, whitespace collapsed ("…" if cut). Only the
+    first 64 characters per token are read: a 15 MB message costs what a short one does."""
+    pieces = split_tokens(" ".join(text[: limit * 64].split()))
     if len(pieces) <= limit:
         return "".join(pieces)
     return "".join(pieces[:limit]).rstrip() + "…"

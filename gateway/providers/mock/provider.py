@@ -15,7 +15,7 @@ class MockProvider(OpenAIProvider):
     """Provider for `kind = "mock"`: answered in-process by `respond`.
 
     It speaks OpenAI's wire format, so responses, streams and errors go through the
-    OpenAI translator like those of a real upstream; `relay.LocalTransport` serves the
+    OpenAI translator like those of a real upstream; `upstream.local.LocalTransport` serves the
     reply's parts with their delays instead of a socket.
     """
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 import trio
 
-from gateway.billing.limits.budget import BudgetSeed, zero_seed
+from gateway.billing.limits.budget import BudgetSeed, reservation_ttl_s, zero_seed
 from gateway.billing.limits.core import (
     Admission,
     KeyState,
@@ -463,6 +463,21 @@ async def test_a_reservation_never_settled_stops_counting_after_its_ttl() -> Non
         30,
         0,
     )
+
+
+async def test_a_reservation_outlives_the_deadline_admission_gives_it() -> None:
+    """The overshoot of issue 10: a 1200 s request behind a fixed 900 s TTL lost its
+    reservation while it ran, a second request took its place, and both were charged."""
+    backend = MemoryLimitBackend()
+    limits = KeyLimits(spend_limit_micros=2, spend_period="day")
+    first = await backend.admit("k", limits, 0, 2, T0, reservation_ttl_s=reservation_ttl_s(1200))
+    with pytest.raises(BillingError):
+        await backend.admit("k", limits, 0, 1, T0 + 1000)  # the first still runs
+    await backend.settle(first, 0, 2, T0 + 1200)
+    with pytest.raises(BillingError):
+        await backend.admit("k", limits, 0, 1, T0 + 1201)
+    budget = (await backend.status("k", T0 + 1201))["budget"]
+    assert isinstance(budget, dict) and budget["spent_micros"] == 2
 
 
 def test_settling_twice_or_after_expiry_never_releases_another_reservation() -> None:

@@ -85,7 +85,10 @@ async def release_together(
     """`count` requests started at the same moment, alternating between the gateways."""
     statuses: list[int] = []
     go = trio.Event()
-    payload = {"model": "mock-priced", "messages": [{"role": "user", "content": "hi"}]}
+    payload: dict[str, object] = {
+        "model": "mock-priced",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     payload.update(body or {})
     limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
@@ -135,7 +138,8 @@ def test_a_tiny_budget_is_never_overshot_across_two_processes(tmp_path: Path) ->
         urls,
         key,
     ):
-        statuses, _ = trio.run(release_together, urls, key, 200, {"max_tokens": 5})
+        small: dict[str, object] = {"max_tokens": 5}
+        statuses, _ = trio.run(release_together, urls, key, 200, small)
         spent = ledger_cost(config)
     assert set(statuses) <= {200, 402}
     assert statuses.count(402) > 0

@@ -14,26 +14,36 @@ import os
 import random
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
 
+import httpx
+import openai
 import pytest
 import trio
+from openai import OpenAI
 
+from bench.fakes.threaded import BackgroundTrio
+from gateway.app import create_app
 from gateway.billing.limits import redis as limits_redis
 from gateway.billing.limits.budget import BudgetSeed, Seeder, zero_seed
 from gateway.billing.limits.core import Admission, LimitBackend, rate_limit_headers
 from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.billing.limits.redis import RedisLimitBackend, open_redis_backend
+from gateway.config import load_config
 from gateway.errors import (
     BillingError,
     GatewayError,
+    GatewayUnavailable,
     InternalError,
     RateLimited,
-    UpstreamUnavailable,
 )
 from gateway.store.records import KeyLimits
+from tests.conftest import ADMIN_KEY, serve_app
 from tests.paths import REPO
 from tests.redis_server import RedisServer
 
@@ -84,6 +94,15 @@ async def admit_all(
         for _ in range(n):
             nursery.start_soon(one)
     return admitted, refused
+
+
+async def until_the_breaker_closes(backend: RedisLimitBackend) -> None:
+    """Wait (at most 5 s) for the flusher's probe to find Redis back."""
+    for _ in range(100):
+        if not backend.breaker_open:
+            return
+        await trio.sleep(0.05)
+    raise AssertionError("the breaker never closed")
 
 
 # ------------------------------------------------------------------------ exactness
@@ -291,7 +310,7 @@ async def test_redis_agrees_with_the_in_process_backend_op_for_op(redis: RedisSe
     async def seeder(key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
         return BudgetSeed.for_limits(limits, now, spent_micros=50, credit_micros=400)
 
-    memory = MemoryLimitBackend(seeder=seeder)
+    memory = MemoryLimitBackend(seeder=seeder, reservation_ttl_s=900)
     async with backend_on(redis.url, seeder=seeder) as shared:
         rng = random.Random(4)
         now = FEB_1_2027 - 2_000.0  # crosses a UTC day and month boundary on the way
@@ -465,21 +484,24 @@ async def test_redis_killed_rates_fail_open_budgets_fail_closed_then_recover(
             degraded = await backend.admit("r", rates, 0, 0, T0 + 0.1)  # over RPM, let through
         assert degraded.degraded and rate_limit_headers(degraded) == []
         assert backend.stats.fail_open == 1 and backend.stats.store_errors == 1
-        with pytest.raises(UpstreamUnavailable) as err:
+        with pytest.raises(GatewayUnavailable) as err:
             await backend.admit("b", budget, 0, 100, T0 + 0.2)
         assert err.value.http_status == 503 and err.value.code == "budget_unavailable"
+        assert err.value.type == "gateway_unavailable_error"  # the gateway's store, not upstream
         assert "budget service is unavailable" in err.value.message
         assert backend.stats.fail_closed == 1
         await backend.settle(before, 0, 80, T0 + 0.3)  # queued, not raised
         await backend.settle(degraded, 0, 0, T0 + 0.3)  # nothing was reserved
         assert backend.pending_settlements == 1
         assert backend.stats.store_errors == 1  # the breaker is open: no new attempts
-        await backend.admit("r", rates, 0, 0, T0 + 1.2)  # breaker closed, Redis still down
+        await trio.sleep(1.3)  # the flusher's probe fails: still open, one more error
+        await backend.admit("r", rates, 0, 0, T0 + 1.2)  # fails fast, Redis still down
         assert backend.stats.fail_open == 2 and backend.stats.store_errors == 2
         warnings = [r for r in caplog.records if r.name == "gateway.billing.limits.core"]
         assert len(warnings) == 1 and "fail open" in warnings[0].getMessage()
 
         own_redis.start()  # back, empty
+        await until_the_breaker_closes(backend)
         later = T0 + 3
         await backend.admit("r", rates, 0, 0, later)
         with pytest.raises(RateLimited):
@@ -506,11 +528,12 @@ async def test_a_hung_redis_costs_at_most_the_timeout_and_replies_stay_in_order(
             adm = await backend.admit("k", limits, 0, 0, T0)
             assert adm.degraded
             assert trio.current_time() - start < 0.6
-            with pytest.raises(UpstreamUnavailable):
+            with pytest.raises(GatewayUnavailable):
                 await backend.admit("b", KeyLimits(prepaid=True), 0, 1, T0 + 0.02)
         finally:
             own_redis.resume()
         await trio.sleep(0.1)  # the paused server now answers the abandoned call
+        await until_the_breaker_closes(backend)
         # No reply of the abandoned call may be read as the answer to a later one: the
         # remaining counts go down one by one (the abandoned admission may have run).
         seen = []
@@ -541,7 +564,7 @@ async def test_an_admission_that_timed_out_but_ran_later_is_released(
         await backend.admit("k", DAY, 0, 10, T0)
         own_redis.pause()
         try:
-            with pytest.raises(UpstreamUnavailable):
+            with pytest.raises(GatewayUnavailable):
                 await backend.admit("k", DAY, 0, 90, T0)  # 503: the caller gives up
         finally:
             own_redis.resume()
@@ -563,7 +586,7 @@ async def test_a_release_that_overtakes_its_admission_stops_it_reserving(
         await backend.load(
             "k", BudgetSeed.for_limits(DAY, T0, spent_micros=0, credit_micros=None), T0
         )
-        backend._cancel("k", "r1", 90, T0)  # the release arrives first
+        backend._cancel("k", "r1", 90, T0, 960_000)  # the release arrives first
         assert await backend.flush(T0) == 0
         with pytest.raises(InternalError):
             await backend.admit("k", DAY, 0, 90, T0)  # the late admission: refused to run
@@ -579,6 +602,17 @@ async def test_a_reservation_never_settled_is_released_after_its_ttl(redis: Redi
         late = await backend.admit("k", DAY, 0, 100, T0 + 60)
         await backend.settle(late, 0, 30, T0 + 200)  # charged, releases nothing else
         assert await budget_of(backend, T0 + 200) == (30, 0)
+
+
+async def test_a_reservation_outlives_the_deadline_admission_gives_it(redis: RedisServer) -> None:
+    limits = KeyLimits(spend_limit_micros=2, spend_period="day")
+    async with backend_on(redis.url, reservation_ttl_s=900) as backend:
+        first = await backend.admit("k", limits, 0, 2, T0, reservation_ttl_s=1260)
+        with pytest.raises(BillingError):
+            await backend.admit("k", limits, 0, 1, T0 + 1000)  # past 900 s: still counts
+        await backend.settle(first, 0, 2, T0 + 1200)
+        with pytest.raises(BillingError):
+            await backend.admit("k", limits, 0, 1, T0 + 1201)
 
 
 async def test_settling_twice_releases_once(redis: RedisServer) -> None:
@@ -609,8 +643,100 @@ async def test_queued_settlements_are_drained_when_the_backend_closes(
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     async with backend_on(redis.url, prefix=prefix) as backend:
         a = await backend.admit("k", DAY, 0, 100, T0)
-        backend._down_until = float("inf")  # as if Redis had just failed: queue them
+        backend._open, backend._open_until = True, float("inf")  # as if Redis had failed
         await backend.settle(a, 0, 40, T0 + 1)
         assert backend.pending_settlements == 1
     async with backend_on(redis.url, prefix=prefix) as again:
         assert await budget_of(again, T0 + 2) == (40, 0)
+
+
+# ------------------------------------------------- a frozen Redis, through the gateway
+
+FROZEN_CONFIG = """
+[state]
+sqlite_path = "{dir}/gateway.sqlite3"
+admin_key = "{admin}"
+redis_url = "{redis}"
+
+[providers.mock]
+kind = "mock"
+
+[models."mock-priced"]
+provider = "mock"
+ttft_ms = 0
+tokens_per_s = 0
+price_input_per_mtok = 1
+price_output_per_mtok = 1
+"""
+
+
+def _managed_key(base: str, **spec: object) -> str:
+    r = httpx.post(
+        f"{base}/admin/keys",
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        json={"name": f"k{uuid.uuid4().hex[:6]}", **spec},
+    )
+    assert r.status_code == 201, r.text
+    key: str = r.json()["key"]
+    return key
+
+
+def test_a_frozen_redis_costs_one_timeout_then_requests_fail_fast_until_a_probe_succeeds(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Redis stopped with SIGSTOP keeps its sockets and answers nothing: only the first
+    request waits for `redis_timeout_s` (1 s); the breaker then answers every request
+    at once (rate limits open, budgets closed, 503) until a probe finds Redis back."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(FROZEN_CONFIG.format(dir=tmp_path, admin=ADMIN_KEY, redis=own_redis.url))
+    app = create_app(load_config(path))
+    hello = [{"role": "user", "content": "hi"}]
+    with BackgroundTrio[int](partial(serve_app, app), name="gateway") as port:
+        base = f"http://127.0.0.1:{port}"
+        rates = OpenAI(base_url=f"{base}/v1", api_key=_managed_key(base, rpm=1000), max_retries=0)
+        budget = OpenAI(
+            base_url=f"{base}/v1",
+            api_key=_managed_key(base, spend_limit_micros=10**6, spend_period="day"),
+            max_retries=0,
+        )
+        raw = rates.chat.completions.with_raw_response.create(model="mock-priced", messages=hello)  # type: ignore[arg-type]
+        assert raw.headers["x-ratelimit-limit-requests"] == "1000"
+        budget.chat.completions.create(model="mock-priced", messages=hello)  # type: ignore[arg-type]
+
+        own_redis.pause()
+        try:
+            start = time.monotonic()
+            raw = rates.chat.completions.with_raw_response.create(
+                model="mock-priced",
+                messages=hello,  # type: ignore[arg-type]
+            )
+            assert "x-ratelimit-limit-requests" not in raw.headers  # admitted unlimited
+            assert time.monotonic() - start >= 0.9  # the one request that waits
+            waits = []
+            for _ in range(10):
+                start = time.monotonic()
+                raw = rates.chat.completions.with_raw_response.create(
+                    model="mock-priced",
+                    messages=hello,  # type: ignore[arg-type]
+                )
+                assert "x-ratelimit-limit-requests" not in raw.headers
+                with pytest.raises(openai.InternalServerError) as err:
+                    budget.chat.completions.create(model="mock-priced", messages=hello)  # type: ignore[arg-type]
+                assert err.value.status_code == 503 and err.value.code == "budget_unavailable"
+                waits.append(time.monotonic() - start)
+            # Two requests each, none waiting for the timeout: the breaker answered them.
+            # (Spread over more than the 1 s breaker: its probes fail while Redis is frozen.)
+            assert max(waits) < 0.5, waits
+        finally:
+            own_redis.resume()
+        deadline = time.monotonic() + 5
+        while True:  # enforced again once a probe succeeds
+            raw = rates.chat.completions.with_raw_response.create(
+                model="mock-priced",
+                messages=hello,  # type: ignore[arg-type]
+            )
+            if "x-ratelimit-limit-requests" in raw.headers:
+                break
+            assert time.monotonic() < deadline, "the breaker never closed"
+            time.sleep(0.1)
+        budget.chat.completions.create(model="mock-priced", messages=hello)  # type: ignore[arg-type]

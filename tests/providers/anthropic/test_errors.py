@@ -29,7 +29,7 @@ ERRORS: list[tuple[str, int, dict[str, str], type[GatewayError], int, str | None
     ("error_413.json", 413, {}, UpstreamRejected, 413, "request_too_large"),
     ("error_429.json", 429, {"retry-after": "17"}, RateLimited, 429, "rate_limit_exceeded"),
     ("error_500.json", 500, {}, UpstreamError, 502, "api_error"),
-    ("error_504.json", 504, {}, UpstreamTimeout, 504, "timeout"),
+    ("error_504.json", 504, {}, UpstreamTimeout, 504, "upstream_timeout"),
     ("error_529.json", 529, {"retry-after": "3"}, UpstreamUnavailable, 503, "overloaded_error"),
 ]
 

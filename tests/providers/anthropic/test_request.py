@@ -1069,3 +1069,16 @@ def test_e13_thinking_never_comes_with_a_forced_tool() -> None:
     json_mode = translate(reasoning_effort="low", response_format=json_schema(SCHEMA))
     assert json_mode["tools"][0]["name"] == JSON_TOOL
     assert json_mode["tool_choice"] == {"type": "auto"}
+
+
+def test_json_mode_beside_history_only_tools_leaves_thinking_off() -> None:
+    """Found by `bench conform`: with thinking the JSON tool cannot be forced, so the
+    model could call a stub of a tool the request never declared (E13)."""
+    out = translate(
+        messages=[*ROUND_TRIP, user("now answer in JSON")],
+        reasoning_effort="minimal",
+        response_format=json_schema(SCHEMA),
+    )
+    assert "thinking" not in out
+    assert out["tool_choice"] == {"type": "tool", "name": JSON_TOOL}
+    # Without a tool history there are no stubs: thinking stays (test_e13_...).

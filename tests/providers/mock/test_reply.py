@@ -11,6 +11,14 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from bench.contract.checks import (
+    answer_of,
+    check_completion,
+    check_max_tokens,
+    check_structured,
+    check_tools,
+)
+from bench.contract.sse import check_stream
 from gateway.config import ConfigError, MockOptions, parse_config
 from gateway.providers.mock.reply import SYSTEM_FINGERPRINT, MockReply, respond
 from gateway.tokens.count import count_prompt_tokens
@@ -214,6 +222,23 @@ def test_usage_counts_generated_pieces(payload: dict[str, Any]) -> None:
     assert usage["prompt_tokens"] == count_prompt_tokens(payload)
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert completion(call(payload))["usage"] == usage
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+@pytest.mark.parametrize("payload", list(PAYLOADS.values()), ids=list(PAYLOADS))
+def test_every_answer_keeps_the_contract(payload: dict[str, Any], include_usage: bool) -> None:
+    """bench/contract's checks: the shapes, and what the answers say."""
+    whole = completion(call(payload))
+    assert check_completion(whole, payload) == []
+    streamed = {**payload, "stream": True, "stream_options": {"include_usage": include_usage}}
+    reply = call(streamed)
+    result = check_stream(b"".join(part for _, part in reply.parts), streamed)
+    assert result.violations == [] and result.done
+    for answer in (answer_of(whole), result.answer):
+        for check in (check_tools, check_structured, check_max_tokens):
+            if check is check_max_tokens and answer is result.answer and not include_usage:
+                continue  # no usage in the stream to bound
+            assert check(answer, payload) == []
 
 
 def test_completion_body_shape() -> None:
