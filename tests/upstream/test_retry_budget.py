@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.upstream.retry_budget import WINDOW_S, RetryBudget
@@ -48,24 +48,32 @@ def test_a_long_pause_empties_it() -> None:
         max_size=300,
     ),
 )
+# A retry granted while its request was in the window stays counted after that request
+# ages out: the bound holds when a retry is granted, not at every later moment (a
+# CI-length run found this case against an earlier, too strict, form of the property).
+@example(ratio=1.0, floor=0.0, events=[(0.0, True), (5.0, False), (5.0, False)])
 def test_retries_never_exceed_the_allowance_of_any_window(
     ratio: float, floor: float, events: list[tuple[float, bool]]
 ) -> None:
-    """Over any 10 one-second buckets, granted retries <= ratio x requests + floor x 10."""
+    """When a retry is granted, the retries of the 10 one-second buckets up to now
+    (it included) are at most ratio x their requests + floor x 10."""
     b = RetryBudget(ratio, floor)
     now = 1000.0
     per_second: dict[int, list[int]] = {}
     for gap, is_request in events:
         now += gap
         counts = per_second.setdefault(int(now), [0, 0])
+        granted = False
         if is_request:
             b.request(now)
             counts[0] += 1
         elif b.try_retry(now):
             counts[1] += 1
+            granted = True
         window = [per_second.get(s, [0, 0]) for s in range(int(now) - WINDOW_S + 1, int(now) + 1)]
         requests = sum(c[0] for c in window)
         retries = sum(c[1] for c in window)
-        assert retries <= ratio * requests + floor * WINDOW_S + 1e-9
+        if granted:
+            assert retries <= ratio * requests + floor * WINDOW_S + 1e-9
         assert (b.requests, b.retries) == (requests, retries)
         assert (sum(b._requests), sum(b._retries)) == (requests, retries)
