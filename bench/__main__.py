@@ -47,7 +47,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, conform, failover, idle, load, restart, routing, soak, stall
+from bench import compare, conform, failover, floor, idle, load, restart, routing, soak, stall
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     conform.add_parser(commands)
     routing.add_parser(commands)
     failover.add_parser(commands)
+    floor.add_parser(commands)
     return parser
 
 
@@ -116,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return routing.run(args)
     if args.command == "failover":
         return failover.run(args)
+    if args.command == "floor":
+        return floor.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(

@@ -110,6 +110,7 @@ from bench.targets import (
     Redis,
     Server,
     find_redis_server,
+    start_floor,
     start_gateway,
     start_redis,
     start_upstream,
@@ -117,7 +118,8 @@ from bench.targets import (
 
 __all__ = ["CompareOptions", "add_parser", "compare", "run"]
 
-TARGETS = ("direct", "gateway", "litellm", "portkey")
+TARGETS = ("direct", "gateway", "litellm", "portkey", "floor", "floor-raw")
+DEFAULT_TARGETS = TARGETS[:4]  # the floors (bench.floor) only when asked for
 HALF_SATURATION_PEER_LIMIT = 0.8  # a peer runs at a rate below this share of its saturation
 HALF_SATURATION_TARGETS = {"p50": 0.001, "p99": 0.005}  # added latency, seconds (issue 5)
 OPEN_LOOP_MIN_SLOTS = 1024
@@ -463,7 +465,7 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
 
     say = echo(opts.echo)
     scenarios = [SCENARIOS[name] for name in opts.scenarios]
-    wanted = list(opts.targets) if opts.targets else list(TARGETS)
+    wanted = list(opts.targets) if opts.targets else list(DEFAULT_TARGETS)
     for name in wanted:
         if name not in TARGETS:
             raise ValueError(f"unknown target {name!r}")
@@ -558,6 +560,10 @@ def _start_block(
                 redis.flush()
                 redis_url = redis.url
             servers.append(start_gateway(procs, upstream, opts.start_timeout_s, workers, redis_url))
+        elif name in ("floor", "floor-raw"):
+            servers.append(
+                start_floor(procs, upstream, opts.start_timeout_s, name.partition("-")[2] or "stream")
+            )
         elif name == "litellm":
             if litellm_exe is not None:
                 servers.append(

@@ -44,6 +44,7 @@ __all__ = [
     "Stack",
     "find_redis_server",
     "gateway_config",
+    "start_floor",
     "start_gateway",
     "start_redis",
     "start_stack",
@@ -79,6 +80,24 @@ def start_upstream(procs: Processes, timeout_s: float) -> Server:
     return Server(
         "direct", proc, port, f"http://{HOST}:{port}/v1", models, UPSTREAM_KEY, log_path=log
     )
+
+
+def start_floor(procs: Processes, upstream: Server, timeout_s: float, mode: str) -> Server:
+    """The bare trio relay (`bench.floor`, ``stream`` or ``raw``) in front of `upstream`:
+    clients send it what they would send the upstream itself."""
+    port = free_port()
+    name = "floor" if mode == "stream" else f"floor-{mode}"
+    proc, log = procs.start(
+        name,
+        [sys.executable, "-m", "bench", "floor", "--upstream", upstream.base_url,
+         "--host", HOST, "--port", str(port), "--mode", mode],
+        env=env_with_repo(),
+    )  # fmt: skip
+    wait_listening(proc, port, timeout_s, f"the {name} relay")
+    return Server(
+        name, proc, port, f"http://{HOST}:{port}/v1", dict(upstream.model_for),
+        upstream.api_key, log_path=log,
+    )  # fmt: skip
 
 
 # -- redis (the gateway's shared store when it has more than one worker) -------------
