@@ -70,11 +70,13 @@ class Accounting:
         "created",
         "deployment",
         "done",
+        "final",
         "headers",
         "key_id",
         "request_id",
         "started",
         "worst_micros",
+        "x_request_id",
     )
 
     def __init__(
@@ -90,6 +92,7 @@ class Accounting:
         worst_micros: int = 0,
         admission: Admission | None = None,
         count: PromptCounter = count_inline,
+        x_request_id: str | None = None,
     ) -> None:
         self._ledger = ledger
         self._count = count
@@ -99,12 +102,14 @@ class Accounting:
         self.key_id = principal.key_id
         self.deployment = dep
         self.request_id = request_id
+        self.x_request_id = x_request_id  # its x-request-id (request_id: the completion id)
         self.worst_micros = worst_micros
         self.admission = admission
         self.headers = rate_limit_headers(admission) if admission is not None else []
         self.created = time.time()
         self.started = time.monotonic()
         self.done = False
+        self.final: UsageRow | None = None  # the final row, once journaled
 
     async def prompt_tokens(self) -> int:
         """The prompt's token count, counted only when something needs it: admission of a
@@ -126,6 +131,7 @@ class Accounting:
             status=status,
             latency_ms=round((time.monotonic() - self.started) * 1000),
             created_at=self.created,
+            x_request_id=self.x_request_id,
         )
 
     async def open(self) -> None:
@@ -175,8 +181,9 @@ class Accounting:
         cost = cost_micros(self.deployment.price, usage)
         if status is None:
             status = "ok" if error is None else (error.code or error.type)
+        row = self.final = self._row(usage, cost, status)
         try:
-            await self._ledger.record(self._row(usage, cost, status))
+            await self._ledger.record(row)
         finally:
             if self.admission is not None:
                 await self._limiter.settle(self.admission, usage.total_tokens, cost, time.time())
@@ -193,6 +200,7 @@ async def admit(
     request_id: str,
     deadline_s: float | None = None,
     count: PromptCounter = count_inline,
+    x_request_id: str | None = None,
 ) -> tuple[Accounting, JSON]:
     """Check the key's limits and budget (429/402) and open the request's accounting.
 
@@ -204,7 +212,8 @@ async def admit(
     from here (its provider's `total_timeout_s` and what comes before the upstream
     call): its budget reservation counts that long plus a margin, so it cannot expire
     while the request runs (None: the limiter's default). `count` counts the prompt
-    (the route passes one that counts a big body off the event loop).
+    (the route passes one that counts a big body off the event loop). `x_request_id`:
+    the request's id as its response header says, kept in its ledger rows.
     """
     books = partial(
         Accounting,
@@ -214,6 +223,7 @@ async def admit(
         dep=dep,
         request_id=request_id,
         count=count,
+        x_request_id=x_request_id,
     )
     limits = principal.limits
     if principal.key_id is None or limits is None or limits.unlimited:

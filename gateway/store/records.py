@@ -165,7 +165,12 @@ class Topup:
 @dataclass(frozen=True, slots=True)
 class UsageRow:
     """One admitted request in the ledger (R23). `status` is "ok", "pending" (written at
-    admission, replaced by the final row), "client_gone", "partial" or an error code."""
+    admission, replaced by the final row), "client_gone", "partial" or an error code.
+
+    `request_id` is the row's key: the gateway's completion id (`chatcmpl-...`, the `id`
+    of the chat completion), unique per request. `x_request_id` is the request id of its
+    `x-request-id` header and log lines (the client's own, if it sent one, so it may
+    repeat); None in rows written before it was kept."""
 
     request_id: str
     key_id: str | None  # None: a key from the config file
@@ -178,14 +183,20 @@ class UsageRow:
     status: str
     latency_ms: int
     created_at: float  # when the request was admitted: the period it is billed to
+    x_request_id: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UsageRow:
         """A row from its JSON form; ValueError if anything is missing or mistyped."""
         try:
-            values = {f.name: data[f.name] for f in dataclasses.fields(cls)}
+            values = {
+                f.name: data[f.name] if f.name in _REQUIRED else data.get(f.name, f.default)
+                for f in dataclasses.fields(cls)
+            }
         except KeyError as e:
             raise ValueError(f"usage row without {e.args[0]}") from None
+        if values["x_request_id"] is not None and not isinstance(values["x_request_id"], str):
+            raise ValueError("usage row x_request_id: expected a string or null")
         for name in ("request_id", "model", "provider", "status"):
             if not isinstance(values[name], str):
                 raise ValueError(f"usage row {name}: expected a string")
@@ -202,6 +213,12 @@ class UsageRow:
             raise ValueError("usage row created_at: expected a number")
         values["created_at"] = float(values["created_at"])
         return cls(**values)
+
+
+# Fields every journaled row has; the later ones have defaults (older journals lack them).
+_REQUIRED = frozenset(
+    f.name for f in dataclasses.fields(UsageRow) if f.default is dataclasses.MISSING
+)
 
 
 @dataclass(slots=True)

@@ -51,7 +51,7 @@ from gateway.store.records import (
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT_MS: Final = 5000  # wait this long for another process's write lock
 _IN_CHUNK: Final = 500  # bound the parameters of one `IN (...)` list
 
@@ -96,6 +96,15 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, created_at);
 """
 
+# Columns added after a table's first release: (table, column, declaration). A file
+# made by an older gateway gets them (NULL in its old rows) when opened (`_migrate`).
+_ADDED_COLUMNS: Final = (
+    ("usage", "x_request_id", "TEXT"),  # schema 2: the x-request-id of the row's request
+)
+_AFTER_COLUMNS: Final = """
+CREATE INDEX IF NOT EXISTS usage_x_request_id ON usage (x_request_id);
+"""
+
 _KEY_COLUMNS: Final = (
     "key_id, name, secret_hash, models, rpm, tpm, spend_limit_micros, spend_period, "
     "prepaid, expires_at, revoked_at, created_at, version"
@@ -103,18 +112,18 @@ _KEY_COLUMNS: Final = (
 
 _USAGE_COLUMNS: Final = (
     "request_id, key_id, model, provider, prompt_tokens, completion_tokens, cached_tokens, "
-    "cost_micros, status, latency_ms, created_at"
+    "cost_micros, status, latency_ms, created_at, x_request_id"
 )
 
 _UPSERT_USAGE: Final = f"""
 INSERT INTO usage ({_USAGE_COLUMNS})
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (request_id) DO UPDATE SET
     key_id = excluded.key_id, model = excluded.model, provider = excluded.provider,
     prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
     cached_tokens = excluded.cached_tokens, cost_micros = excluded.cost_micros,
     status = excluded.status, latency_ms = excluded.latency_ms,
-    created_at = excluded.created_at
+    created_at = excluded.created_at, x_request_id = excluded.x_request_id
 WHERE usage.status = '{PENDING}'
 """
 
@@ -155,6 +164,7 @@ def _row_values(r: UsageRow) -> tuple[Any, ...]:
         r.status,
         r.latency_ms,
         r.created_at,
+        r.x_request_id,
     )
 
 
@@ -187,6 +197,13 @@ class SqliteStore:
                     f"({SCHEMA_VERSION}); upgrade the gateway"
                 )
             for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+            for table, column, declaration in _ADDED_COLUMNS:
+                have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            for statement in _AFTER_COLUMNS.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

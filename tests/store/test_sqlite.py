@@ -360,7 +360,7 @@ async def test_cancelling_a_call_interrupts_its_statement(adb: AsyncSqlite) -> N
 async def test_a_cancelled_write_is_all_or_nothing(adb: AsyncSqlite) -> None:
     def slow_write() -> None:
         with adb.store._tx() as c:
-            c.execute("INSERT INTO usage VALUES ('x', 'k', 'm', 'p', 1, 1, 0, 5, 'ok', 1, 0)")
+            c.execute("INSERT INTO usage VALUES ('x', 'k', 'm', 'p', 1, 1, 0, 5, 'ok', 1, 0, NULL)")
             c.execute(SLOW_QUERY).fetchall()
 
     with trio.move_on_after(0.2):
