@@ -14,8 +14,12 @@ from gateway.config.options import OpenAIOptions, ProviderKind, ProviderOptions
 
 Transport = Literal["h11", "httpx"]
 HttpServer = Literal["builtin", "hypercorn"]
+LogFormat = Literal["json", "text"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 TRANSPORTS: tuple[Transport, ...] = ("h11", "httpx")
 HTTP_SERVERS: tuple[HttpServer, ...] = ("builtin", "hypercorn")
+LOG_FORMATS: tuple[LogFormat, ...] = ("json", "text")
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,22 @@ class ServerConfig:
     max_in_flight: int | None = None  # requests at once (health checks aside); None: no cap
     max_loop_lag_ms: float = 250.0  # event-loop lag past which new requests are shed; 0: off
     drain_delay_s: float = 0.0  # SIGTERM: keep accepting this long with /readyz at 503 (R10)
+    log_format: LogFormat | None = None  # None: JSON lines unless stderr is a terminal
+    log_level: LogLevel = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    """Access log, metrics and traces (`[observability]`); see gateway/observability/."""
+
+    access_log: bool = True  # one line per request, after it ends
+    metrics: bool = True  # GET /metrics in the Prometheus text format
+    metrics_auth: bool = False  # /metrics asks for the admin key ([state] admin_key)
+    metrics_per_key: bool = False  # series per key: one per key and model, mind cardinality
+    traces: bool = False  # OTLP/HTTP export of spans (pip install 'gateway[otel]')
+    otlp_endpoint: str | None = None  # None: the exporter's own default / OTEL_* env vars
+    service_name: str = "gateway"
+    trace_sample_ratio: float = 1.0  # of the traces the gateway starts (a parent's decision rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +158,4 @@ class Config:
     source: str = "<embedded defaults>"
     media: FetchPolicy = FetchPolicy()
     state: StateConfig = StateConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()

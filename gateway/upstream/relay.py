@@ -13,7 +13,8 @@ before any response header (docs/reliability.md R1), at most twice, inside the t
 deadline. Nothing is retried after a byte went downstream.
 
 Transports raise only gateway errors (each maps its own client's exceptions); the
-relay maps upstream error bodies through the provider.
+relay maps upstream error bodies through the provider. Each attempt is opened through
+`observed.observed`: counted, traced, and given the request's id for the upstream.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.config import ProviderConfig
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.openai.sse import DONE
 from gateway.providers.base import JSON, CallContext, Completion, Provider, UpstreamRequest
+from gateway.upstream.observed import observed
 from gateway.upstream.transport import Retryable, Transport, UpstreamResponse
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a non-streamed upstream body larger than this is refused
@@ -90,7 +92,7 @@ class Relay:
             attempt += 1
             with trio.CancelScope(deadline=min(deadline, trio.current_time() + first_byte_s)) as cs:
                 try:
-                    async with self.transport.open(req, ctx) as resp:
+                    async with observed(self.transport, req, ctx) as resp:
                         if resp.status >= 300:
                             body = await _read_bounded(resp, MAX_ERROR_BYTES)
                             raise self.provider.map_error(resp.status, resp.headers, body)
