@@ -3,8 +3,8 @@
 One SERVER span per request, named `chat {model}` on the chat route (`{METHOD} {path}`
 elsewhere), and one CLIENT child span per upstream attempt, `chat {upstream model}`,
 with the GenAI semantic conventions' attributes (`gen_ai.operation.name`,
-`gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.response.id`,
-`gen_ai.provider.name`, `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`,
+`gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.provider.name`,
+`gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`,
 `gen_ai.usage.cache_read.input_tokens`, `gen_ai.request.stream`, `error.type`) and
 the HTTP ones (`http.request.method`, `url.path`, `http.response.status_code`,
 `client.address`). Never a prompt, a completion or a key (docs/reliability.md R22).
@@ -126,8 +126,8 @@ class _RequestSpan:
                     "gateway.cost_usd": request.cost_micros / 1e6,
                 }
             )
-            if request.completion_id:
-                attributes["gen_ai.response.id"] = request.completion_id
+            if request.completion_id:  # the ledger's row key (not always the body's `id`)
+                attributes["gateway.completion_id"] = request.completion_id
             if request.first_byte is not None:
                 attributes["gen_ai.response.time_to_first_chunk"] = (
                     request.first_byte - request.started
