@@ -25,6 +25,10 @@ measure the memory of idle streams, the latency clients see while a worker is
 replaced, how long big requests hold up small ones, and whether a long load with
 faults leaks memory, descriptors or ledger rows.
 
+    python -m bench observe [--requests N] [--rounds N]         (bench/observe.py)
+
+times what observing one request costs, part by part (logs, metrics, traces).
+
     python -m bench conform --url URL --key KEY --model M [--model M2 ...] ...
 
 holds any OpenAI-compatible endpoint to the Chat Completions contract with generated
@@ -42,7 +46,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, conform, idle, load, restart, soak, stall
+from bench import compare, conform, idle, load, observe, restart, soak, stall
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -83,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     stall.add_parser(commands)
     soak.add_parser(commands)
     conform.add_parser(commands)
+    observe.add_parser(commands)
     return parser
 
 
@@ -101,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return restart.run(args)
     if args.command == "stall":
         return stall.run(args)
+    if args.command == "observe":
+        return observe.run(args)
     if args.command == "soak":
         return soak.run(args)
     if args.command == "conform":

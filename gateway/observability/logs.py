@@ -38,10 +38,15 @@ LEVELS: Final = {
 _QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "opentelemetry")  # chatty at INFO or DEBUG
 
 
+_second: list[Any] = [None, ""]  # the last second formatted, and its text
+
+
 def _timestamp(created: float) -> str:
     """ISO 8601 in UTC with milliseconds: `2026-12-07T10:15:02.120Z`."""
-    ms = int(created * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{ms:03d}Z"
+    second = int(created)
+    if _second[0] != second:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int(created * 1000) % 1000:03d}Z"
 
 
 def _base(record: logging.LogRecord) -> dict[str, Any]:
