@@ -320,3 +320,49 @@ def test_scrapes_during_load_do_not_block_requests(stack: Stack) -> None:
         stop.set()
         thread.join()
     assert failures == []
+
+
+DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana-dashboard.json"
+
+
+def test_the_dashboard_parses_and_queries_only_metrics_a_scrape_has(stack: Stack) -> None:
+    import json
+    import re
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("expr"), str):
+                exprs.append(node["expr"])
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(dashboard)
+    assert dashboard["title"] and dashboard["panels"] and len(exprs) >= 15
+    queried = {name for e in exprs for name in re.findall(r"\bgateway_[a-z0-9_]+", e)}
+    client = OpenAI(base_url=stack.url, api_key=KEY_ALL, max_retries=0)
+    list(client.chat.completions.create(model="mock-fast", messages=HELLO, stream=True))
+    time.sleep(0.2)
+    text = httpx.get(f"{base_of(stack)}/metrics").text
+    exposed = set()
+    for family in text_string_to_metric_families(text):
+        exposed.add(family.name)
+        exposed.update(s.name for s in family.samples)
+        if family.type == "counter":
+            exposed.add(family.name + "_total")
+        if family.type == "histogram":
+            exposed.update(family.name + s for s in ("_bucket", "_count", "_sum"))
+    assert queried <= exposed, sorted(queried - exposed)
+    # Every family of the gateway is on the dashboard but the per-key ones (off by default).
+    families = {f.name for f in text_string_to_metric_families(text)}
+    shown = {re.sub(r"_(bucket|count|sum|total)$", "", q) for q in queried}
+    assert families - shown == {
+        "gateway_key_requests",
+        "gateway_key_tokens",
+        "gateway_key_cost_usd",
+    }
