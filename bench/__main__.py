@@ -24,6 +24,10 @@ measure the memory of idle streams, the latency clients see while a worker is
 replaced, how long big requests hold up small ones, and whether a long load with
 faults leaks memory, descriptors or ledger rows.
 
+    python -m bench observe [--requests N] [--rounds N]         (bench/observe.py)
+
+times what observing one request costs, part by part (logs, metrics, traces).
+
     python -m bench conform --url URL --key KEY --model M [--model M2 ...] ...
 
 holds any OpenAI-compatible endpoint to the Chat Completions contract with generated
@@ -47,7 +51,7 @@ from typing import Any
 
 import trio
 
-from bench import compare, conform, failover, idle, load, restart, routing, soak, stall
+from bench import compare, conform, failover, idle, load, observe, restart, routing, soak, stall
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -90,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     conform.add_parser(commands)
     routing.add_parser(commands)
     failover.add_parser(commands)
+    observe.add_parser(commands)
     return parser
 
 
@@ -108,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return restart.run(args)
     if args.command == "stall":
         return stall.run(args)
+    if args.command == "observe":
+        return observe.run(args)
     if args.command == "soak":
         return soak.run(args)
     if args.command == "conform":

@@ -8,17 +8,31 @@ import logging
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from gateway import __version__
 from gateway.app import CONFIG_ENV, DEV_KEY_ENV, setup_logging
 from gateway.cli import keys as keys_cli
-from gateway.config import Config, ConfigError, embedded_config, load_config, missing_extras
+from gateway.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    embedded_config,
+    load_config,
+    missing_extras,
+)
+from gateway.observability import logs
+from gateway.observability.metrics import DIR_ENV
 
 if TYPE_CHECKING:
     from gateway.server.serve import ServerOptions
@@ -78,6 +92,46 @@ def _banner(config: Config, host: str, port: int) -> str:
     return "\n".join(text)
 
 
+log = logging.getLogger("gateway")
+
+
+@contextmanager
+def metrics_dir(config: Config, workers: int) -> Iterator[None]:
+    """With several workers, the directory where each writes its metrics for the others'
+    scrapes (observability/metrics.py), made for this run and removed after it."""
+    os.environ.pop(DIR_ENV, None)  # never one left in the environment by someone else
+    if workers < 2 or not config.observability.metrics:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ[DIR_ENV] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(DIR_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _configure_logs(args: argparse.Namespace, config: Config) -> bool:
+    """Log format and level: --log-format/--log-level, then the environment, then the
+    config; passed on to worker processes through the environment."""
+    try:
+        fmt, level = logs.resolve(
+            args.log_format,
+            args.log_level,
+            config.server.log_format,
+            config.server.log_level,
+            os.environ,
+        )
+    except ValueError as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return False
+    os.environ[logs.FORMAT_ENV] = fmt
+    os.environ[logs.LEVEL_ENV] = level
+    logs.configure(fmt, level)
+    return True
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config = _load(args.config)
@@ -86,6 +140,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if missing := missing_extras(config):
         print("\n".join(f"gateway: invalid config: {m}" for m in missing), file=sys.stderr)
+        return 2
+    if not _configure_logs(args, config):
         return 2
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
@@ -104,7 +160,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if config.server.http_server == "hypercorn":
         print(_banner(config, host, port), flush=True)
-        return _serve_hypercorn(config, host, port, workers)
+        _log_start(config, host, port, workers)
+        with metrics_dir(config, workers):
+            return _serve_hypercorn(config, host, port, workers)
     from gateway.server.workers import listen_once, reserve, supervise
 
     try:  # bound before anything starts: a port in use is one clear line, not a traceback
@@ -117,10 +175,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     if workers > 1:
         print(_banner(config, host, listen.port), flush=True)
-        return supervise(listen, workers, config.server.graceful_timeout_s)
+        _log_start(config, host, listen.port, workers)
+        with metrics_dir(config, workers):
+            return supervise(listen, workers, config.server.graceful_timeout_s)
     print(_banner(config, host, sock.getsockname()[1]), flush=True)
-    trio.run(_serve_builtin, config, lambda: sock)
+    _log_start(config, host, sock.getsockname()[1], workers)
+    with metrics_dir(config, workers):
+        trio.run(_serve_builtin, config, lambda: sock)
     return 0
+
+
+def _log_start(config: Config, host: str, port: int, workers: int) -> None:
+    """The start, once, with what an operator needs to know (never a secret)."""
+    state = config.state
+    obs = config.observability
+    logs.event(
+        log,
+        logging.INFO,
+        "starting",
+        version=__version__,
+        config=config.source,
+        host=host,
+        port=port,
+        workers=workers,
+        http_server=config.server.http_server,
+        sqlite=state.sqlite_path,
+        redis=state.redis_url is not None,  # its URL may hold a password
+        providers=sorted(config.providers),
+        models=len(config.models),
+        config_keys=len(config.keys),
+        admin_api=state.admin_key is not None,
+        metrics=obs.metrics,
+        traces=obs.traces,
+    )
 
 
 SERVER_BACKLOG = 1024
@@ -173,6 +260,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from gateway.server.workers import listen_socket, worker_socket
 
     config = _load(os.environ.get(CONFIG_ENV))
+    setup_logging(config)
     listen: Callable[[], socket.socket]
     if args.fd is not None:
         listen = functools.partial(worker_socket, args.fd)
@@ -235,6 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="address to bind (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default from config: 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="log lines on stderr: json (default unless stderr is a terminal) or text",
+    )
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check-config", help="validate a config and print what it would serve")
     check.add_argument("file")

@@ -143,10 +143,18 @@ class RateLimited(GatewayError):
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after_s: float = 1.0, **kw: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float = 1.0,
+        limits: tuple[str, ...] = (),
+        **kw: Any,
+    ) -> None:
         headers = dict(kw.pop("headers", None) or {})
         headers.setdefault("retry-after", str(max(1, round(retry_after_s + 0.4999))))
         super().__init__(message, headers=headers, **kw)
+        self.limits = limits  # the key's limits hit ("rpm", "tpm"); () for an upstream's 429
 
 
 class InternalError(GatewayError):

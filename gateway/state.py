@@ -19,7 +19,10 @@ from gateway.billing.ledger import Ledger
 from gateway.billing.limits.budget import BudgetSeed
 from gateway.billing.limits.core import LimitBackend
 from gateway.billing.limits.memory import MemoryLimitBackend
-from gateway.config import Config
+from gateway.config import Config, ObservabilityConfig
+from gateway.observability.metrics import Metrics
+from gateway.observability.observer import Observer
+from gateway.observability.traces import NO_TRACER, Tracer
 from gateway.offload import Offload
 from gateway.providers.registry import provider_for
 from gateway.store.records import KeyLimits, Topup
@@ -56,11 +59,24 @@ class Shutdown:
             scope.cancel()
 
 
+def make_tracer(config: ObservabilityConfig) -> Tracer:
+    """The no-op tracer, or the OpenTelemetry one when traces are on (the `otel` extra
+    is imported only then)."""
+    if not config.traces:
+        return NO_TRACER
+    from gateway.observability.otel import OtelTracer
+
+    return OtelTracer(config)
+
+
 class Gateway:
     """The state shared by every request of one worker process."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        obs = config.observability
+        metrics = Metrics(config.models, per_key=obs.metrics_per_key) if obs.metrics else None
+        self.observer = Observer(obs, metrics=metrics, tracer=make_tracer(obs))
         self.router = Router(config)
         self.offload = Offload()  # the O(size) steps of big requests, off the event loop
         self.relays: dict[str, Relay] = {}
@@ -123,3 +139,5 @@ class Gateway:
             await self.fetcher.aclose()
             await self.ledger.aclose()
             await self.db.aclose()
+            # The SDK's export thread sends what is left (bounded by its own timeout).
+            await trio.to_thread.run_sync(self.observer.tracer.shutdown)

@@ -8,12 +8,14 @@ pre-encoded.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import trio
 
 from gateway.errors import GatewayError, GatewayUnavailable, InvalidRequest, PayloadTooLarge
+from gateway.observability.record import RequestRecord
 from gateway.state import Shutdown
 
 Scope = MutableMapping[str, Any]
@@ -97,18 +99,23 @@ async def send_error(
 
 
 class SSEWriter:
-    """Writes a streamed response; the 200 and its headers go out with the first bytes."""
+    """Writes a streamed response; the 200 and its headers go out with the first bytes
+    (when the request's record notes its time to first token)."""
 
-    __slots__ = ("_extra", "_send", "started")
+    __slots__ = ("_extra", "_record", "_send", "started")
 
-    def __init__(self, send: Send, extra: Headers) -> None:
+    def __init__(self, send: Send, extra: Headers, record: RequestRecord | None = None) -> None:
         self._send = send
         self._extra = extra
+        self._record = record
         self.started = False
 
     async def write(self, data: bytes) -> None:
         if not self.started:
             self.started = True
+            if self._record is not None:
+                self._record.first_byte = time.monotonic()
+                self._record.status = 200
             await self._send(
                 {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self._extra}
             )

@@ -5,7 +5,9 @@ chain (gateway/upstream/chain.py) makes the attempts, each through its provider'
 relay. Every failure leaves as an OpenAI-shaped error body; a bug of ours is logged
 with the request id and answered with a plain 500, never a traceback. Responses say
 which deployment served and after how many attempts (`x-gateway-deployment`,
-`x-gateway-attempts`; docs/routing.md), streams and errors too.
+`x-gateway-attempts`; docs/routing.md), streams and errors too. It fills in the
+request's record (observability/record.py: key, model, deployment, usage, status) for
+the access line, the metrics and the span written once it has ended.
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from gateway.api.asgi import (
     send_error,
     until_disconnect,
 )
+from gateway.auth.principal import presented_key_id
 from gateway.billing.accounting import Accounting, admit, offloaded_counter
 from gateway.errors import (
+    AuthenticationFailed,
     GatewayError,
     InternalError,
 )
+from gateway.observability.record import RequestRecord
 from gateway.openai.body import parse_body
 from gateway.openai.validate import validate_chat_request
 from gateway.providers.base import Deployment
@@ -66,6 +71,14 @@ def request_deadline_s(gw: Gateway, relay: Relay) -> float:
     return 2 * gw.config.media.timeout_s + relay.timeouts.total_s
 
 
+def note_deployment(rec: RequestRecord, dep: Deployment) -> None:
+    """The record names the deployment being tried (the last one, once it has ended)."""
+    rec.provider = dep.provider_name
+    rec.deployment = dep.model_id
+    rec.provider_kind = dep.kind
+    rec.response_model = dep.upstream_model
+
+
 def wants_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
@@ -86,30 +99,40 @@ def route_headers(dep: Deployment, attempts: int) -> list[tuple[bytes, bytes]]:
     ]
 
 
-async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+async def chat_completions(
+    gw: Gateway, scope: Scope, receive: Receive, send: Send, rec: RequestRecord
+) -> None:
     """POST /v1/chat/completions: auth, validate, route, admit, relay, settle."""
-    request_id = "chatcmpl-" + os.urandom(12).hex()
-    extra = [(b"x-request-id", request_id.encode())]
+    request_id = rec.completion_id = "chatcmpl-" + os.urandom(12).hex()  # the completion's id
+    extra = [(b"x-request-id", rec.request_id.encode())]
     writer: SSEWriter | None = None
     account: Accounting | None = None
     streamed: Outcome | None = None  # filled in by the relay as the stream goes
     failure: GatewayError | None = None
     try:
-        principal = gw.auth.authenticate(header(scope, b"authorization"))
+        authorization = header(scope, b"authorization")
+        try:
+            principal = gw.auth.authenticate(authorization)
+        except AuthenticationFailed:
+            rec.key_id = presented_key_id(authorization)  # the public id only
+            raise
+        rec.key_id = principal.key_id
+        rec.key_name = principal.name
         server = gw.config.server
         raw = await read_body(scope, receive, server.max_body_bytes)
         size = len(raw)
         body = await gw.offload.run(size, read_request, raw)
         del raw  # the parsed body is all that is needed now
-        model = body["model"]
+        model = rec.model = body["model"]
+        stream = rec.stream = body.get("stream") is True
         gw.auth.authorize_model(principal, model)
         fallbacks = body.pop("models", None)  # the request's own fallbacks: never sent upstream
         if fallbacks is not None:
             for i, fallback in enumerate(fallbacks):
                 gw.auth.authorize_model(principal, fallback, f"models[{i}]")
         plan = gw.router.plan(model, trio.current_time(), fallbacks)
-        stream = body.get("stream") is True
         first = gw.relays[plan.deployments[0].provider_name]  # its deadline is the request's
+        note_deployment(rec, plan.deployments[0])
         acct, body = await admit(  # 429/402 first
             ledger=gw.ledger,
             limiter=gw.limiter,
@@ -120,6 +143,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             model=model,
             body=body,
             request_id=request_id,
+            x_request_id=rec.request_id,
             deadline_s=request_deadline_s(gw, first),
             count=offloaded_counter(gw.offload, size),
         )
@@ -132,6 +156,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             # stream's headers (sent with its first byte) name it.
             acct.served(dep, attempts)
             extra[routed_at:] = route_headers(dep, attempts)
+            note_deployment(rec, dep)
 
         run = Chain(
             router=gw.router,
@@ -149,7 +174,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             request_bytes=size,
         )
         if stream:
-            sse = writer = SSEWriter(send, extra)
+            sse = writer = SSEWriter(send, extra, rec)
             progress = streamed = Outcome()
 
             async def settle_stream(outcome: Outcome) -> None:
@@ -164,6 +189,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
             async def work() -> None:
                 completion = await run.complete()
                 await acct.finish(completion.usage, None)
+                rec.status = 200
                 await send_bytes(send, 200, completion.body, JSON_HEADERS + extra)
 
         await until_disconnect(receive, work, gw.shutdown)
@@ -173,8 +199,11 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         if isinstance(e, GatewayError):
             failure = e
         else:
-            log.exception("internal error in request %s", request_id)
-            failure = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
+            log.exception("internal error in request %s", rec.request_id)
+            failure = InternalError(
+                f"The gateway failed unexpectedly (request id {rec.request_id})."
+            )
+        rec.fail(failure)
         settled = account is not None and account.done  # the stream's last event is out
         if account is not None:  # the row is journaled before the client hears the end
             await account.finish(None, failure, events=streamed.events if streamed else 0)
@@ -183,6 +212,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
                 await writer.write(failure.sse_event())
             await writer.end()
         else:
+            rec.status = failure.http_status
             await send_error(send, failure, extra)
     finally:
         if account is not None and not account.done:
@@ -197,3 +227,10 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
                     events=streamed.events if streamed else 0,
                     status=None if failure else gone,
                 )
+            if failure is None:
+                rec.error_code = gone
+        if streamed is not None and streamed.error is not None and rec.error is None:
+            rec.fail(streamed.error)  # failed after the first byte: the status stays 200
+        if account is not None and account.final is not None:
+            row = account.final
+            rec.usage(row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.cost_micros)

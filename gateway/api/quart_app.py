@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,13 +18,18 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from gateway.api.admin import admin_digest, make_admin_blueprint
+from gateway.api.metrics import add_metrics_route
+from gateway.auth.principal import presented_key_id
 from gateway.errors import (
+    AuthenticationFailed,
     GatewayError,
     InternalError,
     MethodNotAllowed,
     ModelNotFound,
     NotFound,
 )
+from gateway.observability.metrics import Metrics
+from gateway.observability.record import current_request
 from gateway.state import Gateway
 from gateway.upstream.router import Route
 
@@ -39,8 +45,9 @@ def model_object(route: Route, created: int) -> dict[str, Any]:
     }
 
 
-def make_quart_app(gw: Gateway) -> QuartTrio:
-    """The Quart app for every route but the hot one (and the admin API when enabled)."""
+def make_quart_app(gw: Gateway, sample: Callable[[Metrics], None] | None = None) -> QuartTrio:
+    """The Quart app for every route but the hot one (and the admin API when enabled);
+    `sample` sets the worker's gauges before a scrape of /metrics."""
     app = QuartTrio("gateway")
     # Quart's 60 s defaults would silently cut long responses; our deadlines rule.
     app.config.update(
@@ -59,7 +66,17 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
 
     def principal() -> Any:
         auth = request.headers.get("authorization")
-        return gw.auth.authenticate(auth.encode("latin-1") if auth else None)
+        header = auth.encode("latin-1") if auth else None
+        rec = current_request()
+        try:
+            who = gw.auth.authenticate(header)
+        except AuthenticationFailed:
+            if rec is not None:
+                rec.key_id = presented_key_id(header)  # the public id only
+            raise
+        if rec is not None:
+            rec.key_id, rec.key_name = who.key_id, who.name
+        return who
 
     @app.get("/v1/models")
     async def list_models() -> Response:
@@ -90,6 +107,9 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
 
     @app.errorhandler(GatewayError)
     async def gateway_error(e: GatewayError) -> Response:
+        rec = current_request()
+        if rec is not None:
+            rec.fail(e)
         resp = Response(e.body(), status=e.http_status, content_type="application/json")
         resp.headers.update(e.headers)
         return resp
@@ -113,6 +133,7 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
         log.exception("internal error on %s %s", request.method, request.path)
         return await gateway_error(InternalError("The gateway failed unexpectedly."))
 
+    add_metrics_route(app, gw, sample or (lambda metrics: None))
     if gw.config.state.admin_key:
         app.register_blueprint(
             make_admin_blueprint(

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from gateway.auth.keys import parse_key
 from gateway.config import KeyConfig
 from gateway.errors import AuthenticationFailed, PermissionDenied
 
@@ -85,6 +86,19 @@ _MISSING = (
     "auth (Authorization: Bearer YOUR_KEY)."
 )
 _INVALID = "Incorrect API key provided."  # never echo the key back (docs/reliability.md R22)
+
+
+def presented_key_id(authorization: bytes | None) -> str | None:
+    """The public id of the managed key in an `Authorization: Bearer` value, if it holds a
+    well-formed one: what a log line may name of a key that failed (never its secret)."""
+    if not authorization:
+        return None
+    _, _, token = authorization.strip().partition(b" ")
+    try:
+        parsed = parse_key(token.strip().decode("ascii"))
+    except UnicodeDecodeError:
+        return None
+    return None if parsed is None else parsed[0]
 
 
 class Authenticator:

@@ -19,11 +19,14 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from gateway.config.model import (
     HTTP_SERVERS,
+    LOG_FORMATS,
+    LOG_LEVELS,
     TRANSPORTS,
     Config,
     FetchPolicy,
     KeyConfig,
     ModelConfig,
+    ObservabilityConfig,
     Price,
     ProviderConfig,
     RoutedModelConfig,
@@ -205,6 +208,8 @@ def _server(st: Table) -> ServerConfig:
         max_in_flight=st.integer("max_in_flight", minimum=1, maximum=10_000_000),
         max_loop_lag_ms=_or(st.number("max_loop_lag_ms"), d.max_loop_lag_ms),
         drain_delay_s=_or(st.number("drain_delay_s"), d.drain_delay_s),
+        log_format=st.text("log_format", choices=LOG_FORMATS),
+        log_level=_or(st.text("log_level", choices=LOG_LEVELS), d.log_level),
     )
     st.done()
     return server
@@ -255,6 +260,32 @@ def _state(stt: Table, env: Mapping[str, str]) -> StateConfig:
     )
     stt.done()
     return state
+
+
+def _observability(ot: Table, state: StateConfig) -> ObservabilityConfig:
+    d = ObservabilityConfig()
+    endpoint = ot.text("otlp_endpoint")
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"{ot.at('otlp_endpoint')}: must start with http:// or https://")
+    ratio = ot.number("trace_sample_ratio")
+    if ratio is not None and ratio > 1:
+        raise ConfigError(f"{ot.at('trace_sample_ratio')}: must be between 0 and 1")
+    obs = ObservabilityConfig(
+        access_log=_or(ot.flag("access_log"), d.access_log),
+        metrics=_or(ot.flag("metrics"), d.metrics),
+        metrics_auth=_or(ot.flag("metrics_auth"), d.metrics_auth),
+        metrics_per_key=_or(ot.flag("metrics_per_key"), d.metrics_per_key),
+        traces=_or(ot.flag("traces"), d.traces),
+        otlp_endpoint=endpoint,
+        service_name=_or(ot.text("service_name"), d.service_name),
+        trace_sample_ratio=_or(ratio, d.trace_sample_ratio),
+    )
+    if obs.metrics_auth and not state.admin_key:
+        raise ConfigError(
+            f"{ot.at('metrics_auth')}: needs [state] admin_key (or admin_key_env) to check"
+        )
+    ot.done()
+    return obs
 
 
 def _media(mt: Table) -> FetchPolicy:
@@ -313,6 +344,8 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
     state = _state(stt, env) if stt is not None else StateConfig()
     met = root.table("media")
     media = _media(met) if met is not None else FetchPolicy()
+    ot = root.table("observability")
+    observability = _observability(ot, state) if ot is not None else ObservabilityConfig()
     root.done()
     return Config(
         server=server,
@@ -324,7 +357,18 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
         state=state,
         routed=routed,
         routing=routing,
+        observability=observability,
     )
+
+
+OTEL_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def missing_extras(config: Config) -> list[str]:
@@ -341,6 +385,11 @@ def missing_extras(config: Config) -> list[str]:
             "(pip install 'gateway[httpx]')"
             for p in config.providers.values()
             if p.transport == "httpx"
+        )
+    if config.observability.traces and not all(map(_installed, OTEL_MODULES)):
+        out.append(
+            "observability.traces: needs the OpenTelemetry SDK and OTLP exporter "
+            "(pip install 'gateway[otel]')"
         )
     return out
 

@@ -23,6 +23,10 @@ STRATEGIES: tuple[Strategy, ...] = ("weighted", "least-busy", "latency", "priori
 RETRY_EVENTS = ("connect", "first_byte_timeout")
 # Answers about the request itself: the same request gets the same answer anywhere.
 NEVER_RETRIED = frozenset({400, 401, 403, 404, 413, 422})
+LogFormat = Literal["json", "text"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("json", "text")
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,22 @@ class ServerConfig:
     max_in_flight: int | None = None  # requests at once (health checks aside); None: no cap
     max_loop_lag_ms: float = 250.0  # event-loop lag past which new requests are shed; 0: off
     drain_delay_s: float = 0.0  # SIGTERM: keep accepting this long with /readyz at 503 (R10)
+    log_format: LogFormat | None = None  # None: JSON lines unless stderr is a terminal
+    log_level: LogLevel = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    """Access log, metrics and traces (`[observability]`); see gateway/observability/."""
+
+    access_log: bool = True  # one line per request, after it ends
+    metrics: bool = True  # GET /metrics in the Prometheus text format
+    metrics_auth: bool = False  # /metrics asks for the admin key ([state] admin_key)
+    metrics_per_key: bool = False  # series per key: one per key and model, mind cardinality
+    traces: bool = False  # OTLP/HTTP export of spans (pip install 'gateway[otel]')
+    otlp_endpoint: str | None = None  # None: the exporter's own default / OTEL_* env vars
+    service_name: str = "gateway"
+    trace_sample_ratio: float = 1.0  # of the traces the gateway starts (a parent's decision rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,3 +221,4 @@ class Config:
     state: StateConfig = StateConfig()
     routed: Mapping[str, RoutedModelConfig] = field(default_factory=dict)
     routing: RoutingConfig = RoutingConfig()  # the defaults of every model
+    observability: ObservabilityConfig = ObservabilityConfig()

@@ -167,7 +167,12 @@ class UsageRow:
     """One admitted request in the ledger (R23). `status` is "ok", "pending" (written at
     admission, replaced by the final row), "client_gone", "partial" or an error code.
     `model` is the id the client asked for; `deployment` the routable id that served it
-    (or was tried last), `provider` that deployment's, `attempts` how many it took."""
+    (or was tried last), `provider` that deployment's, `attempts` how many it took.
+
+    `request_id` is the row's key: the gateway's completion id (`chatcmpl-...`, the `id`
+    of the chat completion), unique per request. `x_request_id` is the request id of its
+    `x-request-id` header and log lines (the client's own, if it sent one, so it may
+    repeat); None in rows written before it was kept."""
 
     request_id: str
     key_id: str | None  # None: a key from the config file
@@ -182,22 +187,26 @@ class UsageRow:
     created_at: float  # when the request was admitted: the period it is billed to
     deployment: str = ""  # "" in rows written before routing existed
     attempts: int = 1
+    x_request_id: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UsageRow:
         """A row from its JSON form; ValueError if anything is missing or mistyped.
-        `deployment` and `attempts` may be missing (journals written before them)."""
-        values: dict[str, Any] = dict(_LATER)
+        The fields added later (`deployment`, `attempts`, `x_request_id`) may be missing
+        (journals written before them)."""
         try:
-            for f in dataclasses.fields(cls):
-                if f.name in data or f.name not in _LATER:
-                    values[f.name] = data[f.name]
+            values = {
+                f.name: data[f.name] if f.name in _REQUIRED else data.get(f.name, f.default)
+                for f in dataclasses.fields(cls)
+            }
         except KeyError as e:
             raise ValueError(f"usage row without {e.args[0]}") from None
         if not isinstance(values["deployment"], str):
             raise ValueError("usage row deployment: expected a string")
         if not _is_int(values["attempts"]) or values["attempts"] < 1:
             raise ValueError("usage row attempts: expected a positive integer")
+        if values["x_request_id"] is not None and not isinstance(values["x_request_id"], str):
+            raise ValueError("usage row x_request_id: expected a string or null")
         for name in ("request_id", "model", "provider", "status"):
             if not isinstance(values[name], str):
                 raise ValueError(f"usage row {name}: expected a string")
@@ -216,7 +225,10 @@ class UsageRow:
         return cls(**values)
 
 
-_LATER: dict[str, Any] = {"deployment": "", "attempts": 1}  # added later: their defaults
+# Fields every journaled row has; the later ones have defaults (older journals lack them).
+_REQUIRED = frozenset(
+    f.name for f in dataclasses.fields(UsageRow) if f.default is dataclasses.MISSING
+)
 
 
 @dataclass(slots=True)

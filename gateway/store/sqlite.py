@@ -22,9 +22,10 @@ is replaced by the request's final row; a final row is never replaced, so replay
 a journal twice changes nothing.
 
 Schema versions (`PRAGMA user_version`): 1, the first; 2 adds the usage columns
-`deployment` and `attempts` (docs/routing.md). Opening a version-1 file adds them in
-place (`ALTER TABLE`, defaults '' and 1 for the rows already there); a file newer than
-this gateway is refused.
+`deployment` and `attempts` (docs/routing.md); 3 adds `x_request_id` (the request id of
+docs/operations.md). Opening an older file adds them in place (`ALTER TABLE`: defaults
+'' and 1, and NULL, for the rows already there); a file newer than this gateway is
+refused.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from gateway.store.records import (
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 BUSY_TIMEOUT_MS: Final = 5000  # wait this long for another process's write lock
 _IN_CHUNK: Final = 500  # bound the parameters of one `IN (...)` list
 
@@ -98,18 +99,22 @@ CREATE TABLE IF NOT EXISTS usage (
     latency_ms INTEGER NOT NULL,
     created_at REAL NOT NULL,
     deployment TEXT NOT NULL DEFAULT '',
-    attempts INTEGER NOT NULL DEFAULT 1
+    attempts INTEGER NOT NULL DEFAULT 1,
+    x_request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, created_at);
 """
 
-# Columns added after version 1, with their definitions, for files that lack them.
-_ADDED_COLUMNS: Final = {
-    "usage": (
-        ("deployment", "TEXT NOT NULL DEFAULT ''"),
-        ("attempts", "INTEGER NOT NULL DEFAULT 1"),
-    ),
-}
+# Columns added after version 1: (table, column, declaration). A file made by an older
+# gateway gets them when opened (`_migrate`): the defaults, or NULL, in its old rows.
+_ADDED_COLUMNS: Final = (
+    ("usage", "deployment", "TEXT NOT NULL DEFAULT ''"),  # schema 2
+    ("usage", "attempts", "INTEGER NOT NULL DEFAULT 1"),  # schema 2
+    ("usage", "x_request_id", "TEXT"),  # schema 3: the x-request-id of the row's request
+)
+_AFTER_COLUMNS: Final = """
+CREATE INDEX IF NOT EXISTS usage_x_request_id ON usage (x_request_id);
+"""
 
 _KEY_COLUMNS: Final = (
     "key_id, name, secret_hash, models, rpm, tpm, spend_limit_micros, spend_period, "
@@ -118,19 +123,19 @@ _KEY_COLUMNS: Final = (
 
 _USAGE_COLUMNS: Final = (
     "request_id, key_id, model, provider, prompt_tokens, completion_tokens, cached_tokens, "
-    "cost_micros, status, latency_ms, created_at, deployment, attempts"
+    "cost_micros, status, latency_ms, created_at, deployment, attempts, x_request_id"
 )
 
 _UPSERT_USAGE: Final = f"""
 INSERT INTO usage ({_USAGE_COLUMNS})
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (request_id) DO UPDATE SET
     key_id = excluded.key_id, model = excluded.model, provider = excluded.provider,
     prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
     cached_tokens = excluded.cached_tokens, cost_micros = excluded.cost_micros,
     status = excluded.status, latency_ms = excluded.latency_ms,
     created_at = excluded.created_at, deployment = excluded.deployment,
-    attempts = excluded.attempts
+    attempts = excluded.attempts, x_request_id = excluded.x_request_id
 WHERE usage.status = '{PENDING}'
 """
 
@@ -173,6 +178,7 @@ def _row_values(r: UsageRow) -> tuple[Any, ...]:
         r.created_at,
         r.deployment,
         r.attempts,
+        r.x_request_id,
     )
 
 
@@ -207,11 +213,13 @@ class SqliteStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
-            for table, columns in _ADDED_COLUMNS.items():
+            for table, column, declaration in _ADDED_COLUMNS:
                 have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
-                for name, definition in columns:
-                    if name not in have:
-                        self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+                if column not in have:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            for statement in _AFTER_COLUMNS.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager

@@ -156,7 +156,7 @@ def test_sigterm_ends_long_streams_with_a_final_event_and_says_why(tmp_path: Pat
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
             "SELECT request_id, status, completion_tokens FROM usage"
-            f" WHERE request_id IN ({','.join('?' * len(ids))})",
+            f" WHERE x_request_id IN ({','.join('?' * len(ids))})",
             ids,
         ).fetchall()
     assert len(rows) == 3

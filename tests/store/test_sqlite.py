@@ -144,7 +144,7 @@ def test_a_version_1_file_gains_the_routing_columns_and_keeps_its_rows(db_path: 
     finally:
         store.close()
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
     SqliteStore(db_path).close()  # opening it again changes nothing
 
@@ -165,6 +165,48 @@ def test_a_journal_row_written_before_routing_still_reads() -> None:
     assert (parsed.deployment, parsed.attempts) == ("", 1)
     with pytest.raises(ValueError, match="attempts"):
         UsageRow.from_dict({**old, "attempts": 0})
+
+
+def test_a_schema_1_file_gains_the_request_id_column(db_path: Path) -> None:
+    """A ledger written before x_request_id was kept opens, keeps its rows, and takes
+    rows with the request id from then on."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db_path)
+    conn.executescript(
+        """
+        CREATE TABLE usage (request_id TEXT PRIMARY KEY, key_id TEXT, model TEXT NOT NULL,
+            provider TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
+            cost_micros INTEGER NOT NULL, status TEXT NOT NULL, latency_ms INTEGER NOT NULL,
+            created_at REAL NOT NULL);
+        INSERT INTO usage VALUES ('chatcmpl-old', 'k', 'm', 'p', 1, 2, 0, 30, 'ok', 5, 1.0);
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.close()
+    store = SqliteStore(db_path)
+    new = UsageRow("chatcmpl-new", "k", "m", "p", 1, 2, 0, 30, "ok", 5, 2.0, x_request_id="r-1")
+    store.write_usage([new])
+    assert store.cost_between("k", None, None) == 60
+    store.close()
+    conn = sqlite3.connect(db_path)
+    rows = conn.execute("SELECT request_id, x_request_id FROM usage ORDER BY created_at").fetchall()
+    assert rows == [("chatcmpl-old", None), ("chatcmpl-new", "r-1")]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    conn.close()
+    SqliteStore(db_path).close()  # opening again changes nothing
+
+
+def test_a_journal_row_without_the_request_id_still_reads() -> None:
+    from gateway.billing.ledger import read_journal
+
+    old = (
+        b'{"request_id":"chatcmpl-1","key_id":null,"model":"m","provider":"p",'
+        b'"prompt_tokens":1,"completion_tokens":2,"cached_tokens":0,"cost_micros":3,'
+        b'"status":"ok","latency_ms":4,"created_at":5.0}\n'
+    )
+    (row,) = read_journal(old)
+    assert row.x_request_id is None and row.cost_micros == 3
 
 
 def test_create_stores_only_the_hash(store: SqliteStore, db_path: Path) -> None:

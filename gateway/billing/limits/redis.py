@@ -250,6 +250,17 @@ class RedisLimitBackend:
             self._last_warning = now
             self._unwarned = 0
 
+    async def ping(self) -> bool:
+        """Whether the store answers a PING within the timeout (at start, to warn once);
+        the breaker is left as it is."""
+        with trio.move_on_after(self._timeout_s):
+            try:
+                await self._client.execute("PING")
+            except _STORE_ERRORS:
+                return False
+            return True
+        return False
+
     @property
     def breaker_open(self) -> bool:
         """True while calls fail fast: from a failure until a probe succeeds."""
