@@ -28,6 +28,7 @@ from gateway.api.asgi import (
     until_disconnect,
 )
 from gateway.billing.accounting import Accounting, admit, offloaded_counter
+from gateway.config import Config
 from gateway.errors import (
     GatewayError,
     InternalError,
@@ -36,7 +37,7 @@ from gateway.openai.body import parse_body
 from gateway.openai.validate import validate_chat_request
 from gateway.providers.base import CallContext
 from gateway.providers.common import media_url_params
-from gateway.state import Gateway
+from gateway.state import Gateway, Snapshot
 from gateway.upstream.relay import Outcome, Relay
 
 log = logging.getLogger("gateway")
@@ -55,11 +56,11 @@ def response_format_type(body: dict[str, Any]) -> str | None:
     return kind if kind in ("json_schema", "json_object") else None
 
 
-def request_deadline_s(gw: Gateway, relay: Relay) -> float:
+def request_deadline_s(config: Config, relay: Relay) -> float:
     """The longest an admitted request can still run: fetching its media (all URLs
     share twice the per-URL timeout) and the relay's total deadline. Its budget
     reservation must outlive it (billing.limits.budget.reservation_ttl_s)."""
-    return 2 * gw.config.media.timeout_s + relay.timeouts.total_s
+    return 2 * config.media.timeout_s + relay.timeouts.total_s
 
 
 def wants_usage(body: dict[str, Any]) -> bool:
@@ -68,7 +69,18 @@ def wants_usage(body: dict[str, Any]) -> bool:
 
 
 async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-    """POST /v1/chat/completions: auth, validate, route, admit, relay, settle."""
+    """POST /v1/chat/completions on the config current at its start, to its end (a
+    reload meanwhile changes nothing for it; gateway/state.py)."""
+    snap = gw.acquire()
+    try:
+        await _chat(gw, snap, scope, receive, send)
+    finally:
+        gw.release(snap)
+
+
+async def _chat(gw: Gateway, snap: Snapshot, scope: Scope, receive: Receive, send: Send) -> None:
+    """Auth, validate, route, admit, relay, settle."""
+    config = snap.config
     request_id = "chatcmpl-" + os.urandom(12).hex()
     extra = [(b"x-request-id", request_id.encode())]
     writer: SSEWriter | None = None
@@ -76,16 +88,16 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
     streamed: Outcome | None = None  # filled in by the relay as the stream goes
     failure: GatewayError | None = None
     try:
-        principal = gw.auth.authenticate(header(scope, b"authorization"))
-        server = gw.config.server
+        principal = snap.auth.authenticate(header(scope, b"authorization"))
+        server = config.server
         raw = await read_body(scope, receive, server.max_body_bytes)
         size = len(raw)
         body = await gw.offload.run(size, read_request, raw)
         del raw  # the parsed body is all that is needed now
         model = body["model"]
-        gw.auth.authorize_model(principal, model)
-        dep = gw.router.resolve(model)
-        relay = gw.relays[dep.provider_name]
+        snap.auth.authorize_model(principal, model)
+        dep = snap.router.resolve(model)
+        relay = snap.relays[dep.provider_name]
         stream = body.get("stream") is True
         ctx = CallContext(
             deployment=dep,
@@ -99,12 +111,12 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         acct, body = await admit(  # 429/402 first
             ledger=gw.ledger,
             limiter=gw.limiter,
-            default_output_tokens=gw.config.state.default_output_tokens,
+            default_output_tokens=config.state.default_output_tokens,
             principal=principal,
             dep=dep,
             body=body,
             request_id=request_id,
-            deadline_s=request_deadline_s(gw, relay),
+            deadline_s=request_deadline_s(config, relay),
             count=offloaded_counter(gw.offload, size),
         )
         account = acct
@@ -112,7 +124,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         urls = relay.provider.media_urls(body, ctx)
         if urls:
             params = media_url_params(body)
-            ctx.media = await gw.fetcher.fetch_all([(u, params.get(u, "messages")) for u in urls])
+            ctx.media = await snap.fetcher.fetch_all([(u, params.get(u, "messages")) for u in urls])
         upstream_request = await gw.offload.run(size, relay.provider.build_request, body, ctx)
         if stream:
             sse = writer = SSEWriter(send, extra)

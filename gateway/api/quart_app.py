@@ -25,7 +25,7 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.providers.base import Deployment
-from gateway.state import Gateway
+from gateway.state import Gateway, Snapshot
 
 log = logging.getLogger("gateway")
 
@@ -57,24 +57,26 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
     def respond(obj: Any, status: int = 200) -> Response:
         return Response(orjson.dumps(obj), status=status, content_type="application/json")
 
-    def principal() -> Any:
+    def principal(snap: Snapshot) -> Any:
         auth = request.headers.get("authorization")
-        return gw.auth.authenticate(auth.encode("latin-1") if auth else None)
+        return snap.auth.authenticate(auth.encode("latin-1") if auth else None)
 
     @app.get("/v1/models")
     async def list_models() -> Response:
-        who = principal()
-        data = [model_object(d, started) for d in gw.router.configured if who.may_use(d.model_id)]
+        snap = gw.current  # one config for the whole answer
+        who = principal(snap)
+        data = [model_object(d, started) for d in snap.router.configured if who.may_use(d.model_id)]
         return respond({"object": "list", "data": data})
 
     @app.get("/v1/models/<path:model_id>")
     async def get_model(model_id: str) -> Response:
-        who = principal()
+        snap = gw.current
+        who = principal(snap)
         if not who.may_use(model_id):
             raise ModelNotFound(
                 f"The model '{model_id}' does not exist or you do not have access to it."
             )
-        return respond(model_object(gw.router.resolve(model_id), started))
+        return respond(model_object(snap.router.resolve(model_id), started))
 
     @app.get("/healthz")
     async def healthz() -> Response:
