@@ -220,6 +220,10 @@ class SqliteStore:
     def close(self) -> None:
         self._conn.close()
 
+    def ping(self) -> None:
+        """A trivial query: raises sqlite3.Error if the connection is closed or broken."""
+        self._conn.execute("SELECT 1").fetchone()
+
     # ------------------------------------------------------------------ keys
 
     def create_key(self, spec: NewKey, now: float, key: IssuedKey) -> tuple[KeyRecord, str]:
