@@ -7,6 +7,7 @@ The lifespan is ours: it opens the state, runs the background work (key cache
 refresh, ledger writer, the loop-lag probe) in a nursery it owns for the server's
 lifetime, and drains it at shutdown (structured concurrency). The built-in server
 also tells it when draining starts and when the grace is over (`serve.Draining`).
+`reload` re-reads the config file and swaps it in for new requests (SIGHUP).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import gc
 import logging
 import os
+import time
 from typing import Any
 
 import trio
@@ -25,7 +27,8 @@ from gateway.api.chat import chat_completions
 from gateway.api.overload import Admission
 from gateway.api.quart_app import make_quart_app
 from gateway.billing.limits.redis import open_redis_backend
-from gateway.config import Config, embedded_config, load_config
+from gateway.config import Config, ConfigError, embedded_config, load_config
+from gateway.config.reload import reloaded
 from gateway.errors import InvalidRequest, MethodNotAllowed
 from gateway.state import Gateway
 
@@ -87,6 +90,32 @@ class GatewayApp:
         await self._quart_asgi(scope, receive, send)
 
     # -- what the built-in server tells of a shutdown (gateway.server.serve.Draining) --
+
+    async def reload(self) -> bool:
+        """Re-read the config file and serve it to new requests (running ones finish on
+        theirs). A config that does not load, or changes what needs a restart, is
+        refused in one log line and the running one stays. True if swapped."""
+        gw = self.gateway
+        old = gw.current
+        try:
+            config, _ = await trio.to_thread.run_sync(reloaded, old.config)
+        except ConfigError as e:
+            log.error(
+                "config reload refused, still serving the config loaded at %s: %s",
+                time.strftime("%H:%M:%S", time.localtime(old.loaded_at)),
+                e,
+            )
+            return False
+        snap = gw.swap(config)
+        log.info(
+            "config reloaded from %s: %d providers, %d models, %d config keys (generation %d)",
+            config.source,
+            len(config.providers),
+            len(config.models),
+            len(config.keys),
+            snap.generation,
+        )
+        return True
 
     def drain_started(self) -> None:
         """/readyz answers 503 from now on, while connections are still accepted."""

@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from gateway.api.admin import admin_digest, make_admin_blueprint
+from gateway.api.health import Readiness, health
 from gateway.errors import (
     GatewayError,
     InternalError,
@@ -80,15 +81,14 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return respond({"status": "ok"})
+        return respond(health())
+
+    readiness = Readiness(gw)
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if gw.shutdown.draining:  # a load balancer stops sending before the port closes
-            return respond({"status": "draining"}, 503)
-        if not gw.ready:
-            return respond({"status": "starting"}, 503)
-        return respond({"status": "ready"})
+        status, body = await readiness.answer()
+        return respond(body, status)
 
     @app.errorhandler(GatewayError)
     async def gateway_error(e: GatewayError) -> Response:

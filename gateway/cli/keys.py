@@ -12,11 +12,9 @@ machine-readable output; a new key is printed once, and can never be shown again
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import sys
 import time
-import tomllib
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -26,22 +24,20 @@ import orjson
 from gateway.auth.keys import new_key
 from gateway.auth.manage import key_json
 from gateway.billing.spend import usd
+from gateway.cli.common import (
+    CONFIG_ENV,
+    DEFAULT_DB,
+    CliError,
+    config_path,
+    open_database,
+    sqlite_path,
+)
 from gateway.store.periods import PERIODS, SpendPeriod, period_bounds
 from gateway.store.records import KeyRecord, NewKey, StoreError
 from gateway.store.sqlite import SqliteStore
 
-CONFIG_ENV: Final = "GATEWAY_CONFIG"
-DEFAULT_DB: Final = "gateway.sqlite3"
 MICROS_PER_USD: Final = Decimal(1_000_000)
 _PERIOD: Final[dict[str, SpendPeriod]] = {p: p for p in PERIODS}
-
-
-class CliError(Exception):
-    """A user mistake or a missing key: printed as one line, exit status `code`."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def usd_to_micros(text: str) -> int:
@@ -58,25 +54,12 @@ def usd_to_micros(text: str) -> int:
     return int(micros)
 
 
-def db_path(args: argparse.Namespace) -> str:
-    """--db, else the config's [state] sqlite_path, else ./gateway.sqlite3."""
+def db_path(args: argparse.Namespace) -> tuple[str, str]:
+    """--db, else the config's [state] sqlite_path, else ./gateway.sqlite3; and where
+    that came from."""
     if args.db:
-        return str(args.db)
-    config = args.config or os.environ.get(CONFIG_ENV)
-    if not config:
-        return DEFAULT_DB
-    try:
-        with open(config, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise CliError(f"{config}: cannot read: {e.strerror}", 2) from None
-    except tomllib.TOMLDecodeError as e:
-        raise CliError(f"{config}: not valid TOML: {e}", 2) from None
-    state = data.get("state")
-    path = state.get("sqlite_path") if isinstance(state, dict) else None
-    if path is not None and (not isinstance(path, str) or not path):
-        raise CliError(f"{config}: state.sqlite_path must be a non-empty string", 2)
-    return path or DEFAULT_DB
+        return str(args.db), "--db"
+    return sqlite_path(config_path(args.config))
 
 
 def add_parser(
@@ -126,15 +109,14 @@ def add_parser(
 
 def run(args: argparse.Namespace) -> int:
     """Run one `gateway keys` subcommand; the exit status."""
+    command = args.keys_command
     try:
-        path = db_path(args)
-        store = SqliteStore(path)
+        path, origin = db_path(args)
+        store = open_database(path, origin, create=command == "create", command="gateway keys")
     except (CliError, StoreError) as e:
         return _fail(e)
-    except (sqlite3.Error, OSError) as e:  # not a database, no permission, no directory
-        return _fail(CliError(f"cannot open the key database {path}: {e}", 2))
     try:
-        return _COMMANDS[args.keys_command](store, args, time.time())
+        return _COMMANDS[command](store, args, time.time())
     except (CliError, StoreError) as e:
         return _fail(e)
     except sqlite3.Error as e:  # locked for longer than the busy timeout, disk full...

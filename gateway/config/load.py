@@ -18,6 +18,7 @@ from types import UnionType
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from gateway.config.model import (
+    EMBEDDED,
     HTTP_SERVERS,
     TRANSPORTS,
     Config,
@@ -194,9 +195,28 @@ def _server(st: Table) -> ServerConfig:
         max_in_flight=st.integer("max_in_flight", minimum=1, maximum=10_000_000),
         max_loop_lag_ms=_or(st.number("max_loop_lag_ms"), d.max_loop_lag_ms),
         drain_delay_s=_or(st.number("drain_delay_s"), d.drain_delay_s),
+        pid_file=st.text("pid_file"),
+        cors_origins=_cors_origins(st),
     )
     st.done()
     return server
+
+
+def _cors_origins(st: Table) -> tuple[str, ...]:
+    """Browser origins as a browser sends them (`https://app.example.com`, no path), or
+    "*" for any."""
+    origins = st.str_list("cors_origins") or ()
+    for i, origin in enumerate(origins):
+        scheme, sep, rest = origin.partition("://")
+        if origin == "*":
+            if len(origins) > 1:
+                raise ConfigError(f'{st.at("cors_origins")}: "*" allows every origin alone')
+        elif scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            raise ConfigError(
+                f"{st.at('cors_origins')}[{i}]: {origin!r} is not an origin like "
+                '"https://app.example.com" (scheme and host, no path), or "*"'
+            )
+    return tuple(origins)
 
 
 def _keys(raw_keys: object, env: Mapping[str, str]) -> tuple[KeyConfig, ...]:
@@ -319,18 +339,26 @@ def missing_extras(config: Config) -> list[str]:
     return out
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a TOML config file."""
-    p = Path(path)
+def read_config_file(path: str | Path) -> bytes:
+    """The bytes of a config file; ConfigError if it cannot be read."""
     try:
-        raw = p.read_bytes()
+        return Path(path).read_bytes()
     except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def config_from_bytes(raw: bytes, source: str, *, env: Mapping[str, str] | None = None) -> Config:
+    """Validate the bytes of a TOML config file read from `source`."""
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    return parse_config(data, env=os.environ if env is None else env, source=str(p))
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    return parse_config(data, env=os.environ if env is None else env, source=source)
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file."""
+    return config_from_bytes(read_config_file(path), str(path), env=env)
 
 
 def embedded_config(dev_key: str) -> Config:
@@ -344,4 +372,4 @@ def embedded_config(dev_key: str) -> Config:
         },
         "keys": [{"name": "dev", "key": dev_key}],
     }
-    return parse_config(data, env={}, source="<embedded defaults>")
+    return parse_config(data, env={}, source=EMBEDDED)

@@ -99,6 +99,7 @@ def test_json_create_list_show_revoke_topup(db: str, capsys: pytest.CaptureFixtu
 
 
 def test_human_output(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    SqliteStore(db).close()  # a database without keys
     assert cli("keys", "list", "--db", db) == 0
     assert "no keys" in capsys.readouterr().out
     created = run_json(
@@ -137,10 +138,11 @@ def test_human_output(db: str, capsys: pytest.CaptureFixture[str]) -> None:
 def test_mistakes_are_one_line_and_a_status(
     db: str, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], code: int, message: str
 ) -> None:
+    SqliteStore(db).close()
     assert cli("keys", *argv, "--db", db) == code
-    err = capsys.readouterr().err
-    assert err.startswith("gateway keys: ") and message in err
-    assert len(err.strip().splitlines()) == 1
+    used, mistake = capsys.readouterr().err.strip().splitlines()
+    assert used.startswith("gateway keys: database ") and used.endswith(f"{db} (--db)")
+    assert mistake.startswith("gateway keys: ") and message in mistake
 
 
 def test_topup_of_a_postpaid_key_or_zero_is_refused(
@@ -163,11 +165,17 @@ def test_the_database_comes_from_the_config(
     run_json(capsys, "keys", "create", "--config", str(config), "--name", "a")
     assert target.exists()
     monkeypatch.setenv("GATEWAY_CONFIG", str(config))
-    assert len(run_json(capsys, "keys", "list")["data"]) == 1
+    assert cli("keys", "list", "--json") == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)["data"]) == 1  # stdout holds the JSON alone
+    assert f"database {target} ([state] sqlite_path of {config})" in err
     monkeypatch.delenv("GATEWAY_CONFIG")
     monkeypatch.chdir(tmp_path)
-    assert run_json(capsys, "keys", "list")["data"] == []  # ./gateway.sqlite3
-    assert (tmp_path / "gateway.sqlite3").exists()
+    assert cli("keys", "list") == 1  # ./gateway.sqlite3, which does not exist
+    err = capsys.readouterr().err
+    assert f"database {tmp_path / 'gateway.sqlite3'} (the default: no --config" in err
+    assert f"no database at {tmp_path / 'gateway.sqlite3'}" in err
+    assert not (tmp_path / "gateway.sqlite3").exists()  # not created empty
     config.write_text("[state\n")
     assert cli("keys", "list", "--config", str(config)) == 2
     assert "not valid TOML" in capsys.readouterr().err
@@ -179,7 +187,7 @@ def test_a_file_that_is_not_a_database(tmp_path: Path, capsys: pytest.CaptureFix
     bogus = tmp_path / "bogus.sqlite3"
     bogus.write_bytes(b"this is not sqlite" * 100)
     assert cli("keys", "list", "--db", str(bogus)) == 2
-    assert "cannot open the key database" in capsys.readouterr().err
+    assert "cannot open the database" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
