@@ -2,7 +2,8 @@
 
     POST   /admin/keys                 create; the answer holds the full key, once
     GET    /admin/keys                 list (never a secret)
-    GET    /admin/keys/<id>            one key, its usage summary, spend and credit
+    GET    /admin/keys/<id>            one key, its usage summary, spend, credit and live limits
+    PATCH  /admin/keys/<id>            change its name, scope, limits or expiry
     DELETE /admin/keys/<id>            revoke
     POST   /admin/keys/<id>/topup      add credit to a prepaid key
 
@@ -30,7 +31,7 @@ from quart import Blueprint, Response, request
 
 from gateway.auth.cache import ManagedKeyStore
 from gateway.auth.keys import new_key
-from gateway.auth.manage import key_json
+from gateway.auth.manage import UPDATE_FIELDS, check_update, key_json, update_from_json
 from gateway.billing.ledger import Ledger
 from gateway.errors import (
     AuthenticationFailed,
@@ -110,6 +111,12 @@ def _new_key(body: dict[str, Any], now: float) -> NewKey:
     if spec.expires_at is not None and spec.expires_at <= now:
         raise InvalidRequest("expires_at: must be in the future.", param="expires_at")
     return spec
+
+
+def _invalid(e: ValueError, fields: tuple[str, ...]) -> InvalidRequest:
+    """A 400 from a "field: why" ValueError, `param` naming the field if it is one."""
+    field, _, _ = str(e).partition(":")
+    return InvalidRequest(str(e), param=field if field in fields else None)
 
 
 def make_admin_blueprint(
@@ -208,6 +215,21 @@ def make_admin_blueprint(
         if limit_status is not None:
             out["limits"] = await limit_status(record.key_id, now)
         return _json(out)
+
+    @bp.patch("/keys/<key_id>")
+    async def update_key(key_id: str) -> Response:
+        now = clock()
+        await record_or_404(key_id)
+        try:
+            update = update_from_json(await _body(set(UPDATE_FIELDS)))
+            check_update(update, now)
+            record = await db.update_key(key_id, update)
+        except ValueError as e:
+            raise _invalid(e, UPDATE_FIELDS) from None
+        if record is None:  # revoked keys stay; only a deleted row could do this
+            raise NotFound(f"No key with the id {key_id!r}.", code="key_not_found")
+        await keys.refresh()  # this worker at once; the others at their next refresh
+        return _json(key_json(record, now))
 
     @bp.delete("/keys/<key_id>")
     async def revoke_key(key_id: str) -> Response:

@@ -7,10 +7,11 @@ requests, auth or the limiter's arithmetic. Pure module.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from gateway.store.periods import PERIODS, SpendPeriod
 
@@ -113,6 +114,55 @@ class NewKey:
             or not math.isfinite(self.expires_at)
         ):
             raise ValueError("expires_at: must be unix seconds")
+
+
+class Keep(enum.Enum):
+    """The type of KEEP."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP  # a `KeyUpdate` field left as it is
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate:
+    """What to change in a managed key: each field KEEP (unchanged), a value, or None
+    to clear a limit (`models` None: every model; `expires_at` None: never). Clearing
+    the spend limit clears its period too. Credit only changes by top-ups."""
+
+    name: str | Keep = KEEP
+    models: tuple[str, ...] | Keep | None = KEEP
+    rpm: int | Keep | None = KEEP
+    tpm: int | Keep | None = KEEP
+    spend_limit_micros: int | Keep | None = KEEP
+    spend_period: SpendPeriod | Keep | None = KEEP
+    expires_at: float | Keep | None = KEEP
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given (name -> new value)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not KEEP
+        }
+
+    def applied_to(self, record: KeyRecord) -> KeyRecord:
+        """`record` with these changes; ValueError naming the first invalid field."""
+        changes = self.changes()
+        if changes.get("spend_limit_micros", KEEP) is None and "spend_period" not in changes:
+            changes["spend_period"] = None
+        new = dataclasses.replace(record, **changes)
+        NewKey(  # the rules a new key's fields follow hold for a changed key's too
+            name=new.name,
+            models=new.models,
+            rpm=new.rpm,
+            tpm=new.tpm,
+            spend_limit_micros=new.spend_limit_micros,
+            spend_period=new.spend_period,
+            expires_at=new.expires_at,
+        ).check()
+        return new
 
 
 @dataclass(frozen=True, slots=True)

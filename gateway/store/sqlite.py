@@ -40,6 +40,7 @@ from gateway.store.records import (
     PENDING,
     IssuedKey,
     KeyRecord,
+    KeyUpdate,
     ModelUsage,
     NewKey,
     StoreError,
@@ -284,6 +285,34 @@ class SqliteStore:
         ).fetchall()
         return [_record(r) for r in rows]
 
+    def update_key(self, key_id: str, update: KeyUpdate) -> KeyRecord | None:
+        """Apply `update` to a key in one transaction (ValueError naming an invalid
+        field, nothing written); None if there is no such key. Its new version makes
+        every process's key cache take the change at its next refresh."""
+        with self._tx() as c:
+            row = c.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,))
+            found = row.fetchone()
+            if found is None:
+                return None
+            new = update.applied_to(_record(found))
+            models = None if new.models is None else orjson.dumps(list(new.models)).decode()
+            c.execute(
+                "UPDATE keys SET name = ?, models = ?, rpm = ?, tpm = ?, spend_limit_micros = ?,"
+                " spend_period = ?, expires_at = ?, version = ? WHERE key_id = ?",
+                (
+                    new.name,
+                    models,
+                    new.rpm,
+                    new.tpm,
+                    new.spend_limit_micros,
+                    new.spend_period,
+                    new.expires_at,
+                    self._next_version(c),
+                    key_id,
+                ),
+            )
+        return self.get_key(key_id)
+
     def revoke_key(self, key_id: str, now: float) -> KeyRecord | None:
         """Revoke a key (again is a no-op); None if there is no such key."""
         with self._tx() as c:
@@ -508,6 +537,9 @@ class AsyncSqlite:
 
     async def revoke_key(self, key_id: str, now: float) -> KeyRecord | None:
         return await self.run(self.store.revoke_key, key_id, now)
+
+    async def update_key(self, key_id: str, update: KeyUpdate) -> KeyRecord | None:
+        return await self.run(self.store.update_key, key_id, update)
 
     async def add_topup(self, key_id: str, micros: int, now: float, note: str = "") -> Topup:
         return await self.run(self.store.add_topup, key_id, micros, now, note)

@@ -118,6 +118,48 @@ def test_human_output(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "revoked key" in capsys.readouterr().out
 
 
+def test_update_changes_what_it_is_told_and_says_what_changed(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    created = run_json(
+        capsys, "keys", "create", "--db", db, "--name", "carol", "--rpm", "60",
+        "--spend-limit", "5", "--period", "day",
+    )  # fmt: skip
+    key_id = created["id"]
+    assert cli("keys", "update", key_id, "--db", db, "--rpm", "120", "--models", "a, b/*") == 0
+    out, err = capsys.readouterr()
+    assert f"updated key {key_id} (carol): models all -> a, b/*; rpm 60 -> 120" in out
+    assert f"gateway keys: database {db} (--db)" in err
+    before = time.time()
+    updated = run_json(
+        capsys, "keys", "update", key_id, "--db", db, "--name", "carol2", "--rpm", "none",
+        "--tpm", "5000", "--spend-limit", "none", "--expires", "2", "--models", "all",
+    )  # fmt: skip
+    assert (updated["name"], updated["rpm"], updated["tpm"]) == ("carol2", None, 5000)
+    assert updated["models"] is None
+    assert (updated["spend_limit_micros"], updated["spend_period"]) == (None, None)
+    assert before + 2 * 86400 <= updated["expires_at"] <= time.time() + 2 * 86400
+    again = run_json(capsys, "keys", "update", key_id, "--db", db, "--expires", "never")
+    assert again["expires_at"] is None
+    assert cli("keys", "update", key_id, "--db", db, "--spend-limit", "1.5") == 2
+    assert "spend_period: set it (day or month) with a spend limit" in capsys.readouterr().err
+    limited = run_json(
+        capsys, "keys", "update", key_id, "--db", db, "--spend-limit", "1.5", "--period", "month"
+    )
+    assert (limited["spend_limit_micros"], limited["spend_period"]) == (1_500_000, "month")
+    for wrong, message in (("--rpm", "x"), ("--expires", "0"), ("--expires", "soon")):
+        assert cli("keys", "update", key_id, "--db", db, wrong, message) == 2
+        assert wrong in capsys.readouterr().err
+    assert cli("keys", "update", key_id, "--db", db) == 2
+    assert "Nothing to change" in capsys.readouterr().err
+    assert cli("keys", "update", "nosuchkey000", "--db", db, "--rpm", "1") == 1
+    assert "no key with the id" in capsys.readouterr().err
+    store = SqliteStore(db)
+    record = store.get_key(key_id)
+    store.close()
+    assert record is not None and record.name == "carol2"
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
