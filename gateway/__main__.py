@@ -21,6 +21,7 @@ import trio
 from gateway import __version__
 from gateway.app import CONFIG_ENV, DEV_KEY_ENV, GatewayApp, create_app, setup_logging
 from gateway.cli import keys as keys_cli
+from gateway.cli import usage as usage_cli
 from gateway.cli.common import CliError, config_path, pid_file_path
 from gateway.config import Config, ConfigError, embedded_config, load_config, missing_extras
 from gateway.config.load import config_from_bytes, read_config_file
@@ -356,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
     keys_cli.add_parser(sub)
+    usage_cli.add_parser(sub)
     worker = sub.add_parser("_worker", help=argparse.SUPPRESS)  # started by `serve --workers`
     where = worker.add_mutually_exclusive_group(required=True)
     where.add_argument("--fd", type=int)

@@ -1,8 +1,8 @@
 """The state one worker process serves requests from.
 
 `Gateway` holds what lives as long as the process (the key cache, the limiter, the
-usage ledger, the store) and `current`, the `Snapshot` built from one config: the
-router, the config keys, one relay per provider, the media fetcher. A reload
+usage ledger, the refusal counts, the store) and `current`, the `Snapshot` built from
+one config: the router, the config keys, one relay per provider, the media fetcher. A reload
 (`swap`) builds a new snapshot and swaps it whole, so a request that took its snapshot
 once at its start (`acquire`) runs on one config to its end, streams included, while
 new requests see the new one. Relays a new config does not change are carried over
@@ -27,6 +27,7 @@ from gateway.billing.ledger import Ledger
 from gateway.billing.limits.budget import BudgetSeed
 from gateway.billing.limits.core import LimitBackend
 from gateway.billing.limits.memory import MemoryLimitBackend
+from gateway.billing.refusals import Refusals
 from gateway.config import Config
 from gateway.offload import Offload
 from gateway.providers.registry import provider_for
@@ -89,6 +90,7 @@ class Gateway:
         Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         self.db = AsyncSqlite(SqliteStore(state.sqlite_path))
         self.ledger = Ledger(self.db, state.journal, fsync=state.fsync)
+        self.refusals = Refusals(self.db)  # requests refused before admission, counted
         self.limiter: LimitBackend = MemoryLimitBackend(seeder=self.seed_budget)
         self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
         self.current = self._snapshot(config, None)
@@ -197,6 +199,7 @@ class Gateway:
         await self.ledger.start()
         await nursery.start(self.keys.run_refresher)
         await nursery.start(self.ledger.run_writer)
+        await nursery.start(self.refusals.run_writer)
         nursery.start_soon(self._prune_idle_connections)
         nursery.start_soon(self._close_retired)
         self.ready = True

@@ -65,6 +65,7 @@ PURE = [
     "auth/principal.py",
     "auth/manage.py",
     "billing/spend.py",
+    "billing/report.py",
     "billing/limits/budget.py",
     "billing/limits/core.py",
     "billing/limits/gcra.py",

@@ -27,6 +27,7 @@ from gateway.api.asgi import (
     send_error,
     until_disconnect,
 )
+from gateway.auth.principal import Principal
 from gateway.billing.accounting import Accounting, admit, offloaded_counter
 from gateway.config import Config
 from gateway.errors import (
@@ -35,7 +36,7 @@ from gateway.errors import (
 )
 from gateway.openai.body import parse_body
 from gateway.openai.validate import validate_chat_request
-from gateway.providers.base import CallContext
+from gateway.providers.base import CallContext, Deployment
 from gateway.providers.common import media_url_params
 from gateway.state import Gateway, Snapshot
 from gateway.upstream.relay import Outcome, Relay
@@ -63,6 +64,28 @@ def request_deadline_s(config: Config, relay: Relay) -> float:
     return 2 * config.media.timeout_s + relay.timeouts.total_s
 
 
+REFUSALS = frozenset({401, 402, 403, 429})  # refused before admission: counted for usage
+
+
+def count_refusal(
+    gw: Gateway,
+    error: GatewayError,
+    principal: Principal | None,
+    model: str | None,
+    dep: Deployment | None,
+) -> None:
+    """A request refused before admission, counted for usage reports (billing/refusals.py)."""
+    gw.refusals.count(
+        status=error.http_status,
+        code=error.code or error.type,
+        now=time.time(),
+        key_id=principal.key_id if principal else None,
+        key_name=principal.name if principal else None,
+        model=model,
+        provider=dep.provider_name if dep else None,
+    )
+
+
 def wants_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
@@ -84,6 +107,9 @@ async def _chat(gw: Gateway, snap: Snapshot, scope: Scope, receive: Receive, sen
     request_id = "chatcmpl-" + os.urandom(12).hex()
     extra = [(b"x-request-id", request_id.encode())]
     writer: SSEWriter | None = None
+    principal: Principal | None = None  # what is known of the request, for a refusal
+    model: str | None = None
+    dep: Deployment | None = None
     account: Accounting | None = None
     streamed: Outcome | None = None  # filled in by the relay as the stream goes
     failure: GatewayError | None = None
@@ -150,6 +176,8 @@ async def _chat(gw: Gateway, snap: Snapshot, scope: Scope, receive: Receive, sen
     except Exception as e:
         if isinstance(e, GatewayError):
             failure = e
+            if account is None and e.http_status in REFUSALS:
+                count_refusal(gw, e, principal, model, dep)
         else:
             log.exception("internal error in request %s", request_id)
             failure = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")

@@ -122,6 +122,7 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
                 gw.keys,
                 admin_digest(gw.config.state.admin_key),
                 ledger=gw.ledger,
+                refusals=gw.refusals,
                 limit_status=lambda key_id, now: gw.limiter.status(key_id, now),
             )
         )

@@ -72,6 +72,7 @@ class Accounting:
         "done",
         "headers",
         "key_id",
+        "key_name",
         "request_id",
         "started",
         "worst_micros",
@@ -97,6 +98,7 @@ class Accounting:
         self._body = body
         self._prompt_tokens = prompt_tokens  # None: not counted (yet)
         self.key_id = principal.key_id
+        self.key_name = principal.name
         self.deployment = dep
         self.request_id = request_id
         self.worst_micros = worst_micros
@@ -126,6 +128,7 @@ class Accounting:
             status=status,
             latency_ms=round((time.monotonic() - self.started) * 1000),
             created_at=self.created,
+            key_name=self.key_name,
         )
 
     async def open(self) -> None:

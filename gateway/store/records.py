@@ -215,10 +215,11 @@ class Topup:
 @dataclass(frozen=True, slots=True)
 class UsageRow:
     """One admitted request in the ledger (R23). `status` is "ok", "pending" (written at
-    admission, replaced by the final row), "client_gone", "partial" or an error code."""
+    admission, replaced by the final row), "client_gone", "partial" or an error code.
+    `key_name` is the key's name when the request was made: a config key's only name."""
 
     request_id: str
-    key_id: str | None  # None: a key from the config file
+    key_id: str | None  # None: a key from the config file (named by key_name)
     model: str
     provider: str
     prompt_tokens: int
@@ -228,14 +229,21 @@ class UsageRow:
     status: str
     latency_ms: int
     created_at: float  # when the request was admitted: the period it is billed to
+    key_name: str | None = None  # None in rows written before it was recorded
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UsageRow:
-        """A row from its JSON form; ValueError if anything is missing or mistyped."""
+        """A row from its JSON form; ValueError if anything is missing or mistyped.
+        Fields added later (`_ADDED_LATER`) may be missing: journals written before."""
+        values: dict[str, Any] = dict(_ADDED_LATER)
         try:
-            values = {f.name: data[f.name] for f in dataclasses.fields(cls)}
+            for f in dataclasses.fields(cls):
+                if f.name in data or f.name not in _ADDED_LATER:
+                    values[f.name] = data[f.name]
         except KeyError as e:
             raise ValueError(f"usage row without {e.args[0]}") from None
+        if values["key_name"] is not None and not isinstance(values["key_name"], str):
+            raise ValueError("usage row key_name: expected a string or null")
         for name in ("request_id", "model", "provider", "status"):
             if not isinstance(values[name], str):
                 raise ValueError(f"usage row {name}: expected a string")
@@ -252,6 +260,61 @@ class UsageRow:
             raise ValueError("usage row created_at: expected a number")
         values["created_at"] = float(values["created_at"])
         return cls(**values)
+
+
+_ADDED_LATER: dict[str, Any] = {"key_name": None}  # UsageRow fields old journals lack
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalCount:
+    """Requests refused before admission (401, 402, 403, 429) in one minute, counted
+    together: one row per minute and (key, model, status), however many there were.
+    "" stands for what was not known (a 401 has no key; it is refused before its
+    body, and so its model, is read)."""
+
+    minute: int  # unix seconds at the start of the minute
+    key_id: str  # a managed key's id, "" for a config key or none
+    key_name: str  # the key's name, "" for none
+    model: str
+    provider: str
+    status: int  # the HTTP status
+    code: str  # the error code (rate_limit_exceeded, invalid_api_key...)
+    count: int
+
+
+USAGE_GROUPS = ("key", "model", "provider", "day", "status")  # what `usage_report` groups by
+
+
+@dataclass(slots=True)
+class UsageTotals:
+    """What a group of requests added up to. `requests` counts every request, admitted
+    or `refused` (401/402/403/429 before admission); `errors` the admitted ones that
+    ended in an error (not ok, not gone with their client, not still running)."""
+
+    requests: int = 0
+    refused: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_micros: int = 0
+
+    def add(self, other: UsageTotals) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    """One group of a usage report: its value (None: not known, see `RefusalCount`)
+    and, grouped by key, the key's name (a managed key's current one)."""
+
+    group: str | None
+    name: str | None
+    totals: UsageTotals
 
 
 @dataclass(slots=True)

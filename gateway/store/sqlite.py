@@ -19,7 +19,12 @@ writer can commit an older timestamp after a reader has moved past it).
 
 Usage rows are upserted by `request_id`: a "pending" row (written at admission)
 is replaced by the request's final row; a final row is never replaced, so replaying
-a journal twice changes nothing.
+a journal twice changes nothing. Requests refused before admission are counted per
+minute in `refusals` (one row per minute, key, model and status, its count added to).
+
+Schema versions (`PRAGMA user_version`): 1, the first; 2 adds `usage.key_name` and
+the `refusals` table. Opening an older file adds what it lacks in place (`ALTER
+TABLE ... ADD COLUMN`, NULL for the rows already there); a newer file is refused.
 """
 
 from __future__ import annotations
@@ -43,16 +48,19 @@ from gateway.store.records import (
     KeyUpdate,
     ModelUsage,
     NewKey,
+    RefusalCount,
     StoreError,
     Topup,
+    UsageLine,
     UsageRow,
     UsageSummary,
 )
+from gateway.store.reports import usage_report
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 BUSY_TIMEOUT_MS: Final = 5000  # wait this long for another process's write lock
 _IN_CHUNK: Final = 500  # bound the parameters of one `IN (...)` list
 
@@ -92,10 +100,28 @@ CREATE TABLE IF NOT EXISTS usage (
     cost_micros INTEGER NOT NULL,
     status TEXT NOT NULL,
     latency_ms INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    key_name TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, created_at);
+CREATE INDEX IF NOT EXISTS usage_time ON usage (created_at);
+CREATE TABLE IF NOT EXISTS refusals (
+    minute INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    key_name TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (minute, key_id, key_name, model, provider, status, code)
+);
 """
+
+# Columns added after version 1, with their definitions, for files that lack them.
+_ADDED_COLUMNS: Final = {
+    "usage": (("key_name", "TEXT"),),
+}
 
 _KEY_COLUMNS: Final = (
     "key_id, name, secret_hash, models, rpm, tpm, spend_limit_micros, spend_period, "
@@ -104,19 +130,26 @@ _KEY_COLUMNS: Final = (
 
 _USAGE_COLUMNS: Final = (
     "request_id, key_id, model, provider, prompt_tokens, completion_tokens, cached_tokens, "
-    "cost_micros, status, latency_ms, created_at"
+    "cost_micros, status, latency_ms, created_at, key_name"
 )
 
 _UPSERT_USAGE: Final = f"""
 INSERT INTO usage ({_USAGE_COLUMNS})
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (request_id) DO UPDATE SET
     key_id = excluded.key_id, model = excluded.model, provider = excluded.provider,
     prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
     cached_tokens = excluded.cached_tokens, cost_micros = excluded.cost_micros,
     status = excluded.status, latency_ms = excluded.latency_ms,
-    created_at = excluded.created_at
+    created_at = excluded.created_at, key_name = excluded.key_name
 WHERE usage.status = '{PENDING}'
+"""
+
+_ADD_REFUSALS: Final = """
+INSERT INTO refusals (minute, key_id, key_name, model, provider, status, code, count)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (minute, key_id, key_name, model, provider, status, code) DO UPDATE SET
+    count = count + excluded.count
 """
 
 
@@ -156,6 +189,7 @@ def _row_values(r: UsageRow) -> tuple[Any, ...]:
         r.status,
         r.latency_ms,
         r.created_at,
+        r.key_name,
     )
 
 
@@ -187,6 +221,11 @@ class SqliteStore:
                     f"{self.path}: schema version {version} is newer than this gateway's "
                     f"({SCHEMA_VERSION}); upgrade the gateway"
                 )
+            for table, columns in _ADDED_COLUMNS.items():  # before the indexes that use them
+                have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+                for name, definition in columns:
+                    if have and name not in have:
+                        self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
@@ -446,6 +485,33 @@ class SqliteStore:
         start, end = period_bounds(period, now)
         return self.cost_between(key_id, start, end, pending)
 
+    def add_refusals(self, counts: Sequence[RefusalCount]) -> None:
+        """Add refused requests to their minutes' counts, in one transaction."""
+        if not counts:
+            return
+        with self._tx() as c:
+            c.executemany(
+                _ADD_REFUSALS,
+                [
+                    (r.minute, r.key_id, r.key_name, r.model, r.provider, r.status, r.code, r.count)
+                    for r in counts
+                ],
+            )
+
+    def usage_report(
+        self,
+        by: str,
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+    ) -> list[UsageLine]:
+        """Requests, refusals, errors, tokens and cost over [since, until), grouped `by`
+        one of USAGE_GROUPS, of every key or of `key` (a managed key's id or a config
+        key's name). Refusals count by their minute. Biggest cost first (by day: in
+        date order)."""
+        with self._read() as c:
+            return usage_report(c, by, since, until, key)
+
     def usage_summary(
         self, key_id: str, since: float | None = None, until: float | None = None
     ) -> UsageSummary:
@@ -560,3 +626,15 @@ class AsyncSqlite:
 
     async def write_usage(self, rows: Sequence[UsageRow]) -> None:
         await self.run(self.store.write_usage, rows)
+
+    async def add_refusals(self, counts: Sequence[RefusalCount]) -> None:
+        await self.run(self.store.add_refusals, counts)
+
+    async def usage_report(
+        self,
+        by: str,
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+    ) -> list[UsageLine]:
+        return await self.run(self.store.usage_report, by, since, until, key)
