@@ -93,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config, raw = _load(os.path.abspath(args.config) if args.config else None)
     except ConfigError as e:
-        print(f"gateway: invalid config: {e}", file=sys.stderr)
+        print("\n".join(f"gateway: invalid config: {p}" for p in e.problems), file=sys.stderr)
         return 2
     if missing := missing_extras(config):
         print("\n".join(f"gateway: invalid config: {m}" for m in missing), file=sys.stderr)
@@ -321,7 +321,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
     except ConfigError as e:
-        print(f"invalid: {e}", file=sys.stderr)
+        print("\n".join(f"invalid: {p}" for p in e.problems), file=sys.stderr)
         return 1
     if missing := missing_extras(config):
         print("\n".join(f"invalid: {m}" for m in missing), file=sys.stderr)

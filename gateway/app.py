@@ -1,8 +1,10 @@
 """App factory: the ASGI app that serves a `Gateway` (gateway/state.py), and its lifespan.
 
-`GatewayApp` is the ASGI entry: admission control first (api/overload.py: an
-overloaded worker sheds new requests with 503, health checks aside), then the hot
-route goes straight to `api.chat.chat_completions` and every other request to Quart.
+`GatewayApp` is the ASGI entry: CORS first when `[server] cors_origins` is set
+(api/cors.py: preflights answered, allowed origins named on every response), then
+admission control (api/overload.py: an overloaded worker sheds new requests with
+503, health checks aside), then the hot route goes straight to
+`api.chat.chat_completions` and every other request to Quart.
 The lifespan is ours: it opens the state, runs the background work (key cache
 refresh, ledger writer, the loop-lag probe) in a nursery it owns for the server's
 lifetime, and drains it at shutdown (structured concurrency). The built-in server
@@ -24,6 +26,7 @@ from quart_trio import QuartTrio
 
 from gateway.api.asgi import Receive, Scope, Send, error_headers, send_bytes, send_error
 from gateway.api.chat import chat_completions
+from gateway.api.cors import Cors
 from gateway.api.overload import Admission
 from gateway.api.quart_app import make_quart_app
 from gateway.billing.limits.redis import open_redis_backend
@@ -52,6 +55,7 @@ class GatewayApp:
         self.admission = Admission(server.max_in_flight, server.max_loop_lag_ms)
         refusal = self.admission.refusal
         self._shed = (refusal.body(), error_headers(refusal))  # rendered once
+        self.cors = Cors(server.cors_origins) if server.cors_origins else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,6 +64,12 @@ class GatewayApp:
             else:
                 await self._quart_asgi(scope, receive, send)
             return
+        cors = self.cors
+        if cors is not None and (allow := cors.allow(scope)) is not None:
+            if cors.is_preflight(scope):
+                await cors.preflight(scope, send, allow)
+                return
+            send = cors.wrap(send, allow)
         path = scope["path"]
         if path in NEVER_SHED:
             await self._quart(scope, receive, send)

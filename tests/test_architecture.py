@@ -74,6 +74,7 @@ PURE = [
     "store/periods.py",
     "store/redis_url.py",
     "upstream/router.py",
+    "upstream/unknown_model.py",
     "server/framing.py",
     "server/http11.py",
 ]

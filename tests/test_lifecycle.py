@@ -218,6 +218,8 @@ def test_a_port_in_use_says_how_to_pick_another(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
     assert "pick another with --port N" in r.stderr and 'make serve ARGS="--port N"' in r.stderr
     assert "--port 0 picks a free one" in r.stderr
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert 'make serve ARGS="--port 8081"' in readme  # the README says it up front
 
 
 # ---------------------------------------------------------------- reload, one worker

@@ -44,10 +44,10 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.store.periods import PERIODS, SpendPeriod, period_bounds
-from gateway.store.records import KeyRecord, NewKey, StoreError
+from gateway.store.records import KeyLimits, KeyRecord, NewKey, StoreError
 from gateway.store.sqlite import AsyncSqlite
 
-LimitStatus = Callable[[str, float], Awaitable[dict[str, Any]]]
+LimitStatus = Callable[[str, float, KeyLimits], Awaitable[dict[str, Any]]]
 
 _KEY_ID: Final = re.compile(r"[a-z0-9]{12}", re.ASCII)
 _CREATE_FIELDS: Final = {
@@ -218,7 +218,7 @@ def make_admin_blueprint(
         if record.prepaid:
             out["credit_micros"] = await credit(record.key_id)
         if limit_status is not None:
-            out["limits"] = await limit_status(record.key_id, now)
+            out["limits"] = await limit_status(record.key_id, now, record.limits)
         return _json(out)
 
     @bp.patch("/keys/<key_id>")

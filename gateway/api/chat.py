@@ -22,6 +22,7 @@ from gateway.api.asgi import (
     Send,
     SSEWriter,
     header,
+    processing_ms,
     read_body,
     send_bytes,
     send_error,
@@ -94,14 +95,17 @@ def wants_usage(body: dict[str, Any]) -> bool:
 async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """POST /v1/chat/completions on the config current at its start, to its end (a
     reload meanwhile changes nothing for it; gateway/state.py)."""
+    since = time.perf_counter()
     snap = gw.acquire()
     try:
-        await _chat(gw, snap, scope, receive, send)
+        await _chat(gw, snap, since, scope, receive, send)
     finally:
         gw.release(snap)
 
 
-async def _chat(gw: Gateway, snap: Snapshot, scope: Scope, receive: Receive, send: Send) -> None:
+async def _chat(
+    gw: Gateway, snap: Snapshot, since: float, scope: Scope, receive: Receive, send: Send
+) -> None:
     """Auth, validate, route, admit, relay, settle."""
     config = snap.config
     request_id = "chatcmpl-" + os.urandom(12).hex()
@@ -122,7 +126,7 @@ async def _chat(gw: Gateway, snap: Snapshot, scope: Scope, receive: Receive, sen
         del raw  # the parsed body is all that is needed now
         model = body["model"]
         snap.auth.authorize_model(principal, model)
-        dep = snap.router.resolve(model)
+        dep = snap.router.resolve(model, principal.may_use)
         relay = snap.relays[dep.provider_name]
         stream = body.get("stream") is True
         ctx = CallContext(
@@ -153,7 +157,7 @@ async def _chat(gw: Gateway, snap: Snapshot, scope: Scope, receive: Receive, sen
             ctx.media = await snap.fetcher.fetch_all([(u, params.get(u, "messages")) for u in urls])
         upstream_request = await gw.offload.run(size, relay.provider.build_request, body, ctx)
         if stream:
-            sse = writer = SSEWriter(send, extra)
+            sse = writer = SSEWriter(send, extra, since)
             progress = streamed = Outcome()
 
             async def settle_stream(outcome: Outcome) -> None:
@@ -168,7 +172,8 @@ async def _chat(gw: Gateway, snap: Snapshot, scope: Scope, receive: Receive, sen
             async def work() -> None:
                 completion = await relay.complete(upstream_request, ctx)
                 await acct.finish(completion.usage, None)
-                await send_bytes(send, 200, completion.body, JSON_HEADERS + extra)
+                head = [*JSON_HEADERS, *extra, processing_ms(since)]
+                await send_bytes(send, 200, completion.body, head)
 
         await until_disconnect(receive, work, gw.shutdown)
     except ClientGone:
@@ -189,7 +194,7 @@ async def _chat(gw: Gateway, snap: Snapshot, scope: Scope, receive: Receive, sen
                 await writer.write(failure.sse_event())
             await writer.end()
         else:
-            await send_error(send, failure, extra)
+            await send_error(send, failure, [*extra, processing_ms(since)])
     finally:
         if account is not None and not account.done:
             # Failed before the upstream answered, or the client went away (its

@@ -12,17 +12,17 @@ import time
 from typing import Any
 
 import orjson
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from gateway.api.admin import admin_digest, make_admin_blueprint
+from gateway.api.asgi import processing_ms
 from gateway.api.health import Readiness, health
 from gateway.errors import (
     GatewayError,
     InternalError,
     MethodNotAllowed,
-    ModelNotFound,
     NotFound,
 )
 from gateway.providers.base import Deployment
@@ -55,6 +55,18 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
     app.url_map.strict_slashes = False
     started = int(time.time())
 
+    @app.before_request
+    async def arrived() -> None:
+        g.arrived = time.perf_counter()
+
+    @app.after_request
+    async def processing_time(response: Response) -> Response:
+        """`openai-processing-ms` on the OpenAI routes, as OpenAI sends it."""
+        if request.path.startswith("/v1/") and hasattr(g, "arrived"):
+            name, value = processing_ms(g.arrived)
+            response.headers[name.decode()] = value.decode()
+        return response
+
     def respond(obj: Any, status: int = 200) -> Response:
         return Response(orjson.dumps(obj), status=status, content_type="application/json")
 
@@ -74,10 +86,8 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
         snap = gw.current
         who = principal(snap)
         if not who.may_use(model_id):
-            raise ModelNotFound(
-                f"The model '{model_id}' does not exist or you do not have access to it."
-            )
-        return respond(model_object(snap.router.resolve(model_id), started))
+            raise snap.router.not_found(model_id, who.may_use)
+        return respond(model_object(snap.router.resolve(model_id, who.may_use), started))
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -123,7 +133,7 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
                 admin_digest(gw.config.state.admin_key),
                 ledger=gw.ledger,
                 refusals=gw.refusals,
-                limit_status=lambda key_id, now: gw.limiter.status(key_id, now),
+                limit_status=lambda key_id, now, limits: gw.limiter.status(key_id, now, limits),
             )
         )
     return app

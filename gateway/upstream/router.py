@@ -10,9 +10,12 @@ Pure module: no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.config import Config, ModelConfig, ProviderConfig
 from gateway.errors import ModelNotFound
 from gateway.providers.base import Deployment
+from gateway.upstream.unknown_model import model_not_found
 
 _MAX_DYNAMIC = 4096  # bound the cache of PROVIDER/MODEL deployments
 
@@ -50,23 +53,28 @@ class Router:
         }
         self._dynamic: dict[str, Deployment] = {}
 
+    def not_found(
+        self, model_id: str, visible: Callable[[str], bool] | None = None
+    ) -> ModelNotFound:
+        """The 404 for `model_id`, suggesting configured ids that `visible` allows."""
+        known = [m for m in self._configured if visible is None or visible(m)]
+        return model_not_found(model_id, known, self._providers)
+
     @property
     def configured(self) -> list[Deployment]:
         """The `[models]` entries, in config order (what /v1/models lists)."""
         return list(self._configured.values())
 
-    def resolve(self, model_id: str) -> Deployment:
-        """The deployment for `model_id`, or ModelNotFound."""
+    def resolve(self, model_id: str, visible: Callable[[str], bool] | None = None) -> Deployment:
+        """The deployment for `model_id`, or ModelNotFound suggesting the closest
+        configured ids (those `visible` allows: the caller's scope)."""
         dep = self._configured.get(model_id) or self._dynamic.get(model_id)
         if dep is not None:
             return dep
         provider_name, sep, upstream = model_id.partition("/")
         provider = self._providers.get(provider_name) if sep else None
         if provider is None or not upstream:
-            raise ModelNotFound(
-                f"The model '{model_id}' does not exist or you do not have access to it.",
-                param="model",
-            )
+            raise self.not_found(model_id, visible)
         dep = make_deployment(model_id, provider, upstream)
         if len(self._dynamic) >= _MAX_DYNAMIC:
             self._dynamic.clear()

@@ -18,7 +18,7 @@ from gateway.auth.principal import Authenticator, StaticKeyStore
 from gateway.billing.ledger import Ledger
 from gateway.config import KeyConfig
 from gateway.errors import AuthenticationFailed
-from gateway.store.records import NewKey, StoreError, Topup, UsageRow
+from gateway.store.records import KeyLimits, NewKey, StoreError, Topup, UsageRow
 from gateway.store.sqlite import AsyncSqlite
 
 ADMIN_KEY = "adm-" + "x" * 40
@@ -54,8 +54,8 @@ async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
     await keys.refresh()
     ledger = await Ledger.open(db, tmp_path / "journal")
 
-    async def limit_status(key_id: str, now: float) -> dict[str, Any]:
-        return {"key_id": key_id, "requests_remaining": 7}
+    async def limit_status(key_id: str, now: float, limits: KeyLimits) -> dict[str, Any]:
+        return {"key_id": key_id, "requests_remaining": 7, "rpm": limits.rpm}
 
     app = QuartTrio("test")
     app.register_blueprint(
@@ -138,7 +138,7 @@ async def test_create_shows_the_key_once_and_it_works_at_once(admin: Admin) -> N
         assert out["key"] not in str(body) and parsed[1] not in str(body)
     assert shown["credit_micros"] == 1_000_000
     assert shown["spent_micros"] == 0
-    assert shown["limits"] == {"key_id": out["id"], "requests_remaining": 7}
+    assert shown["limits"] == {"key_id": out["id"], "requests_remaining": 7, "rpm": 60}
 
 
 async def test_show_includes_usage_not_yet_flushed(admin: Admin) -> None:
