@@ -366,3 +366,22 @@ def test_two_workers_refuse_a_bad_config_once_and_restart_workers_on_the_last_go
         wait_ready(gw.base)
         for _ in range(8):
             assert gw.chat("before").status_code == 200
+
+
+def test_gateway_reload_signals_no_process_but_a_gateway(tmp_path: Path) -> None:
+    pid_file = tmp_path / "gateway.pid"
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        pid_file.write_text(f"{other.pid}\n")  # a stale pid file whose pid was reused
+        r = run_gateway("reload", "--pid-file", str(pid_file))
+        assert r.returncode == 1 and "which is not a gateway" in r.stderr
+        assert other.poll() is None  # not signalled
+    finally:
+        other.kill()
+        other.wait()
+    pid_file.write_text(f"{other.pid}\n")
+    r = run_gateway("reload", "--pid-file", str(pid_file))
+    assert r.returncode == 1 and "which is not running" in r.stderr
+    pid_file.write_text("nonsense\n")
+    r = run_gateway("reload", "--pid-file", str(pid_file))
+    assert r.returncode == 1 and "does not hold a process id" in r.stderr

@@ -57,7 +57,24 @@ def read_pid(path: str | Path) -> int:
         raise PidFileError(f"the pid file {p} does not hold a process id")
     if pid == os.getpid() or not _alive(pid):
         raise PidFileError(f"the pid file {p} names process {pid}, which is not running")
+    if not _is_gateway(pid):
+        raise PidFileError(
+            f"the pid file {p} names process {pid}, which is not a gateway (a stale pid file"
+            " left by a gateway that was killed, its pid since reused?)"
+        )
     return pid
+
+
+def _is_gateway(pid: int) -> bool:
+    """Whether process `pid` runs the gateway, where /proc can tell (else assumed): a
+    pid file left by a killed gateway may name a process that reused its pid."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc here: cannot tell
+    except OSError:
+        return True
+    return b"gateway" in cmdline
 
 
 @contextlib.contextmanager
