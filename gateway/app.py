@@ -2,16 +2,18 @@
 
 `GatewayApp` is the ASGI entry: every HTTP request gets a record and an id first
 (observability/: the `x-request-id` on every response, the access line, the metrics
-and the span once it has ended), then admission control (api/overload.py: an
-overloaded worker sheds new requests with 503, health checks and scrapes aside), then
-the hot route goes straight to `api.chat.chat_completions` and every other request to
-Quart.
+and the span once it has ended), then CORS when `[server] cors_origins` is set
+(api/cors.py: preflights answered, allowed origins named on every response), then
+admission control (api/overload.py: an overloaded worker sheds new requests with 503,
+health checks and scrapes aside), then the hot route goes straight to
+`api.chat.chat_completions` and every other request to Quart.
 The lifespan is ours: it opens the state, runs the background work (key cache
 refresh, ledger writer, the loop-lag probe) in a nursery it owns for the server's
 lifetime, and drains it at shutdown (structured concurrency). The built-in server
 also tells it when draining starts and when the grace is over (`serve.Draining`).
 With several workers it also writes this worker's metrics for the others' scrapes
 (observability/metrics.py). Start, ready, drain and stop are logged once each.
+`reload` re-reads the config file and swaps it in for new requests (SIGHUP).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import gc
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,12 @@ from quart_trio import QuartTrio
 
 from gateway.api.asgi import Message, Receive, Scope, Send, error_headers, send_bytes, send_error
 from gateway.api.chat import chat_completions
+from gateway.api.cors import Cors
 from gateway.api.overload import Admission
 from gateway.api.quart_app import make_quart_app
 from gateway.billing.limits.redis import RedisLimitBackend, open_redis_backend
-from gateway.config import Config, embedded_config, load_config
+from gateway.config import Config, ConfigError, embedded_config, load_config
+from gateway.config.reload import reloaded
 from gateway.errors import InvalidRequest, MethodNotAllowed
 from gateway.observability import logs
 from gateway.observability.metrics import (
@@ -63,6 +68,7 @@ class GatewayApp:
         self.admission = Admission(server.max_in_flight, server.max_loop_lag_ms)
         refusal = self.admission.refusal
         self._shed = (refusal.body(), error_headers(refusal))  # rendered once
+        self.cors = Cors(server.cors_origins) if server.cors_origins else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,6 +91,13 @@ class GatewayApp:
     async def _dispatch(
         self, scope: Scope, receive: Receive, send: Send, rec: RequestRecord
     ) -> None:
+        cors = self.cors
+        if cors is not None and (allow := cors.allow(scope)) is not None:
+            if cors.is_preflight(scope):
+                rec.status = 204
+                await cors.preflight(scope, send, allow)
+                return
+            send = cors.wrap(send, allow)
         path = scope["path"]
         if path in NEVER_SHED:
             await self._quart(scope, receive, send, rec)
@@ -131,6 +144,32 @@ class GatewayApp:
         await self._quart_asgi(scope, receive, tagged)
 
     # -- what the built-in server tells of a shutdown (gateway.server.serve.Draining) --
+
+    async def reload(self) -> bool:
+        """Re-read the config file and serve it to new requests (running ones finish on
+        theirs). A config that does not load, or changes what needs a restart, is
+        refused in one log line and the running one stays. True if swapped."""
+        gw = self.gateway
+        old = gw.current
+        try:
+            config, _ = await trio.to_thread.run_sync(reloaded, old.config)
+        except ConfigError as e:
+            log.error(
+                "config reload refused, still serving the config loaded at %s: %s",
+                time.strftime("%H:%M:%S", time.localtime(old.loaded_at)),
+                e,
+            )
+            return False
+        snap = gw.swap(config)
+        log.info(
+            "config reloaded from %s: %d providers, %d models, %d config keys (generation %d)",
+            config.source,
+            len(config.providers),
+            len(config.models),
+            len(config.keys),
+            snap.generation,
+        )
+        return True
 
     def drain_started(self) -> None:
         """/readyz answers 503 from now on, while connections are still accepted."""
@@ -220,7 +259,7 @@ class GatewayApp:
         metrics.sample("gateway_limits_fail_closed", stats.fail_closed)
         if isinstance(gw.limiter, RedisLimitBackend):
             metrics.sample("gateway_limits_breaker_open", int(gw.limiter.breaker_open))
-        for name, relay in gw.relays.items():
+        for name, relay in gw.current.relays.items():
             counts = relay.transport.connections()
             if counts is not None:
                 busy, idle = counts

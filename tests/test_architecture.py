@@ -77,6 +77,7 @@ PURE = [
     "auth/principal.py",
     "auth/manage.py",
     "billing/spend.py",
+    "billing/report.py",
     "billing/limits/budget.py",
     "billing/limits/core.py",
     "billing/limits/gcra.py",
@@ -91,6 +92,7 @@ PURE = [
     "upstream/strategies.py",
     "observability/record.py",
     "observability/traces.py",
+    "upstream/unknown_model.py",
     "server/framing.py",
     "server/http11.py",
 ]

@@ -32,6 +32,12 @@ SSE_HEADERS: Headers = [
 ]
 
 
+def processing_ms(started: float) -> tuple[bytes, bytes]:
+    """`openai-processing-ms` as OpenAI sends it: the milliseconds from the request's
+    arrival (`time.perf_counter()` then) to its response head."""
+    return (b"openai-processing-ms", b"%d" % round((time.perf_counter() - started) * 1000))
+
+
 class ClientGone(Exception):
     """The client closed the connection before the request was read."""
 
@@ -100,13 +106,17 @@ async def send_error(
 
 class SSEWriter:
     """Writes a streamed response; the 200 and its headers go out with the first bytes
-    (when the request's record notes its time to first token)."""
+    (`since`: the request's arrival, for openai-processing-ms; `record`: the request's
+    record, which notes its time to first token)."""
 
-    __slots__ = ("_extra", "_record", "_send", "started")
+    __slots__ = ("_extra", "_record", "_send", "_since", "started")
 
-    def __init__(self, send: Send, extra: Headers, record: RequestRecord | None = None) -> None:
+    def __init__(
+        self, send: Send, extra: Headers, since: float, record: RequestRecord | None = None
+    ) -> None:
         self._send = send
         self._extra = extra
+        self._since = since
         self._record = record
         self.started = False
 
@@ -116,9 +126,8 @@ class SSEWriter:
             if self._record is not None:
                 self._record.first_byte = time.monotonic()
                 self._record.status = 200
-            await self._send(
-                {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self._extra}
-            )
+            headers = [*SSE_HEADERS, *self._extra, processing_ms(self._since)]
+            await self._send({"type": "http.response.start", "status": 200, "headers": headers})
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def end(self) -> None:

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from gateway.api.admin import admin_digest, make_admin_blueprint
+from gateway.api.asgi import processing_ms
+from gateway.api.health import Readiness, health
 from gateway.api.metrics import add_metrics_route
 from gateway.auth.principal import presented_key_id
 from gateway.errors import (
@@ -25,12 +27,11 @@ from gateway.errors import (
     GatewayError,
     InternalError,
     MethodNotAllowed,
-    ModelNotFound,
     NotFound,
 )
 from gateway.observability.metrics import Metrics
 from gateway.observability.record import current_request
-from gateway.state import Gateway
+from gateway.state import Gateway, Snapshot
 from gateway.upstream.router import Route
 
 log = logging.getLogger("gateway")
@@ -61,15 +62,27 @@ def make_quart_app(gw: Gateway, sample: Callable[[Metrics], None] | None = None)
     app.url_map.strict_slashes = False
     started = int(time.time())
 
+    @app.before_request
+    async def arrived() -> None:
+        g.arrived = time.perf_counter()
+
+    @app.after_request
+    async def processing_time(response: Response) -> Response:
+        """`openai-processing-ms` on the OpenAI routes, as OpenAI sends it."""
+        if request.path.startswith("/v1/") and hasattr(g, "arrived"):
+            name, value = processing_ms(g.arrived)
+            response.headers[name.decode()] = value.decode()
+        return response
+
     def respond(obj: Any, status: int = 200) -> Response:
         return Response(orjson.dumps(obj), status=status, content_type="application/json")
 
-    def principal() -> Any:
+    def principal(snap: Snapshot) -> Any:
         auth = request.headers.get("authorization")
         header = auth.encode("latin-1") if auth else None
         rec = current_request()
         try:
-            who = gw.auth.authenticate(header)
+            who = snap.auth.authenticate(header)
         except AuthenticationFailed:
             if rec is not None:
                 rec.key_id = presented_key_id(header)  # the public id only
@@ -80,30 +93,29 @@ def make_quart_app(gw: Gateway, sample: Callable[[Metrics], None] | None = None)
 
     @app.get("/v1/models")
     async def list_models() -> Response:
-        who = principal()
-        data = [model_object(r, started) for r in gw.router.configured if who.may_use(r.id)]
+        snap = gw.current  # one config for the whole answer
+        who = principal(snap)
+        data = [model_object(r, started) for r in snap.router.configured if who.may_use(r.id)]
         return respond({"object": "list", "data": data})
 
     @app.get("/v1/models/<path:model_id>")
     async def get_model(model_id: str) -> Response:
-        who = principal()
+        snap = gw.current
+        who = principal(snap)
         if not who.may_use(model_id):
-            raise ModelNotFound(
-                f"The model '{model_id}' does not exist or you do not have access to it."
-            )
-        return respond(model_object(gw.router.route(model_id), started))
+            raise snap.router.not_found(model_id, who.may_use)
+        return respond(model_object(snap.router.route(model_id, visible=who.may_use), started))
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return respond({"status": "ok"})
+        return respond(health())
+
+    readiness = Readiness(gw)
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if gw.shutdown.draining:  # a load balancer stops sending before the port closes
-            return respond({"status": "draining"}, 503)
-        if not gw.ready:
-            return respond({"status": "starting"}, 503)
-        return respond({"status": "ready"})
+        status, body = await readiness.answer()
+        return respond(body, status)
 
     @app.errorhandler(GatewayError)
     async def gateway_error(e: GatewayError) -> Response:
@@ -141,7 +153,8 @@ def make_quart_app(gw: Gateway, sample: Callable[[Metrics], None] | None = None)
                 gw.keys,
                 admin_digest(gw.config.state.admin_key),
                 ledger=gw.ledger,
-                limit_status=lambda key_id, now: gw.limiter.status(key_id, now),
+                refusals=gw.refusals,
+                limit_status=lambda key_id, now, limits: gw.limiter.status(key_id, now, limits),
             )
         )
     return app

@@ -85,6 +85,11 @@ _MISSING = (
     "You didn't provide an API key. Send it in the Authorization header using Bearer "
     "auth (Authorization: Bearer YOUR_KEY)."
 )
+_NOT_BEARER = (
+    "The Authorization header must read 'Bearer YOUR_KEY': it does not start with 'Bearer '."
+    " Send the key after the word Bearer and a space."
+)  # what came instead may be the key itself: never echoed
+_NO_KEY = "The Authorization header says 'Bearer' but no key follows it."
 _INVALID = "Incorrect API key provided."  # never echo the key back (docs/reliability.md R22)
 
 
@@ -113,8 +118,10 @@ class Authenticator:
             raise AuthenticationFailed(_MISSING)
         scheme, _, token = authorization.strip().partition(b" ")
         token = token.strip()
-        if scheme.lower() != b"bearer" or not token:
-            raise AuthenticationFailed(_MISSING)
+        if scheme.lower() != b"bearer":
+            raise AuthenticationFailed(_NOT_BEARER)
+        if not token:
+            raise AuthenticationFailed(_NO_KEY)
         try:
             secret = token.decode("ascii")
         except UnicodeDecodeError:

@@ -78,6 +78,7 @@ class Accounting:
         "final",
         "headers",
         "key_id",
+        "key_name",
         "model",
         "request_id",
         "started",
@@ -110,6 +111,7 @@ class Accounting:
         self.model = dep.model_id if model is None else model  # the id the client asked for
         self.deployment = dep  # the deployment that served (or was tried last)
         self.attempts = 1
+        self.key_name = principal.name
         self.request_id = request_id
         self.x_request_id = x_request_id  # its x-request-id (request_id: the completion id)
         self.worst_micros = worst_micros
@@ -149,6 +151,7 @@ class Accounting:
             latency_ms=round((time.monotonic() - self.started) * 1000),
             created_at=self.created,
             x_request_id=self.x_request_id,
+            key_name=self.key_name,
         )
 
     async def open(self) -> None:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from gateway.config.options import OpenAIOptions, ProviderKind, ProviderOptions
+
+EMBEDDED = "<embedded defaults>"  # the source of the config `gateway serve` runs without a file
+PID_FILE = "gateway.pid"
 
 Transport = Literal["h11", "httpx"]
 HttpServer = Literal["builtin", "hypercorn"]
@@ -100,6 +104,8 @@ class ServerConfig:
     drain_delay_s: float = 0.0  # SIGTERM: keep accepting this long with /readyz at 503 (R10)
     log_format: LogFormat | None = None  # None: JSON lines unless stderr is a terminal
     log_level: LogLevel = "info"
+    pid_file: str | None = None  # for `gateway reload`; None: gateway.pid beside sqlite_path
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed (CORS); ("*",): any; (): off
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +222,20 @@ class Config:
     providers: Mapping[str, ProviderConfig]
     models: Mapping[str, ModelConfig]
     keys: tuple[KeyConfig, ...]
-    source: str = "<embedded defaults>"
+    source: str = EMBEDDED  # the file's path, or EMBEDDED
     media: FetchPolicy = FetchPolicy()
     state: StateConfig = StateConfig()
     routed: Mapping[str, RoutedModelConfig] = field(default_factory=dict)
     routing: RoutingConfig = RoutingConfig()  # the defaults of every model
     observability: ObservabilityConfig = ObservabilityConfig()
+
+    @property
+    def pid_path(self) -> str:
+        """The pid file `gateway reload` reads (`pid_path`)."""
+        return pid_path(self.server.pid_file, self.state.sqlite_path)
+
+
+def pid_path(pid_file: str | None, sqlite_path: str) -> str:
+    """`[server] pid_file`, else gateway.pid in the directory of `[state] sqlite_path`:
+    where `gateway serve` writes its pid and `gateway reload` finds it."""
+    return pid_file or str(Path(sqlite_path).parent / PID_FILE)

@@ -199,10 +199,14 @@ def test_redis_unreachable_at_start_is_one_warning_before_any_request(tmp_path: 
     extra = f'redis_url = "redis://127.0.0.1:{free_port()}/0"\nredis_timeout_s = 0.2'
     with (
         run_fake_openai(api_key=UPSTREAM_KEY) as (_, fake_url),
-        serve(tmp_path, config(tmp_path, fake_url, extra)) as gw,
+        # Not ready while Redis does not answer (docs/operations.md): wait for the log.
+        serve(tmp_path, config(tmp_path, fake_url, extra), ready=False) as gw,
     ):
         warned = gw.wait_for(lambda x: "unreachable at start" in x["message"])
         assert not gw.wait_for(access, timeout_s=0)  # no request was needed
+        gw.wait_for(lambda x: x["message"] == "ready")
+        probe = httpx.get(f"{gw.base}/readyz")
+        assert probe.status_code == 503 and probe.json()["reason"].startswith("redis:")
     assert len(warned) == 1 and warned[0]["level"] == "warning"
     assert "redis://" not in gw.log_text()  # its URL may hold a password
 

@@ -579,6 +579,18 @@ class RedisLimitBackend:
             raise _budget_unavailable() from None
         return _int(done) == 1
 
+    async def check(self, timeout_s: float) -> str | None:
+        """PING Redis, whatever the breaker says (readiness asks for the truth now); None
+        if it answered within `timeout_s`, else why not."""
+        try:
+            with trio.fail_after(timeout_s):
+                await self._client.execute("PING")
+        except trio.TooSlowError:
+            return f"Redis did not answer a PING within {timeout_s:g} s"
+        except _STORE_ERRORS as e:
+            return f"Redis: {e}"
+        return None
+
     async def status(
         self, key_id: str, now: float, limits: KeyLimits | None = None
     ) -> dict[str, object]:

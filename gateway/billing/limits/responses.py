@@ -86,11 +86,10 @@ def rate_limited_error(
             )
             names.append("tpm")
             retry_ms = max(retry_ms, wait_ms(tk_level, est_tokens, limits.tpm))
-    retry_s = max(1, -(-retry_ms // 1000))
     headers = {name: value for name, value in header_pairs(windows)}
-    return RateLimited(
+    return RateLimited(  # retry-after in whole seconds, retry-after-ms to the millisecond
         f"Rate limit reached for {' and '.join(hit)}. Try again in {format_duration(retry_ms)}.",
-        retry_after_s=retry_s,
+        retry_after_s=max(retry_ms, 1) / 1000,
         headers=headers,
         limits=tuple(names),
     )
