@@ -24,6 +24,10 @@ measure the memory of idle streams, the latency clients see while a worker is
 replaced, how long big requests hold up small ones, and whether a long load with
 faults leaks memory, descriptors or ledger rows.
 
+    python -m bench observe [--requests N] [--rounds N]         (bench/observe.py)
+
+times what observing one request costs, part by part (logs, metrics, traces).
+
     python -m bench conform --url URL --key KEY --model M [--model M2 ...] ...
 
 holds any OpenAI-compatible endpoint to the Chat Completions contract with generated
@@ -34,6 +38,10 @@ requests and reports every departure (see bench/conform/).
 
 time the routing decision per request, and measure success and latency with one
 deployment failing 20% and one dead against all healthy.
+
+    python -m bench floor [--mode stream|raw] ...               (bench/floor.py)
+
+runs a bare trio relay in front of a fake upstream: the floor under the gateway.
 """
 
 from __future__ import annotations
@@ -47,7 +55,19 @@ from typing import Any
 
 import trio
 
-from bench import compare, conform, failover, floor, idle, load, restart, routing, soak, stall
+from bench import (
+    compare,
+    conform,
+    failover,
+    floor,
+    idle,
+    load,
+    observe,
+    restart,
+    routing,
+    soak,
+    stall,
+)
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -91,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     routing.add_parser(commands)
     failover.add_parser(commands)
     floor.add_parser(commands)
+    observe.add_parser(commands)
     return parser
 
 
@@ -109,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return restart.run(args)
     if args.command == "stall":
         return stall.run(args)
+    if args.command == "observe":
+        return observe.run(args)
     if args.command == "soak":
         return soak.run(args)
     if args.command == "conform":

@@ -106,6 +106,9 @@ class InstantTransport:
     def prune_idle(self) -> None:
         return None
 
+    def connections(self) -> tuple[int, int] | None:
+        return None
+
 
 def best_us(fn: Callable[[], object], calls: int, repeat: int) -> float:
     """The best of `repeat` timings of `calls` calls of `fn`, in us per call."""

@@ -1,35 +1,63 @@
-"""Command line: `gateway serve` and `gateway check-config`; nothing else lives here."""
+"""Command line: `gateway serve`, `gateway reload`, `gateway check-config`, and the
+`keys` and `usage` commands (gateway/cli/)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import logging
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from gateway.app import CONFIG_ENV, DEV_KEY_ENV, setup_logging
+from gateway import __version__
+from gateway.app import CONFIG_ENV, DEV_KEY_ENV, GatewayApp, create_app, setup_logging
 from gateway.cli import keys as keys_cli
-from gateway.config import Config, ConfigError, embedded_config, load_config, missing_extras
+from gateway.cli import usage as usage_cli
+from gateway.cli.common import CliError, config_path, pid_file_path
+from gateway.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    embedded_config,
+    load_config,
+    missing_extras,
+)
+from gateway.config.load import config_from_bytes, read_config_file
+from gateway.config.model import EMBEDDED
+from gateway.config.reload import reloaded
+from gateway.observability import logs
+from gateway.observability.metrics import DIR_ENV
+from gateway.server import hangup
+from gateway.server.pidfile import PidFileError, holding_pid_file, read_pid
 
 if TYPE_CHECKING:
     from gateway.server.serve import ServerOptions
 
 
-def _load(path: str | None) -> Config:
+log = logging.getLogger("gateway")
+
+
+def _load(path: str | None) -> tuple[Config, bytes | None]:
+    """The config at `path` (with its bytes), or the embedded defaults (None)."""
     if path:
-        return load_config(path)
+        raw = read_config_file(path)
+        return config_from_bytes(raw, path), raw
     dev_key = os.environ.get(DEV_KEY_ENV) or "sk-dev-" + secrets.token_urlsafe(24)
     os.environ[DEV_KEY_ENV] = dev_key  # worker processes read it back
-    return embedded_config(dev_key)
+    return embedded_config(dev_key), None
 
 
 def describe(config: Config) -> str:
@@ -62,7 +90,7 @@ def _banner(config: Config, host: str, port: int) -> str:
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     text = [f"gateway listening on {url}", describe(config)]
     dev_key = os.environ.get(DEV_KEY_ENV)
-    if config.source == "<embedded defaults>" and dev_key:
+    if config.source == EMBEDDED and dev_key:
         body = '{"model": "mock-gpt", "messages": [{"role": "user", "content": "Hello!"}]}'
         curl = (
             f"curl {url}/v1/chat/completions -H {shlex.quote('Authorization: Bearer ' + dev_key)}"
@@ -78,17 +106,60 @@ def _banner(config: Config, host: str, port: int) -> str:
     return "\n".join(text)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+log = logging.getLogger("gateway")
+
+
+@contextmanager
+def metrics_dir(config: Config, workers: int) -> Iterator[None]:
+    """With several workers, the directory where each writes its metrics for the others'
+    scrapes (observability/metrics.py), made for this run and removed after it."""
+    os.environ.pop(DIR_ENV, None)  # never one left in the environment by someone else
+    if workers < 2 or not config.observability.metrics:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ[DIR_ENV] = path
     try:
-        config = _load(args.config)
+        yield
+    finally:
+        os.environ.pop(DIR_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _configure_logs(args: argparse.Namespace, config: Config) -> bool:
+    """Log format and level: --log-format/--log-level, then the environment, then the
+    config; passed on to worker processes through the environment."""
+    try:
+        fmt, level = logs.resolve(
+            args.log_format,
+            args.log_level,
+            config.server.log_format,
+            config.server.log_level,
+            os.environ,
+        )
+    except ValueError as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return False
+    os.environ[logs.FORMAT_ENV] = fmt
+    os.environ[logs.LEVEL_ENV] = level
+    logs.configure(fmt, level)
+    return True
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    hangup.hold()  # a SIGHUP while we start is a reload once we can, never our end
+    try:
+        config, raw = _load(os.path.abspath(args.config) if args.config else None)
     except ConfigError as e:
-        print(f"gateway: invalid config: {e}", file=sys.stderr)
+        print("\n".join(f"gateway: invalid config: {p}" for p in e.problems), file=sys.stderr)
         return 2
     if missing := missing_extras(config):
         print("\n".join(f"gateway: invalid config: {m}" for m in missing), file=sys.stderr)
         return 2
+    if not _configure_logs(args, config):
+        return 2
     if args.config:
-        os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+        os.environ[CONFIG_ENV] = config.source
     else:
         os.environ.pop(CONFIG_ENV, None)  # workers must serve what the banner shows
     host = args.host or config.server.host
@@ -104,8 +175,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if config.server.http_server == "hypercorn":
         print(_banner(config, host, port), flush=True)
-        return _serve_hypercorn(config, host, port, workers)
-    from gateway.server.workers import listen_once, reserve, supervise
+        _log_start(config, host, port, workers)
+        with metrics_dir(config, workers):
+            return _serve_hypercorn(config, host, port, workers)
+    from gateway.server.workers import listen_once, reserve
 
     try:  # bound before anything starts: a port in use is one clear line, not a traceback
         if workers > 1:
@@ -113,14 +186,87 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             sock = listen_once(host, port, SERVER_BACKLOG)
     except OSError as e:
-        print(f"gateway: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+        print(_cannot_listen(host, port, e), file=sys.stderr)
         return 1
     if workers > 1:
         print(_banner(config, host, listen.port), flush=True)
-        return supervise(listen, workers, config.server.graceful_timeout_s)
+        _log_start(config, host, listen.port, workers)
+        with metrics_dir(config, workers), holding_pid_file(config.pid_path):
+            return _supervise(config, raw, listen, workers)
     print(_banner(config, host, sock.getsockname()[1]), flush=True)
-    trio.run(_serve_builtin, config, lambda: sock)
+    _log_start(config, host, sock.getsockname()[1], workers)
+    with metrics_dir(config, workers):
+        trio.run(_serve_builtin, config, lambda: sock, config.pid_path)
     return 0
+
+
+def _cannot_listen(host: str, port: int, e: OSError) -> str:
+    """Why the port cannot be had, and what to do about it."""
+    line = f"gateway: cannot listen on {host}:{port}: {e.strerror or e}"
+    if e.errno == errno.EADDRINUSE:
+        line += (
+            f". Another process holds port {port}: pick another with --port N"
+            ' (make serve ARGS="--port N"), or [server] port in the config;'
+            " --port 0 picks a free one"
+        )
+    elif e.errno == errno.EACCES and 0 < port < 1024:
+        line += ". Ports below 1024 need privileges: pick one above 1023 with --port N"
+    elif e.errno == errno.EADDRNOTAVAIL:
+        line += f". {host} is not an address of this machine: check --host or [server] host"
+    return line
+
+
+def _supervise(config: Config, raw: bytes | None, listen: Any, workers: int) -> int:
+    """`serve --workers N`: the parent checks a new config on SIGHUP (one line if it is
+    refused), then passes the signal on; new workers start from the last good config."""
+    from gateway.server.workers import supervise
+
+    current = config
+
+    def reload() -> bytes | None:
+        nonlocal current
+        try:
+            new, new_raw = reloaded(current)
+        except ConfigError as e:
+            log.error("config reload refused, the workers keep the config they have: %s", e)
+            return None
+        current = new
+        log.info("config reload: %s checked, passing SIGHUP on to the workers", new.source)
+        return new_raw
+
+    return supervise(
+        listen,
+        workers,
+        config.server.graceful_timeout_s,
+        reload=reload,
+        worker_input=raw,
+        worker_args=() if raw is None else ("--config-stdin",),
+    )
+
+
+def _log_start(config: Config, host: str, port: int, workers: int) -> None:
+    """The start, once, with what an operator needs to know (never a secret)."""
+    state = config.state
+    obs = config.observability
+    logs.event(
+        log,
+        logging.INFO,
+        "starting",
+        version=__version__,
+        config=config.source,
+        host=host,
+        port=port,
+        workers=workers,
+        http_server=config.server.http_server,
+        sqlite=state.sqlite_path,
+        redis=state.redis_url is not None,  # its URL may hold a password
+        providers=sorted(config.providers),
+        models=len(config.models),
+        config_keys=len(config.keys),
+        admin_api=state.admin_key is not None,
+        metrics=obs.metrics,
+        traces=obs.traces,
+    )
 
 
 SERVER_BACKLOG = 1024
@@ -132,6 +278,7 @@ def server_options(config: Config) -> ServerOptions:
 
     s = config.server
     return ServerOptions(
+        server_header=f"gateway/{__version__}",
         keep_alive_timeout_s=s.keep_alive_timeout_s,
         graceful_timeout_s=s.graceful_timeout_s,
         max_head_bytes=16 * 1024,  # request line + headers (docs/reliability.md R8)
@@ -149,37 +296,55 @@ async def _until_signal() -> None:
             return
 
 
-async def _serve_builtin(config: Config, listen: Callable[[], socket.socket]) -> None:
+async def _serve_builtin(
+    config: Config, listen: Callable[[], socket.socket], pid_path: str | None
+) -> None:
     """Serve with the built-in server in this process; SIGTERM or SIGINT stops accepting
-    and drains in-flight requests for up to graceful_timeout_s, then returns."""
-    from gateway.app import app_from_env
+    and drains in-flight requests for up to graceful_timeout_s, then returns; SIGHUP
+    reloads the config. `pid_path`: the pid file to hold (None: a worker, whose parent
+    holds it)."""
     from gateway.server.serve import serve
 
-    app = app_from_env()
-    options = server_options(config)
-    await serve(
-        app,
-        "",
-        0,
-        options,
-        listen=listen,
-        shutdown_trigger=_until_signal,
-        draining=app,
-    )
+    app = create_app(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_reload_on_hangup, app)
+        with holding_pid_file(pid_path):
+            await serve(
+                app,
+                "",
+                0,
+                server_options(config),
+                listen=listen,
+                shutdown_trigger=_until_signal,
+                draining=app,
+            )
+        nursery.cancel_scope.cancel()
+
+
+async def _reload_on_hangup(
+    app: GatewayApp, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await hangup.receive_hangups(app.reload, task_status=task_status)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """One worker process of `serve --workers N` (started by gateway.server.workers)."""
+    """One worker process of `serve --workers N` (started by gateway.server.workers),
+    on the config its parent hands it on standard input (`--config-stdin`: the last
+    one the parent checked), else the embedded defaults."""
     from gateway.server.workers import listen_socket, worker_socket
 
-    config = _load(os.environ.get(CONFIG_ENV))
+    if args.config_stdin:
+        config = config_from_bytes(sys.stdin.buffer.read(), os.environ[CONFIG_ENV])
+    else:
+        config, _ = _load(None)
+    setup_logging(config)
     listen: Callable[[], socket.socket]
     if args.fd is not None:
         listen = functools.partial(worker_socket, args.fd)
     else:  # listen only once started: the kernel hands connections to every listener
         host, port = args.reuse_port
         listen = functools.partial(listen_socket, host, int(port), SERVER_BACKLOG)
-    trio.run(_serve_builtin, config, listen)
+    trio.run(_serve_builtin, config, listen, None)
     return 0
 
 
@@ -198,26 +363,56 @@ def _serve_hypercorn(config: Config, host: str, port: int, workers: int) -> int:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup, once
     if workers > 1:
-        return run(hc)  # hypercorn's supervisor: SIGTERM/SIGINT drain every worker
-    trio.run(_serve_hypercorn_here, hc)
+        # hypercorn's supervisor: SIGTERM/SIGINT drain every worker, and SIGHUP is its
+        # own (it restarts the workers, which read the config file again).
+        hangup.release()
+        with holding_pid_file(config.pid_path):
+            return run(hc)
+    trio.run(_serve_hypercorn_here, hc, config.pid_path)
     return 0
 
 
-async def _serve_hypercorn_here(hc: Any) -> None:
-    """Hypercorn in this process, drained on SIGTERM/SIGINT like the built-in server."""
+async def _serve_hypercorn_here(hc: Any, pid_path: str) -> None:
+    """Hypercorn in this process, drained on SIGTERM/SIGINT and reloaded on SIGHUP like
+    the built-in server."""
     from hypercorn.trio import serve
 
     from gateway.app import app_from_env
 
-    app: Any = app_from_env()  # hypercorn types ASGI apps more narrowly than ours
-    await serve(app, hc, shutdown_trigger=_until_signal)
+    app = app_from_env()
+    asgi: Any = app  # hypercorn types ASGI apps more narrowly than ours
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_reload_on_hangup, app)
+        with holding_pid_file(pid_path):
+            await serve(asgi, hc, shutdown_trigger=_until_signal)
+        nursery.cancel_scope.cancel()
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """`gateway reload`: SIGHUP to the gateway that holds the pid file."""
+    try:
+        path = args.pid_file or pid_file_path(config_path(args.config))
+        pid = read_pid(path)
+    except (PidFileError, CliError) as e:
+        print(f"gateway reload: {e}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as e:
+        print(f"gateway reload: cannot signal process {pid}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(
+        f"sent SIGHUP to the gateway (pid {pid}, from {path}): it re-reads its config file;"
+        " its log says whether the new config was taken or refused"
+    )
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
     except ConfigError as e:
-        print(f"invalid: {e}", file=sys.stderr)
+        print("\n".join(f"invalid: {p}" for p in e.problems), file=sys.stderr)
         return 1
     if missing := missing_extras(config):
         print("\n".join(f"invalid: {m}" for m in missing), file=sys.stderr)
@@ -229,21 +424,42 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible LLM gateway")
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the gateway")
     serve.add_argument("--config", help="TOML config file (default: embedded mock defaults)")
     serve.add_argument("--host", help="address to bind (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default from config: 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="log lines on stderr: json (default unless stderr is a terminal) or text",
+    )
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
     serve.set_defaults(func=cmd_serve)
+    reload = sub.add_parser(
+        "reload", help="make a running gateway re-read its config file (SIGHUP)"
+    )
+    reload.add_argument(
+        "--config", metavar="PATH", help=f"its config, for the pid file's place (${CONFIG_ENV})"
+    )
+    reload.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="its pid file (default: from the config, or ./gateway.pid)",
+    )
+    reload.set_defaults(func=cmd_reload)
     check = sub.add_parser("check-config", help="validate a config and print what it would serve")
     check.add_argument("file")
     check.set_defaults(func=cmd_check_config)
     keys_cli.add_parser(sub)
+    usage_cli.add_parser(sub)
     worker = sub.add_parser("_worker", help=argparse.SUPPRESS)  # started by `serve --workers`
     where = worker.add_mutually_exclusive_group(required=True)
     where.add_argument("--fd", type=int)
     where.add_argument("--reuse-port", nargs=2, metavar=("HOST", "PORT"))
+    worker.add_argument("--config-stdin", action="store_true")
     worker.set_defaults(func=cmd_worker)
     args = parser.parse_args(argv)
     setup_logging()

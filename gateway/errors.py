@@ -12,9 +12,37 @@ Pure module: no I/O, no trio/httpx/quart imports.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
+
+
+def retry_hint(headers: Mapping[str, str] | None, default_s: float | None) -> dict[str, str]:
+    """`headers` with `retry-after` (whole seconds, at least 1) and `retry-after-ms` side
+    by side, as OpenAI sends them (its SDKs read the ms first): each filled in from the
+    other, or both from `default_s` when neither is there (None: then none). An HTTP-date
+    `retry-after` is kept as it is, alone."""
+    out = dict(headers or {})
+    seconds = out.get("retry-after")
+    millis = out.get("retry-after-ms")
+    try:
+        if millis is not None:
+            wait_s = float(millis) / 1000
+        elif seconds is not None:
+            wait_s = float(seconds)
+        elif default_s is not None:
+            wait_s = default_s
+        else:
+            return out
+    except ValueError:  # an HTTP-date, or nonsense
+        return out
+    if not math.isfinite(wait_s) or wait_s < 0:
+        return out
+    out.setdefault("retry-after", str(max(1, math.ceil(wait_s))))
+    out.setdefault("retry-after-ms", str(max(1, math.ceil(wait_s * 1000))))
+    return out
 
 
 class GatewayError(Exception):
@@ -137,16 +165,24 @@ class PayloadTooLarge(GatewayError):
 
 
 class RateLimited(GatewayError):
-    """429: RPM/TPM exceeded (ours) or the upstream's own 429; always has Retry-After."""
+    """429: RPM/TPM exceeded (ours) or the upstream's own 429; always has Retry-After
+    and retry-after-ms (`retry_after_s`, unless the upstream's headers give them)."""
 
     status = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after_s: float = 1.0, **kw: Any) -> None:
-        headers = dict(kw.pop("headers", None) or {})
-        headers.setdefault("retry-after", str(max(1, round(retry_after_s + 0.4999))))
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float = 1.0,
+        limits: tuple[str, ...] = (),
+        **kw: Any,
+    ) -> None:
+        headers = retry_hint(kw.pop("headers", None), retry_after_s)
         super().__init__(message, headers=headers, **kw)
+        self.limits = limits  # the key's limits hit ("rpm", "tpm"); () for an upstream's 429
 
 
 class InternalError(GatewayError):
@@ -159,14 +195,13 @@ class InternalError(GatewayError):
 class GatewayUnavailable(GatewayError):
     """503: the gateway itself cannot take the request now, not the upstream: it is
     overloaded, shutting down, or a store it needs is down (`code` says which). Always
-    has Retry-After; safe to retry, here or on another instance."""
+    has Retry-After and retry-after-ms; safe to retry, here or on another instance."""
 
     status = 503
     error_type = "gateway_unavailable_error"
 
-    def __init__(self, message: str, *, retry_after_s: int = 1, **kw: Any) -> None:
-        headers = dict(kw.pop("headers", None) or {})
-        headers.setdefault("retry-after", str(retry_after_s))
+    def __init__(self, message: str, *, retry_after_s: float = 1, **kw: Any) -> None:
+        headers = retry_hint(kw.pop("headers", None), retry_after_s)
         super().__init__(message, headers=headers, **kw)
 
 
@@ -178,9 +213,14 @@ class UpstreamError(GatewayError):
 
 
 class UpstreamUnavailable(UpstreamError):
-    """503: the upstream said it is overloaded or unavailable."""
+    """503: the upstream said it is overloaded or unavailable. Its retry hint, if it gave
+    one, travels as both Retry-After and retry-after-ms; none is invented."""
 
     status = 503
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        headers = retry_hint(kw.pop("headers", None), None)
+        super().__init__(message, headers=headers, **kw)
 
 
 class UpstreamConnectionError(UpstreamError):

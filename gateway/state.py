@@ -1,14 +1,22 @@
-"""The state one worker process serves requests from: built once from the config.
+"""The state one worker process serves requests from.
 
-`Gateway` holds everything a request needs (config, router, authenticator, one relay
-per provider, the key cache, the limiter, the usage ledger, the media fetcher). The
-routes read it; `gateway.app` builds it and owns its lifetime (start, background
-work, drain).
+`Gateway` holds what lives as long as the process (the key cache, the limiter, the
+usage ledger, the refusal counts, the store) and `current`, the `Snapshot` built from
+one config: the router, the config keys, one relay per provider, the media fetcher. A reload
+(`swap`) builds a new snapshot and swaps it whole, so a request that took its snapshot
+once at its start (`acquire`) runs on one config to its end, streams included, while
+new requests see the new one. Relays a new config does not change are carried over
+(their connection pools stay warm); the others close once the last request holding
+them is done. `gateway.app` builds the Gateway and owns its lifetime (start,
+background work, drain).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -19,7 +27,11 @@ from gateway.billing.ledger import Ledger
 from gateway.billing.limits.budget import BudgetSeed
 from gateway.billing.limits.core import LimitBackend
 from gateway.billing.limits.memory import MemoryLimitBackend
-from gateway.config import Config
+from gateway.billing.refusals import Refusals
+from gateway.config import Config, ObservabilityConfig
+from gateway.observability.metrics import Metrics
+from gateway.observability.observer import Observer
+from gateway.observability.traces import NO_TRACER, Tracer
 from gateway.offload import Offload
 from gateway.providers.registry import provider_for
 from gateway.store.records import KeyLimits, Topup
@@ -56,29 +68,142 @@ class Shutdown:
             scope.cancel()
 
 
+def make_tracer(config: ObservabilityConfig) -> Tracer:
+    """The no-op tracer, or the OpenTelemetry one when traces are on (the `otel` extra
+    is imported only then)."""
+    if not config.traces:
+        return NO_TRACER
+    from gateway.observability.otel import OtelTracer
+
+    return OtelTracer(config)
+
+
+@dataclass(eq=False, slots=True)
+class Snapshot:
+    """What requests read, built from one config and never changed: swapped whole by
+    a reload. `users` counts the requests holding it (`Gateway.acquire`)."""
+
+    config: Config
+    router: Router
+    auth: Authenticator
+    relays: Mapping[str, Relay]
+    fetcher: MediaFetcher
+    generation: int  # 1 for the config the process started with, +1 per reload
+    loaded_at: float  # unix seconds
+    users: int = field(default=0, compare=False)
+    retired: bool = field(default=False, compare=False)
+
+
 class Gateway:
     """The state shared by every request of one worker process."""
 
     def __init__(self, config: Config) -> None:
-        self.config = config
-        self.router = Router(config)
+        obs = config.observability
+        metrics = (
+            Metrics([*config.models, *config.routed], per_key=obs.metrics_per_key)
+            if obs.metrics
+            else None
+        )
+        self.observer = Observer(obs, metrics=metrics, tracer=make_tracer(obs))
         self.offload = Offload()  # the O(size) steps of big requests, off the event loop
-        self.relays: dict[str, Relay] = {}
-        for name, p in config.providers.items():
-            provider = provider_for(p.kind)
-            transport = make_transport(p, provider, self.offload)
-            self.relays[name] = Relay(transport, Timeouts.of(p), provider)
-        self.fetcher = MediaFetcher(config.media)
         state = config.state
         Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         self.db = AsyncSqlite(SqliteStore(state.sqlite_path))
         self.ledger = Ledger(self.db, state.journal, fsync=state.fsync)
+        self.refusals = Refusals(self.db)  # requests refused before admission, counted
         self.limiter: LimitBackend = MemoryLimitBackend(seeder=self.seed_budget)
         self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
-        self.auth = Authenticator([StaticKeyStore(config.keys), self.keys])
+        self.current = self._snapshot(config, None)
+        self._retired: list[Snapshot] = []  # swapped out, some request may still hold them
+        self._idle = trio.Event()  # set when a retired snapshot's last request ends
         self.ready = False
         self.shutdown = Shutdown()
         self._closed = False
+
+    @property
+    def config(self) -> Config:
+        """The current config. A request reads its own snapshot's instead (`acquire`)."""
+        return self.current.config
+
+    # -- snapshots: what a reload swaps ---------------------------------------------
+
+    def _snapshot(self, config: Config, previous: Snapshot | None) -> Snapshot:
+        """A snapshot of `config`, reusing the relays (and the media fetcher) of
+        `previous` whose settings did not change."""
+        relays: dict[str, Relay] = {}
+        for name, p in config.providers.items():
+            if previous is not None and previous.config.providers.get(name) == p:
+                relays[name] = previous.relays[name]
+                continue
+            provider = provider_for(p.kind)
+            transport = make_transport(p, provider, self.offload)
+            relays[name] = Relay(transport, Timeouts.of(p), provider)
+        if previous is not None and previous.config.media == config.media:
+            fetcher = previous.fetcher
+        else:
+            fetcher = MediaFetcher(config.media)
+        router = Router(config)
+        if previous is not None:  # passive health and load outlive a reload
+            router.health, router.load = previous.router.health, previous.router.load
+        return Snapshot(
+            config=config,
+            router=router,
+            auth=Authenticator([StaticKeyStore(config.keys), self.keys]),
+            relays=relays,
+            fetcher=fetcher,
+            generation=1 if previous is None else previous.generation + 1,
+            loaded_at=time.time(),
+        )
+
+    def acquire(self) -> Snapshot:
+        """The current snapshot, held by one request until `release`."""
+        snap = self.current
+        snap.users += 1
+        return snap
+
+    def release(self, snap: Snapshot) -> None:
+        snap.users -= 1
+        if snap.retired and snap.users == 0:
+            self._idle.set()
+
+    def swap(self, config: Config) -> Snapshot:
+        """Serve `config` to every request from now on; the requests running finish on
+        the snapshot they hold. The caller has checked that `config` may replace the
+        current one (gateway.config.reload)."""
+        old = self.current
+        self.current = self._snapshot(config, old)
+        if self.observer.metrics is not None:
+            self.observer.metrics.configure([*config.models, *config.routed])
+        old.retired = True
+        self._retired.append(old)
+        if old.users == 0:
+            self._idle.set()
+        return self.current
+
+    async def _close_retired(self) -> None:
+        """Close what retired snapshots held and nobody uses any more (for ever, in the
+        lifespan's nursery)."""
+        while True:
+            await self._idle.wait()
+            self._idle = trio.Event()
+            idle = [s for s in self._retired if s.users == 0]
+            self._retired = [s for s in self._retired if s.users > 0]
+            await self._close_unused(idle, [self.current, *self._retired])
+
+    @staticmethod
+    async def _close_unused(gone: list[Snapshot], live: list[Snapshot]) -> None:
+        """Close the relays and fetchers of `gone` that no snapshot of `live` shares."""
+        kept = {id(r) for s in live for r in s.relays.values()}
+        kept.update(id(s.fetcher) for s in live)
+        closed: set[int] = set()
+        for snap in gone:
+            for relay in snap.relays.values():
+                if id(relay) not in kept and id(relay) not in closed:
+                    closed.add(id(relay))
+                    await relay.transport.aclose()
+            if id(snap.fetcher) not in kept and id(snap.fetcher) not in closed:
+                closed.add(id(snap.fetcher))
+                await snap.fetcher.aclose()
 
     async def seed_budget(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
         """The limiter's seed from the ledger, with the id of the last top-up its credit
@@ -99,7 +224,9 @@ class Gateway:
         await self.ledger.start()
         await nursery.start(self.keys.run_refresher)
         await nursery.start(self.ledger.run_writer)
+        await nursery.start(self.refusals.run_writer)
         nursery.start_soon(self._prune_idle_connections)
+        nursery.start_soon(self._close_retired)
         self.ready = True
 
     async def _prune_idle_connections(self) -> None:
@@ -108,8 +235,9 @@ class Gateway:
         then (docs/reliability.md R7)."""
         while True:
             await trio.sleep(PRUNE_EVERY_S)
-            for relay in self.relays.values():
-                relay.transport.prune_idle()
+            for snap in (self.current, *self._retired):
+                for relay in snap.relays.values():
+                    relay.transport.prune_idle()
 
     async def aclose(self) -> None:
         """Drain the ledger and close everything; safe to call twice."""
@@ -118,8 +246,8 @@ class Gateway:
         self._closed = True
         self.ready = False
         with trio.CancelScope(shield=True):
-            for relay in self.relays.values():
-                await relay.transport.aclose()
-            await self.fetcher.aclose()
+            await self._close_unused([self.current, *self._retired], [])
             await self.ledger.aclose()
             await self.db.aclose()
+            # The SDK's export thread sends what is left (bounded by its own timeout).
+            await trio.to_thread.run_sync(self.observer.tracer.shutdown)

@@ -35,10 +35,21 @@ ALLOWED: dict[str, set[str]] = {
     "tokens": set(),
     "auth": {"config", "store"},
     "providers": {"config", "openai", "tokens"},
-    "upstream": {"config", "providers", "openai", "offload"},
+    "upstream": {"config", "providers", "openai", "offload", "observability"},
     "offload": set(),  # runs O(size) steps of big requests in worker threads
+    "observability": {"config"},  # request ids, logs, metrics, traces: below all that uses it
     "billing": {"config", "store", "auth", "providers", "tokens", "offload"},
-    "state": {"config", "store", "auth", "billing", "providers", "tokens", "upstream", "offload"},
+    "state": {
+        "config",
+        "store",
+        "auth",
+        "billing",
+        "providers",
+        "tokens",
+        "upstream",
+        "offload",
+        "observability",
+    },
     "api": {
         "config",
         "store",
@@ -49,11 +60,12 @@ ALLOWED: dict[str, set[str]] = {
         "billing",
         "state",
         "offload",
+        "observability",
     },
     "server": set(),
     "cli": {"config", "store", "auth", "billing"},
-    "app": {"config", "api", "state", "billing", "store", "tokens"},
-    "__main__": {"config", "app", "server", "cli", "store"},
+    "app": {"config", "api", "state", "billing", "store", "tokens", "observability"},
+    "__main__": {"config", "app", "server", "cli", "store", "observability"},
 }
 PURE = [
     "errors.py",
@@ -65,6 +77,7 @@ PURE = [
     "auth/principal.py",
     "auth/manage.py",
     "billing/spend.py",
+    "billing/report.py",
     "billing/limits/budget.py",
     "billing/limits/core.py",
     "billing/limits/gcra.py",
@@ -77,6 +90,9 @@ PURE = [
     "upstream/retry.py",
     "upstream/retry_budget.py",
     "upstream/strategies.py",
+    "observability/record.py",
+    "observability/traces.py",
+    "upstream/unknown_model.py",
     "server/framing.py",
     "server/http11.py",
 ]

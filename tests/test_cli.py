@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 import orjson
@@ -67,6 +70,10 @@ def serving(
             line = proc.stdout.readline()
             assert line, "gateway exited early:\n" + "".join(lines)
             lines.append(line)
+        # Keep reading: a gateway logs a line per request, and a pipe nobody reads
+        # fills up and blocks its writes (and so the gateway) after 64 KiB.
+        drain = threading.Thread(target=_read_into, args=(proc.stdout, lines), daemon=True)
+        drain.start()
         yield proc, lines
     finally:
         if proc.poll() is None:
@@ -78,6 +85,12 @@ def serving(
                 proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _read_into(stream: IO[str], lines: list[str]) -> None:
+    with contextlib.suppress(ValueError, OSError):  # closed under us at the end
+        for line in stream:
+            lines.append(line)
 
 
 def wait_ready(base: str, in_a_row: int = 4) -> None:

@@ -333,3 +333,65 @@ def test_routing_example_loads() -> None:
         c.routing.retry_budget_ratio == 0.2
         and not c.models["gemini-flash"].routing.retry_after_send
     )
+
+
+def test_observability_keys_are_read_and_checked() -> None:
+    c = parse_config(
+        {
+            "server": {"log_format": "text", "log_level": "debug"},
+            "state": {"admin_key": "sk-admin"},
+            "observability": {
+                "access_log": False,
+                "metrics_auth": True,
+                "metrics_per_key": True,
+                "traces": True,
+                "otlp_endpoint": "http://127.0.0.1:4318/v1/traces",
+                "service_name": "gw",
+                "trace_sample_ratio": 0.25,
+            },
+        },
+        env={},
+        source="t",
+    )
+    assert (c.server.log_format, c.server.log_level) == ("text", "debug")
+    obs = c.observability
+    assert not obs.access_log and obs.metrics and obs.metrics_auth and obs.metrics_per_key
+    assert obs.traces and obs.otlp_endpoint == "http://127.0.0.1:4318/v1/traces"
+    assert (obs.service_name, obs.trace_sample_ratio) == ("gw", 0.25)
+    defaults = parse_config({}, env={}, source="t")
+    assert defaults.server.log_format is None and defaults.server.log_level == "info"
+    assert defaults.observability.metrics and not defaults.observability.traces
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"server": {"log_format": "xml"}}, "server.log_format: must be one of json, text"),
+        ({"server": {"log_level": "loud"}}, "server.log_level: must be one of debug"),
+        ({"observability": {"metrics_auth": True}}, "observability.metrics_auth: needs"),
+        ({"observability": {"otlp_endpoint": "udp://x"}}, "observability.otlp_endpoint"),
+        ({"observability": {"trace_sample_ratio": 2}}, "between 0 and 1"),
+        ({"observability": {"tracing": True}}, "observability.tracing: unknown key"),
+    ],
+)
+def test_observability_errors_name_the_key(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data, env={}, source="t")
+
+
+def test_traces_without_the_otel_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from gateway.config import missing_extras
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("opentelemetry") else real(name, *a),
+    )
+    config = parse_config({"observability": {"traces": True}}, env={}, source="t")
+    assert missing_extras(config) == [
+        "observability.traces: needs the OpenTelemetry SDK and OTLP exporter "
+        "(pip install 'gateway[otel]')"
+    ]

@@ -2,9 +2,11 @@
 
     POST   /admin/keys                 create; the answer holds the full key, once
     GET    /admin/keys                 list (never a secret)
-    GET    /admin/keys/<id>            one key, its usage summary, spend and credit
+    GET    /admin/keys/<id>            one key, its usage summary, spend, credit and live limits
+    PATCH  /admin/keys/<id>            change its name, scope, limits or expiry
     DELETE /admin/keys/<id>            revoke
     POST   /admin/keys/<id>/topup      add credit to a prepaid key
+    GET    /admin/usage                requests, refusals, errors, tokens and cost, grouped
 
 Every route requires `Authorization: Bearer <admin key>`, a key of its own that is
 held here only as a SHA-256 digest and compared in constant time. It is not a
@@ -30,8 +32,10 @@ from quart import Blueprint, Response, request
 
 from gateway.auth.cache import ManagedKeyStore
 from gateway.auth.keys import new_key
-from gateway.auth.manage import key_json
+from gateway.auth.manage import UPDATE_FIELDS, check_update, key_json, update_from_json
 from gateway.billing.ledger import Ledger
+from gateway.billing.refusals import Refusals
+from gateway.billing.report import USAGE_GROUPS, Report, parse_when
 from gateway.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -40,10 +44,10 @@ from gateway.errors import (
     NotFound,
 )
 from gateway.store.periods import PERIODS, SpendPeriod, period_bounds
-from gateway.store.records import KeyRecord, NewKey, StoreError
+from gateway.store.records import KeyLimits, KeyRecord, NewKey, StoreError
 from gateway.store.sqlite import AsyncSqlite
 
-LimitStatus = Callable[[str, float], Awaitable[dict[str, Any]]]
+LimitStatus = Callable[[str, float, KeyLimits], Awaitable[dict[str, Any]]]
 
 _KEY_ID: Final = re.compile(r"[a-z0-9]{12}", re.ASCII)
 _CREATE_FIELDS: Final = {
@@ -112,18 +116,26 @@ def _new_key(body: dict[str, Any], now: float) -> NewKey:
     return spec
 
 
+def _invalid(e: ValueError, fields: tuple[str, ...]) -> InvalidRequest:
+    """A 400 from a "field: why" ValueError, `param` naming the field if it is one."""
+    field, _, _ = str(e).partition(":")
+    return InvalidRequest(str(e), param=field if field in fields else None)
+
+
 def make_admin_blueprint(
     db: AsyncSqlite,
     keys: ManagedKeyStore,
     admin_key_digest: bytes,
     *,
     ledger: Ledger | None = None,
+    refusals: Refusals | None = None,
     limit_status: LimitStatus | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Blueprint:
     """The `/admin/` routes. `admin_key_digest` is `admin_digest(config.state.admin_key)`.
-    With a `ledger`, summaries include rows not yet flushed and credit/spend count
-    journaled rows; `limit_status(key_id, now)` adds the limiter's live state."""
+    With a `ledger` (and `refusals`), summaries and reports include what was not yet
+    flushed and credit/spend count journaled rows; `limit_status(key_id, now, limits)`
+    adds the limiter's live state."""
     if len(admin_key_digest) != hashlib.sha256().digest_size:
         raise ValueError("admin_key_digest must be a SHA-256 digest")
     bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -206,8 +218,49 @@ def make_admin_blueprint(
         if record.prepaid:
             out["credit_micros"] = await credit(record.key_id)
         if limit_status is not None:
-            out["limits"] = await limit_status(record.key_id, now)
+            out["limits"] = await limit_status(record.key_id, now, record.limits)
         return _json(out)
+
+    @bp.patch("/keys/<key_id>")
+    async def update_key(key_id: str) -> Response:
+        now = clock()
+        await record_or_404(key_id)
+        try:
+            update = update_from_json(await _body(set(UPDATE_FIELDS)))
+            check_update(update, now)
+            record = await db.update_key(key_id, update)
+        except ValueError as e:
+            raise _invalid(e, UPDATE_FIELDS) from None
+        if record is None:  # revoked keys stay; only a deleted row could do this
+            raise NotFound(f"No key with the id {key_id!r}.", code="key_not_found")
+        await keys.refresh()  # this worker at once; the others at their next refresh
+        return _json(key_json(record, now))
+
+    @bp.get("/usage")
+    async def usage() -> Response:
+        now = clock()
+        args = request.args
+        unknown = set(args) - {"by", "since", "until", "key"}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise InvalidRequest(f"Unknown query parameter '{name}'.", param=name)
+        by = args.get("by", "key")
+        if by not in USAGE_GROUPS:
+            raise InvalidRequest(f"by: must be one of {', '.join(USAGE_GROUPS)}.", param="by")
+        bounds: dict[str, float | None] = {}
+        for name in ("since", "until"):
+            text = args.get(name)
+            try:
+                bounds[name] = None if text is None else parse_when(text, now)
+            except ValueError as e:
+                raise InvalidRequest(f"{name}: {e}", param=name) from None
+        if ledger is not None:
+            await ledger.flush()  # every request answered so far
+        if refusals is not None:
+            await refusals.flush()
+        key = args.get("key") or None
+        lines = await db.usage_report(by, bounds["since"], bounds["until"], key)
+        return _json(Report(by, bounds["since"], bounds["until"], key, lines).to_json())
 
     @bp.delete("/keys/<key_id>")
     async def revoke_key(key_id: str) -> Response:

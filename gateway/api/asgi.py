@@ -8,12 +8,14 @@ pre-encoded.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import trio
 
 from gateway.errors import GatewayError, GatewayUnavailable, InvalidRequest, PayloadTooLarge
+from gateway.observability.record import RequestRecord
 from gateway.state import Shutdown
 
 Scope = MutableMapping[str, Any]
@@ -28,6 +30,12 @@ SSE_HEADERS: Headers = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),  # ask nginx-like proxies not to buffer the stream
 ]
+
+
+def processing_ms(started: float) -> tuple[bytes, bytes]:
+    """`openai-processing-ms` as OpenAI sends it: the milliseconds from the request's
+    arrival (`time.perf_counter()` then) to its response head."""
+    return (b"openai-processing-ms", b"%d" % round((time.perf_counter() - started) * 1000))
 
 
 class ClientGone(Exception):
@@ -97,21 +105,29 @@ async def send_error(
 
 
 class SSEWriter:
-    """Writes a streamed response; the 200 and its headers go out with the first bytes."""
+    """Writes a streamed response; the 200 and its headers go out with the first bytes
+    (`since`: the request's arrival, for openai-processing-ms; `record`: the request's
+    record, which notes its time to first token)."""
 
-    __slots__ = ("_extra", "_send", "started")
+    __slots__ = ("_extra", "_record", "_send", "_since", "started")
 
-    def __init__(self, send: Send, extra: Headers) -> None:
+    def __init__(
+        self, send: Send, extra: Headers, since: float, record: RequestRecord | None = None
+    ) -> None:
         self._send = send
         self._extra = extra
+        self._since = since
+        self._record = record
         self.started = False
 
     async def write(self, data: bytes) -> None:
         if not self.started:
             self.started = True
-            await self._send(
-                {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self._extra}
-            )
+            if self._record is not None:
+                self._record.first_byte = time.monotonic()
+                self._record.status = 200
+            headers = [*SSE_HEADERS, *self._extra, processing_ms(self._since)]
+            await self._send({"type": "http.response.start", "status": 200, "headers": headers})
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def end(self) -> None:

@@ -9,22 +9,29 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from gateway.api.admin import admin_digest, make_admin_blueprint
+from gateway.api.asgi import processing_ms
+from gateway.api.health import Readiness, health
+from gateway.api.metrics import add_metrics_route
+from gateway.auth.principal import presented_key_id
 from gateway.errors import (
+    AuthenticationFailed,
     GatewayError,
     InternalError,
     MethodNotAllowed,
-    ModelNotFound,
     NotFound,
 )
-from gateway.state import Gateway
+from gateway.observability.metrics import Metrics
+from gateway.observability.record import current_request
+from gateway.state import Gateway, Snapshot
 from gateway.upstream.router import Route
 
 log = logging.getLogger("gateway")
@@ -39,8 +46,9 @@ def model_object(route: Route, created: int) -> dict[str, Any]:
     }
 
 
-def make_quart_app(gw: Gateway) -> QuartTrio:
-    """The Quart app for every route but the hot one (and the admin API when enabled)."""
+def make_quart_app(gw: Gateway, sample: Callable[[Metrics], None] | None = None) -> QuartTrio:
+    """The Quart app for every route but the hot one (and the admin API when enabled);
+    `sample` sets the worker's gauges before a scrape of /metrics."""
     app = QuartTrio("gateway")
     # Quart's 60 s defaults would silently cut long responses; our deadlines rule.
     app.config.update(
@@ -54,42 +62,66 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
     app.url_map.strict_slashes = False
     started = int(time.time())
 
+    @app.before_request
+    async def arrived() -> None:
+        g.arrived = time.perf_counter()
+
+    @app.after_request
+    async def processing_time(response: Response) -> Response:
+        """`openai-processing-ms` on the OpenAI routes, as OpenAI sends it."""
+        if request.path.startswith("/v1/") and hasattr(g, "arrived"):
+            name, value = processing_ms(g.arrived)
+            response.headers[name.decode()] = value.decode()
+        return response
+
     def respond(obj: Any, status: int = 200) -> Response:
         return Response(orjson.dumps(obj), status=status, content_type="application/json")
 
-    def principal() -> Any:
+    def principal(snap: Snapshot) -> Any:
         auth = request.headers.get("authorization")
-        return gw.auth.authenticate(auth.encode("latin-1") if auth else None)
+        header = auth.encode("latin-1") if auth else None
+        rec = current_request()
+        try:
+            who = snap.auth.authenticate(header)
+        except AuthenticationFailed:
+            if rec is not None:
+                rec.key_id = presented_key_id(header)  # the public id only
+            raise
+        if rec is not None:
+            rec.key_id, rec.key_name = who.key_id, who.name
+        return who
 
     @app.get("/v1/models")
     async def list_models() -> Response:
-        who = principal()
-        data = [model_object(r, started) for r in gw.router.configured if who.may_use(r.id)]
+        snap = gw.current  # one config for the whole answer
+        who = principal(snap)
+        data = [model_object(r, started) for r in snap.router.configured if who.may_use(r.id)]
         return respond({"object": "list", "data": data})
 
     @app.get("/v1/models/<path:model_id>")
     async def get_model(model_id: str) -> Response:
-        who = principal()
+        snap = gw.current
+        who = principal(snap)
         if not who.may_use(model_id):
-            raise ModelNotFound(
-                f"The model '{model_id}' does not exist or you do not have access to it."
-            )
-        return respond(model_object(gw.router.route(model_id), started))
+            raise snap.router.not_found(model_id, who.may_use)
+        return respond(model_object(snap.router.route(model_id, visible=who.may_use), started))
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return respond({"status": "ok"})
+        return respond(health())
+
+    readiness = Readiness(gw)
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if gw.shutdown.draining:  # a load balancer stops sending before the port closes
-            return respond({"status": "draining"}, 503)
-        if not gw.ready:
-            return respond({"status": "starting"}, 503)
-        return respond({"status": "ready"})
+        status, body = await readiness.answer()
+        return respond(body, status)
 
     @app.errorhandler(GatewayError)
     async def gateway_error(e: GatewayError) -> Response:
+        rec = current_request()
+        if rec is not None:
+            rec.fail(e)
         resp = Response(e.body(), status=e.http_status, content_type="application/json")
         resp.headers.update(e.headers)
         return resp
@@ -113,6 +145,7 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
         log.exception("internal error on %s %s", request.method, request.path)
         return await gateway_error(InternalError("The gateway failed unexpectedly."))
 
+    add_metrics_route(app, gw, sample or (lambda metrics: None))
     if gw.config.state.admin_key:
         app.register_blueprint(
             make_admin_blueprint(
@@ -120,7 +153,8 @@ def make_quart_app(gw: Gateway) -> QuartTrio:
                 gw.keys,
                 admin_digest(gw.config.state.admin_key),
                 ledger=gw.ledger,
-                limit_status=lambda key_id, now: gw.limiter.status(key_id, now),
+                refusals=gw.refusals,
+                limit_status=lambda key_id, now, limits: gw.limiter.status(key_id, now, limits),
             )
         )
     return app

@@ -2,9 +2,10 @@
 
 A key look-up must cost microseconds, not a database round trip: the cache answers
 every look-up from a dict, and a refresher running in the app's lifespan nursery
-reloads only the rows that changed (by a commit-ordered version number), every couple
-of seconds. A key created, changed or revoked from the CLI in another process, or from
-the admin API of another worker, therefore takes effect within one refresh interval.
+reloads only the rows that changed (by a commit-ordered version number), every second
+(one indexed query). A key created, changed or revoked from the CLI in another process,
+or from the admin API of another worker, therefore takes effect within about a second,
+in every worker within 2 s.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class ManagedKeyStore:
         source: KeySource,
         *,
         on_topup: OnTopup | None = None,
-        refresh_interval_s: float = 2.0,
+        refresh_interval_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._source = source

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from gateway.auth.keys import parse_key
 from gateway.config import KeyConfig
 from gateway.errors import AuthenticationFailed, PermissionDenied
 
@@ -84,7 +85,25 @@ _MISSING = (
     "You didn't provide an API key. Send it in the Authorization header using Bearer "
     "auth (Authorization: Bearer YOUR_KEY)."
 )
+_NOT_BEARER = (
+    "The Authorization header must read 'Bearer YOUR_KEY': it does not start with 'Bearer '."
+    " Send the key after the word Bearer and a space."
+)  # what came instead may be the key itself: never echoed
+_NO_KEY = "The Authorization header says 'Bearer' but no key follows it."
 _INVALID = "Incorrect API key provided."  # never echo the key back (docs/reliability.md R22)
+
+
+def presented_key_id(authorization: bytes | None) -> str | None:
+    """The public id of the managed key in an `Authorization: Bearer` value, if it holds a
+    well-formed one: what a log line may name of a key that failed (never its secret)."""
+    if not authorization:
+        return None
+    _, _, token = authorization.strip().partition(b" ")
+    try:
+        parsed = parse_key(token.strip().decode("ascii"))
+    except UnicodeDecodeError:
+        return None
+    return None if parsed is None else parsed[0]
 
 
 class Authenticator:
@@ -99,8 +118,10 @@ class Authenticator:
             raise AuthenticationFailed(_MISSING)
         scheme, _, token = authorization.strip().partition(b" ")
         token = token.strip()
-        if scheme.lower() != b"bearer" or not token:
-            raise AuthenticationFailed(_MISSING)
+        if scheme.lower() != b"bearer":
+            raise AuthenticationFailed(_NOT_BEARER)
+        if not token:
+            raise AuthenticationFailed(_NO_KEY)
         try:
             secret = token.decode("ascii")
         except UnicodeDecodeError:

@@ -75,12 +75,15 @@ class Accounting:
         "created",
         "deployment",
         "done",
+        "final",
         "headers",
         "key_id",
+        "key_name",
         "model",
         "request_id",
         "started",
         "worst_micros",
+        "x_request_id",
     )
 
     def __init__(
@@ -97,6 +100,7 @@ class Accounting:
         admission: Admission | None = None,
         model: str | None = None,
         count: PromptCounter = count_inline,
+        x_request_id: str | None = None,
     ) -> None:
         self._ledger = ledger
         self._count = count
@@ -107,13 +111,16 @@ class Accounting:
         self.model = dep.model_id if model is None else model  # the id the client asked for
         self.deployment = dep  # the deployment that served (or was tried last)
         self.attempts = 1
+        self.key_name = principal.name
         self.request_id = request_id
+        self.x_request_id = x_request_id  # its x-request-id (request_id: the completion id)
         self.worst_micros = worst_micros
         self.admission = admission
         self.headers = rate_limit_headers(admission) if admission is not None else []
         self.created = time.time()
         self.started = time.monotonic()
         self.done = False
+        self.final: UsageRow | None = None  # the final row, once journaled
 
     async def prompt_tokens(self) -> int:
         """The prompt's token count, counted only when something needs it: admission of a
@@ -143,6 +150,8 @@ class Accounting:
             status=status,
             latency_ms=round((time.monotonic() - self.started) * 1000),
             created_at=self.created,
+            x_request_id=self.x_request_id,
+            key_name=self.key_name,
         )
 
     async def open(self) -> None:
@@ -192,8 +201,9 @@ class Accounting:
         cost = cost_micros(self.deployment.price, usage)
         if status is None:
             status = "ok" if error is None else (error.code or error.type)
+        row = self.final = self._row(usage, cost, status)
         try:
-            await self._ledger.record(self._row(usage, cost, status))
+            await self._ledger.record(row)
         finally:
             if self.admission is not None:
                 await self._limiter.settle(self.admission, usage.total_tokens, cost, time.time())
@@ -212,6 +222,7 @@ async def admit(
     model: str | None = None,
     deadline_s: float | None = None,
     count: PromptCounter = count_inline,
+    x_request_id: str | None = None,
 ) -> tuple[Accounting, JSON]:
     """Check the key's limits and budget (429/402) and open the request's accounting.
 
@@ -227,7 +238,8 @@ async def admit(
 
     `dep` is the first deployment the request goes to; `reach` the others it may
     fall over to: the reservation covers the most expensive of them all. `model` is
-    the id the client asked for (default: `dep`'s).
+    the id the client asked for (default: `dep`'s). `x_request_id`:
+    the request's id as its response header says, kept in its ledger rows.
     """
     books = partial(
         Accounting,
@@ -238,6 +250,7 @@ async def admit(
         request_id=request_id,
         model=model,
         count=count,
+        x_request_id=x_request_id,
     )
     limits = principal.limits
     if principal.key_id is None or limits is None or limits.unlimited:

@@ -221,6 +221,12 @@ class Ledger:
         """The journal file `record` appends to now (None once closed)."""
         return None if self._current is None else self._current.path
 
+    @property
+    def backlog_rows(self) -> int:
+        """How many rows are journaled but not yet committed to SQLite (a metric)."""
+        rows = sum(len(j.rows) for j in self._sealed)
+        return rows + (len(self._current.rows) if self._current is not None else 0)
+
     def pending(self) -> list[UsageRow]:
         """Rows journaled but not yet committed to SQLite, in order."""
         rows = [r for j in self._sealed for r in j.rows]

@@ -1,4 +1,4 @@
-"""`gateway keys create|list|show|revoke|topup`: managed keys from the command line.
+"""`gateway keys create|list|show|update|revoke|topup`: managed keys from the command line.
 
 The CLI opens the SQLite database directly (WAL lets it write while a gateway
 serves from the same file); a running gateway sees the change at its next key
@@ -7,41 +7,42 @@ refresh, within a few seconds. The database is `--db PATH`, else the
 `./gateway.sqlite3`. Amounts are given in USD and stored as integer micro-dollars,
 parsed as decimals so that "0.1" is exactly 100000 micros. `--json` prints
 machine-readable output; a new key is printed once, and can never be shown again.
+Every command says which database it used (on stderr); only `create` makes one.
+`update` shares its checks with the admin API's PATCH (gateway/auth/manage.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import sqlite3
 import sys
 import time
-import tomllib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 
 from gateway.auth.keys import new_key
-from gateway.auth.manage import key_json
+from gateway.auth.manage import check_update, key_json
 from gateway.billing.spend import usd
+from gateway.cli.common import (
+    CONFIG_ENV,
+    DEFAULT_DB,
+    CliError,
+    config_path,
+    open_database,
+    sqlite_path,
+)
 from gateway.store.periods import PERIODS, SpendPeriod, period_bounds
-from gateway.store.records import KeyRecord, NewKey, StoreError
+from gateway.store.records import KEEP, Keep, KeyRecord, KeyUpdate, NewKey, StoreError
 from gateway.store.sqlite import SqliteStore
 
-CONFIG_ENV: Final = "GATEWAY_CONFIG"
-DEFAULT_DB: Final = "gateway.sqlite3"
+T = TypeVar("T")
 MICROS_PER_USD: Final = Decimal(1_000_000)
 _PERIOD: Final[dict[str, SpendPeriod]] = {p: p for p in PERIODS}
-
-
-class CliError(Exception):
-    """A user mistake or a missing key: printed as one line, exit status `code`."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def usd_to_micros(text: str) -> int:
@@ -58,25 +59,12 @@ def usd_to_micros(text: str) -> int:
     return int(micros)
 
 
-def db_path(args: argparse.Namespace) -> str:
-    """--db, else the config's [state] sqlite_path, else ./gateway.sqlite3."""
+def db_path(args: argparse.Namespace) -> tuple[str, str]:
+    """--db, else the config's [state] sqlite_path, else ./gateway.sqlite3; and where
+    that came from."""
     if args.db:
-        return str(args.db)
-    config = args.config or os.environ.get(CONFIG_ENV)
-    if not config:
-        return DEFAULT_DB
-    try:
-        with open(config, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise CliError(f"{config}: cannot read: {e.strerror}", 2) from None
-    except tomllib.TOMLDecodeError as e:
-        raise CliError(f"{config}: not valid TOML: {e}", 2) from None
-    state = data.get("state")
-    path = state.get("sqlite_path") if isinstance(state, dict) else None
-    if path is not None and (not isinstance(path, str) or not path):
-        raise CliError(f"{config}: state.sqlite_path must be a non-empty string", 2)
-    return path or DEFAULT_DB
+        return str(args.db), "--db"
+    return sqlite_path(config_path(args.config))
 
 
 def add_parser(
@@ -113,6 +101,18 @@ def add_parser(
         "--period", choices=(*PERIODS, "all"), default="month", help="usage period shown"
     )
 
+    update = sub.add_parser(
+        "update", parents=[common], help="change a key's name, models, limits or expiry"
+    )
+    update.add_argument("key_id", metavar="ID")
+    update.add_argument("--name", help="a new name")
+    update.add_argument("--models", help="comma-separated model ids or PROVIDER/*, or 'all'")
+    update.add_argument("--rpm", metavar="N|none", help="requests per minute, or none")
+    update.add_argument("--tpm", metavar="N|none", help="tokens per minute, or none")
+    update.add_argument("--spend-limit", metavar="USD|none", help="spend limit per period, or none")
+    update.add_argument("--period", choices=PERIODS, help="calendar UTC period of the spend limit")
+    update.add_argument("--expires", metavar="DAYS|never", help="expire DAYS from now, or never")
+
     revoke = sub.add_parser("revoke", parents=[common], help="revoke a key")
     revoke.add_argument("key_id", metavar="ID")
 
@@ -126,15 +126,14 @@ def add_parser(
 
 def run(args: argparse.Namespace) -> int:
     """Run one `gateway keys` subcommand; the exit status."""
+    command = args.keys_command
     try:
-        path = db_path(args)
-        store = SqliteStore(path)
+        path, origin = db_path(args)
+        store = open_database(path, origin, create=command == "create", command="gateway keys")
     except (CliError, StoreError) as e:
         return _fail(e)
-    except (sqlite3.Error, OSError) as e:  # not a database, no permission, no directory
-        return _fail(CliError(f"cannot open the key database {path}: {e}", 2))
     try:
-        return _COMMANDS[args.keys_command](store, args, time.time())
+        return _COMMANDS[command](store, args, time.time())
     except (CliError, StoreError) as e:
         return _fail(e)
     except sqlite3.Error as e:  # locked for longer than the busy timeout, disk full...
@@ -184,14 +183,16 @@ def _describe(record: KeyRecord, now: float) -> list[str]:
     ]
 
 
+def _model_list(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
 def _create(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
     if (args.spend_limit is None) != (args.period is None):
         raise CliError("--spend-limit and --period go together", 2)
     if args.expires is not None and not args.expires > 0:
         raise CliError("--expires must be a positive number of days", 2)
-    models = None
-    if args.models is not None:
-        models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    models = None if args.models is None else _model_list(args.models)
     spec = NewKey(
         name=args.name,
         models=models,
@@ -299,6 +300,81 @@ def _show(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
     return 0
 
 
+def _or_none(text: str | None, parse: Callable[[str], T], none: str = "none") -> T | Keep | None:
+    """An option's value: KEEP when not given, None for `none`, else parsed."""
+    if text is None:
+        return KEEP
+    return None if text.strip().lower() == none else parse(text)
+
+
+def _count(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise CliError(f"{flag}: expected a whole number or 'none', got {text!r}", 2) from None
+
+    return parse
+
+
+def _days_from(now: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            days = float(text)
+        except ValueError:
+            days = math.nan
+        if not days > 0 or math.isinf(days):
+            raise CliError(
+                f"--expires: expected a positive number of days or 'never', got {text!r}", 2
+            )
+        return now + days * 86400
+
+    return parse
+
+
+def _update(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
+    models: tuple[str, ...] | Keep | None = KEEP
+    if args.models is not None:
+        models = _or_none(
+            args.models, lambda t: tuple(m.strip() for m in t.split(",") if m.strip()), "all"
+        )
+    update = KeyUpdate(
+        name=KEEP if args.name is None else args.name,
+        models=models,
+        rpm=_or_none(args.rpm, _count("--rpm")),
+        tpm=_or_none(args.tpm, _count("--tpm")),
+        spend_limit_micros=_or_none(args.spend_limit, usd_to_micros),
+        spend_period=KEEP if args.period is None else args.period,
+        expires_at=_or_none(args.expires, _days_from(now), "never"),
+    )
+    before = _get(store, args.key_id)
+    try:
+        check_update(update, now)
+        record = store.update_key(args.key_id, update)
+    except ValueError as e:
+        raise CliError(str(e), 2) from None
+    assert record is not None  # it existed a moment ago; keys are never deleted
+    changed = [
+        f"{label.strip()} {old} -> {new}"
+        for (label, old), (_, new) in zip(_fields(before), _fields(record), strict=True)
+        if old != new
+    ]
+    text = f"updated key {record.key_id} ({record.name}): " + ("; ".join(changed) or "no change")
+    _emit(args, key_json(record, now), text)
+    return 0
+
+
+def _fields(record: KeyRecord) -> list[tuple[str, str]]:
+    """The fields `update` changes, as `keys show` writes them."""
+    lines = _describe(record, 0.0)
+    wanted = ("name:", "models:", "rpm:", "tpm:", "spend limit:", "expires:")
+    return [
+        (label, value.strip())
+        for label, _, value in (line.partition(":") for line in lines)
+        if label + ":" in wanted
+    ]
+
+
 def _revoke(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
     record = store.revoke_key(args.key_id, now)
     if record is None:
@@ -331,6 +407,7 @@ _COMMANDS: Final = {
     "create": _create,
     "list": _list,
     "show": _show,
+    "update": _update,
     "revoke": _revoke,
     "topup": _topup,
 }

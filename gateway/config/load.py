@@ -8,22 +8,27 @@ option is one field with its default and comment, and nothing here changes.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import os
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from gateway.config.model import (
+    EMBEDDED,
     HTTP_SERVERS,
+    LOG_FORMATS,
+    LOG_LEVELS,
     TRANSPORTS,
     Config,
     FetchPolicy,
     KeyConfig,
     ModelConfig,
+    ObservabilityConfig,
     Price,
     ProviderConfig,
     RoutedModelConfig,
@@ -56,8 +61,28 @@ def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
-def _secret(t: Table, value_key: str, env_key: str, env: Mapping[str, str]) -> str | None:
-    """A secret given inline or by the name of an environment variable."""
+class _Problems:
+    """Problems that do not stop the reading (an environment variable not set, a key
+    scope naming no model): all of them are reported together at its end, so that one
+    run of check-config lists every variable to set."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def add(self, problem: str) -> None:
+        self.found.append(problem)
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise ConfigError(*self.found)
+
+
+def _secret(
+    t: Table, value_key: str, env_key: str, env: Mapping[str, str], problems: _Problems
+) -> str | None:
+    """A secret given inline or by the name of an environment variable. A variable not
+    set is a problem, reported at the end; meanwhile a placeholder unique to its place
+    stands in (no secret can equal it)."""
     inline = t.text(value_key)
     env_name = t.text(env_key)
     if inline is not None and env_name is not None:
@@ -65,7 +90,8 @@ def _secret(t: Table, value_key: str, env_key: str, env: Mapping[str, str]) -> s
     if env_name is not None:
         value = env.get(env_name)
         if not value:
-            raise ConfigError(f"{t.at(env_key)}: environment variable {env_name} is not set")
+            problems.add(f"{t.at(env_key)}: environment variable {env_name} is not set")
+            return f"\0unset {t.at(env_key)}"
         return value
     return inline  # type: ignore[no-any-return]
 
@@ -129,7 +155,7 @@ def _field_names(cls: type[ProviderOptions]) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def _provider(name: str, t: Table, env: Mapping[str, str]) -> ProviderConfig:
+def _provider(name: str, t: Table, env: Mapping[str, str], problems: _Problems) -> ProviderConfig:
     kind: ProviderKind = t.text("kind", required=True, choices=KINDS)
     base_url = t.text("base_url") or DEFAULT_BASE_URLS[kind]
     if kind != "mock" and not base_url.startswith(("http://", "https://")):
@@ -144,7 +170,7 @@ def _provider(name: str, t: Table, env: Mapping[str, str]) -> ProviderConfig:
         name=name,
         kind=kind,
         base_url=base_url.rstrip("/"),
-        api_key=_secret(t, "api_key", "api_key_env", env),
+        api_key=_secret(t, "api_key", "api_key_env", env, problems),
         options=_options(t, OPTIONS_BY_KIND[kind]()),
         max_output_tokens=_max_output_tokens(t, None),
         price=_price(t, d.price),
@@ -205,12 +231,33 @@ def _server(st: Table) -> ServerConfig:
         max_in_flight=st.integer("max_in_flight", minimum=1, maximum=10_000_000),
         max_loop_lag_ms=_or(st.number("max_loop_lag_ms"), d.max_loop_lag_ms),
         drain_delay_s=_or(st.number("drain_delay_s"), d.drain_delay_s),
+        log_format=st.text("log_format", choices=LOG_FORMATS),
+        log_level=_or(st.text("log_level", choices=LOG_LEVELS), d.log_level),
+        pid_file=st.text("pid_file"),
+        cors_origins=_cors_origins(st),
     )
     st.done()
     return server
 
 
-def _keys(raw_keys: object, env: Mapping[str, str]) -> tuple[KeyConfig, ...]:
+def _cors_origins(st: Table) -> tuple[str, ...]:
+    """Browser origins as a browser sends them (`https://app.example.com`, no path), or
+    "*" for any."""
+    origins = st.str_list("cors_origins") or ()
+    for i, origin in enumerate(origins):
+        scheme, sep, rest = origin.partition("://")
+        if origin == "*":
+            if len(origins) > 1:
+                raise ConfigError(f'{st.at("cors_origins")}: "*" allows every origin alone')
+        elif scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            raise ConfigError(
+                f"{st.at('cors_origins')}[{i}]: {origin!r} is not an origin like "
+                '"https://app.example.com" (scheme and host, no path), or "*"'
+            )
+    return tuple(origins)
+
+
+def _keys(raw_keys: object, env: Mapping[str, str], problems: _Problems) -> tuple[KeyConfig, ...]:
     if not isinstance(raw_keys, list):
         raise ConfigError("keys: expected an array of tables ([[keys]])")
     keys: list[KeyConfig] = []
@@ -222,7 +269,7 @@ def _keys(raw_keys: object, env: Mapping[str, str]) -> tuple[KeyConfig, ...]:
         if name in seen_names:
             raise ConfigError(f"keys[{i}].name: duplicate key name {name!r}")
         seen_names.add(name)
-        secret = _secret(kt, "key", "key_env", env)
+        secret = _secret(kt, "key", "key_env", env, problems)
         if secret is None:
             raise ConfigError(f"keys[{i}]: set key or key_env")
         if secret in seen_secrets:
@@ -233,7 +280,7 @@ def _keys(raw_keys: object, env: Mapping[str, str]) -> tuple[KeyConfig, ...]:
     return tuple(keys)
 
 
-def _state(stt: Table, env: Mapping[str, str]) -> StateConfig:
+def _state(stt: Table, env: Mapping[str, str], problems: _Problems) -> StateConfig:
     d = StateConfig()
     redis_url = stt.text("redis_url")
     if redis_url is not None:
@@ -246,7 +293,7 @@ def _state(stt: Table, env: Mapping[str, str]) -> StateConfig:
         journal_path=stt.text("journal_path"),
         redis_url=redis_url,
         redis_timeout_s=_or(stt.number("redis_timeout_s", minimum=0.01), d.redis_timeout_s),
-        admin_key=_secret(stt, "admin_key", "admin_key_env", env),
+        admin_key=_secret(stt, "admin_key", "admin_key_env", env, problems),
         default_output_tokens=_or(
             stt.integer("default_output_tokens", minimum=1, maximum=MAX_OPTION_INT),
             d.default_output_tokens,
@@ -255,6 +302,32 @@ def _state(stt: Table, env: Mapping[str, str]) -> StateConfig:
     )
     stt.done()
     return state
+
+
+def _observability(ot: Table, state: StateConfig) -> ObservabilityConfig:
+    d = ObservabilityConfig()
+    endpoint = ot.text("otlp_endpoint")
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"{ot.at('otlp_endpoint')}: must start with http:// or https://")
+    ratio = ot.number("trace_sample_ratio")
+    if ratio is not None and ratio > 1:
+        raise ConfigError(f"{ot.at('trace_sample_ratio')}: must be between 0 and 1")
+    obs = ObservabilityConfig(
+        access_log=_or(ot.flag("access_log"), d.access_log),
+        metrics=_or(ot.flag("metrics"), d.metrics),
+        metrics_auth=_or(ot.flag("metrics_auth"), d.metrics_auth),
+        metrics_per_key=_or(ot.flag("metrics_per_key"), d.metrics_per_key),
+        traces=_or(ot.flag("traces"), d.traces),
+        otlp_endpoint=endpoint,
+        service_name=_or(ot.text("service_name"), d.service_name),
+        trace_sample_ratio=_or(ratio, d.trace_sample_ratio),
+    )
+    if obs.metrics_auth and not state.admin_key:
+        raise ConfigError(
+            f"{ot.at('metrics_auth')}: needs [state] admin_key (or admin_key_env) to check"
+        )
+    ot.done()
+    return obs
 
 
 def _media(mt: Table) -> FetchPolicy:
@@ -269,8 +342,32 @@ def _media(mt: Table) -> FetchPolicy:
     return media
 
 
+def _check_scopes(
+    keys: tuple[KeyConfig, ...],
+    model_ids: Collection[str],
+    providers: Collection[str],
+    problems: _Problems,
+) -> None:
+    """Every model a key's scope names must route somewhere: a configured id, or
+    PROVIDER/MODEL or PROVIDER/* of a configured provider (a typo would otherwise
+    silently lock the key out of the model it was meant for)."""
+    for i, key in enumerate(keys):
+        for j, entry in enumerate(key.models or ()):
+            prefix, slash, rest = entry.partition("/")
+            if entry in model_ids or (slash and rest and prefix in providers):
+                continue
+            close = difflib.get_close_matches(entry, list(model_ids), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.add(
+                f"keys[{i}].models[{j}]: no model {entry!r}: neither a [models] id nor"
+                f" PROVIDER/MODEL of a configured provider{hint}"
+            )
+
+
 def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str) -> Config:
-    """Validate a parsed TOML document into a `Config`; raises ConfigError naming the key."""
+    """Validate a parsed TOML document into a `Config`; raises ConfigError naming the key
+    (every missing environment variable and unknown scope model at once)."""
+    problems = _Problems()
     root = Table(dict(data), "")
     st = root.table("server")
     server = _server(st) if st is not None else ServerConfig()
@@ -283,7 +380,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
                 raise ConfigError(f"providers.{name}: a provider name must not contain '/'")
             sub = pt.table(name)
             assert sub is not None
-            providers[name] = _provider(name, sub, env)
+            providers[name] = _provider(name, sub, env, problems)
 
     rt = root.table("routing")
     routing = RoutingConfig()
@@ -308,12 +405,16 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
 
     root.seen.add("keys")
     raw_keys = root.data.get("keys")
-    keys = _keys(raw_keys, env) if raw_keys is not None else ()
+    keys = _keys(raw_keys, env, problems) if raw_keys is not None else ()
     stt = root.table("state")
-    state = _state(stt, env) if stt is not None else StateConfig()
+    state = _state(stt, env, problems) if stt is not None else StateConfig()
     met = root.table("media")
     media = _media(met) if met is not None else FetchPolicy()
+    ot = root.table("observability")
+    observability = _observability(ot, state) if ot is not None else ObservabilityConfig()
     root.done()
+    _check_scopes(keys, [*models, *routed], providers, problems)
+    problems.raise_any()
     return Config(
         server=server,
         providers=providers,
@@ -324,7 +425,18 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
         state=state,
         routed=routed,
         routing=routing,
+        observability=observability,
     )
+
+
+OTEL_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def missing_extras(config: Config) -> list[str]:
@@ -342,21 +454,34 @@ def missing_extras(config: Config) -> list[str]:
             for p in config.providers.values()
             if p.transport == "httpx"
         )
+    if config.observability.traces and not all(map(_installed, OTEL_MODULES)):
+        out.append(
+            "observability.traces: needs the OpenTelemetry SDK and OTLP exporter "
+            "(pip install 'gateway[otel]')"
+        )
     return out
+
+
+def read_config_file(path: str | Path) -> bytes:
+    """The bytes of a config file; ConfigError if it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def config_from_bytes(raw: bytes, source: str, *, env: Mapping[str, str] | None = None) -> Config:
+    """Validate the bytes of a TOML config file read from `source`."""
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    return parse_config(data, env=os.environ if env is None else env, source=source)
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate a TOML config file."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    return parse_config(data, env=os.environ if env is None else env, source=str(p))
+    return config_from_bytes(read_config_file(path), str(path), env=env)
 
 
 def embedded_config(dev_key: str) -> Config:
@@ -370,4 +495,4 @@ def embedded_config(dev_key: str) -> Config:
         },
         "keys": [{"name": "dev", "key": dev_key}],
     }
-    return parse_config(data, env={}, source="<embedded defaults>")
+    return parse_config(data, env={}, source=EMBEDDED)

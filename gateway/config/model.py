@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from gateway.config.options import OpenAIOptions, ProviderKind, ProviderOptions
+
+EMBEDDED = "<embedded defaults>"  # the source of the config `gateway serve` runs without a file
+PID_FILE = "gateway.pid"
 
 Transport = Literal["h11", "httpx"]
 HttpServer = Literal["builtin", "hypercorn"]
@@ -23,6 +27,10 @@ STRATEGIES: tuple[Strategy, ...] = ("weighted", "least-busy", "latency", "priori
 RETRY_EVENTS = ("connect", "first_byte_timeout")
 # Answers about the request itself: the same request gets the same answer anywhere.
 NEVER_RETRIED = frozenset({400, 401, 403, 404, 413, 422})
+LogFormat = Literal["json", "text"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("json", "text")
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,24 @@ class ServerConfig:
     max_in_flight: int | None = None  # requests at once (health checks aside); None: no cap
     max_loop_lag_ms: float = 250.0  # event-loop lag past which new requests are shed; 0: off
     drain_delay_s: float = 0.0  # SIGTERM: keep accepting this long with /readyz at 503 (R10)
+    log_format: LogFormat | None = None  # None: JSON lines unless stderr is a terminal
+    log_level: LogLevel = "info"
+    pid_file: str | None = None  # for `gateway reload`; None: gateway.pid beside sqlite_path
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed (CORS); ("*",): any; (): off
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    """Access log, metrics and traces (`[observability]`); see gateway/observability/."""
+
+    access_log: bool = True  # one line per request, after it ends
+    metrics: bool = True  # GET /metrics in the Prometheus text format
+    metrics_auth: bool = False  # /metrics asks for the admin key ([state] admin_key)
+    metrics_per_key: bool = False  # series per key: one per key and model, mind cardinality
+    traces: bool = False  # OTLP/HTTP export of spans (pip install 'gateway[otel]')
+    otlp_endpoint: str | None = None  # None: the exporter's own default / OTEL_* env vars
+    service_name: str = "gateway"
+    trace_sample_ratio: float = 1.0  # of the traces the gateway starts (a parent's decision rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +222,20 @@ class Config:
     providers: Mapping[str, ProviderConfig]
     models: Mapping[str, ModelConfig]
     keys: tuple[KeyConfig, ...]
-    source: str = "<embedded defaults>"
+    source: str = EMBEDDED  # the file's path, or EMBEDDED
     media: FetchPolicy = FetchPolicy()
     state: StateConfig = StateConfig()
     routed: Mapping[str, RoutedModelConfig] = field(default_factory=dict)
     routing: RoutingConfig = RoutingConfig()  # the defaults of every model
+    observability: ObservabilityConfig = ObservabilityConfig()
+
+    @property
+    def pid_path(self) -> str:
+        """The pid file `gateway reload` reads (`pid_path`)."""
+        return pid_path(self.server.pid_file, self.state.sqlite_path)
+
+
+def pid_path(pid_file: str | None, sqlite_path: str) -> str:
+    """`[server] pid_file`, else gateway.pid in the directory of `[state] sqlite_path`:
+    where `gateway serve` writes its pid and `gateway reload` finds it."""
+    return pid_file or str(Path(sqlite_path).parent / PID_FILE)

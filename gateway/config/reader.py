@@ -10,7 +10,12 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key path."""
+    """The configuration is invalid; the message names the key path. Several problems
+    found together (`problems`) read as one message joined by "; "."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
 
 
 class Table:

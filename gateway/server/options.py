@@ -30,6 +30,9 @@ class ServerOptions:
     body_timeout_s: float = 30.0  # a whole request body, from the app's first read (R9)
     max_connections: int = field(default_factory=default_max_connections)  # R7
     drain_delay_s: float = 0.0  # SIGTERM: still accepting this long, with readiness off (R10)
+    server_header: str = (
+        ""  # the `server` header of every response ("": none), e.g. "gateway/0.1.0"
+    )
 
 
 class Draining(Protocol):

@@ -47,7 +47,9 @@ def error(status: int, message: str) -> GatewayError:
     return GatewayError(message, status=status, error_type="invalid_request_error")
 
 
-def error_response(status: int, message: str) -> bytes:
+def error_response(status: int, message: str, stamp: bytes | None = None) -> bytes:
+    """The whole response; `stamp` is the rendered `date:` (and `server:`) header lines,
+    by default the date alone."""
     e = error(status, message)
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in e.headers.items()]
-    return refusal(status, e.body(), _date.line(), headers)
+    return refusal(status, e.body(), _date.line() if stamp is None else stamp, headers)

@@ -109,6 +109,19 @@ class _Server:
         self.starved = False  # accept failed for want of file descriptors
         self.all_closed = trio.Event()  # set once closing and no connection is left
         self.quiet = Throttled(log)
+        name = options.server_header.encode("latin-1")
+        self._server_line = b"server: " + name + b"\r\n" if name else b""
+        self._dated = b""
+        self._stamp = b""
+
+    def stamp(self) -> bytes:
+        """The `date:` and `server:` header lines every response carries, rendered once
+        per second."""
+        line = date_line()
+        if line is not self._dated:
+            self._dated = line
+            self._stamp = line + self._server_line
+        return self._stamp
 
     def start_drain(self) -> None:
         """SIGTERM: idle keep-alive connections close, responses say `connection: close`,
@@ -190,7 +203,7 @@ class _Server:
             with trio.move_on_after(REFUSE_WAIT_S):
                 await stream.receive_some(READ_SIZE)
             with trio.move_on_after(LINGER_S):
-                await stream.send_all(error_response(503, message))
+                await stream.send_all(error_response(503, message, self.stamp()))
                 await stream.send_eof()
                 while await stream.receive_some(READ_SIZE):
                     pass
@@ -303,7 +316,7 @@ class _ClientConnection:
     async def _refuse(self, status: int, message: str) -> None:
         """The server's own answer to a request it will not pass on; then a close."""
         self.linger = True
-        await self.stream.send_all(error_response(status, message))
+        await self.stream.send_all(error_response(status, message, self.server.stamp()))
 
 
 class _ServerExchange:
@@ -522,7 +535,7 @@ class _ServerExchange:
                 or not self.request_done
                 or conn.served + 1 >= MAX_REQUESTS_PER_CONNECTION
             )
-            data = framer.send(message, date=date_line(), close=close)
+            data = framer.send(message, date=conn.server.stamp(), close=close)
         if data:
             await self._write(data)
         if framer.complete:
@@ -546,7 +559,9 @@ class _ServerExchange:
 
     async def _send_500(self, message: str) -> None:
         """The response of an app that failed before starting its own; then close."""
-        await self._write(self.framer.fail(error(500, message).body(), date=date_line()))
+        await self._write(
+            self.framer.fail(error(500, message).body(), date=self.conn.server.stamp())
+        )
         self._completed()
 
     async def _write(self, data: bytes) -> None:

@@ -10,7 +10,11 @@ port in use fails at once and port 0 is resolved once for all workers.
 The parent only supervises: SIGTERM or SIGINT is passed on to every worker (each
 drains its in-flight requests), and a worker that dies while nobody asked is started
 again, unless workers keep dying right after their start (then everything stops with
-status 1, instead of looping).
+status 1, instead of looping). SIGHUP asks the parent's `reload` callback first (the
+gateway checks the new config there, so a bad one is refused once, in one line), then
+is passed on to every worker, each of which reloads on its own; what `reload` returns
+is what workers started from then on read on their standard input (the gateway's last
+good config, so that a worker replaced after the file went bad still starts).
 """
 
 from __future__ import annotations
@@ -23,10 +27,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-__all__ = ["Listen", "listen_once", "listen_socket", "reserve", "supervise", "worker_socket"]
+from gateway.server import hangup
+
+__all__ = [
+    "Listen",
+    "Reload",
+    "listen_once",
+    "listen_socket",
+    "reserve",
+    "supervise",
+    "worker_socket",
+]
 
 log = logging.getLogger("gateway.server.workers")
 
@@ -97,27 +112,73 @@ def listen_socket(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-def _start(listen: Listen) -> tuple[subprocess.Popen[bytes], float]:
-    argv = [sys.executable, "-m", "gateway", "_worker", *listen.worker_args()]
+def _start(
+    listen: Listen, stdin: bytes | None, extra_args: tuple[str, ...]
+) -> tuple[subprocess.Popen[bytes], float]:
+    argv = [sys.executable, "-m", "gateway", "_worker", *listen.worker_args(), *extra_args]
     fds = () if listen.fd is None else (listen.fd,)
-    return subprocess.Popen(argv, pass_fds=fds), time.monotonic()
+    with hangup.held():  # the worker starts with SIGHUP pending until it can reload
+        proc = subprocess.Popen(
+            argv, pass_fds=fds, stdin=None if stdin is None else subprocess.PIPE
+        )
+    if stdin is None:
+        return proc, time.monotonic()
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(stdin)  # read whole by the worker before anything else
+        proc.stdin.close()
+    except BrokenPipeError:  # it died at once: counted as a quick death
+        pass
+    return proc, time.monotonic()
 
 
-def supervise(listen: Listen, workers: int, graceful_timeout_s: float) -> int:
-    """Run `workers` worker processes on `listen` until SIGTERM/SIGINT; the exit status."""
+Reload = Callable[[], bytes | None]
+"""Asked on SIGHUP: the workers' input from now on, or None to refuse the reload."""
+
+
+def supervise(
+    listen: Listen,
+    workers: int,
+    graceful_timeout_s: float,
+    *,
+    reload: Reload | None = None,
+    worker_input: bytes | None = None,
+    worker_args: tuple[str, ...] = (),
+) -> int:
+    """Run `workers` worker processes on `listen` until SIGTERM/SIGINT; the exit status.
+
+    `worker_input` is written to each new worker's standard input (None: none), and
+    `worker_args` added to its command line. SIGHUP calls `reload` (None: passed on
+    as is) and, unless it returns None, passes the signal on to every worker."""
     stopping = False
+    hangups = 0
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
+    def hung_up(signum: int, frame: FrameType | None) -> None:
+        nonlocal hangups
+        hangups += 1  # handled in the loop below, not in the handler
+
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    procs = [_start(listen) for _ in range(workers)]
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hung_up)
+    procs = [_start(listen, worker_input, worker_args) for _ in range(workers)]
+    hangup.release()  # `gateway serve` held SIGHUP pending until now
     quick_deaths = 0
     status = 0
     try:
         while not stopping:
             time.sleep(POLL_S)
+            if hangups:
+                hangups = 0
+                answer = reload() if reload is not None else worker_input
+                if reload is None or answer is not None:
+                    worker_input = answer
+                    for proc, _ in procs:
+                        if proc.poll() is None:
+                            with contextlib.suppress(ProcessLookupError):
+                                proc.send_signal(signal.SIGHUP)
             for i, (proc, started) in enumerate(procs):
                 code = proc.poll()
                 if code is None or stopping:
@@ -130,7 +191,7 @@ def supervise(listen: Listen, workers: int, graceful_timeout_s: float) -> int:
                     status = 1
                     break
                 log.error("worker %d exited with status %s; starting another", proc.pid, code)
-                procs[i] = _start(listen)
+                procs[i] = _start(listen, worker_input, worker_args)
     finally:
         for proc, _ in procs:
             if proc.poll() is None:
@@ -145,6 +206,7 @@ def supervise(listen: Listen, workers: int, graceful_timeout_s: float) -> int:
                 proc.kill()
                 proc.wait()
         listen.holder.close()
+        hangup.hold()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return status

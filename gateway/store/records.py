@@ -7,10 +7,11 @@ requests, auth or the limiter's arithmetic. Pure module.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from gateway.store.periods import PERIODS, SpendPeriod
 
@@ -115,6 +116,55 @@ class NewKey:
             raise ValueError("expires_at: must be unix seconds")
 
 
+class Keep(enum.Enum):
+    """The type of KEEP."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP  # a `KeyUpdate` field left as it is
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate:
+    """What to change in a managed key: each field KEEP (unchanged), a value, or None
+    to clear a limit (`models` None: every model; `expires_at` None: never). Clearing
+    the spend limit clears its period too. Credit only changes by top-ups."""
+
+    name: str | Keep = KEEP
+    models: tuple[str, ...] | Keep | None = KEEP
+    rpm: int | Keep | None = KEEP
+    tpm: int | Keep | None = KEEP
+    spend_limit_micros: int | Keep | None = KEEP
+    spend_period: SpendPeriod | Keep | None = KEEP
+    expires_at: float | Keep | None = KEEP
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given (name -> new value)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not KEEP
+        }
+
+    def applied_to(self, record: KeyRecord) -> KeyRecord:
+        """`record` with these changes; ValueError naming the first invalid field."""
+        changes = self.changes()
+        if changes.get("spend_limit_micros", KEEP) is None and "spend_period" not in changes:
+            changes["spend_period"] = None
+        new = dataclasses.replace(record, **changes)
+        NewKey(  # the rules a new key's fields follow hold for a changed key's too
+            name=new.name,
+            models=new.models,
+            rpm=new.rpm,
+            tpm=new.tpm,
+            spend_limit_micros=new.spend_limit_micros,
+            spend_period=new.spend_period,
+            expires_at=new.expires_at,
+        ).check()
+        return new
+
+
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     """A managed key as stored: everything but its secret, of which only the hash."""
@@ -167,10 +217,16 @@ class UsageRow:
     """One admitted request in the ledger (R23). `status` is "ok", "pending" (written at
     admission, replaced by the final row), "client_gone", "partial" or an error code.
     `model` is the id the client asked for; `deployment` the routable id that served it
-    (or was tried last), `provider` that deployment's, `attempts` how many it took."""
+    (or was tried last), `provider` that deployment's, `attempts` how many it took.
+
+    `request_id` is the row's key: the gateway's completion id (`chatcmpl-...`, the `id`
+    of the chat completion), unique per request. `x_request_id` is the request id of its
+    `x-request-id` header and log lines (the client's own, if it sent one, so it may
+    repeat); None in rows written before it was kept. `key_name` is the key's name when
+    the request was made: a config key's only name (None in rows written before it)."""
 
     request_id: str
-    key_id: str | None  # None: a key from the config file
+    key_id: str | None  # None: a key from the config file (named by key_name)
     model: str
     provider: str
     prompt_tokens: int
@@ -182,22 +238,29 @@ class UsageRow:
     created_at: float  # when the request was admitted: the period it is billed to
     deployment: str = ""  # "" in rows written before routing existed
     attempts: int = 1
+    x_request_id: str | None = None
+    key_name: str | None = None  # None in rows written before it was recorded
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UsageRow:
         """A row from its JSON form; ValueError if anything is missing or mistyped.
-        `deployment` and `attempts` may be missing (journals written before them)."""
-        values: dict[str, Any] = dict(_LATER)
+        The fields added later (`deployment`, `attempts`, `x_request_id`, `key_name`)
+        may be missing (journals written before them)."""
         try:
-            for f in dataclasses.fields(cls):
-                if f.name in data or f.name not in _LATER:
-                    values[f.name] = data[f.name]
+            values = {
+                f.name: data[f.name] if f.name in _REQUIRED else data.get(f.name, f.default)
+                for f in dataclasses.fields(cls)
+            }
         except KeyError as e:
             raise ValueError(f"usage row without {e.args[0]}") from None
         if not isinstance(values["deployment"], str):
             raise ValueError("usage row deployment: expected a string")
         if not _is_int(values["attempts"]) or values["attempts"] < 1:
             raise ValueError("usage row attempts: expected a positive integer")
+        if values["x_request_id"] is not None and not isinstance(values["x_request_id"], str):
+            raise ValueError("usage row x_request_id: expected a string or null")
+        if values["key_name"] is not None and not isinstance(values["key_name"], str):
+            raise ValueError("usage row key_name: expected a string or null")
         for name in ("request_id", "model", "provider", "status"):
             if not isinstance(values[name], str):
                 raise ValueError(f"usage row {name}: expected a string")
@@ -216,7 +279,62 @@ class UsageRow:
         return cls(**values)
 
 
-_LATER: dict[str, Any] = {"deployment": "", "attempts": 1}  # added later: their defaults
+# Fields every journaled row has; the later ones have defaults (older journals lack them).
+_REQUIRED = frozenset(
+    f.name for f in dataclasses.fields(UsageRow) if f.default is dataclasses.MISSING
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalCount:
+    """Requests refused before admission (401, 402, 403, 429) in one minute, counted
+    together: one row per minute and (key, model, status), however many there were.
+    "" stands for what was not known (a 401 has no key; it is refused before its
+    body, and so its model, is read)."""
+
+    minute: int  # unix seconds at the start of the minute
+    key_id: str  # a managed key's id, "" for a config key or none
+    key_name: str  # the key's name, "" for none
+    model: str
+    provider: str
+    status: int  # the HTTP status
+    code: str  # the error code (rate_limit_exceeded, invalid_api_key...)
+    count: int
+
+
+USAGE_GROUPS = ("key", "model", "provider", "day", "status")  # what `usage_report` groups by
+
+
+@dataclass(slots=True)
+class UsageTotals:
+    """What a group of requests added up to. `requests` counts every request, admitted
+    or `refused` (401/402/403/429 before admission); `errors` the admitted ones that
+    ended in an error (not ok, not gone with their client, not still running)."""
+
+    requests: int = 0
+    refused: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_micros: int = 0
+
+    def add(self, other: UsageTotals) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    """One group of a usage report: its value (None: not known, see `RefusalCount`)
+    and, grouped by key, the key's name (a managed key's current one)."""
+
+    group: str | None
+    name: str | None
+    totals: UsageTotals
 
 
 @dataclass(slots=True)

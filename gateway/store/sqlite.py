@@ -19,12 +19,14 @@ writer can commit an older timestamp after a reader has moved past it).
 
 Usage rows are upserted by `request_id`: a "pending" row (written at admission)
 is replaced by the request's final row; a final row is never replaced, so replaying
-a journal twice changes nothing.
+a journal twice changes nothing. Requests refused before admission are counted per
+minute in `refusals` (one row per minute, key, model and status, its count added to).
 
 Schema versions (`PRAGMA user_version`): 1, the first; 2 adds the usage columns
-`deployment` and `attempts` (docs/routing.md). Opening a version-1 file adds them in
-place (`ALTER TABLE`, defaults '' and 1 for the rows already there); a file newer than
-this gateway is refused.
+`deployment` and `attempts` (docs/routing.md); 3 adds `usage.x_request_id` (the request
+id of docs/operations.md), `usage.key_name` and the `refusals` table. Opening an older
+file adds what it lacks in place (`ALTER TABLE ... ADD COLUMN`: defaults '' and 1, and
+NULL, for the rows already there); a file newer than this gateway is refused.
 """
 
 from __future__ import annotations
@@ -45,18 +47,22 @@ from gateway.store.records import (
     PENDING,
     IssuedKey,
     KeyRecord,
+    KeyUpdate,
     ModelUsage,
     NewKey,
+    RefusalCount,
     StoreError,
     Topup,
+    UsageLine,
     UsageRow,
     UsageSummary,
 )
+from gateway.store.reports import usage_report
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 BUSY_TIMEOUT_MS: Final = 5000  # wait this long for another process's write lock
 _IN_CHUNK: Final = 500  # bound the parameters of one `IN (...)` list
 
@@ -98,18 +104,34 @@ CREATE TABLE IF NOT EXISTS usage (
     latency_ms INTEGER NOT NULL,
     created_at REAL NOT NULL,
     deployment TEXT NOT NULL DEFAULT '',
-    attempts INTEGER NOT NULL DEFAULT 1
+    attempts INTEGER NOT NULL DEFAULT 1,
+    x_request_id TEXT,
+    key_name TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, created_at);
+CREATE INDEX IF NOT EXISTS usage_time ON usage (created_at);
+CREATE INDEX IF NOT EXISTS usage_x_request_id ON usage (x_request_id);
+CREATE TABLE IF NOT EXISTS refusals (
+    minute INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    key_name TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (minute, key_id, key_name, model, provider, status, code)
+);
 """
 
-# Columns added after version 1, with their definitions, for files that lack them.
-_ADDED_COLUMNS: Final = {
-    "usage": (
-        ("deployment", "TEXT NOT NULL DEFAULT ''"),
-        ("attempts", "INTEGER NOT NULL DEFAULT 1"),
-    ),
-}
+# Columns added after version 1: (table, column, declaration). A file made by an older
+# gateway gets them when opened (`_migrate`): the defaults, or NULL, in its old rows.
+_ADDED_COLUMNS: Final = (
+    ("usage", "deployment", "TEXT NOT NULL DEFAULT ''"),  # schema 2
+    ("usage", "attempts", "INTEGER NOT NULL DEFAULT 1"),  # schema 2
+    ("usage", "x_request_id", "TEXT"),  # schema 3: the x-request-id of the row's request
+    ("usage", "key_name", "TEXT"),  # schema 3: the key's name when the request was made
+)
 
 _KEY_COLUMNS: Final = (
     "key_id, name, secret_hash, models, rpm, tpm, spend_limit_micros, spend_period, "
@@ -118,20 +140,28 @@ _KEY_COLUMNS: Final = (
 
 _USAGE_COLUMNS: Final = (
     "request_id, key_id, model, provider, prompt_tokens, completion_tokens, cached_tokens, "
-    "cost_micros, status, latency_ms, created_at, deployment, attempts"
+    "cost_micros, status, latency_ms, created_at, deployment, attempts, x_request_id, key_name"
 )
 
 _UPSERT_USAGE: Final = f"""
 INSERT INTO usage ({_USAGE_COLUMNS})
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (request_id) DO UPDATE SET
     key_id = excluded.key_id, model = excluded.model, provider = excluded.provider,
     prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
     cached_tokens = excluded.cached_tokens, cost_micros = excluded.cost_micros,
     status = excluded.status, latency_ms = excluded.latency_ms,
     created_at = excluded.created_at, deployment = excluded.deployment,
-    attempts = excluded.attempts
+    attempts = excluded.attempts, x_request_id = excluded.x_request_id,
+    key_name = excluded.key_name
 WHERE usage.status = '{PENDING}'
+"""
+
+_ADD_REFUSALS: Final = """
+INSERT INTO refusals (minute, key_id, key_name, model, provider, status, code, count)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (minute, key_id, key_name, model, provider, status, code) DO UPDATE SET
+    count = count + excluded.count
 """
 
 
@@ -173,6 +203,8 @@ def _row_values(r: UsageRow) -> tuple[Any, ...]:
         r.created_at,
         r.deployment,
         r.attempts,
+        r.x_request_id,
+        r.key_name,
     )
 
 
@@ -204,14 +236,13 @@ class SqliteStore:
                     f"{self.path}: schema version {version} is newer than this gateway's "
                     f"({SCHEMA_VERSION}); upgrade the gateway"
                 )
+            for table, column, declaration in _ADDED_COLUMNS:  # before the indexes on them
+                have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+                if have and column not in have:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._conn.execute(statement)
-            for table, columns in _ADDED_COLUMNS.items():
-                have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
-                for name, definition in columns:
-                    if name not in have:
-                        self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
@@ -242,6 +273,10 @@ class SqliteStore:
 
     def close(self) -> None:
         self._conn.close()
+
+    def ping(self) -> None:
+        """A trivial query: raises sqlite3.Error if the connection is closed or broken."""
+        self._conn.execute("SELECT 1").fetchone()
 
     # ------------------------------------------------------------------ keys
 
@@ -302,6 +337,34 @@ class SqliteStore:
             f"SELECT {_KEY_COLUMNS} FROM keys WHERE version > ? ORDER BY version", (version,)
         ).fetchall()
         return [_record(r) for r in rows]
+
+    def update_key(self, key_id: str, update: KeyUpdate) -> KeyRecord | None:
+        """Apply `update` to a key in one transaction (ValueError naming an invalid
+        field, nothing written); None if there is no such key. Its new version makes
+        every process's key cache take the change at its next refresh."""
+        with self._tx() as c:
+            row = c.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,))
+            found = row.fetchone()
+            if found is None:
+                return None
+            new = update.applied_to(_record(found))
+            models = None if new.models is None else orjson.dumps(list(new.models)).decode()
+            c.execute(
+                "UPDATE keys SET name = ?, models = ?, rpm = ?, tpm = ?, spend_limit_micros = ?,"
+                " spend_period = ?, expires_at = ?, version = ? WHERE key_id = ?",
+                (
+                    new.name,
+                    models,
+                    new.rpm,
+                    new.tpm,
+                    new.spend_limit_micros,
+                    new.spend_period,
+                    new.expires_at,
+                    self._next_version(c),
+                    key_id,
+                ),
+            )
+        return self.get_key(key_id)
 
     def revoke_key(self, key_id: str, now: float) -> KeyRecord | None:
         """Revoke a key (again is a no-op); None if there is no such key."""
@@ -436,6 +499,33 @@ class SqliteStore:
         start, end = period_bounds(period, now)
         return self.cost_between(key_id, start, end, pending)
 
+    def add_refusals(self, counts: Sequence[RefusalCount]) -> None:
+        """Add refused requests to their minutes' counts, in one transaction."""
+        if not counts:
+            return
+        with self._tx() as c:
+            c.executemany(
+                _ADD_REFUSALS,
+                [
+                    (r.minute, r.key_id, r.key_name, r.model, r.provider, r.status, r.code, r.count)
+                    for r in counts
+                ],
+            )
+
+    def usage_report(
+        self,
+        by: str,
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+    ) -> list[UsageLine]:
+        """Requests, refusals, errors, tokens and cost over [since, until), grouped `by`
+        one of USAGE_GROUPS, of every key or of `key` (a managed key's id or a config
+        key's name). Refusals count by their minute. Biggest cost first (by day: in
+        date order)."""
+        with self._read() as c:
+            return usage_report(c, by, since, until, key)
+
     def usage_summary(
         self, key_id: str, since: float | None = None, until: float | None = None
     ) -> UsageSummary:
@@ -528,6 +618,9 @@ class AsyncSqlite:
     async def revoke_key(self, key_id: str, now: float) -> KeyRecord | None:
         return await self.run(self.store.revoke_key, key_id, now)
 
+    async def update_key(self, key_id: str, update: KeyUpdate) -> KeyRecord | None:
+        return await self.run(self.store.update_key, key_id, update)
+
     async def add_topup(self, key_id: str, micros: int, now: float, note: str = "") -> Topup:
         return await self.run(self.store.add_topup, key_id, micros, now, note)
 
@@ -547,3 +640,15 @@ class AsyncSqlite:
 
     async def write_usage(self, rows: Sequence[UsageRow]) -> None:
         await self.run(self.store.write_usage, rows)
+
+    async def add_refusals(self, counts: Sequence[RefusalCount]) -> None:
+        await self.run(self.store.add_refusals, counts)
+
+    async def usage_report(
+        self,
+        by: str,
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+    ) -> list[UsageLine]:
+        return await self.run(self.store.usage_report, by, since, until, key)

@@ -209,6 +209,12 @@ class H11Transport:
         for pool in self._pools.values():
             pool.prune(now, self._idle_expiry_s)
 
+    def connections(self) -> tuple[int, int]:
+        """(busy, idle): slots checked out (a connection in use or being made) and idle
+        pooled connections, over every origin."""
+        busy = sum(self._limit - pool.slots.value for pool in self._pools.values())
+        return busy, sum(len(pool.idle) for pool in self._pools.values())
+
     # -- internals used by _UpstreamExchange --------------------------------------------
 
     def _pool_and_target(self, url: str) -> tuple[_Pool, bytes]:

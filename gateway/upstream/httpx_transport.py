@@ -106,3 +106,7 @@ class HttpxTransport:
 
     def prune_idle(self) -> None:
         """httpx expires idle connections itself, when its pool is next used."""
+
+    def connections(self) -> None:
+        """httpx does not say how many connections its pool holds."""
+        return None

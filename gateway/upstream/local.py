@@ -64,3 +64,7 @@ class LocalTransport:
 
     def prune_idle(self) -> None:
         """Nothing is pooled."""
+
+    def connections(self) -> None:
+        """Nothing is pooled."""
+        return None

@@ -20,7 +20,8 @@ failure a refused connection is (docs/reliability.md R1). A first-byte timeout i
 an error event (R3).
 
 Transports raise only gateway errors (each maps its own client's exceptions); the
-relay maps upstream error bodies through the provider.
+relay maps upstream error bodies through the provider. Each attempt is opened through
+`observed.observed`: counted, traced, and given the request's id for the upstream.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gateway.config import ProviderConfig
 from gateway.errors import GatewayError, UpstreamError, UpstreamFirstByteTimeout, UpstreamTimeout
 from gateway.openai.sse import DONE
 from gateway.providers.base import JSON, CallContext, Completion, Provider, UpstreamRequest
+from gateway.upstream.observed import observed
 from gateway.upstream.transport import Transport, UpstreamResponse
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a non-streamed upstream body larger than this is refused
@@ -98,7 +100,7 @@ class Relay:
         first_byte_s = self.timeouts.first_byte_s if req.stream else math.inf
         first_byte_at = trio.current_time() + first_byte_s
         with trio.CancelScope(deadline=min(deadline, first_byte_at)) as cs:
-            async with self.transport.open(req, ctx) as resp:
+            async with observed(self.transport, req, ctx) as resp:
                 if resp.status >= 300:
                     body = await _read_bounded(resp, MAX_ERROR_BYTES)
                     error = self.provider.map_error(resp.status, resp.headers, body)

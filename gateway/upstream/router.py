@@ -24,7 +24,7 @@ Pure module: no I/O; `now` and randomness come from the caller.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.config import Config, ModelConfig, ProviderConfig, RoutingConfig, Strategy
 from gateway.errors import ModelNotFound
@@ -32,6 +32,7 @@ from gateway.providers.base import Deployment
 from gateway.upstream.health import Health
 from gateway.upstream.retry_budget import RetryBudget
 from gateway.upstream.strategies import Load, Rand, order
+from gateway.upstream.unknown_model import model_not_found
 
 _MAX_DYNAMIC = 4096  # bound the cache of PROVIDER/MODEL routes
 
@@ -202,16 +203,27 @@ class Router:
         """The `[models]` entries, in config order (what /v1/models lists)."""
         return list(self._routes.values())
 
-    def route(self, model_id: str, param: str = "model") -> Route:
-        """The route of `model_id`, or ModelNotFound naming `param`."""
+    def not_found(
+        self, model_id: str, visible: Callable[[str], bool] | None = None, param: str = "model"
+    ) -> ModelNotFound:
+        """The 404 for `model_id` naming `param`, suggesting the closest configured ids
+        that `visible` allows (the caller's scope; unknown_model.py)."""
+        known = [m for m in self._routes if visible is None or visible(m)]
+        error = model_not_found(model_id, known, self._providers)
+        error.param = param
+        return error
+
+    def route(
+        self, model_id: str, param: str = "model", visible: Callable[[str], bool] | None = None
+    ) -> Route:
+        """The route of `model_id`, or ModelNotFound naming `param` (`not_found`)."""
         route = self._routes.get(model_id) or self._dynamic.get(model_id)
         if route is not None:
             return route
         try:
             return self._dynamic_route(model_id)
-        except ModelNotFound as e:
-            e.param = param
-            raise
+        except ModelNotFound:
+            raise self.not_found(model_id, visible, param) from None
 
     def resolve(self, model_id: str) -> Deployment:
         """The first deployment `model_id` is served by (its only one, mostly)."""
@@ -223,11 +235,17 @@ class Router:
 
     # -- planning ------------------------------------------------------------------
 
-    def plan(self, model_id: str, now: float, fallbacks: Sequence[str] | None = None) -> Plan:
+    def plan(
+        self,
+        model_id: str,
+        now: float,
+        fallbacks: Sequence[str] | None = None,
+        visible: Callable[[str], bool] | None = None,
+    ) -> Plan:
         """The deployments a request for `model_id` tries, in order. `fallbacks`: the
         request's own list (ids already checked against the key's scope), which
-        replaces the model's configured fallbacks."""
-        route = self.route(model_id)
+        replaces the model's configured fallbacks. `visible`: the ids a 404 may suggest."""
+        route = self.route(model_id, visible=visible)
         if fallbacks is None and route.single is not None:
             return Plan(route, route.single)
         out: list[Deployment] = []
@@ -237,7 +255,7 @@ class Router:
         else:
             self._expand(route, out, seen, with_fallbacks=False)
             for i, ref in enumerate(fallbacks):
-                self._add(self.route(ref, f"models[{i}]"), out, seen)
+                self._add(self.route(ref, f"models[{i}]", visible), out, seen)
         health = self.health
         if len(health) and len(out) > 1:
             live = [d for d in out if health.available(d.model_id, now)]

@@ -48,6 +48,10 @@ class Transport(Protocol):
         closed; called on a timer (gateway/state.py), not only when the pool is used."""
         ...
 
+    def connections(self) -> tuple[int, int] | None:
+        """(busy, idle) pooled connections now, for the metrics; None if not known."""
+        ...
+
 
 def out_of_resources(error: BaseException) -> InternalError | None:
     """The gateway's own failure if `error`, or anything that caused it, is this process

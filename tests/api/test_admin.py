@@ -18,7 +18,7 @@ from gateway.auth.principal import Authenticator, StaticKeyStore
 from gateway.billing.ledger import Ledger
 from gateway.config import KeyConfig
 from gateway.errors import AuthenticationFailed
-from gateway.store.records import NewKey, StoreError, Topup, UsageRow
+from gateway.store.records import KeyLimits, NewKey, StoreError, Topup, UsageRow
 from gateway.store.sqlite import AsyncSqlite
 
 ADMIN_KEY = "adm-" + "x" * 40
@@ -54,8 +54,8 @@ async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
     await keys.refresh()
     ledger = await Ledger.open(db, tmp_path / "journal")
 
-    async def limit_status(key_id: str, now: float) -> dict[str, Any]:
-        return {"key_id": key_id, "requests_remaining": 7}
+    async def limit_status(key_id: str, now: float, limits: KeyLimits) -> dict[str, Any]:
+        return {"key_id": key_id, "requests_remaining": 7, "rpm": limits.rpm}
 
     app = QuartTrio("test")
     app.register_blueprint(
@@ -79,6 +79,7 @@ ROUTES = [
     ("POST", "/admin/keys", {"name": "x"}),
     ("GET", "/admin/keys", None),
     ("GET", "/admin/keys/{id}", None),
+    ("PATCH", "/admin/keys/{id}", {"rpm": 5}),
     ("DELETE", "/admin/keys/{id}", None),
     ("POST", "/admin/keys/{id}/topup", {"micros": 5}),
 ]
@@ -137,7 +138,7 @@ async def test_create_shows_the_key_once_and_it_works_at_once(admin: Admin) -> N
         assert out["key"] not in str(body) and parsed[1] not in str(body)
     assert shown["credit_micros"] == 1_000_000
     assert shown["spent_micros"] == 0
-    assert shown["limits"] == {"key_id": out["id"], "requests_remaining": 7}
+    assert shown["limits"] == {"key_id": out["id"], "requests_remaining": 7, "rpm": 60}
 
 
 async def test_show_includes_usage_not_yet_flushed(admin: Admin) -> None:
@@ -162,6 +163,67 @@ async def test_show_includes_usage_not_yet_flushed(admin: Admin) -> None:
     assert everything["usage"]["since"] is None and everything["usage"]["requests"] == 3
     status, bad = await admin.call("GET", f"/admin/keys/{out['id']}?period=week")
     assert status == 400 and bad["error"]["param"] == "period"
+
+
+async def test_patch_changes_a_key_in_this_process_at_once(admin: Admin) -> None:
+    out = await created(admin, name="alice", rpm=10, spend_limit_micros=500, spend_period="day")
+    header = b"Bearer " + out["key"].encode()
+    assert admin.auth.authenticate(header).may_use("gpt-test")
+    later = time.time() + 3600
+    status, patched = await admin.call(
+        "PATCH",
+        f"/admin/keys/{out['id']}",
+        json={"name": "alice2", "models": ["mock-fast"], "rpm": None, "tpm": 100,
+              "expires_at": later},
+    )  # fmt: skip
+    assert status == 200, patched
+    assert (patched["name"], patched["models"], patched["rpm"], patched["tpm"]) == (
+        "alice2", ["mock-fast"], None, 100,
+    )  # fmt: skip
+    assert patched["spend_limit_micros"] == 500 and patched["expires_at"] == later
+    who = admin.auth.authenticate(header)
+    assert who.name == "alice2" and not who.may_use("gpt-test") and who.may_use("mock-fast")
+    assert who.limits is not None and (who.limits.rpm, who.limits.tpm) == (None, 100)
+    # Clearing the spend limit clears its period; the key keeps working.
+    status, cleared = await admin.call(
+        "PATCH", f"/admin/keys/{out['id']}", json={"spend_limit_micros": None}
+    )
+    assert status == 200 and cleared["spend_period"] is None
+    status, shown = await admin.call("GET", f"/admin/keys/{out['id']}")
+    assert shown["name"] == "alice2" and shown["spend_limit_micros"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "message"),
+    [
+        ({}, None, "Nothing to change"),
+        ({"rpm": 0}, "rpm", "rpm"),
+        ({"rpm": "5"}, "rpm", "rpm"),
+        ({"tpm": 1.5}, "tpm", "tpm"),
+        ({"models": "gpt-test"}, "models", "list"),
+        ({"models": [""]}, "models", "models"),
+        ({"name": ""}, "name", "name"),
+        ({"spend_period": "week"}, "spend_period", "spend_period"),
+        ({"spend_period": "day"}, "spend_period", "spend limit"),  # no limit to go with
+        ({"expires_at": 1.0}, "expires_at", "future"),
+        ({"credit_micros": 5}, "credit_micros", "Unknown field"),
+    ],
+)
+async def test_patch_refuses_what_a_key_cannot_be(
+    admin: Admin, body: dict[str, Any], param: str | None, message: str
+) -> None:
+    out = await created(admin, rpm=7)
+    status, error = await admin.call("PATCH", f"/admin/keys/{out['id']}", json=body)
+    assert status == 400, error
+    assert error["error"]["param"] == param and message in error["error"]["message"], error
+    status, shown = await admin.call("GET", f"/admin/keys/{out['id']}")
+    assert shown["rpm"] == 7  # nothing changed
+
+
+async def test_patch_of_an_unknown_key_is_404(admin: Admin) -> None:
+    for key_id in ("nosuchkey000", "not-an-id"):
+        status, error = await admin.call("PATCH", f"/admin/keys/{key_id}", json={"rpm": 1})
+        assert status == 404 and error["error"]["code"] == "key_not_found"
 
 
 async def test_revoke_takes_effect_in_this_process_at_once(admin: Admin) -> None:

@@ -19,6 +19,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
+import gateway
 from bench.contract.checks import check_error
 from bench.fakes.threaded import BackgroundTrio
 from gateway.app import create_app
@@ -453,8 +454,11 @@ def test_models_list_respects_scope(stack: Stack) -> None:
 
 def test_health_and_readiness(stack: Stack) -> None:
     base = stack.url.removesuffix("/v1")
-    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
+    health = httpx.get(f"{base}/healthz")
+    assert health.json() == {"status": "ok", "version": gateway.__version__}
+    assert health.headers["server"] == f"gateway/{gateway.__version__}"
+    ready = httpx.get(f"{base}/readyz").json()
+    assert ready == {"status": "ready", "checks": {"store": "ok"}}
 
 
 def test_unknown_path_and_wrong_method_are_openai_shaped(stack: Stack) -> None:

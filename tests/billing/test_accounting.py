@@ -390,9 +390,9 @@ async def test_a_reservation_lives_as_long_as_its_request_can_plus_a_margin() ->
 
 def test_the_request_deadline_is_the_providers_total_plus_the_media_fetch(stack: Stack) -> None:
     gw = Gateway(stack.config)
-    relay = gw.relays["fake"]
+    relay = gw.current.relays["fake"]
     assert relay.timeouts.total_s == 20  # tests/conftest.py
-    assert request_deadline_s(gw, relay) == 20 + 2 * stack.config.media.timeout_s
+    assert request_deadline_s(stack.config, relay) == 20 + 2 * stack.config.media.timeout_s
 
 
 # ------------------------------------------------- routed requests

@@ -99,6 +99,7 @@ def test_json_create_list_show_revoke_topup(db: str, capsys: pytest.CaptureFixtu
 
 
 def test_human_output(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    SqliteStore(db).close()  # a database without keys
     assert cli("keys", "list", "--db", db) == 0
     assert "no keys" in capsys.readouterr().out
     created = run_json(
@@ -115,6 +116,48 @@ def test_human_output(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "requests 0" in shown
     assert cli("keys", "revoke", created["id"], "--db", db) == 0
     assert "revoked key" in capsys.readouterr().out
+
+
+def test_update_changes_what_it_is_told_and_says_what_changed(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    created = run_json(
+        capsys, "keys", "create", "--db", db, "--name", "carol", "--rpm", "60",
+        "--spend-limit", "5", "--period", "day",
+    )  # fmt: skip
+    key_id = created["id"]
+    assert cli("keys", "update", key_id, "--db", db, "--rpm", "120", "--models", "a, b/*") == 0
+    out, err = capsys.readouterr()
+    assert f"updated key {key_id} (carol): models all -> a, b/*; rpm 60 -> 120" in out
+    assert f"gateway keys: database {db} (--db)" in err
+    before = time.time()
+    updated = run_json(
+        capsys, "keys", "update", key_id, "--db", db, "--name", "carol2", "--rpm", "none",
+        "--tpm", "5000", "--spend-limit", "none", "--expires", "2", "--models", "all",
+    )  # fmt: skip
+    assert (updated["name"], updated["rpm"], updated["tpm"]) == ("carol2", None, 5000)
+    assert updated["models"] is None
+    assert (updated["spend_limit_micros"], updated["spend_period"]) == (None, None)
+    assert before + 2 * 86400 <= updated["expires_at"] <= time.time() + 2 * 86400
+    again = run_json(capsys, "keys", "update", key_id, "--db", db, "--expires", "never")
+    assert again["expires_at"] is None
+    assert cli("keys", "update", key_id, "--db", db, "--spend-limit", "1.5") == 2
+    assert "spend_period: set it (day or month) with a spend limit" in capsys.readouterr().err
+    limited = run_json(
+        capsys, "keys", "update", key_id, "--db", db, "--spend-limit", "1.5", "--period", "month"
+    )
+    assert (limited["spend_limit_micros"], limited["spend_period"]) == (1_500_000, "month")
+    for wrong, message in (("--rpm", "x"), ("--expires", "0"), ("--expires", "soon")):
+        assert cli("keys", "update", key_id, "--db", db, wrong, message) == 2
+        assert wrong in capsys.readouterr().err
+    assert cli("keys", "update", key_id, "--db", db) == 2
+    assert "Nothing to change" in capsys.readouterr().err
+    assert cli("keys", "update", "nosuchkey000", "--db", db, "--rpm", "1") == 1
+    assert "no key with the id" in capsys.readouterr().err
+    store = SqliteStore(db)
+    record = store.get_key(key_id)
+    store.close()
+    assert record is not None and record.name == "carol2"
 
 
 @pytest.mark.parametrize(
@@ -137,10 +180,11 @@ def test_human_output(db: str, capsys: pytest.CaptureFixture[str]) -> None:
 def test_mistakes_are_one_line_and_a_status(
     db: str, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], code: int, message: str
 ) -> None:
+    SqliteStore(db).close()
     assert cli("keys", *argv, "--db", db) == code
-    err = capsys.readouterr().err
-    assert err.startswith("gateway keys: ") and message in err
-    assert len(err.strip().splitlines()) == 1
+    used, mistake = capsys.readouterr().err.strip().splitlines()
+    assert used.startswith("gateway keys: database ") and used.endswith(f"{db} (--db)")
+    assert mistake.startswith("gateway keys: ") and message in mistake
 
 
 def test_topup_of_a_postpaid_key_or_zero_is_refused(
@@ -163,11 +207,17 @@ def test_the_database_comes_from_the_config(
     run_json(capsys, "keys", "create", "--config", str(config), "--name", "a")
     assert target.exists()
     monkeypatch.setenv("GATEWAY_CONFIG", str(config))
-    assert len(run_json(capsys, "keys", "list")["data"]) == 1
+    assert cli("keys", "list", "--json") == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)["data"]) == 1  # stdout holds the JSON alone
+    assert f"database {target} ([state] sqlite_path of {config})" in err
     monkeypatch.delenv("GATEWAY_CONFIG")
     monkeypatch.chdir(tmp_path)
-    assert run_json(capsys, "keys", "list")["data"] == []  # ./gateway.sqlite3
-    assert (tmp_path / "gateway.sqlite3").exists()
+    assert cli("keys", "list") == 1  # ./gateway.sqlite3, which does not exist
+    err = capsys.readouterr().err
+    assert f"database {tmp_path / 'gateway.sqlite3'} (the default: no --config" in err
+    assert f"no database at {tmp_path / 'gateway.sqlite3'}" in err
+    assert not (tmp_path / "gateway.sqlite3").exists()  # not created empty
     config.write_text("[state\n")
     assert cli("keys", "list", "--config", str(config)) == 2
     assert "not valid TOML" in capsys.readouterr().err
@@ -179,7 +229,7 @@ def test_a_file_that_is_not_a_database(tmp_path: Path, capsys: pytest.CaptureFix
     bogus = tmp_path / "bogus.sqlite3"
     bogus.write_bytes(b"this is not sqlite" * 100)
     assert cli("keys", "list", "--db", str(bogus)) == 2
-    assert "cannot open the key database" in capsys.readouterr().err
+    assert "cannot open the database" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from gateway.store.records import (
     MAX_MICROS,
     KeyRecord,
     NewKey,
+    RefusalCount,
     StoreError,
     Topup,
     UsageRow,
@@ -144,7 +145,7 @@ def test_a_version_1_file_gains_the_routing_columns_and_keeps_its_rows(db_path: 
     finally:
         store.close()
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
     SqliteStore(db_path).close()  # opening it again changes nothing
 
@@ -165,6 +166,48 @@ def test_a_journal_row_written_before_routing_still_reads() -> None:
     assert (parsed.deployment, parsed.attempts) == ("", 1)
     with pytest.raises(ValueError, match="attempts"):
         UsageRow.from_dict({**old, "attempts": 0})
+
+
+def test_a_schema_1_file_gains_the_request_id_column(db_path: Path) -> None:
+    """A ledger written before x_request_id was kept opens, keeps its rows, and takes
+    rows with the request id from then on."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db_path)
+    conn.executescript(
+        """
+        CREATE TABLE usage (request_id TEXT PRIMARY KEY, key_id TEXT, model TEXT NOT NULL,
+            provider TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
+            cost_micros INTEGER NOT NULL, status TEXT NOT NULL, latency_ms INTEGER NOT NULL,
+            created_at REAL NOT NULL);
+        INSERT INTO usage VALUES ('chatcmpl-old', 'k', 'm', 'p', 1, 2, 0, 30, 'ok', 5, 1.0);
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.close()
+    store = SqliteStore(db_path)
+    new = UsageRow("chatcmpl-new", "k", "m", "p", 1, 2, 0, 30, "ok", 5, 2.0, x_request_id="r-1")
+    store.write_usage([new])
+    assert store.cost_between("k", None, None) == 60
+    store.close()
+    conn = sqlite3.connect(db_path)
+    rows = conn.execute("SELECT request_id, x_request_id FROM usage ORDER BY created_at").fetchall()
+    assert rows == [("chatcmpl-old", None), ("chatcmpl-new", "r-1")]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    conn.close()
+    SqliteStore(db_path).close()  # opening again changes nothing
+
+
+def test_a_journal_row_without_the_request_id_still_reads() -> None:
+    from gateway.billing.ledger import read_journal
+
+    old = (
+        b'{"request_id":"chatcmpl-1","key_id":null,"model":"m","provider":"p",'
+        b'"prompt_tokens":1,"completion_tokens":2,"cached_tokens":0,"cost_micros":3,'
+        b'"status":"ok","latency_ms":4,"created_at":5.0}\n'
+    )
+    (row,) = read_journal(old)
+    assert row.x_request_id is None and row.cost_micros == 3
 
 
 def test_create_stores_only_the_hash(store: SqliteStore, db_path: Path) -> None:
@@ -378,6 +421,73 @@ def test_usage_row_from_dict_checks_every_field() -> None:
             UsageRow.from_dict({**data, field: bad})
     with pytest.raises(ValueError, match="status"):
         UsageRow.from_dict({k: v for k, v in data.items() if k != "status"})
+    with pytest.raises(ValueError, match="key_name"):
+        UsageRow.from_dict({**data, "key_name": 5})
+    # A journal written before key_name existed still replays.
+    old = {k: v for k, v in data.items() if k != "key_name"}
+    assert UsageRow.from_dict(old) == good
+
+
+VERSION_1 = """
+CREATE TABLE keys (
+    key_id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash BLOB NOT NULL, models TEXT,
+    rpm INTEGER, tpm INTEGER, spend_limit_micros INTEGER,
+    spend_period TEXT CHECK (spend_period IN ('day', 'month')),
+    prepaid INTEGER NOT NULL DEFAULT 0, expires_at REAL, revoked_at REAL,
+    created_at REAL NOT NULL, version INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX keys_version ON keys (version);
+CREATE TABLE topups (
+    topup_id INTEGER PRIMARY KEY AUTOINCREMENT, key_id TEXT NOT NULL REFERENCES keys (key_id),
+    micros INTEGER NOT NULL, note TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL
+);
+CREATE TABLE usage (
+    request_id TEXT PRIMARY KEY, key_id TEXT, model TEXT NOT NULL, provider TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL, cost_micros INTEGER NOT NULL, status TEXT NOT NULL,
+    latency_ms INTEGER NOT NULL, created_at REAL NOT NULL
+);
+CREATE INDEX usage_key_time ON usage (key_id, created_at);
+PRAGMA user_version = 1;
+INSERT INTO usage VALUES ('old', NULL, 'a', 'p', 10, 5, 0, 7, 'ok', 3, 1774000000.0);
+"""
+
+
+def test_a_version_1_file_gains_key_names_and_refusals_in_place(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db_path)
+    conn.executescript(VERSION_1)
+    conn.close()
+    store = SqliteStore(db_path)
+    assert store.usage_summary("x").total.requests == 0
+    store.write_usage([row("new", None, 3, key_name="ops", model="a")])
+    [line] = store.usage_report("model")
+    assert (line.group, line.totals.requests, line.totals.cost_micros) == ("a", 2, 10)
+    by_key = {(line.group, line.name): line.totals.requests for line in store.usage_report("key")}
+    assert by_key == {(None, None): 1, (None, "ops"): 1}  # the old row has no name
+    store.close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    conn.close()
+    SqliteStore(db_path).close()  # opening it again changes nothing
+
+
+def test_refusals_add_up_per_minute_and_join_the_report(store: SqliteStore) -> None:
+    minute = int(NOW) // 60 * 60
+    refused = [
+        RefusalCount(minute, "", "", "", "", 401, "invalid_api_key", 3),
+        RefusalCount(minute, "k1", "alice", "a", "p", 429, "rate_limit_exceeded", 2),
+    ]
+    store.add_refusals(refused)
+    store.add_refusals(refused[1:])  # the same minute again: counts add up
+    store.write_usage([row("r1", "k1", 5, model="a"), row("r2", None, 1, status="upstream_error")])
+    report = {line.group: line.totals for line in store.usage_report("status")}
+    assert report["rate_limit_exceeded"].refused == 4
+    assert report["invalid_api_key"].requests == 3
+    assert report["upstream_error"].errors == 1 and report["ok"].errors == 0
+    days = store.usage_report("day", key="k1")
+    assert [(d.group, d.totals.requests, d.totals.refused) for d in days] == [("2026-03-15", 5, 4)]
+    assert store.usage_report("model", since=NOW + 60) == []
 
 
 # ------------------------------------------------------------ async wrapper

@@ -142,6 +142,9 @@ class ScriptedTransport:
     def prune_idle(self) -> None:
         return None
 
+    def connections(self) -> tuple[int, int] | None:
+        return None
+
 
 class RefusingProvider(OpenAIProvider):
     """OpenAI, but a deployment whose upstream model starts with "refuse" cannot take

@@ -410,6 +410,11 @@ class LimitBackend(Protocol):
         """The key's live state for the admin API (JSON-ready)."""
         ...
 
+    async def check(self, timeout_s: float) -> str | None:
+        """Whether the state store answers within `timeout_s` (for readiness): None if
+        it does, else why not. Never raises for a store failure."""
+        ...
+
 
 def status_dict(
     key_id: str, state: KeyState | None, now: float, limits: KeyLimits | None

@@ -181,3 +181,7 @@ class MemoryLimitBackend:
     ) -> dict[str, object]:
         """The key's live state for the admin API."""
         return status_dict(key_id, self._states.get(key_id), now, limits)
+
+    async def check(self, timeout_s: float) -> str | None:
+        """In process: always there."""
+        return None

@@ -250,6 +250,17 @@ class RedisLimitBackend:
             self._last_warning = now
             self._unwarned = 0
 
+    async def ping(self) -> bool:
+        """Whether the store answers a PING within the timeout (at start, to warn once);
+        the breaker is left as it is."""
+        with trio.move_on_after(self._timeout_s):
+            try:
+                await self._client.execute("PING")
+            except _STORE_ERRORS:
+                return False
+            return True
+        return False
+
     @property
     def breaker_open(self) -> bool:
         """True while calls fail fast: from a failure until a probe succeeds."""
@@ -567,6 +578,18 @@ class RedisLimitBackend:
             self.stats.store_errors += 1
             raise _budget_unavailable() from None
         return _int(done) == 1
+
+    async def check(self, timeout_s: float) -> str | None:
+        """PING Redis, whatever the breaker says (readiness asks for the truth now); None
+        if it answered within `timeout_s`, else why not."""
+        try:
+            with trio.fail_after(timeout_s):
+                await self._client.execute("PING")
+        except trio.TooSlowError:
+            return f"Redis did not answer a PING within {timeout_s:g} s"
+        except _STORE_ERRORS as e:
+            return f"Redis: {e}"
+        return None
 
     async def status(
         self, key_id: str, now: float, limits: KeyLimits | None = None

@@ -67,12 +67,14 @@ def rate_limited_error(
     `rq_level`/`tk_level` are the buckets' current backlogs (None where unlimited).
     """
     hit: list[str] = []
+    names: list[str] = []
     retry_ms = 0
     windows: list[tuple[str, RateWindow]] = []
     if limits.rpm is not None and rq_level is not None:
         windows.append(("requests", rate_window(limits.rpm, rq_level)))
         if not fits(rq_level, 1, limits.rpm):
             hit.append(f"requests per minute (RPM): limit {limits.rpm}")
+            names.append("rpm")
             retry_ms = max(retry_ms, wait_ms(rq_level, 1, limits.rpm))
     if limits.tpm is not None and tk_level is not None:
         window = rate_window(limits.tpm, tk_level)
@@ -82,13 +84,14 @@ def rate_limited_error(
                 f"tokens per minute (TPM): limit {limits.tpm}, remaining {window.remaining}, "
                 f"requested {est_tokens}"
             )
+            names.append("tpm")
             retry_ms = max(retry_ms, wait_ms(tk_level, est_tokens, limits.tpm))
-    retry_s = max(1, -(-retry_ms // 1000))
     headers = {name: value for name, value in header_pairs(windows)}
-    return RateLimited(
+    return RateLimited(  # retry-after in whole seconds, retry-after-ms to the millisecond
         f"Rate limit reached for {' and '.join(hit)}. Try again in {format_duration(retry_ms)}.",
-        retry_after_s=retry_s,
+        retry_after_s=max(retry_ms, 1) / 1000,
         headers=headers,
+        limits=tuple(names),
     )
 
 

@@ -192,7 +192,7 @@ def test_kill_9_loses_no_row_a_client_was_told_succeeded(tmp_path: Path) -> None
     ):
         wait_ready(f"http://127.0.0.1:{port}")
         with sqlite3.connect(tmp_path / "gateway.sqlite3") as db:
-            rows = db.execute("SELECT request_id, status FROM usage").fetchall()
+            rows = db.execute("SELECT x_request_id, status FROM usage").fetchall()
     statuses = dict(rows)
     assert len(rows) == len(statuses)  # no duplicates
     assert all(statuses.get(rid) == "ok" for rid in answered), [
