@@ -93,6 +93,7 @@ PURE = [
     "observability/record.py",
     "observability/traces.py",
     "upstream/unknown_model.py",
+    "upstream/chunked.py",
     "server/framing.py",
     "server/http11.py",
 ]

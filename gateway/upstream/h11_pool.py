@@ -21,8 +21,12 @@ module does just that:
   had been sent (`sent`): a send that failed, with no answer read, had not; a connection
   that broke after the request went out may have started a generation. The routing
   chain decides what to retry from that (gateway/upstream/retry.py).
-- Framing (Content-Length, chunked, close-delimited) is h11's; a response head is
-  bounded to `MAX_HEAD_BYTES`, reads to `RECV_BYTES`.
+- Framing is h11's (a response head is bounded to `MAX_HEAD_BYTES`, reads to
+  `RECV_BYTES`), except a chunked body: h11 parses it one event at a time, which cost
+  about as much CPU as the rest of relaying a streamed chunk, so `chunked.ChunkedBody`
+  decodes it, and a connection whose body ended cleanly gets a new h11 state.
+- On plain TCP a read waits for the socket to be readable, then reads: a streamed
+  chunk arrives alone, so reading first would nearly always fail (a wasted syscall).
 
 Deadlines are not enforced here: the Relay owns them as trio cancel scopes. This module
 only does I/O and maps its failures to the gateway's error tree, with the messages and
@@ -32,6 +36,7 @@ oversized response head.
 
 from __future__ import annotations
 
+import os
 import select
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -51,6 +56,7 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.providers.base import CallContext, UpstreamRequest
+from gateway.upstream.chunked import ChunkedBody, ChunkedError
 from gateway.upstream.transport import out_of_resources
 
 __all__ = ["IDLE_EXPIRY_S", "MAX_HEAD_BYTES", "RECV_BYTES", "USER_AGENT", "H11Transport"]
@@ -93,10 +99,28 @@ class _PooledConnection:
     def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
         self.stream = stream
         self.sock = sock  # the TCP socket under `stream` (under TLS too)
-        # SSLStream may return a bytearray; h11 buffers any bytes-like object.
-        self.receive_some = cast(Callable[[int], Awaitable[bytes]], stream.receive_some)
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.receive_some: Callable[[int], Awaitable[bytes]]
+        if isinstance(stream, trio.SocketStream):
+            self.receive_some = self._receive_tcp
+        else:  # SSLStream may return a bytearray; h11 buffers any bytes-like object.
+            self.receive_some = cast(Callable[[int], Awaitable[bytes]], stream.receive_some)
+        self.h11 = _new_h11()
         self.idle_since = 0.0
+
+    async def _receive_tcp(self, max_bytes: int) -> bytes:
+        """Wait until readable, then read: one syscall for a chunk that arrives alone
+        (trio's receive_some reads first, and waits only after that read failed)."""
+        sock = self.sock
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                return os.read(sock.fileno(), max_bytes)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                if sock.fileno() == -1:
+                    raise trio.ClosedResourceError("the connection was closed") from None
+                raise trio.BrokenResourceError(str(e)) from e
 
     def readable(self) -> bool:
         """Whether the socket has something to read (or an error) right now, without waiting."""
@@ -114,6 +138,10 @@ class _PooledConnection:
         stopped reading must not block us.
         """
         self.sock.close()
+
+
+def _new_h11() -> h11.Connection:
+    return h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
 
 
 class _Pool:
@@ -317,7 +345,7 @@ class H11Transport:
 class _UpstreamExchange:
     """One request on a pooled connection; the async context manager and the response."""
 
-    __slots__ = ("_conn", "_done", "_pool", "_req", "_t", "headers", "status")
+    __slots__ = ("_body", "_conn", "_done", "_early", "_pool", "_req", "_t", "headers", "status")
 
     def __init__(self, transport: H11Transport, req: UpstreamRequest) -> None:
         self._t = transport
@@ -325,6 +353,8 @@ class _UpstreamExchange:
         self._pool: _Pool | None = None  # set while we hold a slot of it
         self._conn: _PooledConnection | None = None
         self._done = False  # the response body was read to its end
+        self._body: ChunkedBody | None = None  # a chunked body is decoded here, not by h11
+        self._early = b""  # body bytes read with the head, not yet decoded
         self.status = 0
         self.headers: Mapping[str, str] = {}
 
@@ -366,8 +396,37 @@ class _UpstreamExchange:
         conn = self._conn
         if conn is None or self._done:
             return None
-        h = conn.h11
+        body = self._body
         eof = False
+        if body is not None:
+            try:
+                while True:
+                    data = self._early
+                    if data:
+                        self._early = b""
+                    else:
+                        data = await conn.receive_some(RECV_BYTES)
+                        if not data:
+                            eof = True
+                            break
+                    piece = body.feed(data)
+                    if body.done:
+                        self._done = True
+                        return piece or None
+                    if piece:
+                        return piece
+                why = "the connection closed early"
+            except ChunkedError:
+                why = "the body was malformed"
+            except _IO_ERRORS:
+                why = "the connection was reset"
+            self._release(reuse=False)
+            raise UpstreamConnectionError(
+                f"The upstream connection failed mid-response ({why}).",
+                code="upstream_connection_lost",
+                sent=True,
+            )
+        h = conn.h11
         try:
             while True:
                 event = h.next_event()
@@ -459,6 +518,13 @@ class _UpstreamExchange:
             headers[name] = value if prev is None else f"{prev}, {value}"
         self.status = response.status_code
         self.headers = headers
+        # h11 refuses any transfer-coding but chunked: naming it means the body is chunked.
+        if (
+            h.their_state is h11.SEND_BODY
+            and "chunked" in headers.get("transfer-encoding", "").lower()
+        ):
+            self._body = ChunkedBody()
+            self._early = h.trailing_data[0]
 
     def _broken_head(self, e: BaseException, eof: bool) -> GatewayError:
         """The error for a response head that started but was cut or malformed."""
@@ -491,7 +557,24 @@ class _UpstreamExchange:
         assert conn is not None
         h = conn.h11
         budget = DRAIN_BYTES
+        body = self._body
         with trio.CancelScope(shield=True, deadline=trio.current_time() + DRAIN_WAIT_S):
+            if body is not None:
+                try:
+                    while budget >= 0:
+                        data = self._early
+                        self._early = b""
+                        if not data:
+                            data = await conn.receive_some(RECV_BYTES)
+                            if not data:
+                                return
+                        budget -= len(body.feed(data))
+                        if body.done:
+                            self._done = True
+                            return
+                except (ChunkedError, *_IO_ERRORS):
+                    return
+                return
             try:
                 while budget >= 0:
                     event = h.next_event()
@@ -513,15 +596,18 @@ class _UpstreamExchange:
         self._pool = self._conn = None
         if conn is not None:
             h = conn.h11
-            if (
-                reuse
-                and h.our_state is h11.DONE
-                and h.their_state is h11.DONE
-                and not self._t._closed
-                and pool is not None
-            ):
-                h.start_next_cycle()
-                if not h.trailing_data[0]:  # bytes after the response: not a clean connection
+            body = self._body
+            if reuse and h.our_state is h11.DONE and not self._t._closed and pool is not None:
+                if body is not None:  # decoded here: h11 still waits for it, so a new state
+                    clean = body.done and not body.unused
+                    if clean:
+                        conn.h11 = _new_h11()
+                else:
+                    clean = h.their_state is h11.DONE
+                    if clean:
+                        h.start_next_cycle()
+                        clean = not h.trailing_data[0]  # bytes after the response: not clean
+                if clean:
                     pool.put_idle(conn, trio.current_time(), self._t._idle_expiry_s)
                     conn = None
             if conn is not None:

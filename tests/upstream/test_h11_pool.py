@@ -560,6 +560,46 @@ async def test_chunked_body_arrives_chunk_by_chunk() -> None:
         assert await resp.next_chunk() is None
 
 
+@pytest.mark.parametrize(
+    ("wire", "why"),
+    [
+        (b"5\r\nhello\r\nzz\r\n", "malformed"),  # a chunk size that is not hex
+        (b"5\r\nhelloXX", "malformed"),  # no CRLF after a chunk's data
+        (b"5\r\nhello\r\n", "closed early"),  # EOF before the last chunk
+    ],
+)
+async def test_a_broken_chunked_body_fails_next_chunk(wire: bytes, why: str) -> None:
+    async def answer(stream: trio.SocketStream) -> None:
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + wire)
+        await stream.aclose()
+
+    async with (
+        raw_server(answer) as port,
+        transport_for(port) as transport,
+        transport.open(post(port), CTX) as resp,
+    ):
+        with pytest.raises(UpstreamError) as info:
+            while await resp.next_chunk() is not None:
+                pass
+    assert info.value.code == "upstream_connection_lost"
+    assert why in info.value.message
+
+
+async def test_bytes_after_a_chunked_body_are_not_taken_for_a_clean_connection(
+    accepted: list[trio.SocketStream],
+) -> None:
+    async def answer(stream: trio.SocketStream) -> None:
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGARBAGE"
+        )
+        await trio.sleep_forever()  # a reused connection would get no answer
+
+    async with raw_server(answer) as port, transport_for(port) as transport:
+        assert (await fetch(transport, post(port)))[2] == b"hi"
+        assert (await fetch(transport, post(port)))[2] == b"hi"
+    assert len(accepted) == 2  # the first connection was not reused
+
+
 async def test_close_delimited_body_is_read_to_eof_and_not_reused(
     accepted: list[trio.SocketStream],
 ) -> None:
