@@ -23,6 +23,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+WriteBody = Callable[[bytes], Awaitable[None]]
+
+# The built-in server's extension (gateway/server/serve.py): a streamed body piece in
+# one framed write, with no ASGI message; other servers lack it and get `send`.
+BODY_EXTENSION = "gateway.body"
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 SSE_HEADERS: Headers = [
@@ -36,6 +41,12 @@ def processing_ms(started: float) -> tuple[bytes, bytes]:
     """`openai-processing-ms` as OpenAI sends it: the milliseconds from the request's
     arrival (`time.perf_counter()` then) to its response head."""
     return (b"openai-processing-ms", b"%d" % round((time.perf_counter() - started) * 1000))
+
+
+def body_writer(scope: Scope) -> WriteBody | None:
+    """The server's direct body write (`BODY_EXTENSION`), if it has one."""
+    extensions = scope.get("extensions")
+    return extensions.get(BODY_EXTENSION) if extensions else None
 
 
 class ClientGone(Exception):
@@ -107,27 +118,39 @@ async def send_error(
 class SSEWriter:
     """Writes a streamed response; the 200 and its headers go out with the first bytes
     (`since`: the request's arrival, for openai-processing-ms; `record`: the request's
-    record, which notes its time to first token)."""
+    record, which notes its time to first token). After the first write, the server's
+    direct body write is used when it has one (`body`, see `body_writer`)."""
 
-    __slots__ = ("_extra", "_record", "_send", "_since", "started")
+    __slots__ = ("_body", "_extra", "_record", "_send", "_since", "started")
 
     def __init__(
-        self, send: Send, extra: Headers, since: float, record: RequestRecord | None = None
+        self,
+        send: Send,
+        extra: Headers,
+        since: float,
+        record: RequestRecord | None = None,
+        body: WriteBody | None = None,
     ) -> None:
         self._send = send
         self._extra = extra
         self._since = since
         self._record = record
+        self._body = body
         self.started = False
 
     async def write(self, data: bytes) -> None:
-        if not self.started:
-            self.started = True
-            if self._record is not None:
-                self._record.first_byte = time.monotonic()
-                self._record.status = 200
-            headers = [*SSE_HEADERS, *self._extra, processing_ms(self._since)]
-            await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+        if self.started:
+            if self._body is not None:
+                await self._body(data)
+            else:
+                await self._send({"type": "http.response.body", "body": data, "more_body": True})
+            return
+        self.started = True
+        if self._record is not None:
+            self._record.first_byte = time.monotonic()
+            self._record.status = 200
+        headers = [*SSE_HEADERS, *self._extra, processing_ms(self._since)]
+        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def end(self) -> None:

@@ -27,6 +27,7 @@ from gateway.api.asgi import (
     Scope,
     Send,
     SSEWriter,
+    body_writer,
     header,
     processing_ms,
     read_body,
@@ -222,7 +223,7 @@ async def _chat(
             request_bytes=size,
         )
         if stream:
-            sse = writer = SSEWriter(send, extra, since, rec)
+            sse = writer = SSEWriter(send, extra, since, rec, body_writer(scope))
             progress = streamed = Outcome()
 
             async def settle_stream(outcome: Outcome) -> None:

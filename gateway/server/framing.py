@@ -156,6 +156,13 @@ class ResponseFramer:
             return b""
         raise RuntimeError(f"unexpected ASGI message type {kind!r}")
 
+    def piece(self, body: bytes) -> bytes | None:
+        """The bytes of a non-empty body piece with more to come, in a chunked body
+        still open; else None (it needs `send`)."""
+        if not body or self.mode != "chunked" or self.complete:
+            return None
+        return chunk(body)
+
     def fail(self, body: bytes, *, date: bytes) -> bytes:
         """A 500 with a JSON `body` for an app that failed (or returned) before its head
         went out, whatever it had started; the connection closes after it."""

@@ -7,7 +7,9 @@ This server does one thing: HTTP/1.1 with keep-alive, one task per connection, t
 app called in that task, a whole response written with one `send`, streamed bodies
 chunk-encoded with one `send` per ASGI message. The bytes of a response are decided
 by `framing` (pure), those of a request head parsed by `http11` (pure); this module
-moves them between sockets and the app.
+moves them between sockets and the app. A streamed body may also go out through the
+scope's extension `gateway.body` (`write_body`): one framed write per piece, no ASGI
+message, written at once when the socket takes it (the gateway's SSE relay uses it).
 
 What a client can rely on:
 - every request gets exactly one final response; the ones the server refuses itself
@@ -84,6 +86,8 @@ MAX_REFUSING = 64  # connections over the cap being answered at once; beyond, cl
 ACCEPT_PAUSE_S = (0.05, 1.0)  # out of file descriptors: accept pauses, doubling up to the max
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+# scope["extensions"][BODY_EXTENSION]: `write_body` (gateway/api/asgi.py uses it by name)
+BODY_EXTENSION = "gateway.body"
 
 
 class _Server:
@@ -330,6 +334,7 @@ class _ServerExchange:
         "continue_sent",
         "decoder",
         "empty_due",
+        "fd",
         "framer",
         "head",
         "refused",
@@ -342,6 +347,7 @@ class _ServerExchange:
         self.conn = conn
         self.head = head
         self.framer = ResponseFramer(head.method, head.http_version, head.keep_alive)
+        self.fd = conn.stream.socket.fileno()  # for `write_body`'s direct writes
         self.continue_due = head.expect_continue
         self.continue_sent: trio.Event | None = None  # set once a 100 Continue is written
         self.decoder: ChunkedDecoder | None = ChunkedDecoder() if head.chunked else None
@@ -371,6 +377,7 @@ class _ServerExchange:
             "headers": head.headers,
             "client": self.conn.client,
             "server": self.conn.server.local,
+            "extensions": {BODY_EXTENSION: self.write_body},
         }
 
     async def respond(self) -> bool:
@@ -556,6 +563,29 @@ class _ServerExchange:
         self.sent = True
         if self.wait_scope is not None:
             self.wait_scope.cancel()
+
+    async def write_body(self, data: bytes) -> None:
+        """The extension `gateway.body`: `send` of a body message with more to come, once
+        the head is out. Framed and written at once when the socket takes it all (no
+        scheduler pass: the caller's next read is the checkpoint); else as `send`."""
+        conn, framed = self.conn, self.framer.piece(data)
+        if (
+            framed is None
+            or conn.eof
+            or self.refused is not None
+            or (self.continue_sent is not None and not self.continue_sent.is_set())
+        ):
+            await self.send({"type": "http.response.body", "body": data, "more_body": True})
+            return
+        try:
+            sent = os.write(self.fd, framed)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # reset or closed: as `_write`, the app hears http.disconnect
+            conn.eof = True
+            return
+        if sent < len(framed):
+            await self._write(framed[sent:])
 
     async def _send_500(self, message: str) -> None:
         """The response of an app that failed before starting its own; then close."""

@@ -28,7 +28,7 @@ import gateway.server.http11
 import gateway.server.serve
 from gateway.app import GatewayApp, create_app
 from gateway.config import parse_config
-from gateway.server.serve import ServerOptions, serve
+from gateway.server.serve import BODY_EXTENSION, ServerOptions, serve
 from tests.server.wire import TIMEOUT_S, Client
 
 Scope = dict[str, Any]
@@ -803,9 +803,13 @@ async def test_client_disconnect_during_a_stream(nursery: trio.Nursery, reset: b
         await other._until(b"1\r\nx\r\n")
 
 
-async def test_a_client_that_stops_reading_counts_as_gone(nursery: trio.Nursery) -> None:
+@pytest.mark.parametrize("direct", [False, True], ids=["send", "body-extension"])
+async def test_a_client_that_stops_reading_counts_as_gone(
+    nursery: trio.Nursery, direct: bool
+) -> None:
     """A stalled reader must not pin the app (and its upstream call) forever: after
-    send_timeout_s without progress the app hears http.disconnect, send stays a no-op."""
+    send_timeout_s without progress the app hears http.disconnect, send stays a no-op.
+    The same when the body goes out through the `gateway.body` extension."""
     log = StreamLog()
     big = b"z" * 1_000_000
 
@@ -822,8 +826,13 @@ async def test_a_client_that_stops_reading_counts_as_gone(nursery: trio.Nursery)
 
                 n.start_soon(watch)
                 await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b"!", "more_body": True})
+                write_body = scope["extensions"][BODY_EXTENSION]
                 while True:  # far more than the socket buffers hold
-                    await send({"type": "http.response.body", "body": big, "more_body": True})
+                    if direct:
+                        await write_body(big)
+                    else:
+                        await send({"type": "http.response.body", "body": big, "more_body": True})
                     log.sent_after += 1
         except BaseException as e:
             log.errors.append(e)
@@ -840,6 +849,29 @@ async def test_a_client_that_stops_reading_counts_as_gone(nursery: trio.Nursery)
     assert log.disconnect_at is not None
     assert [type(e) for e in log.errors] == []
     assert log.sent_after < 100
+
+
+async def test_the_body_extension_writes_what_send_would(nursery: trio.Nursery) -> None:
+    """`gateway.body` pieces, small and larger than the socket buffers (the rest of a
+    partial write follows), arrive in order, chunk-framed, between send's messages."""
+    pieces = [b"first", b"a", b"y" * 8_000_000, b"", b"tail"]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": pieces[0], "more_body": True})
+        for piece in pieces[1:]:
+            await scope["extensions"][BODY_EXTENSION](piece)
+        await send({"type": "http.response.body", "body": b"end", "more_body": False})
+
+    port = await start(nursery, app)
+    c = await Client.connect(port)
+    for _ in range(2):  # and the connection carries the next request
+        await c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        with trio.fail_after(TIMEOUT_S):
+            r = await c.response()
+        assert r.status == 200
+        assert r.body == b"".join(pieces) + b"end"
 
 
 async def test_client_disconnect_while_the_app_reads_the_body(nursery: trio.Nursery) -> None:
