@@ -23,8 +23,13 @@ empties it (FLUSHALL) before each block and stops it at the end. Without redis-s
 the gateway is skipped in the W > 1 blocks ("skipped" in the output says so).
 
 Scenarios: ``json`` (non-streamed), ``stream`` (50 content chunks that the upstream
-writes at once, unpaced: directive ``chunks=50``) and ``paced`` (50 chunks 1 ms apart:
-``chunks=50&chunk_interval_ms=1``). Default: json,stream.
+writes at once, unpaced: directive ``chunks=50``), ``paced`` (50 chunks 1 ms apart:
+``chunks=50&chunk_interval_ms=1``) and ``paced-llm`` (like a real model: the first
+token after 300 ms, then one every 20-40 ms, 200-800 tokens; ``--llm-streams`` streams
+at once, 1,000 by default, whatever --connections says, for ``--llm-duration`` seconds,
+with no warm-up; its own table gives CPU per 1,000 streamed tokens, RSS and the
+inter-token latency with what it adds over direct: bench/llm_table.py). Default:
+json,stream.
 
 Within a block, for every round, scenario and connection count it runs the same
 closed-loop load against each target in turn (A B A B ...), in process with
@@ -92,11 +97,12 @@ from typing import Any
 import h11
 import trio
 
+from bench.llm_table import format_llm_table, llm_figures
 from bench.loadgen.runner import LoadConfig, LoadRun
 from bench.peers import PORTKEY_NPX, find_litellm, start_litellm, start_portkey
 from bench.processes import Processes, log_tail, server_processes
 from bench.procfs import cpu_delta, tree_cpu, tree_memory
-from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Scenario
+from bench.scenarios import DEFAULT_SCENARIOS, LLM_STREAMS, SCENARIOS, Scenario
 from bench.subcommand import (
     add_output_options,
     at_least,
@@ -123,6 +129,7 @@ DEFAULT_TARGETS = TARGETS[:4]  # the floors (bench.floor) only when asked for
 HALF_SATURATION_PEER_LIMIT = 0.8  # a peer runs at a rate below this share of its saturation
 HALF_SATURATION_TARGETS = {"p50": 0.001, "p99": 0.005}  # added latency, seconds (issue 5)
 OPEN_LOOP_MIN_SLOTS = 1024
+LLM_TIMEOUT_S = 120.0  # a paced-llm stream lasts up to 0.3 + 800 * 0.04 s
 
 
 @dataclass
@@ -139,6 +146,8 @@ class CompareOptions:
     portkey: str | None = None  # PORTKEY_NPX or the path of its executable; None: not run
     workers: Sequence[int] = (1,)  # one block per worker count, in this order
     half_saturation: bool = False
+    llm_streams: int = LLM_STREAMS  # paced-llm: concurrent streams
+    llm_duration_s: float = 20.0  # paced-llm: seconds of sending (streams then finish)
     timeout_s: float = 30.0
     start_timeout_s: float = 60.0
     log_dir: Path | None = None  # where the servers' output goes (default: a temp dir)
@@ -220,6 +229,9 @@ def measure(
         "connections_opened": summary.connections,
         "server_cpu_s": cpu_s,
         "cpu_per_request_s": cpu_s / summary.ok if summary.ok else None,
+        "output_tokens": summary.output_tokens,
+        "itl_p50_s": summary.itl.p50 if summary.itl else None,
+        "itl_p99_s": summary.itl.p99 if summary.itl else None,
         "peak_rss_bytes": hwm,
         "rss_bytes": rss,
         "processes": len(after),
@@ -243,6 +255,7 @@ def _over_rounds(rs: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_s": _median([r["p99_s"] for r in rs]),
         "cpu_per_request_s": _median([r["cpu_per_request_s"] for r in rs]),
         "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rs),
+        **llm_figures(rs),
     }
 
 
@@ -527,6 +540,8 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
             "scenarios": list(opts.scenarios),
             "workers": list(opts.workers),
             "half_saturation": opts.half_saturation,
+            "llm_streams": opts.llm_streams,
+            "llm_duration_s": opts.llm_duration_s,
             "portkey": opts.portkey,
         },
         "targets": started,
@@ -561,9 +576,8 @@ def _start_block(
                 redis_url = redis.url
             servers.append(start_gateway(procs, upstream, opts.start_timeout_s, workers, redis_url))
         elif name in ("floor", "floor-raw"):
-            servers.append(
-                start_floor(procs, upstream, opts.start_timeout_s, name.partition("-")[2] or "stream")
-            )
+            mode = name.partition("-")[2] or "stream"
+            servers.append(start_floor(procs, upstream, opts.start_timeout_s, mode))
         elif name == "litellm":
             if litellm_exe is not None:
                 servers.append(
@@ -593,14 +607,18 @@ def _closed_loop_block(
     if opts.warmup_s > 0:
         for server in servers:
             for scenario in scenarios:
-                say(f"warm-up {label} {server.name} {scenario.name}")
-                measure(server, scenario, min(opts.connections), opts.warmup_s, opts.timeout_s)
+                if scenario.connections is None:  # paced-llm: too long to warm up with
+                    say(f"warm-up {label} {server.name} {scenario.name}")
+                    measure(server, scenario, min(opts.connections), opts.warmup_s, opts.timeout_s)
     runs: list[dict[str, Any]] = []
     for round_no in range(1, opts.rounds + 1):
         for scenario in scenarios:
-            for conns in opts.connections:
+            fixed = scenario.connections is not None
+            duration_s = opts.llm_duration_s if fixed else opts.duration_s
+            timeout_s = max(opts.timeout_s, LLM_TIMEOUT_S) if fixed else opts.timeout_s
+            for conns in [opts.llm_streams] if fixed else opts.connections:
                 for server in servers:
-                    result = measure(server, scenario, conns, opts.duration_s, opts.timeout_s)
+                    result = measure(server, scenario, conns, duration_s, timeout_s)
                     result.update(round=round_no, workers=workers)
                     runs.append(result)
                     say(
@@ -662,13 +680,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--scenarios", type=_name_list(list(SCENARIOS)), default=list(DEFAULT_SCENARIOS),
         metavar="S,S",
-        help="json (non-stream), stream (50 chunks at once), paced (50 chunks 1 ms apart); "
-        "default json,stream",
+        help="json (non-stream), stream (50 chunks at once), paced (50 chunks 1 ms apart), "
+        "paced-llm (200-800 tokens 20-40 ms apart, --llm-streams at once); default json,stream",
     )  # fmt: skip
     parser.add_argument(
         "--workers", type=_int_list, default=[1], metavar="N,N",
         help="worker counts, one block each: gateway workers, litellm --num_workers "
         "(default 1; gateway N > 1 uses a redis-server that compare starts)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--llm-streams", type=at_least(int, 1), default=LLM_STREAMS, metavar="N",
+        help=f"paced-llm: concurrent streams (default {LLM_STREAMS})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--llm-duration", type=at_least(float, 0.0, strict=True), default=20.0,
+        dest="llm_duration_s", metavar="S", help="paced-llm: seconds of sending (default 20)",
     )  # fmt: skip
     parser.add_argument(
         "--half-saturation", action="store_true",
@@ -700,6 +726,9 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(doc, int):
         return doc
     print(format_table(doc["rows"]), flush=True)
+    llm = format_llm_table(doc["rows"])
+    if llm:
+        print("\n" + llm, flush=True)
     half_rows = doc["half_saturation"]["rows"]
     if half_rows:
         print("\n" + format_half_saturation_table(half_rows), flush=True)

@@ -25,6 +25,7 @@ talks to the upstream through this relay as it would directly. Listens on loopba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -130,10 +131,8 @@ async def _serve_stream(
 ) -> None:
     async def handle(client: trio.SocketStream) -> None:
         async with client, await trio.open_tcp_stream(*upstream) as up:
-            try:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await _relay(client.receive_some, client.send_all, up.receive_some, up.send_all)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
 
     listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
     task_status.started(listeners[0].socket.getsockname()[1])
@@ -214,8 +213,6 @@ def run(args: argparse.Namespace) -> int:
             port = await nursery.start(serve_floor, args.upstream, args.host, args.port, args.mode)
             print(f"floor ({args.mode}) relay: http://{args.host}:{port}/v1", flush=True)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         trio.run(main)
-    except KeyboardInterrupt:
-        pass
     return 0

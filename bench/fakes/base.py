@@ -211,22 +211,28 @@ async def write_paced(
     paced: range,
     reset_at: int | None,
     fail_at: int | None,
+    jitter: float = 0.0,
 ) -> bytes:
     """Write `events` from `start` up to `fail_at`; return what is left unwritten.
 
     With an `interval`, each event in `paced` goes in a write of its own, the k-th of
     them (from 0) at ``start + (k + 1) * interval``, the events before it travelling
-    with it; the rest wait for the next write. When events came before `fail_at`,
-    `FAILURE_GAP_S` passes after their write; if the failure is the reset, the
-    connection is reset there (after writing what is pending).
+    with it; the rest wait for the next write. With a `jitter`, each gap is instead
+    `interval` plus a uniform draw within +-`jitter` (and at least 0). When events
+    came before `fail_at`, `FAILURE_GAP_S` passes after their write; if the failure
+    is the reset, the connection is reset there (after writing what is pending).
     """
     pending = b""
+    due = start
     for position in range(len(events) + 1):
         is_paced = interval > 0 and position in paced
         if is_paced or (position == fail_at and position > 0):
             await out.flush(pending)
             pending = b""
-            slot = start + (position - paced.start + 1) * interval
+            if jitter > 0:
+                due = slot = due + max(0.0, interval + random.uniform(-jitter, jitter))
+            else:
+                slot = start + (position - paced.start + 1) * interval
             await timer.sleep_until(slot if is_paced else trio.current_time() + FAILURE_GAP_S)
         if position == fail_at:
             break

@@ -5,6 +5,9 @@ A request picks its behaviour with directives after the last ``@`` of the model 
     "gpt-fake@status=429&retry_after=7"    fail with 429 and Retry-After: 7
     "gpt-fake@ttft_ms=200&chunks=20"       first chunk after 200 ms, 20 content chunks
     "gpt-fake@hang"                        a bare key means ``key=true``
+    "gpt-fake@ttft_ms=300&chunk_interval_ms=30&chunk_jitter_ms=10&chunks=200&chunks_max=800"
+                                           like a real model: gaps of 20-40 ms,
+                                           200-800 chunks (drawn per request)
 
 The suffix is only read as directives when it contains ``=`` or is a known key, so a
 model name such as ``claude-3@20240229`` stays whole. An unknown or malformed key in a
@@ -23,6 +26,7 @@ Pure module: no I/O.
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -43,6 +47,8 @@ class Behaviour:
     chunks: int = 5  # content (or tool-argument) chunks; also sets completion length
     tokens_per_s: float | None = None  # stream pace, one chunk per token
     chunk_interval_ms: float | None = None  # stream pace, wins over tokens_per_s
+    chunk_jitter_ms: float = 0.0  # each gap: the pace's interval +- up to this, uniform
+    chunks_max: int | None = None  # chunks drawn uniformly from chunks..chunks_max
     status: int | None = None  # fail with this HTTP status (400-599)
     retry_after: str | None = None  # Retry-After header value with `status`
     error_type: str | None = None  # error.type of `status`/`error_after` errors
@@ -63,6 +69,14 @@ class Behaviour:
 
 
 KNOBS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(Behaviour))
+
+
+def drawn(b: Behaviour, rng: random.Random) -> Behaviour:
+    """`b` with its random parts drawn for one request (``chunks_max``)."""
+    if b.chunks_max is None:
+        return b
+    low, high = sorted((b.chunks, b.chunks_max))
+    return dataclasses.replace(b, chunks=rng.randint(low, high), chunks_max=None)
 
 
 def split_model(model: str) -> tuple[str, dict[str, str]]:
@@ -106,14 +120,14 @@ def apply_knobs(base: Behaviour, values: Mapping[str, object]) -> Behaviour:
 def _convert(key: str, value: object) -> object:
     """Check one knob value and convert it to the field's type."""
     if value is None:
-        if key in {"ttft_ms", "latency_ms", "chunks", "hang", "fail_rate"}:
+        if key in {"ttft_ms", "latency_ms", "chunks", "hang", "fail_rate", "chunk_jitter_ms"}:
             raise DirectiveError(f"{key} cannot be unset")
         return None
     if key == "hang":
         return _as_bool(key, value)
     if key in {"retry_after", "error_type", "error_message"}:
         return str(value)
-    if key in {"chunks", "status", "reset_after", "error_after"}:
+    if key in {"chunks", "chunks_max", "status", "reset_after", "error_after"}:
         number = _as_int(key, value)
         if key == "status" and not 400 <= number <= 599:
             raise DirectiveError(f"status must be 400-599, got {number}")

@@ -716,6 +716,7 @@ async def _stream(
         frames,
         start=start,
         interval=b.chunk_interval_s,
+        jitter=b.chunk_jitter_ms / 1000.0,
         paced=range(1, paced_end),
         reset_at=reset_at,
         fail_at=fail_at,

@@ -34,6 +34,7 @@ thread-safe `wait_for_requests`/`wait_for_disconnects`.
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections.abc import Sequence
@@ -50,7 +51,7 @@ from bench.fakes.base import (
     failure_positions,
     write_paced,
 )
-from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, split_model
+from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, drawn, split_model
 from bench.fakes.server import CoarseTimer, Reply, Request
 from gateway.providers.mock.schema_instance import SchemaInstanceError, instance_for
 
@@ -60,6 +61,7 @@ _DONE = b"data: [DONE]\n\n"
 _JSON = ("content-type", "application/json")
 _SSE = ("content-type", "text/event-stream; charset=utf-8")
 _FINGERPRINT = "fp_fake"
+_RNG = random.Random()  # chunks_max draws
 _CREATED_MODELS = 1_700_000_000
 _GENERIC_VERBS = frozenset(
     {
@@ -226,7 +228,7 @@ class FakeOpenAI(FakeUpstream[RecordedRequest]):
             behaviour = apply_knobs(self.defaults, raw) if raw else self.defaults
         except DirectiveError as exc:
             raise _Refusal(400, f"Bad fake directive: {exc}", param="model") from None
-        return behaviour, name, stream is True
+        return drawn(behaviour, _RNG), name, stream is True
 
 
 def _check_method(request: Request, method: str) -> None:
@@ -458,6 +460,7 @@ async def _stream(
         events,
         start=start,
         interval=b.chunk_interval_s,
+        jitter=b.chunk_jitter_ms / 1000.0,
         paced=range(2, last_piece + 1),
         reset_at=reset_at,
         fail_at=fail_at,

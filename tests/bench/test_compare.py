@@ -22,7 +22,7 @@ from bench.compare import (
 )
 from bench.peers import PORTKEY_NPX
 from bench.procfs import process_tree
-from bench.scenarios import SCENARIOS
+from bench.scenarios import LLM_STREAMS, SCENARIOS, Scenario
 from bench.targets import gateway_config
 from tests.bench.leftover_processes import processes_under
 
@@ -263,3 +263,38 @@ def test_summarise_with_workers() -> None:
     assert gw["added_p50_s"] == pytest.approx(0.0004)
     assert gw["meets_target"] == {"added_p50": True, "added_p99": True}
     assert "gateway, 2 workers: added p50 +0.40 ms < 1 ms ok" in format_half_saturation_table(half)
+
+
+def test_compare_paced_llm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short real paced-llm run (its directives shortened: the real one lasts 6-32 s
+    a stream): its streams count, its own table, CPU per 1,000 tokens and added ITL."""
+    short = Scenario(
+        "paced-llm",
+        True,
+        "ttft_ms=50&chunk_interval_ms=10&chunk_jitter_ms=5&chunks=10&chunks_max=30",
+        "m-paced-llm",
+        LLM_STREAMS,
+    )
+    monkeypatch.setitem(SCENARIOS, "paced-llm", short)
+    out = tmp_path / "compare.json"
+    args = _parse(
+        ["--rounds", "1", "--scenarios", "paced-llm", "--targets", "direct,gateway",
+         "--llm-streams", "8", "--llm-duration", "1", "--log-dir", str(tmp_path / "logs"),
+         "--json", str(out)]
+    )  # fmt: skip
+    code = run(args)
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "paced-llm: first token after 300 ms" in printed
+    assert "CPU/1k tok ms" in printed and "+ITL p99 ms" in printed
+    rows = {r["target"]: r for r in orjson.loads(out.read_bytes())["rows"]}
+    for target in ("direct", "gateway"):
+        row = rows[target]
+        assert row["connections"] == 8 and row["failed"] == 0
+        assert row["output_tokens"] >= 8 * 10
+        assert row["cpu_per_ktok_s"] is not None and row["cpu_per_ktok_s"] > 0
+        assert row["itl_p99_s"] is not None and row["itl_p99_s"] >= row["itl_p50_s"]
+        assert row["rss_bytes"] > 0
+    _assert_all_stopped(tmp_path)

@@ -677,3 +677,36 @@ def test_cli_serves_every_vendor_kind(
             assert process.wait(timeout=5) == 0
         finally:
             process.kill()
+
+
+def test_paced_like_a_model_draws_its_length_and_gaps(
+    fake: tuple[FakeOpenAI, httpx.Client],
+) -> None:
+    """chunks_max draws each stream's length; chunk_jitter_ms spreads the gaps, each at
+    least interval - jitter on the fake's schedule (a late fake catches up at once)."""
+    _, client = fake
+    model = "m@chunks=2&chunks_max=9&chunk_interval_ms=10&chunk_jitter_ms=5"
+    lengths = set()
+    for _ in range(12):
+        sent = time.monotonic()
+        with client.stream(
+            "POST", "/chat/completions", json={"model": model, "messages": USER, "stream": True}
+        ) as response:
+            arrivals = [
+                time.monotonic()
+                for line in response.iter_lines()
+                if line.startswith("data: {") and '"content":"' in line
+            ]
+        lengths.add(len(arrivals))
+        assert arrivals[-1] - sent >= (len(arrivals) - 2) * 0.005
+    assert lengths <= set(range(3, 11)) and len(lengths) > 1, lengths  # the role chunk too
+
+
+@pytest.mark.parametrize("directive", ["chunks_max=-1", "chunk_jitter_ms=-2", "chunks_max=x"])
+def test_bad_model_pacing_directives_are_refused(
+    fake: tuple[FakeOpenAI, httpx.Client], directive: str
+) -> None:
+    _, client = fake
+    response = chat(client, model=f"m@{directive}", stream=True)
+    assert response.status_code == 400
+    assert directive.split("=")[0] in response.json()["error"]["message"]
