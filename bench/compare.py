@@ -195,6 +195,8 @@ def measure(
         "timeout_s": timeout_s,
         "api_key": server.api_key,
     }
+    if scenario.max_tokens is not None:  # else the fake stops at the generator's 128
+        common["max_tokens"] = scenario.max_tokens
     if rate is not None:
         config = LoadConfig(rate=rate, max_inflight=_open_loop_slots(rate), **common)
     else:

@@ -30,6 +30,7 @@ class Scenario:
     directives: str  # appended to the upstream model name after "@" ("" for none)
     gateway_model: str  # the model name clients send to a gateway
     connections: int | None = None  # a fixed count of connections (None: --connections)
+    max_tokens: int | None = None  # the requests' max_tokens (None: the load generator's)
 
     @property
     def upstream_model(self) -> str:
@@ -40,6 +41,8 @@ SCENARIOS = {
     "json": Scenario("json", False, "", "m"),
     "stream": Scenario("stream", True, STREAM_DIRECTIVES, "m-stream50"),
     "paced": Scenario("paced", True, PACED_DIRECTIVES, "m-paced50"),
-    "paced-llm": Scenario("paced-llm", True, LLM_DIRECTIVES, "m-paced-llm", LLM_STREAMS),
+    "paced-llm": Scenario(
+        "paced-llm", True, LLM_DIRECTIVES, "m-paced-llm", LLM_STREAMS, max_tokens=1024
+    ),
 }
 DEFAULT_SCENARIOS = ("json", "stream")

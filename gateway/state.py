@@ -220,7 +220,8 @@ class Gateway:
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Open the state and start the background work in `nursery`."""
-        tokens.preload()  # build the tokenizers now, not in the first request
+        # Build the tokenizers the configured models use now, not in the first request.
+        tokens.preload(m.upstream_model for m in self.config.models.values())
         await self.ledger.start()
         await nursery.start(self.keys.run_refresher)
         await nursery.start(self.ledger.run_writer)

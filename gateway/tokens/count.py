@@ -67,17 +67,19 @@ what was streamed.
 
 Cost (bench/token_accuracy.py): a 2 KB English prompt counts in 55 us with o200k_base
 and 90 us with cl100k_base; building the encodings takes ~0.35 s and ~0.15 s once per
-process (`preload` does it at startup). Counting is linear in the text: ~50 ms per MB of
-prose, up to ~250 ms per MB of a single repeated character, so callers on an event loop
-should count large bodies in a worker thread (tiktoken releases the GIL while it
-encodes; gateway/offload.py). The work per request is bounded too: a request's texts
-are counted exactly up to `EXACT_CHARS` (1 Mi characters, 50-250 ms at worst), and
-every text past that counts as its UTF-8 length, an upper bound (a token is at least
-one byte), ~4x the real count for English prose. So a body of more than ~1 MB of text
-reserves more than it will use, never less; settlement corrects it to the vendor's
-reported usage. Text longer than `_CHUNK_CHARS` is encoded in pieces cut where tiktoken's
-pre-tokenizer cuts anyway (so the count is unchanged), because tiktoken's regex engine
-panics (a BaseException) on a whitespace run of about a million characters.
+process (`preload` does it at startup for the configured models: ~46 MB of memory for
+o200k_base and ~19 MB for cl100k_base, gateway/tokens/tables.py). Counting is linear in
+the text: ~50 ms per MB of prose, up to ~250 ms per MB of a single repeated character,
+so callers on an event loop should count large bodies in a worker thread (tiktoken
+releases the GIL while it encodes; gateway/offload.py). The work per request is bounded
+too: a request's texts are counted exactly up to `EXACT_CHARS` (1 Mi characters, 50-250
+ms at worst), and every text past that counts as its UTF-8 length, an upper bound (a
+token is at least one byte), ~4x the real count for English prose. So a body of more
+than ~1 MB of text reserves more than it will use, never less; settlement corrects it to
+the vendor's reported usage. Text longer than `_CHUNK_CHARS` is encoded in pieces cut
+where tiktoken's pre-tokenizer cuts anyway (so the count is unchanged), because
+tiktoken's regex engine panics (a BaseException) on a whitespace run of about a million
+characters.
 
 Pure module: no network or other I/O beyond reading the shipped rank files once; no
 trio/httpx/quart imports.
@@ -92,7 +94,7 @@ import functools
 import math
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -235,9 +237,10 @@ def _normalise(model: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def preload() -> None:
-    """Build every shipped encoding now (~0.5 s), so no request pays for it."""
-    for name in ENCODING_NAMES:
+def preload(models: Iterable[str] | None = None) -> None:
+    """Build now the encodings counting for `models` uses (None: all); one no model
+    uses is built on first use, and is not held (19-46 MB) for nothing."""
+    for name in ENCODING_NAMES if models is None else {tokenizer_for(m).encoding for m in models}:
         load_encoding(name)
 
 

@@ -276,6 +276,7 @@ def test_compare_paced_llm(
         "ttft_ms=50&chunk_interval_ms=10&chunk_jitter_ms=5&chunks=10&chunks_max=30",
         "m-paced-llm",
         LLM_STREAMS,
+        max_tokens=1024,
     )
     monkeypatch.setitem(SCENARIOS, "paced-llm", short)
     out = tmp_path / "compare.json"

@@ -573,3 +573,24 @@ def test_text_past_the_exact_budget_is_estimated_from_above() -> None:
     body = {"messages": [first, {"role": "user", "content": "hi there"}]}
     exact = 3 + 2 * (3 + 1) + count_text_tokens(first["content"]) + count_text_tokens("hi there")
     assert count_prompt_tokens(body, "gpt-4o") >= exact
+
+
+def test_preload_builds_only_what_the_models_use() -> None:
+    """A worker whose models all count with o200k_base never builds cl100k_base (its
+    memory, ~19 MB, is not held for nothing); a later use builds it and counts right.
+    The Python rank dicts are emptied once built: the Rust core has its own copy."""
+    script = textwrap.dedent(
+        """
+        from gateway.tokens.count import count_text_tokens, preload
+        from gateway.tokens.tables import load_encoding
+        preload(["gpt-4o-mini", "fake-model", "claude-sonnet-4"])
+        built = load_encoding.cache_info().currsize
+        print(built, len(load_encoding("o200k_base")._mergeable_ranks))
+        print(count_text_tokens("Hello world", "gpt-4"), load_encoding.cache_info().currsize)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "0", "2", "2"]
