@@ -42,6 +42,11 @@ deployment failing 20% and one dead against all healthy.
     python -m bench floor [--mode stream|raw] ...               (bench/floor.py)
 
 runs a bare trio relay in front of a fake upstream: the floor under the gateway.
+
+    python -m bench memory [--config FILE]                      (bench/memory.py)
+
+says where a worker's memory goes at rest: imports by package, tokenizer tables, the
+app started.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from bench import (
     floor,
     idle,
     load,
+    memory,
     observe,
     restart,
     routing,
@@ -111,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     routing.add_parser(commands)
     failover.add_parser(commands)
     floor.add_parser(commands)
+    memory.add_parser(commands)
     observe.add_parser(commands)
     return parser
 
@@ -142,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return failover.run(args)
     if args.command == "floor":
         return floor.run(args)
+    if args.command == "memory":
+        return memory.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(

@@ -36,7 +36,6 @@ from gateway.offload import Offload
 from gateway.providers.registry import provider_for
 from gateway.store.records import KeyLimits, Topup
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
-from gateway.tokens import count as tokens
 from gateway.upstream.media_fetch import MediaFetcher
 from gateway.upstream.relay import Relay, Timeouts
 from gateway.upstream.router import Router
@@ -220,8 +219,6 @@ class Gateway:
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Open the state and start the background work in `nursery`."""
-        # Build the tokenizers the configured models use now, not in the first request.
-        tokens.preload(m.upstream_model for m in self.config.models.values())
         await self.ledger.start()
         await nursery.start(self.keys.run_refresher)
         await nursery.start(self.ledger.run_writer)

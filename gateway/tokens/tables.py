@@ -24,7 +24,8 @@ Why vendor the files rather than depend on a package that carries them:
 Each file is checked against the SHA-256 that tiktoken itself expects for the
 download, so a corrupted or substituted file fails loudly instead of miscounting.
 Loading o200k_base takes a few hundred milliseconds; `load_encoding` caches the result
-for the life of the process (call it at startup to keep that off the first request).
+for the life of the process (`is_built` says whether it has; the gateway builds an
+encoding in a worker thread when a request first needs it: gateway/billing/accounting.py).
 tiktoken's Rust core keeps its own copy of the ranks; the Python dict they were built
 from (27 MB for o200k_base, 12 MB for cl100k_base) is emptied once the encoding is
 built: only `Encoding.token_byte_values()` reads it, and the gateway never calls it.
@@ -44,7 +45,7 @@ from typing import Final
 
 import tiktoken
 
-__all__ = ["ENCODING_NAMES", "EncodingFileError", "load_encoding"]
+__all__ = ["ENCODING_NAMES", "EncodingFileError", "is_built", "load_encoding"]
 
 _DATA_DIR: Final = "data"
 
@@ -110,6 +111,14 @@ class EncodingFileError(RuntimeError):
     """A shipped rank file is missing or does not have the content tiktoken expects."""
 
 
+_built: set[str] = set()
+
+
+def is_built(name: str) -> bool:
+    """Whether `load_encoding(name)` returns at once (the encoding is built)."""
+    return name in _built
+
+
 @functools.cache
 def load_encoding(name: str) -> tiktoken.Encoding:
     """The tiktoken `Encoding` called `name` (one of `ENCODING_NAMES`), built once."""
@@ -124,6 +133,7 @@ def load_encoding(name: str) -> tiktoken.Encoding:
         special_tokens=dict(spec.special_tokens),
     )
     ranks.clear()  # the core has its copy (see the module's docstring)
+    _built.add(name)
     return encoding
 
 
