@@ -47,6 +47,11 @@ runs a bare trio relay in front of a fake upstream: the floor under the gateway.
 
 says where a worker's memory goes at rest: imports by package, tokenizer tables, the
 app started.
+
+    python -m bench lag [--rate R] [--scenario S] [--pin-cpu N]  (bench/lag.py)
+
+serves the gateway in process under a trio Instrument while an open-loop load runs:
+long task steps, scheduler batches, oversleeps (CPU or GIL), GC pauses.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from bench import (
     failover,
     floor,
     idle,
+    lag,
     load,
     memory,
     observe,
@@ -118,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     failover.add_parser(commands)
     floor.add_parser(commands)
     memory.add_parser(commands)
+    lag.add_parser(commands)
     observe.add_parser(commands)
     return parser
 
@@ -151,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return floor.run(args)
     if args.command == "memory":
         return memory.run(args)
+    if args.command == "lag":
+        return lag.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(

@@ -77,6 +77,10 @@ of their headers (a few microseconds per stream). Portkey also sleeps 25 ms befo
 relays the first event of every stream (its stream reader does that on purpose): its
 stream latency shows it.
 
+``--pin-cpu N`` separates the target from the load (as ``taskset`` would): this process
+(the load generator) and the fake upstream and Redis run on the other CPUs, every
+thread of each target's processes on CPU N; what else the machine runs is not moved.
+
 Everything listens on 127.0.0.1. Every process started here is in its own process group
 and is stopped at the end of its block or of the run (also on Ctrl-C or an error):
 SIGINT, then SIGKILL after 5 s. Linux only (/proc).
@@ -86,6 +90,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import statistics
 import sys
@@ -101,7 +106,7 @@ from bench.llm_table import format_llm_table, llm_figures
 from bench.loadgen.runner import LoadConfig, LoadRun
 from bench.peers import PORTKEY_NPX, find_litellm, start_litellm, start_portkey
 from bench.processes import Processes, log_tail, server_processes
-from bench.procfs import cpu_delta, tree_cpu, tree_memory
+from bench.procfs import cpu_delta, pin_tree, tree_cpu, tree_memory
 from bench.scenarios import DEFAULT_SCENARIOS, LLM_STREAMS, SCENARIOS, Scenario
 from bench.subcommand import (
     add_output_options,
@@ -147,6 +152,7 @@ class CompareOptions:
     workers: Sequence[int] = (1,)  # one block per worker count, in this order
     half_saturation: bool = False
     llm_streams: int = LLM_STREAMS  # paced-llm: concurrent streams
+    pin_cpu: int | None = None  # targets on this CPU, the rest (load, upstream) on the others
     llm_duration_s: float = 20.0  # paced-llm: seconds of sending (streams then finish)
     timeout_s: float = 30.0
     start_timeout_s: float = 60.0
@@ -496,6 +502,13 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
             skipped["litellm"] = "no litellm executable on PATH (give --litellm PATH)"
     if "portkey" in wanted and not opts.portkey:
         skipped["portkey"] = "not asked for (--portkey [PATH])"
+    if opts.pin_cpu is not None:
+        # This process (the load generator) and what it starts from here on (the fake
+        # upstream, Redis) run on the other CPUs; each target is moved to pin_cpu.
+        others = os.sched_getaffinity(0) - {opts.pin_cpu}
+        if not others or opts.pin_cpu not in os.sched_getaffinity(0):
+            raise ValueError(f"--pin-cpu {opts.pin_cpu}: needs that CPU and another one")
+        os.sched_setaffinity(0, others)
     with server_processes(opts.log_dir, "bench-compare-") as procs:
         upstream = start_upstream(procs, opts.start_timeout_s)
         redis: Redis | None = None
@@ -518,6 +531,10 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
                 servers = _start_block(
                     block, opts, upstream, wanted, workers, redis, litellm_exe, skipped
                 )
+                if opts.pin_cpu is not None:
+                    for server in servers:
+                        if server is not upstream:
+                            pin_tree(server.proc.pid, {opts.pin_cpu})
                 for server in servers:
                     if server.name not in started:
                         started.append(server.name)
@@ -543,6 +560,7 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
             "workers": list(opts.workers),
             "half_saturation": opts.half_saturation,
             "llm_streams": opts.llm_streams,
+            "pin_cpu": opts.pin_cpu,
             "llm_duration_s": opts.llm_duration_s,
             "portkey": opts.portkey,
         },
@@ -697,6 +715,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--llm-duration", type=at_least(float, 0.0, strict=True), default=20.0,
         dest="llm_duration_s", metavar="S", help="paced-llm: seconds of sending (default 20)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pin-cpu", type=int, default=None, dest="pin_cpu", metavar="N",
+        help="run the targets on CPU N and the load generator, the fake upstream and "
+        "Redis on the other CPUs (sched_setaffinity, as taskset does)",
     )  # fmt: skip
     parser.add_argument(
         "--half-saturation", action="store_true",

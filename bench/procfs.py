@@ -196,3 +196,21 @@ def tcp_connections(ports: Sequence[int]) -> dict[str, int]:
     except OSError:
         pass
     return counts
+
+
+def pin_tree(root: int, cpus: set[int]) -> int:
+    """Pin every thread of `root` and its descendants to `cpus`; the threads pinned.
+    (Threads and processes started later inherit it from the one that starts them.)"""
+    pinned = 0
+    for pid in process_tree(root):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+                pinned += 1
+            except OSError:
+                pass  # a thread that just ended
+    return pinned
