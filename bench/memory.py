@@ -15,6 +15,13 @@ by step and reads its resident memory (VmRSS) after each step:
 5. the tokenizer tables the config's models count with (``tokens.preload``), which a
    worker builds when a request first needs a count (a key with limits).
 
+With ``--streams N`` a third probe serves the gateway in front of a fake upstream (in
+its own process) with a managed key, as ``bench idle`` does, starts tracemalloc once the
+worker is at rest and a first stream went through, has a client process open N
+streams that stay idle after their first content event, and says what the gateway
+allocated per stream, by the gateway line that allocated it (the innermost gateway
+frame of each allocation; others by package), beside the RSS it added per stream.
+
 Without --config it uses the config ``bench compare`` generates (a fake OpenAI provider
 and one priced model per scenario, every one counted with o200k_base) and an empty
 SQLite file in a temporary directory. The memory of streams on top of that is measured
@@ -41,6 +48,10 @@ __all__ = ["add_parser", "probe", "run"]
 PROBE = (
     "import json; from bench.memory import probe; "
     "print(json.dumps(probe({config!r}, {top}, {traced})))"
+)
+STREAMS_PROBE = (
+    "import json; from bench.memory import probe_streams; "
+    "print(json.dumps(probe_streams({n}, {top})))"
 )
 STAGES = ("interpreter", "trio", "gateway imports", "app served", "tokenizer tables")
 
@@ -129,6 +140,123 @@ def _started(
     return rss
 
 
+CLIENT = """
+import sys, trio
+from bench.idle import IDLE_MODEL, chat_request
+from bench.loadgen.client import Target
+from bench.loadgen.hold import hold_streams
+
+async def main(url, key, n):
+    target = Target.from_base_url(url)
+    head, body = chat_request(target, key, IDLE_MODEL, True)
+    async with hold_streams(target, head, body, n, ramp_per_s=500, max_pending=64,
+                            open_timeout_s=120) as state:
+        await state.all_done.wait()
+        print(f"opened {state.opened} failed {state.failures}", flush=True)
+        await trio.sleep_forever()
+
+trio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
+"""
+
+
+def _owner(frames: list[str], lines: list[int]) -> str:
+    """Who allocated: the innermost gateway frame (file:line), else the package."""
+    for filename, line in zip(reversed(frames), reversed(lines), strict=True):
+        if "/gateway/" in filename and "site-packages" not in filename:
+            return "gateway/" + filename.rsplit("/gateway/", 1)[1] + f":{line}"
+    inner = next((f for f in reversed(frames) if not f.startswith("<frozen")), frames[-1])
+    return _package(inner)
+
+
+def probe_streams(n: int, top: int) -> dict[str, Any]:
+    """Run in a fresh interpreter: what N idle streams cost the worker, by allocator."""
+    import tracemalloc
+
+    import trio
+
+    from bench.idle import gateway_setup
+    from bench.lag import _create_key
+    from bench.processes import Processes
+    from bench.targets import gateway_config, start_upstream
+    from gateway.app import create_app
+    from gateway.config import load_config
+    from gateway.server.serve import serve
+
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-memory-streams-") as tmp:
+        log_dir = Path(tmp)
+        procs = Processes(log_dir)
+        try:
+            upstream = start_upstream(procs, 60.0)
+            config_path = log_dir / "gateway.toml"
+            setup = gateway_setup(n, 60.0)
+            config_path.write_text(
+                gateway_config(0, upstream.base_url, log_dir / "g.sqlite3", 1, setup=setup)
+            )
+            key = _create_key(config_path, log_dir)
+            config = load_config(config_path)
+
+            async def main() -> None:
+                async with trio.open_nursery() as nursery:
+                    port = await nursery.start(serve, create_app(config), "127.0.0.1", 0)
+                    url = f"http://127.0.0.1:{port}/v1"
+                    await _one_stream(url, key)  # tokenizer built, pools warm
+                    await trio.sleep(1.0)
+                    rss0 = _rss_mb()
+                    tracemalloc.start(16)
+                    client = await trio.lowlevel.open_process(
+                        [sys.executable, "-c", CLIENT, url, key, str(n)],
+                        stdout=subprocess.PIPE, env=env_with_repo(),
+                    )  # fmt: skip
+                    assert client.stdout is not None
+                    said = b""
+                    while b"\n" not in said:
+                        data = await client.stdout.receive_some(1024)
+                        if not data:
+                            break
+                        said += data
+                    await trio.sleep(2.0)  # the last streams settle
+                    snapshot = tracemalloc.take_snapshot()
+                    rss1 = _rss_mb()
+                    tracemalloc.stop()
+                    client.kill()
+                    await client.wait()
+                    by: dict[str, int] = {}
+                    for stat in snapshot.statistics("traceback"):
+                        frames = [f.filename for f in stat.traceback]
+                        lines = [f.lineno for f in stat.traceback]
+                        who = _owner(frames, lines)
+                        by[who] = by.get(who, 0) + stat.size
+                    ranked = sorted(by.items(), key=lambda kv: -kv[1])
+                    result.update(
+                        client=said.decode(errors="replace").strip(),
+                        streams=n,
+                        rss_added_per_stream_kb=(rss1["rss"] - rss0["rss"]) * 1024 / n,
+                        traced_per_stream_kb=sum(by.values()) / 1024 / n,
+                        per_stream_by_allocator_b={k: v / n for k, v in ranked[:top]},
+                        per_stream_other_b=sum(v for _, v in ranked[top:]) / n,
+                    )
+                    nursery.cancel_scope.cancel()
+
+            trio.run(main)
+        finally:
+            procs.close()
+    return result
+
+
+async def _one_stream(url: str, key: str) -> None:
+    """One normal stream through the gateway, read to its end."""
+    import trio
+
+    from bench.idle import STREAM_MODEL, normal_request
+    from bench.loadgen.client import Target
+
+    with trio.fail_after(30):
+        said = await normal_request(Target.from_base_url(url), key, STREAM_MODEL, True)
+    if said != "ok":
+        raise RuntimeError(f"a first stream through the gateway failed: {said}")
+
+
 def _default_config(directory: Path) -> Path:
     from bench.targets import gateway_config
 
@@ -160,6 +288,18 @@ def format_report(doc: dict[str, Any]) -> str:
     for name, mb in doc["imports_by_package_mb"].items():
         lines.append(f"  {name:<36} {mb:>6.2f} MB")
     lines.append(f"  {'(the rest)':<36} {doc['imports_other_mb']:>6.2f} MB")
+    streams = doc.get("streams")
+    if streams:
+        lines += [
+            "",
+            f"{streams['streams']} idle streams ({streams['client']}): "
+            f"{streams['rss_added_per_stream_kb']:.1f} KB RSS per stream, "
+            f"{streams['traced_per_stream_kb']:.1f} KB of it allocated by Python (tracemalloc)",
+            "per stream, by the gateway line (or package) that allocated it:",
+        ]
+        for name, size in streams["per_stream_by_allocator_b"].items():
+            lines.append(f"  {name:<52} {size:>8,.0f} B")
+        lines.append(f"  {'(the rest)':<52} {streams['per_stream_other_b']:>8,.0f} B")
     return "\n".join(lines)
 
 
@@ -170,6 +310,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--config", help="the gateway config (default: compare's)")
     parser.add_argument("--top", type=int, default=20, help="packages listed (default 20)")
+    parser.add_argument(
+        "--streams", type=int, default=0, metavar="N",
+        help="also hold N idle streams and say what each costs (default: none)",
+    )  # fmt: skip
     add_output_options(parser, "write the figures here")
 
 
@@ -188,6 +332,16 @@ def run(args: argparse.Namespace) -> int:
                 print(f"python -m bench memory: the probe failed:\n{done.stderr}", file=sys.stderr)
                 return 1
             doc |= json.loads(done.stdout.strip().splitlines()[-1])
+        if args.streams > 0:
+            script = STREAMS_PROBE.format(n=args.streams, top=args.top)
+            done = subprocess.run(
+                [sys.executable, "-c", script],
+                capture_output=True, text=True, check=False, env=env_with_repo(),
+            )  # fmt: skip
+            if done.returncode != 0:
+                print(f"python -m bench memory: the probe failed:\n{done.stderr}", file=sys.stderr)
+                return 1
+            doc["streams"] = json.loads(done.stdout.strip().splitlines()[-1])
     print(format_report(doc), flush=True)
     write_json(args.json, doc)
     return 0
