@@ -1,4 +1,4 @@
-"""``python -m bench memory``: a real run of its probe, the stages and the package table."""
+"""``python -m bench memory``: a real run of its probes: the stages, the packages, the streams."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def test_memory_reports_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtur
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "memory.json"
-    assert run(parser.parse_args(["memory", "--top", "5", "--json", str(out)])) == 0
+    argv = ["memory", "--top", "5", "--streams", "20", "--json", str(out)]
+    assert run(parser.parse_args(argv)) == 0
     printed = capsys.readouterr().out
     for stage in STAGES:
         assert stage in printed
@@ -26,3 +27,8 @@ def test_memory_reports_every_stage(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert list(rss) == list(STAGES)
     assert all(rss[s]["rss"] > 0 for s in STAGES)
     assert len(doc["imports_by_package_mb"]) == 5 and doc["traced_imports_mb"] > 0
+    streams = doc["streams"]
+    assert streams["streams"] == 20 and streams["client"].startswith("opened 20 ")
+    assert streams["traced_per_stream_kb"] > 0
+    assert any(name.startswith("gateway/") for name in streams["per_stream_by_allocator_b"])
+    assert "idle streams" in printed
