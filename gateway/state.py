@@ -9,6 +9,8 @@ work, drain).
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from pathlib import Path
 
 import trio
@@ -22,7 +24,8 @@ from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.config import Config
 from gateway.offload import Offload
 from gateway.providers.registry import provider_for
-from gateway.store.records import KeyLimits, Topup
+from gateway.store.records import KeyLimits, StoreError, Topup
+from gateway.store.responses import ResponseStore, SqliteResponses, SqliteResponseTable
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
 from gateway.tokens import count as tokens
 from gateway.upstream.media_fetch import MediaFetcher
@@ -31,6 +34,10 @@ from gateway.upstream.router import Router
 from gateway.upstream.transports import make_transport
 
 PRUNE_EVERY_S = 5.0  # idle upstream connections past their expiry close within this
+PRUNE_RESPONSES_EVERY_S = 3600.0  # stored responses past their retention are deleted so often
+DAY_S = 86400.0
+
+log = logging.getLogger("gateway")
 
 
 class Shutdown:
@@ -73,6 +80,9 @@ class Gateway:
         Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         self.db = AsyncSqlite(SqliteStore(state.sqlite_path))
         self.ledger = Ledger(self.db, state.journal, fsync=state.fsync)
+        # Stored responses of the Responses API: a table of their own in the same file.
+        self.responses: ResponseStore = SqliteResponses(SqliteResponseTable(state.sqlite_path))
+        self.responses_retention_s = config.responses.retention_days * DAY_S
         self.limiter: LimitBackend = MemoryLimitBackend(seeder=self.seed_budget)
         self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
         self.auth = Authenticator([StaticKeyStore(config.keys), self.keys])
@@ -100,6 +110,7 @@ class Gateway:
         await nursery.start(self.keys.run_refresher)
         await nursery.start(self.ledger.run_writer)
         nursery.start_soon(self._prune_idle_connections)
+        nursery.start_soon(self._prune_stored_responses)
         self.ready = True
 
     async def _prune_idle_connections(self) -> None:
@@ -110,6 +121,16 @@ class Gateway:
             await trio.sleep(PRUNE_EVERY_S)
             for relay in self.relays.values():
                 relay.transport.prune_idle()
+
+    async def _prune_stored_responses(self) -> None:
+        """Delete stored responses past their retention, now and then every hour (reads
+        ignore them already: this only gives the space back)."""
+        while True:
+            try:
+                await self.responses.prune(time.time() - self.responses_retention_s)
+            except StoreError:
+                log.exception("pruning stored responses failed; trying again later")
+            await trio.sleep(PRUNE_RESPONSES_EVERY_S)
 
     async def aclose(self) -> None:
         """Drain the ledger and close everything; safe to call twice."""
@@ -122,4 +143,5 @@ class Gateway:
                 await relay.transport.aclose()
             await self.fetcher.aclose()
             await self.ledger.aclose()
+            await self.responses.aclose()
             await self.db.aclose()
