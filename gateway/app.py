@@ -2,7 +2,8 @@
 
 `GatewayApp` is the ASGI entry: admission control first (api/overload.py: an
 overloaded worker sheds new requests with 503, health checks aside), then the hot
-route goes straight to `api.chat.chat_completions` and every other request to Quart.
+route goes straight to `api.chat.chat_completions`, the Responses API's routes to
+`api.responses.responses_route`, and every other request to Quart.
 The lifespan is ours: it opens the state, runs the background work (key cache
 refresh, ledger writer, the loop-lag probe) in a nursery it owns for the server's
 lifetime, and drains it at shutdown (structured concurrency). The built-in server
@@ -24,6 +25,7 @@ from gateway.api.asgi import Receive, Scope, Send, error_headers, send_bytes, se
 from gateway.api.chat import chat_completions
 from gateway.api.overload import Admission
 from gateway.api.quart_app import make_quart_app
+from gateway.api.responses import is_responses_path, responses_route
 from gateway.billing.limits.redis import open_redis_backend
 from gateway.config import Config, embedded_config, load_config
 from gateway.errors import InvalidRequest, MethodNotAllowed
@@ -66,13 +68,17 @@ class GatewayApp:
             await send_bytes(send, 503, *self._shed)
             return
         try:
-            if path != CHAT_PATH:
-                await self._quart(scope, receive, send)
-            elif scope["method"] == "POST":
-                await chat_completions(self.gateway, scope, receive, send)
+            if path == CHAT_PATH:
+                if scope["method"] == "POST":
+                    await chat_completions(self.gateway, scope, receive, send)
+                else:
+                    method = scope["method"]
+                    error = MethodNotAllowed(f"Method {method} is not allowed on {CHAT_PATH}.")
+                    await send_error(send, error, [(b"allow", b"POST")])
+            elif is_responses_path(path):
+                await responses_route(self.gateway, scope, receive, send)
             else:
-                error = MethodNotAllowed(f"Method {scope['method']} is not allowed on {CHAT_PATH}.")
-                await send_error(send, error, [(b"allow", b"POST")])
+                await self._quart(scope, receive, send)
         finally:
             admission.done()
 

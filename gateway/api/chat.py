@@ -1,49 +1,43 @@
-"""POST /v1/chat/completions, the hot route, in raw ASGI: one request, start to end.
+"""POST /v1/chat/completions, the hot route, in raw ASGI.
 
-It names no provider: the router plans the deployments a request may try, and the
-chain (gateway/upstream/chain.py) makes the attempts, each through its provider's
-relay. Every failure leaves as an OpenAI-shaped error body; a bug of ours is logged
-with the request id and answered with a plain 500, never a traceback. Responses say
-which deployment served and after how many attempts (`x-gateway-deployment`,
-`x-gateway-attempts`; docs/routing.md), streams and errors too.
+The machinery every model route shares (auth, limits, routing, the chain of
+attempts, settlement, the error contract) is in model_call.py; a chat request adds
+only its validation, and sends the body to each provider as it is.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import time
 from typing import Any
-from urllib.parse import quote
 
-import trio
-
-from gateway.api.asgi import (
-    JSON_HEADERS,
-    ClientGone,
-    Receive,
-    Scope,
-    Send,
-    SSEWriter,
-    header,
-    read_body,
-    send_bytes,
-    send_error,
-    until_disconnect,
+from gateway.api.asgi import Receive, Scope, Send
+from gateway.api.model_call import (
+    header_text,
+    request_deadline_s,
+    response_format_type,
+    route_headers,
+    serve_model_call,
+    wants_usage,
 )
-from gateway.billing.accounting import Accounting, admit, offloaded_counter
-from gateway.errors import (
-    GatewayError,
-    InternalError,
-)
+from gateway.auth.principal import Principal
+from gateway.errors import GatewayError
 from gateway.openai.body import parse_body
 from gateway.openai.validate import validate_chat_request
-from gateway.providers.base import Deployment
+from gateway.providers.base import Completion
 from gateway.state import Gateway
-from gateway.upstream.chain import Chain
-from gateway.upstream.relay import Outcome, Relay
+from gateway.upstream.router import Plan
+from gateway.upstream.surface import Surface
 
-log = logging.getLogger("gateway")
+__all__ = [
+    "ChatCall",
+    "chat_completions",
+    "header_text",
+    "read_request",
+    "request_deadline_s",
+    "response_format_type",
+    "route_headers",
+    "wants_usage",
+]
 
 
 def read_request(raw: bytes) -> dict[str, Any]:
@@ -52,148 +46,35 @@ def read_request(raw: bytes) -> dict[str, Any]:
     return validate_chat_request(parse_body(raw))
 
 
-def response_format_type(body: dict[str, Any]) -> str | None:
-    """The client's structured-output mode, if any ("text" counts as none)."""
-    fmt = body.get("response_format")
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    return kind if kind in ("json_schema", "json_object") else None
+class ChatCall:
+    """A chat completions request: its body is already what the chain runs on."""
 
+    __slots__ = ("request_id",)
 
-def request_deadline_s(gw: Gateway, relay: Relay) -> float:
-    """The longest an admitted request can still run: fetching its media (all URLs
-    share twice the per-URL timeout) and the relay's total deadline. Its budget
-    reservation must outlive it (billing.limits.budget.reservation_ttl_s)."""
-    return 2 * gw.config.media.timeout_s + relay.timeouts.total_s
+    def __init__(self) -> None:
+        self.request_id = "chatcmpl-" + os.urandom(12).hex()
 
+    def read(self, raw: bytes) -> dict[str, Any]:
+        return read_request(raw)
 
-def wants_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
+    async def prepare(
+        self, gw: Gateway, principal: Principal, body: dict[str, Any], plan: Plan
+    ) -> dict[str, Any]:
+        return body
 
+    def surface(self, body: dict[str, Any]) -> Surface | None:
+        return None
 
-def header_text(text: str) -> bytes:
-    """`text` as a header value: as is when printable ASCII, else percent-encoded (a
-    PROVIDER/MODEL id comes from the client and may hold anything)."""
-    if text.isascii() and text.isprintable():
-        return text.encode()
-    return quote(text, safe="/@:=&.-_~+!*'(),;$").encode()
+    async def answered(self, completion: Completion) -> bytes:
+        return completion.body
 
+    async def settled(self, error: GatewayError | None) -> None:
+        return None
 
-def route_headers(dep: Deployment, attempts: int) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"x-gateway-deployment", header_text(dep.model_id)),
-        (b"x-gateway-attempts", b"%d" % attempts),
-    ]
+    def stream_failure(self, error: GatewayError) -> bytes:
+        return error.sse_event()
 
 
 async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """POST /v1/chat/completions: auth, validate, route, admit, relay, settle."""
-    request_id = "chatcmpl-" + os.urandom(12).hex()
-    extra = [(b"x-request-id", request_id.encode())]
-    writer: SSEWriter | None = None
-    account: Accounting | None = None
-    streamed: Outcome | None = None  # filled in by the relay as the stream goes
-    failure: GatewayError | None = None
-    try:
-        principal = gw.auth.authenticate(header(scope, b"authorization"))
-        server = gw.config.server
-        raw = await read_body(scope, receive, server.max_body_bytes)
-        size = len(raw)
-        body = await gw.offload.run(size, read_request, raw)
-        del raw  # the parsed body is all that is needed now
-        model = body["model"]
-        gw.auth.authorize_model(principal, model)
-        fallbacks = body.pop("models", None)  # the request's own fallbacks: never sent upstream
-        if fallbacks is not None:
-            for i, fallback in enumerate(fallbacks):
-                gw.auth.authorize_model(principal, fallback, f"models[{i}]")
-        plan = gw.router.plan(model, trio.current_time(), fallbacks)
-        stream = body.get("stream") is True
-        first = gw.relays[plan.deployments[0].provider_name]  # its deadline is the request's
-        acct, body = await admit(  # 429/402 first
-            ledger=gw.ledger,
-            limiter=gw.limiter,
-            default_output_tokens=gw.config.state.default_output_tokens,
-            principal=principal,
-            dep=plan.deployments[0],
-            reach=plan.deployments[1:],
-            model=model,
-            body=body,
-            request_id=request_id,
-            deadline_s=request_deadline_s(gw, first),
-            count=offloaded_counter(gw.offload, size),
-        )
-        account = acct
-        extra += acct.headers
-        routed_at = len(extra)
-
-        def on_attempt(dep: Deployment, attempts: int) -> None:
-            # Before the attempt: the row charges the deployment that answers, and a
-            # stream's headers (sent with its first byte) name it.
-            acct.served(dep, attempts)
-            extra[routed_at:] = route_headers(dep, attempts)
-
-        run = Chain(
-            router=gw.router,
-            plan=plan,
-            relays=gw.relays,
-            fetcher=gw.fetcher,
-            body=body,
-            stream=stream,
-            include_usage=stream and wants_usage(body),
-            request_id=request_id,
-            created=int(time.time()),
-            response_format=response_format_type(body),
-            on_attempt=on_attempt,
-            offload=gw.offload,
-            request_bytes=size,
-        )
-        if stream:
-            sse = writer = SSEWriter(send, extra)
-            progress = streamed = Outcome()
-
-            async def settle_stream(outcome: Outcome) -> None:
-                await acct.finish(outcome.usage, outcome.error, events=outcome.events)
-
-            async def work() -> None:
-                await run.stream_to(sse.write, settle_stream, progress)
-                await sse.end()
-
-        else:
-
-            async def work() -> None:
-                completion = await run.complete()
-                await acct.finish(completion.usage, None)
-                await send_bytes(send, 200, completion.body, JSON_HEADERS + extra)
-
-        await until_disconnect(receive, work, gw.shutdown)
-    except ClientGone:
-        return
-    except Exception as e:
-        if isinstance(e, GatewayError):
-            failure = e
-        else:
-            log.exception("internal error in request %s", request_id)
-            failure = InternalError(f"The gateway failed unexpectedly (request id {request_id}).")
-        settled = account is not None and account.done  # the stream's last event is out
-        if account is not None:  # the row is journaled before the client hears the end
-            await account.finish(None, failure, events=streamed.events if streamed else 0)
-        if writer is not None and writer.started:  # a shutdown (or a bug) mid-stream
-            if not settled:
-                await writer.write(failure.sse_event())
-            await writer.end()
-        else:
-            await send_error(send, failure, extra)
-    finally:
-        if account is not None and not account.done:
-            # Failed before the upstream answered, or the client went away (its
-            # request was cancelled), or the shutdown cut it: settle what is known,
-            # shielded from that cancel.
-            gone = "shutting_down" if gw.shutdown.stopping else "client_gone"
-            with trio.CancelScope(shield=True):
-                await account.finish(
-                    None,
-                    failure,
-                    events=streamed.events if streamed else 0,
-                    status=None if failure else gone,
-                )
+    await serve_model_call(gw, scope, receive, send, ChatCall())
