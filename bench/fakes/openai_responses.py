@@ -184,11 +184,12 @@ class ResponsesAnswer:
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
     def events(self) -> tuple[list[bytes], int, int]:
-        """The stream's events, and the range of the paced ones (the deltas)."""
+        """The stream's events, and the range of the paced ones: the deltas after the
+        first (the first goes out at once with the events before it)."""
         ev = self._event
         out = [ev("response.created", response=self.response("in_progress", [], None))]
         out.append(ev("response.in_progress", response=self.response("in_progress", [], None)))
-        first = len(out)
+        first = 0  # the first delta goes with everything before it, as a chat stream's does
         items = self._items()
         for index, item in enumerate(items):
             if item["type"] == "function_call":
@@ -200,6 +201,7 @@ class ResponsesAnswer:
                     )
                 )
                 for piece in self.answer.calls[index].pieces:
+                    first = first or len(out) + 1
                     out.append(
                         ev(
                             "response.function_call_arguments.delta",
@@ -236,6 +238,7 @@ class ResponsesAnswer:
                     )
                 )
                 for piece in self.answer.pieces:
+                    first = first or len(out) + 1
                     out.append(
                         ev(
                             "response.output_text.delta",
@@ -268,6 +271,7 @@ class ResponsesAnswer:
                 )
             out.append(ev("response.output_item.done", output_index=index, item=item))
         last = len(out)
+        first = first or last
         status = "incomplete" if self.answer.finish_reason == "length" else "completed"
         final = self.response(status, items, self._usage())
         out.append(ev(f"response.{status}", response=final))

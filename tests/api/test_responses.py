@@ -474,3 +474,24 @@ def test_other_paths_and_methods_are_openai_shaped(stack: Stack) -> None:
     assert r.status_code == 404 and check_error(r.json()) == []
     r = httpx.post(f"{stack.url}/responses", content=b"{not json", headers=headers)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("model", ["fake/m", "native/m"])
+def test_client_disconnect_cancels_the_upstream(stack: Stack, model: str) -> None:
+    before = stack.openai.disconnects
+    events = client(stack).responses.create(
+        model=f"{model}@chunks=200&chunk_interval_ms=50", input="x", stream=True
+    )
+    for i, _ in enumerate(events):
+        if i == 4:
+            break
+    events.close()
+    assert stack.openai.wait_for_disconnects(before + 1, timeout_s=1.0)
+
+
+def test_an_upstream_silent_mid_stream_ends_with_response_failed(stack: Stack) -> None:
+    """idle_timeout_s is 2 s here: the stream ends with the timeout, never a silent cut."""
+    answer = raw_stream(stack, {"model": "native/m@chunks=3&chunk_interval_ms=3000", "input": "x"})
+    events = check_stream(answer.content)
+    assert events[-2]["type"] == "error" and events[-2]["code"] == "upstream_timeout"
+    assert events[-1]["response"]["status"] == "failed"
