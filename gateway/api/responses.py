@@ -224,6 +224,12 @@ async def responses_route(gw: Gateway, scope: Scope, receive: Receive, send: Sen
             return
         try:
             if method == "GET":
+                if b"stream=true" in scope["query_string"].lower():
+                    raise InvalidRequest(
+                        "Invalid value for 'stream': a stored response cannot be replayed "
+                        "as a stream here; leave 'stream' out to get it as JSON.",
+                        param="stream",
+                    )
                 _, found = await _stored(gw, scope, response_id)
                 await send_bytes(send, 200, found.response, JSON_HEADERS)
                 return

@@ -472,6 +472,8 @@ def test_other_paths_and_methods_are_openai_shaped(stack: Stack) -> None:
     assert r.status_code == 405 and r.headers["allow"] == "GET, DELETE"
     r = httpx.get(f"{stack.url}/responses/resp_x/input_items", headers=headers)
     assert r.status_code == 404 and check_error(r.json()) == []
+    r = httpx.get(f"{stack.url}/responses/resp_x?stream=true", headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
     r = httpx.post(f"{stack.url}/responses", content=b"{not json", headers=headers)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
