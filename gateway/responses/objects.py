@@ -240,6 +240,13 @@ class Events:
     def __init__(self) -> None:
         self.sequence = 0
 
+    def emit_delta(self, out: list[bytes] | None, head: bytes, delta: str) -> None:
+        """A delta event whose bytes up to its `delta` value are `head` (made once)."""
+        number = self.sequence
+        self.sequence = number + 1
+        if out is not None:
+            out.append(head + orjson.dumps(delta) + b',"sequence_number":%d}\n\n' % number)
+
     def emit(self, out: list[bytes] | None, kind: str, fields: JSON) -> None:
         number = self.sequence
         self.sequence = number + 1

@@ -52,6 +52,7 @@ class Output:
 
     __slots__ = (
         "_calls",
+        "_delta_head",
         "_events",
         "_item",
         "_kind",
@@ -72,6 +73,7 @@ class Output:
         self._part: str | None = None  # "output_text" or "refusal": its open part
         self._text: list[str] = []  # the open part's (or reasoning's) text so far
         self._calls: dict[int, _Call] = {}  # open function calls by the model's call index
+        self._delta_head = b""  # the open text part's delta event up to its delta
 
     # ------------------------------------------------------------------ what comes in
 
@@ -89,14 +91,17 @@ class Output:
         self._emit(out, "response.reasoning_summary_text.delta", summary_index=0, delta=delta)
 
     def text(self, delta: str, out: Out) -> None:
-        self._part_delta("output_text", delta, out)
-        self._emit(
-            out,
-            "response.output_text.delta",
-            content_index=len(self._parts),
-            delta=delta,
-            logprobs=[],
-        )
+        if self._part == "output_text" and self._kind == "message":
+            self._text.append(delta)  # the common case: more of the open text
+        else:
+            self._part_delta("output_text", delta, out)
+            self._delta_head = (
+                b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+                b'"item_id":"%b","output_index":%d,"content_index":%d,"logprobs":[],"delta":'
+                % (self._item.encode(), len(self.items) - 1, len(self._parts))
+            )
+        # The event most of a stream is made of, from bytes made once per part.
+        self._events.emit_delta(out, self._delta_head, delta)
 
     def refusal(self, delta: str, out: Out) -> None:
         self._part_delta("refusal", delta, out)
