@@ -22,6 +22,7 @@ Pure module: no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -67,6 +68,11 @@ _SERVICE_TIERS: Final = ("auto", "default", "flex", "scale", "priority")
 _CHOICE_MODES: Final = ("none", "auto", "required")
 _FORMATS: Final = ("text", "json_schema", "json_object")
 
+# The URLs chat's validator takes for an image (gateway/openai/validate/messages.py), so
+# that what passes here passes the bridge.
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+\S*", re.IGNORECASE)
+_DATA_URL = re.compile(r"data:[a-zA-Z0-9.+-]+/[a-zA-Z0-9.+-]+;base64,")
+
 # Nesting levels: body (1) > input (2) > input[i] (3) > content (4) > content[j] (5).
 _ITEM_LEVEL: Final = 3
 
@@ -83,10 +89,10 @@ def _check_image(part: dict[str, Any]) -> None:
     file_id = part.get("file_id")
     if url is None and file_id is None:
         raise value_error("", "expected 'image_url' or 'file_id'")
-    if url is not None and not want_str(url, "image_url").startswith(
-        ("http://", "https://", "data:")
-    ):
-        raise value_error("image_url", "expected an http(s) URL or a base64 data URL")
+    if url is not None and _HTTP_URL.fullmatch(want_str(url, "image_url")) is None:
+        data = _DATA_URL.match(url)  # anchored at the start: never scans the payload
+        if data is None or data.end() == len(url):
+            raise value_error("image_url", "expected an http(s) URL or a base64 data URL")
     if file_id is not None:
         want_str(file_id, "file_id")
     detail = part.get("detail")

@@ -26,6 +26,7 @@ GOOD = [
                 "role": "user",
                 "content": [
                     {"type": "input_image", "image_url": "https://x/y.png", "detail": "auto"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,iVBO"},
                     {"type": "input_file", "file_data": "data:application/pdf;base64,AA=="},
                     {"type": "input_file", "file_url": "https://x/y.pdf"},
                 ],
@@ -83,6 +84,10 @@ BAD: list[tuple[Any, str | None]] = [
         body(
             input=[{"role": "user", "content": [{"type": "input_image", "image_url": "ftp://x"}]}]
         ),
+        "input[0].content[0].image_url",
+    ),
+    (
+        body(input=[{"role": "user", "content": [{"type": "input_image", "image_url": "data:x"}]}]),
         "input[0].content[0].image_url",
     ),
     (
