@@ -38,6 +38,10 @@ requests and reports every departure (see bench/conform/).
 
 time the routing decision per request, and measure success and latency with one
 deployment failing 20% and one dead against all healthy.
+
+    python -m bench responses [--chunks N] [--calls N] [--repeat N]  (bench/responses.py)
+
+times the Responses API's own work (events, objects, the bridge) next to chat's.
 """
 
 from __future__ import annotations
@@ -51,7 +55,19 @@ from typing import Any
 
 import trio
 
-from bench import compare, conform, failover, idle, load, observe, restart, routing, soak, stall
+from bench import (
+    compare,
+    conform,
+    failover,
+    idle,
+    load,
+    observe,
+    responses,
+    restart,
+    routing,
+    soak,
+    stall,
+)
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -93,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_parser(commands)
     conform.add_parser(commands)
     routing.add_parser(commands)
+    responses.add_parser(commands)
     failover.add_parser(commands)
     observe.add_parser(commands)
     return parser
@@ -121,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return conform.run(args)
     if args.command == "routing":
         return routing.run(args)
+    if args.command == "responses":
+        return responses.run(args)
     if args.command == "failover":
         return failover.run(args)
     kind = FAKES[args.kind]
