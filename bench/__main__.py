@@ -52,6 +52,10 @@ app started.
 
 serves the gateway in process under a trio Instrument while an open-loop load runs:
 long task steps, scheduler batches, oversleeps (CPU or GIL), GC pauses.
+
+    python -m bench responses [--chunks N] [--calls N] [--repeat N]  (bench/responses.py)
+
+times the Responses API's own work (events, objects, the bridge) next to chat's.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ from bench import (
     load,
     memory,
     observe,
+    responses,
     restart,
     routing,
     soak,
@@ -121,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_parser(commands)
     conform.add_parser(commands)
     routing.add_parser(commands)
+    responses.add_parser(commands)
     failover.add_parser(commands)
     floor.add_parser(commands)
     memory.add_parser(commands)
@@ -152,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return conform.run(args)
     if args.command == "routing":
         return routing.run(args)
+    if args.command == "responses":
+        return responses.run(args)
     if args.command == "failover":
         return failover.run(args)
     if args.command == "floor":
