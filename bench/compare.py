@@ -118,6 +118,7 @@ from bench.subcommand import (
     write_json,
 )
 from bench.targets import (
+    GatewaySetup,
     Redis,
     Server,
     find_redis_server,
@@ -594,7 +595,12 @@ def _start_block(
             if redis is not None and workers > 1:
                 redis.flush()
                 redis_url = redis.url
-            servers.append(start_gateway(procs, upstream, opts.start_timeout_s, workers, redis_url))
+            # The upstream pool holds a connection per stream: paced-llm's streams all at once
+            # would otherwise queue past the default cap of 512 (`max_connections`).
+            setup = GatewaySetup(max_connections=max(512, opts.llm_streams + 64))
+            servers.append(
+                start_gateway(procs, upstream, opts.start_timeout_s, workers, redis_url, setup)
+            )
         elif name in ("floor", "floor-raw"):
             mode = name.partition("-")[2] or "stream"
             servers.append(start_floor(procs, upstream, opts.start_timeout_s, mode))
