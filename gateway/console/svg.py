@@ -13,9 +13,9 @@ import re
 from collections.abc import Callable, Sequence
 from html import escape
 
-WIDTH = 640
+WIDTH = 420
 HEIGHT = 180
-LEFT = 56  # room for the axis labels
+LEFT = 78  # room for the axis labels
 BOTTOM = 22
 TOP = 8
 
@@ -40,7 +40,7 @@ def bar_chart(
     points: Sequence[tuple[str, float]],
     fmt: Callable[[float], str] = lambda v: f"{v:,.0f}",
 ) -> str:
-    """An SVG bar chart of (label, value) points, left to right."""
+    """A captioned SVG bar chart of (label, value) points, left to right."""
     plot_w = WIDTH - LEFT - 8
     plot_h = HEIGHT - TOP - BOTTOM
     top = _nice_max(max((v for _, v in points), default=0.0))
@@ -83,4 +83,4 @@ def bar_chart(
             "No requests in this period</text>"
         )
     parts.append("</svg>")
-    return "".join(parts)
+    return f"<figure><figcaption>{escape(title)}</figcaption>{''.join(parts)}</figure>"
