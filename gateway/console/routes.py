@@ -180,6 +180,8 @@ def make_console_blueprint(gw: Gateway, admin: KeyAdmin) -> Blueprint:
 
     @bp.errorhandler(GatewayError)
     async def gateway_error(e: GatewayError) -> Response:
+        if not gw.config.console.enabled:  # no console: the gateway's own JSON 404
+            return Response(e.body(), status=e.http_status, content_type="application/json")
         return await page("error.html", e.http_status, title="Error", message=e.message)
 
     @bp.errorhandler(StoreError)
