@@ -75,3 +75,13 @@ async def test_root_leads_to_the_console_and_disabled_means_404(tmp_path: Path) 
         assert (await resp.get_json())["error"]["type"] == "invalid_request_error"
     no_admin = create_app(config(tmp_path, None, admin=False)).quart.test_client()
     assert (await no_admin.get("/console/login")).status_code == 404
+
+
+def test_a_reload_may_open_the_models_page_but_not_change_sessions(tmp_path: Path) -> None:
+    from gateway.config.reload import restart_needed
+
+    old = config(tmp_path, None)
+    assert restart_needed(old, config(tmp_path, {"public_models": True, "enabled": False})) == []
+    assert restart_needed(old, config(tmp_path, {"session_max_age_s": 60})) == [
+        "console.session_max_age_s"
+    ]
