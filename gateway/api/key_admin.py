@@ -210,6 +210,13 @@ class KeyAdmin:
             **key_json(record, now),
             "usage": {"period": period, **summary.to_dict()},
         }
+        out.update(await self.money_and_limits(record, now))
+        return out
+
+    async def money_and_limits(self, record: KeyRecord, now: float) -> dict[str, Any]:
+        """What the key spent this period (with a spend limit), its credit (prepaid)
+        and the limiter's live state: `spent_micros`, `credit_micros`, `limits`."""
+        out: dict[str, Any] = {}
         if record.spend_period is not None:
             out["spent_micros"] = await self.spent(record, now)
         if record.prepaid:
@@ -218,9 +225,10 @@ class KeyAdmin:
             out["limits"] = await self.limit_status(record.key_id, now, record.limits)
         return out
 
-    async def usage(self, args: Mapping[str, str]) -> Report:
+    async def usage(self, args: Mapping[str, str], *, flush: bool = True) -> Report:
         """A usage report from query arguments: `by` (a USAGE_GROUPS name, key by
-        default), `since` and `until` (parse_when), `key`."""
+        default), `since` and `until` (parse_when), `key`. `flush=False`: the caller
+        flushed just before (several reports for one page)."""
         now = self.clock()
         unknown = set(args) - USAGE_ARGS
         if unknown:
@@ -236,14 +244,14 @@ class KeyAdmin:
                 bounds[name] = None if text is None else parse_when(text, now)
             except ValueError as e:
                 raise InvalidRequest(f"{name}: {e}", param=name) from None
-        await self.flush()
+        if flush:
+            await self.flush()
         key = args.get("key") or None
         lines = await self.db.usage_report(by, bounds["since"], bounds["until"], key)
         return Report(by, bounds["since"], bounds["until"], key, lines)
 
-    async def recent(self, key_id: str, limit: int = 50) -> list[UsageRow]:
+    async def recent(self, key_id: str, limit: int = 50, *, flush: bool = True) -> list[UsageRow]:
         """The key's newest ledger rows, newest first (what is journaled included)."""
-        await self.record(key_id)
-        if self.ledger is not None:
+        if flush and self.ledger is not None:
             await self.ledger.flush()
         return await self.db.recent_usage(key_id, min(limit, MAX_RECENT))

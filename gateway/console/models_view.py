@@ -167,6 +167,24 @@ class ModelRow:
     def first(self) -> Target:
         return self.targets[0]
 
+    def price(self, which: str) -> str:
+        """A price of the model per million tokens ("input", "cached" or "output"):
+        its targets' range when they differ."""
+        values = sorted({_price(t.price, which) for t in self.targets})
+        if len(values) == 1:
+            return per_mtok(values[0])
+        return f"{per_mtok(values[0])} to {per_mtok(values[-1])}"
+
+    @property
+    def max_output(self) -> str:
+        caps = {t.max_output_tokens for t in self.targets}
+        known = sorted(c for c in caps if c is not None)
+        if not known:
+            return "—"
+        if None in caps or len(known) > 1:
+            return f"up to {known[-1]:,}"
+        return f"{known[0]:,}"
+
     @property
     def cooling(self) -> list[str]:
         return [t.model_id for t in self.targets if t.cooling]
@@ -176,6 +194,15 @@ class ModelRow:
         """What the filter box matches against."""
         words = [self.id, self.owner, *(f"{t.provider} {t.upstream_model}" for t in self.targets)]
         return " ".join(words).lower()
+
+
+def _price(price: Price, which: str) -> float:
+    if which == "input":
+        return price.input_per_mtok
+    if which == "output":
+        return price.output_per_mtok
+    cached = price.cached_input_per_mtok
+    return price.input_per_mtok if cached is None else cached
 
 
 def _deployments(target: Route | Deployment) -> list[tuple[Deployment, float | None]]:

@@ -336,12 +336,14 @@ def make_console_blueprint(gw: Gateway, admin: KeyAdmin) -> Blueprint:
         return resp
 
     async def key_page(key_id: str, status: int = 200, **context: Any) -> Response:
-        shown = await admin.show(key_id, "month")
         record = await admin.record(key_id)
+        now = time.time()
+        shown = {**key_json(record, now), **await admin.money_and_limits(record, now)}
         args = {"since": f"{CHART_DAYS}d", "key": key_id}
-        by_day = await admin.usage({**args, "by": "day"})
-        by_model = await admin.usage({**args, "by": "model"})
-        by_status = await admin.usage({**args, "by": "status"})
+        await admin.flush()  # once, for the reports below
+        by_day = await admin.usage({**args, "by": "day"}, flush=False)
+        by_model = await admin.usage({**args, "by": "model"}, flush=False)
+        by_status = await admin.usage({**args, "by": "status"}, flush=False)
         days = [(line.group or "-", line.totals) for line in by_day.lines]
         charts = [
             bar_chart("Requests per day", [(d[5:], t.requests) for d, t in days]),
@@ -363,7 +365,7 @@ def make_console_blueprint(gw: Gateway, admin: KeyAdmin) -> Blueprint:
             charts=charts,
             by_model=by_model.lines,
             by_status=by_status.lines,
-            recent=await admin.recent(key_id, 25),
+            recent=await admin.recent(key_id, 25, flush=False),
             done=DONE.get(request.args.get("done") or ""),
             days=CHART_DAYS,
             nav="keys",

@@ -299,7 +299,10 @@ def test_models_page_lists_what_v1_models_lists_with_prices(page: Any, served: S
     claude = page.locator("#model-claude-test")
     assert "json_schema emulated" in claude.inner_text()
     assert "audio" not in claude.locator("td.caps").inner_text()
-    assert "weighted" in page.inner_text("#model-mixed")
+    mixed = page.locator("#model-mixed")
+    assert "weighted" in mixed.inner_text()
+    # A routed model's targets differ in price: the range, not the first one's.
+    assert mixed.locator("td.price").all_inner_texts() == ["$0.50 to $2.50", "$1.50 to $10.00"]
     page.fill("#model-filter", "claude")
     assert page.locator("tr[data-model]:visible").count() == 1
     page.fill("#model-filter", "")
