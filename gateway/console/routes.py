@@ -20,6 +20,7 @@ only this console's own scripts and styles, and pages after a login `no-store`.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -158,7 +159,9 @@ def make_console_blueprint(gw: Gateway, admin: KeyAdmin) -> Blueprint:
         endpoint = request.endpoint or ""
         if request.method == "POST":
             origin = request.headers.get("origin")
-            if origin is not None and origin != request.host_url.rstrip("/"):
+            # The host only: behind a proxy that ends TLS the browser's origin is
+            # https://HOST while this request came over http.
+            if origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
                 return await page("error.html", 403, title="Refused", message=_FORGED)
             if endpoint != "console.login_post":
                 form = await request.form
@@ -203,7 +206,7 @@ def make_console_blueprint(gw: Gateway, admin: KeyAdmin) -> Blueprint:
         nonce = request.cookies.get(LOGIN_COOKIE) or ""
         fresh = len(nonce) != 32 or not nonce.isalnum()
         if fresh:
-            nonce = sessions.issue().partition(".")[0][:32].ljust(32, "0")
+            nonce = secrets.token_hex(16)
         resp = await page(
             "login.html",
             status,
