@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import tomllib
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import orjson
 import pytest
 
 from bench import console
-from bench.procfs import process_tree
 from gateway.config import parse_config
 from tests.bench.leftover_processes import processes_under
 
@@ -63,5 +61,5 @@ def test_console_short_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert set(rows) == {"alone", "console 2/s", "console max"}
     assert rows["console max"]["pages_per_s"] > 0
     assert all(r.get("pages_failed", 0) == 0 for r in doc["runs"])
-    assert process_tree(os.getpid()) == [os.getpid()]
+    # Every server it started is gone (the session's browser, if any, is not ours).
     assert processes_under(tmp_path) == []
