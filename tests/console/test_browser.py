@@ -287,6 +287,10 @@ def test_revoke_is_refused_within_2_s(page: Any, served: Served) -> None:
 def test_models_page_lists_what_v1_models_lists_with_prices(page: Any, served: Served) -> None:
     listed = served.sdk(CONFIG_KEY).models.list()
     ids = [m.id for m in listed.data]
+    # claude-test's provider refuses connections: five failures in a row eject it.
+    for _ in range(6):
+        with pytest.raises(openai.APIStatusError):
+            served.sdk(CONFIG_KEY).chat.completions.create(model="claude-test", messages=HELLO)
     log_in(page)
     page.goto("/console/models")
     rows = page.locator("tr[data-model]")
@@ -299,6 +303,8 @@ def test_models_page_lists_what_v1_models_lists_with_prices(page: Any, served: S
     claude = page.locator("#model-claude-test")
     assert "json_schema emulated" in claude.inner_text()
     assert "audio" not in claude.locator("td.caps").inner_text()
+    assert "cooldown: claude-test" in claude.inner_text()
+    assert "cooldown" not in page.inner_text("#model-mock-fast")
     mixed = page.locator("#model-mixed")
     assert "weighted" in mixed.inner_text()
     # A routed model's targets differ in price: the range, not the first one's.
