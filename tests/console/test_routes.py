@@ -82,3 +82,21 @@ async def test_next_never_leaves_the_console(tmp_path: Path) -> None:
             as_text=True
         )
         assert 'name="next" value="/console/keys"' in page, target
+
+
+def test_every_template_and_static_file_ships_in_a_wheel() -> None:
+    import tomllib
+    from fnmatch import fnmatch
+
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = data["tool"]["setuptools"]["package-data"]["gateway.console"]
+    package = root / "gateway" / "console"
+    files = [
+        p.relative_to(package).as_posix()
+        for folder in ("templates", "static")
+        for p in (package / folder).rglob("*")
+        if p.is_file()
+    ]
+    assert files
+    assert [f for f in files if not any(fnmatch(f, pat) for pat in patterns)] == []
