@@ -176,6 +176,20 @@ class ModelRow:
         return f"{per_mtok(values[0])} to {per_mtok(values[-1])}"
 
     @property
+    def capabilities(self) -> Capabilities:
+        """What every target carries: a request may reach any of them."""
+        caps = [t.capabilities for t in self.targets]
+        modes = {c.json_schema for c in caps}
+        return Capabilities(
+            streaming=all(c.streaming for c in caps),
+            tools=all(c.tools for c in caps),
+            vision=all(c.vision for c in caps),
+            audio=all(c.audio for c in caps),
+            files=all(c.files for c in caps),
+            json_schema=modes.pop() if len(modes) == 1 else "mixed",
+        )
+
+    @property
     def max_output(self) -> str:
         caps = {t.max_output_tokens for t in self.targets}
         known = sorted(c for c in caps if c is not None)

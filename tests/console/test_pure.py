@@ -223,3 +223,28 @@ def test_examples_carry_the_model_id_and_no_key() -> None:
     assert body["model"] == tricky
     assert "GATEWAY_API_KEY" in out["python"] and "GATEWAY_API_KEY" in out["node"]
     assert json.dumps(tricky) in out["python"]
+
+
+def test_a_routed_model_shows_what_all_its_targets_carry() -> None:
+    from gateway.config import Price
+    from gateway.console.models_view import Live, ModelRow, Target
+    from gateway.providers.base import Capabilities
+
+    def target(caps: Capabilities, cap: int | None) -> Target:
+        return Target("t", "p", "mock", "u", Price(), cap, caps, False)
+
+    row = ModelRow(
+        "r",
+        "gateway",
+        "weighted",
+        (
+            target(Capabilities(), 100),
+            target(Capabilities(audio=False, json_schema="emulated"), None),
+        ),
+        (),
+        Live(0, None, None, None),
+    )
+    caps = row.capabilities
+    assert caps.vision and not caps.audio and caps.json_schema == "mixed"
+    assert row.max_output == "up to 100"
+    assert row.price("input") == "free"
