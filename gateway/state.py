@@ -14,6 +14,7 @@ background work, drain).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ from gateway.observability.observer import Observer
 from gateway.observability.traces import NO_TRACER, Tracer
 from gateway.offload import Offload
 from gateway.providers.registry import provider_for
-from gateway.store.records import KeyLimits, Topup
+from gateway.store.records import KeyLimits, StoreError, Topup
+from gateway.store.responses import ResponseStore, SqliteResponses, SqliteResponseTable
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
 from gateway.tokens import count as tokens
 from gateway.upstream.media_fetch import MediaFetcher
@@ -43,6 +45,10 @@ from gateway.upstream.router import Router
 from gateway.upstream.transports import make_transport
 
 PRUNE_EVERY_S = 5.0  # idle upstream connections past their expiry close within this
+PRUNE_RESPONSES_EVERY_S = 3600.0  # stored responses past their retention are deleted so often
+DAY_S = 86400.0
+
+log = logging.getLogger("gateway")
 
 
 class Shutdown:
@@ -111,6 +117,8 @@ class Gateway:
         self.db = AsyncSqlite(SqliteStore(state.sqlite_path))
         self.ledger = Ledger(self.db, state.journal, fsync=state.fsync)
         self.refusals = Refusals(self.db)  # requests refused before admission, counted
+        # Stored responses of the Responses API: a table of their own in the same file.
+        self.responses: ResponseStore = SqliteResponses(SqliteResponseTable(state.sqlite_path))
         self.limiter: LimitBackend = MemoryLimitBackend(seeder=self.seed_budget)
         self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
         self.current = self._snapshot(config, None)
@@ -119,6 +127,11 @@ class Gateway:
         self.ready = False
         self.shutdown = Shutdown()
         self._closed = False
+
+    @property
+    def responses_retention_s(self) -> float:
+        """How long stored responses are kept (`[responses] retention_days`, reloadable)."""
+        return self.current.config.responses.retention_days * DAY_S
 
     @property
     def config(self) -> Config:
@@ -227,6 +240,7 @@ class Gateway:
         await nursery.start(self.refusals.run_writer)
         nursery.start_soon(self._prune_idle_connections)
         nursery.start_soon(self._close_retired)
+        nursery.start_soon(self._prune_stored_responses)
         self.ready = True
 
     async def _prune_idle_connections(self) -> None:
@@ -239,6 +253,16 @@ class Gateway:
                 for relay in snap.relays.values():
                     relay.transport.prune_idle()
 
+    async def _prune_stored_responses(self) -> None:
+        """Delete stored responses past their retention, now and then every hour (reads
+        ignore them already: this only gives the space back)."""
+        while True:
+            try:
+                await self.responses.prune(time.time() - self.responses_retention_s)
+            except StoreError:
+                log.exception("pruning stored responses failed; trying again later")
+            await trio.sleep(PRUNE_RESPONSES_EVERY_S)
+
     async def aclose(self) -> None:
         """Drain the ledger and close everything; safe to call twice."""
         if self._closed:
@@ -248,6 +272,7 @@ class Gateway:
         with trio.CancelScope(shield=True):
             await self._close_unused([self.current, *self._retired], [])
             await self.ledger.aclose()
+            await self.responses.aclose()
             await self.db.aclose()
             # The SDK's export thread sends what is left (bounded by its own timeout).
             await trio.to_thread.run_sync(self.observer.tracer.shutdown)

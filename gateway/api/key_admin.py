@@ -31,18 +31,7 @@ from gateway.store.sqlite import AsyncSqlite
 LimitStatus = Callable[[str, float, KeyLimits], Awaitable[dict[str, Any]]]
 
 KEY_ID: Final = re.compile(r"[a-z0-9]{12}", re.ASCII)
-CREATE_FIELDS: Final = frozenset(
-    {
-        "name",
-        "models",
-        "rpm",
-        "tpm",
-        "spend_limit_micros",
-        "spend_period",
-        "credit_micros",
-        "expires_at",
-    }
-)
+CREATE_FIELDS: Final = frozenset({*UPDATE_FIELDS, "credit_micros"})  # credit: top-ups after
 TOPUP_FIELDS: Final = frozenset({"micros", "note"})
 USAGE_ARGS: Final = frozenset({"by", "since", "until", "key"})
 PERIOD: Final[dict[str, SpendPeriod]] = {p: p for p in PERIODS}

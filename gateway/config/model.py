@@ -86,6 +86,13 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponsesConfig:
+    """The Responses API's stored responses (`[responses]`; docs/responses.md)."""
+
+    retention_days: float = 30.0  # a stored response is gone this long after it was made
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -239,6 +246,7 @@ class Config:
     routing: RoutingConfig = RoutingConfig()  # the defaults of every model
     observability: ObservabilityConfig = ObservabilityConfig()
     console: ConsoleConfig = ConsoleConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
     @property
     def pid_path(self) -> str:

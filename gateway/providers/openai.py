@@ -98,6 +98,23 @@ class OpenAIProvider:
             payload=payload,
         )
 
+    def speaks_responses(self, dep: Deployment) -> bool:
+        return dep.options_of(OpenAIOptions).responses_api
+
+    def responses_request(self, payload: JSON, ctx: CallContext) -> UpstreamRequest:
+        dep = ctx.deployment
+        headers = dict(_STREAM_HEADERS if ctx.stream else _JSON_HEADERS)
+        if dep.api_key:
+            headers["authorization"] = "Bearer " + dep.api_key
+        headers.update(dep.headers)
+        return UpstreamRequest(
+            url=dep.base_url + "/responses",
+            headers=headers,
+            body=encode_body(payload),
+            stream=ctx.stream,
+            payload=payload,
+        )
+
     def parse_response(self, body: bytes, ctx: CallContext) -> Completion:
         obj = load_json_object(body)
         if "error" in obj and not obj.get("choices"):

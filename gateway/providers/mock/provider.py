@@ -24,6 +24,9 @@ class MockProvider(OpenAIProvider):
     def capabilities(self, deployment: Deployment) -> Capabilities:
         return Capabilities(json_schema="emulated")  # it generates an instance of the schema
 
+    def speaks_responses(self, dep: Deployment) -> bool:
+        return False  # answered in chat completions' format only: always bridged
+
     def build_request(self, body: JSON, ctx: CallContext) -> UpstreamRequest:
         payload = normalise_request(body, ctx)
         return UpstreamRequest(
