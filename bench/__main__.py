@@ -39,6 +39,10 @@ requests and reports every departure (see bench/conform/).
 time the routing decision per request, and measure success and latency with one
 deployment failing 20% and one dead against all healthy.
 
+    python -m bench console [--concurrency N] [--page-rate R] ...  (bench/console.py)
+
+measures chat throughput alone and while a client loads console pages.
+
     python -m bench responses [--chunks N] [--calls N] [--repeat N]  (bench/responses.py)
 
 times the Responses API's own work (events, objects, the bridge) next to chat's.
@@ -58,6 +62,7 @@ import trio
 from bench import (
     compare,
     conform,
+    console,
     failover,
     idle,
     load,
@@ -112,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     responses.add_parser(commands)
     failover.add_parser(commands)
     observe.add_parser(commands)
+    console.add_parser(commands)
     return parser
 
 
@@ -142,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return responses.run(args)
     if args.command == "failover":
         return failover.run(args)
+    if args.command == "console":
+        return console.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(

@@ -25,6 +25,7 @@ from gateway.config.model import (
     LOG_LEVELS,
     TRANSPORTS,
     Config,
+    ConsoleConfig,
     FetchPolicy,
     KeyConfig,
     ModelConfig,
@@ -347,6 +348,21 @@ def _observability(ot: Table, state: StateConfig) -> ObservabilityConfig:
     return obs
 
 
+def _console(ct: Table) -> ConsoleConfig:
+    d = ConsoleConfig()
+    console = ConsoleConfig(
+        enabled=_or(ct.flag("enabled"), d.enabled),
+        public_models=_or(ct.flag("public_models"), d.public_models),
+        session_max_age_s=_or(ct.number("session_max_age_s", minimum=60), d.session_max_age_s),
+        login_attempts_per_minute=_or(
+            ct.integer("login_attempts_per_minute", minimum=1, maximum=10_000),
+            d.login_attempts_per_minute,
+        ),
+    )
+    ct.done()
+    return console
+
+
 def _media(mt: Table) -> FetchPolicy:
     d = FetchPolicy()
     media = FetchPolicy(
@@ -442,6 +458,8 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
     media = _media(met) if met is not None else FetchPolicy()
     ot = root.table("observability")
     observability = _observability(ot, state) if ot is not None else ObservabilityConfig()
+    ct = root.table("console")
+    console = _console(ct) if ct is not None else ConsoleConfig()
     rst = root.table("responses")
     responses = _responses(rst) if rst is not None else ResponsesConfig()
     root.done()
@@ -458,6 +476,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
         routed=routed,
         routing=routing,
         observability=observability,
+        console=console,
         responses=responses,
     )
 

@@ -130,6 +130,16 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """The web console under /console/ (`[console]`); it needs `[state] admin_key`."""
+
+    enabled: bool = True  # served when the admin key is set
+    public_models: bool = False  # the Models page without logging in
+    session_max_age_s: float = 8 * 3600.0  # a login lasts this long
+    login_attempts_per_minute: int = 10  # per client address; more get 429
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderConfig:
     """One upstream endpoint (`[providers.NAME]`) and the defaults of its models."""
 
@@ -235,6 +245,7 @@ class Config:
     routed: Mapping[str, RoutedModelConfig] = field(default_factory=dict)
     routing: RoutingConfig = RoutingConfig()  # the defaults of every model
     observability: ObservabilityConfig = ObservabilityConfig()
+    console: ConsoleConfig = ConsoleConfig()
     responses: ResponsesConfig = ResponsesConfig()
 
     @property

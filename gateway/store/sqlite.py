@@ -526,6 +526,16 @@ class SqliteStore:
         with self._read() as c:
             return usage_report(c, by, since, until, key)
 
+    def recent_usage(self, key_id: str, limit: int) -> list[UsageRow]:
+        """A key's newest `limit` ledger rows, newest first (a read; no schema change)."""
+        with self._read() as c:
+            rows = c.execute(
+                f"SELECT {_USAGE_COLUMNS} FROM usage WHERE key_id = ?"
+                " ORDER BY created_at DESC LIMIT ?",
+                (key_id, limit),
+            ).fetchall()
+        return [UsageRow(*r) for r in rows]
+
     def usage_summary(
         self, key_id: str, since: float | None = None, until: float | None = None
     ) -> UsageSummary:
@@ -615,6 +625,9 @@ class AsyncSqlite:
         self, key_id: str, since: float | None = None, until: float | None = None
     ) -> UsageSummary:
         return await self.run(self.store.usage_summary, key_id, since, until)
+
+    async def recent_usage(self, key_id: str, limit: int) -> list[UsageRow]:
+        return await self.run(self.store.recent_usage, key_id, limit)
 
     async def write_usage(self, rows: Sequence[UsageRow]) -> None:
         await self.run(self.store.write_usage, rows)

@@ -688,3 +688,12 @@ async def test_the_first_load_must_succeed(adb: AsyncSqlite) -> None:
     await adb.aclose()  # closing again at teardown is harmless
     with pytest.raises(StoreError):
         await ManagedKeyStore(adb).run_refresher()
+
+
+async def test_recent_usage_is_a_keys_newest_rows_first(adb: AsyncSqlite) -> None:
+    rows = [row(f"chatcmpl-{i}", "k1", i, created_at=NOW + i) for i in range(5)]
+    await adb.write_usage([*rows, row("chatcmpl-other", "k2", 9, created_at=NOW + 9)])
+    recent = await adb.recent_usage("k1", 3)
+    assert [r.request_id for r in recent] == ["chatcmpl-4", "chatcmpl-3", "chatcmpl-2"]
+    assert recent[0] == rows[4]
+    assert await adb.recent_usage("nobody", 3) == []
