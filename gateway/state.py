@@ -28,12 +28,13 @@ from gateway.billing.limits.budget import BudgetSeed
 from gateway.billing.limits.core import LimitBackend
 from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.billing.refusals import Refusals
-from gateway.config import Config, ObservabilityConfig
+from gateway.config import Config, ObservabilityConfig, StateConfig
 from gateway.observability.metrics import Metrics
 from gateway.observability.observer import Observer
 from gateway.observability.traces import NO_TRACER, Tracer
 from gateway.offload import Offload
 from gateway.providers.registry import provider_for
+from gateway.store.base import AsyncStore
 from gateway.store.records import KeyLimits, Topup
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
 from gateway.tokens import count as tokens
@@ -78,6 +79,22 @@ def make_tracer(config: ObservabilityConfig) -> Tracer:
     return OtelTracer(config)
 
 
+def make_store(state: StateConfig) -> AsyncStore:
+    """The durable store `[state]` names, not yet connected: PostgreSQL when
+    `postgres_url` is set (the `postgres` extra is imported only then), else SQLite."""
+    if state.postgres_url:
+        from gateway.store.postgres import AsyncPostgres, PostgresStore
+
+        pg = PostgresStore(
+            state.postgres_url,
+            pool_size=state.postgres_pool_size,
+            timeout_s=state.postgres_timeout_s,
+        )
+        return AsyncPostgres(pg, concurrency=state.postgres_pool_size)
+    Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+    return AsyncSqlite(SqliteStore(state.sqlite_path))
+
+
 @dataclass(eq=False, slots=True)
 class Snapshot:
     """What requests read, built from one config and never changed: swapped whole by
@@ -107,8 +124,7 @@ class Gateway:
         self.observer = Observer(obs, metrics=metrics, tracer=make_tracer(obs))
         self.offload = Offload()  # the O(size) steps of big requests, off the event loop
         state = config.state
-        Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = AsyncSqlite(SqliteStore(state.sqlite_path))
+        self.db = make_store(state)
         self.ledger = Ledger(self.db, state.journal, fsync=state.fsync)
         self.refusals = Refusals(self.db)  # requests refused before admission, counted
         self.limiter: LimitBackend = MemoryLimitBackend(seeder=self.seed_budget)
@@ -221,8 +237,10 @@ class Gateway:
     async def start(self, nursery: trio.Nursery) -> None:
         """Open the state and start the background work in `nursery`."""
         tokens.preload()  # build the tokenizers now, not in the first request
+        await self.db.start()
         await self.ledger.start()
         await nursery.start(self.keys.run_refresher)
+        nursery.start_soon(self.db.watch_keys, self.keys.wake)
         await nursery.start(self.ledger.run_writer)
         await nursery.start(self.refusals.run_writer)
         nursery.start_soon(self._prune_idle_connections)

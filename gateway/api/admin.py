@@ -43,9 +43,9 @@ from gateway.errors import (
     InvalidRequest,
     NotFound,
 )
+from gateway.store.base import AsyncStore
 from gateway.store.periods import PERIODS, SpendPeriod, period_bounds
 from gateway.store.records import KeyLimits, KeyRecord, NewKey, StoreError
-from gateway.store.sqlite import AsyncSqlite
 
 LimitStatus = Callable[[str, float, KeyLimits], Awaitable[dict[str, Any]]]
 
@@ -123,7 +123,7 @@ def _invalid(e: ValueError, fields: tuple[str, ...]) -> InvalidRequest:
 
 
 def make_admin_blueprint(
-    db: AsyncSqlite,
+    db: AsyncStore,
     keys: ManagedKeyStore,
     admin_key_digest: bytes,
     *,
@@ -176,13 +176,13 @@ def make_admin_blueprint(
     async def credit(key_id: str) -> int:
         if ledger is not None:
             return await ledger.credit_balance(key_id)
-        return await db.run(db.store.credit_balance, key_id)
+        return await db.credit_balance(key_id)
 
     async def spent(record: KeyRecord, now: float) -> int:
         assert record.spend_period is not None
         if ledger is not None:
             return await ledger.spent_in_period(record.key_id, record.spend_period, now)
-        return await db.run(db.store.spent_in_period, record.key_id, record.spend_period, now)
+        return await db.spent_in_period(record.key_id, record.spend_period, now)
 
     @bp.post("/keys")
     async def create_key() -> Response:

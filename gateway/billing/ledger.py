@@ -42,9 +42,9 @@ import orjson
 import trio
 
 from gateway.billing.limits.budget import BudgetSeed
+from gateway.store.base import AsyncStore
 from gateway.store.periods import SpendPeriod
 from gateway.store.records import KeyLimits, StoreError, UsageRow
-from gateway.store.sqlite import AsyncSqlite
 
 log = logging.getLogger("gateway.billing.ledger")
 
@@ -116,7 +116,7 @@ class Ledger:
 
     def __init__(
         self,
-        db: AsyncSqlite,
+        db: AsyncStore,
         journal_dir: str | Path,
         *,
         fsync: bool = False,
@@ -137,7 +137,7 @@ class Ledger:
     @classmethod
     async def open(
         cls,
-        db: AsyncSqlite,
+        db: AsyncStore,
         journal_dir: str | Path,
         *,
         fsync: bool = False,
@@ -338,25 +338,19 @@ class Ledger:
     async def spent_in_period(self, key_id: str, period: SpendPeriod, now: float) -> int:
         """A key's spend in the UTC day or month containing `now`, journaled rows included."""
         async with self._flush_lock:  # no batch half-committed while we read
-            store = self._db.store
-            return await self._db.run(
-                store.spent_in_period, key_id, period, now, self._pending_for(key_id)
-            )
+            return await self._db.spent_in_period(key_id, period, now, self._pending_for(key_id))
 
     async def seed(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
         """A key's budget as the ledger knows it: a `limits.budget.Seeder` for the limit backends.
         Spend and credit are read under one lock, journaled rows included."""
-        store = self._db.store
         async with self._flush_lock:
             pending = self._pending_for(key_id)
             spent = 0
             if limits.spend_period is not None:
-                spent = await self._db.run(
-                    store.spent_in_period, key_id, limits.spend_period, now, pending
-                )
+                spent = await self._db.spent_in_period(key_id, limits.spend_period, now, pending)
             credit = None
             if limits.prepaid:
-                credit = await self._db.run(store.credit_balance, key_id, pending)
+                credit = await self._db.credit_balance(key_id, pending)
         return BudgetSeed.for_limits(limits, now, spent_micros=spent, credit_micros=credit)
 
     async def credit_balance(self, key_id: str) -> int:
@@ -367,6 +361,4 @@ class Ledger:
         """(credit balance, id of the last top-up it includes): a limiter that seeds
         from this can skip top-ups up to that id when `ManagedKeyStore` reports them."""
         async with self._flush_lock:
-            return await self._db.run(
-                self._db.store.credit_snapshot, key_id, self._pending_for(key_id)
-            )
+            return await self._db.credit_snapshot(key_id, self._pending_for(key_id))

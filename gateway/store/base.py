@@ -143,6 +143,13 @@ class AsyncStore(abc.ABC):
     Implements `gateway.auth.cache.KeySource`."""
 
     store: Store
+    kind = "SQLite"  # for messages
+    shared = False  # True: every instance uses this database (its absence is no one's fault)
+
+    async def start(self) -> None:
+        """Connect (and check the schema), off the event loop; before any other call.
+        SQLite opened its file when built: nothing to do."""
+        return None
 
     @abc.abstractmethod
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

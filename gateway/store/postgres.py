@@ -168,12 +168,11 @@ def _connect_kwargs(timeout_s: float) -> dict[str, Any]:
 
 class PostgresStore:
     """Keys, top-ups and usage in a PostgreSQL database. Synchronous and thread-safe
-    (each call takes a connection from the pool). The schema must be the one this
-    gateway knows (`gateway db migrate` makes it so)."""
+    (each call takes a connection from the pool). Built without I/O; `open` connects
+    and checks that the schema is the one this gateway knows (`gateway db migrate`
+    makes it so). `connect` does both."""
 
-    def __init__(
-        self, url: str, *, pool_size: int = 4, timeout_s: float = 5.0, check: bool = True
-    ) -> None:
+    def __init__(self, url: str, *, pool_size: int = 4, timeout_s: float = 5.0) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self._where = where_of(url)
@@ -187,11 +186,21 @@ class PostgresStore:
             open=False,
             name="gateway",
         )
+
+    @classmethod
+    def connect(cls, url: str, *, pool_size: int = 4, timeout_s: float = 5.0) -> PostgresStore:
+        """A store on `url`, opened."""
+        store = cls(url, pool_size=pool_size, timeout_s=timeout_s)
+        store.open()
+        return store
+
+    def open(self) -> None:
+        """Connect (StoreError within `timeout_s` if the server does not answer) and
+        check the schema (StoreError saying what to do if it is not this gateway's)."""
         try:
-            self._pool.open(wait=True, timeout=timeout_s)
-            if check:
-                with self._conn() as c:
-                    pg_schema.check(c, self._where)
+            self._pool.open(wait=True, timeout=self.timeout_s)
+            with self._conn() as c:
+                pg_schema.check(c, self._where)
         except BaseException as e:
             self._pool.close()
             if isinstance(e, psycopg.Error):
@@ -518,6 +527,8 @@ class AsyncPostgres(AsyncStore):
     own (bounded by the statement timeout) and gives its connection back."""
 
     store: PostgresStore
+    kind = "PostgreSQL"
+    shared = True
 
     def __init__(self, store: PostgresStore, *, concurrency: int = 4) -> None:
         self.store = store
@@ -525,10 +536,15 @@ class AsyncPostgres(AsyncStore):
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 4, timeout_s: float = 5.0) -> AsyncPostgres:
-        store = await trio.to_thread.run_sync(
-            partial(PostgresStore, url, pool_size=pool_size, timeout_s=timeout_s)
+        """A started store on `url`."""
+        db = cls(
+            PostgresStore(url, pool_size=pool_size, timeout_s=timeout_s), concurrency=pool_size
         )
-        return cls(store, concurrency=pool_size)
+        await db.start()
+        return db
+
+    async def start(self) -> None:
+        await trio.to_thread.run_sync(self.store.open)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         try:

@@ -54,7 +54,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     from gateway.store.postgres import AsyncPostgres, PostgresStore
 
     url: str = request.getfixturevalue("pg_url")
-    return Backend("postgres", lambda: PostgresStore(url), lambda: AsyncPostgres.open(url))
+    return Backend("postgres", lambda: PostgresStore.connect(url), lambda: AsyncPostgres.open(url))
 
 
 @pytest.fixture
