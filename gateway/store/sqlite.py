@@ -275,6 +275,14 @@ class SqliteStore:
     def where(self) -> str:
         return self.path
 
+    def dump(self, table: str, columns: str, batch: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every row of `table` (these `columns`), in batches, on one snapshot: for
+        `gateway db copy`."""
+        with self._read() as c:
+            cur = c.execute(f"SELECT {columns} FROM {table}")
+            while rows := cur.fetchmany(batch):
+                yield rows
+
     def ping(self) -> None:
         """A trivial query: raises sqlite3.Error if the connection is closed or broken."""
         self._conn.execute("SELECT 1").fetchone()
