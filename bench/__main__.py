@@ -38,6 +38,10 @@ requests and reports every departure (see bench/conform/).
 
 time the routing decision per request, and measure success and latency with one
 deployment failing 20% and one dead against all healthy.
+
+    python -m bench ledger [--duration S] [--backends sqlite,postgres]   (bench/ledger.py)
+
+measures the usage rows per second the ledger sustains into SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -51,7 +55,19 @@ from typing import Any
 
 import trio
 
-from bench import compare, conform, failover, idle, load, observe, restart, routing, soak, stall
+from bench import (
+    compare,
+    conform,
+    failover,
+    idle,
+    ledger,
+    load,
+    observe,
+    restart,
+    routing,
+    soak,
+    stall,
+)
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
 
@@ -95,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     routing.add_parser(commands)
     failover.add_parser(commands)
     observe.add_parser(commands)
+    ledger.add_parser(commands)
     return parser
 
 
@@ -123,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return routing.run(args)
     if args.command == "failover":
         return failover.run(args)
+    if args.command == "ledger":
+        return ledger.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(

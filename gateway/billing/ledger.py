@@ -33,7 +33,6 @@ import fcntl
 import logging
 import os
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -42,7 +41,7 @@ import orjson
 import trio
 
 from gateway.billing.limits.budget import BudgetSeed
-from gateway.store.base import AsyncStore
+from gateway.store.base import AsyncStore, collapse
 from gateway.store.periods import SpendPeriod
 from gateway.store.records import KeyLimits, StoreError, UsageRow
 
@@ -98,17 +97,6 @@ def read_journal(data: bytes, source: str = "journal") -> list[UsageRow]:
         except ValueError as e:  # orjson.JSONDecodeError is a ValueError
             log.warning("%s line %d: skipped an unreadable usage row: %s", source, n, e)
     return rows
-
-
-def _collapse(rows: Iterable[UsageRow]) -> list[UsageRow]:
-    """One row per request: a final row supersedes the request's pending row, so a
-    request that ended within one batch costs SQLite one write, not two."""
-    latest: dict[str, UsageRow] = {}
-    for row in rows:
-        prev = latest.get(row.request_id)
-        if prev is None or prev.status == "pending":
-            latest[row.request_id] = row
-    return list(latest.values())
 
 
 class Ledger:
@@ -244,7 +232,7 @@ class Ledger:
             if not self._sealed:
                 return 0
             batch = list(self._sealed)
-            rows = _collapse(r for j in batch for r in j.rows)
+            rows = collapse(r for j in batch for r in j.rows)  # one write per request
             await self._db.write_usage(rows)
             for journal in batch:
                 self._sealed.remove(journal)

@@ -15,7 +15,7 @@ written: each request counts once, as the upsert will leave it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import ParamSpec, Protocol, TypeVar
 
 import trio
@@ -104,6 +104,17 @@ class Store(Protocol):
     def usage_summary(
         self, key_id: str, since: float | None = None, until: float | None = None
     ) -> UsageSummary: ...
+
+
+def collapse(rows: Iterable[UsageRow]) -> list[UsageRow]:
+    """One row per request, as upserting `rows` in order would leave it: a request's
+    first final row, else its last pending one (so one statement can write a batch)."""
+    latest: dict[str, UsageRow] = {}
+    for row in rows:
+        prev = latest.get(row.request_id)
+        if prev is None or prev.status == PENDING:
+            latest[row.request_id] = row
+    return list(latest.values())
 
 
 def _within(at: float, start: float | None, end: float | None) -> bool:

@@ -3,9 +3,10 @@
 Every key (with its version and secret hash), top-up (with its id), usage row and
 refusal count is copied in ONE PostgreSQL transaction, after the target's migrations:
 a copy that fails leaves the target as it was. Rows already there are kept (`ON
-CONFLICT DO NOTHING`), so running the copy again copies nothing twice. Stop the gateway (or let it drain) first: rows written to
-the SQLite file during the copy may be missed, and its journal must have been drained
-into the file (a stopped gateway drains it; a killed one replays it at its next start).
+CONFLICT DO NOTHING`), so running the copy again copies nothing twice. Stop the
+gateway (or let it drain) first: rows written to the SQLite file during the copy may
+be missed, and its journal must have been drained into the file (a stopped gateway
+drains it; a killed one replays it at its next start).
 """
 
 from __future__ import annotations

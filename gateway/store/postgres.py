@@ -43,7 +43,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from gateway.store import pg_schema
-from gateway.store.base import AsyncStore, merged_cost
+from gateway.store.base import AsyncStore, collapse, merged_cost
 from gateway.store.periods import SpendPeriod, period_bounds
 from gateway.store.records import (
     MAX_MICROS,
@@ -70,6 +70,7 @@ T = TypeVar("T")
 CHANNEL: Final = "gateway_keys"  # NOTIFY channel: a key or a top-up changed
 _KEYS_LOCK: Final = 7_236_112_001  # pg_advisory_xact_lock id: key and top-up writes
 _IN_CHUNK: Final = 500
+_BATCH: Final = 10_000  # usage rows per statement
 LISTEN_POLL_S: Final = 0.5  # how often the listener thread looks at its stop flag
 RECONNECT_S: Final = 1.0  # the listener's wait before connecting again
 
@@ -81,9 +82,16 @@ _USAGE_COLUMNS: Final = (
     "request_id, key_id, model, provider, prompt_tokens, completion_tokens, cached_tokens, "
     "cost_micros, status, latency_ms, created_at, deployment, attempts, x_request_id, key_name"
 )
+# One statement, one round trip, for a whole batch (one row per request: `collapse`),
+# its columns sent as arrays; no slower than one INSERT per row pipelined (measured in
+# docs/performance.md), and fewer round trips to a distant server.
 _UPSERT_USAGE: Final = f"""
 INSERT INTO usage ({_USAGE_COLUMNS})
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM unnest(
+    %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],
+    %s::bigint[], %s::text[], %s::bigint[], %s::float8[], %s::text[], %s::int[], %s::text[],
+    %s::text[]
+)
 ON CONFLICT (request_id) DO UPDATE SET
     key_id = excluded.key_id, model = excluded.model, provider = excluded.provider,
     prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
@@ -418,8 +426,11 @@ class PostgresStore:
         """Upsert rows in one transaction (a final row replaces a pending one)."""
         if not rows:
             return
-        with self._tx() as c, c.cursor() as cur:
-            cur.executemany(_UPSERT_USAGE, [_row_values(r) for r in rows])
+        unique = collapse(rows)
+        with self._tx() as c:
+            for i in range(0, len(unique), _BATCH):
+                columns = zip(*(_row_values(r) for r in unique[i : i + _BATCH]), strict=True)
+                c.execute(_UPSERT_USAGE, [list(column) for column in columns])
 
     def _cost(
         self,
