@@ -14,6 +14,7 @@ background work, drain).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,19 +30,22 @@ from gateway.billing.limits.core import LimitBackend
 from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.billing.refusals import Refusals
 from gateway.config import Config, ObservabilityConfig, StateConfig
+from gateway.errors import GatewayUnavailable
 from gateway.observability.metrics import Metrics
 from gateway.observability.observer import Observer
 from gateway.observability.traces import NO_TRACER, Tracer
 from gateway.offload import Offload
 from gateway.providers.registry import provider_for
 from gateway.store.base import AsyncStore
-from gateway.store.records import KeyLimits, Topup
+from gateway.store.records import KeyLimits, StoreError, Topup
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
 from gateway.tokens import count as tokens
 from gateway.upstream.media_fetch import MediaFetcher
 from gateway.upstream.relay import Relay, Timeouts
 from gateway.upstream.router import Router
 from gateway.upstream.transports import make_transport
+
+log = logging.getLogger("gateway.state")
 
 PRUNE_EVERY_S = 5.0  # idle upstream connections past their expiry close within this
 
@@ -223,11 +227,21 @@ class Gateway:
 
     async def seed_budget(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
         """The limiter's seed from the ledger, with the id of the last top-up its credit
-        includes, so that the key cache's report of that top-up is not counted again."""
-        seed = await self.ledger.seed(key_id, limits, now)
-        if limits.prepaid:
-            balance, last_topup = await self.ledger.credit_snapshot(key_id)
-            seed = dataclasses.replace(seed, credit_micros=balance, last_topup_id=last_topup)
+        includes, so that the key cache's report of that top-up is not counted again.
+        A ledger that cannot be read (PostgreSQL away) refuses the request with 503
+        `budget_unavailable`, as an unreachable Redis does: spend is never guessed."""
+        try:
+            seed = await self.ledger.seed(key_id, limits, now)
+            if limits.prepaid:
+                balance, last_topup = await self.ledger.credit_snapshot(key_id)
+                seed = dataclasses.replace(seed, credit_micros=balance, last_topup_id=last_topup)
+        except StoreError as e:
+            log.warning("budget of key %s not loaded from the ledger: %s", key_id, e)
+            raise GatewayUnavailable(
+                "The key's budget cannot be loaded from the ledger store, so the request is "
+                "refused rather than risk overspending. Retry shortly.",
+                code="budget_unavailable",
+            ) from None
         return seed
 
     async def _on_topup(self, topup: Topup) -> None:

@@ -192,8 +192,9 @@ def test_no_cent_is_created_or_lost_across_a_redis_restart(machines: Machines) -
     time.sleep(1.0)  # every request settled and flushed
     machines.redis.kill()
     machines.redis.start()
-    # Each instance's breaker lets requests through again once its probe finds Redis.
-    within(5.0, lambda: all(status_of(u, key) in (200, 402) for u in urls))
+    # Each worker's breaker lets requests through again once its probe finds Redis
+    # (a second or two; more on a loaded machine: R17's tests time it, not this one).
+    within(20.0, lambda: all(status_of(u, key) in (200, 402) for u in urls))
     small: dict[str, object] = {"max_tokens": 5}
     statuses, _ = trio.run(release_together, urls, key, 60, small)
     assert 402 in statuses
@@ -249,6 +250,7 @@ def test_kill_9_of_one_instance_loses_no_answered_request(machines: Machines) ->
 
 def test_postgres_away_for_10_s_fails_no_request_and_loses_no_row(machines: Machines) -> None:
     _, key = machines.new_key("A", rpm=1_000_000)
+    _, budgeted = machines.new_key("A", credit_micros=10_000)  # cached on A, never used yet
     urls = list(machines.urls.values())
     within(2.0, lambda: all(status_of(u, key) == 200 for u in urls))
     answered: list[str] = []
@@ -287,6 +289,11 @@ def test_postgres_away_for_10_s_fails_no_request_and_loses_no_row(machines: Mach
         )
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "store_unavailable"
+        # A budget never seeded cannot be read from the ledger: refused, safely, with 503.
+        with pytest.raises(openai.APIStatusError) as refused:
+            chat(machines.urls["A"], budgeted)
+        assert refused.value.status_code == 503
+        assert refused.value.code == "budget_unavailable"
         time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
         served_while_down = len(answered) - down_at
     finally:

@@ -3,7 +3,8 @@
 `record(row)` appends one JSON line to a write-ahead journal with a single
 `os.write` (O_APPEND) and returns: the line is in the kernel's page cache, so it
 survives the death of this process, `kill -9` included. A background writer
-(`run_writer`, in the app's lifespan nursery) moves the rows into SQLite in one
+(`run_writer`, in the app's lifespan nursery) moves the rows into the store (SQLite,
+or PostgreSQL shared by several machines: gateway/store/base.py) in one
 transaction every `flush_interval_s` (200 ms), and only after the commit deletes the
 journal file they came from. Failed batches are kept and retried, never dropped;
 at shutdown the writer drains what is left (docs/reliability.md R23, and the ways
@@ -18,11 +19,11 @@ Journal files live in one directory, named `<instance>-<seq>.jsonl`; each worker
 process writes its own, holding an exclusive `flock` on it for as long as it is
 open. At each flush the current file is sealed and a new one started, so a commit
 covers exactly the files it deletes. `open()` replays every journal file that no
-live process holds (their writer died) into SQLite and deletes it; the upsert by
+live process holds (their writer died) into the store and deletes it; the upsert by
 `request_id` makes a replay idempotent, so a crash between commit and delete
 duplicates nothing.
 
-Spend and credit (which seed the limiter) are the SQLite ledger plus the rows this
+Spend and credit (which seed the limiter) are the stored ledger plus the rows this
 process has journaled but not yet committed: `spent_in_period` and
 `credit_balance` merge the two exactly.
 """
@@ -100,7 +101,7 @@ def read_journal(data: bytes, source: str = "journal") -> list[UsageRow]:
 
 
 class Ledger:
-    """Usage rows: journaled by `record`, batched into SQLite by `run_writer`."""
+    """Usage rows: journaled by `record`, batched into the store by `run_writer`."""
 
     def __init__(
         self,
@@ -119,7 +120,7 @@ class Ledger:
         self._current: _Journal | None = None
         self._sealed: list[_Journal] = []  # waiting for their commit
         self._flush_lock = trio.Lock()
-        self.rows_written = 0  # committed to SQLite by this process
+        self.rows_written = 0  # committed to the store by this process
         self.flush_failures = 0
 
     @classmethod
@@ -131,7 +132,7 @@ class Ledger:
         fsync: bool = False,
         flush_interval_s: float = 0.2,
     ) -> Ledger:
-        """Replay the journals of dead processes into SQLite, then start a journal of
+        """Replay the journals of dead processes into the store, then start a journal of
         our own. Call before serving (and before seeding limits from the ledger)."""
         ledger = cls(db, journal_dir, fsync=fsync, flush_interval_s=flush_interval_s)
         await ledger.start()
@@ -178,7 +179,7 @@ class Ledger:
 
     async def record(self, row: UsageRow) -> None:
         """Journal one row; on return it survives a crash of this process (and, with
-        fsync, a power loss). SQLite gets it within `flush_interval_s`."""
+        fsync, a power loss). The store gets it within `flush_interval_s`."""
         journal = self._current
         if journal is None:
             raise RuntimeError("the ledger is closed")
@@ -211,12 +212,12 @@ class Ledger:
 
     @property
     def backlog_rows(self) -> int:
-        """How many rows are journaled but not yet committed to SQLite (a metric)."""
+        """How many rows are journaled but not yet committed to the store (a metric)."""
         rows = sum(len(j.rows) for j in self._sealed)
         return rows + (len(self._current.rows) if self._current is not None else 0)
 
     def pending(self) -> list[UsageRow]:
-        """Rows journaled but not yet committed to SQLite, in order."""
+        """Rows journaled but not yet committed to the store, in order."""
         rows = [r for j in self._sealed for r in j.rows]
         if self._current is not None:
             rows += self._current.rows
@@ -225,7 +226,7 @@ class Ledger:
     # --------------------------------------------------------------- writer
 
     async def flush(self) -> int:
-        """Commit every journaled row to SQLite, then delete their journal files.
+        """Commit every journaled row to the store, then delete their journal files.
         On failure (or cancellation) the rows stay journaled for the next try."""
         async with self._flush_lock:
             self._rotate()
@@ -295,7 +296,7 @@ class Ledger:
                 os.close(fd)
 
     async def replay(self) -> int:
-        """Write the journals no live process holds into SQLite, then delete them.
+        """Write the journals no live process holds into the store, then delete them.
         Returns how many rows were replayed."""
         await trio.to_thread.run_sync(self._prepare_dir)
         total = 0

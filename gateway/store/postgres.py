@@ -170,8 +170,18 @@ def _connect_kwargs(timeout_s: float) -> dict[str, Any]:
     return {
         "autocommit": True,  # transactions are explicit (conn.transaction())
         "connect_timeout": max(1, round(timeout_s)),
-        "options": f"-c statement_timeout={round(timeout_s * 1000)}",
     }
+
+
+def _statement_timeout(timeout_s: float) -> Callable[[Conn], None]:
+    """A pool's `configure`: bound every statement of a new connection. A SET rather
+    than a startup `options` parameter, which poolers such as PgBouncer refuse."""
+    ms = round(timeout_s * 1000)
+
+    def configure(conn: Conn) -> None:
+        conn.execute(f"SET statement_timeout = {ms:d}".encode())
+
+    return configure
 
 
 class PostgresStore:
@@ -190,6 +200,7 @@ class PostgresStore:
             max_size=pool_size,
             timeout=timeout_s,
             kwargs=_connect_kwargs(timeout_s),
+            configure=_statement_timeout(timeout_s),
             check=ConnectionPool.check_connection,  # a broken connection is not handed out
             open=False,
             name="gateway",

@@ -172,3 +172,13 @@ def test_the_keys_cli_works_on_postgres(pg_url: str, capsys: pytest.CaptureFixtu
     assert store.credit_balance(record.key_id) == 2_000_000
     store.close()
     assert main(["usage", "--db", pg_url]) == 0
+
+
+def test_every_statement_is_bounded_by_the_timeout(pg_url: str) -> None:
+    store = PostgresStore.connect(pg_url, timeout_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="statement timeout"), store._conn() as c:
+        c.execute("SELECT pg_sleep(5)")
+    assert time.monotonic() - started < 2
+    assert store.list_keys() == []  # the pool still serves
+    store.close()
