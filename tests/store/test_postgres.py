@@ -13,7 +13,7 @@ import trio
 
 from gateway.__main__ import main
 from gateway.auth.cache import ManagedKeyStore
-from gateway.auth.keys import new_key
+from gateway.auth.keys import new_key, parse_key
 from gateway.store.pg_schema import SCHEMA_VERSION
 from gateway.store.postgres import AsyncPostgres, PostgresStore
 from gateway.store.records import NewKey, RefusalCount, StoreError
@@ -181,4 +181,19 @@ def test_every_statement_is_bounded_by_the_timeout(pg_url: str) -> None:
         c.execute("SELECT pg_sleep(5)")
     assert time.monotonic() - started < 2
     assert store.list_keys() == []  # the pool still serves
+    store.close()
+
+
+def test_only_the_hash_of_a_secret_is_stored(pg_url: str) -> None:
+    store = PostgresStore.connect(pg_url)
+    record, full_key = store.create_key(NewKey("alice", credit_micros=5), NOW, new_key())
+    with store._conn() as c:
+        dump = " ".join(
+            str(row)
+            for table in ("keys", "topups", "usage", "refusals")
+            for row in c.execute(f"SELECT * FROM {table}").fetchall()
+        )
+    parsed = parse_key(full_key)
+    assert parsed is not None and record.key_id in dump
+    assert full_key not in dump and parsed[1] not in dump
     store.close()
