@@ -42,6 +42,10 @@ deployment failing 20% and one dead against all healthy.
     python -m bench ledger [--duration S] [--backends sqlite,postgres]   (bench/ledger.py)
 
 measures the usage rows per second the ledger sustains into SQLite and PostgreSQL.
+
+    python -m bench responses [--chunks N] [--calls N] [--repeat N]  (bench/responses.py)
+
+times the Responses API's own work (events, objects, the bridge) next to chat's.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from bench import (
     ledger,
     load,
     observe,
+    responses,
     restart,
     routing,
     soak,
@@ -109,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_parser(commands)
     conform.add_parser(commands)
     routing.add_parser(commands)
+    responses.add_parser(commands)
     failover.add_parser(commands)
     observe.add_parser(commands)
     ledger.add_parser(commands)
@@ -138,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return conform.run(args)
     if args.command == "routing":
         return routing.run(args)
+    if args.command == "responses":
+        return responses.run(args)
     if args.command == "failover":
         return failover.run(args)
     if args.command == "ledger":

@@ -24,7 +24,8 @@ the last three samples against the first three), open fds other than the client 
 upstream connections grew (by more than 16 and 10%: connections follow the load in
 flight, a leak does not), or fewer requests are in the ledger than got an answer
 (every request that got an HTTP status, the held streams included, must have a final
-row). Everything listens on 127.0.0.1 and is stopped at the end. Linux only (/proc).
+row; but a 503 is the gateway shedding load before admission, which writes none: those
+are counted apart). Everything listens on 127.0.0.1 and is stopped at the end. Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ __all__ = ["SoakOptions", "add_parser", "format_report", "parse_duration", "run"
 
 PLAIN = "m"  # compare's json scenario
 FAILING = "fake/m@status=500"  # the upstream answers 500
+SHED_STATUS = 503  # refused before admission (docs/reliability.md R7): no ledger row
 RESET = "fake/m@chunks=20&reset_after=3"  # the upstream resets the stream mid-way
 HELD = "fake/m@chunks=100000&chunk_interval_ms=5000"  # a stream that outlasts the run
 KNEE_CONNECTIONS = 32
@@ -159,7 +161,14 @@ def _load(url: str, key: str, model: str, rate: float, duration_s: float, stream
 
 
 def _answered(run: LoadRun) -> int:
-    return sum(1 for r in run.records if r.status > 0)
+    """Requests the gateway admitted and answered: each must have its ledger row. A 503
+    here is the gateway's own refusal before admission (overload shedding; the soak's
+    upstream never answers 503), which has none."""
+    return sum(1 for r in run.records if r.status > 0 and r.status != SHED_STATUS)
+
+
+def _shed(run: LoadRun) -> int:
+    return sum(1 for r in run.records if r.status == SHED_STATUS)
 
 
 def _held_request(target: Target, key: str) -> tuple[h11.Request, bytes]:
@@ -186,7 +195,7 @@ async def _drive(
     key = gw.api_key
     assert key is not None
     url = gw.base_url
-    answered = 0
+    answered = shed = 0
     knee: float | None = None
     rate = opts.rate
     if rate is None:
@@ -203,6 +212,7 @@ async def _drive(
         )
         await probe.run()
         answered += _answered(probe)
+        shed += _shed(probe)
         knee = probe.ok / KNEE_S
         rate = max(1.0, knee * opts.knee_fraction)
         say(f"knee ~{knee:.0f} req/s; soaking at {rate:.0f} req/s")
@@ -252,6 +262,7 @@ async def _drive(
         samples.append(await trio.to_thread.run_sync(_sample, gauges, trio.current_time() - start))
         nursery.cancel_scope.cancel()
     answered += sum(_answered(r) for r in runs) + held
+    shed += sum(_shed(r) for r in runs)
     return {
         "knee_rps": knee,
         "rate_rps": rate,
@@ -259,6 +270,7 @@ async def _drive(
         "held_failures": held_failures,
         "held_failure_examples": held_examples,
         "answered": answered,
+        "shed": shed,
         "requests": {
             "plain": len(runs[0].records),
             "upstream_500": len(runs[1].records),
@@ -359,8 +371,8 @@ def format_report(doc: dict[str, Any]) -> str:
         "",
         f"knee {knee} req/s, rate {doc['rate_rps']:.1f} req/s, {doc['held_streams']} held "
         f"streams; requests {doc['requests']}",
-        f"answered {doc['answered']}, in the ledger {doc['ledger']['final']} "
-        f"(+{doc['ledger']['pending']} pending)",
+        f"answered {doc['answered']} (and {doc['shed']} shed with 503 before admission), "
+        f"in the ledger {doc['ledger']['final']} (+{doc['ledger']['pending']} pending)",
         f"RSS drift {c['rss_drift'] * 100:+.1f}% ({'ok' if c['rss_ok'] else 'FAIL'}), "
         f"other fds {c['fds_first']:.0f} -> {c['fds_last']:.0f} "
         f"({'ok' if c['fds_ok'] else 'FAIL'}), "
@@ -388,7 +400,39 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--start-timeout", type=at_least(float, 1.0), default=d.start_timeout_s,
                         dest="start_timeout_s", metavar="S", help="server start-up")  # fmt: skip
     add_output_options(parser, "write the samples and checks here")
+    parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                        help="draw the samples over time (needs matplotlib)")  # fmt: skip
     return parser
+
+
+def plot_samples(doc: dict[str, Any], path: Path) -> None:
+    """RSS, open fds, pooled upstream connections and the journal backlog over the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = doc["samples"]
+    minutes = [s["t_s"] / 60 for s in samples]
+    panels = [
+        ("RSS (MB)", [s["rss_bytes"] / 1e6 for s in samples]),
+        ("open fds (all / not connections)", [s["fds"] for s in samples]),
+        ("pooled upstream connections", [s["pooled_connections"] for s in samples]),
+        ("journal backlog (KB)", [s["journal_bytes"] / 1e3 for s in samples]),
+    ]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 8), sharex=True)
+    for ax, (title, values) in zip(axes, panels, strict=True):
+        ax.plot(minutes, values, linewidth=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(bottom=0)
+    axes[1].plot(minutes, [s["other_fds"] for s in samples], linewidth=1)
+    axes[-1].set_xlabel("minutes")
+    fig.suptitle(
+        f"bench soak: {doc['rate_rps']:.0f} req/s + {doc['held_streams']} held streams", fontsize=10
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -403,4 +447,6 @@ def run(args: argparse.Namespace) -> int:
     print(format_report(doc), flush=True)
     print(f"({time.monotonic() - started:.0f} s)")
     write_json(args.json, doc)
+    if args.plot is not None:
+        plot_samples(doc, args.plot)
     return 0 if doc["checks"]["ok"] else 1

@@ -6,7 +6,8 @@ and the span once it has ended), then CORS when `[server] cors_origins` is set
 (api/cors.py: preflights answered, allowed origins named on every response), then
 admission control (api/overload.py: an overloaded worker sheds new requests with 503,
 health checks and scrapes aside), then the hot route goes straight to
-`api.chat.chat_completions` and every other request to Quart.
+`api.chat.chat_completions`, the Responses API's routes to
+`api.responses.responses_route`, and every other request to Quart.
 The lifespan is ours: it opens the state, runs the background work (key cache
 refresh, ledger writer, the loop-lag probe) in a nursery it owns for the server's
 lifetime, and drains it at shutdown (structured concurrency). The built-in server
@@ -34,6 +35,7 @@ from gateway.api.chat import chat_completions
 from gateway.api.cors import Cors
 from gateway.api.overload import Admission
 from gateway.api.quart_app import make_quart_app
+from gateway.api.responses import is_responses_path, responses_route
 from gateway.billing.limits.redis import RedisLimitBackend, open_redis_backend
 from gateway.config import Config, ConfigError, embedded_config, load_config
 from gateway.config.reload import reloaded
@@ -110,15 +112,19 @@ class GatewayApp:
             await send_bytes(send, 503, body, [*headers, _id_header(rec)])
             return
         try:
-            if path != CHAT_PATH:
-                await self._quart(scope, receive, send, rec)
-            elif scope["method"] == "POST":
-                await chat_completions(self.gateway, scope, receive, send, rec)
+            if path == CHAT_PATH:
+                if scope["method"] == "POST":
+                    await chat_completions(self.gateway, scope, receive, send, rec)
+                else:
+                    method = scope["method"]
+                    error = MethodNotAllowed(f"Method {method} is not allowed on {CHAT_PATH}.")
+                    rec.fail(error)
+                    rec.status = error.http_status
+                    await send_error(send, error, [(b"allow", b"POST"), _id_header(rec)])
+            elif is_responses_path(path):
+                await responses_route(self.gateway, scope, receive, send, rec)
             else:
-                error = MethodNotAllowed(f"Method {scope['method']} is not allowed on {CHAT_PATH}.")
-                rec.fail(error)
-                rec.status = error.http_status
-                await send_error(send, error, [(b"allow", b"POST"), _id_header(rec)])
+                await self._quart(scope, receive, send, rec)
         finally:
             admission.done()
 

@@ -38,6 +38,7 @@ from gateway.offload import Offload
 from gateway.providers.registry import provider_for
 from gateway.store.base import AsyncStore
 from gateway.store.records import KeyLimits, StoreError, Topup
+from gateway.store.responses import ResponseStore, SqliteResponses, SqliteResponseTable
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
 from gateway.tokens import count as tokens
 from gateway.upstream.media_fetch import MediaFetcher
@@ -45,9 +46,11 @@ from gateway.upstream.relay import Relay, Timeouts
 from gateway.upstream.router import Router
 from gateway.upstream.transports import make_transport
 
-log = logging.getLogger("gateway.state")
-
 PRUNE_EVERY_S = 5.0  # idle upstream connections past their expiry close within this
+PRUNE_RESPONSES_EVERY_S = 3600.0  # stored responses past their retention are deleted so often
+DAY_S = 86400.0
+
+log = logging.getLogger("gateway")
 
 
 class Shutdown:
@@ -131,6 +134,9 @@ class Gateway:
         self.db = make_store(state)
         self.ledger = Ledger(self.db, state.journal, fsync=state.fsync)
         self.refusals = Refusals(self.db)  # requests refused before admission, counted
+        # Stored responses of the Responses API: a table of their own in the SQLite file
+        # (on this machine, also when keys and the ledger are in PostgreSQL).
+        self.responses: ResponseStore = SqliteResponses(SqliteResponseTable(state.sqlite_path))
         self.limiter: LimitBackend = MemoryLimitBackend(seeder=self.seed_budget)
         self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
         self.current = self._snapshot(config, None)
@@ -139,6 +145,11 @@ class Gateway:
         self.ready = False
         self.shutdown = Shutdown()
         self._closed = False
+
+    @property
+    def responses_retention_s(self) -> float:
+        """How long stored responses are kept (`[responses] retention_days`, reloadable)."""
+        return self.current.config.responses.retention_days * DAY_S
 
     @property
     def config(self) -> Config:
@@ -259,6 +270,7 @@ class Gateway:
         await nursery.start(self.refusals.run_writer)
         nursery.start_soon(self._prune_idle_connections)
         nursery.start_soon(self._close_retired)
+        nursery.start_soon(self._prune_stored_responses)
         self.ready = True
 
     async def _prune_idle_connections(self) -> None:
@@ -271,6 +283,16 @@ class Gateway:
                 for relay in snap.relays.values():
                     relay.transport.prune_idle()
 
+    async def _prune_stored_responses(self) -> None:
+        """Delete stored responses past their retention, now and then every hour (reads
+        ignore them already: this only gives the space back)."""
+        while True:
+            try:
+                await self.responses.prune(time.time() - self.responses_retention_s)
+            except StoreError:
+                log.exception("pruning stored responses failed; trying again later")
+            await trio.sleep(PRUNE_RESPONSES_EVERY_S)
+
     async def aclose(self) -> None:
         """Drain the ledger and close everything; safe to call twice."""
         if self._closed:
@@ -280,6 +302,7 @@ class Gateway:
         with trio.CancelScope(shield=True):
             await self._close_unused([self.current, *self._retired], [])
             await self.ledger.aclose()
+            await self.responses.aclose()
             await self.db.aclose()
             # The SDK's export thread sends what is left (bounded by its own timeout).
             await trio.to_thread.run_sync(self.observer.tracer.shutdown)

@@ -150,6 +150,25 @@ def test_embedded_defaults_serve_the_mock() -> None:
             {"server": {"http_server": "uvicorn"}},
             "server.http_server: must be one of builtin, hypercorn",
         ),
+        ({"responses": {"retention_days": 0}}, "responses.retention_days: must be >= 0.001"),
+        ({"responses": {"retention_days": 1e9}}, "responses.retention_days: must be at most"),
+        ({"responses": {"retention_days": float("nan")}}, "responses.retention_days: must be"),
+        ({"responses": {"retention_hours": 1}}, "responses.retention_hours: unknown key"),
+        (
+            {"providers": {"p": {"kind": "mock", "responses_api": True}}},
+            "providers.p.responses_api: the mock provider speaks chat completions only",
+        ),
+        (
+            {
+                "providers": {"p": {"kind": "mock"}},
+                "models": {"m": {"provider": "p", "responses_api": True}},
+            },
+            "models.m.responses_api: the mock provider speaks chat completions only",
+        ),
+        (
+            {"providers": {"p": {"kind": "anthropic", "responses_api": True}}},
+            "providers.p.responses_api: not an option of kind 'anthropic' (only of openai, mock)",
+        ),
     ],
 )
 def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
@@ -419,3 +438,19 @@ def test_postgres_url_is_checked_and_needs_its_extra(monkeypatch: pytest.MonkeyP
     assert missing_extras(config) == [
         "state.postgres_url: needs psycopg and psycopg_pool (pip install 'gateway[postgres]')"
     ]
+
+
+def test_the_responses_api_settings() -> None:
+    c = parse_config(
+        {
+            "providers": {"o": {"kind": "openai", "responses_api": True}},
+            "models": {"m": {"provider": "o"}, "n": {"provider": "o", "responses_api": False}},
+            "responses": {"retention_days": 7},
+        },
+        env={},
+        source="t",
+    )
+    assert c.responses.retention_days == 7.0
+    assert c.models["m"].options == OpenAIOptions(responses_api=True)
+    assert c.models["n"].options == OpenAIOptions(responses_api=False)
+    assert parse_config({}, env={}, source="t").responses.retention_days == 30.0

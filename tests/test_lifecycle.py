@@ -385,3 +385,28 @@ def test_gateway_reload_signals_no_process_but_a_gateway(tmp_path: Path) -> None
     pid_file.write_text("nonsense\n")
     r = run_gateway("reload", "--pid-file", str(pid_file))
     assert r.returncode == 1 and "does not hold a process id" in r.stderr
+
+
+def test_sighup_brings_in_a_routed_model_and_refuses_an_observability_change(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "gw.toml"
+    write_config(config)
+    with serving(config) as gw:
+        assert gw.chat("spread").status_code == 404
+        write_config(config)
+        with config.open("a") as f:
+            f.write(
+                '\n[models."spread"]\nstrategy = "priority"\n'
+                'targets = ["mock/first", "before"]\n\n[routing]\nmax_attempts = 2\n'
+            )
+        gw.proc.send_signal(signal.SIGHUP)
+        gw.wait_for("config reloaded")
+        r = gw.chat("spread")
+        assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "mock/first"
+        with config.open("a") as f:
+            f.write("\n[observability]\naccess_log = false\n")
+        gw.proc.send_signal(signal.SIGHUP)
+        [refused] = gw.wait_for("config reload refused")
+        assert "observability.access_log changed, which needs a restart" in refused
+        assert gw.chat("spread").status_code == 200  # the routed config stays

@@ -1,6 +1,7 @@
 """A fake OpenAI Chat Completions upstream: exact wire format, injectable failures.
 
-`FakeOpenAI` serves ``POST /v1/chat/completions`` and ``GET /v1/models`` on
+`FakeOpenAI` serves ``POST /v1/chat/completions``, ``POST /v1/responses`` (the Responses
+API: bench/fakes/openai_responses.py) and ``GET /v1/models`` on
 `bench.fakes.server`. It checks requests the way OpenAI does (bearer key, JSON body,
 ``model``, non-empty ``messages``, ``stream_options`` only with ``stream: true``; with
 ``strict_roles`` also role ``developer`` and ``max_completion_tokens``, like older
@@ -51,6 +52,12 @@ from bench.fakes.base import (
     write_paced,
 )
 from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, split_model
+from bench.fakes.openai_responses import (
+    ResponsesAnswer,
+    ResponsesRefusal,
+    chat_view,
+    stream_responses,
+)
 from bench.fakes.server import CoarseTimer, Reply, Request
 from gateway.providers.mock.schema_instance import SchemaInstanceError, instance_for
 
@@ -132,6 +139,10 @@ class FakeOpenAI(FakeUpstream[RecordedRequest]):
                 _check_method(request, "POST")
                 self._check_auth(request)
                 await self._chat(request_id, body, request.body, reply)
+            elif request.path == "/v1/responses":
+                _check_method(request, "POST")
+                self._check_auth(request)
+                await self._responses(request_id, body, request.body, reply)
             elif request.path == "/v1/models":
                 _check_method(request, "GET")
                 self._check_auth(request)
@@ -185,6 +196,36 @@ class FakeOpenAI(FakeUpstream[RecordedRequest]):
         if behaviour.reset_after is not None:
             reply.abort()
         await reply.send(200, [_JSON, ("x-request-id", request_id)], answer.completion())
+
+    async def _responses(self, request_id: str, body: Any, raw: bytes, reply: Reply) -> None:
+        """POST /v1/responses (bench/fakes/openai_responses.py), with the same knobs."""
+        if body is None and raw:
+            raise _Refusal(400, "We could not parse the JSON body of your request.")
+        try:
+            view = chat_view(body)
+        except ResponsesRefusal as e:
+            raise _Refusal(400, str(e), param=e.param) from None
+        name, knobs = split_model(view["model"])
+        try:
+            behaviour = apply_knobs(self.defaults, knobs) if knobs else self.defaults
+        except DirectiveError as exc:
+            raise _Refusal(400, f"Bad fake directive: {exc}", param="model") from None
+        if behaviour.hang:
+            await trio.sleep_forever()
+        if behaviour.status is not None:
+            raise _injected_refusal(behaviour, name)
+        answer = ResponsesAnswer(
+            _Answer.build(f"chatcmpl-{request_id[4:]}", name, view, behaviour),
+            body,
+            next(self._ids),
+        )
+        if body.get("stream") is True:
+            await stream_responses(reply, request_id, answer, behaviour, self._timer)
+            return
+        await self._timer.sleep_until(trio.current_time() + behaviour.latency_ms / 1000.0)
+        if behaviour.reset_after is not None:
+            reply.abort()
+        await reply.send(200, [_JSON, ("x-request-id", request_id)], answer.whole())
 
     def _check_chat(self, body: Any) -> tuple[Behaviour, str, bool]:
         """Validate like OpenAI; return the request's behaviour, bare model and stream flag."""

@@ -50,16 +50,7 @@ from gateway.store.records import KeyLimits, KeyRecord, NewKey, StoreError
 LimitStatus = Callable[[str, float, KeyLimits], Awaitable[dict[str, Any]]]
 
 _KEY_ID: Final = re.compile(r"[a-z0-9]{12}", re.ASCII)
-_CREATE_FIELDS: Final = {
-    "name",
-    "models",
-    "rpm",
-    "tpm",
-    "spend_limit_micros",
-    "spend_period",
-    "credit_micros",
-    "expires_at",
-}
+_CREATE_FIELDS: Final = {*UPDATE_FIELDS, "credit_micros"}  # credit changes by top-ups after
 _TOPUP_FIELDS: Final = {"micros", "note"}
 _PERIOD: Final[dict[str, SpendPeriod]] = {p: p for p in PERIODS}
 _NO_STORE: Final = {"cache-control": "no-store"}

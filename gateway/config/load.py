@@ -31,12 +31,19 @@ from gateway.config.model import (
     ObservabilityConfig,
     Price,
     ProviderConfig,
+    ResponsesConfig,
     RoutedModelConfig,
     RoutingConfig,
     ServerConfig,
     StateConfig,
 )
-from gateway.config.options import KINDS, OPTIONS_BY_KIND, ProviderKind, ProviderOptions
+from gateway.config.options import (
+    KINDS,
+    OPTIONS_BY_KIND,
+    MockOptions,
+    ProviderKind,
+    ProviderOptions,
+)
 from gateway.config.reader import ConfigError, Table
 from gateway.config.routing import check_routes, read_fallbacks, read_routed_model, read_routing
 from gateway.store.redis_url import parse_redis_url
@@ -151,6 +158,14 @@ def _unknown_key_hint(t: Table, kind: ProviderKind) -> None:
         raise ConfigError(f"{t.at(key)}: unknown key")
 
 
+def _mock_speaks_chat_only(t: Table, options: ProviderOptions) -> None:
+    """The mock inherits OpenAI's options but answers chat completions only."""
+    if isinstance(options, MockOptions) and options.responses_api and "responses_api" in t.data:
+        raise ConfigError(
+            f"{t.at('responses_api')}: the mock provider speaks chat completions only"
+        )
+
+
 def _field_names(cls: type[ProviderOptions]) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
@@ -184,6 +199,7 @@ def _provider(name: str, t: Table, env: Mapping[str, str], problems: _Problems) 
         ),
         transport=_or(t.text("transport", choices=TRANSPORTS), d.transport),
     )
+    _mock_speaks_chat_only(t, p.options)
     _unknown_key_hint(t, kind)
     return p
 
@@ -209,6 +225,7 @@ def _model(
     )
     if "strategy" in t.data:
         raise ConfigError(f"{t.at('strategy')}: only a model with targets has a strategy")
+    _mock_speaks_chat_only(t, m.options)
     _unknown_key_hint(t, provider.kind)
     return m
 
@@ -376,6 +393,19 @@ def _check_scopes(
             )
 
 
+MAX_RETENTION_DAYS = 3650
+
+
+def _responses(rt: Table) -> ResponsesConfig:
+    d = ResponsesConfig()
+    days = rt.number("retention_days", minimum=0.001)
+    if days is not None and not days <= MAX_RETENTION_DAYS:  # NaN and inf too
+        raise ConfigError(f"{rt.at('retention_days')}: must be at most {MAX_RETENTION_DAYS}")
+    responses = ResponsesConfig(retention_days=_or(days, d.retention_days))
+    rt.done()
+    return responses
+
+
 def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str) -> Config:
     """Validate a parsed TOML document into a `Config`; raises ConfigError naming the key
     (every missing environment variable and unknown scope model at once)."""
@@ -424,6 +454,8 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
     media = _media(met) if met is not None else FetchPolicy()
     ot = root.table("observability")
     observability = _observability(ot, state) if ot is not None else ObservabilityConfig()
+    rst = root.table("responses")
+    responses = _responses(rst) if rst is not None else ResponsesConfig()
     root.done()
     _check_scopes(keys, [*models, *routed], providers, problems)
     problems.raise_any()
@@ -438,6 +470,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
         routed=routed,
         routing=routing,
         observability=observability,
+        responses=responses,
     )
 
 

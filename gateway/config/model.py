@@ -90,6 +90,13 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponsesConfig:
+    """The Responses API's stored responses (`[responses]`; docs/responses.md)."""
+
+    retention_days: float = 30.0  # a stored response is gone this long after it was made
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -232,6 +239,7 @@ class Config:
     routed: Mapping[str, RoutedModelConfig] = field(default_factory=dict)
     routing: RoutingConfig = RoutingConfig()  # the defaults of every model
     observability: ObservabilityConfig = ObservabilityConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
     @property
     def pid_path(self) -> str:

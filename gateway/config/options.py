@@ -31,6 +31,9 @@ class OpenAIOptions:
     # Ask the upstream for stream usage (stream_options.include_usage); False for servers
     # that reject stream_options.
     stream_usage: bool = True
+    # The upstream serves POST /responses itself (OpenAI does): Responses API requests
+    # go to it as they are, not bridged through chat completions (docs/responses.md).
+    responses_api: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,8 +141,8 @@ class Observer:
             request.status = CLIENT_GONE
             request.error_code = request.error_code or "client_gone"
         try:
-            if self.metrics is not None:
-                self.metrics.request(request)
+            if self.metrics is not None and not request.quiet:
+                self.metrics.request(request)  # probes and scrapes are not traffic
             request.span.end(request)
             if self.access_log:
                 logs.access(request)

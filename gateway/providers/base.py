@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from gateway.config import FREE, OpenAIOptions, Price, ProviderKind, ProviderOptions
 from gateway.errors import GatewayError
@@ -174,4 +174,21 @@ class Provider(Protocol):
 
     def map_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         """Map a non-2xx upstream response to the gateway's error tree."""
+        ...
+
+
+@runtime_checkable
+class NativeResponses(Protocol):
+    """A provider whose upstream may serve the Responses API itself (OpenAI).
+
+    The Responses route sends such a deployment's requests as Responses requests
+    instead of bridging them through chat completions (gateway/responses/).
+    """
+
+    def speaks_responses(self, dep: Deployment) -> bool:
+        """Whether this deployment's upstream serves `POST /responses`."""
+        ...
+
+    def responses_request(self, payload: JSON, ctx: CallContext) -> UpstreamRequest:
+        """The upstream request for a Responses API body (already made for it)."""
         ...

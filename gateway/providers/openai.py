@@ -26,7 +26,7 @@ import orjson
 from gateway.config import OpenAIOptions
 from gateway.errors import GatewayError, UpstreamError
 from gateway.openai.sse import SSEEvent
-from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
+from gateway.providers.base import JSON, CallContext, Completion, Deployment, UpstreamRequest
 from gateway.providers.common import encode_body, load_json_object, upstream_status_error
 from gateway.providers.sse_translator import SSETranslator
 
@@ -82,6 +82,23 @@ class OpenAIProvider:
         headers.update(dep.headers)
         return UpstreamRequest(
             url=dep.base_url + "/chat/completions",
+            headers=headers,
+            body=encode_body(payload),
+            stream=ctx.stream,
+            payload=payload,
+        )
+
+    def speaks_responses(self, dep: Deployment) -> bool:
+        return dep.options_of(OpenAIOptions).responses_api
+
+    def responses_request(self, payload: JSON, ctx: CallContext) -> UpstreamRequest:
+        dep = ctx.deployment
+        headers = dict(_STREAM_HEADERS if ctx.stream else _JSON_HEADERS)
+        if dep.api_key:
+            headers["authorization"] = "Bearer " + dep.api_key
+        headers.update(dep.headers)
+        return UpstreamRequest(
+            url=dep.base_url + "/responses",
             headers=headers,
             body=encode_body(payload),
             stream=ctx.stream,

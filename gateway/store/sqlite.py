@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 import orjson
-import outcome
 import trio
 
 from gateway.store.base import AsyncStore, merged_cost
@@ -59,6 +58,7 @@ from gateway.store.records import (
     UsageSummary,
 )
 from gateway.store.reports import usage_report
+from gateway.store.threaded import ThreadedCalls
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -561,14 +561,14 @@ class SqliteStore:
 
 class AsyncSqlite(AsyncStore):
     """A `SqliteStore` for trio code: each call runs in a worker thread, one at a time,
-    and a cancelled call interrupts its statement (see the module docstring). SQLite
-    errors leave as `StoreError`."""
+    and a cancelled call interrupts its statement (see the module docstring and
+    store/threaded.py). SQLite errors leave as `StoreError`."""
 
     store: SqliteStore
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
-        self._lock = trio.Lock()
+        self._calls = ThreadedCalls(store)
 
     @classmethod
     async def open(cls, path: str | Path) -> AsyncSqlite:
@@ -578,30 +578,7 @@ class AsyncSqlite(AsyncStore):
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`fn(*args, **kwargs)` in a worker thread; cancellable."""
-        async with self._lock:
-            result: list[outcome.Outcome[T]] = []
-            done = trio.Event()
-
-            def work() -> None:
-                result.append(outcome.capture(fn, *args, **kwargs))
-
-            async def in_thread() -> None:
-                with trio.CancelScope(shield=True):  # the connection must come back
-                    await trio.to_thread.run_sync(work)
-                done.set()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(in_thread)
-                try:
-                    await done.wait()
-                except trio.Cancelled:
-                    self.store.interrupt()
-                    raise
-        try:
-            return result[0].unwrap()
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.store.path}: {e}") from e
+        return await self._calls.run(fn, *args, **kwargs)
 
     async def aclose(self) -> None:
-        async with self._lock:
-            self.store.close()
+        await self._calls.aclose()

@@ -46,11 +46,11 @@ from gateway.providers.base import (
     Media,
     UpstreamRequest,
 )
-from gateway.providers.common import media_url_params
 from gateway.upstream.media_fetch import MediaFetcher
 from gateway.upstream.relay import Finish, Outcome, Relay, Write
 from gateway.upstream.retry import backoff_s, failure_kind, hurts_health, retry_after_s, retryable
 from gateway.upstream.router import Plan, Router
+from gateway.upstream.surface import ChatSurface, Surface
 
 T = TypeVar("T")
 Call = Callable[[Relay, UpstreamRequest, CallContext, float], Awaitable[T]]
@@ -60,13 +60,13 @@ class Chain:
     """The attempts of one request; `deployment` and `attempts` say where it ended."""
 
     __slots__ = (
-        "_body",
         "_fetcher",
         "_media",
         "_offload",
         "_relays",
         "_router",
         "_started",
+        "_surface",
         "attempts",
         "created",
         "deadline",
@@ -98,12 +98,15 @@ class Chain:
         rand: Callable[[], float] = random.random,
         offload: Offload | None = None,
         request_bytes: int = 0,
+        surface: Surface | None = None,
     ) -> None:
         self._router = router
         self.plan = plan
         self._relays = relays
         self._fetcher = fetcher
-        self._body = body
+        # The client API the request speaks: chat completions (the body as it is) unless
+        # the route says otherwise (upstream/surface.py).
+        self._surface: Surface = ChatSurface(body) if surface is None else surface
         self._media: dict[str, Media] = {}
         self.stream = stream
         self.include_usage = include_usage
@@ -122,11 +125,12 @@ class Chain:
     async def complete(self) -> Completion:
         """A non-streamed request: the translated completion of the deployment that
         answered."""
+        surface = self._surface
 
         async def call(
             relay: Relay, req: UpstreamRequest, ctx: CallContext, until: float
         ) -> Completion:
-            return await relay.complete(req, ctx, deadline=until)
+            return await relay.complete(req, ctx, deadline=until, reading=surface)
 
         return await self.run(call)
 
@@ -136,6 +140,7 @@ class Chain:
         """A streamed request: its content goes to `write` (see `Relay.stream`), from
         the first attempt that gets as far as sending any."""
         progress = Outcome() if outcome is None else outcome
+        surface = self._surface
         sink = write
         if self.plan.route.strategy == "latency":
             sink = self._timing(write)
@@ -144,7 +149,9 @@ class Chain:
             relay: Relay, req: UpstreamRequest, ctx: CallContext, until: float
         ) -> Outcome:
             progress.usage = progress.error = None
-            return await relay.stream(req, ctx, sink, on_finish, outcome=progress, deadline=until)
+            return await relay.stream(
+                req, ctx, sink, on_finish, outcome=progress, deadline=until, reading=surface
+            )
 
         return await self.run(call)
 
@@ -175,19 +182,20 @@ class Chain:
             request_bytes=self.request_bytes,
         )
         provider = relay.provider
-        urls = provider.media_urls(self._body, ctx)
+        surface = self._surface
+        urls = surface.media_urls(provider, ctx)
         if urls:
             missing = [u for u in urls if u not in self._media]
             if missing and self._fetcher is not None:
-                params = media_url_params(self._body)
+                params = surface.media_params()
                 fetched = await self._fetcher.fetch_all(
                     [(u, params.get(u, "messages")) for u in missing]
                 )
                 self._media.update(fetched)
             ctx.media = {u: self._media[u] for u in urls if u in self._media}
         if self._offload is None:
-            return relay, ctx, provider.build_request(self._body, ctx)
-        req = await self._offload.run(self.request_bytes, provider.build_request, self._body, ctx)
+            return relay, ctx, surface.build(provider, ctx)
+        req = await self._offload.run(self.request_bytes, surface.build, provider, ctx)
         return relay, ctx, req
 
     async def run(self, call: Call[T]) -> T:

@@ -35,9 +35,9 @@ import trio
 
 from gateway.config import ProviderConfig
 from gateway.errors import GatewayError, UpstreamError, UpstreamFirstByteTimeout, UpstreamTimeout
-from gateway.openai.sse import DONE
 from gateway.providers.base import JSON, CallContext, Completion, Provider, UpstreamRequest
 from gateway.upstream.observed import observed
+from gateway.upstream.surface import CHAT_READING, Reading
 from gateway.upstream.transport import Transport, UpstreamResponse
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a non-streamed upstream body larger than this is refused
@@ -117,17 +117,22 @@ class Relay:
         raise UpstreamTimeout("The upstream did not answer in time.", code="upstream_timeout")
 
     async def complete(
-        self, req: UpstreamRequest, ctx: CallContext, deadline: float | None = None
+        self,
+        req: UpstreamRequest,
+        ctx: CallContext,
+        deadline: float | None = None,
+        reading: Reading = CHAT_READING,
     ) -> Completion:
         """A non-streamed call: the translated completion, or a raised GatewayError.
 
         `deadline` (trio clock) bounds the whole call; None: `total_s` from now.
+        `reading` is the client API's way of reading the answer (upstream/surface.py).
         """
         deadline = self.deadline() if deadline is None else deadline
         with trio.CancelScope(deadline=deadline) as cs:
             async with self._open(req, ctx, deadline) as resp:
                 body = await _read_bounded(resp, MAX_RESPONSE_BYTES, strict=True)
-            return self.provider.parse_response(body, ctx)
+            return reading.parse(self.provider, body, ctx)
         assert cs.cancelled_caught
         raise UpstreamTimeout("The upstream did not finish in time.", code="upstream_timeout")
 
@@ -139,6 +144,7 @@ class Relay:
         on_finish: Finish | None = None,
         outcome: Outcome | None = None,
         deadline: float | None = None,
+        reading: Reading = CHAT_READING,
     ) -> Outcome:
         """A streamed call: the translator's content goes to `write` as it arrives.
 
@@ -152,6 +158,8 @@ class Relay:
         it (providers/base.py, `StreamTranslator`). `outcome`, when given, is the one
         filled in, so a caller whose request is cancelled midway still sees it.
         `deadline` (trio clock) bounds the whole call; None: `total_s` from now.
+        `reading` makes the translator and the last event (chat completions' by
+        default, upstream/surface.py).
 
         A failure raised before any content stands for the upstream's answer: the
         translator's error carries the status it maps to as `upstream_status`, and an
@@ -159,7 +167,7 @@ class Relay:
         """
         t = self.timeouts
         outcome = Outcome() if outcome is None else outcome
-        translator = self.provider.new_stream_translator(ctx)
+        translator = reading.translator(self.provider, ctx)
         deadline = self.deadline() if deadline is None else deadline
         settled = False  # on_finish was called
         ended = False  # the last event is being written
@@ -180,7 +188,7 @@ class Relay:
                 await on_finish(outcome)
             ended = True
             outcome.started = True
-            await write(DONE if error is None else error.sse_event())
+            await write(reading.last_event(translator, error))
 
         # The idle deadline moves at most every `step` seconds: setting a cancel
         # scope's deadline costs more than translating a chunk.

@@ -92,6 +92,18 @@ def test_a_scrape_counts_requests_tokens_cost_and_times(stack: Stack) -> None:
     assert ("gateway_ledger_backlog_rows", frozenset()) in after
 
 
+def test_probes_and_scrapes_are_not_counted_as_requests(stack: Stack) -> None:
+    base = base_of(stack)
+    before = scrape(base)
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(base + path).status_code == 200
+    after = scrape(base)
+    unrouted = {"model": "", "provider": ""}
+    assert value(after, "gateway_requests_total", **unrouted, status="200") == value(
+        before, "gateway_requests_total", **unrouted, status="200"
+    )
+
+
 def test_upstream_attempts_by_outcome_and_errors_by_code(stack: Stack) -> None:
     base = base_of(stack)
     before = scrape(base)

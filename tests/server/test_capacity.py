@@ -132,7 +132,9 @@ def gateway_process(
         )
     try:
         deadline = time.monotonic() + 30
-        while "gateway listening" not in log.read_text():
+        # Ready, not only listening: a loaded machine may take seconds to get there,
+        # and a request waiting on the start-up would read as a full descriptor table.
+        while '"message":"ready"' not in log.read_text():
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)

@@ -2,9 +2,11 @@
 
 What a stream still running when `graceful_timeout_s` is over gets: a final
 `data: {"error": ...}` event (code `shutting_down`, type `gateway_unavailable_error`)
-and a proper end of the chunked body, not a cut connection; the ledger row says
-`shutting_down`, not `client_gone`; and /readyz answers 503 from SIGTERM on, while the
-listener still accepts (`drain_delay_s`), so a load balancer stops sending first.
+and a proper end of the chunked body, not a cut connection (a Responses API stream: an
+`error` event with that code and `response.failed`, and the failed response is stored);
+the ledger row says `shutting_down`, not `client_gone`; and /readyz answers 503 from
+SIGTERM on, while the listener still accepts (`drain_delay_s`), so a load balancer stops
+sending first.
 """
 
 from __future__ import annotations
@@ -78,20 +80,20 @@ def get(port: int, path: str) -> tuple[int, bytes]:
     return int(head.split(b" ")[1]), body
 
 
-def open_stream(port: int) -> tuple[socket.socket, bytes, str]:
-    """A streamed chat completion far longer than the grace; the socket, the bytes read
-    so far (head and first events) and the request id."""
-    body = json.dumps(
-        {
-            "model": "mock-slow",
-            "messages": [{"role": "user", "content": "tell me a very long story"}],
-            "stream": True,
-            "max_tokens": 2000,
-        }
-    ).encode()
+def open_stream(port: int, responses: bool = False) -> tuple[socket.socket, bytes, str]:
+    """A streamed chat completion (or response) far longer than the grace; the socket,
+    the bytes read so far (head and first events) and the request id."""
+    story = "tell me a very long story"
+    request: dict[str, object] = {"model": "mock-slow", "stream": True}
+    if responses:
+        request.update(input=story, max_output_tokens=2000)
+    else:
+        request.update(messages=[{"role": "user", "content": story}], max_tokens=2000)
+    body = json.dumps(request).encode()
+    path = b"/v1/responses" if responses else b"/v1/chat/completions"
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\n"
+        b"POST " + path + b" HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\n"
         b"Authorization: Bearer " + KEY.encode() + b"\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body) + body
     )
@@ -126,7 +128,7 @@ def test_sigterm_ends_long_streams_with_a_final_event_and_says_why(tmp_path: Pat
     proc, port, db = start(tmp_path)
     try:
         assert get(port, "/readyz")[0] == 200
-        streams = [open_stream(port) for _ in range(3)]
+        streams = [open_stream(port, responses=i == 2) for i in range(3)]
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.2)
@@ -143,9 +145,15 @@ def test_sigterm_ends_long_streams_with_a_final_event_and_says_why(tmp_path: Pat
                 if line.startswith("data: ")
             ]
             assert len(events) > 3 and "[DONE]" not in events
-            error = json.loads(events[-1])["error"]
+            if request_id.startswith("resp_"):
+                error, failed = (json.loads(e) for e in events[-2:])
+                assert (error["type"], failed["type"]) == ("error", "response.failed")
+                assert failed["response"]["status"] == "failed"
+                assert failed["sequence_number"] == error["sequence_number"] + 1
+            else:
+                error = json.loads(events[-1])["error"]
+                assert error["type"] == "gateway_unavailable_error"
             assert error["code"] == "shutting_down", error
-            assert error["type"] == "gateway_unavailable_error"
             ids.append(request_id)
         assert DELAY_S + GRACE_S - 0.3 < time.monotonic() - t0 < DELAY_S + GRACE_S + 3
         assert proc.wait(timeout=15) == 0
@@ -159,6 +167,10 @@ def test_sigterm_ends_long_streams_with_a_final_event_and_says_why(tmp_path: Pat
             f" WHERE x_request_id IN ({','.join('?' * len(ids))})",
             ids,
         ).fetchall()
+        (stored,) = conn.execute(
+            "SELECT response FROM responses WHERE response_id = ?", (ids[2],)
+        ).fetchone()
     assert len(rows) == 3
     for _, row_status, completion_tokens in rows:
         assert row_status == "shutting_down" and completion_tokens > 0
+    assert json.loads(stored)["status"] == "failed"  # stored before its last event
