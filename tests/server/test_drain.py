@@ -135,7 +135,7 @@ def test_sigterm_ends_long_streams_with_a_final_event_and_says_why(tmp_path: Pat
         status, body = get(port, "/readyz")  # a new connection, still accepted
         assert status == 503 and json.loads(body)["status"] == "draining"
         ids = []
-        for sock, data, request_id in streams:
+        for i, (sock, data, request_id) in enumerate(streams):
             while chunk := sock.recv(65536):
                 data += chunk
             sock.close()
@@ -145,7 +145,7 @@ def test_sigterm_ends_long_streams_with_a_final_event_and_says_why(tmp_path: Pat
                 if line.startswith("data: ")
             ]
             assert len(events) > 3 and "[DONE]" not in events
-            if request_id.startswith("resp_"):
+            if i == 2:  # the Responses API's stream
                 error, failed = (json.loads(e) for e in events[-2:])
                 assert (error["type"], failed["type"]) == ("error", "response.failed")
                 assert failed["response"]["status"] == "failed"
@@ -167,8 +167,12 @@ def test_sigterm_ends_long_streams_with_a_final_event_and_says_why(tmp_path: Pat
             f" WHERE x_request_id IN ({','.join('?' * len(ids))})",
             ids,
         ).fetchall()
+        # The ledger's key of the Responses stream is its response id (`resp_...`).
+        (response_id,) = conn.execute(
+            "SELECT request_id FROM usage WHERE x_request_id = ?", (ids[2],)
+        ).fetchone()
         (stored,) = conn.execute(
-            "SELECT response FROM responses WHERE response_id = ?", (ids[2],)
+            "SELECT response FROM responses WHERE response_id = ?", (response_id,)
         ).fetchone()
     assert len(rows) == 3
     for _, row_status, completion_tokens in rows:
