@@ -43,6 +43,10 @@ deployment failing 20% and one dead against all healthy.
 
 measures chat throughput alone and while a client loads console pages.
 
+    python -m bench ledger [--duration S] [--backends sqlite,postgres]   (bench/ledger.py)
+
+measures the usage rows per second the ledger sustains into SQLite and PostgreSQL.
+
     python -m bench responses [--chunks N] [--calls N] [--repeat N]  (bench/responses.py)
 
 times the Responses API's own work (events, objects, the bridge) next to chat's.
@@ -65,6 +69,7 @@ from bench import (
     console,
     failover,
     idle,
+    ledger,
     load,
     observe,
     responses,
@@ -118,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     failover.add_parser(commands)
     observe.add_parser(commands)
     console.add_parser(commands)
+    ledger.add_parser(commands)
     return parser
 
 
@@ -150,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return failover.run(args)
     if args.command == "console":
         return console.run(args)
+    if args.command == "ledger":
+        return ledger.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(

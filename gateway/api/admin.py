@@ -45,8 +45,8 @@ from gateway.errors import (
     GatewayUnavailable,
     InvalidRequest,
 )
+from gateway.store.base import AsyncStore
 from gateway.store.records import StoreError
-from gateway.store.sqlite import AsyncSqlite
 
 __all__ = ["LimitStatus", "admin_digest", "check_admin_key", "make_admin_blueprint"]
 
@@ -86,7 +86,7 @@ async def _body(allowed: frozenset[str] | set[str]) -> dict[str, Any]:
 
 
 def make_admin_blueprint(
-    db: AsyncSqlite,
+    db: AsyncStore,
     keys: ManagedKeyStore,
     admin_key_digest: bytes,
     *,

@@ -24,9 +24,9 @@ from gateway.billing.ledger import Ledger
 from gateway.billing.refusals import Refusals
 from gateway.billing.report import USAGE_GROUPS, Report, parse_when
 from gateway.errors import InvalidRequest, NotFound
+from gateway.store.base import AsyncStore
 from gateway.store.periods import PERIODS, SpendPeriod, period_bounds
 from gateway.store.records import KeyLimits, KeyRecord, NewKey, Topup, UsageRow
-from gateway.store.sqlite import AsyncSqlite
 
 LimitStatus = Callable[[str, float, KeyLimits], Awaitable[dict[str, Any]]]
 
@@ -81,7 +81,7 @@ class KeyAdmin:
 
     def __init__(
         self,
-        db: AsyncSqlite,
+        db: AsyncStore,
         keys: ManagedKeyStore,
         *,
         ledger: Ledger | None = None,
@@ -108,14 +108,14 @@ class KeyAdmin:
     async def credit(self, key_id: str) -> int:
         if self.ledger is not None:
             return await self.ledger.credit_balance(key_id)
-        return await self.db.run(self.db.store.credit_balance, key_id)
+        return await self.db.credit_balance(key_id)
 
     async def spent(self, record: KeyRecord, now: float) -> int:
         assert record.spend_period is not None
         if self.ledger is not None:
             return await self.ledger.spent_in_period(record.key_id, record.spend_period, now)
         db = self.db
-        return await db.run(db.store.spent_in_period, record.key_id, record.spend_period, now)
+        return await db.spent_in_period(record.key_id, record.spend_period, now)
 
     async def flush(self) -> None:
         """Every request answered so far into the store, before a report reads it."""

@@ -306,8 +306,20 @@ def _state(stt: Table, env: Mapping[str, str], problems: _Problems) -> StateConf
             parse_redis_url(redis_url)
         except ValueError as e:
             raise ConfigError(f"state.redis_url: {e}") from None
+    postgres_url = _secret(stt, "postgres_url", "postgres_url_env", env, problems)
+    if postgres_url is not None and not postgres_url.startswith(
+        ("postgresql://", "postgres://", "\0unset")
+    ):
+        raise ConfigError(
+            f"{stt.at('postgres_url')}: must start with postgresql:// (a libpq connection URL)"
+        )
     state = StateConfig(
         sqlite_path=_or(stt.text("sqlite_path"), d.sqlite_path),
+        postgres_url=postgres_url,
+        postgres_timeout_s=_or(stt.number("postgres_timeout_s", minimum=0.1), d.postgres_timeout_s),
+        postgres_pool_size=_or(
+            stt.integer("postgres_pool_size", minimum=1, maximum=100), d.postgres_pool_size
+        ),
         journal_path=stt.text("journal_path"),
         redis_url=redis_url,
         redis_timeout_s=_or(stt.number("redis_timeout_s", minimum=0.01), d.redis_timeout_s),
@@ -505,6 +517,10 @@ def missing_extras(config: Config) -> list[str]:
             "(pip install 'gateway[httpx]')"
             for p in config.providers.values()
             if p.transport == "httpx"
+        )
+    if config.state.postgres_url and not all(map(_installed, ("psycopg", "psycopg_pool"))):
+        out.append(
+            "state.postgres_url: needs psycopg and psycopg_pool (pip install 'gateway[postgres]')"
         )
     if config.observability.traces and not all(map(_installed, OTEL_MODULES)):
         out.append(

@@ -76,6 +76,10 @@ class StateConfig:
     journal_path: str | None = None  # write-ahead usage journal; default: sqlite_path + ".journal"
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
     redis_timeout_s: float = 1.0  # per Redis call; past it, limits fail open, budgets closed
+    # Keys, credit and the ledger shared by several machines (instead of sqlite_path).
+    postgres_url: str | None = field(default=None, repr=False)  # may hold a password
+    postgres_timeout_s: float = 5.0  # connecting, waiting for a pooled connection, a statement
+    postgres_pool_size: int = 4  # connections per worker process
     admin_key: str | None = field(default=None, repr=False)  # for /admin/; unset: admin API off
     default_output_tokens: int = 4096  # reserved for a request that sets no max tokens
     fsync: bool = False  # fsync the journal per row: survives power loss, costs latency

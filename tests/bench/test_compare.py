@@ -263,3 +263,23 @@ def test_summarise_with_workers() -> None:
     assert gw["added_p50_s"] == pytest.approx(0.0004)
     assert gw["meets_target"] == {"added_p50": True, "added_p99": True}
     assert "gateway, 2 workers: added p50 +0.40 ms < 1 ms ok" in format_half_saturation_table(half)
+
+
+def test_compare_gateway_on_postgres(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--targets gateway-pg`: the gateway with its state in a throwaway PostgreSQL that
+    compare starts and removes, beside the SQLite one, ratios between them."""
+    from tests.postgres_server import require_postgres
+
+    require_postgres()
+    args = _parse(
+        ["--rounds", "1", "--duration", "1", "--warmup", "0.2", "--connections", "16",
+         "--scenarios", "json", "--targets", "direct,gateway,gateway-pg",
+         "--log-dir", str(tmp_path / "logs")]
+    )  # fmt: skip
+    assert run(args) == 0
+    printed = capsys.readouterr().out
+    assert ("json", "16", "1", "gateway-pg") in _table_cells(printed), printed
+    assert "gateway/gateway-pg json 16 conns" in printed
+    config = (tmp_path / "logs" / "workers-1" / "gateway-pg.toml").read_text()
+    assert 'postgres_url = "postgresql://' in config
+    _assert_all_stopped(tmp_path)
