@@ -53,6 +53,14 @@ app started.
 serves the gateway in process under a trio Instrument while an open-loop load runs:
 long task steps, scheduler batches, oversleeps (CPU or GIL), GC pauses.
 
+    python -m bench console [--concurrency N] [--page-rate R] ...  (bench/console.py)
+
+measures chat throughput alone and while a client loads console pages.
+
+    python -m bench ledger [--duration S] [--backends sqlite,postgres]   (bench/ledger.py)
+
+measures the usage rows per second the ledger sustains into SQLite and PostgreSQL.
+
     python -m bench responses [--chunks N] [--calls N] [--repeat N]  (bench/responses.py)
 
 times the Responses API's own work (events, objects, the bridge) next to chat's.
@@ -72,10 +80,12 @@ import trio
 from bench import (
     compare,
     conform,
+    console,
     failover,
     floor,
     idle,
     lag,
+    ledger,
     load,
     memory,
     observe,
@@ -132,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_parser(commands)
     lag.add_parser(commands)
     observe.add_parser(commands)
+    console.add_parser(commands)
+    ledger.add_parser(commands)
     return parser
 
 
@@ -168,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return memory.run(args)
     if args.command == "lag":
         return lag.run(args)
+    if args.command == "console":
+        return console.run(args)
+    if args.command == "ledger":
+        return ledger.run(args)
     kind = FAKES[args.kind]
     try:
         fake = kind.cls(

@@ -2,7 +2,7 @@
 
     python -m bench compare [--rounds 2] [--duration 5] [--connections 16,64]
         [--scenarios json,stream] [--workers 1,2] [--half-saturation]
-        [--targets direct,gateway,litellm,portkey] [--litellm PATH] [--portkey [PATH]]
+        [--targets direct,gateway,gateway-pg,litellm,portkey] [--litellm PATH] [--portkey [PATH]]
         [--json FILE] [--log-dir DIR]
 
 Starts a fake OpenAI upstream (``python -m bench upstream``) in its own process, then,
@@ -10,7 +10,10 @@ for each worker count W of ``--workers`` in turn (a "block"), each target in its
 process: ``direct`` (the fake itself: the same process throughout, measured again in
 every block so that each block has its own baseline), ``gateway`` (``gateway serve``
 with W workers, a generated config and a managed key with RPM, TPM and prepaid credit
-on a priced model, so auth, limits and accounting are on), ``litellm`` (when a
+on a priced model, so auth, limits and accounting are on), ``gateway-pg`` (only when
+--targets names it: the same with its keys, credit and ledger in PostgreSQL, a
+throwaway cluster with the server's default durability that compare starts from
+/usr/lib/postgresql/*/bin or PATH, a database per block), ``litellm`` (when a
 ``litellm`` executable is on PATH or given with --litellm; ``--num_workers W`` when
 W > 1) and ``portkey`` (only with --portkey; one Node process, so only in the W = 1
 block). The servers of a block are stopped before the next block starts. Nothing is
@@ -89,6 +92,7 @@ SIGINT, then SIGKILL after 5 s. Linux only (/proc).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import resource
@@ -105,6 +109,7 @@ import trio
 from bench.llm_table import format_llm_table, llm_figures
 from bench.loadgen.runner import LoadConfig, LoadRun
 from bench.peers import PORTKEY_NPX, find_litellm, start_litellm, start_portkey
+from bench.postgres import PostgresServer, postgres_bin_dir, running_postgres
 from bench.processes import Processes, log_tail, server_processes
 from bench.procfs import cpu_delta, pin_tree, tree_cpu, tree_memory
 from bench.scenarios import DEFAULT_SCENARIOS, LLM_STREAMS, SCENARIOS, Scenario
@@ -130,8 +135,8 @@ from bench.targets import (
 
 __all__ = ["CompareOptions", "add_parser", "compare", "run"]
 
-TARGETS = ("direct", "gateway", "litellm", "portkey", "floor", "floor-raw")
-DEFAULT_TARGETS = TARGETS[:4]  # the floors (bench.floor) only when asked for
+TARGETS = ("direct", "gateway", "gateway-pg", "litellm", "portkey", "floor", "floor-raw")
+ASKED_ONLY = ("gateway-pg", "floor", "floor-raw")  # not in the default targets: need --targets
 HALF_SATURATION_PEER_LIMIT = 0.8  # a peer runs at a rate below this share of its saturation
 HALF_SATURATION_TARGETS = {"p50": 0.001, "p99": 0.005}  # added latency, seconds (issue 5)
 OPEN_LOOP_MIN_SLOTS = 1024
@@ -487,7 +492,7 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
 
     say = echo(opts.echo)
     scenarios = [SCENARIOS[name] for name in opts.scenarios]
-    wanted = list(opts.targets) if opts.targets else list(DEFAULT_TARGETS)
+    wanted = list(opts.targets) if opts.targets else [t for t in TARGETS if t not in ASKED_ONLY]
     for name in wanted:
         if name not in TARGETS:
             raise ValueError(f"unknown target {name!r}")
@@ -510,10 +515,20 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
         if not others or opts.pin_cpu not in os.sched_getaffinity(0):
             raise ValueError(f"--pin-cpu {opts.pin_cpu}: needs that CPU and another one")
         os.sched_setaffinity(0, others)
-    with server_processes(opts.log_dir, "bench-compare-") as procs:
+    with (
+        server_processes(opts.log_dir, "bench-compare-") as procs,
+        contextlib.ExitStack() as stack,
+    ):
         upstream = start_upstream(procs, opts.start_timeout_s)
+        postgres: PostgresServer | None = None
+        if "gateway-pg" in wanted:
+            pg_bin = postgres_bin_dir()
+            if pg_bin is None:
+                skipped["gateway-pg"] = "PostgreSQL is not installed (apt-get install postgresql)"
+            else:
+                postgres = stack.enter_context(running_postgres(pg_bin, durable=True))
         redis: Redis | None = None
-        if "gateway" in wanted and any(w > 1 for w in opts.workers):
+        if {"gateway", "gateway-pg"} & set(wanted) and any(w > 1 for w in opts.workers):
             redis_binary = find_redis_server()
             if redis_binary is None:
                 for w in opts.workers:
@@ -530,7 +545,7 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
             block = Processes(block_dir)
             try:
                 servers = _start_block(
-                    block, opts, upstream, wanted, workers, redis, litellm_exe, skipped
+                    block, opts, upstream, wanted, workers, redis, litellm_exe, skipped, postgres
                 )
                 if opts.pin_cpu is not None:
                     for server in servers:
@@ -582,9 +597,13 @@ def _start_block(
     redis: Redis | None,
     litellm_exe: str | None,
     skipped: dict[str, str],
+    postgres: PostgresServer | None = None,
 ) -> list[Server]:
     """Start the targets of the block of `workers` (direct is the running upstream)."""
     servers: list[Server] = []
+    # The upstream pool holds a connection per stream: paced-llm's streams all at once
+    # would otherwise queue past the default cap of 512 (`max_connections`).
+    pool = GatewaySetup(max_connections=max(512, opts.llm_streams + 64))
     for name in wanted:
         if name == "direct":
             servers.append(upstream)
@@ -595,15 +614,32 @@ def _start_block(
             if redis is not None and workers > 1:
                 redis.flush()
                 redis_url = redis.url
-            # The upstream pool holds a connection per stream: paced-llm's streams all at once
-            # would otherwise queue past the default cap of 512 (`max_connections`).
-            setup = GatewaySetup(max_connections=max(512, opts.llm_streams + 64))
             servers.append(
-                start_gateway(procs, upstream, opts.start_timeout_s, workers, redis_url, setup)
+                start_gateway(procs, upstream, opts.start_timeout_s, workers, redis_url, pool)
             )
         elif name in ("floor", "floor-raw"):
             mode = name.partition("-")[2] or "stream"
             servers.append(start_floor(procs, upstream, opts.start_timeout_s, mode))
+        elif name == "gateway-pg":
+            if postgres is None or (workers > 1 and redis is None):
+                continue  # said in skipped
+            redis_url = None
+            if redis is not None and workers > 1:
+                redis.flush()
+                redis_url = redis.url
+            url = postgres.new_database(f"compare_w{workers}")
+            servers.append(
+                start_gateway(
+                    procs,
+                    upstream,
+                    opts.start_timeout_s,
+                    workers,
+                    redis_url,
+                    pool,
+                    postgres_url=url,
+                    name="gateway-pg",
+                )
+            )
         elif name == "litellm":
             if litellm_exe is not None:
                 servers.append(

@@ -197,6 +197,7 @@ def gateway_config(
     workers: int,
     redis_url: str | None = None,
     setup: GatewaySetup | None = None,
+    postgres_url: str | None = None,
 ) -> str:
     """The gateway's TOML config: one provider, the fake at `upstream_url`, priced models."""
     setup = setup or GatewaySetup()
@@ -216,6 +217,8 @@ def gateway_config(
     ]
     if redis_url is not None:
         lines.append(f'redis_url = "{redis_url}"')
+    if postgres_url is not None:
+        lines.append(f'postgres_url = "{postgres_url}"')
     lines += [
         "[providers.fake]",
         'kind = "openai"',
@@ -259,15 +262,24 @@ def start_gateway(
     redis_url: str | None = None,
     setup: GatewaySetup | None = None,
     key_name: str = "bench-compare",
+    postgres_url: str | None = None,
+    name: str = "gateway",
 ) -> Server:
     """``gateway serve`` in front of `upstream`, with a managed key named `key_name`
     (RPM, TPM and credit far above what a run uses); its config and SQLite file are in
-    the log directory."""
+    the log directory. With `postgres_url` its keys, credit and ledger are there instead
+    (the server is `name`d apart from the SQLite one)."""
     port = free_port()
-    config = procs.log_dir / "gateway.toml"
+    config = procs.log_dir / f"{name}.toml"
     config.write_text(
         gateway_config(
-            port, upstream.base_url, procs.log_dir / "gateway.sqlite3", workers, redis_url, setup
+            port,
+            upstream.base_url,
+            procs.log_dir / f"{name}.sqlite3",
+            workers,
+            redis_url,
+            setup,
+            postgres_url,
         )
     )
     gw = venv_bin("gateway")
@@ -279,12 +291,12 @@ def start_gateway(
     if created.returncode != 0:
         raise RuntimeError(f"gateway keys create failed: {created.stderr.decode(errors='replace')}")
     key = orjson.loads(created.stdout)["key"]
-    proc, log = procs.start("gateway", [gw, "serve", "--config", str(config)])
+    proc, log = procs.start(name, [gw, "serve", "--config", str(config)])
     wait_listening(proc, port, timeout_s, "the gateway")
     # The scenarios' names only when it serves the scenarios' models.
     custom = setup is not None and setup.models is not None
     models = {} if custom else {name: s.gateway_model for name, s in SCENARIOS.items()}
-    return Server("gateway", proc, port, f"http://{HOST}:{port}/v1", models, key, log_path=log)
+    return Server(name, proc, port, f"http://{HOST}:{port}/v1", models, key, log_path=log)
 
 
 # -- all three -------------------------------------------------------------------

@@ -23,6 +23,7 @@ import trio
 
 from gateway import __version__
 from gateway.app import CONFIG_ENV, DEV_KEY_ENV, GatewayApp, create_app, setup_logging
+from gateway.cli import db as db_cli
 from gateway.cli import keys as keys_cli
 from gateway.cli import usage as usage_cli
 from gateway.cli.common import CliError, config_path, pid_file_path
@@ -455,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.set_defaults(func=cmd_check_config)
     keys_cli.add_parser(sub)
     usage_cli.add_parser(sub)
+    db_cli.add_parser(sub)
     worker = sub.add_parser("_worker", help=argparse.SUPPRESS)  # started by `serve --workers`
     where = worker.add_mutually_exclusive_group(required=True)
     where.add_argument("--fd", type=int)

@@ -7,7 +7,8 @@ and the span once it has ended), then CORS when `[server] cors_origins` is set
 admission control (api/overload.py: an overloaded worker sheds new requests with 503,
 health checks and scrapes aside), then the hot route goes straight to
 `api.chat.chat_completions`, the Responses API's routes to
-`api.responses.responses_route`, and every other request to Quart.
+`api.responses.responses_route`, and every other request to Quart (the web console
+too, gateway/console/, when an admin key is set).
 The lifespan is ours: it opens the state, runs the background work (key cache
 refresh, ledger writer, the loop-lag probe) in a nursery it owns for the server's
 lifetime, and drains it at shutdown (structured concurrency). The built-in server
@@ -39,6 +40,7 @@ from gateway.api.responses import is_responses_path, responses_route
 from gateway.billing.limits.redis import RedisLimitBackend, open_redis_backend
 from gateway.config import Config, ConfigError, embedded_config, load_config
 from gateway.config.reload import reloaded
+from gateway.console.routes import add_console
 from gateway.errors import InvalidRequest, MethodNotAllowed
 from gateway.observability import logs
 from gateway.observability.metrics import (
@@ -65,6 +67,8 @@ class GatewayApp:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.quart: QuartTrio = make_quart_app(gateway, self.sample_metrics)
+        if gateway.config.state.admin_key:
+            add_console(self.quart, gateway)
         self._quart_asgi: Any = self.quart  # Quart types its ASGI arguments narrowly
         server = gateway.config.server
         self.admission = Admission(server.max_in_flight, server.max_loop_lag_ms)

@@ -29,12 +29,14 @@ from gateway.billing.limits.budget import BudgetSeed
 from gateway.billing.limits.core import LimitBackend
 from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.billing.refusals import Refusals
-from gateway.config import Config, ObservabilityConfig
+from gateway.config import Config, ObservabilityConfig, StateConfig
+from gateway.errors import GatewayUnavailable
 from gateway.observability.metrics import Metrics
 from gateway.observability.observer import Observer
 from gateway.observability.traces import NO_TRACER, Tracer
 from gateway.offload import Offload
 from gateway.providers.registry import provider_for
+from gateway.store.base import AsyncStore
 from gateway.store.records import KeyLimits, StoreError, Topup
 from gateway.store.responses import ResponseStore, SqliteResponses, SqliteResponseTable
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
@@ -83,6 +85,22 @@ def make_tracer(config: ObservabilityConfig) -> Tracer:
     return OtelTracer(config)
 
 
+def make_store(state: StateConfig) -> AsyncStore:
+    """The durable store `[state]` names, not yet connected: PostgreSQL when
+    `postgres_url` is set (the `postgres` extra is imported only then), else SQLite."""
+    if state.postgres_url:
+        from gateway.store.postgres import AsyncPostgres, PostgresStore
+
+        pg = PostgresStore(
+            state.postgres_url,
+            pool_size=state.postgres_pool_size,
+            timeout_s=state.postgres_timeout_s,
+        )
+        return AsyncPostgres(pg, concurrency=state.postgres_pool_size)
+    Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+    return AsyncSqlite(SqliteStore(state.sqlite_path))
+
+
 @dataclass(eq=False, slots=True)
 class Snapshot:
     """What requests read, built from one config and never changed: swapped whole by
@@ -112,11 +130,11 @@ class Gateway:
         self.observer = Observer(obs, metrics=metrics, tracer=make_tracer(obs))
         self.offload = Offload()  # the O(size) steps of big requests, off the event loop
         state = config.state
-        Path(state.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = AsyncSqlite(SqliteStore(state.sqlite_path))
+        self.db = make_store(state)
         self.ledger = Ledger(self.db, state.journal, fsync=state.fsync)
         self.refusals = Refusals(self.db)  # requests refused before admission, counted
-        # Stored responses of the Responses API: a table of their own in the same file.
+        # Stored responses of the Responses API: a table of their own in the SQLite file
+        # (on this machine, also when keys and the ledger are in PostgreSQL).
         self.responses: ResponseStore = SqliteResponses(SqliteResponseTable(state.sqlite_path))
         self.limiter: LimitBackend = MemoryLimitBackend(seeder=self.seed_budget)
         self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
@@ -219,11 +237,21 @@ class Gateway:
 
     async def seed_budget(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
         """The limiter's seed from the ledger, with the id of the last top-up its credit
-        includes, so that the key cache's report of that top-up is not counted again."""
-        seed = await self.ledger.seed(key_id, limits, now)
-        if limits.prepaid:
-            balance, last_topup = await self.ledger.credit_snapshot(key_id)
-            seed = dataclasses.replace(seed, credit_micros=balance, last_topup_id=last_topup)
+        includes, so that the key cache's report of that top-up is not counted again.
+        A ledger that cannot be read (PostgreSQL away) refuses the request with 503
+        `budget_unavailable`, as an unreachable Redis does: spend is never guessed."""
+        try:
+            seed = await self.ledger.seed(key_id, limits, now)
+            if limits.prepaid:
+                balance, last_topup = await self.ledger.credit_snapshot(key_id)
+                seed = dataclasses.replace(seed, credit_micros=balance, last_topup_id=last_topup)
+        except StoreError as e:
+            log.warning("budget of key %s not loaded from the ledger: %s", key_id, e)
+            raise GatewayUnavailable(
+                "The key's budget cannot be loaded from the ledger store, so the request is "
+                "refused rather than risk overspending. Retry shortly.",
+                code="budget_unavailable",
+            ) from None
         return seed
 
     async def _on_topup(self, topup: Topup) -> None:
@@ -232,8 +260,10 @@ class Gateway:
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Open the state and start the background work in `nursery`."""
+        await self.db.start()
         await self.ledger.start()
         await nursery.start(self.keys.run_refresher)
+        nursery.start_soon(self.db.watch_keys, self.keys.wake)
         await nursery.start(self.ledger.run_writer)
         await nursery.start(self.refusals.run_writer)
         nursery.start_soon(self._prune_idle_connections)

@@ -7,6 +7,8 @@ then talk to the gateway with the official `openai` SDK (synchronous client).
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from gateway.__main__ import server_options
 from gateway.app import GatewayApp, create_app
 from gateway.config import Config, load_config
 from gateway.server.serve import serve
+from tests.postgres_server import PostgresServer, running_postgres
 from tests.redis_server import RedisServer, running_redis
 
 UPSTREAM_KEY = "sk-fake-upstream"
@@ -177,3 +180,20 @@ def own_redis() -> Iterator[RedisServer]:
     """A redis-server of the test's own, which it may kill and restart."""
     with running_redis() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the whole run (skips when PostgreSQL is not
+    installed); each test takes a database of its own (`pg_url`)."""
+    with running_postgres() as server:
+        yield server
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a fresh database with the gateway's schema, this test's own."""
+    return postgres.new_database(f"t{os.getpid()}_{next(_databases)}")

@@ -54,6 +54,19 @@ ALLOWED: dict[str, set[str]] = {
         "offload",
         "observability",
     },
+    # The web console: pages over the admin API's own code (api/key_admin.py), the
+    # router's routes, health and metrics; served beside api, so it sits above it.
+    "console": {
+        "config",
+        "store",
+        "auth",
+        "providers",
+        "upstream",
+        "billing",
+        "observability",
+        "state",
+        "api",
+    },
     "api": {
         "config",
         "store",
@@ -69,7 +82,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "server": set(),
     "cli": {"config", "store", "auth", "billing"},
-    "app": {"config", "api", "state", "billing", "store", "tokens", "observability"},
+    "app": {"config", "api", "console", "state", "billing", "store", "tokens", "observability"},
     "__main__": {"config", "app", "server", "cli", "store", "observability"},
 }
 PURE = [
@@ -103,6 +116,11 @@ PURE = [
     "upstream/chunked.py",
     "server/framing.py",
     "server/http11.py",
+    "console/session.py",
+    "console/forms.py",
+    "console/examples.py",
+    "console/svg.py",
+    "console/models_view.py",
 ]
 IO_MODULES = {"trio", "httpx", "quart", "quart_trio", "hypercorn", "anyio", "socket", "sqlite3"}
 

@@ -416,6 +416,30 @@ def test_traces_without_the_otel_extra_names_the_extra(monkeypatch: pytest.Monke
     ]
 
 
+def test_postgres_url_is_checked_and_needs_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from gateway.config import missing_extras
+
+    url = "postgresql://gw:secret@db.internal/gateway"
+    config = parse_config({"state": {"postgres_url_env": "PG"}}, env={"PG": url}, source="t")
+    assert config.state.postgres_url == url
+    assert "secret" not in repr(config.state)
+    with pytest.raises(ConfigError, match=r"state\.postgres_url: must start with postgresql://"):
+        parse_config({"state": {"postgres_url": "mysql://x"}}, env={}, source="t")
+    with pytest.raises(ConfigError, match="environment variable PG is not set"):
+        parse_config({"state": {"postgres_url_env": "PG"}}, env={}, source="t")
+    with pytest.raises(ConfigError, match="postgres_pool_size"):
+        parse_config({"state": {"postgres_url": url, "postgres_pool_size": 0}}, env={}, source="t")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a)
+    )
+    assert missing_extras(config) == [
+        "state.postgres_url: needs psycopg and psycopg_pool (pip install 'gateway[postgres]')"
+    ]
+
+
 def test_the_responses_api_settings() -> None:
     c = parse_config(
         {

@@ -152,3 +152,32 @@ def test_usage_on_a_path_without_a_database_says_so(tmp_path: Path) -> None:
     cmd = run_gateway("usage", "--db", str(tmp_path / "none.sqlite3"))
     assert cmd.returncode == 1 and "no database at" in cmd.stderr
     assert not (tmp_path / "none.sqlite3").exists()
+
+
+def test_a_csv_report_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
+    """Key and model names come from operators and clients: a cell a spreadsheet would
+    run as a formula (`=`, `+`, `-`, `@`) is written as text."""
+    import csv
+    import io
+    import time as clock
+
+    from gateway.store.records import UsageRow
+    from gateway.store.sqlite import SqliteStore
+
+    config = tmp_path / "gw.toml"
+    write_config(config)
+    store = SqliteStore(tmp_path / "gw.sqlite3")
+    now = clock.time()
+    names = ['=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "ok"]
+    store.write_usage(
+        [
+            UsageRow(f"chatcmpl-{i}", None, name, "p", 1, 1, 0, 1, "ok", 1, now, key_name=name)
+            for i, name in enumerate(names)
+        ]
+    )
+    store.close()
+    for by, column in (("key", "key_name"), ("model", "model")):
+        cmd = run_gateway("usage", "--config", str(config), "--by", by, "--csv")
+        assert cmd.returncode == 0, cmd.stderr
+        cells = [row[column] for row in csv.DictReader(io.StringIO(cmd.stdout))]
+        assert sorted(cells) == sorted(["'" + n for n in names[:4]] + ["ok"]), cells

@@ -3,9 +3,11 @@
 `/healthz` answers 200 with the version as long as the process serves HTTP at all.
 `/readyz` answers 200 only when the worker has started and is not draining, its
 SQLite store answers a trivial query, and Redis (when `[state] redis_url` is set)
-answers a PING; otherwise 503 with the reason. The store and Redis checks are cached
-for CACHE_S, and probes that arrive while one runs wait for its answer, so a storm
-of probes costs one check a second; draining is seen at once.
+answers a PING; otherwise 503 with the reason. PostgreSQL (`[state] postgres_url`) is
+checked and shown but never makes a worker unready: every instance shares it, and
+each keeps serving from its key cache and journal while it is away. The store and
+Redis checks are cached for CACHE_S, and probes that arrive while one runs wait for
+its answer, so a storm of probes costs one check a second; draining is seen at once.
 """
 
 from __future__ import annotations
@@ -76,16 +78,19 @@ class Readiness:
         if gw.config.state.redis_url:
             timeout_s = min(TIMEOUT_S, gw.config.state.redis_timeout_s)
             checks["redis"] = await gw.limiter.check(timeout_s) or "ok"
-        reason = next((f"{k}: {v}" for k, v in checks.items() if v != "ok"), None)
+        shared = {"store"} if gw.db.shared else set()  # reported, never a reason
+        reason = next(
+            (f"{k}: {v}" for k, v in checks.items() if v != "ok" and k not in shared), None
+        )
         return _Checked(trio.current_time(), checks, reason)
 
     async def _store(self) -> str:
         db = self._gw.db
         try:
             with trio.fail_after(TIMEOUT_S):
-                await db.run(db.store.ping)
+                await db.ping()
         except trio.TooSlowError:
-            return f"SQLite did not answer within {TIMEOUT_S:g} s"
+            return f"{db.kind} did not answer within {TIMEOUT_S:g} s"
         except (StoreError, sqlite3.Error) as e:
-            return f"SQLite: {e}"
+            return f"{db.kind}: {e}"
         return "ok"

@@ -13,6 +13,7 @@ import hmac
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 from quart import Response, request
@@ -21,6 +22,16 @@ from quart_trio import QuartTrio
 from gateway.errors import AuthenticationFailed
 from gateway.observability.metrics import DIR_ENV, Metrics, merge, read_snapshots, render
 from gateway.state import Gateway
+
+
+async def merged_totals(metrics: Metrics) -> dict[str, dict[tuple[str, ...], Any]]:
+    """This worker's totals merged with every other worker's last file: the whole
+    gateway's, as a scrape reports them (and the console's Models page reads them)."""
+    snapshots = [metrics.snapshot()]
+    directory = os.environ.get(DIR_ENV)
+    if directory:
+        snapshots += await trio.to_thread.run_sync(read_snapshots, Path(directory), os.getpid())
+    return merge(snapshots)
 
 
 def add_metrics_route(app: QuartTrio, gw: Gateway, sample: Callable[[Metrics], None]) -> None:
@@ -43,9 +54,5 @@ def add_metrics_route(app: QuartTrio, gw: Gateway, sample: Callable[[Metrics], N
                     "/metrics needs the admin key: Authorization: Bearer ADMIN_KEY."
                 )
         sample(metrics)
-        snapshots = [metrics.snapshot()]
-        directory = os.environ.get(DIR_ENV)
-        if directory:
-            snapshots += await trio.to_thread.run_sync(read_snapshots, Path(directory), os.getpid())
-        body, content_type = render(merge(snapshots), request.headers.get("accept"))
+        body, content_type = render(await merged_totals(metrics), request.headers.get("accept"))
         return Response(body, content_type=content_type)

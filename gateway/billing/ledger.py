@@ -3,7 +3,8 @@
 `record(row)` appends one JSON line to a write-ahead journal with a single
 `os.write` (O_APPEND) and returns: the line is in the kernel's page cache, so it
 survives the death of this process, `kill -9` included. A background writer
-(`run_writer`, in the app's lifespan nursery) moves the rows into SQLite in one
+(`run_writer`, in the app's lifespan nursery) moves the rows into the store (SQLite,
+or PostgreSQL shared by several machines: gateway/store/base.py) in one
 transaction every `flush_interval_s` (200 ms), and only after the commit deletes the
 journal file they came from. Failed batches are kept and retried, never dropped;
 at shutdown the writer drains what is left (docs/reliability.md R23, and the ways
@@ -18,11 +19,11 @@ Journal files live in one directory, named `<instance>-<seq>.jsonl`; each worker
 process writes its own, holding an exclusive `flock` on it for as long as it is
 open. At each flush the current file is sealed and a new one started, so a commit
 covers exactly the files it deletes. `open()` replays every journal file that no
-live process holds (their writer died) into SQLite and deletes it; the upsert by
+live process holds (their writer died) into the store and deletes it; the upsert by
 `request_id` makes a replay idempotent, so a crash between commit and delete
 duplicates nothing.
 
-Spend and credit (which seed the limiter) are the SQLite ledger plus the rows this
+Spend and credit (which seed the limiter) are the stored ledger plus the rows this
 process has journaled but not yet committed: `spent_in_period` and
 `credit_balance` merge the two exactly.
 """
@@ -33,7 +34,6 @@ import fcntl
 import logging
 import os
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -42,9 +42,9 @@ import orjson
 import trio
 
 from gateway.billing.limits.budget import BudgetSeed
+from gateway.store.base import AsyncStore, collapse
 from gateway.store.periods import SpendPeriod
 from gateway.store.records import KeyLimits, StoreError, UsageRow
-from gateway.store.sqlite import AsyncSqlite
 
 log = logging.getLogger("gateway.billing.ledger")
 
@@ -100,23 +100,12 @@ def read_journal(data: bytes, source: str = "journal") -> list[UsageRow]:
     return rows
 
 
-def _collapse(rows: Iterable[UsageRow]) -> list[UsageRow]:
-    """One row per request: a final row supersedes the request's pending row, so a
-    request that ended within one batch costs SQLite one write, not two."""
-    latest: dict[str, UsageRow] = {}
-    for row in rows:
-        prev = latest.get(row.request_id)
-        if prev is None or prev.status == "pending":
-            latest[row.request_id] = row
-    return list(latest.values())
-
-
 class Ledger:
-    """Usage rows: journaled by `record`, batched into SQLite by `run_writer`."""
+    """Usage rows: journaled by `record`, batched into the store by `run_writer`."""
 
     def __init__(
         self,
-        db: AsyncSqlite,
+        db: AsyncStore,
         journal_dir: str | Path,
         *,
         fsync: bool = False,
@@ -131,19 +120,19 @@ class Ledger:
         self._current: _Journal | None = None
         self._sealed: list[_Journal] = []  # waiting for their commit
         self._flush_lock = trio.Lock()
-        self.rows_written = 0  # committed to SQLite by this process
+        self.rows_written = 0  # committed to the store by this process
         self.flush_failures = 0
 
     @classmethod
     async def open(
         cls,
-        db: AsyncSqlite,
+        db: AsyncStore,
         journal_dir: str | Path,
         *,
         fsync: bool = False,
         flush_interval_s: float = 0.2,
     ) -> Ledger:
-        """Replay the journals of dead processes into SQLite, then start a journal of
+        """Replay the journals of dead processes into the store, then start a journal of
         our own. Call before serving (and before seeding limits from the ledger)."""
         ledger = cls(db, journal_dir, fsync=fsync, flush_interval_s=flush_interval_s)
         await ledger.start()
@@ -190,7 +179,7 @@ class Ledger:
 
     async def record(self, row: UsageRow) -> None:
         """Journal one row; on return it survives a crash of this process (and, with
-        fsync, a power loss). SQLite gets it within `flush_interval_s`."""
+        fsync, a power loss). The store gets it within `flush_interval_s`."""
         journal = self._current
         if journal is None:
             raise RuntimeError("the ledger is closed")
@@ -223,12 +212,12 @@ class Ledger:
 
     @property
     def backlog_rows(self) -> int:
-        """How many rows are journaled but not yet committed to SQLite (a metric)."""
+        """How many rows are journaled but not yet committed to the store (a metric)."""
         rows = sum(len(j.rows) for j in self._sealed)
         return rows + (len(self._current.rows) if self._current is not None else 0)
 
     def pending(self) -> list[UsageRow]:
-        """Rows journaled but not yet committed to SQLite, in order."""
+        """Rows journaled but not yet committed to the store, in order."""
         rows = [r for j in self._sealed for r in j.rows]
         if self._current is not None:
             rows += self._current.rows
@@ -237,14 +226,14 @@ class Ledger:
     # --------------------------------------------------------------- writer
 
     async def flush(self) -> int:
-        """Commit every journaled row to SQLite, then delete their journal files.
+        """Commit every journaled row to the store, then delete their journal files.
         On failure (or cancellation) the rows stay journaled for the next try."""
         async with self._flush_lock:
             self._rotate()
             if not self._sealed:
                 return 0
             batch = list(self._sealed)
-            rows = _collapse(r for j in batch for r in j.rows)
+            rows = collapse(r for j in batch for r in j.rows)  # one write per request
             await self._db.write_usage(rows)
             for journal in batch:
                 self._sealed.remove(journal)
@@ -307,7 +296,7 @@ class Ledger:
                 os.close(fd)
 
     async def replay(self) -> int:
-        """Write the journals no live process holds into SQLite, then delete them.
+        """Write the journals no live process holds into the store, then delete them.
         Returns how many rows were replayed."""
         await trio.to_thread.run_sync(self._prepare_dir)
         total = 0
@@ -338,25 +327,19 @@ class Ledger:
     async def spent_in_period(self, key_id: str, period: SpendPeriod, now: float) -> int:
         """A key's spend in the UTC day or month containing `now`, journaled rows included."""
         async with self._flush_lock:  # no batch half-committed while we read
-            store = self._db.store
-            return await self._db.run(
-                store.spent_in_period, key_id, period, now, self._pending_for(key_id)
-            )
+            return await self._db.spent_in_period(key_id, period, now, self._pending_for(key_id))
 
     async def seed(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
         """A key's budget as the ledger knows it: a `limits.budget.Seeder` for the limit backends.
         Spend and credit are read under one lock, journaled rows included."""
-        store = self._db.store
         async with self._flush_lock:
             pending = self._pending_for(key_id)
             spent = 0
             if limits.spend_period is not None:
-                spent = await self._db.run(
-                    store.spent_in_period, key_id, limits.spend_period, now, pending
-                )
+                spent = await self._db.spent_in_period(key_id, limits.spend_period, now, pending)
             credit = None
             if limits.prepaid:
-                credit = await self._db.run(store.credit_balance, key_id, pending)
+                credit = await self._db.credit_balance(key_id, pending)
         return BudgetSeed.for_limits(limits, now, spent_micros=spent, credit_micros=credit)
 
     async def credit_balance(self, key_id: str) -> int:
@@ -367,6 +350,4 @@ class Ledger:
         """(credit balance, id of the last top-up it includes): a limiter that seeds
         from this can skip top-ups up to that id when `ManagedKeyStore` reports them."""
         async with self._flush_lock:
-            return await self._db.run(
-                self._db.store.credit_snapshot, key_id, self._pending_for(key_id)
-            )
+            return await self._db.credit_snapshot(key_id, self._pending_for(key_id))

@@ -21,8 +21,8 @@ from typing import Final
 
 import trio
 
+from gateway.store.base import AsyncStore
 from gateway.store.records import RefusalCount, StoreError
-from gateway.store.sqlite import AsyncSqlite
 
 __all__ = ["MAX_GROUPS", "Refusals"]
 
@@ -39,7 +39,7 @@ _Group = tuple[int, str, str, str, str, int, str]
 class Refusals:
     """Counts of refused requests, written to the store by `run_writer`."""
 
-    def __init__(self, db: AsyncSqlite, *, flush_interval_s: float = 1.0) -> None:
+    def __init__(self, db: AsyncStore, *, flush_interval_s: float = 1.0) -> None:
         self._db = db
         self.flush_interval_s = flush_interval_s
         self._counts: dict[_Group, int] = {}

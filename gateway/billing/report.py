@@ -51,6 +51,16 @@ def parse_when(text: str, now: float) -> float:
     return at.timestamp()
 
 
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_text(value: str) -> str:
+    """A name as a spreadsheet cell that is never run as a formula: key and model names
+    come from operators and clients, and `=HYPERLINK(...)` opened in a spreadsheet
+    would run (CSV injection); a leading `'` makes the cell text."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
 def _column(by: str) -> tuple[str, ...]:
     return ("key_id", "key_name") if by == "key" else (by,)
 
@@ -98,7 +108,7 @@ class Report:
         measures = list(UsageTotals().to_dict())
         writer.writerow([*_column(self.by), *measures, "cost_usd"])
         for line in self.lines:
-            groups = [NONE if v is None else v for v in self._groups(line).values()]
+            groups = [NONE if v is None else _as_text(v) for v in self._groups(line).values()]
             totals = line.totals.to_dict()
             cost = f"{line.totals.cost_micros / 1_000_000:.6f}"
             writer.writerow([*groups, *(totals[m] for m in measures), cost])

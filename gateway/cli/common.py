@@ -2,8 +2,10 @@
 command fails, and where the state of the gateway it acts on lives.
 
 The state's places come from the same config file the gateway serves (`--config`, or
-$GATEWAY_CONFIG): only `[state] sqlite_path` and `[server] pid_file` are read from it,
-so a command works where the gateway's secrets (its `*_env` variables) are not set.
+$GATEWAY_CONFIG): only `[state] sqlite_path`, `postgres_url` (or the variable named by
+`postgres_url_env`) and `[server] pid_file` are read from it, so a command works where
+the gateway's other secrets are not set. A database given as a `postgresql://` URL
+(or set by `postgres_url`) is PostgreSQL, anything else a SQLite file.
 """
 
 from __future__ import annotations
@@ -16,10 +18,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from gateway.config.model import StateConfig, pid_path
+from gateway.store.base import Store
+from gateway.store.records import StoreError
 from gateway.store.sqlite import SqliteStore
 
 CONFIG_ENV: Final = "GATEWAY_CONFIG"
 DEFAULT_DB: Final = StateConfig().sqlite_path
+POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
+
+
+def is_postgres(target: str) -> bool:
+    return target.startswith(POSTGRES_SCHEMES)
 
 
 class CliError(Exception):
@@ -65,6 +74,15 @@ def sqlite_path(config: str | None) -> tuple[str, str]:
     if config is None:
         return DEFAULT_DB, "the default: no --config or $GATEWAY_CONFIG"
     state = _table(config, _read(config), "state")
+    url = _text(config, state, "state", "postgres_url")
+    if url is not None:
+        return url, f"[state] postgres_url of {config}"
+    env_name = _text(config, state, "state", "postgres_url_env")
+    if env_name is not None:
+        url = os.environ.get(env_name)
+        if not url:
+            raise CliError(f"{config}: state.postgres_url_env: {env_name} is not set", 2)
+        return url, f"[state] postgres_url_env of {config}"
     path = _text(config, state, "state", "sqlite_path")
     if path is None:
         return DEFAULT_DB, f"the default: {config} sets no [state] sqlite_path"
@@ -81,10 +99,19 @@ def pid_file_path(config: str | None) -> str:
     return pid_path(server, db or DEFAULT_DB)
 
 
-def open_database(path: str, origin: str, *, create: bool, command: str) -> SqliteStore:
-    """The database at `path`, after a line on stderr saying which it is (stdout stays
-    for the answer, JSON included). Only a command that writes a key (`create`) makes
-    a new file: for any other, a path without a database is an error saying so."""
+def open_database(path: str, origin: str, *, create: bool, command: str) -> Store:
+    """The database at `path` (a SQLite file or a PostgreSQL URL), after a line on
+    stderr saying which it is (stdout stays for the answer, JSON included). Only a
+    command that writes a key (`create`) makes a new SQLite file: for any other, a path
+    without a database is an error saying so."""
+    if is_postgres(path):
+        from gateway.store.postgres import PostgresStore, where_of
+
+        print(f"{command}: database {where_of(path)} ({origin})", file=sys.stderr)
+        try:
+            return PostgresStore.connect(path, pool_size=1)
+        except StoreError as e:
+            raise CliError(f"cannot use the database: {e}", 2) from None
     shown = os.path.abspath(path)
     print(f"{command}: database {shown} ({origin})", file=sys.stderr)
     if not create and not Path(path).exists():

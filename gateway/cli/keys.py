@@ -1,11 +1,12 @@
 """`gateway keys create|list|show|update|revoke|topup`: managed keys from the command line.
 
-The CLI opens the SQLite database directly (WAL lets it write while a gateway
-serves from the same file); a running gateway sees the change at its next key
-refresh, within a few seconds. The database is `--db PATH`, else the
-`[state] sqlite_path` of the config file (`--config`, or $GATEWAY_CONFIG), else
-`./gateway.sqlite3`. Amounts are given in USD and stored as integer micro-dollars,
-parsed as decimals so that "0.1" is exactly 100000 micros. `--json` prints
+The CLI opens the database directly (SQLite's WAL lets it write while a gateway
+serves from the same file; PostgreSQL is shared anyway); a running gateway sees the
+change at its next key refresh, within a few seconds (at once on PostgreSQL). The
+database is `--db PATH|URL`, else the `[state] postgres_url` or `sqlite_path` of the
+config file (`--config`, or $GATEWAY_CONFIG), else `./gateway.sqlite3`. Amounts are
+given in USD and stored as integer micro-dollars, parsed as decimals so that "0.1" is
+exactly 100000 micros. `--json` prints
 machine-readable output; a new key is printed once, and can never be shown again.
 Every command says which database it used (on stderr); only `create` makes one.
 `update` shares its checks with the admin API's PATCH (gateway/auth/manage.py).
@@ -36,9 +37,9 @@ from gateway.cli.common import (
     open_database,
     sqlite_path,
 )
+from gateway.store.base import Store
 from gateway.store.periods import PERIODS, SpendPeriod, period_bounds
 from gateway.store.records import KEEP, Keep, KeyRecord, KeyUpdate, NewKey, StoreError
-from gateway.store.sqlite import SqliteStore
 
 T = TypeVar("T")
 MICROS_PER_USD: Final = Decimal(1_000_000)
@@ -73,7 +74,9 @@ def add_parser(
     """Add `keys` and its subcommands to the `gateway` parser's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--db", metavar="PATH", help=f"SQLite database (default: config's or ./{DEFAULT_DB})"
+        "--db",
+        metavar="PATH|URL",
+        help=f"SQLite file or postgresql:// URL (default: config's or ./{DEFAULT_DB})",
     )
     common.add_argument(
         "--config", metavar="PATH", help=f"config to read [state] sqlite_path from (${CONFIG_ENV})"
@@ -187,7 +190,7 @@ def _model_list(text: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
-def _create(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
+def _create(store: Store, args: argparse.Namespace, now: float) -> int:
     if (args.spend_limit is None) != (args.period is None):
         raise CliError("--spend-limit and --period go together", 2)
     if args.expires is not None and not args.expires > 0:
@@ -221,7 +224,7 @@ def _create(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
     return 0
 
 
-def _list(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
+def _list(store: Store, args: argparse.Namespace, now: float) -> int:
     records = store.list_keys()
     credit = {r.key_id: store.credit_balance(r.key_id) for r in records if r.prepaid}
     if args.json:
@@ -257,14 +260,14 @@ def _list(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
     return 0
 
 
-def _get(store: SqliteStore, key_id: str) -> KeyRecord:
+def _get(store: Store, key_id: str) -> KeyRecord:
     record = store.get_key(key_id)
     if record is None:
         raise CliError(f"no key with the id {key_id!r}")
     return record
 
 
-def _show(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
+def _show(store: Store, args: argparse.Namespace, now: float) -> int:
     record = _get(store, args.key_id)
     period: str = args.period
     since, until = (None, None) if period == "all" else period_bounds(_PERIOD[period], now)
@@ -332,7 +335,7 @@ def _days_from(now: float) -> Callable[[str], float]:
     return parse
 
 
-def _update(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
+def _update(store: Store, args: argparse.Namespace, now: float) -> int:
     models: tuple[str, ...] | Keep | None = KEEP
     if args.models is not None:
         models = _or_none(
@@ -375,7 +378,7 @@ def _fields(record: KeyRecord) -> list[tuple[str, str]]:
     ]
 
 
-def _revoke(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
+def _revoke(store: Store, args: argparse.Namespace, now: float) -> int:
     record = store.revoke_key(args.key_id, now)
     if record is None:
         raise CliError(f"no key with the id {args.key_id!r}")
@@ -383,7 +386,7 @@ def _revoke(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
     return 0
 
 
-def _topup(store: SqliteStore, args: argparse.Namespace, now: float) -> int:
+def _topup(store: Store, args: argparse.Namespace, now: float) -> int:
     micros = usd_to_micros(args.amount)
     record = _get(store, args.key_id)
     if not record.prepaid:

@@ -41,7 +41,9 @@ def add_parser(
     output = usage.add_mutually_exclusive_group()
     output.add_argument("--csv", action="store_true", help="print CSV")
     output.add_argument("--json", action="store_true", help="print JSON")
-    usage.add_argument("--db", metavar="PATH", help="SQLite database (default: the config's)")
+    usage.add_argument(
+        "--db", metavar="PATH|URL", help="SQLite file or postgresql:// URL (default: the config's)"
+    )
     usage.add_argument("--config", metavar="PATH", help="config to read [state] sqlite_path from")
     usage.set_defaults(func=run)
     return usage

@@ -25,6 +25,7 @@ from gateway.config.model import (
     LOG_LEVELS,
     TRANSPORTS,
     Config,
+    ConsoleConfig,
     FetchPolicy,
     KeyConfig,
     ModelConfig,
@@ -305,8 +306,20 @@ def _state(stt: Table, env: Mapping[str, str], problems: _Problems) -> StateConf
             parse_redis_url(redis_url)
         except ValueError as e:
             raise ConfigError(f"state.redis_url: {e}") from None
+    postgres_url = _secret(stt, "postgres_url", "postgres_url_env", env, problems)
+    if postgres_url is not None and not postgres_url.startswith(
+        ("postgresql://", "postgres://", "\0unset")
+    ):
+        raise ConfigError(
+            f"{stt.at('postgres_url')}: must start with postgresql:// (a libpq connection URL)"
+        )
     state = StateConfig(
         sqlite_path=_or(stt.text("sqlite_path"), d.sqlite_path),
+        postgres_url=postgres_url,
+        postgres_timeout_s=_or(stt.number("postgres_timeout_s", minimum=0.1), d.postgres_timeout_s),
+        postgres_pool_size=_or(
+            stt.integer("postgres_pool_size", minimum=1, maximum=100), d.postgres_pool_size
+        ),
         journal_path=stt.text("journal_path"),
         redis_url=redis_url,
         redis_timeout_s=_or(stt.number("redis_timeout_s", minimum=0.01), d.redis_timeout_s),
@@ -345,6 +358,21 @@ def _observability(ot: Table, state: StateConfig) -> ObservabilityConfig:
         )
     ot.done()
     return obs
+
+
+def _console(ct: Table) -> ConsoleConfig:
+    d = ConsoleConfig()
+    console = ConsoleConfig(
+        enabled=_or(ct.flag("enabled"), d.enabled),
+        public_models=_or(ct.flag("public_models"), d.public_models),
+        session_max_age_s=_or(ct.number("session_max_age_s", minimum=60), d.session_max_age_s),
+        login_attempts_per_minute=_or(
+            ct.integer("login_attempts_per_minute", minimum=1, maximum=10_000),
+            d.login_attempts_per_minute,
+        ),
+    )
+    ct.done()
+    return console
 
 
 def _media(mt: Table) -> FetchPolicy:
@@ -442,6 +470,8 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
     media = _media(met) if met is not None else FetchPolicy()
     ot = root.table("observability")
     observability = _observability(ot, state) if ot is not None else ObservabilityConfig()
+    ct = root.table("console")
+    console = _console(ct) if ct is not None else ConsoleConfig()
     rst = root.table("responses")
     responses = _responses(rst) if rst is not None else ResponsesConfig()
     root.done()
@@ -458,6 +488,7 @@ def parse_config(data: Mapping[str, Any], *, env: Mapping[str, str], source: str
         routed=routed,
         routing=routing,
         observability=observability,
+        console=console,
         responses=responses,
     )
 
@@ -486,6 +517,10 @@ def missing_extras(config: Config) -> list[str]:
             "(pip install 'gateway[httpx]')"
             for p in config.providers.values()
             if p.transport == "httpx"
+        )
+    if config.state.postgres_url and not all(map(_installed, ("psycopg", "psycopg_pool"))):
+        out.append(
+            "state.postgres_url: needs psycopg and psycopg_pool (pip install 'gateway[postgres]')"
         )
     if config.observability.traces and not all(map(_installed, OTEL_MODULES)):
         out.append(

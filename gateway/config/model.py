@@ -76,6 +76,10 @@ class StateConfig:
     journal_path: str | None = None  # write-ahead usage journal; default: sqlite_path + ".journal"
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
     redis_timeout_s: float = 1.0  # per Redis call; past it, limits fail open, budgets closed
+    # Keys, credit and the ledger shared by several machines (instead of sqlite_path).
+    postgres_url: str | None = field(default=None, repr=False)  # may hold a password
+    postgres_timeout_s: float = 5.0  # connecting, waiting for a pooled connection, a statement
+    postgres_pool_size: int = 4  # connections per worker process
     admin_key: str | None = field(default=None, repr=False)  # for /admin/; unset: admin API off
     default_output_tokens: int = 4096  # reserved for a request that sets no max tokens
     fsync: bool = False  # fsync the journal per row: survives power loss, costs latency
@@ -127,6 +131,16 @@ class ObservabilityConfig:
     otlp_endpoint: str | None = None  # None: the exporter's own default / OTEL_* env vars
     service_name: str = "gateway"
     trace_sample_ratio: float = 1.0  # of the traces the gateway starts (a parent's decision rules)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """The web console under /console/ (`[console]`); it needs `[state] admin_key`."""
+
+    enabled: bool = True  # served when the admin key is set
+    public_models: bool = False  # the Models page without logging in
+    session_max_age_s: float = 8 * 3600.0  # a login lasts this long
+    login_attempts_per_minute: int = 10  # per client address; more get 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +249,7 @@ class Config:
     routed: Mapping[str, RoutedModelConfig] = field(default_factory=dict)
     routing: RoutingConfig = RoutingConfig()  # the defaults of every model
     observability: ObservabilityConfig = ObservabilityConfig()
+    console: ConsoleConfig = ConsoleConfig()
     responses: ResponsesConfig = ResponsesConfig()
 
     @property

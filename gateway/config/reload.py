@@ -6,10 +6,11 @@ for new requests. What the
 process set up once at its start cannot follow: where it listens and how (`[server]`:
 address, workers, the HTTP server, its timeouts and caps, CORS, the pid file) and
 its state (`[state]`: the SQLite file, the journal, Redis, the admin key) and what it
-observes with (`[observability]`: the access log, metrics, traces). A config
+observes with (`[observability]`: the access log, metrics, traces), and the console's
+sessions and login throttle (`[console]`). A config
 that changes any of those is refused as a whole, naming them: the running config
-stays, and a restart applies the file. `[state] default_output_tokens`, read by each
-request, is the exception.
+stays, and a restart applies the file. `[state] default_output_tokens` and `[console]
+enabled` and `public_models`, read by each request, are the exceptions.
 """
 
 from __future__ import annotations
@@ -22,17 +23,19 @@ from gateway.config.reader import ConfigError
 
 __all__ = ["RELOADABLE", "reloaded", "restart_needed"]
 
-RELOADABLE = frozenset({"state.default_output_tokens"})  # of [server] and [state]
+# Of the tables a reload otherwise refuses changes to: read per request.
+RELOADABLE = frozenset({"state.default_output_tokens", "console.enabled", "console.public_models"})
 
 
 def restart_needed(old: Config, new: Config) -> list[str]:
-    """The `[server]`, `[state]` and `[observability]` keys whose change needs a
-    restart (names only: some values are secrets)."""
+    """The `[server]`, `[state]`, `[observability]` and `[console]` keys whose change
+    needs a restart (names only: some values are secrets)."""
     changed = []
     for table, before, after in (
         ("server", old.server, new.server),
         ("state", old.state, new.state),
         ("observability", old.observability, new.observability),
+        ("console", old.console, new.console),
     ):
         for f in dataclasses.fields(before):
             name = f"{table}.{f.name}"

@@ -53,6 +53,22 @@ class Deployment:
 
 
 @dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a deployment's wire format lets a request carry through the gateway (the
+    console's Models page shows it). The upstream model itself may still refuse a part
+    (a text-only model, an image); `json_schema` says how `response_format:
+    json_schema` reaches it: "native" (the upstream enforces the schema) or "emulated"
+    (a forced tool call, or the mock's generated instance)."""
+
+    streaming: bool = True
+    tools: bool = True
+    vision: bool = True
+    audio: bool = True
+    files: bool = True
+    json_schema: str = "native"
+
+
+@dataclass(frozen=True, slots=True)
 class Media:
     """The bytes behind an http(s) URL in a content part, fetched by the gateway."""
 
@@ -174,6 +190,10 @@ class Provider(Protocol):
 
     def map_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         """Map a non-2xx upstream response to the gateway's error tree."""
+        ...
+
+    def capabilities(self, deployment: Deployment) -> Capabilities:
+        """What this kind carries for `deployment` (its options may change it)."""
         ...
 
 

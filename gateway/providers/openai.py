@@ -26,7 +26,14 @@ import orjson
 from gateway.config import OpenAIOptions
 from gateway.errors import GatewayError, UpstreamError
 from gateway.openai.sse import SSEEvent
-from gateway.providers.base import JSON, CallContext, Completion, Deployment, UpstreamRequest
+from gateway.providers.base import (
+    JSON,
+    CallContext,
+    Capabilities,
+    Completion,
+    Deployment,
+    UpstreamRequest,
+)
 from gateway.providers.common import encode_body, load_json_object, upstream_status_error
 from gateway.providers.sse_translator import SSETranslator
 
@@ -69,6 +76,9 @@ class OpenAIProvider:
     """Provider for `kind = "openai"`: OpenAI and OpenAI-compatible servers."""
 
     kind = "openai"
+
+    def capabilities(self, deployment: Deployment) -> Capabilities:
+        return Capabilities()  # passed through: the upstream model decides
 
     def media_urls(self, body: JSON, ctx: CallContext) -> list[str]:
         return []  # OpenAI-compatible servers take image URLs themselves

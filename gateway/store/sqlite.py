@@ -40,6 +40,7 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 import orjson
 import trio
 
+from gateway.store.base import AsyncStore, merged_cost
 from gateway.store.periods import SpendPeriod, period_bounds
 from gateway.store.records import (
     MAX_MICROS,
@@ -184,10 +185,6 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> KeyRecord:
     )
 
 
-def _within(at: float, start: float | None, end: float | None) -> bool:
-    return (start is None or at >= start) and (end is None or at < end)
-
-
 def _row_values(r: UsageRow) -> tuple[Any, ...]:
     return (
         r.request_id,
@@ -273,6 +270,18 @@ class SqliteStore:
 
     def close(self) -> None:
         self._conn.close()
+
+    @property
+    def where(self) -> str:
+        return self.path
+
+    def dump(self, table: str, columns: str, batch: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every row of `table` (these `columns`), in batches, on one snapshot: for
+        `gateway db copy`."""
+        with self._read() as c:
+            cur = c.execute(f"SELECT {columns} FROM {table}")
+            while rows := cur.fetchmany(batch):
+                yield rows
 
     def ping(self) -> None:
         """A trivial query: raises sqlite3.Error if the connection is closed or broken."""
@@ -467,19 +476,8 @@ class SqliteStore:
         ).fetchone()
         if not pending:
             return int(total)
-        ids = list(dict.fromkeys(r.request_id for r in pending))
-        effective = self._stored_rows(ids)
-        for r in effective.values():  # replaced below by what they will become
-            if r.key_id == key_id and _within(r.created_at, start, end):
-                total -= r.cost_micros
-        for r in pending:
-            current = effective.get(r.request_id)
-            if current is None or current.status == PENDING:
-                effective[r.request_id] = r
-        for r in effective.values():
-            if r.key_id == key_id and _within(r.created_at, start, end):
-                total += r.cost_micros
-        return int(total)
+        stored = self._stored_rows(list(dict.fromkeys(r.request_id for r in pending)))
+        return merged_cost(int(total), stored, pending, key_id, start, end)
 
     def cost_between(
         self,
@@ -526,6 +524,16 @@ class SqliteStore:
         with self._read() as c:
             return usage_report(c, by, since, until, key)
 
+    def recent_usage(self, key_id: str, limit: int) -> list[UsageRow]:
+        """A key's newest `limit` ledger rows, newest first (a read; no schema change)."""
+        with self._read() as c:
+            rows = c.execute(
+                f"SELECT {_USAGE_COLUMNS} FROM usage WHERE key_id = ?"
+                " ORDER BY created_at DESC LIMIT ?",
+                (key_id, limit),
+            ).fetchall()
+        return [UsageRow(*r) for r in rows]
+
     def usage_summary(
         self, key_id: str, since: float | None = None, until: float | None = None
     ) -> UsageSummary:
@@ -561,11 +569,12 @@ class SqliteStore:
         return UsageSummary(key_id, since, until, total, by_model, by_status)
 
 
-class AsyncSqlite:
+class AsyncSqlite(AsyncStore):
     """A `SqliteStore` for trio code: each call runs in a worker thread, one at a time,
     and a cancelled call interrupts its statement (see the module docstring and
-    store/threaded.py). SQLite errors leave as `StoreError`. Implements
-    `gateway.store.records.KeySource`."""
+    store/threaded.py). SQLite errors leave as `StoreError`."""
+
+    store: SqliteStore
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
@@ -583,50 +592,3 @@ class AsyncSqlite:
 
     async def aclose(self) -> None:
         await self._calls.aclose()
-
-    async def create_key(self, spec: NewKey, now: float, key: IssuedKey) -> tuple[KeyRecord, str]:
-        return await self.run(self.store.create_key, spec, now, key)
-
-    async def get_key(self, key_id: str) -> KeyRecord | None:
-        return await self.run(self.store.get_key, key_id)
-
-    async def list_keys(self) -> list[KeyRecord]:
-        return await self.run(self.store.list_keys)
-
-    async def revoke_key(self, key_id: str, now: float) -> KeyRecord | None:
-        return await self.run(self.store.revoke_key, key_id, now)
-
-    async def update_key(self, key_id: str, update: KeyUpdate) -> KeyRecord | None:
-        return await self.run(self.store.update_key, key_id, update)
-
-    async def add_topup(self, key_id: str, micros: int, now: float, note: str = "") -> Topup:
-        return await self.run(self.store.add_topup, key_id, micros, now, note)
-
-    async def keys_changed_since(self, version: int) -> list[KeyRecord]:
-        return await self.run(self.store.keys_changed_since, version)
-
-    async def topups_since(self, topup_id: int) -> list[Topup]:
-        return await self.run(self.store.topups_since, topup_id)
-
-    async def last_topup_id(self) -> int:
-        return await self.run(self.store.last_topup_id)
-
-    async def usage_summary(
-        self, key_id: str, since: float | None = None, until: float | None = None
-    ) -> UsageSummary:
-        return await self.run(self.store.usage_summary, key_id, since, until)
-
-    async def write_usage(self, rows: Sequence[UsageRow]) -> None:
-        await self.run(self.store.write_usage, rows)
-
-    async def add_refusals(self, counts: Sequence[RefusalCount]) -> None:
-        await self.run(self.store.add_refusals, counts)
-
-    async def usage_report(
-        self,
-        by: str,
-        since: float | None = None,
-        until: float | None = None,
-        key: str | None = None,
-    ) -> list[UsageLine]:
-        return await self.run(self.store.usage_report, by, since, until, key)

@@ -298,4 +298,23 @@ def test_compare_paced_llm(
         assert row["cpu_per_ktok_s"] is not None and row["cpu_per_ktok_s"] > 0
         assert row["itl_p99_s"] is not None and row["itl_p99_s"] >= row["itl_p50_s"]
         assert row["rss_bytes"] > 0
+
+
+def test_compare_gateway_on_postgres(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--targets gateway-pg`: the gateway with its state in a throwaway PostgreSQL that
+    compare starts and removes, beside the SQLite one, ratios between them."""
+    from tests.postgres_server import require_postgres
+
+    require_postgres()
+    args = _parse(
+        ["--rounds", "1", "--duration", "1", "--warmup", "0.2", "--connections", "16",
+         "--scenarios", "json", "--targets", "direct,gateway,gateway-pg",
+         "--log-dir", str(tmp_path / "logs")]
+    )  # fmt: skip
+    assert run(args) == 0
+    printed = capsys.readouterr().out
+    assert ("json", "16", "1", "gateway-pg") in _table_cells(printed), printed
+    assert "gateway/gateway-pg json 16 conns" in printed
+    config = (tmp_path / "logs" / "workers-1" / "gateway-pg.toml").read_text()
+    assert 'postgres_url = "postgresql://' in config
     _assert_all_stopped(tmp_path)

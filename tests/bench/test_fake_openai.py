@@ -636,7 +636,7 @@ def test_cli_serves_until_interrupted() -> None:
             )
             assert answer.json()["usage"]["completion_tokens"] == 2
             process.send_signal(signal.SIGINT)
-            assert process.wait(timeout=5) == 0
+            assert process.wait(timeout=30) == 0  # generous: a loaded CI machine
         finally:
             process.kill()
 
@@ -674,7 +674,7 @@ def test_cli_serves_every_vendor_kind(
             answer = httpx.post(f"{url}{path}", json=body, headers=headers)
             assert answer.status_code == 200, answer.text
             process.send_signal(signal.SIGINT)
-            assert process.wait(timeout=5) == 0
+            assert process.wait(timeout=30) == 0  # generous: a loaded CI machine
         finally:
             process.kill()
 

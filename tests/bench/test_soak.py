@@ -18,8 +18,11 @@ def test_a_tiny_soak_samples_and_finds_every_answer_in_the_ledger() -> None:
     assert doc["held_streams"] == 3
     assert doc["requests"]["plain"] > 40
     assert doc["answered"] == doc["ledger"]["final"]  # every answer has its final row
-    assert doc["checks"]["ok"], doc["checks"]
-    assert "PASS" in format_report(doc)
+    # A 4 s run says nothing of leaks (RSS still grows as caches warm, more so on a
+    # loaded machine): the ledger and fd checks hold; `verdict` is tested below.
+    checks = doc["checks"]
+    assert checks["ledger_ok"] and checks["fds_ok"], checks
+    assert "in the ledger" in format_report(doc)
 
 
 def test_the_checks_fail_on_growth_and_on_a_missing_row() -> None:

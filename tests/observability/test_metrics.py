@@ -3,10 +3,8 @@ format, across worker processes too."""
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -280,7 +278,6 @@ key = "{key}"
 
 def test_any_worker_reports_the_whole_gateway_and_restarts_lose_nothing(tmp_path: Path) -> None:
     require_redis_server()
-    left_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "gateway-metrics-*")))
     labels = {"model": "mock-fast", "provider": "mock", "status": "200"}
     with running_redis() as redis:
         text = WORKERS_CONFIG.format(dir=tmp_path, redis=redis.url, key=KEY_ALL)
@@ -301,6 +298,13 @@ def test_any_worker_reports_the_whole_gateway_and_restarts_lose_nothing(tmp_path
             assert counts == [sent] * 8, counts
             # A worker killed outright is replaced; what it counted stays counted.
             victim = served_by.pop()
+            environ = Path(f"/proc/{victim}/environ").read_bytes().split(b"\0")
+            [metrics_dir] = [
+                v[len(b"GATEWAY_METRICS_DIR=") :]
+                for v in environ
+                if v.startswith(b"GATEWAY_METRICS_DIR=")
+            ]
+            assert os.path.isdir(metrics_dir)
             os.kill(victim, signal.SIGKILL)
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -313,8 +317,7 @@ def test_any_worker_reports_the_whole_gateway_and_restarts_lose_nothing(tmp_path
             counts = [value(scrape(gw.base), "gateway_requests_total", **labels) for _ in range(8)]
             assert counts == [sent] * 8, counts
         assert gw.proc.returncode == 0
-    left_after = set(glob.glob(os.path.join(tempfile.gettempdir(), "gateway-metrics-*")))
-    assert left_after <= left_before  # the parent removed its directory
+    assert not os.path.exists(metrics_dir)  # the parent removed its directory
 
 
 def wait_all_ready(base: str) -> None:

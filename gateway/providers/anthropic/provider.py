@@ -16,7 +16,14 @@ from gateway.providers.anthropic.errors import error_from, stream_error
 from gateway.providers.anthropic.request import image_urls, translate_request
 from gateway.providers.anthropic.response import completion
 from gateway.providers.anthropic.stream import AnthropicStreamTranslator
-from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
+from gateway.providers.base import (
+    JSON,
+    CallContext,
+    Capabilities,
+    Completion,
+    Deployment,
+    UpstreamRequest,
+)
 from gateway.providers.common import encode_body, load_json_object
 
 DEFAULT_BASE_URL: Final = "https://api.anthropic.com/v1"
@@ -26,6 +33,12 @@ class AnthropicProvider:
     """Provider for `kind = "anthropic"`: the Anthropic Messages API."""
 
     kind = "anthropic"
+
+    def capabilities(self, deployment: Deployment) -> Capabilities:
+        """No audio input; json_schema through a forced tool unless `structured_output`
+        is "native"."""
+        native = deployment.options_of(AnthropicOptions).structured_output == "native"
+        return Capabilities(audio=False, json_schema="native" if native else "emulated")
 
     def media_urls(self, body: JSON, ctx: CallContext) -> list[str]:
         if not ctx.deployment.options_of(AnthropicOptions).fetch_media:

@@ -17,7 +17,14 @@ import orjson
 
 from gateway.config import GeminiOptions
 from gateway.errors import GatewayError, UpstreamError
-from gateway.providers.base import JSON, CallContext, Completion, UpstreamRequest
+from gateway.providers.base import (
+    JSON,
+    CallContext,
+    Capabilities,
+    Completion,
+    Deployment,
+    UpstreamRequest,
+)
 from gateway.providers.common import SHAPE_ERRORS, encode_body, load_json_object
 from gateway.providers.gemini.contents import media_url
 from gateway.providers.gemini.errors import gemini_error
@@ -35,6 +42,9 @@ class GeminiProvider:
     """Provider for `kind = "gemini"`: the Gemini API's generateContent."""
 
     kind = "gemini"
+
+    def capabilities(self, deployment: Deployment) -> Capabilities:
+        return Capabilities()  # responseSchema enforces json_schema upstream
 
     def media_urls(self, body: JSON, ctx: CallContext) -> list[str]:
         """http(s) URLs of image and file parts, unless `fetch_media` is off."""

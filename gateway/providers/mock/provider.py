@@ -6,7 +6,7 @@ Pure module: no I/O.
 from __future__ import annotations
 
 from gateway.config import MockOptions
-from gateway.providers.base import JSON, CallContext, Deployment, UpstreamRequest
+from gateway.providers.base import JSON, CallContext, Capabilities, Deployment, UpstreamRequest
 from gateway.providers.mock.reply import MockReply, respond
 from gateway.providers.openai import OpenAIProvider, normalise_request
 
@@ -20,6 +20,9 @@ class MockProvider(OpenAIProvider):
     """
 
     kind = "mock"
+
+    def capabilities(self, deployment: Deployment) -> Capabilities:
+        return Capabilities(json_schema="emulated")  # it generates an instance of the schema
 
     def speaks_responses(self, dep: Deployment) -> bool:
         return False  # answered in chat completions' format only: always bridged

@@ -1,0 +1,252 @@
+"""The store interface: what the rest of the gateway asks of the durable state.
+
+One interface, two implementations: SQLite (gateway/store/sqlite.py, one machine)
+and PostgreSQL (gateway/store/postgres.py, several machines). `Store` is the
+synchronous surface (the CLI calls it directly); `AsyncStore` runs the same calls for
+trio code in worker threads (each backend decides how: SQLite one at a time with an
+interrupt on cancel, PostgreSQL on a bounded pool). A new table (stored responses,
+say) is a new group of methods on both, and a new test in the shared suite
+(tests/store/test_store.py).
+
+`merged_cost` is the one rule both backends use to count rows journaled but not yet
+written: each request counts once, as the upsert will leave it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import ParamSpec, Protocol, TypeVar
+
+import trio
+
+from gateway.store.periods import SpendPeriod
+from gateway.store.records import (
+    PENDING,
+    IssuedKey,
+    KeyRecord,
+    KeyUpdate,
+    NewKey,
+    RefusalCount,
+    Topup,
+    UsageLine,
+    UsageRow,
+    UsageSummary,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    """Keys, top-ups, the usage ledger and refusal counts, synchronously. Errors of
+    the database leave as the driver's own (sqlite3.Error, psycopg.Error) or as
+    `StoreError`; `AsyncStore` turns them all into `StoreError`."""
+
+    @property
+    def where(self) -> str:
+        """Which database this is, for messages (no password)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def ping(self) -> None: ...
+
+    # keys
+    def create_key(self, spec: NewKey, now: float, key: IssuedKey) -> tuple[KeyRecord, str]: ...
+
+    def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+    def list_keys(self) -> list[KeyRecord]: ...
+
+    def keys_changed_since(self, version: int) -> list[KeyRecord]: ...
+
+    def update_key(self, key_id: str, update: KeyUpdate) -> KeyRecord | None: ...
+
+    def revoke_key(self, key_id: str, now: float) -> KeyRecord | None: ...
+
+    # credit
+    def add_topup(self, key_id: str, micros: int, now: float, note: str = "") -> Topup: ...
+
+    def topups_since(self, topup_id: int) -> list[Topup]: ...
+
+    def last_topup_id(self) -> int: ...
+
+    def credit_snapshot(self, key_id: str, pending: Sequence[UsageRow] = ()) -> tuple[int, int]: ...
+
+    def credit_balance(self, key_id: str, pending: Sequence[UsageRow] = ()) -> int: ...
+
+    # usage
+    def write_usage(self, rows: Sequence[UsageRow]) -> None: ...
+
+    def cost_between(
+        self,
+        key_id: str,
+        start: float | None,
+        end: float | None,
+        pending: Sequence[UsageRow] = (),
+    ) -> int: ...
+
+    def spent_in_period(
+        self, key_id: str, period: SpendPeriod, now: float, pending: Sequence[UsageRow] = ()
+    ) -> int: ...
+
+    def add_refusals(self, counts: Sequence[RefusalCount]) -> None: ...
+
+    def usage_report(
+        self,
+        by: str,
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+    ) -> list[UsageLine]: ...
+
+    def usage_summary(
+        self, key_id: str, since: float | None = None, until: float | None = None
+    ) -> UsageSummary: ...
+
+    def recent_usage(self, key_id: str, limit: int) -> list[UsageRow]: ...
+
+
+def collapse(rows: Iterable[UsageRow]) -> list[UsageRow]:
+    """One row per request, as upserting `rows` in order would leave it: a request's
+    first final row, else its last pending one (so one statement can write a batch)."""
+    latest: dict[str, UsageRow] = {}
+    for row in rows:
+        prev = latest.get(row.request_id)
+        if prev is None or prev.status == PENDING:
+            latest[row.request_id] = row
+    return list(latest.values())
+
+
+def _within(at: float, start: float | None, end: float | None) -> bool:
+    return (start is None or at >= start) and (end is None or at < end)
+
+
+def merged_cost(
+    stored_total: int,
+    stored: Mapping[str, UsageRow],
+    pending: Sequence[UsageRow],
+    key_id: str,
+    start: float | None,
+    end: float | None,
+) -> int:
+    """The cost of a key's rows in [start, end) once `pending` is written:
+    `stored_total` is what the store holds now, `stored` the stored rows of the
+    pending requests. A pending request replaces its stored row only while that row
+    is itself pending (the upsert rule), so each request counts once."""
+    total = stored_total
+    effective = dict(stored)
+    for r in effective.values():  # replaced below by what they will become
+        if r.key_id == key_id and _within(r.created_at, start, end):
+            total -= r.cost_micros
+    for r in pending:
+        current = effective.get(r.request_id)
+        if current is None or current.status == PENDING:
+            effective[r.request_id] = r
+    for r in effective.values():
+        if r.key_id == key_id and _within(r.created_at, start, end):
+            total += r.cost_micros
+    return total
+
+
+class AsyncStore(abc.ABC):
+    """A `Store` for trio code: the same calls, awaited, off the event loop; the
+    database's errors leave as `StoreError`. Each backend says how in `run`.
+    Implements `gateway.auth.cache.KeySource`."""
+
+    store: Store
+    kind = "SQLite"  # for messages
+    shared = False  # True: every instance uses this database (its absence is no one's fault)
+
+    async def start(self) -> None:
+        """Connect (and check the schema), off the event loop; before any other call.
+        SQLite opened its file when built: nothing to do."""
+        return None
+
+    @abc.abstractmethod
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn(*args, **kwargs)` (a method of `store`) in a worker thread."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    async def watch_keys(self, wake: Callable[[], None]) -> None:
+        """Call `wake()` whenever another process may have changed keys or top-ups,
+        until cancelled. The default never does: the key cache polls (SQLite)."""
+        await trio.sleep_forever()
+
+    async def ping(self) -> None:
+        await self.run(self.store.ping)
+
+    async def create_key(self, spec: NewKey, now: float, key: IssuedKey) -> tuple[KeyRecord, str]:
+        return await self.run(self.store.create_key, spec, now, key)
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        return await self.run(self.store.get_key, key_id)
+
+    async def list_keys(self) -> list[KeyRecord]:
+        return await self.run(self.store.list_keys)
+
+    async def revoke_key(self, key_id: str, now: float) -> KeyRecord | None:
+        return await self.run(self.store.revoke_key, key_id, now)
+
+    async def update_key(self, key_id: str, update: KeyUpdate) -> KeyRecord | None:
+        return await self.run(self.store.update_key, key_id, update)
+
+    async def add_topup(self, key_id: str, micros: int, now: float, note: str = "") -> Topup:
+        return await self.run(self.store.add_topup, key_id, micros, now, note)
+
+    async def keys_changed_since(self, version: int) -> list[KeyRecord]:
+        return await self.run(self.store.keys_changed_since, version)
+
+    async def topups_since(self, topup_id: int) -> list[Topup]:
+        return await self.run(self.store.topups_since, topup_id)
+
+    async def last_topup_id(self) -> int:
+        return await self.run(self.store.last_topup_id)
+
+    async def credit_snapshot(
+        self, key_id: str, pending: Sequence[UsageRow] = ()
+    ) -> tuple[int, int]:
+        return await self.run(self.store.credit_snapshot, key_id, pending)
+
+    async def credit_balance(self, key_id: str, pending: Sequence[UsageRow] = ()) -> int:
+        return await self.run(self.store.credit_balance, key_id, pending)
+
+    async def spent_in_period(
+        self, key_id: str, period: SpendPeriod, now: float, pending: Sequence[UsageRow] = ()
+    ) -> int:
+        return await self.run(self.store.spent_in_period, key_id, period, now, pending)
+
+    async def cost_between(
+        self,
+        key_id: str,
+        start: float | None,
+        end: float | None,
+        pending: Sequence[UsageRow] = (),
+    ) -> int:
+        return await self.run(self.store.cost_between, key_id, start, end, pending)
+
+    async def usage_summary(
+        self, key_id: str, since: float | None = None, until: float | None = None
+    ) -> UsageSummary:
+        return await self.run(self.store.usage_summary, key_id, since, until)
+
+    async def recent_usage(self, key_id: str, limit: int) -> list[UsageRow]:
+        return await self.run(self.store.recent_usage, key_id, limit)
+
+    async def write_usage(self, rows: Sequence[UsageRow]) -> None:
+        await self.run(self.store.write_usage, rows)
+
+    async def add_refusals(self, counts: Sequence[RefusalCount]) -> None:
+        await self.run(self.store.add_refusals, counts)
+
+    async def usage_report(
+        self,
+        by: str,
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+    ) -> list[UsageLine]:
+        return await self.run(self.store.usage_report, by, since, until, key)
