@@ -40,9 +40,12 @@ class Served:
         return self.stderr.read_text(errors="replace")
 
     def lines(self) -> list[dict[str, Any]]:
-        """Every JSON log line so far (each must be one JSON object)."""
+        """Every JSON log line so far (each must be one JSON object). A last line
+        without its newline is being written while we read: it is left for later."""
         out = []
-        for line in self.log_text().splitlines():
+        text = self.log_text()
+        complete = text[: text.rfind("\n") + 1]
+        for line in complete.splitlines():
             if line.strip():
                 obj = orjson.loads(line)
                 assert isinstance(obj, dict), line
