@@ -8,7 +8,7 @@ than it knows (an older gateway left running in a rolling upgrade) and one older
 it needs (run `gateway db migrate` first), each with a message saying so.
 
 Migrations only ever add: a new table, a new column with a default, a new index. A
-table added later (stored responses, say) is a new entry at the end.
+table added later (stored responses, version 2) is a new entry at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "applied_version", "check", "migrate"
 _LOCK: Final = 7_236_112_014  # pg_advisory_xact_lock id: "gateway migrations"
 
 # (version, what it does, SQL). Version 1 is the SQLite schema 3 (keys, top-ups,
-# usage with deployment, attempts, x_request_id and key_name, refusals).
+# usage with deployment, attempts, x_request_id and key_name, refusals); version 2 the
+# stored responses (the SQLite file's `responses` table, gateway/store/responses.py).
 MIGRATIONS: Final[tuple[tuple[int, str, LiteralString], ...]] = (
     (
         1,
@@ -86,6 +87,20 @@ CREATE TABLE refusals (
     count BIGINT NOT NULL,
     PRIMARY KEY (minute, key_id, key_name, model, provider, status, code)
 );
+""",
+    ),
+    (
+        2,
+        "stored responses of the Responses API",
+        """
+CREATE TABLE responses (
+    response_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    response BYTEA NOT NULL,
+    input_items BYTEA NOT NULL
+);
+CREATE INDEX responses_created ON responses (created_at);
 """,
     ),
 )

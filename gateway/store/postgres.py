@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from typing import Any, Final, LiteralString, ParamSpec, TypeVar, cast
 
@@ -250,6 +250,11 @@ class PostgresStore:
                 yield c
         except psycopg.Error as e:
             raise StoreError(f"{self._where}: {e}") from e
+
+    def connection(self) -> AbstractContextManager[Conn]:
+        """A pooled connection (autocommit; psycopg errors raised as StoreError), for
+        other tables in this database (gateway/store/pg_responses.py)."""
+        return self._conn()
 
     @contextmanager
     def _tx(self, *, keys: bool = False) -> Iterator[Conn]:

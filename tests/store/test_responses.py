@@ -1,4 +1,5 @@
-"""The stored responses table: ownership, retention, pruning, its own schema version."""
+"""The stored responses table: ownership, retention, pruning (on SQLite and on
+PostgreSQL), and SQLite's own schema version."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from gateway.store.records import StoreError
 from gateway.store.responses import (
     SCHEMA_VERSION,
+    ResponseStore,
     SqliteResponses,
     SqliteResponseTable,
     StoredResponse,
@@ -23,14 +25,25 @@ def stored(response_id: str, owner: str = "key:a", at: float = 1000.0) -> Stored
     return StoredResponse(response_id, owner, at, b'{"id": "%s"}' % response_id.encode(), b"[]")
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteResponses]:
-    s = SqliteResponses(SqliteResponseTable(tmp_path / "g.sqlite3"))
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ResponseStore]:
+    """The same suite on both backends, as gateway/state.py builds them."""
+    if request.param == "sqlite":
+        s: ResponseStore = SqliteResponses(SqliteResponseTable(tmp_path / "g.sqlite3"))
+        yield s
+        await s.aclose()
+        return
+    from gateway.store.pg_responses import PostgresResponses
+    from gateway.store.postgres import AsyncPostgres
+
+    db = await AsyncPostgres.open(request.getfixturevalue("pg_url"))
+    s = PostgresResponses(db)
     yield s
     await s.aclose()
+    await db.aclose()
 
 
-async def test_only_the_owner_reads_or_deletes(store: SqliteResponses) -> None:
+async def test_only_the_owner_reads_or_deletes(store: ResponseStore) -> None:
     await store.put(stored("resp_1"))
     assert await store.get("resp_1", "key:a", 0) == stored("resp_1")
     assert await store.get("resp_1", "key:b", 0) is None
@@ -41,7 +54,7 @@ async def test_only_the_owner_reads_or_deletes(store: SqliteResponses) -> None:
 
 
 async def test_reads_ignore_what_is_past_retention_and_prune_deletes_it(
-    store: SqliteResponses,
+    store: ResponseStore,
 ) -> None:
     await store.put(stored("resp_old", at=100.0))
     await store.put(stored("resp_new", at=900.0))
@@ -50,6 +63,15 @@ async def test_reads_ignore_what_is_past_retention_and_prune_deletes_it(
     assert await store.prune(before=500.0) == 1
     assert await store.get("resp_old", "key:a", since=0) is None
     assert await store.get("resp_new", "key:a", since=0) is not None
+
+
+async def test_a_second_put_replaces_and_bytes_come_back_as_they_went(
+    store: ResponseStore,
+) -> None:
+    await store.put(stored("resp_1"))
+    again = StoredResponse("resp_1", "key:a", 2000.0, '{"é": "\\u0000"}'.encode(), b'[{"a": 1}]')
+    await store.put(again)
+    assert await store.get("resp_1", "key:a", 0) == again
 
 
 def test_it_shares_the_file_with_the_ledger_without_touching_its_version(tmp_path: Path) -> None:
