@@ -101,6 +101,19 @@ def make_store(state: StateConfig) -> AsyncStore:
     return AsyncSqlite(SqliteStore(state.sqlite_path))
 
 
+def make_responses(state: StateConfig, db: AsyncStore) -> ResponseStore:
+    """Where the Responses API's stored responses live: in the same store as keys and
+    the ledger. On PostgreSQL a table there, on the store's own pool, so that every
+    machine knows every stored response; else a table of their own in the SQLite file."""
+    if state.postgres_url:
+        from gateway.store.pg_responses import PostgresResponses
+        from gateway.store.postgres import AsyncPostgres
+
+        assert isinstance(db, AsyncPostgres)
+        return PostgresResponses(db)
+    return SqliteResponses(SqliteResponseTable(state.sqlite_path))
+
+
 @dataclass(eq=False, slots=True)
 class Snapshot:
     """What requests read, built from one config and never changed: swapped whole by
@@ -133,9 +146,7 @@ class Gateway:
         self.db = make_store(state)
         self.ledger = Ledger(self.db, state.journal, fsync=state.fsync)
         self.refusals = Refusals(self.db)  # requests refused before admission, counted
-        # Stored responses of the Responses API: a table of their own in the SQLite file
-        # (on this machine, also when keys and the ledger are in PostgreSQL).
-        self.responses: ResponseStore = SqliteResponses(SqliteResponseTable(state.sqlite_path))
+        self.responses = make_responses(state, self.db)
         self.limiter: LimitBackend = MemoryLimitBackend(seeder=self.seed_budget)
         self.keys = ManagedKeyStore(self.db, on_topup=self._on_topup)
         self.current = self._snapshot(config, None)

@@ -4,8 +4,9 @@ Three real `gateway serve` processes, each in a working directory of its own wit
 own journal (nothing on a shared filesystem), on one PostgreSQL and one redis-server:
 A and B with one worker each, C with `--workers 2`. Keys made on one are served or
 refused by all within 2 s, limits and budgets hold across all of them, a `kill -9`
-loses no answered request, and PostgreSQL going away for 10 s fails no request on a
-cached key and loses no row (docs/deployment.md).
+loses no answered request, a response stored on one is continued on another, and
+PostgreSQL going away for 10 s fails no request on a cached key and loses no row
+(docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -181,6 +182,40 @@ def test_a_top_up_on_one_instance_is_spendable_on_another(machines: Machines) ->
     within(2.0, lambda: status_of(machines.urls["B"], key) == 402)
     machines.admin("C", "POST", f"/keys/{key_id}/topup", json={"micros": 2000})
     within(2.0, lambda: status_of(machines.urls["B"], key) == 200)
+
+
+def test_a_stored_response_made_on_one_instance_is_continued_on_another(
+    machines: Machines,
+) -> None:
+    """Stored responses live in PostgreSQL: B retrieves and continues what A stored,
+    and to another key it does not exist."""
+    _, key = machines.new_key("A")
+    _, other = machines.new_key("A")
+    within(
+        2.0,
+        lambda: status_of(machines.urls["B"], key) == status_of(machines.urls["B"], other) == 200,
+    )
+
+    def sdk(name: str, api_key: str) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{machines.urls[name]}/v1", api_key=api_key, max_retries=0, timeout=10
+        )
+
+    with sdk("A", key) as a, sdk("B", key) as b, sdk("B", other) as stranger:
+        first = a.responses.create(model="mock-priced", input="My name is Ada.")
+        assert b.responses.retrieve(first.id).output_text == first.output_text
+        second = b.responses.create(
+            model="mock-priced", input="What is my name?", previous_response_id=first.id
+        )
+        assert second.previous_response_id == first.id and second.output_text
+        assert a.responses.retrieve(second.id).id == second.id
+        with pytest.raises(openai.NotFoundError):
+            stranger.responses.retrieve(first.id)
+        with pytest.raises(openai.NotFoundError):
+            stranger.responses.create(model="mock-priced", input="x", previous_response_id=first.id)
+        b.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            a.responses.retrieve(first.id)
 
 
 def test_no_cent_is_created_or_lost_across_a_redis_restart(machines: Machines) -> None:
