@@ -7,7 +7,8 @@ a schema other than its own), so run `gateway db migrate` before starting a new
 version. Several machines may run it at once: a lock makes each migration apply once.
 
 `copy --from sqlite:PATH --to postgresql://...` moves a single-machine install to
-PostgreSQL (gateway/store/copy.py): keys, top-ups, the ledger and refusal counts.
+PostgreSQL (gateway/store/copy.py): keys, top-ups, the ledger, refusal counts and
+stored responses.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def add_parser(
     migrate.add_argument(
         "--config", metavar="PATH", help=f"config to read [state] from (${CONFIG_ENV})"
     )
-    copy = sub.add_parser("copy", help="copy a SQLite install's keys, credit and ledger")
+    copy = sub.add_parser(
+        "copy", help="copy a SQLite install's keys, credit, ledger and stored responses"
+    )
     copy.add_argument("--from", dest="source", required=True, metavar="sqlite:PATH")
     copy.add_argument("--to", dest="target", required=True, metavar="postgresql://...")
     db.set_defaults(func=run)

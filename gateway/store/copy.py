@@ -1,12 +1,13 @@
 """`gateway db copy`: move a single-machine install (SQLite) to PostgreSQL.
 
-Every key (with its version and secret hash), top-up (with its id), usage row and
-refusal count is copied in ONE PostgreSQL transaction, after the target's migrations:
-a copy that fails leaves the target as it was. Rows already there are kept (`ON
-CONFLICT DO NOTHING`), so running the copy again copies nothing twice. Stop the
-gateway (or let it drain) first: rows written to the SQLite file during the copy may
-be missed, and its journal must have been drained into the file (a stopped gateway
-drains it; a killed one replays it at its next start).
+Every key (with its version and secret hash), top-up (with its id), usage row,
+refusal count and stored response (Responses API, with its owner) is copied in ONE
+PostgreSQL transaction, after the target's migrations: a copy that fails leaves the
+target as it was. Rows already there are kept (`ON CONFLICT DO NOTHING`), so running
+the copy again copies nothing twice. Stop the gateway (or let it drain) first: rows
+written to the SQLite file during the copy may be missed, and its journal must have
+been drained into the file (a stopped gateway drains it; a killed one replays it at
+its next start).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import psycopg
 
 from gateway.store.postgres import PostgresStore, where_of
 from gateway.store.records import StoreError
+from gateway.store.responses import SqliteResponseTable
 from gateway.store.sqlite import SqliteStore
 
 __all__ = ["TABLES", "copy_sqlite_to_postgres"]
@@ -43,6 +45,8 @@ TABLES: Final = (
         "minute, key_id, key_name, model, provider, status, code, count",
         "(minute, key_id, key_name, model, provider, status, code)",
     ),
+    # Stored responses keep their owner (a key id copied above, or a config key's name).
+    ("responses", "response_id, owner, created_at, response, input_items", "(response_id)"),
 )
 
 
@@ -57,6 +61,9 @@ class CopyResult:
 def copy_sqlite_to_postgres(sqlite_path: str, url: str) -> CopyResult:
     """Copy everything from the SQLite file to the PostgreSQL database (migrated first)."""
     PostgresStore.migrate_url(url)
+    # A file whose gateway never stored a response has no table: make the empty one
+    # (and refuse one newer than this gateway knows).
+    SqliteResponseTable(sqlite_path).close()
     source = SqliteStore(sqlite_path)
     result = CopyResult()
     try:

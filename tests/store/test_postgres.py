@@ -17,6 +17,7 @@ from gateway.auth.keys import new_key, parse_key
 from gateway.store.pg_schema import SCHEMA_VERSION
 from gateway.store.postgres import AsyncPostgres, PostgresStore
 from gateway.store.records import NewKey, RefusalCount, StoreError
+from gateway.store.responses import SqliteResponseTable, StoredResponse
 from gateway.store.sqlite import SqliteStore
 from tests.postgres_server import PostgresServer
 from tests.store.test_sqlite import NOW, row, wait_for
@@ -133,11 +134,19 @@ def test_db_copy_moves_a_sqlite_install(
     lite.write_usage([row("r1", prepaid.key_id, 300), row("r2", None, 7, key_name="cfg")])
     minute = int(NOW) // 60 * 60
     lite.add_refusals([RefusalCount(minute, "", "", "", "", 401, "invalid_api_key", 3)])
+    kept = StoredResponse("resp_1", prepaid.key_id, NOW, b'{"id": "resp_1"}', b"[]")
+    responses = SqliteResponseTable(path)
+    responses.put(kept)
+    responses.close()
     url = empty_db(postgres)
     assert main(["db", "copy", "--from", f"sqlite:{path}", "--to", url]) == 0
     out = capsys.readouterr().out
     assert "keys: 2 rows copied" in out and "usage: 2 rows copied" in out
+    assert "responses: 1 rows copied" in out
     pg = PostgresStore.connect(url)
+    with pg.connection() as c:
+        [got] = c.execute("SELECT * FROM responses").fetchall()
+    assert StoredResponse(*got) == kept
     assert pg.list_keys() == lite.list_keys()
     assert pg.credit_snapshot(prepaid.key_id) == lite.credit_snapshot(prepaid.key_id)
     for by in ("key", "status", "day"):
@@ -147,9 +156,20 @@ def test_db_copy_moves_a_sqlite_install(
     t = pg.add_topup(prepaid.key_id, 1, NOW)
     assert t.topup_id == lite.last_topup_id() + 1
     assert main(["db", "copy", "--from", f"sqlite:{path}", "--to", url]) == 0
-    assert "keys: 0 rows copied (2 already there)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "keys: 0 rows copied (2 already there)" in out
+    assert "responses: 0 rows copied (1 already there)" in out
     pg.close()
     lite.close()
+
+
+def test_db_copy_of_a_file_that_never_stored_a_response(
+    postgres: PostgresServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gateway.sqlite3"
+    SqliteStore(path).close()  # keys and the ledger, no responses table
+    assert main(["db", "copy", "--from", f"sqlite:{path}", "--to", empty_db(postgres)]) == 0
+    assert "responses: 0 rows copied" in capsys.readouterr().out
 
 
 def test_db_copy_names_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
