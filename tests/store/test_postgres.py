@@ -217,3 +217,29 @@ def test_only_the_hash_of_a_secret_is_stored(pg_url: str) -> None:
     assert parsed is not None and record.key_id in dump
     assert full_key not in dump and parsed[1] not in dump
     store.close()
+
+
+async def test_stored_responses_fail_with_a_store_error_when_the_database_goes(
+    postgres: PostgresServer,
+) -> None:
+    """The routes answer 503 `store_unavailable` on a StoreError: a lost database must
+    raise one, within the timeout, not hang or leak psycopg's own errors."""
+    from gateway.store.pg_responses import PostgresResponses
+
+    url = postgres.new_database(f"gone_{time.monotonic_ns()}_{next(_names)}")
+    db = await AsyncPostgres.open(url, timeout_s=1.0)
+    responses = PostgresResponses(db)
+    kept = StoredResponse("resp_1", "key:a", NOW, b"{}", b"[]")
+    await responses.put(kept)
+    assert await responses.get("resp_1", "key:a", 0) == kept
+    postgres.execute(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreError, match="gone_"):
+            await responses.get("resp_1", "key:a", 0)
+        with pytest.raises(StoreError):
+            await responses.put(kept)
+    finally:
+        await responses.aclose()
+        await db.aclose()
+    assert time.monotonic() - started < 6
