@@ -21,6 +21,7 @@ from gateway.store.responses import StoredResponse
 __all__ = ["PostgresResponses"]
 
 _COLUMNS: Final = "response_id, owner, created_at, response, input_items"
+PRUNE_BATCH: Final = 5000  # rows per DELETE statement of the retention sweep
 
 
 def _put(store: PostgresStore, r: StoredResponse) -> None:
@@ -54,16 +55,28 @@ def _delete(store: PostgresStore, response_id: str, owner: str) -> bool:
         return cur.rowcount > 0
 
 
-def _prune(store: PostgresStore, before: float) -> int:
+def _prune(store: PostgresStore, before: float, batch: int) -> int:
+    """Delete in batches, each its own statement: one DELETE of a long backlog could
+    outlast the statement timeout and then never succeed."""
+    deleted = 0
     with store.connection() as c:
-        return c.execute("DELETE FROM responses WHERE created_at < %s", (before,)).rowcount
+        while True:
+            n = c.execute(
+                "DELETE FROM responses WHERE response_id IN (SELECT response_id FROM responses"
+                " WHERE created_at < %s LIMIT %s)",
+                (before, batch),
+            ).rowcount
+            deleted += n
+            if n < batch:
+                return deleted
 
 
 class PostgresResponses:
     """`ResponseStore` in the gateway's PostgreSQL database, for trio code."""
 
-    def __init__(self, db: AsyncPostgres) -> None:
+    def __init__(self, db: AsyncPostgres, *, prune_batch: int = PRUNE_BATCH) -> None:
         self.db = db
+        self.prune_batch = prune_batch
 
     async def put(self, record: StoredResponse) -> None:
         await self.db.run(_put, self.db.store, record)
@@ -75,7 +88,7 @@ class PostgresResponses:
         return await self.db.run(_delete, self.db.store, response_id, owner)
 
     async def prune(self, before: float) -> int:
-        return await self.db.run(_prune, self.db.store, before)
+        return await self.db.run(_prune, self.db.store, before, self.prune_batch)
 
     async def aclose(self) -> None:
         """Nothing of its own to close: the pool is the store's."""

@@ -243,3 +243,19 @@ async def test_stored_responses_fail_with_a_store_error_when_the_database_goes(
         await responses.aclose()
         await db.aclose()
     assert time.monotonic() - started < 6
+
+
+async def test_the_retention_sweep_deletes_a_backlog_in_batches(pg_url: str) -> None:
+    from gateway.store.pg_responses import PostgresResponses
+
+    db = await AsyncPostgres.open(pg_url)
+    responses = PostgresResponses(db, prune_batch=2)
+    try:
+        for i in range(5):
+            await responses.put(StoredResponse(f"resp_{i}", "key:a", 100.0 + i, b"{}", b"[]"))
+        await responses.put(StoredResponse("resp_new", "key:a", 900.0, b"{}", b"[]"))
+        assert await responses.prune(before=500.0) == 5
+        assert await responses.get("resp_new", "key:a", 0) is not None
+        assert await responses.prune(before=500.0) == 0
+    finally:
+        await db.aclose()
