@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
 
+import orjson
 import trio
 
 from gateway.store.periods import SpendPeriod
@@ -106,6 +107,64 @@ class Store(Protocol):
     ) -> UsageSummary: ...
 
     def recent_usage(self, key_id: str, limit: int) -> list[UsageRow]: ...
+
+
+# The columns of the keys and usage tables, in the order both backends select and insert
+# them (`key_record`, `usage_values`).
+KEY_COLUMNS: Final = (
+    "key_id, name, secret_hash, models, rpm, tpm, spend_limit_micros, spend_period, "
+    "prepaid, expires_at, revoked_at, created_at, version"
+)
+USAGE_COLUMNS: Final = (
+    "request_id, key_id, model, provider, prompt_tokens, completion_tokens, cached_tokens, "
+    "cost_micros, status, latency_ms, created_at, deployment, attempts, x_request_id, key_name"
+)
+
+
+def key_record(row: Sequence[Any]) -> KeyRecord:
+    """A keys row (`KEY_COLUMNS`) as a KeyRecord."""
+    models = None if row[3] is None else tuple(orjson.loads(row[3]))
+    return KeyRecord(
+        key_id=row[0],
+        name=row[1],
+        secret_hash=bytes(row[2]),
+        models=models,
+        rpm=row[4],
+        tpm=row[5],
+        spend_limit_micros=row[6],
+        spend_period=cast("SpendPeriod | None", row[7]),
+        prepaid=bool(row[8]),
+        expires_at=row[9],
+        revoked_at=row[10],
+        created_at=row[11],
+        version=row[12],
+    )
+
+
+def usage_values(r: UsageRow) -> tuple[Any, ...]:
+    """A usage row's values in `USAGE_COLUMNS` order."""
+    return (
+        r.request_id,
+        r.key_id,
+        r.model,
+        r.provider,
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.cached_tokens,
+        r.cost_micros,
+        r.status,
+        r.latency_ms,
+        r.created_at,
+        r.deployment,
+        r.attempts,
+        r.x_request_id,
+        r.key_name,
+    )
+
+
+def models_json(models: tuple[str, ...] | None) -> str | None:
+    """A key's model scope as stored: a JSON list, or NULL for every model."""
+    return None if models is None else orjson.dumps(list(models)).decode()
 
 
 def collapse(rows: Iterable[UsageRow]) -> list[UsageRow]:

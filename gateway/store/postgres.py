@@ -34,16 +34,24 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import partial
-from typing import Any, Final, LiteralString, ParamSpec, TypeVar, cast
+from typing import Any, Final, LiteralString, ParamSpec, TypeVar
 
-import orjson
 import psycopg
 import trio
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from gateway.store import pg_schema
-from gateway.store.base import AsyncStore, collapse, merged_cost
+from gateway.store.base import (
+    KEY_COLUMNS,
+    USAGE_COLUMNS,
+    AsyncStore,
+    collapse,
+    key_record,
+    merged_cost,
+    models_json,
+    usage_values,
+)
 from gateway.store.periods import SpendPeriod, period_bounds
 from gateway.store.records import (
     MAX_MICROS,
@@ -74,19 +82,11 @@ _BATCH: Final = 10_000  # usage rows per statement
 LISTEN_POLL_S: Final = 0.5  # how often the listener thread looks at its stop flag
 RECONNECT_S: Final = 1.0  # the listener's wait before connecting again
 
-_KEY_COLUMNS: Final = (
-    "key_id, name, secret_hash, models, rpm, tpm, spend_limit_micros, spend_period, "
-    "prepaid, expires_at, revoked_at, created_at, version"
-)
-_USAGE_COLUMNS: Final = (
-    "request_id, key_id, model, provider, prompt_tokens, completion_tokens, cached_tokens, "
-    "cost_micros, status, latency_ms, created_at, deployment, attempts, x_request_id, key_name"
-)
 # One statement, one round trip, for a whole batch (one row per request: `collapse`),
 # its columns sent as arrays; no slower than one INSERT per row pipelined (measured in
 # docs/performance.md), and fewer round trips to a distant server.
 _UPSERT_USAGE: Final = f"""
-INSERT INTO usage ({_USAGE_COLUMNS})
+INSERT INTO usage ({USAGE_COLUMNS})
 SELECT * FROM unnest(
     %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[],
     %s::bigint[], %s::text[], %s::bigint[], %s::float8[], %s::text[], %s::int[], %s::text[],
@@ -121,49 +121,6 @@ def where_of(url: str) -> str:
     host = info.get("host") or "localhost"
     port = info.get("port") or 5432
     return f"postgresql://{host}:{port}/{info.get('dbname') or ''}"
-
-
-def _record(row: Sequence[Any]) -> KeyRecord:
-    models = None if row[3] is None else tuple(orjson.loads(row[3]))
-    return KeyRecord(
-        key_id=row[0],
-        name=row[1],
-        secret_hash=bytes(row[2]),
-        models=models,
-        rpm=row[4],
-        tpm=row[5],
-        spend_limit_micros=row[6],
-        spend_period=cast("SpendPeriod | None", row[7]),
-        prepaid=bool(row[8]),
-        expires_at=row[9],
-        revoked_at=row[10],
-        created_at=row[11],
-        version=row[12],
-    )
-
-
-def _row_values(r: UsageRow) -> tuple[Any, ...]:
-    return (
-        r.request_id,
-        r.key_id,
-        r.model,
-        r.provider,
-        r.prompt_tokens,
-        r.completion_tokens,
-        r.cached_tokens,
-        r.cost_micros,
-        r.status,
-        r.latency_ms,
-        r.created_at,
-        r.deployment,
-        r.attempts,
-        r.x_request_id,
-        r.key_name,
-    )
-
-
-def _models_json(models: tuple[str, ...] | None) -> str | None:
-    return None if models is None else orjson.dumps(list(models)).decode()
 
 
 def _connect_kwargs(timeout_s: float) -> dict[str, Any]:
@@ -290,13 +247,13 @@ class PostgresStore:
         with self._tx(keys=True) as c:
             version = self._one(c, "SELECT COALESCE(MAX(version), 0) + 1 FROM keys")
             c.execute(
-                f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES"
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES"
                 " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     key.key_id,
                     spec.name,
                     key.secret_hash,
-                    _models_json(spec.models),
+                    models_json(spec.models),
                     spec.rpm,
                     spec.tpm,
                     spec.spend_limit_micros,
@@ -317,36 +274,36 @@ class PostgresStore:
     def get_key(self, key_id: str) -> KeyRecord | None:
         with self._conn() as c:
             row = c.execute(
-                f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_id = %s", (key_id,)
+                f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = %s", (key_id,)
             ).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else key_record(row)
 
     def list_keys(self) -> list[KeyRecord]:
         with self._conn() as c:
             rows = c.execute(
-                f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY created_at, key_id"
+                f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, key_id"
             ).fetchall()
-        return [_record(r) for r in rows]
+        return [key_record(r) for r in rows]
 
     def keys_changed_since(self, version: int) -> list[KeyRecord]:
         """Keys created or changed after `version`, in commit order."""
         with self._conn() as c:
             rows = c.execute(
-                f"SELECT {_KEY_COLUMNS} FROM keys WHERE version > %s ORDER BY version",
+                f"SELECT {KEY_COLUMNS} FROM keys WHERE version > %s ORDER BY version",
                 (version,),
             ).fetchall()
-        return [_record(r) for r in rows]
+        return [key_record(r) for r in rows]
 
     def update_key(self, key_id: str, update: KeyUpdate) -> KeyRecord | None:
         """Apply `update` in one transaction (ValueError naming an invalid field,
         nothing written); None if there is no such key."""
         with self._tx(keys=True) as c:
             found = c.execute(
-                f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_id = %s FOR UPDATE", (key_id,)
+                f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = %s FOR UPDATE", (key_id,)
             ).fetchone()
             if found is None:
                 return None
-            new = update.applied_to(_record(found))
+            new = update.applied_to(key_record(found))
             version = self._one(c, "SELECT COALESCE(MAX(version), 0) + 1 FROM keys")
             c.execute(
                 "UPDATE keys SET name = %s, models = %s, rpm = %s, tpm = %s,"
@@ -354,7 +311,7 @@ class PostgresStore:
                 " WHERE key_id = %s",
                 (
                     new.name,
-                    _models_json(new.models),
+                    models_json(new.models),
                     new.rpm,
                     new.tpm,
                     new.spend_limit_micros,
@@ -445,7 +402,7 @@ class PostgresStore:
         unique = collapse(rows)
         with self._tx() as c:
             for i in range(0, len(unique), _BATCH):
-                columns = zip(*(_row_values(r) for r in unique[i : i + _BATCH]), strict=True)
+                columns = zip(*(usage_values(r) for r in unique[i : i + _BATCH]), strict=True)
                 c.execute(_UPSERT_USAGE, [list(column) for column in columns])
 
     def _cost(
@@ -471,7 +428,7 @@ class PostgresStore:
         stored: dict[str, UsageRow] = {}
         for i in range(0, len(ids), _IN_CHUNK):
             for r in c.execute(
-                f"SELECT {_USAGE_COLUMNS} FROM usage WHERE request_id = ANY(%s)",
+                f"SELECT {USAGE_COLUMNS} FROM usage WHERE request_id = ANY(%s)",
                 (ids[i : i + _IN_CHUNK],),
             ).fetchall():
                 stored[r[0]] = UsageRow(*r)
@@ -519,7 +476,7 @@ class PostgresStore:
         """A key's newest `limit` ledger rows, newest first."""
         with self._read() as c:
             rows = c.execute(
-                f"SELECT {_USAGE_COLUMNS} FROM usage WHERE key_id = %s"
+                f"SELECT {USAGE_COLUMNS} FROM usage WHERE key_id = %s"
                 " ORDER BY created_at DESC LIMIT %s",
                 (key_id, limit),
             ).fetchall()

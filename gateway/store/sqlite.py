@@ -35,12 +35,19 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final, ParamSpec, TypeVar, cast
+from typing import Any, Final, ParamSpec, TypeVar
 
-import orjson
 import trio
 
-from gateway.store.base import AsyncStore, merged_cost
+from gateway.store.base import (
+    KEY_COLUMNS,
+    USAGE_COLUMNS,
+    AsyncStore,
+    key_record,
+    merged_cost,
+    models_json,
+    usage_values,
+)
 from gateway.store.periods import SpendPeriod, period_bounds
 from gateway.store.records import (
     MAX_MICROS,
@@ -134,18 +141,9 @@ _ADDED_COLUMNS: Final = (
     ("usage", "key_name", "TEXT"),  # schema 3: the key's name when the request was made
 )
 
-_KEY_COLUMNS: Final = (
-    "key_id, name, secret_hash, models, rpm, tpm, spend_limit_micros, spend_period, "
-    "prepaid, expires_at, revoked_at, created_at, version"
-)
-
-_USAGE_COLUMNS: Final = (
-    "request_id, key_id, model, provider, prompt_tokens, completion_tokens, cached_tokens, "
-    "cost_micros, status, latency_ms, created_at, deployment, attempts, x_request_id, key_name"
-)
 
 _UPSERT_USAGE: Final = f"""
-INSERT INTO usage ({_USAGE_COLUMNS})
+INSERT INTO usage ({USAGE_COLUMNS})
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (request_id) DO UPDATE SET
     key_id = excluded.key_id, model = excluded.model, provider = excluded.provider,
@@ -164,45 +162,6 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (minute, key_id, key_name, model, provider, status, code) DO UPDATE SET
     count = count + excluded.count
 """
-
-
-def _record(row: sqlite3.Row | tuple[Any, ...]) -> KeyRecord:
-    models = None if row[3] is None else tuple(orjson.loads(row[3]))
-    return KeyRecord(
-        key_id=row[0],
-        name=row[1],
-        secret_hash=bytes(row[2]),
-        models=models,
-        rpm=row[4],
-        tpm=row[5],
-        spend_limit_micros=row[6],
-        spend_period=cast("SpendPeriod | None", row[7]),
-        prepaid=bool(row[8]),
-        expires_at=row[9],
-        revoked_at=row[10],
-        created_at=row[11],
-        version=row[12],
-    )
-
-
-def _row_values(r: UsageRow) -> tuple[Any, ...]:
-    return (
-        r.request_id,
-        r.key_id,
-        r.model,
-        r.provider,
-        r.prompt_tokens,
-        r.completion_tokens,
-        r.cached_tokens,
-        r.cost_micros,
-        r.status,
-        r.latency_ms,
-        r.created_at,
-        r.deployment,
-        r.attempts,
-        r.x_request_id,
-        r.key_name,
-    )
 
 
 class SqliteStore:
@@ -293,11 +252,11 @@ class SqliteStore:
         """Store a new key (made by `auth.keys.new_key`); returns its record and the full
         key, the only time it exists."""
         spec.check()
-        models = None if spec.models is None else orjson.dumps(list(spec.models)).decode()
+        models = models_json(spec.models)
         with self._tx() as c:
             version = self._next_version(c)
             c.execute(
-                f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key.key_id,
                     spec.name,
@@ -330,34 +289,34 @@ class SqliteStore:
 
     def get_key(self, key_id: str) -> KeyRecord | None:
         row = self._conn.execute(
-            f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,)
+            f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,)
         ).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else key_record(row)
 
     def list_keys(self) -> list[KeyRecord]:
         rows = self._conn.execute(
-            f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY created_at, key_id"
+            f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, key_id"
         ).fetchall()
-        return [_record(r) for r in rows]
+        return [key_record(r) for r in rows]
 
     def keys_changed_since(self, version: int) -> list[KeyRecord]:
         """Keys created or changed after `version`, in commit order."""
         rows = self._conn.execute(
-            f"SELECT {_KEY_COLUMNS} FROM keys WHERE version > ? ORDER BY version", (version,)
+            f"SELECT {KEY_COLUMNS} FROM keys WHERE version > ? ORDER BY version", (version,)
         ).fetchall()
-        return [_record(r) for r in rows]
+        return [key_record(r) for r in rows]
 
     def update_key(self, key_id: str, update: KeyUpdate) -> KeyRecord | None:
         """Apply `update` to a key in one transaction (ValueError naming an invalid
         field, nothing written); None if there is no such key. Its new version makes
         every process's key cache take the change at its next refresh."""
         with self._tx() as c:
-            row = c.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,))
+            row = c.execute(f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,))
             found = row.fetchone()
             if found is None:
                 return None
-            new = update.applied_to(_record(found))
-            models = None if new.models is None else orjson.dumps(list(new.models)).decode()
+            new = update.applied_to(key_record(found))
+            models = models_json(new.models)
             c.execute(
                 "UPDATE keys SET name = ?, models = ?, rpm = ?, tpm = ?, spend_limit_micros = ?,"
                 " spend_period = ?, expires_at = ?, version = ? WHERE key_id = ?",
@@ -445,7 +404,7 @@ class SqliteStore:
         if not rows:
             return
         with self._tx() as c:
-            c.executemany(_UPSERT_USAGE, [_row_values(r) for r in rows])
+            c.executemany(_UPSERT_USAGE, [usage_values(r) for r in rows])
 
     def _stored_rows(self, request_ids: Sequence[str]) -> dict[str, UsageRow]:
         out: dict[str, UsageRow] = {}
@@ -453,7 +412,7 @@ class SqliteStore:
             chunk = request_ids[i : i + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
             for r in self._conn.execute(
-                f"SELECT {_USAGE_COLUMNS} FROM usage WHERE request_id IN ({marks})", chunk
+                f"SELECT {USAGE_COLUMNS} FROM usage WHERE request_id IN ({marks})", chunk
             ).fetchall():
                 out[r[0]] = UsageRow(*r)
         return out
@@ -528,7 +487,7 @@ class SqliteStore:
         """A key's newest `limit` ledger rows, newest first (a read; no schema change)."""
         with self._read() as c:
             rows = c.execute(
-                f"SELECT {_USAGE_COLUMNS} FROM usage WHERE key_id = ?"
+                f"SELECT {USAGE_COLUMNS} FROM usage WHERE key_id = ?"
                 " ORDER BY created_at DESC LIMIT ?",
                 (key_id, limit),
             ).fetchall()
