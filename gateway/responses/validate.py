@@ -34,7 +34,10 @@ from gateway.openai.validate.rules import (
     Violation,
     check_depth,
     describe,
+    enum_field,
+    int_field,
     key_path,
+    number_field,
     optional_str,
     required,
     show,
@@ -43,9 +46,7 @@ from gateway.openai.validate.rules import (
     want_array,
     want_bool,
     want_enum,
-    want_int,
     want_name,
-    want_number,
     want_object,
     want_str,
 )
@@ -418,30 +419,6 @@ def _nullable(check: Callable[[object, str], Any], name: str) -> _Check:
     return run
 
 
-def _bounded_int(name: str, lo: int, hi: int) -> _Check:
-    def run(value: object, body: dict[str, Any]) -> None:
-        if value is not None:
-            want_int(value, name, lo, hi)
-
-    return run
-
-
-def _bounded_number(name: str, lo: float, hi: float) -> _Check:
-    def run(value: object, body: dict[str, Any]) -> None:
-        if value is not None:
-            want_number(value, name, lo, hi)
-
-    return run
-
-
-def _enum(name: str, allowed: tuple[str, ...]) -> _Check:
-    def run(value: object, body: dict[str, Any]) -> None:
-        if value is not None:
-            want_enum(value, name, allowed)
-
-    return run
-
-
 def _short_str(name: str, most: int) -> _Check:
     def run(value: object, body: dict[str, Any]) -> None:
         if value is not None and len(want_str(value, name)) > most:
@@ -472,11 +449,11 @@ _FIELDS: Final[dict[str, _Check]] = {
     "tool_choice": _check_tool_choice,
     "parallel_tool_calls": _nullable(want_bool, "parallel_tool_calls"),
     "text": _check_text_config,
-    "max_output_tokens": _bounded_int("max_output_tokens", MIN_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS),
-    "max_tool_calls": _bounded_int("max_tool_calls", 1, MAX_OUTPUT_TOKENS),
-    "temperature": _bounded_number("temperature", 0, 2),
-    "top_p": _bounded_number("top_p", 0, 1),
-    "top_logprobs": _bounded_int("top_logprobs", 0, 20),
+    "max_output_tokens": int_field("max_output_tokens", MIN_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS),
+    "max_tool_calls": int_field("max_tool_calls", 1, MAX_OUTPUT_TOKENS),
+    "temperature": number_field("temperature", 0, 2),
+    "top_p": number_field("top_p", 0, 1),
+    "top_logprobs": int_field("top_logprobs", 0, 20),
     "reasoning": _check_reasoning_config,
     "metadata": _check_metadata,
     "user": _nullable(want_str, "user"),
@@ -489,8 +466,8 @@ _FIELDS: Final[dict[str, _Check]] = {
     "background": _check_background,
     "conversation": _check_conversation,
     "include": _check_include,
-    "truncation": _enum("truncation", _TRUNCATION),
-    "service_tier": _enum("service_tier", _SERVICE_TIERS),
+    "truncation": enum_field("truncation", _TRUNCATION),
+    "service_tier": enum_field("service_tier", _SERVICE_TIERS),
     "prompt": _check_object("prompt"),
 }
 

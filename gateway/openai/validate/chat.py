@@ -22,7 +22,10 @@ from gateway.openai.validate.rules import (
     check_depth,
     check_extras,
     describe,
+    enum_field,
+    int_field,
     key_path,
+    number_field,
     optional_str,
     required,
     show,
@@ -32,7 +35,6 @@ from gateway.openai.validate.rules import (
     want_bool,
     want_enum,
     want_int,
-    want_number,
     want_object,
     want_str,
 )
@@ -249,30 +251,6 @@ def _bool_field(name: str, *, nullable: bool) -> _Check:
     return check
 
 
-def _int_field(name: str, lo: int, hi: int | None) -> _Check:
-    def check(value: object, body: dict[str, Any]) -> None:
-        if value is not None:
-            want_int(value, name, lo, hi)
-
-    return check
-
-
-def _number_field(name: str, lo: float, hi: float) -> _Check:
-    def check(value: object, body: dict[str, Any]) -> None:
-        if value is not None:
-            want_number(value, name, lo, hi)
-
-    return check
-
-
-def _enum_field(name: str, allowed: tuple[str, ...]) -> _Check:
-    def check(value: object, body: dict[str, Any]) -> None:
-        if value is not None:
-            want_enum(value, name, allowed)
-
-    return check
-
-
 def _str_field(name: str, max_len: int | None = None) -> _Check:
     def check(value: object, body: dict[str, Any]) -> None:
         text = want_str(value, name)
@@ -289,18 +267,18 @@ _FIELDS: Final[dict[str, _Check]] = {
     "messages": check_messages,
     "stream": _bool_field("stream", nullable=True),
     "stream_options": _check_stream_options,
-    "max_tokens": _int_field("max_tokens", 1, MAX_OUTPUT_TOKENS),
-    "max_completion_tokens": _int_field("max_completion_tokens", 1, MAX_OUTPUT_TOKENS),
-    "temperature": _number_field("temperature", 0, 2),
-    "top_p": _number_field("top_p", 0, 1),
-    "n": _int_field("n", 1, 128),
+    "max_tokens": int_field("max_tokens", 1, MAX_OUTPUT_TOKENS),
+    "max_completion_tokens": int_field("max_completion_tokens", 1, MAX_OUTPUT_TOKENS),
+    "temperature": number_field("temperature", 0, 2),
+    "top_p": number_field("top_p", 0, 1),
+    "n": int_field("n", 1, 128),
     "stop": _check_stop,
-    "presence_penalty": _number_field("presence_penalty", -2, 2),
-    "frequency_penalty": _number_field("frequency_penalty", -2, 2),
+    "presence_penalty": number_field("presence_penalty", -2, 2),
+    "frequency_penalty": number_field("frequency_penalty", -2, 2),
     "logit_bias": _check_logit_bias,
     "logprobs": _bool_field("logprobs", nullable=True),
     "top_logprobs": _check_top_logprobs,
-    "seed": _int_field("seed", _INT64_MIN, _INT64_MAX),
+    "seed": int_field("seed", _INT64_MIN, _INT64_MAX),
     "user": _str_field("user"),
     "safety_identifier": _str_field("safety_identifier", 64),
     "prompt_cache_key": _str_field("prompt_cache_key"),
@@ -310,11 +288,11 @@ _FIELDS: Final[dict[str, _Check]] = {
     "functions": check_functions,
     "function_call": check_function_call,
     "response_format": check_response_format,
-    "reasoning_effort": _enum_field("reasoning_effort", _REASONING_EFFORT),
-    "verbosity": _enum_field("verbosity", _LOW_MEDIUM_HIGH),
+    "reasoning_effort": enum_field("reasoning_effort", _REASONING_EFFORT),
+    "verbosity": enum_field("verbosity", _LOW_MEDIUM_HIGH),
     "metadata": _check_metadata,
     "store": _bool_field("store", nullable=True),
-    "service_tier": _enum_field("service_tier", _SERVICE_TIERS),
+    "service_tier": enum_field("service_tier", _SERVICE_TIERS),
     "modalities": _check_modalities,
     "audio": _check_audio,
     "prediction": _check_prediction,

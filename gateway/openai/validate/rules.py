@@ -11,6 +11,7 @@ Pure module: no I/O, no trio/httpx/quart imports.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 from gateway.errors import InvalidRequest
@@ -20,11 +21,15 @@ __all__ = [
     "MAX_DEPTH",
     "MISSING",
     "TOOL_KINDS",
+    "FieldCheck",
     "Violation",
     "check_depth",
     "check_extras",
     "describe",
+    "enum_field",
+    "int_field",
     "key_path",
+    "number_field",
     "optional_str",
     "required",
     "show",
@@ -85,6 +90,40 @@ class Violation(Exception):
 
 
 # --------------------------------------------------------------------------- primitives
+
+
+# A top-level field's check, as the validators' field tables hold them: (value, body).
+FieldCheck = Callable[[object, dict[str, Any]], None]
+
+
+def int_field(name: str, lo: int, hi: int | None) -> FieldCheck:
+    """An optional integer field in [lo, hi] (null or absent passes)."""
+
+    def check(value: object, body: dict[str, Any]) -> None:
+        if value is not None:
+            want_int(value, name, lo, hi)
+
+    return check
+
+
+def number_field(name: str, lo: float, hi: float) -> FieldCheck:
+    """An optional number field in [lo, hi] (null or absent passes)."""
+
+    def check(value: object, body: dict[str, Any]) -> None:
+        if value is not None:
+            want_number(value, name, lo, hi)
+
+    return check
+
+
+def enum_field(name: str, allowed: tuple[str, ...]) -> FieldCheck:
+    """An optional field that is one of `allowed` (null or absent passes)."""
+
+    def check(value: object, body: dict[str, Any]) -> None:
+        if value is not None:
+            want_enum(value, name, allowed)
+
+    return check
 
 
 def describe(value: object) -> str:
