@@ -621,10 +621,18 @@ def test_cli_rejects_unknown_kinds(capsys: pytest.CaptureFixture[str]) -> None:
     assert "invalid choice: 'bedrock'" in capsys.readouterr().err
 
 
+def interruptible() -> None:
+    """In the child: SIGINT as a terminal's Ctrl-C delivers it. A shell that runs a job in
+    the background (`make test &`) starts it with SIGINT ignored, which Python keeps."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_cli_serves_until_interrupted() -> None:
     command = [sys.executable, "-m", "bench", "upstream", "--port", "0", "--chunks", "2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible
+    ) as process:
         try:
             assert process.stdout is not None
             url = process.stdout.readline().split()[-1]
@@ -666,7 +674,9 @@ def test_cli_serves_every_vendor_kind(
     command = [sys.executable, "-m", "bench", "upstream", "--kind", kind, "--port", "0"]
     command += ["--key", "k"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible
+    ) as process:
         try:
             assert process.stdout is not None
             url = process.stdout.readline().split()[-1]
