@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from gateway import __version__
-from gateway.app import CONFIG_ENV, DEV_KEY_ENV, GatewayApp, create_app, setup_logging
+from gateway.app import (
+    CONFIG_ENV,
+    DEV_ADMIN_KEY_ENV,
+    DEV_KEY_ENV,
+    GatewayApp,
+    create_app,
+    setup_logging,
+)
 from gateway.cli import db as db_cli
 from gateway.cli import keys as keys_cli
 from gateway.cli import usage as usage_cli
@@ -58,7 +65,9 @@ def _load(path: str | None) -> tuple[Config, bytes | None]:
         return config_from_bytes(raw, path), raw
     dev_key = os.environ.get(DEV_KEY_ENV) or "sk-dev-" + secrets.token_urlsafe(24)
     os.environ[DEV_KEY_ENV] = dev_key  # worker processes read it back
-    return embedded_config(dev_key), None
+    admin_key = os.environ.get(DEV_ADMIN_KEY_ENV) or "sk-admin-dev-" + secrets.token_urlsafe(24)
+    os.environ[DEV_ADMIN_KEY_ENV] = admin_key
+    return embedded_config(dev_key, admin_key), None
 
 
 def describe(config: Config) -> str:
@@ -104,6 +113,12 @@ def _banner(config: Config, host: str, port: int) -> str:
             f"  {curl}",
             f"  or with the OpenAI SDK: OpenAI(base_url='{url}/v1', api_key='{dev_key}')",
         ]
+        admin_key = config.state.admin_key
+        if admin_key and config.console.enabled:
+            text += [
+                "",
+                f"console: {url}/console/  (log in with the admin key {admin_key})",
+            ]
     return "\n".join(text)
 
 

@@ -57,6 +57,7 @@ CHAT_PATH = "/v1/chat/completions"
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
 CONFIG_ENV = "GATEWAY_CONFIG"  # path of the TOML config, for worker processes
 DEV_KEY_ENV = "GATEWAY_DEV_KEY"  # the dev key of the embedded defaults
+DEV_ADMIN_KEY_ENV = "GATEWAY_DEV_ADMIN_KEY"  # their admin key (the console's login)
 
 log = logging.getLogger("gateway")
 
@@ -324,6 +325,10 @@ def setup_logging(config: Config | None = None) -> None:
 def app_from_env() -> GatewayApp:
     """The app a worker process loads: config path or dev key from the env."""
     path = os.environ.get(CONFIG_ENV)
-    config = load_config(path) if path else embedded_config(os.environ[DEV_KEY_ENV])
+    config = (
+        load_config(path)
+        if path
+        else embedded_config(os.environ[DEV_KEY_ENV], os.environ.get(DEV_ADMIN_KEY_ENV))
+    )
     setup_logging(config)
     return create_app(config)

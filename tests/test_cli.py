@@ -123,6 +123,17 @@ def test_serve_without_config_prints_a_curl_that_works_as_pasted(tmp_path: Path)
         body = orjson.loads(out.stdout)
         assert body["object"] == "chat.completion", out.stdout
         assert body["choices"][0]["message"]["content"]
+        # The console is there too, with the printed admin key as its login.
+        console = next(line for line in lines if line.startswith("console: "))
+        url, admin_key = console.split()[1], console.split()[-1].rstrip(")")
+        assert url == f"http://127.0.0.1:{port}/console/" and admin_key.startswith("sk-admin-dev-")
+        assert httpx.get(f"http://127.0.0.1:{port}/").headers["location"].startswith("/console")
+        page = httpx.get(url, follow_redirects=True)
+        assert page.status_code == 200 and "admin key" in page.text.lower()
+        listed = httpx.get(
+            f"http://127.0.0.1:{port}/admin/keys", headers={"authorization": f"Bearer {admin_key}"}
+        )
+        assert listed.status_code == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
 

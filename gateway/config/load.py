@@ -552,8 +552,9 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
     return config_from_bytes(read_config_file(path), str(path), env=env)
 
 
-def embedded_config(dev_key: str) -> Config:
-    """The defaults `gateway serve` runs without --config: the offline mock provider."""
+def embedded_config(dev_key: str, admin_key: str | None = None) -> Config:
+    """The defaults `gateway serve` runs without --config: the offline mock provider;
+    with `admin_key`, the admin API and the console too (docs/console.md)."""
     data: dict[str, Any] = {
         "providers": {"mock": {"kind": "mock", "ttft_ms": 150, "tokens_per_s": 80}},
         "models": {
@@ -563,4 +564,6 @@ def embedded_config(dev_key: str) -> Config:
         },
         "keys": [{"name": "dev", "key": dev_key}],
     }
+    if admin_key is not None:
+        data["state"] = {"admin_key": admin_key}
     return parse_config(data, env={}, source=EMBEDDED)
