@@ -42,7 +42,7 @@ from gateway.api.asgi import (
     send_error,
     until_disconnect,
 )
-from gateway.auth.principal import Principal, presented_key_id
+from gateway.auth.principal import Authenticator, Principal, presented_key_id
 from gateway.billing.accounting import Accounting, admit, offloaded_counter
 from gateway.config import Config
 from gateway.errors import AuthenticationFailed, GatewayError, InternalError
@@ -130,6 +130,22 @@ def count_refusal(
     )
 
 
+def authenticate(
+    auth: Authenticator, authorization: bytes | None, rec: RequestRecord | None
+) -> Principal:
+    """The request's principal, named in its record (a failure by the public id of the
+    key presented, never any of its secret), or AuthenticationFailed."""
+    try:
+        principal = auth.authenticate(authorization)
+    except AuthenticationFailed:
+        if rec is not None:
+            rec.key_id = presented_key_id(authorization)
+        raise
+    if rec is not None:
+        rec.key_id, rec.key_name = principal.key_id, principal.name
+    return principal
+
+
 def note_deployment(rec: RequestRecord, dep: Deployment) -> None:
     """The record names the deployment being tried (the last one, once it has ended)."""
     rec.provider = dep.provider_name
@@ -193,14 +209,7 @@ async def _serve(
     streamed: Outcome | None = None  # filled in by the relay as the stream goes
     failure: GatewayError | None = None
     try:
-        authorization = header(scope, b"authorization")
-        try:
-            principal = snap.auth.authenticate(authorization)
-        except AuthenticationFailed:
-            rec.key_id = presented_key_id(authorization)  # the public id only
-            raise
-        rec.key_id = principal.key_id
-        rec.key_name = principal.name
+        principal = authenticate(snap.auth, header(scope, b"authorization"), rec)
         server = config.server
         raw = await read_body(scope, receive, server.max_body_bytes)
         size = len(raw)

@@ -21,9 +21,8 @@ from gateway.api.admin import admin_digest, make_admin_blueprint
 from gateway.api.asgi import processing_ms
 from gateway.api.health import Readiness, health
 from gateway.api.metrics import add_metrics_route
-from gateway.auth.principal import presented_key_id
+from gateway.api.model_call import authenticate
 from gateway.errors import (
-    AuthenticationFailed,
     GatewayError,
     InternalError,
     MethodNotAllowed,
@@ -81,15 +80,7 @@ def make_quart_app(gw: Gateway, sample: Callable[[Metrics], None] | None = None)
         auth = request.headers.get("authorization")
         header = auth.encode("latin-1") if auth else None
         rec = current_request()
-        try:
-            who = snap.auth.authenticate(header)
-        except AuthenticationFailed:
-            if rec is not None:
-                rec.key_id = presented_key_id(header)  # the public id only
-            raise
-        if rec is not None:
-            rec.key_id, rec.key_name = who.key_id, who.name
-        return who
+        return authenticate(snap.auth, header, rec)
 
     @app.get("/v1/models")
     async def list_models() -> Response:

@@ -23,10 +23,9 @@ import orjson
 import trio
 
 from gateway.api.asgi import JSON_HEADERS, Receive, Scope, Send, header, send_bytes, send_error
-from gateway.api.model_call import serve_model_call
-from gateway.auth.principal import Principal, presented_key_id
+from gateway.api.model_call import authenticate, serve_model_call
+from gateway.auth.principal import Principal
 from gateway.errors import (
-    AuthenticationFailed,
     GatewayError,
     GatewayUnavailable,
     InvalidRequest,
@@ -208,13 +207,7 @@ async def create_response(
 async def _stored(
     gw: Gateway, scope: Scope, rec: RequestRecord, response_id: str
 ) -> tuple[str, StoredResponse]:
-    authorization = header(scope, b"authorization")
-    try:
-        principal = gw.current.auth.authenticate(authorization)
-    except AuthenticationFailed:
-        rec.key_id = presented_key_id(authorization)  # the public id only
-        raise
-    rec.key_id, rec.key_name = principal.key_id, principal.name
+    principal = authenticate(gw.current.auth, header(scope, b"authorization"), rec)
     owner = owner_of(principal)
     since = time.time() - gw.responses_retention_s
     found = await gw.responses.get(response_id, owner, since)
