@@ -72,7 +72,9 @@ class GatewayApp:
             add_console(self.quart, gateway)
         self._quart_asgi: Any = self.quart  # Quart types its ASGI arguments narrowly
         server = gateway.config.server
-        self.admission = Admission(server.max_in_flight, server.max_loop_lag_ms)
+        self.admission = Admission(
+            server.max_in_flight, server.max_loop_lag_ms, server.max_loop_busy_percent
+        )
         refusal = self.admission.refusal
         self._shed = (refusal.body(), error_headers(refusal))  # rendered once
         self.cors = Cors(server.cors_origins) if server.cors_origins else None
@@ -262,6 +264,8 @@ class GatewayApp:
         metrics.sample("gateway_shed_requests", admission.shed)
         if admission.max_lag_s is not None:
             metrics.sample("gateway_event_loop_lag_seconds", admission.lag_s)
+        if admission.max_busy is not None:
+            metrics.sample("gateway_event_loop_busy_ratio", admission.busy)
         metrics.sample("gateway_ledger_backlog_rows", gw.ledger.backlog_rows)
         metrics.sample("gateway_ledger_flush_failures", gw.ledger.flush_failures)
         stats = gw.limiter.stats

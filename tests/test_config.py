@@ -145,6 +145,10 @@ def test_embedded_defaults_serve_the_mock() -> None:
         ({"server": {"max_connections": 0}}, "server.max_connections: must be between 1"),
         ({"server": {"max_in_flight": -5}}, "server.max_in_flight: must be between 1"),
         ({"server": {"max_loop_lag_ms": -1}}, "server.max_loop_lag_ms: must be >= 0"),
+        (
+            {"server": {"max_loop_busy_percent": 101}},
+            "server.max_loop_busy_percent: must be <= 100",
+        ),
         ({"server": {"drain_delay_s": "5"}}, "server.drain_delay_s: expected a number"),
         (
             {"server": {"http_server": "uvicorn"}},

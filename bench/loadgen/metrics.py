@@ -175,6 +175,7 @@ class Summary:
     retries: int
     client_cpu_s: float
     client_cpu_per_request_s: float | None
+    shed_latency: Distribution | None = None  # 503 answers (an overloaded server shedding)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (status codes become string keys)."""
@@ -204,6 +205,7 @@ class Summary:
             "retries": self.retries,
             "client_cpu_s": self.client_cpu_s,
             "client_cpu_per_request_s": self.client_cpu_per_request_s,
+            "shed_latency_s": _dist(self.shed_latency),
         }
 
 
@@ -287,6 +289,7 @@ def summarize(
         retries=counters.retries,
         client_cpu_s=counters.cpu_s,
         client_cpu_per_request_s=counters.cpu_s / len(records) if records else None,
+        shed_latency=Distribution.of(r.latency for r in records if r.status == 503),
     )
 
 

@@ -102,6 +102,8 @@ def format_report(result: LoadResult) -> str:
             f"dropped {s.dropped:,} (max {config.max_inflight} in flight)"
         )
     lines.append("latency     " + _dist_line(s.latency, parts=("p50", "p90", "p99", "max", "mean")))
+    if s.shed_latency is not None:
+        lines.append("503 latency " + _dist_line(s.shed_latency, parts=("p50", "p90", "p99")))
     if config.stream:
         lines.append("ttft        " + _dist_line(s.ttft, parts=("p50", "p90", "p99")))
         lines.append("itl         " + _dist_line(s.itl, parts=("mean", "p99")))

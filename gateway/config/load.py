@@ -248,6 +248,9 @@ def _server(st: Table) -> ServerConfig:
         max_connections=st.integer("max_connections", minimum=1, maximum=10_000_000),
         max_in_flight=st.integer("max_in_flight", minimum=1, maximum=10_000_000),
         max_loop_lag_ms=_or(st.number("max_loop_lag_ms"), d.max_loop_lag_ms),
+        max_loop_busy_percent=_or(
+            st.number("max_loop_busy_percent", minimum=0, maximum=100), d.max_loop_busy_percent
+        ),
         drain_delay_s=_or(st.number("drain_delay_s"), d.drain_delay_s),
         log_format=st.text("log_format", choices=LOG_FORMATS),
         log_level=_or(st.text("log_level", choices=LOG_LEVELS), d.log_level),

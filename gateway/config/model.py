@@ -112,6 +112,7 @@ class ServerConfig:
     max_connections: int | None = None
     max_in_flight: int | None = None  # requests at once (health checks aside); None: no cap
     max_loop_lag_ms: float = 250.0  # event-loop lag past which new requests are shed; 0: off
+    max_loop_busy_percent: float = 0.0  # busy share the loop is held under by shedding; 0: off
     drain_delay_s: float = 0.0  # SIGTERM: keep accepting this long with /readyz at 503 (R10)
     log_format: LogFormat | None = None  # None: JSON lines unless stderr is a terminal
     log_level: LogLevel = "info"

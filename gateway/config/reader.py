@@ -61,10 +61,12 @@ class Table:
             raise ConfigError(f"{self.at(key)}: must be between {minimum} and {maximum}")
         return value
 
-    def number(self, key: str, *, minimum: float = 0.0) -> Any:
+    def number(self, key: str, *, minimum: float = 0.0, maximum: float | None = None) -> Any:
         value = self._get(key, (int, float), "a number", False)
         if value is not None and value < minimum:
             raise ConfigError(f"{self.at(key)}: must be >= {minimum}")
+        if value is not None and maximum is not None and value > maximum:
+            raise ConfigError(f"{self.at(key)}: must be <= {maximum}")
         return None if value is None else float(value)
 
     def table(self, key: str) -> Table | None:

@@ -160,12 +160,19 @@ FAMILIES: Final = (
         "gateway_shed_requests",
         "counter",
         "Requests refused with 503 overloaded by admission control ([server] max_in_flight, "
-        "max_loop_lag_ms).",
+        "max_loop_busy_percent, max_loop_lag_ms).",
     ),
     Family(
         "gateway_event_loop_lag_seconds",
         "gauge",
         "The worst worker's event-loop lag at its last probe (with max_loop_lag_ms set).",
+        merge="max",
+    ),
+    Family(
+        "gateway_event_loop_busy_ratio",
+        "gauge",
+        "The busiest worker's share of wall time running tasks rather than waiting for I/O,"
+        " over its last probe interval (with max_loop_busy_percent set).",
         merge="max",
     ),
     Family(

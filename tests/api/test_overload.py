@@ -49,9 +49,9 @@ async def start(nursery: trio.Nursery, tmp_path: Path, **server: Any) -> int:
     return port
 
 
-def chat(model: str = "mock-fast", stream: bool = False) -> bytes:
+def chat(model: str = "mock-fast", stream: bool = False, content: str = "hi") -> bytes:
     body = json.dumps(
-        {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+        {"model": model, "messages": [{"role": "user", "content": content}], "stream": stream}
     ).encode()
     return (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
@@ -116,6 +116,45 @@ async def test_a_lagging_event_loop_sheds_new_requests_until_it_recovers(
     with trio.fail_after(2):
         while True:  # recovered: admitted again after a probe or two
             await trio.sleep(0.1)
+            await c.send(chat())
+            if (await c.response()).status == 200:
+                break
+
+
+async def test_a_busy_loop_caps_requests_in_flight_and_lifts_the_cap_when_it_has_headroom(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Past max_loop_busy_percent the adaptive cap drops below what is in flight, so a
+    new request is shed while the admitted streams go on; health checks never are.
+    Once the loop has headroom again, requests refused at the cap make it grow."""
+    port = await start(nursery, tmp_path, max_loop_busy_percent=50, max_loop_lag_ms=0)
+    streams = [await Client.connect(port) for _ in range(4)]
+    for s in streams:  # echoed at 20 tokens/s: ~2 s
+        await s.send(chat("mock-slow", stream=True, content="word " * 40))
+        await s._until(b"data: ")
+    c = await Client.connect(port)
+    await c.send(chat())  # not busy yet: no cap
+    assert (await c.response()).status == 200
+    hogging = trio.Event()
+
+    async def hog() -> None:  # the loop busy ~90% of the time, in short steps
+        while not hogging.is_set():
+            time.sleep(0.009)  # noqa: ASYNC251 (keeping the loop busy is the point)
+            await trio.sleep(0.001)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(hog)
+        await trio.sleep(0.5)  # a few probes have seen the busy share
+        await c.send(chat())
+        assert_shed(await c.response())
+        assert (await c.request("GET", "/healthz")).status == 200
+        hogging.set()
+    for s in streams:  # the admitted streams run to their end
+        with trio.fail_after(10):
+            await s._until(b"data: [DONE]\n\n")
+    with trio.fail_after(5):
+        while True:  # headroom: the cap grows while it refuses, until it admits
+            await trio.sleep(0.05)
             await c.send(chat())
             if (await c.response()).status == 200:
                 break

@@ -652,3 +652,22 @@ def _result_of(records: list[RequestRecord]) -> LoadResult:
 def test_report_warns_when_the_harness_is_saturated() -> None:
     report = format_report(_result_of([record(0.0, 1.0)]))
     assert "warning" in report and "CPU core" in report
+
+
+def test_shed_answers_have_their_own_latency_line() -> None:
+    """An overloaded server's 503s are fast on purpose: kept apart from the latency of
+    the answered requests, and shown on their own."""
+    records = [
+        record(0.0, 0.2),
+        record(0.0, 0.4),
+        record(0.0, 0.01, error="status", status=503),
+        record(0.0, 0.03, error="status", status=503),
+        record(0.0, 0.5, error="status", status=500),
+    ]
+    result = _result_of(records)
+    s = result.summary
+    assert s.latency is not None and s.latency.count == 2
+    assert s.shed_latency is not None and s.shed_latency.count == 2
+    assert s.shed_latency.p50 == pytest.approx(0.01) and s.to_dict()["shed_latency_s"]["count"] == 2
+    assert "503 latency p50 10.0 ms" in format_report(result)
+    assert "503 latency" not in format_report(_result_of([record(0.0, 0.2)]))
