@@ -141,14 +141,17 @@ class Admission:
         task_status.started()
         if self.max_lag_s is None and self.max_busy is None:
             return
-        meter = LoopBusy()
-        trio.lowlevel.add_instrument(meter)
+        meter = LoopBusy() if self.max_busy is not None else None  # no cost unless asked
+        if meter is not None:
+            trio.lowlevel.add_instrument(meter)
         try:
             while True:
                 due = trio.current_time() + PROBE_INTERVAL_S
                 await trio.sleep_until(due)
                 self.lag_s = trio.current_time() - due
                 self.lagging = self.max_lag_s is not None and self.lag_s > self.max_lag_s
-                self.steer(meter.sample())
+                if meter is not None:
+                    self.steer(meter.sample())
         finally:
-            trio.lowlevel.remove_instrument(meter)
+            if meter is not None:
+                trio.lowlevel.remove_instrument(meter)
