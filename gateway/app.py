@@ -212,7 +212,10 @@ class GatewayApp:
             if state.redis_url:
                 backend = await stack.enter_async_context(
                     open_redis_backend(
-                        state.redis_url, seeder=gw.seed_budget, timeout_s=state.redis_timeout_s
+                        state.redis_url,
+                        seeder=gw.seed_budget,
+                        timeout_s=state.redis_timeout_s,
+                        rows=gw.ledger_rows,  # a seed under traffic is reconciled with these
                     )
                 )
                 gw.limiter = backend

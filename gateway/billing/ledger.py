@@ -24,8 +24,9 @@ live process holds (their writer died) into the store and deletes it; the upsert
 duplicates nothing.
 
 Spend and credit (which seed the limiter) are the stored ledger plus the rows this
-process has journaled but not yet committed: `spent_in_period` and
-`credit_balance` merge the two exactly.
+process has journaled but not yet committed: `spent_in_period`, `credit_balance`
+and `budget_view` (all of a key's budget and the rows a reconcile asks for, on one
+snapshot) merge the two exactly.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ import orjson
 import trio
 
 from gateway.billing.limits.budget import BudgetSeed
-from gateway.store.base import AsyncStore, collapse
+from gateway.store.base import AsyncStore, RowQuery, collapse
 from gateway.store.periods import SpendPeriod
-from gateway.store.records import KeyLimits, StoreError, UsageRow
+from gateway.store.records import BudgetView, KeyLimits, StoreError, UsageRow
 
 log = logging.getLogger("gateway.billing.ledger")
 
@@ -341,6 +342,12 @@ class Ledger:
             if limits.prepaid:
                 credit = await self._db.credit_balance(key_id, pending)
         return BudgetSeed.for_limits(limits, now, spent_micros=spent, credit_micros=credit)
+
+    async def budget_view(self, key_id: str, q: RowQuery) -> BudgetView:
+        """A key's top-ups, costs and the rows `q` lists, on one snapshot of the store
+        with the rows journaled here merged in (no batch half-committed meanwhile)."""
+        async with self._flush_lock:
+            return await self._db.budget_view(key_id, q, self._pending_for(key_id))
 
     async def credit_balance(self, key_id: str) -> int:
         """A prepaid key's top-ups minus all its usage, journaled rows included."""

@@ -43,8 +43,10 @@ from gateway.store.base import (
     KEY_COLUMNS,
     USAGE_COLUMNS,
     AsyncStore,
+    RowQuery,
     key_record,
     merged_cost,
+    merged_rows,
     models_json,
     usage_values,
 )
@@ -52,6 +54,7 @@ from gateway.store.periods import SpendPeriod, period_bounds
 from gateway.store.records import (
     MAX_MICROS,
     PENDING,
+    BudgetView,
     IssuedKey,
     KeyRecord,
     KeyUpdate,
@@ -455,6 +458,33 @@ class SqliteStore:
         """What a key spent in the calendar UTC day or month containing `now`."""
         start, end = period_bounds(period, now)
         return self.cost_between(key_id, start, end, pending)
+
+    def budget_view(self, key_id: str, q: RowQuery, pending: Sequence[UsageRow] = ()) -> BudgetView:
+        """The key's top-ups, costs and the rows `q` lists, in one read transaction,
+        `pending` merged in as `write_usage` would."""
+        mine = [r for r in pending if r.key_id == key_id]
+        with self._read() as c:
+            (topups, last_id) = c.execute(
+                "SELECT COALESCE(SUM(micros), 0), COALESCE(MAX(topup_id), 0) FROM topups "
+                "WHERE key_id = ?",
+                (key_id,),
+            ).fetchone()
+            cost = self._cost(key_id, None, None, mine)
+            period = 0
+            if q.period is not None:
+                period = self._cost(key_id, *period_bounds(q.period, q.now), mine)
+            stored: dict[str, UsageRow] = {}
+            where = q.where("?")
+            if where is not None:
+                for r in c.execute(
+                    f"SELECT {USAGE_COLUMNS} FROM usage WHERE key_id = ? AND ({where[0]})",
+                    [key_id, *where[1]],
+                ).fetchall():
+                    stored[r[0]] = UsageRow(*r)
+            ids = [*q.request_ids, *(r.request_id for r in mine)]
+            stored.update(self._stored_rows(list(dict.fromkeys(ids))))
+        rows = merged_rows(stored, mine, key_id, q)
+        return BudgetView(int(topups), int(last_id), cost, period, rows)
 
     def add_refusals(self, counts: Sequence[RefusalCount]) -> None:
         """Add refused requests to their minutes' counts, in one transaction."""

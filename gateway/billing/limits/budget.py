@@ -21,6 +21,12 @@ Each seeded state has a random generation id; a settlement applies only to the
 generation it reserved in, so a state store that lost its data (a Redis restart)
 is never corrected twice for the same request.
 
+A seed taken while requests run (after a Redis restart, under traffic) also carries
+a `SeedWindow`: what it counted for each recent or pending request, by request id.
+The shared backend keeps it for a while and reconciles against the ledger once the
+requests that straddled the restart have settled and been written
+(gateway/billing/limits/reconcile.py; docs/deployment.md).
+
 Pure module: no I/O, no trio/httpx/quart imports.
 """
 
@@ -36,9 +42,11 @@ from gateway.store.records import KeyLimits
 
 __all__ = [
     "DEFAULT_RESERVATION_TTL_S",
+    "RECONCILE_LOOKBACK_S",
     "RESERVATION_MARGIN_S",
     "BudgetSeed",
     "BudgetState",
+    "SeedWindow",
     "Seeder",
     "expired_micros",
     "needs_seed",
@@ -60,6 +68,13 @@ __all__ = [
 RESERVATION_MARGIN_S = 60.0  # settlement after the deadline: ledger write, Redis, clocks
 DEFAULT_RESERVATION_TTL_S = 900.0 + RESERVATION_MARGIN_S
 
+# How far back a seed lists the requests it counted as finished, by id: a request
+# none of whose rows the seed could see (another instance had not written them yet)
+# was admitted at most this long before the seed (the instances' flush lag, 200 ms
+# when healthy, plus clock skew), so a reconcile finds it among the rows created
+# since then. An instance unable to write its rows for longer is not covered.
+RECONCILE_LOOKBACK_S = 30.0
+
 
 @dataclass(slots=True)
 class BudgetState:
@@ -80,6 +95,20 @@ class BudgetState:
 
 
 @dataclass(frozen=True, slots=True)
+class SeedWindow:
+    """What a seed counted per request, for the reconcile that follows it.
+
+    `charges` are (request id, micros the seed counted: a pending row's reserved worst
+    case, a final row's cost) for every row created at or after `since` and every
+    pending row created within the reservation TTL before the seed; `older` the ids of
+    those pending rows created before `since` (a reconcile reads them by id)."""
+
+    since: float
+    charges: tuple[tuple[str, int], ...] = ()
+    older: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetSeed:
     """A key's budget as the durable ledger knows it: what a backend is seeded with.
 
@@ -95,6 +124,7 @@ class BudgetSeed:
     spent_micros: int
     credit_micros: int | None
     last_topup_id: int = 0
+    window: SeedWindow | None = None  # None: nothing to reconcile (no shared store)
 
     @classmethod
     def for_limits(
@@ -105,6 +135,7 @@ class BudgetSeed:
         spent_micros: int,
         credit_micros: int | None,
         last_topup_id: int = 0,
+        window: SeedWindow | None = None,
     ) -> BudgetSeed:
         """The seed shape `limits` needs at `now` (period and its start filled in)."""
         return cls(
@@ -113,6 +144,7 @@ class BudgetSeed:
             spent_micros=spent_micros,
             credit_micros=credit_micros if limits.prepaid else None,
             last_topup_id=last_topup_id if limits.prepaid else 0,
+            window=window,
         )
 
 

@@ -1,0 +1,189 @@
+"""After a seed under traffic: bring the shared live budget to the ledger's, by request.
+
+When Redis lost a key's budget (a restart) while requests ran, the next admission
+seeds it from the ledger, and two kinds of request are miscounted by that seed: those
+in flight, which it counts at their reserved worst case while their settlements
+belong to the lost state (a no-op now), and those whose rows other instances had not
+written yet, which it does not count at all. The seed therefore lists what it counted
+for each recent or pending request (`SeedWindow`); Redis keeps that list, and logs
+every charge settlements make, in the key's *window* (`lua/load.lua`,
+`lua/settle.lua`). The instance that seeded runs rounds here: from `delay_s` after
+the seed (every instance has written its rows by then), it reads the ledger's rows
+of those requests and of every request created since (`RowReader`: the store and
+this instance's journal) and sends them to `lua/reconcile.lua`, which charges each
+request the difference between the ledger and what Redis counted for it, once. Rounds
+repeat every `every_s` while a request that straddled the seed is still running (its
+row pending, no reservation live here), and the window closes when none is left, or
+after `window_s` whatever is left (docs/deployment.md has the argument).
+
+Nothing here is on a request's path: the rounds run in the backend's own background
+task; a round that cannot read the ledger or reach Redis is tried again later.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from gateway.billing.limits.budget import (
+    DEFAULT_RESERVATION_TTL_S,
+    RECONCILE_LOOKBACK_S,
+    SeedWindow,
+)
+from gateway.store.records import PENDING, StoreError, UsageRow
+
+__all__ = ["Reconciler", "RowReader", "Unreachable", "window_args"]
+
+log = logging.getLogger("gateway.billing.limits.reconcile")
+
+RowReader = Callable[[str, float, tuple[str, ...], float], Awaitable[Sequence[UsageRow]]]
+"""(key_id, since, request_ids, now) -> the key's ledger rows created at or after
+`since` and those of `request_ids`, journaled rows merged in (`Gateway.ledger_rows`)."""
+
+Send = Callable[[str, Sequence[object], float], Awaitable[Any]]
+"""Runs `lua/reconcile.lua` for a key with these ARGV (raises `Unreachable`)."""
+
+DELAY_S = 2.0  # ten flush intervals: every instance has written what it journaled
+EVERY_S = 2.0
+WINDOW_S = DEFAULT_RESERVATION_TTL_S + RECONCILE_LOOKBACK_S  # a straddling request ended
+_CHUNK = 1000  # rows per script call
+
+
+class Unreachable(Exception):
+    """Redis did not answer the reconcile (the breaker is open): try again later."""
+
+
+def window_args(window: SeedWindow | None, window_s: float) -> list[object]:
+    """The tail of `lua/load.lua`'s ARGV for `window`: its lifetime, then what the seed
+    counted, by request id."""
+    if window is None:
+        return [""]
+    out: list[object] = [max(1, round(window_s * 1000))]
+    for rid, micros in window.charges:
+        out += [rid, micros]
+    return out
+
+
+def row_args(rows: Sequence[UsageRow]) -> list[object]:
+    """The rows as `lua/reconcile.lua` reads them: id, p/f, micros, created (s)."""
+    out: list[object] = []
+    for r in rows:
+        out += [r.request_id, "p" if r.status == PENDING else "f", r.cost_micros]
+        out.append(math.floor(r.created_at))
+    return out
+
+
+@dataclass(slots=True)
+class _Window:
+    key_id: str
+    gen: str
+    since: float
+    older: tuple[str, ...]
+    due: float  # trio time of the next round
+    ends: float  # trio time from which the window closes whatever is left
+
+
+@dataclass(slots=True)
+class ReconcileStats:
+    """Counters for metrics and tests."""
+
+    rounds: int = 0
+    closed: int = 0
+    added_micros: int = 0  # net micros charged (negative: credit given back)
+    retries: int = 0  # rounds put off: the ledger or Redis did not answer
+
+
+class Reconciler:
+    """The reconcile windows this instance opened, and the task that closes them."""
+
+    def __init__(
+        self,
+        send: Send,
+        reader: RowReader | None,
+        *,
+        delay_s: float = DELAY_S,
+        every_s: float = EVERY_S,
+        window_s: float = WINDOW_S,
+    ) -> None:
+        """`reader` None: no ledger to reconcile with (the seeds open no window)."""
+        self._send = send
+        self._reader = reader
+        self.delay_s = delay_s
+        self.every_s = every_s
+        self.window_s = window_s
+        self._windows: dict[str, _Window] = {}
+        self._wake = trio.Event()
+        self.stats = ReconcileStats()
+
+    @property
+    def enabled(self) -> bool:
+        return self._reader is not None
+
+    @property
+    def open_windows(self) -> int:
+        return len(self._windows)
+
+    def opened(self, key_id: str, gen: str, window: SeedWindow) -> None:
+        """A seed of ours made a fresh budget with `window`: reconcile it from `delay_s`."""
+        if self._reader is None:
+            return
+        now = trio.current_time()
+        older = window.older
+        self._windows[key_id] = _Window(
+            key_id, gen, window.since, older, now + self.delay_s, now + self.window_s
+        )
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background task: run each window's rounds when due, until cancelled."""
+        task_status.started()
+        while True:
+            due = min((w.due for w in self._windows.values()), default=math.inf)
+            with trio.move_on_at(due):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            for w in [w for w in self._windows.values() if w.due <= trio.current_time()]:
+                if await self.round(w):
+                    self._windows.pop(w.key_id, None)
+                else:
+                    w.due = trio.current_time() + self.every_s
+
+    async def reconcile_now(self) -> int:
+        """Run every open window's round now (tests, shutdown); how many stay open."""
+        for w in list(self._windows.values()):
+            if await self.round(w):
+                self._windows.pop(w.key_id, None)
+        return len(self._windows)
+
+    async def round(self, w: _Window) -> bool:
+        """One round for `w`; True once the window is closed (or no longer ours)."""
+        assert self._reader is not None
+        self.stats.rounds += 1
+        now = time.time()
+        last = trio.current_time() >= w.ends
+        try:
+            rows = await self._reader(w.key_id, w.since, w.older, now)
+            unresolved = 0
+            chunks = [rows[i : i + _CHUNK] for i in range(0, len(rows), _CHUNK)] or [rows]
+            for n, chunk in enumerate(chunks):
+                close = "2" if last else "1" if n == len(chunks) - 1 and not unresolved else "0"
+                args = [w.gen, math.floor(now * 1000), close, *row_args(chunk)]
+                reply = await self._send(w.key_id, args, now)
+                if int(reply[0]) != 0:
+                    return True  # Redis lost the window (or re-seeded): nothing to do
+                self.stats.added_micros += int(reply[1])
+                unresolved += int(reply[2])
+        except (StoreError, Unreachable) as e:
+            self.stats.retries += 1
+            log.info("reconcile of key %s put off: %s", w.key_id, e)
+            return last
+        if last or not unresolved:
+            self.stats.closed += 1
+            return True
+        return False
