@@ -28,7 +28,7 @@ from gateway.billing.limits.budget import (
     DEFAULT_RESERVATION_TTL_S,
     RECONCILE_LOOKBACK_S,
     BudgetSeed,
-    SeedWindow,
+    seed_from_view,
 )
 from gateway.billing.limits.core import LimitBackend
 from gateway.billing.limits.memory import MemoryLimitBackend
@@ -273,19 +273,7 @@ class Gateway:
                 "refused rather than risk overspending. Retry shortly.",
                 code="budget_unavailable",
             ) from None
-        window = SeedWindow(
-            since=since,
-            charges=tuple((r.request_id, r.cost_micros) for r in view.rows),
-            older=tuple(r.request_id for r in view.rows if r.created_at < since),
-        )
-        return BudgetSeed.for_limits(
-            limits,
-            now,
-            spent_micros=view.period_cost_micros if limits.spend_period is not None else 0,
-            credit_micros=view.topups_micros - view.cost_micros,
-            last_topup_id=view.last_topup_id,
-            window=window,
-        )
+        return seed_from_view(limits, now, view, since)
 
     async def ledger_rows(
         self, key_id: str, since: float, request_ids: tuple[str, ...], now: float

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway.store.periods import SpendPeriod, period_start
-from gateway.store.records import KeyLimits
+from gateway.store.records import BudgetView, KeyLimits
 
 __all__ = [
     "DEFAULT_RESERVATION_TTL_S",
@@ -54,6 +54,7 @@ __all__ = [
     "new_reservation_id",
     "purge_reservations",
     "reservation_ttl_s",
+    "seed_from_view",
     "zero_seed",
 ]
 
@@ -146,6 +147,24 @@ class BudgetSeed:
             last_topup_id=last_topup_id if limits.prepaid else 0,
             window=window,
         )
+
+
+def seed_from_view(limits: KeyLimits, now: float, view: BudgetView, since: float) -> BudgetSeed:
+    """The seed `limits` needs from the ledger's `view` read at `now`, with the window
+    of the rows it lists (those created at or after `since`, and pending ones)."""
+    window = SeedWindow(
+        since=since,
+        charges=tuple((r.request_id, r.cost_micros) for r in view.rows),
+        older=tuple(r.request_id for r in view.rows if r.created_at < since),
+    )
+    return BudgetSeed.for_limits(
+        limits,
+        now,
+        spent_micros=view.period_cost_micros if limits.spend_period is not None else 0,
+        credit_micros=view.topups_micros - view.cost_micros,
+        last_topup_id=view.last_topup_id,
+        window=window,
+    )
 
 
 Seeder = Callable[[str, KeyLimits, float], Awaitable[BudgetSeed]]
