@@ -198,7 +198,8 @@ async def test_a_request_straddling_the_seed_keeps_the_window_open_until_it_ends
         credit, spent, reserved = await t.live()
         assert (credit, spent, reserved) == (TOPUPS - 2 * WORST - 10, 2 * WORST + 10, WORST)
         # new1's final row is written before its settlement arrives (a settlement queued
-        # while Redis was slow): a round in between charges it, the settlement not again.
+        # while Redis was slow): a round in between leaves it to its settlement, as its
+        # reservation is live.
         t.books.write(row("new1", 20, T0))
         assert await t.backend.reconciler.reconcile_now() == 1
         await t.backend.settle(t.admissions.pop("new1"), 15, 20, T0)
@@ -219,5 +220,17 @@ async def test_a_second_loss_drops_the_first_window(redis: RedisServer) -> None:
         await t.finish("b", 6)  # both lost: the next seed reads their final rows
         await t.start("c", T0)
         await t.finish("c", 7)
+        assert await t.backend.reconciler.reconcile_now() == 0
+        assert await t.live() == (t.books.credit, t.books.spent, 0)
+
+
+async def test_a_settlement_sent_twice_in_the_window_is_charged_once(redis: RedisServer) -> None:
+    """A settlement retried (its first reply lost) is logged in the window: not again."""
+    async with traffic_on(redis.url) as t:
+        await t.start("a", T0)
+        admission = t.admissions["a"]
+        await t.finish("a", 30)
+        await t.backend.settle(admission, 15, 30, T0)
+        assert await t.live() == (TOPUPS - 30, 30, 0)
         assert await t.backend.reconciler.reconcile_now() == 0
         assert await t.live() == (t.books.credit, t.books.spent, 0)
