@@ -276,10 +276,11 @@ class Gateway:
         return seed_from_view(limits, now, view, since)
 
     async def ledger_rows(
-        self, key_id: str, since: float, request_ids: tuple[str, ...], now: float
+        self, key_id: str, since: float | None, request_ids: tuple[str, ...], now: float
     ) -> tuple[UsageRow, ...]:
-        """A key's ledger rows created since `since`, and those of `request_ids`, with
-        the rows journaled here merged in: what a reconcile compares the limiter with."""
+        """A key's ledger rows created since `since` (None: none by time), and those of
+        `request_ids`, with the rows journaled here merged in: what a reconcile compares
+        the limiter with."""
         q = RowQuery(period=None, now=now, since=since, request_ids=request_ids)
         return (await self.ledger.budget_view(key_id, q)).rows
 

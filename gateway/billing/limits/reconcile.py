@@ -42,9 +42,10 @@ __all__ = ["Reconciler", "RowReader", "Unreachable", "window_args"]
 
 log = logging.getLogger("gateway.billing.limits.reconcile")
 
-RowReader = Callable[[str, float, tuple[str, ...], float], Awaitable[Sequence[UsageRow]]]
+RowReader = Callable[[str, float | None, tuple[str, ...], float], Awaitable[Sequence[UsageRow]]]
 """(key_id, since, request_ids, now) -> the key's ledger rows created at or after
-`since` and those of `request_ids`, journaled rows merged in (`Gateway.ledger_rows`)."""
+`since` (None: none by time) and those of `request_ids`, journaled rows merged in
+(`Gateway.ledger_rows`)."""
 
 Send = Callable[[str, Sequence[object], float], Awaitable[Any]]
 """Runs `lua/reconcile.lua` for a key with these ARGV (raises `Unreachable`)."""
@@ -83,8 +84,8 @@ def row_args(rows: Sequence[UsageRow]) -> list[object]:
 class _Window:
     key_id: str
     gen: str
-    since: float
-    older: tuple[str, ...]
+    since: float | None  # None after the first round: only `older` is read
+    older: tuple[str, ...]  # the request ids read whatever their time
     due: float  # trio time of the next round
     ends: float  # trio time from which the window closes whatever is left
 
@@ -162,28 +163,35 @@ class Reconciler:
         return len(self._windows)
 
     async def round(self, w: _Window) -> bool:
-        """One round for `w`; True once the window is closed (or no longer ours)."""
+        """One round for `w`; True once the window is closed (or no longer ours).
+
+        The first reads every row created since the seed's `since` and the older
+        pending ones it counted; once those are reconciled only the requests left
+        unresolved can still change, so later rounds read just those, by id."""
         assert self._reader is not None
         self.stats.rounds += 1
         now = time.time()
         last = trio.current_time() >= w.ends
         try:
             rows = await self._reader(w.key_id, w.since, w.older, now)
-            unresolved = 0
-            chunks = [rows[i : i + _CHUNK] for i in range(0, len(rows), _CHUNK)] or [rows]
-            for n, chunk in enumerate(chunks):
-                close = "2" if last else "1" if n == len(chunks) - 1 and not unresolved else "0"
-                args = [w.gen, math.floor(now * 1000), close, *row_args(chunk)]
+            unresolved: list[str] = []
+            for i in range(0, len(rows), _CHUNK):
+                args = [w.gen, math.floor(now * 1000), "r", *row_args(rows[i : i + _CHUNK])]
                 reply = await self._send(w.key_id, args, now)
                 if int(reply[0]) != 0:
                     return True  # Redis lost the window (or re-seeded): nothing to do
                 self.stats.added_micros += int(reply[1])
-                unresolved += int(reply[2])
+                unresolved += [str(r.decode() if isinstance(r, bytes) else r) for r in reply[2:]]
+            done = last or not unresolved
+            tail = ["x"] if done else ["k", *unresolved]
+            if int((await self._send(w.key_id, [w.gen, 0, *tail], now))[0]) != 0:
+                return True
         except (StoreError, Unreachable) as e:
             self.stats.retries += 1
             log.info("reconcile of key %s put off: %s", w.key_id, e)
             return last
-        if last or not unresolved:
+        if done:
             self.stats.closed += 1
             return True
+        w.since, w.older = None, tuple(unresolved)
         return False

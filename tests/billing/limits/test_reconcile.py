@@ -66,7 +66,7 @@ class Books:
         return seed_from_view(limits, now, self.view(q), since)
 
     async def read(
-        self, key_id: str, since: float, ids: tuple[str, ...], now: float
+        self, key_id: str, since: float | None, ids: tuple[str, ...], now: float
     ) -> tuple[UsageRow, ...]:
         """What `Gateway.ledger_rows` reads."""
         return self.view(RowQuery(None, now, since=since, request_ids=ids)).rows
@@ -194,6 +194,10 @@ async def test_a_request_straddling_the_seed_keeps_the_window_open_until_it_ends
         await t.start("new1", T0)
         await t.finish("new0", 10)
         assert await t.backend.reconciler.reconcile_now() == 1  # both streams still run
+        # From now on only the two streams are watched: the window keeps just theirs.
+        window = t.backend.redis_key("k") + ":w"
+        fields = await t.backend._client.execute("HKEYS", window)
+        assert sorted(f.decode() for f in fields) == ["@g", "@log", "r:unseen", "s:seen"]
         # The unseen stream is charged its worst case meanwhile, like the seen one.
         credit, spent, reserved = await t.live()
         assert (credit, spent, reserved) == (TOPUPS - 2 * WORST - 10, 2 * WORST + 10, WORST)

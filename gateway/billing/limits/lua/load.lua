@@ -5,7 +5,8 @@
 -- then (request_id, micros) pairs (period '-' for none, credit '' for none,
 -- window_ttl_ms '' for no window). Fills in what the budget lacks; credit taken from
 -- the seed also takes the pending top-ups it does not include. A fresh budget also
--- starts a fresh window: '@g' its generation, 's:<request id>' what the seed counted.
+-- starts a fresh window: '@g' its generation, '@log' 1 (settlements log their
+-- charges), 's:<request id>' what the seed counted.
 -- Returns 2 if it made a fresh budget, 1 if it filled something in, else 0.
 local key = KEYS[1]
 local function d(x) return string.format('%d', x) end
@@ -17,7 +18,7 @@ if not h[1] then
              'sp', d(tonumber(ARGV[4])), 'rs', '0')
   redis.call('DEL', KEYS[2], KEYS[3])
   if ARGV[8] ~= '' then
-    redis.call('HSET', KEYS[3], '@g', ARGV[1])
+    redis.call('HSET', KEYS[3], '@g', ARGV[1], '@log', '1')
     for i = 9, #ARGV, 2 do
       redis.call('HSET', KEYS[3], 's:' .. ARGV[i], ARGV[i + 1])
     end

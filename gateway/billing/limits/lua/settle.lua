@@ -5,9 +5,10 @@
 --       (tpm -1: no token correction; gen '': no budget; reservation_id '': none)
 -- Mode 's' settles. Mode 'c' cancels an admission whose reply never came: releases
 -- its reservation if the admission ran, else leaves a tombstone so that it never does.
--- A reservation is released only if its entry is still there: never twice. While a
--- reconcile window is open, each charge is logged there ('c:<request id>') and a
--- request charged already (settled twice, or by the reconcile: 'r:') is not again.
+-- A reservation is released only if its entry is still there: never twice. Until a
+-- reconcile window's first round ('@log' 1), each charge is logged there
+-- ('c:<request id>'); while it is open, a request charged already (settled twice, or
+-- by the reconcile: 'r:') is not charged again.
 -- Returns 1 if the budget was charged here, else 0.
 local key = KEYS[1]
 local zkey = KEYS[2]
@@ -53,10 +54,10 @@ if gen ~= '' and h[4] == gen then
   if rs < 0 then rs = 0 end
   local charge = actual
   if rid ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
-    local w = redis.call('HMGET', KEYS[3], 'c:' .. rid, 'r:' .. rid)
+    local w = redis.call('HMGET', KEYS[3], 'c:' .. rid, 'r:' .. rid, '@log')
     if w[1] or w[2] then
       charge = 0
-    else
+    elseif w[3] == '1' then
       redis.call('HSET', KEYS[3], 'c:' .. rid, d(actual))
     end
   end
