@@ -273,6 +273,8 @@ class GatewayApp:
         metrics.sample("gateway_limits_fail_closed", stats.fail_closed)
         if isinstance(gw.limiter, RedisLimitBackend):
             metrics.sample("gateway_limits_breaker_open", int(gw.limiter.breaker_open))
+            windows = gw.limiter.reconciler.open_windows
+            metrics.sample("gateway_limits_reconcile_windows", windows)
         for name, relay in gw.current.relays.items():
             counts = relay.transport.connections()
             if counts is not None:

@@ -88,6 +88,7 @@ class _Window:
     older: tuple[str, ...]  # the request ids read whatever their time
     due: float  # trio time of the next round
     ends: float  # trio time from which the window closes whatever is left
+    added: int = 0  # micros charged by its rounds so far (negative: given back)
 
 
 @dataclass(slots=True)
@@ -181,6 +182,7 @@ class Reconciler:
                 if int(reply[0]) != 0:
                     return True  # Redis lost the window (or re-seeded): nothing to do
                 self.stats.added_micros += int(reply[1])
+                w.added += int(reply[1])
                 unresolved += [str(r.decode() if isinstance(r, bytes) else r) for r in reply[2:]]
             done = last or not unresolved
             tail = ["x"] if done else ["k", *unresolved]
@@ -192,6 +194,12 @@ class Reconciler:
             return last
         if done:
             self.stats.closed += 1
+            log.info(
+                "budget of key %s reconciled with the ledger: %+d micros charged%s",
+                w.key_id,
+                w.added,
+                f", {len(unresolved)} requests left unreconciled" if unresolved else "",
+            )
             return True
         w.since, w.older = None, tuple(unresolved)
         return False
