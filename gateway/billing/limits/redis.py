@@ -13,7 +13,10 @@ One hash per key, `<prefix>{<key_id>}` (the braces keep a key on one Redis Clust
 slot): `rt rc` and `tt tc` (request and token TAT in ms plus carry), and once the
 budget is seeded `g` (generation), `pk` `ps` (period kind and start), `sp` (spent),
 `rs` (reserved), `cr` and `ti` (credit and the id of the last top-up in it, prepaid
-keys only), and `pt:<id>` for top-ups reported before the credit was seeded. A hash
+keys only), and `pt:<id>` for top-ups reported before the credit was seeded; beside
+it `<key>:r`, the live reservations, and `<key>:w`, the reconcile window a fresh seed
+opens (`gateway.billing.limits.reconcile`: what the seed counted per request and what
+settlements charged since, until the ledger has been reconciled with). A hash
 with a budget expires after `idle_ttl_s` without use (then the ledger seeds it
 again); one without expires as soon as its buckets are empty. Run Redis with
 `maxmemory-policy noeviction` (or a `volatile-*` policy): an evicted budget forgets
