@@ -143,7 +143,9 @@ class Reconciler:
         self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Background task: run each window's rounds when due, until cancelled."""
+        """Background task: run each window's rounds when due, until cancelled. A round
+        that fails in a way not foreseen is logged and tried again: this task must not
+        end (it shares the backend's task group)."""
         task_status.started()
         while True:
             due = min((w.due for w in self._windows.values()), default=math.inf)
@@ -151,17 +153,27 @@ class Reconciler:
                 await self._wake.wait()
             self._wake = trio.Event()
             for w in [w for w in self._windows.values() if w.due <= trio.current_time()]:
-                if await self.round(w):
-                    self._windows.pop(w.key_id, None)
+                try:
+                    closed = await self.round(w)
+                except Exception:
+                    log.exception("reconcile of key %s failed; trying again", w.key_id)
+                    closed = trio.current_time() >= w.ends
+                if closed:
+                    self._done(w)
                 else:
                     w.due = trio.current_time() + self.every_s
 
     async def reconcile_now(self) -> int:
-        """Run every open window's round now (tests, shutdown); how many stay open."""
+        """Run every open window's round now (tests); how many stay open."""
         for w in list(self._windows.values()):
             if await self.round(w):
-                self._windows.pop(w.key_id, None)
+                self._done(w)
         return len(self._windows)
+
+    def _done(self, w: _Window) -> None:
+        """Forget `w` (unless a newer seed of the same key replaced it meanwhile)."""
+        if self._windows.get(w.key_id) is w:
+            del self._windows[w.key_id]
 
     async def round(self, w: _Window) -> bool:
         """One round for `w`; True once the window is closed (or no longer ours).

@@ -13,6 +13,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
 
 from gateway.billing.limits.budget import (
     DEFAULT_RESERVATION_TTL_S,
@@ -24,7 +27,7 @@ from gateway.billing.limits.core import Admission
 from gateway.billing.limits.redis import RedisLimitBackend, open_redis_backend
 from gateway.store.base import RowQuery
 from gateway.store.periods import period_bounds
-from gateway.store.records import PENDING, BudgetView, KeyLimits, UsageRow
+from gateway.store.records import PENDING, BudgetView, KeyLimits, StoreError, UsageRow
 from tests.redis_server import RedisServer
 
 T0 = 1_800_000_000.0
@@ -237,4 +240,35 @@ async def test_a_settlement_sent_twice_in_the_window_is_charged_once(redis: Redi
         await t.backend.settle(admission, 15, 30, T0)
         assert await t.live() == (TOPUPS - 30, 30, 0)
         assert await t.backend.reconciler.reconcile_now() == 0
+        assert await t.live() == (t.books.credit, t.books.spent, 0)
+
+
+async def test_rounds_run_in_the_background_and_outlast_a_ledger_that_fails(
+    redis: RedisServer,
+) -> None:
+    """The backend's own task runs the rounds from `delay_s` after the seed; a ledger
+    that cannot be read (StoreError), or a reader that fails unforeseen, puts a round
+    off: the task goes on and the next round reconciles."""
+    async with traffic_on(redis.url) as t:
+        r = t.backend.reconciler
+        r.delay_s = r.every_s = 0.05
+        failures: list[BaseException] = [StoreError("PostgreSQL away"), RuntimeError("bug")]
+        read = t.books.read
+
+        async def flaky(*args: Any) -> tuple[UsageRow, ...]:
+            if failures:
+                raise failures.pop(0)
+            return await read(*args)
+
+        r._reader = flaky
+        await t.start("old", T0 - 1)
+        await t.lose_redis()
+        await t.start("new", T0)
+        await t.finish("old", 100)
+        await t.finish("new", 200)
+        for _ in range(250):  # at most 5 s
+            if not r.open_windows:
+                break
+            await trio.sleep(0.02)
+        assert failures == [] and r.stats.retries == 1 and r.stats.closed == 1
         assert await t.live() == (t.books.credit, t.books.spent, 0)
