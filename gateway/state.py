@@ -263,6 +263,7 @@ class Gateway:
             now=now,
             since=since,
             pending_since=now - DEFAULT_RESERVATION_TTL_S,
+            credit=limits.prepaid,
         )
         try:
             view = await self.ledger.budget_view(key_id, q)
@@ -281,7 +282,7 @@ class Gateway:
         """A key's ledger rows created since `since` (None: none by time), and those of
         `request_ids`, with the rows journaled here merged in: what a reconcile compares
         the limiter with."""
-        q = RowQuery(period=None, now=now, since=since, request_ids=request_ids)
+        q = RowQuery(period=None, now=now, since=since, request_ids=request_ids, credit=False)
         return (await self.ledger.budget_view(key_id, q)).rows
 
     async def _on_topup(self, topup: Topup) -> None:

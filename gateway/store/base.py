@@ -217,15 +217,18 @@ def merged_cost(
 
 @dataclass(frozen=True, slots=True)
 class RowQuery:
-    """Which of a key's rows a `BudgetView` lists, and the period it sums: rows
-    created at or after `since`, pending rows created at or after `pending_since`,
-    and the rows of `request_ids` (`since`/`pending_since` None: none by time)."""
+    """Which of a key's rows a `BudgetView` lists, and what it sums: rows created at
+    or after `since`, pending rows created at or after `pending_since`, and the rows
+    of `request_ids` (`since`/`pending_since` None: none by time); the cost in
+    `period` (None: none), and with `credit` the top-ups and the cost of all rows
+    (False: 0, and none of the key's history is read)."""
 
     period: SpendPeriod | None
     now: float
     since: float | None = None
     pending_since: float | None = None
     request_ids: tuple[str, ...] = ()
+    credit: bool = True
 
     def wants(self, row: UsageRow) -> bool:
         """Whether `row` (one of the key's, as merged) is one this query lists."""

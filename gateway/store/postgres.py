@@ -458,14 +458,16 @@ class PostgresStore:
         merged in as `write_usage` would."""
         mine = [r for r in pending if r.key_id == key_id]
         with self._read() as c:
-            row = c.execute(
-                "SELECT COALESCE(SUM(micros), 0), COALESCE(MAX(topup_id), 0) FROM topups"
-                " WHERE key_id = %s",
-                (key_id,),
-            ).fetchone()
-            assert row is not None
-            cost = self._cost(c, key_id, None, None, mine)
-            period = 0
+            topups = last_id = cost = period = 0
+            if q.credit:
+                row = c.execute(
+                    "SELECT COALESCE(SUM(micros), 0), COALESCE(MAX(topup_id), 0) FROM topups"
+                    " WHERE key_id = %s",
+                    (key_id,),
+                ).fetchone()
+                assert row is not None
+                topups, last_id = int(row[0]), int(row[1])
+                cost = self._cost(c, key_id, None, None, mine)
             if q.period is not None:
                 period = self._cost(c, key_id, *period_bounds(q.period, q.now), mine)
             stored: dict[str, UsageRow] = {}
@@ -482,7 +484,7 @@ class PostgresStore:
                 ).fetchall():
                     stored[r[0]] = UsageRow(*r)
         rows = merged_rows(stored, mine, key_id, q)
-        return BudgetView(int(row[0]), int(row[1]), cost, period, rows)
+        return BudgetView(topups, last_id, cost, period, rows)
 
     def add_refusals(self, counts: Sequence[RefusalCount]) -> None:
         if not counts:

@@ -464,13 +464,14 @@ class SqliteStore:
         `pending` merged in as `write_usage` would."""
         mine = [r for r in pending if r.key_id == key_id]
         with self._read() as c:
-            (topups, last_id) = c.execute(
-                "SELECT COALESCE(SUM(micros), 0), COALESCE(MAX(topup_id), 0) FROM topups "
-                "WHERE key_id = ?",
-                (key_id,),
-            ).fetchone()
-            cost = self._cost(key_id, None, None, mine)
-            period = 0
+            topups = last_id = cost = period = 0
+            if q.credit:
+                (topups, last_id) = c.execute(
+                    "SELECT COALESCE(SUM(micros), 0), COALESCE(MAX(topup_id), 0) FROM topups "
+                    "WHERE key_id = ?",
+                    (key_id,),
+                ).fetchone()
+                cost = self._cost(key_id, None, None, mine)
             if q.period is not None:
                 period = self._cost(key_id, *period_bounds(q.period, q.now), mine)
             stored: dict[str, UsageRow] = {}

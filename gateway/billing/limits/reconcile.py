@@ -136,9 +136,8 @@ class Reconciler:
         if self._reader is None:
             return
         now = trio.current_time()
-        older = window.older
         self._windows[key_id] = _Window(
-            key_id, gen, window.since, older, now + self.delay_s, now + self.window_s
+            key_id, gen, window.since, window.older, now + self.delay_s, now + self.window_s
         )
         self._wake.set()
 
