@@ -26,7 +26,8 @@ _LOCK: Final = 7_236_112_014  # pg_advisory_xact_lock id: "gateway migrations"
 
 # (version, what it does, SQL). Version 1 is the SQLite schema 3 (keys, top-ups,
 # usage with deployment, attempts, x_request_id and key_name, refusals); version 2 the
-# stored responses (the SQLite file's `responses` table, gateway/store/responses.py).
+# stored responses (the SQLite file's `responses` table, gateway/store/responses.py);
+# version 3 the indexes a usage report of one key reads (gateway/store/reports.py).
 MIGRATIONS: Final[tuple[tuple[int, str, LiteralString], ...]] = (
     (
         1,
@@ -101,6 +102,14 @@ CREATE TABLE responses (
     input_items BYTEA NOT NULL
 );
 CREATE INDEX responses_created ON responses (created_at);
+""",
+    ),
+    (
+        3,
+        "indexes for one key's usage report (a config key's rows, refusals by key)",
+        """
+CREATE INDEX usage_config_key_time ON usage (key_name, created_at) WHERE key_id IS NULL;
+CREATE INDEX refusals_key ON refusals (key_id, key_name, minute);
 """,
     ),
 )

@@ -26,7 +26,9 @@ Schema versions (`PRAGMA user_version`): 1, the first; 2 adds the usage columns
 `deployment` and `attempts` (docs/routing.md); 3 adds `usage.x_request_id` (the request
 id of docs/operations.md), `usage.key_name` and the `refusals` table. Opening an older
 file adds what it lacks in place (`ALTER TABLE ... ADD COLUMN`: defaults '' and 1, and
-NULL, for the rows already there); a file newer than this gateway is refused.
+NULL, for the rows already there); a file newer than this gateway is refused. Indexes
+added later (one key's usage report: `usage_config_key_time`, `refusals_key`) are made
+when a file is opened, without a new version: an older gateway can still open it.
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, created_at);
 CREATE INDEX IF NOT EXISTS usage_time ON usage (created_at);
 CREATE INDEX IF NOT EXISTS usage_x_request_id ON usage (x_request_id);
+CREATE INDEX IF NOT EXISTS usage_config_key_time ON usage (key_name, created_at)
+    WHERE key_id IS NULL;
 CREATE TABLE IF NOT EXISTS refusals (
     minute INTEGER NOT NULL,
     key_id TEXT NOT NULL,
@@ -133,6 +137,7 @@ CREATE TABLE IF NOT EXISTS refusals (
     count INTEGER NOT NULL,
     PRIMARY KEY (minute, key_id, key_name, model, provider, status, code)
 );
+CREATE INDEX IF NOT EXISTS refusals_key ON refusals (key_id, key_name, minute);
 """
 
 # Columns added after version 1: (table, column, declaration). A file made by an older

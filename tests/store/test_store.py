@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -32,6 +33,7 @@ from gateway.store.records import (
     StoreError,
     Topup,
 )
+from gateway.store.reports import POSTGRES, SQLITE, usage_report
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
 from tests.store.test_sqlite import NOW, row, ts, wait_for
 
@@ -246,6 +248,47 @@ def test_a_budget_view_lists_the_rows_asked_for_merged_like_the_upsert(store: St
     by_id = store.budget_view(k, RowQuery(None, NOW, request_ids=ids, credit=False))
     assert [r.request_id for r in by_id.rows] == ["mid-final"]  # another key's row is not
     assert (by_id.topups_micros, by_id.cost_micros, by_id.period_cost_micros) == (0, 0, 0)
+
+
+class Explained:
+    """A connection that explains each query instead of running it (no rows back)."""
+
+    def __init__(self, c: Any, prefix: str) -> None:
+        self.c, self.prefix = c, prefix
+        self.plan: list[str] = []
+
+    def execute(self, sql: Any, params: Any = ()) -> Explained:
+        self.plan += [str(r[-1]) for r in self.c.execute(self.prefix + sql, params).fetchall()]
+        return self
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+
+@pytest.mark.parametrize("key", ["k1", "config-key-name"])
+def test_one_keys_usage_report_reads_indexes_not_whole_tables(
+    store: Store, backend: Backend, key: str
+) -> None:
+    """A managed key's id or a config key's name: either way every table is read
+    through an index (PostgreSQL told to avoid sequential scans, as it would on a big
+    ledger)."""
+    store.write_usage([row(f"r{i}", "k1" if i % 2 else None, i) for i in range(20)])
+    store.add_refusals([RefusalCount(60, "k1", "n", "m", "p", 429, "rpm", 1)])
+    with store._read() as c:  # type: ignore[attr-defined]
+        if backend.name == "postgres":
+            c.execute("SET LOCAL enable_seqscan = off")
+            explained = Explained(c, "EXPLAIN ")
+            dialect = POSTGRES
+        else:
+            explained = Explained(c, "EXPLAIN QUERY PLAN ")
+            dialect = SQLITE
+        usage_report(explained, "model", key=key, dialect=dialect)
+        usage_report(explained, "model", since=NOW - 86400, key=key, dialect=dialect)
+    plan = "\n".join(explained.plan)
+    for scan in ("SCAN usage", "SCAN refusals", "Seq Scan", "usage_time"):
+        assert scan not in plan, plan
+    for index in ("usage_key_time", "usage_config_key_time", "refusals_key"):
+        assert plan.count(index) == 2, plan
 
 
 def test_usage_summary_by_model_and_status(store: Store) -> None:
