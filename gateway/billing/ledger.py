@@ -179,8 +179,7 @@ class Ledger:
 
     def _rotate(self) -> None:
         """Seal the current journal (if it holds rows) and start a new one; while sealed
-        journals wait for a store that failed, only once it holds `journal_rows` rows.
-        Past `memory_rows`, the oldest sealed journals' rows are left in their files."""
+        journals wait for a store that failed, only once it holds `journal_rows` rows."""
         current = self._current
         if current is not None and (
             not current.count or (self._sealed and current.count < self.journal_rows)
@@ -191,6 +190,10 @@ class Ledger:
             self._sealed.append(current)
             self._held += current.count
         self._current = fresh
+
+    def _evict(self) -> None:
+        """After a failed flush: past `memory_rows`, leave the oldest sealed journals'
+        rows in their files only. (Not before a flush: it would read them back at once.)"""
         for journal in self._sealed:
             if self._held <= self.memory_rows:
                 break
@@ -309,7 +312,11 @@ class Ledger:
                     rows += await journal.load()
                     batch.append(journal)
                 unique = collapse(rows)  # one write per request
-                await self._db.write_usage(unique)
+                try:
+                    await self._db.write_usage(unique)
+                except BaseException:
+                    self._evict()
+                    raise
                 del self._sealed[: len(batch)]
                 for journal in batch:
                     if journal.rows is not None:
