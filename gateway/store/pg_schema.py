@@ -134,24 +134,30 @@ def applied_version(conn: psycopg.Connection[tuple[object, ...]]) -> int:
 
 
 def migrate(conn: psycopg.Connection[tuple[object, ...]], where: str) -> list[int]:
-    """Apply the missing migrations, each in its own transaction, holding the lock;
-    returns the versions applied. StoreError for a schema newer than this gateway's."""
+    """Apply the missing migrations, each in its own transaction, holding the lock for
+    the whole run (so one runner applies all that is missing and the others, waiting,
+    find nothing left); returns the versions applied. StoreError for a schema newer
+    than this gateway's. `conn` is in autocommit mode."""
     done: list[int] = []
-    for version, name, sql in MIGRATIONS:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-            conn.execute(_TRACK)
-            current = applied_version(conn)
-            if current > SCHEMA_VERSION:
-                raise StoreError(_newer(where, current))
-            if version <= current:
-                continue
-            conn.execute(sql)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
-                (version, name, time.time()),
-            )
-            done.append(version)
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK,))
+    try:
+        for version, name, sql in MIGRATIONS:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+                conn.execute(_TRACK)
+                current = applied_version(conn)
+                if current > SCHEMA_VERSION:
+                    raise StoreError(_newer(where, current))
+                if version <= current:
+                    continue
+                conn.execute(sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                    (version, name, time.time()),
+                )
+                done.append(version)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
     return done
 
 

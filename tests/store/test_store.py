@@ -288,7 +288,7 @@ def test_one_keys_usage_report_reads_indexes_not_whole_tables(
     for scan in ("SCAN usage", "SCAN refusals", "Seq Scan", "usage_time"):
         assert scan not in plan, plan
     for index in ("usage_key_time", "usage_config_key_time", "refusals_key"):
-        assert plan.count(index) == 2, plan
+        assert index in plan, plan
 
 
 def test_usage_summary_by_model_and_status(store: Store) -> None:
