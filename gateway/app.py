@@ -214,7 +214,10 @@ class GatewayApp:
             if state.redis_url:
                 backend = await stack.enter_async_context(
                     open_redis_backend(
-                        state.redis_url, seeder=gw.seed_budget, timeout_s=state.redis_timeout_s
+                        state.redis_url,
+                        seeder=gw.seed_budget,
+                        timeout_s=state.redis_timeout_s,
+                        rows=gw.ledger_rows,  # a seed under traffic is reconciled with these
                     )
                 )
                 gw.limiter = backend
@@ -274,6 +277,8 @@ class GatewayApp:
         metrics.sample("gateway_limits_fail_closed", stats.fail_closed)
         if isinstance(gw.limiter, RedisLimitBackend):
             metrics.sample("gateway_limits_breaker_open", int(gw.limiter.breaker_open))
+            windows = gw.limiter.reconciler.open_windows
+            metrics.sample("gateway_limits_reconcile_windows", windows)
         for name, relay in gw.current.relays.items():
             counts = relay.transport.connections()
             if counts is not None:

@@ -13,7 +13,6 @@ background work, drain).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -25,7 +24,12 @@ import trio
 from gateway.auth.cache import ManagedKeyStore
 from gateway.auth.principal import Authenticator, StaticKeyStore
 from gateway.billing.ledger import Ledger
-from gateway.billing.limits.budget import BudgetSeed
+from gateway.billing.limits.budget import (
+    DEFAULT_RESERVATION_TTL_S,
+    RECONCILE_LOOKBACK_S,
+    BudgetSeed,
+    seed_from_view,
+)
 from gateway.billing.limits.core import LimitBackend
 from gateway.billing.limits.memory import MemoryLimitBackend
 from gateway.billing.refusals import Refusals
@@ -36,8 +40,8 @@ from gateway.observability.observer import Observer
 from gateway.observability.traces import NO_TRACER, Tracer
 from gateway.offload import Offload
 from gateway.providers.registry import provider_for
-from gateway.store.base import AsyncStore
-from gateway.store.records import KeyLimits, StoreError, Topup
+from gateway.store.base import AsyncStore, RowQuery
+from gateway.store.records import KeyLimits, StoreError, Topup, UsageRow
 from gateway.store.responses import ResponseStore, SqliteResponses, SqliteResponseTable
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
 from gateway.upstream.media_fetch import MediaFetcher
@@ -247,15 +251,22 @@ class Gateway:
                 await snap.fetcher.aclose()
 
     async def seed_budget(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
-        """The limiter's seed from the ledger, with the id of the last top-up its credit
-        includes, so that the key cache's report of that top-up is not counted again.
-        A ledger that cannot be read (PostgreSQL away) refuses the request with 503
-        `budget_unavailable`, as an unreachable Redis does: spend is never guessed."""
+        """The limiter's seed from the ledger, read on one snapshot: spend in the period,
+        credit with the id of the last top-up it includes (so that the key cache's
+        report of that top-up is not counted again), and the `SeedWindow` a shared
+        limiter reconciles with later. A ledger that cannot be read (PostgreSQL away)
+        refuses the request with 503 `budget_unavailable`, as an unreachable Redis
+        does: spend is never guessed."""
+        since = now - RECONCILE_LOOKBACK_S
+        q = RowQuery(
+            period=limits.spend_period,
+            now=now,
+            since=since,
+            pending_since=now - DEFAULT_RESERVATION_TTL_S,
+            credit=limits.prepaid,
+        )
         try:
-            seed = await self.ledger.seed(key_id, limits, now)
-            if limits.prepaid:
-                balance, last_topup = await self.ledger.credit_snapshot(key_id)
-                seed = dataclasses.replace(seed, credit_micros=balance, last_topup_id=last_topup)
+            view = await self.ledger.budget_view(key_id, q)
         except StoreError as e:
             log.warning("budget of key %s not loaded from the ledger: %s", key_id, e)
             raise GatewayUnavailable(
@@ -263,7 +274,16 @@ class Gateway:
                 "refused rather than risk overspending. Retry shortly.",
                 code="budget_unavailable",
             ) from None
-        return seed
+        return seed_from_view(limits, now, view, since)
+
+    async def ledger_rows(
+        self, key_id: str, since: float | None, request_ids: tuple[str, ...], now: float
+    ) -> tuple[UsageRow, ...]:
+        """A key's ledger rows created since `since` (None: none by time), and those of
+        `request_ids`, with the rows journaled here merged in: what a reconcile compares
+        the limiter with."""
+        q = RowQuery(period=None, now=now, since=since, request_ids=request_ids, credit=False)
+        return (await self.ledger.budget_view(key_id, q)).rows
 
     async def _on_topup(self, topup: Topup) -> None:
         # Each top-up counts once, however many workers' caches report it.

@@ -50,6 +50,13 @@ ttft_ms = 0
 tokens_per_s = 0
 price_input_per_mtok = 10
 price_output_per_mtok = 100
+
+[models."mock-slow"]
+provider = "mock"
+ttft_ms = 2500
+tokens_per_s = 20
+price_input_per_mtok = 10
+price_output_per_mtok = 100
 """
 
 
@@ -239,6 +246,85 @@ def test_no_cent_is_created_or_lost_across_a_redis_restart(machines: Machines) -
     shown = machines.admin("B", "GET", f"/keys/{key_id}")
     assert shown["credit_micros"] == 6000 - spent  # the ledger's balance
     assert shown["limits"]["budget"]["credit_micros"] == 6000 - spent  # Redis's: none lost
+
+
+def test_credit_is_reconciled_with_the_ledger_across_a_redis_restart_under_traffic(
+    machines: Machines,
+) -> None:
+    """Redis killed and restarted while A and B serve a prepaid key (streams in flight,
+    rows not yet written): once the traffic stopped and the reconcile ran, Redis's
+    credit and day spend are the ledger's to the micro-dollar, and top-ups minus the
+    ledger's cost is the live credit: no cent created or lost."""
+    key_id, key = machines.new_key(
+        "A", credit_micros=50_000_000, spend_limit_micros=50_000_000, spend_period="day"
+    )
+    urls = [machines.urls["A"], machines.urls["B"]]
+    within(2.0, lambda: all(status_of(u, key) == 200 for u in urls))
+    stop = threading.Event()
+    answered: list[int] = []
+    unexpected: list[str] = []
+
+    def traffic(base: str, stream: bool) -> None:
+        with openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=20) as c:
+            while not stop.is_set():
+                try:
+                    one(c, stream)
+                    answered.append(1)
+                except openai.APIStatusError as e:  # budgets fail closed while Redis is away
+                    if e.status_code != 503:
+                        unexpected.append(repr(e))
+                    time.sleep(0.05)
+
+    def one(client: openai.OpenAI, stream: bool) -> None:
+        messages: Any = [{"role": "user", "content": "tell me about credit"}]
+        if not stream:
+            client.chat.completions.create(model="mock-priced", messages=messages, max_tokens=200)
+            return
+        chunks = client.chat.completions.create(
+            model="mock-slow", messages=messages, max_tokens=200, stream=True
+        )
+        for _ in chunks:
+            pass
+
+    threads = [
+        threading.Thread(target=traffic, args=(u, stream))
+        for u in urls
+        for stream in (True, True, False)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)  # streams are in flight (2.5 s to their first token)
+        machines.redis.kill()
+        machines.redis.start()
+        time.sleep(3.0)  # the breakers close, a seed is read, traffic goes on
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert unexpected == [] and len(answered) > 20
+
+    def balances() -> tuple[int, int, int, int]:
+        shown = machines.admin("A", "GET", f"/keys/{key_id}")
+        budget = shown["limits"]["budget"]
+        today = int(time.time() // 86400) * 86400
+        [(topups,)] = machines.rows("SELECT SUM(micros) FROM topups WHERE key_id = %s", key_id)
+        [(spent,)] = machines.rows(
+            "SELECT COALESCE(SUM(cost_micros), 0) FROM usage WHERE key_id = %s"
+            " AND created_at >= %s",
+            key_id,
+            today,
+        )
+        return budget["credit_micros"], topups - spent, budget["spent_micros"], spent
+
+    deadline = time.monotonic() + 15  # rounds every 2 s from 2 s after the seed
+    while (b := balances()) and (b[0] != b[1] or b[2] != b[3]):
+        assert time.monotonic() < deadline, b
+        time.sleep(0.5)
+    [(pending,)] = machines.rows(
+        "SELECT COUNT(*) FROM usage WHERE key_id = %s AND status = 'pending'", key_id
+    )
+    assert pending == 0
 
 
 def test_kill_9_of_one_instance_loses_no_answered_request(machines: Machines) -> None:

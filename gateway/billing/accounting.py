@@ -292,7 +292,13 @@ async def admit(
         body = {**body, "max_completion_tokens": cap}
     ttl = None if deadline_s is None else reservation_ttl_s(deadline_s)
     admission = await limiter.admit(
-        principal.key_id, limits, prompt + cap * choices, worst, time.time(), reservation_ttl_s=ttl
+        principal.key_id,
+        limits,
+        prompt + cap * choices,
+        worst,
+        time.time(),
+        reservation_ttl_s=ttl,
+        reservation_id=request_id,  # the ledger's id: a reconcile matches the two
     )
     account = books(
         body=body,

@@ -23,9 +23,16 @@ live process holds (their writer died) into the store and deletes it; the upsert
 `request_id` makes a replay idempotent, so a crash between commit and delete
 duplicates nothing.
 
+While the store is unreachable the journal grows on disk; memory holds at most
+`memory_rows` of the rows waiting (the oldest journals' rows are read back from their
+files when written, or when a seed needs them), and a new journal file is started only
+when the waiting ones hold `journal_rows` rows, so that an outage of hours keeps a few
+hundred files open, not one per flush interval.
+
 Spend and credit (which seed the limiter) are the stored ledger plus the rows this
-process has journaled but not yet committed: `spent_in_period` and
-`credit_balance` merge the two exactly.
+process has journaled but not yet committed: `spent_in_period`, `credit_balance`
+and `budget_view` (all of a key's budget and the rows a reconcile asks for, on one
+snapshot) merge the two exactly.
 """
 
 from __future__ import annotations
@@ -42,14 +49,16 @@ import orjson
 import trio
 
 from gateway.billing.limits.budget import BudgetSeed
-from gateway.store.base import AsyncStore, collapse
+from gateway.store.base import AsyncStore, RowQuery, collapse
 from gateway.store.periods import SpendPeriod
-from gateway.store.records import KeyLimits, StoreError, UsageRow
+from gateway.store.records import BudgetView, KeyLimits, StoreError, UsageRow
 
 log = logging.getLogger("gateway.billing.ledger")
 
 SUFFIX: Final = ".jsonl"
 DRAIN_TIMEOUT_S: Final = 10.0  # how long shutdown may spend writing what is left
+MEMORY_ROWS: Final = 50_000  # rows waiting to be written held in memory, at most (~15 MB)
+JOURNAL_ROWS: Final = 10_000  # while rows wait, a journal file holds this many
 
 
 @dataclass(eq=False, slots=True)
@@ -58,11 +67,20 @@ class _Journal:
 
     path: Path
     fd: int
-    rows: list[UsageRow] = field(default_factory=list)
+    rows: list[UsageRow] | None = field(default_factory=list)  # None: only in the file
+    count: int = 0  # rows written to it
+    keys: set[str | None] = field(default_factory=set)  # the keys of those rows
     size: int = 0  # bytes written: a torn write is cut back to this
     users: int = 0  # fsyncs in flight: close only when they are done
     dir_synced: bool = False  # fsync mode: the directory entry is on disk
     retired: bool = False
+
+    async def load(self) -> list[UsageRow]:
+        """Its rows: from memory, else read back from its file (in a worker thread)."""
+        if self.rows is not None:
+            return self.rows
+        data = await trio.to_thread.run_sync(self.path.read_bytes)
+        return read_journal(data, str(self.path))
 
     def release(self) -> None:
         """Delete the file (its rows are committed) and close it once no fsync uses it."""
@@ -110,15 +128,20 @@ class Ledger:
         *,
         fsync: bool = False,
         flush_interval_s: float = 0.2,
+        memory_rows: int = MEMORY_ROWS,
+        journal_rows: int = JOURNAL_ROWS,
     ) -> None:
         self._db = db
+        self.memory_rows = memory_rows
+        self.journal_rows = journal_rows
         self.journal_dir = Path(journal_dir)
         self.fsync = fsync
         self.flush_interval_s = flush_interval_s
         self._instance = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._seq = 0
         self._current: _Journal | None = None
-        self._sealed: list[_Journal] = []  # waiting for their commit
+        self._sealed: list[_Journal] = []  # waiting for their commit, oldest first
+        self._held = 0  # rows of `_sealed` held in memory
         self._flush_lock = trio.Lock()
         self.rows_written = 0  # committed to the store by this process
         self.flush_failures = 0
@@ -131,10 +154,19 @@ class Ledger:
         *,
         fsync: bool = False,
         flush_interval_s: float = 0.2,
+        memory_rows: int = MEMORY_ROWS,
+        journal_rows: int = JOURNAL_ROWS,
     ) -> Ledger:
         """Replay the journals of dead processes into the store, then start a journal of
         our own. Call before serving (and before seeding limits from the ledger)."""
-        ledger = cls(db, journal_dir, fsync=fsync, flush_interval_s=flush_interval_s)
+        ledger = cls(
+            db,
+            journal_dir,
+            fsync=fsync,
+            flush_interval_s=flush_interval_s,
+            memory_rows=memory_rows,
+            journal_rows=journal_rows,
+        )
         await ledger.start()
         return ledger
 
@@ -146,13 +178,28 @@ class Ledger:
     # -------------------------------------------------------------- journal
 
     def _rotate(self) -> None:
-        """Seal the current journal (if it holds rows) and start a new one."""
-        if self._current is not None and not self._current.rows:
+        """Seal the current journal (if it holds rows) and start a new one; while sealed
+        journals wait for a store that failed, only once it holds `journal_rows` rows."""
+        current = self._current
+        if current is not None and (
+            not current.count or (self._sealed and current.count < self.journal_rows)
+        ):
             return
         fresh = self._new_journal()  # if this fails, nothing has changed
-        if self._current is not None:
-            self._sealed.append(self._current)
+        if current is not None:
+            self._sealed.append(current)
+            self._held += current.count
         self._current = fresh
+
+    def _evict(self) -> None:
+        """After a failed flush: past `memory_rows`, leave the oldest sealed journals'
+        rows in their files only. (Not before a flush: it would read them back at once.)"""
+        for journal in self._sealed:
+            if self._held <= self.memory_rows:
+                break
+            if journal.rows is not None:
+                journal.rows = None
+                self._held -= journal.count
 
     def _new_journal(self) -> _Journal:
         self._seq += 1
@@ -192,7 +239,10 @@ class Ledger:
             os.ftruncate(journal.fd, journal.size)  # no torn line for the next row to join
             raise
         journal.size += written
+        assert journal.rows is not None  # the current journal's are always held
         journal.rows.append(row)
+        journal.count += 1
+        journal.keys.add(row.key_id)
         if self.fsync:
             journal.users += 1
             try:
@@ -213,33 +263,67 @@ class Ledger:
     @property
     def backlog_rows(self) -> int:
         """How many rows are journaled but not yet committed to the store (a metric)."""
-        rows = sum(len(j.rows) for j in self._sealed)
-        return rows + (len(self._current.rows) if self._current is not None else 0)
+        rows = sum(j.count for j in self._sealed)
+        return rows + (self._current.count if self._current is not None else 0)
 
-    def pending(self) -> list[UsageRow]:
-        """Rows journaled but not yet committed to the store, in order."""
-        rows = [r for j in self._sealed for r in j.rows]
-        if self._current is not None:
-            rows += self._current.rows
+    @property
+    def held_rows(self) -> int:
+        """How many of those are held in memory (at most `memory_rows` plus the
+        current journal's)."""
+        return self._held + (self._current.count if self._current is not None else 0)
+
+    def _journals(self) -> list[_Journal]:
+        return [*self._sealed, *([self._current] if self._current is not None else [])]
+
+    async def pending(self, key_id: str | None = None, *, only: bool = False) -> list[UsageRow]:
+        """Rows journaled but not yet committed to the store, in order; with `only`,
+        just those of `key_id` (the journals without its rows are not read)."""
+        rows: list[UsageRow] = []
+        for journal in self._journals():
+            if only and key_id not in journal.keys:
+                continue
+            rows += (r for r in await journal.load() if not only or r.key_id == key_id)
         return rows
 
     # --------------------------------------------------------------- writer
 
     async def flush(self) -> int:
-        """Commit every journaled row to the store, then delete their journal files.
-        On failure (or cancellation) the rows stay journaled for the next try."""
+        """Commit every journaled row to the store, then delete their journal files:
+        the oldest journals first, at most `memory_rows` rows to a transaction (the
+        lock is let go between them, so a seed need not wait for a long backlog). On
+        failure (or cancellation) the rows stay journaled for the next try."""
+        written = 0
         async with self._flush_lock:
             self._rotate()
-            if not self._sealed:
-                return 0
-            batch = list(self._sealed)
-            rows = collapse(r for j in batch for r in j.rows)  # one write per request
-            await self._db.write_usage(rows)
-            for journal in batch:
-                self._sealed.remove(journal)
-                journal.release()
-            self.rows_written += len(rows)
-            return len(rows)
+            # Rows held back in the current journal behind a backlog go once it is gone.
+            held_back = self._current is not None and self._current.count > 0
+        while True:
+            async with self._flush_lock:
+                if not self._sealed and held_back:
+                    held_back = False
+                    self._rotate()
+                if not self._sealed:
+                    return written
+                batch: list[_Journal] = []
+                rows: list[UsageRow] = []
+                for journal in self._sealed:
+                    if batch and len(rows) + journal.count > self.memory_rows:
+                        break
+                    rows += await journal.load()
+                    batch.append(journal)
+                unique = collapse(rows)  # one write per request
+                try:
+                    await self._db.write_usage(unique)
+                except BaseException:
+                    self._evict()
+                    raise
+                del self._sealed[: len(batch)]
+                for journal in batch:
+                    if journal.rows is not None:
+                        self._held -= journal.count
+                    journal.release()
+                self.rows_written += len(unique)
+                written += len(unique)
 
     async def run_writer(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -269,13 +353,14 @@ class Ledger:
         with trio.CancelScope(shield=True) as drain:
             drain.deadline = trio.current_time() + DRAIN_TIMEOUT_S
             await self._flush_logged()
-        for journal in [*self._sealed, *([self._current] if self._current else [])]:
-            if journal.rows:  # keep the file for replay; just let go of it
+        for journal in self._journals():
+            if journal.count:  # keep the file for replay; just let go of it
                 os.close(journal.fd)
                 journal.fd = -1
             else:
                 journal.release()
         self._sealed.clear()
+        self._held = 0
         self._current = None
 
     # --------------------------------------------------------------- replay
@@ -321,19 +406,21 @@ class Ledger:
 
     # ---------------------------------------------------------- spend/credit
 
-    def _pending_for(self, key_id: str) -> list[UsageRow]:
-        return [r for r in self.pending() if r.key_id == key_id]
+    async def _pending_for(self, key_id: str) -> list[UsageRow]:
+        return await self.pending(key_id, only=True)
 
     async def spent_in_period(self, key_id: str, period: SpendPeriod, now: float) -> int:
         """A key's spend in the UTC day or month containing `now`, journaled rows included."""
         async with self._flush_lock:  # no batch half-committed while we read
-            return await self._db.spent_in_period(key_id, period, now, self._pending_for(key_id))
+            return await self._db.spent_in_period(
+                key_id, period, now, await self._pending_for(key_id)
+            )
 
     async def seed(self, key_id: str, limits: KeyLimits, now: float) -> BudgetSeed:
         """A key's budget as the ledger knows it: a `limits.budget.Seeder` for the limit backends.
         Spend and credit are read under one lock, journaled rows included."""
         async with self._flush_lock:
-            pending = self._pending_for(key_id)
+            pending = await self._pending_for(key_id)
             spent = 0
             if limits.spend_period is not None:
                 spent = await self._db.spent_in_period(key_id, limits.spend_period, now, pending)
@@ -341,6 +428,12 @@ class Ledger:
             if limits.prepaid:
                 credit = await self._db.credit_balance(key_id, pending)
         return BudgetSeed.for_limits(limits, now, spent_micros=spent, credit_micros=credit)
+
+    async def budget_view(self, key_id: str, q: RowQuery) -> BudgetView:
+        """A key's top-ups, costs and the rows `q` lists, on one snapshot of the store
+        with the rows journaled here merged in (no batch half-committed meanwhile)."""
+        async with self._flush_lock:
+            return await self._db.budget_view(key_id, q, await self._pending_for(key_id))
 
     async def credit_balance(self, key_id: str) -> int:
         """A prepaid key's top-ups minus all its usage, journaled rows included."""
@@ -350,4 +443,4 @@ class Ledger:
         """(credit balance, id of the last top-up it includes): a limiter that seeds
         from this can skip top-ups up to that id when `ManagedKeyStore` reports them."""
         async with self._flush_lock:
-            return await self._db.credit_snapshot(key_id, self._pending_for(key_id))
+            return await self._db.credit_snapshot(key_id, await self._pending_for(key_id))

@@ -207,6 +207,11 @@ FAMILIES: Final = (
         merge="max",
     ),
     Family(
+        "gateway_limits_reconcile_windows",
+        "gauge",
+        "Keys whose budget, seeded under traffic, is still being reconciled with the ledger.",
+    ),
+    Family(
         "gateway_upstream_connections",
         "gauge",
         "Pooled upstream connections by provider and state (busy, idle).",
@@ -225,6 +230,7 @@ SAMPLED: Final = frozenset(
         "gateway_limits_fail_open",
         "gateway_limits_fail_closed",
         "gateway_limits_breaker_open",
+        "gateway_limits_reconcile_windows",
         "gateway_upstream_connections",
     }
 )

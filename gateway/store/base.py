@@ -8,14 +8,15 @@ interrupt on cancel, PostgreSQL on a bounded pool). A new table (stored response
 say) is a new group of methods on both, and a new test in the shared suite
 (tests/store/test_store.py).
 
-`merged_cost` is the one rule both backends use to count rows journaled but not yet
-written: each request counts once, as the upsert will leave it.
+`merged_cost` and `merged_rows` are the one rule both backends use to count rows
+journaled but not yet written: each request counts once, as the upsert will leave it.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 import orjson
@@ -24,6 +25,7 @@ import trio
 from gateway.store.periods import SpendPeriod
 from gateway.store.records import (
     PENDING,
+    BudgetView,
     IssuedKey,
     KeyRecord,
     KeyUpdate,
@@ -91,6 +93,10 @@ class Store(Protocol):
     def spent_in_period(
         self, key_id: str, period: SpendPeriod, now: float, pending: Sequence[UsageRow] = ()
     ) -> int: ...
+
+    def budget_view(self, key_id: str, q: RowQuery, pending: Sequence[UsageRow] = ()) -> BudgetView:
+        """The key's top-ups, costs and the rows `q` names, on one snapshot."""
+        ...
 
     def add_refusals(self, counts: Sequence[RefusalCount]) -> None: ...
 
@@ -209,6 +215,57 @@ def merged_cost(
     return total
 
 
+@dataclass(frozen=True, slots=True)
+class RowQuery:
+    """Which of a key's rows a `BudgetView` lists, and what it sums: rows created at
+    or after `since`, pending rows created at or after `pending_since`, and the rows
+    of `request_ids` (`since`/`pending_since` None: none by time); the cost in
+    `period` (None: none), and with `credit` the top-ups and the cost of all rows
+    (False: 0, and none of the key's history is read)."""
+
+    period: SpendPeriod | None
+    now: float
+    since: float | None = None
+    pending_since: float | None = None
+    request_ids: tuple[str, ...] = ()
+    credit: bool = True
+
+    def wants(self, row: UsageRow) -> bool:
+        """Whether `row` (one of the key's, as merged) is one this query lists."""
+        at = row.created_at
+        if self.since is not None and at >= self.since:
+            return True
+        if self.pending_since is not None and row.status == PENDING and at >= self.pending_since:
+            return True
+        return row.request_id in self.request_ids
+
+    def where(self, mark: str) -> tuple[str, list[Any]] | None:
+        """The SQL condition (with `mark` placeholders) selecting the rows listed by
+        time, after `key_id = <mark>`; None if none are (both on the key's time index)."""
+        parts: list[str] = []
+        args: list[Any] = []
+        if self.since is not None:
+            parts.append(f"created_at >= {mark}")
+            args.append(self.since)
+        if self.pending_since is not None:
+            parts.append(f"(status = '{PENDING}' AND created_at >= {mark})")
+            args.append(self.pending_since)
+        return (" OR ".join(parts), args) if parts else None
+
+
+def merged_rows(
+    stored: Mapping[str, UsageRow], pending: Sequence[UsageRow], key_id: str, q: RowQuery
+) -> tuple[UsageRow, ...]:
+    """The rows `q` lists once `pending` is written over `stored` (the stored rows `q`
+    names, and those of the pending requests): the upsert rule of `collapse`."""
+    effective = dict(stored)
+    for r in pending:
+        current = effective.get(r.request_id)
+        if current is None or current.status == PENDING:
+            effective[r.request_id] = r
+    return tuple(r for r in effective.values() if r.key_id == key_id and q.wants(r))
+
+
 class AsyncStore(abc.ABC):
     """A `Store` for trio code: the same calls, awaited, off the event loop; the
     database's errors leave as `StoreError`. Each backend says how in `run`.
@@ -297,6 +354,11 @@ class AsyncStore(abc.ABC):
 
     async def write_usage(self, rows: Sequence[UsageRow]) -> None:
         await self.run(self.store.write_usage, rows)
+
+    async def budget_view(
+        self, key_id: str, q: RowQuery, pending: Sequence[UsageRow] = ()
+    ) -> BudgetView:
+        return await self.run(self.store.budget_view, key_id, q, pending)
 
     async def add_refusals(self, counts: Sequence[RefusalCount]) -> None:
         await self.run(self.store.add_refusals, counts)

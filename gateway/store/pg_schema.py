@@ -26,7 +26,8 @@ _LOCK: Final = 7_236_112_014  # pg_advisory_xact_lock id: "gateway migrations"
 
 # (version, what it does, SQL). Version 1 is the SQLite schema 3 (keys, top-ups,
 # usage with deployment, attempts, x_request_id and key_name, refusals); version 2 the
-# stored responses (the SQLite file's `responses` table, gateway/store/responses.py).
+# stored responses (the SQLite file's `responses` table, gateway/store/responses.py);
+# version 3 the indexes a usage report of one key reads (gateway/store/reports.py).
 MIGRATIONS: Final[tuple[tuple[int, str, LiteralString], ...]] = (
     (
         1,
@@ -103,6 +104,14 @@ CREATE TABLE responses (
 CREATE INDEX responses_created ON responses (created_at);
 """,
     ),
+    (
+        3,
+        "indexes for one key's usage report (a config key's rows, refusals by key)",
+        """
+CREATE INDEX usage_config_key_time ON usage (key_name, created_at) WHERE key_id IS NULL;
+CREATE INDEX refusals_key ON refusals (key_id, key_name, minute);
+""",
+    ),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
@@ -125,24 +134,30 @@ def applied_version(conn: psycopg.Connection[tuple[object, ...]]) -> int:
 
 
 def migrate(conn: psycopg.Connection[tuple[object, ...]], where: str) -> list[int]:
-    """Apply the missing migrations, each in its own transaction, holding the lock;
-    returns the versions applied. StoreError for a schema newer than this gateway's."""
+    """Apply the missing migrations, each in its own transaction, holding the lock for
+    the whole run (so one runner applies all that is missing and the others, waiting,
+    find nothing left); returns the versions applied. StoreError for a schema newer
+    than this gateway's. `conn` is in autocommit mode."""
     done: list[int] = []
-    for version, name, sql in MIGRATIONS:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-            conn.execute(_TRACK)
-            current = applied_version(conn)
-            if current > SCHEMA_VERSION:
-                raise StoreError(_newer(where, current))
-            if version <= current:
-                continue
-            conn.execute(sql)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
-                (version, name, time.time()),
-            )
-            done.append(version)
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK,))
+    try:
+        for version, name, sql in MIGRATIONS:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+                conn.execute(_TRACK)
+                current = applied_version(conn)
+                if current > SCHEMA_VERSION:
+                    raise StoreError(_newer(where, current))
+                if version <= current:
+                    continue
+                conn.execute(sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                    (version, name, time.time()),
+                )
+                done.append(version)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
     return done
 
 

@@ -46,9 +46,11 @@ from gateway.store.base import (
     KEY_COLUMNS,
     USAGE_COLUMNS,
     AsyncStore,
+    RowQuery,
     collapse,
     key_record,
     merged_cost,
+    merged_rows,
     models_json,
     usage_values,
 )
@@ -56,6 +58,7 @@ from gateway.store.periods import SpendPeriod, period_bounds
 from gateway.store.records import (
     MAX_MICROS,
     PENDING,
+    BudgetView,
     IssuedKey,
     KeyRecord,
     KeyUpdate,
@@ -449,6 +452,39 @@ class PostgresStore:
     ) -> int:
         start, end = period_bounds(period, now)
         return self.cost_between(key_id, start, end, pending)
+
+    def budget_view(self, key_id: str, q: RowQuery, pending: Sequence[UsageRow] = ()) -> BudgetView:
+        """The key's top-ups, costs and the rows `q` lists, on one snapshot, `pending`
+        merged in as `write_usage` would."""
+        mine = [r for r in pending if r.key_id == key_id]
+        with self._read() as c:
+            topups = last_id = cost = period = 0
+            if q.credit:
+                row = c.execute(
+                    "SELECT COALESCE(SUM(micros), 0), COALESCE(MAX(topup_id), 0) FROM topups"
+                    " WHERE key_id = %s",
+                    (key_id,),
+                ).fetchone()
+                assert row is not None
+                topups, last_id = int(row[0]), int(row[1])
+                cost = self._cost(c, key_id, None, None, mine)
+            if q.period is not None:
+                period = self._cost(c, key_id, *period_bounds(q.period, q.now), mine)
+            stored: dict[str, UsageRow] = {}
+            where = q.where("%s")
+            if where is not None:
+                sql = f"SELECT {USAGE_COLUMNS} FROM usage WHERE key_id = %s AND ({where[0]})"
+                for r in c.execute(sql, [key_id, *where[1]]).fetchall():
+                    stored[r[0]] = UsageRow(*r)
+            ids = list(dict.fromkeys([*q.request_ids, *(r.request_id for r in mine)]))
+            for i in range(0, len(ids), _IN_CHUNK):
+                for r in c.execute(
+                    f"SELECT {USAGE_COLUMNS} FROM usage WHERE request_id = ANY(%s)",
+                    (ids[i : i + _IN_CHUNK],),
+                ).fetchall():
+                    stored[r[0]] = UsageRow(*r)
+        rows = merged_rows(stored, mine, key_id, q)
+        return BudgetView(topups, last_id, cost, period, rows)
 
     def add_refusals(self, counts: Sequence[RefusalCount]) -> None:
         if not counts:

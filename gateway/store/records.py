@@ -369,3 +369,20 @@ class UsageSummary:
             "by_model": {m: u.to_dict() for m, u in sorted(self.by_model.items())},
             "by_status": dict(sorted(self.by_status.items())),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetView:
+    """A key's budget as the ledger knows it, read on one snapshot (journaled rows
+    merged in): what seeds the limiter and what a reconcile compares it with.
+
+    `cost_micros` is the cost of all the key's rows (a pending row at its reserved
+    worst case), `period_cost_micros` that of the rows created in the period asked
+    for (0 without one). `rows` are the key's rows the caller named: created since a
+    time, pending and created since another, or by request id."""
+
+    topups_micros: int
+    last_topup_id: int
+    cost_micros: int
+    period_cost_micros: int
+    rows: tuple[UsageRow, ...]

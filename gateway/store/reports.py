@@ -60,10 +60,13 @@ _NOT_ERRORS: Final = ("ok", PENDING, "client_gone")  # statuses that are not fai
 
 def _filters(
     time_column: str, since: float | None, until: float | None, key: str | None, mark: str
-) -> tuple[str, list[Any]]:
-    """The WHERE clause of a usage report's rows, in `usage` or `refusals` (whose "" is
-    `usage`'s NULL)."""
-    where: list[str] = ["1 = 1"]
+) -> list[tuple[str, list[Any]]]:
+    """The WHERE clauses of a usage report's rows, in `usage` or `refusals`: one, or
+    for `key` two, each on an index. `key` is a managed key's id (`key_id`, the key's
+    time index) or a config key's name (`key_name` where there is no id: NULL in
+    `usage`, '' in `refusals`; their own indexes). An OR of the two would defeat both
+    indexes: the report scans the table."""
+    where: list[str] = []
     args: list[Any] = []
     if since is not None:
         where.append(f"{time_column} >= {mark}")
@@ -71,10 +74,13 @@ def _filters(
     if until is not None:
         where.append(f"{time_column} < {mark}")
         args.append(until)
-    if key is not None:  # a managed key's id, or a config key's name
-        where.append(f"(key_id = {mark} OR (COALESCE(key_id, '') = '' AND key_name = {mark}))")
-        args += [key, key]
-    return " AND ".join(where), args
+    if key is None:
+        return [(" AND ".join(where) or "1 = 1", args)]
+    no_id = "key_id IS NULL" if time_column == "created_at" else "key_id = ''"
+    return [
+        (" AND ".join([f"key_id = {mark}", *where]), [key, *args]),
+        (" AND ".join([no_id, f"key_name = {mark}", *where]), [key, *args]),
+    ]
 
 
 def _marks(mark: str, n: int) -> str:
@@ -98,25 +104,31 @@ def usage_report(
         part.format(**days) for part in _REPORT_GROUPS[by]
     )
     mark = dialect.mark
-    usage_where, usage_args = _filters("created_at", since, until, key, mark)
-    refused_where, refused_args = _filters("minute", since, until, key, mark)
     errors = _marks(mark, len(_NOT_ERRORS))
-    sql = f"""
-        SELECT g, n, SUM(requests), SUM(refused), SUM(errors), SUM(p), SUM(c), SUM(ca),
-               SUM(cost)
-        FROM (
+    parts: list[str] = []
+    args: list[Any] = []
+    for where, where_args in _filters("created_at", since, until, key, mark):
+        parts.append(f"""
             SELECT {usage_group} AS g, {usage_name} AS n, 1 AS requests, 0 AS refused,
                    CASE WHEN status NOT IN ({errors}) THEN 1 ELSE 0 END AS errors,
                    prompt_tokens AS p,
                    completion_tokens AS c, cached_tokens AS ca, cost_micros AS cost
-            FROM usage WHERE {usage_where}
-            UNION ALL
+            FROM usage WHERE {where}""")
+        args += [*_NOT_ERRORS, *where_args]
+    for where, where_args in _filters("minute", since, until, key, mark):
+        parts.append(f"""
             SELECT {refused_group}, {refused_name}, count, count, 0, 0, 0, 0, 0
-            FROM refusals WHERE {refused_where}
+            FROM refusals WHERE {where}""")
+        args += where_args
+    union = "\n            UNION ALL".join(parts)
+    sql = f"""
+        SELECT g, n, SUM(requests), SUM(refused), SUM(errors), SUM(p), SUM(c), SUM(ca),
+               SUM(cost)
+        FROM ({union}
         ) AS u
         GROUP BY g, n
     """
-    rows = c.execute(sql, [*_NOT_ERRORS, *usage_args, *refused_args]).fetchall()
+    rows = c.execute(sql, args).fetchall()
     names: dict[str, str] = {}
     if by == "key":
         ids = [r[0] for r in rows if r[0] is not None]

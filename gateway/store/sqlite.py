@@ -26,7 +26,9 @@ Schema versions (`PRAGMA user_version`): 1, the first; 2 adds the usage columns
 `deployment` and `attempts` (docs/routing.md); 3 adds `usage.x_request_id` (the request
 id of docs/operations.md), `usage.key_name` and the `refusals` table. Opening an older
 file adds what it lacks in place (`ALTER TABLE ... ADD COLUMN`: defaults '' and 1, and
-NULL, for the rows already there); a file newer than this gateway is refused.
+NULL, for the rows already there); a file newer than this gateway is refused. Indexes
+added later (one key's usage report: `usage_config_key_time`, `refusals_key`) are made
+when a file is opened, without a new version: an older gateway can still open it.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ from gateway.store.base import (
     KEY_COLUMNS,
     USAGE_COLUMNS,
     AsyncStore,
+    RowQuery,
     key_record,
     merged_cost,
+    merged_rows,
     models_json,
     usage_values,
 )
@@ -52,6 +56,7 @@ from gateway.store.periods import SpendPeriod, period_bounds
 from gateway.store.records import (
     MAX_MICROS,
     PENDING,
+    BudgetView,
     IssuedKey,
     KeyRecord,
     KeyUpdate,
@@ -119,6 +124,8 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, created_at);
 CREATE INDEX IF NOT EXISTS usage_time ON usage (created_at);
 CREATE INDEX IF NOT EXISTS usage_x_request_id ON usage (x_request_id);
+CREATE INDEX IF NOT EXISTS usage_config_key_time ON usage (key_name, created_at)
+    WHERE key_id IS NULL;
 CREATE TABLE IF NOT EXISTS refusals (
     minute INTEGER NOT NULL,
     key_id TEXT NOT NULL,
@@ -130,6 +137,7 @@ CREATE TABLE IF NOT EXISTS refusals (
     count INTEGER NOT NULL,
     PRIMARY KEY (minute, key_id, key_name, model, provider, status, code)
 );
+CREATE INDEX IF NOT EXISTS refusals_key ON refusals (key_id, key_name, minute);
 """
 
 # Columns added after version 1: (table, column, declaration). A file made by an older
@@ -455,6 +463,34 @@ class SqliteStore:
         """What a key spent in the calendar UTC day or month containing `now`."""
         start, end = period_bounds(period, now)
         return self.cost_between(key_id, start, end, pending)
+
+    def budget_view(self, key_id: str, q: RowQuery, pending: Sequence[UsageRow] = ()) -> BudgetView:
+        """The key's top-ups, costs and the rows `q` lists, in one read transaction,
+        `pending` merged in as `write_usage` would."""
+        mine = [r for r in pending if r.key_id == key_id]
+        with self._read() as c:
+            topups = last_id = cost = period = 0
+            if q.credit:
+                (topups, last_id) = c.execute(
+                    "SELECT COALESCE(SUM(micros), 0), COALESCE(MAX(topup_id), 0) FROM topups "
+                    "WHERE key_id = ?",
+                    (key_id,),
+                ).fetchone()
+                cost = self._cost(key_id, None, None, mine)
+            if q.period is not None:
+                period = self._cost(key_id, *period_bounds(q.period, q.now), mine)
+            stored: dict[str, UsageRow] = {}
+            where = q.where("?")
+            if where is not None:
+                for r in c.execute(
+                    f"SELECT {USAGE_COLUMNS} FROM usage WHERE key_id = ? AND ({where[0]})",
+                    [key_id, *where[1]],
+                ).fetchall():
+                    stored[r[0]] = UsageRow(*r)
+            ids = [*q.request_ids, *(r.request_id for r in mine)]
+            stored.update(self._stored_rows(list(dict.fromkeys(ids))))
+        rows = merged_rows(stored, mine, key_id, q)
+        return BudgetView(int(topups), int(last_id), cost, period, rows)
 
     def add_refusals(self, counts: Sequence[RefusalCount]) -> None:
         """Add refused requests to their minutes' counts, in one transaction."""

@@ -366,9 +366,11 @@ class RecordingLimiter(MemoryLimitBackend):
         super().__init__()
         self.ttls: list[float | None] = []
 
-    async def admit(self, *args: Any, reservation_ttl_s: float | None = None) -> Admission:
+    async def admit(
+        self, *args: Any, reservation_ttl_s: float | None = None, **kw: Any
+    ) -> Admission:
         self.ttls.append(reservation_ttl_s)
-        return await super().admit(*args, reservation_ttl_s=reservation_ttl_s)
+        return await super().admit(*args, reservation_ttl_s=reservation_ttl_s, **kw)
 
 
 async def test_a_reservation_lives_as_long_as_its_request_can_plus_a_margin() -> None:

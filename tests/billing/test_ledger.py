@@ -110,7 +110,7 @@ async def test_the_writer_batches_and_drains_at_shutdown(
         await ledger.record(row("last"))
         nursery.cancel_scope.cancel()  # shutdown: the writer drains before it returns
     assert "last" in stored_ids(db_path)
-    assert ledger.pending() == []
+    assert (await ledger.pending()) == []
     await ledger.aclose()
 
 
@@ -136,13 +136,51 @@ async def test_a_failed_flush_keeps_every_row(
         await nursery.start(ledger.run_writer)
         await trio.sleep(0.05)  # failing flushes: logged and retried
         assert ledger.flush_failures >= 2
-        assert [r.request_id for r in ledger.pending()] == ["r1", "r2"]
+        assert [r.request_id for r in (await ledger.pending())] == ["r1", "r2"]
         assert len(journals(journal_dir)) >= 2
         failing = False
-        await wait_for(lambda: not ledger.pending())
+        await wait_for(lambda: not ledger.backlog_rows)
         nursery.cancel_scope.cancel()
     assert stored_ids(db_path) == ["r1", "r2"]
     assert journals(journal_dir) == [ledger.journal_path]  # the empty current one only
+    await ledger.aclose()
+
+
+async def test_a_long_outage_keeps_rows_on_disk_and_a_bounded_number_in_memory(
+    db: AsyncSqlite, paths: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store away for 100 flushes: the rows wait in a few journal files, at most
+    `memory_rows` plus one journal's in memory; the key's spend still counts them all
+    (read back from disk); once the store is back they are written in bounded batches,
+    each once, and every file goes."""
+    db_path, journal_dir = paths
+    ledger = await Ledger.open(db, journal_dir, memory_rows=10, journal_rows=4)
+    real_write = db.write_usage
+    failing = True
+    batches: list[int] = []
+
+    async def write_usage(rows: list[UsageRow]) -> None:
+        if failing:
+            raise StoreError("the store is away")
+        batches.append(len(rows))
+        await real_write(rows)
+
+    monkeypatch.setattr(db, "write_usage", write_usage)
+    for i in range(100):
+        await ledger.record(row(f"r{i:03d}", cost=1))
+        with pytest.raises(StoreError):
+            await ledger.flush()
+        assert ledger.held_rows <= 10 + 4
+    assert ledger.backlog_rows == 100
+    assert len(journals(journal_dir)) <= 100 // 4 + 2  # not one per flush
+    assert len(await ledger.pending("k", only=True)) == 100
+    assert await ledger.spent_in_period("k", "day", NOW) == 100
+    failing = False
+    assert await ledger.flush() == 100
+    assert max(batches) <= 10 + 4 and sum(batches) == 100
+    assert stored_ids(db_path) == [f"r{i:03d}" for i in range(100)]
+    assert ledger.backlog_rows == ledger.held_rows == 0
+    assert journals(journal_dir) == [ledger.journal_path]
     await ledger.aclose()
 
 
@@ -161,7 +199,7 @@ async def test_a_cancelled_flush_keeps_every_row(
     with trio.move_on_after(0.05) as scope:
         await ledger.flush()
     assert scope.cancelled_caught
-    assert [r.request_id for r in ledger.pending()] == ["r1"]
+    assert [r.request_id for r in (await ledger.pending())] == ["r1"]
     monkeypatch.setattr(db, "write_usage", real_write)
     assert await ledger.flush() == 1
     assert stored_ids(db_path) == ["r1"]
@@ -318,7 +356,7 @@ async def test_a_failed_rotation_loses_nothing(
         await ledger.flush()
     monkeypatch.undo()
     await ledger.record(row("r2"))  # still journaled, in the same file
-    assert [r.request_id for r in ledger.pending()] == ["r1", "r2"]
+    assert [r.request_id for r in (await ledger.pending())] == ["r1", "r2"]
     assert await ledger.flush() == 2
     assert stored_ids(db_path) == ["r1", "r2"]
     await ledger.aclose()

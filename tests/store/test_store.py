@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -21,7 +22,7 @@ from gateway.auth.keys import format_key, new_key, parse_key
 from gateway.auth.principal import Authenticator, StaticKeyStore
 from gateway.config import KeyConfig
 from gateway.errors import AuthenticationFailed
-from gateway.store.base import AsyncStore, Store
+from gateway.store.base import AsyncStore, RowQuery, Store
 from gateway.store.periods import period_bounds
 from gateway.store.records import (
     MAX_LIMIT,
@@ -32,6 +33,7 @@ from gateway.store.records import (
     StoreError,
     Topup,
 )
+from gateway.store.reports import POSTGRES, SQLITE, usage_report
 from gateway.store.sqlite import AsyncSqlite, SqliteStore
 from tests.store.test_sqlite import NOW, row, ts, wait_for
 
@@ -205,6 +207,88 @@ def test_pending_rows_merge_exactly_like_the_upsert(store: Store) -> None:
     store.write_usage(pending)
     assert store.spent_in_period("k", "day", NOW) == expected_day
     assert store.cost_between("k", None, None) == expected_day + 5
+
+
+def test_a_budget_view_lists_the_rows_asked_for_merged_like_the_upsert(store: Store) -> None:
+    """One snapshot: top-ups, all costs, the day's, and the rows named by time (recent;
+    pending and less recent) or by id, with journaled rows merged in."""
+    key, _ = store.create_key(NewKey("p", credit_micros=1_000), NOW, new_key())
+    k = key.key_id
+    hour = 3600.0
+    store.write_usage(
+        [
+            row("old-final", k, 1, created_at=NOW - 5 * hour),
+            row("old-pending", k, 2, status="pending", created_at=NOW - 5 * hour),
+            row("ancient-pending", k, 4, status="pending", created_at=ts(2026, 3, 1)),
+            row("mid-final", k, 8, created_at=NOW - hour),
+            row("mid-pending", k, 16, status="pending", created_at=NOW - hour),
+            row("recent", k, 32, status="pending", created_at=NOW - 10),
+            row("other-key", "k2", 64, created_at=NOW - 10),
+        ]
+    )
+    journal = [
+        row("recent", k, 30, created_at=NOW - 10),  # its final row, not yet written
+        row("fresh", k, 128, status="pending", created_at=NOW - 1),
+    ]
+    q = RowQuery(
+        "day", NOW, since=NOW - 60, pending_since=NOW - 2 * hour, request_ids=("old-final",)
+    )
+    view = store.budget_view(k, q, journal)
+    assert (view.topups_micros, view.last_topup_id > 0) == (1_000, True)
+    assert view.cost_micros == 1 + 2 + 4 + 8 + 16 + 30 + 128
+    assert view.period_cost_micros == 1 + 2 + 8 + 16 + 30 + 128  # not March 1st's
+    listed = {r.request_id: (r.status, r.cost_micros) for r in view.rows}
+    assert listed == {
+        "old-final": ("ok", 1),  # by id
+        "mid-pending": ("pending", 16),  # pending since 2 h
+        "recent": ("ok", 30),  # since 60 s, the journal's final row
+        "fresh": ("pending", 128),  # only in the journal
+    }
+    ids = ("mid-final", "other-key")
+    by_id = store.budget_view(k, RowQuery(None, NOW, request_ids=ids, credit=False))
+    assert [r.request_id for r in by_id.rows] == ["mid-final"]  # another key's row is not
+    assert (by_id.topups_micros, by_id.cost_micros, by_id.period_cost_micros) == (0, 0, 0)
+
+
+class Explained:
+    """A connection that explains each query instead of running it (no rows back)."""
+
+    def __init__(self, c: Any, prefix: str) -> None:
+        self.c, self.prefix = c, prefix
+        self.plan: list[str] = []
+
+    def execute(self, sql: Any, params: Any = ()) -> Explained:
+        self.plan += [str(r[-1]) for r in self.c.execute(self.prefix + sql, params).fetchall()]
+        return self
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+
+@pytest.mark.parametrize("key", ["k1", "config-key-name"])
+def test_one_keys_usage_report_reads_indexes_not_whole_tables(
+    store: Store, backend: Backend, key: str
+) -> None:
+    """A managed key's id or a config key's name: either way every table is read
+    through an index (PostgreSQL told to avoid sequential scans, as it would on a big
+    ledger)."""
+    store.write_usage([row(f"r{i}", "k1" if i % 2 else None, i) for i in range(20)])
+    store.add_refusals([RefusalCount(60, "k1", "n", "m", "p", 429, "rpm", 1)])
+    with store._read() as c:  # type: ignore[attr-defined]
+        if backend.name == "postgres":
+            c.execute("SET LOCAL enable_seqscan = off")
+            explained = Explained(c, "EXPLAIN ")
+            dialect = POSTGRES
+        else:
+            explained = Explained(c, "EXPLAIN QUERY PLAN ")
+            dialect = SQLITE
+        usage_report(explained, "model", key=key, dialect=dialect)
+        usage_report(explained, "model", since=NOW - 86400, key=key, dialect=dialect)
+    plan = "\n".join(explained.plan)
+    for scan in ("SCAN usage", "SCAN refusals", "Seq Scan", "usage_time"):
+        assert scan not in plan, plan
+    for index in ("usage_key_time", "usage_config_key_time", "refusals_key"):
+        assert index in plan, plan
 
 
 def test_usage_summary_by_model_and_status(store: Store) -> None:

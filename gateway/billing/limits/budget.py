@@ -21,6 +21,12 @@ Each seeded state has a random generation id; a settlement applies only to the
 generation it reserved in, so a state store that lost its data (a Redis restart)
 is never corrected twice for the same request.
 
+A seed taken while requests run (after a Redis restart, under traffic) also carries
+a `SeedWindow`: what it counted for each recent or pending request, by request id.
+The shared backend keeps it for a while and reconciles against the ledger once the
+requests that straddled the restart have settled and been written
+(gateway/billing/limits/reconcile.py; docs/deployment.md).
+
 Pure module: no I/O, no trio/httpx/quart imports.
 """
 
@@ -32,13 +38,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway.store.periods import SpendPeriod, period_start
-from gateway.store.records import KeyLimits
+from gateway.store.records import BudgetView, KeyLimits
 
 __all__ = [
     "DEFAULT_RESERVATION_TTL_S",
+    "RECONCILE_LOOKBACK_S",
     "RESERVATION_MARGIN_S",
     "BudgetSeed",
     "BudgetState",
+    "SeedWindow",
     "Seeder",
     "expired_micros",
     "needs_seed",
@@ -46,6 +54,7 @@ __all__ = [
     "new_reservation_id",
     "purge_reservations",
     "reservation_ttl_s",
+    "seed_from_view",
     "zero_seed",
 ]
 
@@ -59,6 +68,13 @@ __all__ = [
 # plus the margin) is only for callers that pass none.
 RESERVATION_MARGIN_S = 60.0  # settlement after the deadline: ledger write, Redis, clocks
 DEFAULT_RESERVATION_TTL_S = 900.0 + RESERVATION_MARGIN_S
+
+# How far back a seed lists the requests it counted as finished, by id: a request
+# none of whose rows the seed could see (another instance had not written them yet)
+# was admitted at most this long before the seed (the instances' flush lag, 200 ms
+# when healthy, plus clock skew), so a reconcile finds it among the rows created
+# since then. An instance unable to write its rows for longer is not covered.
+RECONCILE_LOOKBACK_S = 30.0
 
 
 @dataclass(slots=True)
@@ -80,6 +96,20 @@ class BudgetState:
 
 
 @dataclass(frozen=True, slots=True)
+class SeedWindow:
+    """What a seed counted per request, for the reconcile that follows it.
+
+    `charges` are (request id, micros the seed counted: a pending row's reserved worst
+    case, a final row's cost) for every row created at or after `since` and every
+    pending row created within the reservation TTL before the seed; `older` the ids of
+    those pending rows created before `since` (a reconcile reads them by id)."""
+
+    since: float
+    charges: tuple[tuple[str, int], ...] = ()
+    older: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetSeed:
     """A key's budget as the durable ledger knows it: what a backend is seeded with.
 
@@ -95,6 +125,7 @@ class BudgetSeed:
     spent_micros: int
     credit_micros: int | None
     last_topup_id: int = 0
+    window: SeedWindow | None = None  # None: nothing to reconcile (no shared store)
 
     @classmethod
     def for_limits(
@@ -105,6 +136,7 @@ class BudgetSeed:
         spent_micros: int,
         credit_micros: int | None,
         last_topup_id: int = 0,
+        window: SeedWindow | None = None,
     ) -> BudgetSeed:
         """The seed shape `limits` needs at `now` (period and its start filled in)."""
         return cls(
@@ -113,7 +145,26 @@ class BudgetSeed:
             spent_micros=spent_micros,
             credit_micros=credit_micros if limits.prepaid else None,
             last_topup_id=last_topup_id if limits.prepaid else 0,
+            window=window,
         )
+
+
+def seed_from_view(limits: KeyLimits, now: float, view: BudgetView, since: float) -> BudgetSeed:
+    """The seed `limits` needs from the ledger's `view` read at `now`, with the window
+    of the rows it lists (those created at or after `since`, and pending ones)."""
+    window = SeedWindow(
+        since=since,
+        charges=tuple((r.request_id, r.cost_micros) for r in view.rows),
+        older=tuple(r.request_id for r in view.rows if r.created_at < since),
+    )
+    return BudgetSeed.for_limits(
+        limits,
+        now,
+        spent_micros=view.period_cost_micros if limits.spend_period is not None else 0,
+        credit_micros=view.topups_micros - view.cost_micros,
+        last_topup_id=view.last_topup_id,
+        window=window,
+    )
 
 
 Seeder = Callable[[str, KeyLimits, float], Awaitable[BudgetSeed]]

@@ -372,12 +372,14 @@ class LimitBackend(Protocol):
         now: float,
         *,
         reservation_ttl_s: float | None = None,
+        reservation_id: str | None = None,
     ) -> Admission:
         """Check every limit and reserve the request, its tokens and its worst cost.
 
         `reservation_ttl_s`: how long the budget reservation counts unsettled; it must
         outlive the request (`budget.reservation_ttl_s` of its deadline). None: the
-        backend's default."""
+        backend's default. `reservation_id` names the budget reservation: the request's
+        ledger id, so that a reconcile can match the two (None: a random one)."""
         ...
 
     async def settle(

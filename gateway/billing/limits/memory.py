@@ -99,6 +99,7 @@ class MemoryLimitBackend:
         now: float,
         *,
         reservation_ttl_s: float | None = None,
+        reservation_id: str | None = None,
     ) -> Admission:
         """Check every limit and reserve; seeds the budget from the ledger on first use."""
         ttl_ms = (
@@ -122,6 +123,7 @@ class MemoryLimitBackend:
                     worst_cost_micros,
                     now,
                     reservation_ttl_ms=ttl_ms,
+                    reservation_id=reservation_id,
                 )
             ) is None:
                 if seeds == _SEED_ATTEMPTS:

@@ -13,7 +13,10 @@ One hash per key, `<prefix>{<key_id>}` (the braces keep a key on one Redis Clust
 slot): `rt rc` and `tt tc` (request and token TAT in ms plus carry), and once the
 budget is seeded `g` (generation), `pk` `ps` (period kind and start), `sp` (spent),
 `rs` (reserved), `cr` and `ti` (credit and the id of the last top-up in it, prepaid
-keys only), and `pt:<id>` for top-ups reported before the credit was seeded. A hash
+keys only), and `pt:<id>` for top-ups reported before the credit was seeded; beside
+it `<key>:r`, the live reservations, and `<key>:w`, the reconcile window a fresh seed
+opens (`gateway.billing.limits.reconcile`: what the seed counted per request and what
+settlements charged since, until the ledger has been reconciled with). A hash
 with a budget expires after `idle_ttl_s` without use (then the ledger seeds it
 again); one without expires as soon as its buckets are empty. Run Redis with
 `maxmemory-policy noeviction` (or a `volatile-*` policy): an evicted budget forgets
@@ -65,16 +68,25 @@ from gateway.billing.limits.core import (
     unlimited_admission,
 )
 from gateway.billing.limits.gcra import RateState, rate_window, to_ms
+from gateway.billing.limits.reconcile import Reconciler, RowReader, Unreachable, window_args
+from gateway.billing.limits.replies import (
+    StoreDown,
+    budget_unavailable,
+    only,
+    reply_int,
+    reply_text,
+)
 from gateway.billing.limits.responses import credit_error, rate_limited_error, spend_limit_error
 from gateway.billing.limits.scripts import (
     ADMIT_LUA,
     LOAD_LUA,
+    RECONCILE_LUA,
     SETTLE_LUA,
     STATUS_LUA,
     TOPUP_LUA,
 )
 from gateway.billing.limits.single_flight import SingleFlight
-from gateway.errors import GatewayError, GatewayUnavailable, InternalError
+from gateway.errors import GatewayError, InternalError
 from gateway.store.periods import SpendPeriod, period_start
 from gateway.store.records import MAX_MICROS, KeyLimits
 from gateway.store.redis_client import RedisClient, RedisError
@@ -103,28 +115,6 @@ class _Settlement:
     reservation_ttl_ms: int | None = None  # a cancel: the lost admission's TTL
 
 
-def _budget_unavailable() -> GatewayUnavailable:
-    return GatewayUnavailable(
-        "The budget service is unavailable, so requests on a key with a spend limit or "
-        "prepaid credit are refused rather than risk overspending. Retry shortly.",
-        code="budget_unavailable",
-    )
-
-
-def _int(value: object) -> int:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, bytes | str):
-        return int(value)
-    raise InternalError(f"Unexpected reply from the limit store: {value!r}")
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("ascii")
-    return str(value)
-
-
 class RedisLimitBackend:
     """`LimitBackend` on a shared Redis, one script call per admission."""
 
@@ -139,13 +129,15 @@ class RedisLimitBackend:
         warn_every_s: float = 30.0,
         idle_ttl_s: float = 86_400.0,
         reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+        rows: RowReader | None = None,
     ) -> None:
         """`client` must be entered (`async with client`) for the backend's lifetime.
 
         `reservation_ttl_s`: how long a budget reservation counts unsettled (the longest
         a request may run; see `DEFAULT_RESERVATION_TTL_S`). Queued settlements are
         retried by `run_flusher` and at the end by `drain` (`open_redis_backend` does
-        both)."""
+        both). `rows` reads the ledger for the reconcile that follows a seed of ours
+        under traffic (`reconciler.run`, a background task; None: no reconcile)."""
         if timeout_s <= 0 or breaker_s < 0 or idle_ttl_s < 60 or reservation_ttl_s <= 0:
             raise ValueError(
                 "timeout_s must be > 0, breaker_s >= 0, idle_ttl_s >= 60, reservation_ttl_s > 0"
@@ -163,6 +155,8 @@ class RedisLimitBackend:
         self._load = client.register_script(LOAD_LUA)
         self._topup = client.register_script(TOPUP_LUA)
         self._status = client.register_script(STATUS_LUA)
+        self._reconcile = client.register_script(RECONCILE_LUA)
+        self.reconciler = Reconciler(self._send_reconcile, rows)
         # The breaker: open from a failed call until a probe succeeds (`probe`, sent by
         # `run_flusher`, or, without it, by the first call after `breaker_s`).
         self._open = False
@@ -183,20 +177,21 @@ class RedisLimitBackend:
         return f"{self._prefix}{{{key_id}}}"
 
     def _keys(self, key_id: str) -> list[str]:
-        """The key's hash and its reservations' sorted set (one cluster slot)."""
+        """The key's hash, its reservations' sorted set and its reconcile window (one
+        cluster slot)."""
         key = self.redis_key(key_id)
-        return [key, f"{key}:r"]
+        return [key, f"{key}:r", f"{key}:w"]
 
     # ------------------------------------------------------------------ plumbing
 
     async def _call(self, script: Any, key_id: str, args: Sequence[object], now: float) -> Any:
-        """Run a script with the deadline; raises `_StoreDown` while the breaker is open
+        """Run a script with the deadline; raises `StoreDown` while the breaker is open
         or when the call fails (and opens the breaker)."""
         self._clock = (now, trio.current_time())
         probe = False
         if self._open:
             if self._probing or self._probers or trio.current_time() < self._open_until:
-                raise _StoreDown(sent=False)
+                raise StoreDown(sent=False)
             self._probing = probe = True  # no background prober: this call is the probe
         try:
             reply = await self._guarded(script(keys=self._keys(key_id), args=list(args)), now)
@@ -209,7 +204,7 @@ class RedisLimitBackend:
 
     async def _guarded(self, call: Awaitable[Any], now: float) -> Any:
         """Await one store call within the deadline; a failure or timeout opens the
-        breaker, and the breaker opening ends this call too (`_StoreDown`)."""
+        breaker, and the breaker opening ends this call too (`StoreDown`)."""
         scope = trio.CancelScope(deadline=trio.current_time() + self._timeout_s)
         self._in_flight.add(scope)
         done, reply = False, None
@@ -219,13 +214,13 @@ class RedisLimitBackend:
                 done = True
         except _STORE_ERRORS as exc:
             self._trip(exc, now)
-            raise _StoreDown(sent=True) from exc
+            raise StoreDown(sent=True) from exc
         finally:
             self._in_flight.discard(scope)
         if not done:  # its deadline passed, or the breaker opened for another call
             if not self._open:
                 self._trip(trio.TooSlowError(f"no reply within {self._timeout_s:g} s"), now)
-            raise _StoreDown(sent=True)
+            raise StoreDown(sent=True)
         return reply
 
     def _trip(self, exc: BaseException, now: float) -> None:
@@ -276,7 +271,7 @@ class RedisLimitBackend:
         self._probing = True
         try:
             await self._guarded(self._client.execute("PING"), self._now())
-        except _StoreDown:
+        except StoreDown:
             return False
         finally:
             self._probing = False
@@ -288,7 +283,7 @@ class RedisLimitBackend:
         if limits.needs_budget:
             self.stats.fail_closed += 1
             self.stats.refused += 1
-            raise _budget_unavailable()
+            raise budget_unavailable()
         self.stats.fail_open += 1
         self.stats.admitted += 1
         return Admission(key_id=key_id, est_tokens=est_tokens, degraded=True)
@@ -304,6 +299,7 @@ class RedisLimitBackend:
         now: float,
         *,
         reservation_ttl_s: float | None = None,
+        reservation_id: str | None = None,
     ) -> Admission:
         """One script call checks and reserves everything (two more on first sight of a
         budgeted key: the ledger seed and its load)."""
@@ -333,7 +329,7 @@ class RedisLimitBackend:
             1 if limits.prepaid else 0,
             worst_cost_micros if needs_budget else 0,
             self._ttl_ms,
-            rid := new_reservation_id() if needs_budget else "",
+            rid := (reservation_id or new_reservation_id()) if needs_budget else "",
             ttl_ms,
         )
         # While the script call is out, its outcome is unknown: if it fails, times out
@@ -346,12 +342,12 @@ class RedisLimitBackend:
                 in_flight = True
                 reply = await self._call(self._admit, key_id, args, now)
                 in_flight = False
-                if _int(reply[0]) != _NEED_SEED:
+                if reply_int(reply[0]) != _NEED_SEED:
                     break
                 if attempt == _SEED_ATTEMPTS:
                     raise InternalError("The key's budget could not be loaded.")
                 await self._seeding.run(key_id, epoch, self._seed, key_id, limits, now)
-        except _StoreDown as exc:
+        except StoreDown as exc:
             if in_flight and exc.sent and rid:
                 self._cancel(key_id, rid, worst_cost_micros, now, ttl_ms)
             return self._degraded(key_id, limits, est_tokens)
@@ -391,19 +387,19 @@ class RedisLimitBackend:
         now: float,
         rid: str,
     ) -> Admission:
-        code = _int(reply[0])
+        code = reply_int(reply[0])
         if code == _OVER_SPEND:
-            raise spend_limit_error(limits, _int(reply[1]), _int(reply[2]), worst, now)
+            raise spend_limit_error(limits, reply_int(reply[1]), reply_int(reply[2]), worst, now)
         if code == _NO_CREDIT:
-            raise credit_error(_int(reply[1]), _int(reply[2]), worst)
+            raise credit_error(reply_int(reply[1]), reply_int(reply[2]), worst)
         if code not in (0, _RATE):  # _CANCELLED: only a reused reservation id gets it
             raise InternalError(f"Unexpected reply from the limit store: {reply!r}")
-        rq, tk = _int(reply[1]), _int(reply[2])
+        rq, tk = reply_int(reply[1]), reply_int(reply[2])
         if code == _RATE:
             raise rate_limited_error(
                 limits, est_tokens, rq if rq >= 0 else None, tk if tk >= 0 else None
             )
-        gen = _text(reply[3]) or None
+        gen = reply_text(reply[3]) or None
         return Admission(
             key_id=key_id,
             est_tokens=est_tokens,
@@ -477,7 +473,7 @@ class RedisLimitBackend:
         )
         try:
             await self._call(self._settle, a.key_id, args, now)
-        except _StoreDown:
+        except StoreDown:
             if requeue_front:
                 self._pending.appendleft(item)
             else:
@@ -547,23 +543,34 @@ class RedisLimitBackend:
     # ------------------------------------------------------------- seed, topup, status
 
     async def _load_or_raise(self, key_id: str, seed: BudgetSeed, now: float) -> bool:
-        args = (
-            new_generation(),
+        window = seed.window if self.reconciler.enabled else None
+        args = [
+            gen := new_generation(),
             seed.period or "-",
             seed.period_start,
             seed.spent_micros,
             "" if seed.credit_micros is None else seed.credit_micros,
             self._ttl_ms,
             seed.last_topup_id,
-        )
-        return _int(await self._call(self._load, key_id, args, now)) == 1
+            *window_args(window, self.reconciler.window_s),
+        ]
+        changed = reply_int(await self._call(self._load, key_id, args, now))
+        if changed == 2 and window is not None:
+            self.reconciler.opened(key_id, gen, window)
+        return changed > 0
+
+    async def _send_reconcile(self, key_id: str, args: Sequence[object], now: float) -> Any:
+        try:
+            return await self._call(self._reconcile, key_id, args, now)
+        except StoreDown:
+            raise Unreachable("Redis is unreachable") from None
 
     async def load(self, key_id: str, seed: BudgetSeed, now: float) -> bool:
         """Seed the key's budget where Redis lacks it; 503 if Redis is unreachable."""
         try:
             return await self._load_or_raise(key_id, seed, now)
-        except _StoreDown:
-            raise _budget_unavailable() from None
+        except StoreDown:
+            raise budget_unavailable() from None
 
     async def topup(self, key_id: str, micros: int, topup_id: int | None = None) -> bool:
         """Add a top-up to the cached credit, once per id (see `LimitBackend.topup`);
@@ -576,8 +583,8 @@ class RedisLimitBackend:
                 done: object = await self._topup(keys=[self.redis_key(key_id)], args=args)
         except _STORE_ERRORS:
             self.stats.store_errors += 1
-            raise _budget_unavailable() from None
-        return _int(done) == 1
+            raise budget_unavailable() from None
+        return reply_int(done) == 1
 
     async def check(self, timeout_s: float) -> str | None:
         """PING Redis, whatever the breaker says (readiness asks for the truth now); None
@@ -600,9 +607,9 @@ class RedisLimitBackend:
                 reply: list[Any] = await self._status(keys=self._keys(key_id), args=[to_ms(now)])
         except _STORE_ERRORS:
             self.stats.store_errors += 1
-            raise _budget_unavailable() from None
-        fields, expired = reply[0], _int(reply[1])
-        h = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields), 2)}
+            raise budget_unavailable() from None
+        fields, expired = reply[0], reply_int(reply[1])
+        h = {reply_text(fields[i]): reply_text(fields[i + 1]) for i in range(0, len(fields), 2)}
         state = KeyState(
             requests=RateState(int(h.get("rt", 0)), int(h.get("rc", 0))),
             tokens=RateState(int(h.get("tt", 0)), int(h.get("tc", 0))),
@@ -624,14 +631,6 @@ class RedisLimitBackend:
         return status_dict(key_id, state, now, limits)
 
 
-class _StoreDown(Exception):
-    """Internal: the state store did not answer (or the breaker is open)."""
-
-    def __init__(self, *, sent: bool) -> None:
-        super().__init__()
-        self.sent = sent  # False: the breaker was open, nothing was sent
-
-
 @asynccontextmanager
 async def open_redis_backend(
     url: str,
@@ -645,13 +644,15 @@ async def open_redis_backend(
     reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
     drain_timeout_s: float = 5.0,
     max_connections: int = 64,
+    rows: RowReader | None = None,
 ) -> AsyncIterator[RedisLimitBackend]:
     """A backend on a fresh client for `url`, open for the context's lifetime.
 
     The client does not retry on its own (the breaker decides) and connects within
-    `timeout_s`. Entering does not need Redis to be up. While open, a background task
-    retries queued settlements; on exit they are drained (shielded, at most
-    `drain_timeout_s`) before the client closes.
+    `timeout_s`. Entering does not need Redis to be up. While open, background tasks
+    retry queued settlements and reconcile seeds with the ledger (`rows`); on exit
+    the settlements are drained (shielded, at most `drain_timeout_s`) before the
+    client closes.
     """
     client = RedisClient(url, connect_timeout_s=timeout_s, max_connections=max_connections)
     backend = RedisLimitBackend(
@@ -663,6 +664,7 @@ async def open_redis_backend(
         warn_every_s=warn_every_s,
         idle_ttl_s=idle_ttl_s,
         reservation_ttl_s=reservation_ttl_s,
+        rows=rows,
     )
     # The flusher's nursery wraps whatever the body raises in an ExceptionGroup; hand
     # the caller its own exception back unwrapped.
@@ -670,6 +672,7 @@ async def open_redis_backend(
     try:
         async with client, trio.open_nursery() as nursery:
             await nursery.start(backend.run_flusher)
+            await nursery.start(backend.reconciler.run)
             try:
                 yield backend
             except BaseException as exc:
@@ -685,16 +688,6 @@ async def open_redis_backend(
                         left,
                     )
     except BaseExceptionGroup as group:
-        if raised is not None and _only(group) is raised:
+        if raised is not None and only(group) is raised:
             raise raised from raised.__cause__
         raise
-
-
-def _only(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The single exception at the bottom of nested one-member groups, if that is all."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        if len(exc.exceptions) != 1:
-            return None
-        exc = exc.exceptions[0]
-    return exc

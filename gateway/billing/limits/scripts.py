@@ -20,6 +20,7 @@ __all__ = [
     "ADMIT_LUA",
     "CONSTANTS",
     "LOAD_LUA",
+    "RECONCILE_LUA",
     "SETTLE_LUA",
     "STATUS_LUA",
     "TOPUP_LUA",
@@ -61,5 +62,6 @@ def _script(name: str, *, common: bool) -> str:
 ADMIT_LUA: Final = _script("admit", common=True)
 SETTLE_LUA: Final = _script("settle", common=True)
 STATUS_LUA: Final = _script("status", common=True)
+RECONCILE_LUA: Final = _script("reconcile", common=True)
 LOAD_LUA: Final = _script("load", common=False)
 TOPUP_LUA: Final = _script("topup", common=False)

@@ -23,6 +23,7 @@ SCRIPTS = {
     "status": scripts.STATUS_LUA,
     "load": scripts.LOAD_LUA,
     "topup": scripts.TOPUP_LUA,
+    "reconcile": scripts.RECONCILE_LUA,
 }
 
 
