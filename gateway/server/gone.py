@@ -17,6 +17,7 @@ app then waits on ASGI `receive` in a task, as any ASGI server expects.
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 from collections.abc import Callable
 from typing import Final
@@ -24,6 +25,8 @@ from typing import Final
 import trio
 
 __all__ = ["GoneWatch", "Readable", "available"]
+
+log = logging.getLogger("gateway.server.serve")
 
 MAX_EVENTS: Final = 256  # sockets handled per wake-up; the rest stay ready for the next
 
@@ -68,7 +71,12 @@ class GoneWatch:
                 await trio.lowlevel.wait_readable(epoll.fileno())
                 for fd, _events in epoll.poll(0, MAX_EVENTS):
                     readable = self._watched.get(fd)
-                    if readable is None or not readable():
+                    try:
+                        keep = readable is not None and readable()
+                    except Exception:  # one stream's fault must not end the watch for all
+                        log.exception("watching a client connection failed")
+                        keep = False
+                    if not keep:
                         self.discard(fd)
                         if readable is None:  # never left registered without a callback
                             with contextlib.suppress(OSError, ValueError):
