@@ -1216,7 +1216,9 @@ async def test_gateway_pipelined_stream_and_chunked_body(
 
 def _tasks() -> int:
     """The tasks of this trio run, now."""
-    count, todo = 0, [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    count, todo = 0, [root]
     while todo:
         task = todo.pop()
         count += 1
