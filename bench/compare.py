@@ -246,6 +246,8 @@ def measure(
         "output_tokens": summary.output_tokens,
         "itl_p50_s": summary.itl.p50 if summary.itl else None,
         "itl_p99_s": summary.itl.p99 if summary.itl else None,
+        "transit_p50_s": summary.transit.p50 if summary.transit else None,
+        "transit_p99_s": summary.transit.p99 if summary.transit else None,
         "peak_rss_bytes": hwm,
         "rss_bytes": rss,
         "processes": len(after),

@@ -1,7 +1,7 @@
 """``python -m bench idle``: the memory of N concurrent idle streams through the gateway.
 
     python -m bench idle [--streams 10000] [--workers 2] [--hold 10] [--ramp-per-s 2000]
-        [--max-pending 128] [--json FILE] [--log-dir DIR] [--open-timeout S]
+        [--max-pending 128] [--retries 0] [--json FILE] [--log-dir DIR] [--open-timeout S]
 
 An idle stream is a client holding an open streaming chat completion whose upstream
 sent the first chunk and then goes quiet (a slow generation): the gateway holds a client
@@ -97,6 +97,7 @@ class IdleOptions:
     hold_s: float = 10.0
     ramp_per_s: float = 2000.0
     max_pending: int = 128  # streams being opened at once (connecting, waiting for chunk 1)
+    retries: int = 0  # a stream refused with 503 is asked again this many times
     open_timeout_s: float | None = None  # None: streams / ramp + 60 s
     http_server: str | None = None  # [server] http_server; None: the gateway's default
     settle_s: float = 2.0  # after all are open, before the first sample
@@ -328,13 +329,17 @@ async def _drive(
         ramp_per_s=opts.ramp_per_s,
         max_pending=opts.max_pending,
         open_timeout_s=open_timeout,
+        retries=opts.retries,
     ) as state:
         while not state.all_done.is_set():
             with trio.move_on_after(2.0):
                 await state.all_done.wait()
             if not state.all_done.is_set():
                 elapsed = trio.current_time() - state.start
-                say(f"  {elapsed:5.1f} s: {state.opened} open, {state.failures} failed")
+                say(
+                    f"  {elapsed:5.1f} s: {state.opened} open, {state.failures} failed, "
+                    f"{state.retried} 503s asked again"
+                )
         last = state.last_open_at
         open_time = last - state.start if last is not None else None
         say(f"{state.opened} streams open, {state.failures} failed; holding")
@@ -361,6 +366,7 @@ async def _drive(
         "streams_requested": n,
         "streams_opened": opened,
         "streams_failed": state.failures,
+        "retried_503": state.retried,
         "failed_by_reason": dict(state.failed),
         "failure_examples": state.examples,
         "time_to_open_s": open_time,
@@ -421,6 +427,7 @@ def idle(opts: IdleOptions) -> dict[str, Any]:
             "hold_s": opts.hold_s,
             "ramp_per_s": opts.ramp_per_s,
             "max_pending": opts.max_pending,
+            "retries": opts.retries,
             "http_server": opts.http_server,
             "open_timeout_s": opts.open_timeout_s,
             "rlimit_nofile": list(nofile),
@@ -452,6 +459,7 @@ def format_table(doc: dict[str, Any]) -> str:
         ("streams requested", f"{doc['streams_requested']:,}"),
         ("streams opened", f"{doc['streams_opened']:,}"),
         ("streams failed", f"{doc['streams_failed']:,} ({reasons})"),
+        ("503s asked again", f"{doc.get('retried_503', 0):,}"),
         (
             "gateway workers",
             f"{doc['options']['workers']} (http server: "
@@ -537,6 +545,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--max-pending", "max_pending", "N", count,
         "streams being opened at once: many more than the gateway's accept backlog "
         "(hypercorn: 100) make the kernel drop SYNs, retried after 1, 3, 7 s",
+    )  # fmt: skip
+    number(
+        "--retries", "retries", "N", at_least(int, 0),
+        "a stream refused with 503 (the gateway shedding load) is asked again after 1 s, "
+        "up to N times, as the OpenAI SDK would",
     )  # fmt: skip
     parser.add_argument(
         "--http-server", choices=["builtin", "hypercorn"], default=None,

@@ -3,7 +3,10 @@
 A paced-llm run holds many long streams (200-800 tokens, 20-40 ms apart), so requests per
 second says little; what a gateway costs there is its CPU per 1,000 streamed tokens, its
 memory while holding the streams, and the inter-token latency it adds over the upstream
-itself (``direct``, measured in the same block).
+itself (``direct``, measured in the same block). The gaps between tokens (ITL) move with
+the load generator's own delays; each token also carries its send time (the fake's
+`stamp`), so its transit, arrival minus send, is measured too: the gateway's added
+latency per token is its transit over direct's, without the gaps' noise.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ def llm_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_per_ktok_s": _median(per_ktok),
         "itl_p50_s": _median([r["itl_p50_s"] for r in runs if r.get("itl_p50_s") is not None]),
         "itl_p99_s": _median([r["itl_p99_s"] for r in runs if r.get("itl_p99_s") is not None]),
+        "transit_p50_s": _median(
+            [r["transit_p50_s"] for r in runs if r.get("transit_p50_s") is not None]
+        ),
+        "transit_p99_s": _median(
+            [r["transit_p99_s"] for r in runs if r.get("transit_p99_s") is not None]
+        ),
         "output_tokens": _median([r.get("output_tokens") or 0 for r in runs]),
         "rss_bytes": max((r.get("rss_bytes") or 0 for r in runs), default=0),
     }
@@ -51,8 +60,8 @@ def format_llm_table(rows: list[dict[str, Any]]) -> str:
     direct = {r.get("workers", 1): r for r in mine if r["target"] == "direct"}
     head = (
         f"{'streams':>7} {'workers':>7} {'target':<9} {'tokens/run':>10} {'CPU/1k tok ms':>13} "
-        f"{'ITL p50 ms':>10} {'ITL p99 ms':>10} {'+ITL p99 ms':>11} {'RSS MB':>7} "
-        f"{'peak RSS MB':>11} {'failed':>6}"
+        f"{'ITL p50 ms':>10} {'ITL p99 ms':>10} {'+ITL p99 ms':>11} {'transit p50':>11} "
+        f"{'transit p99':>11} {'+transit p99':>12} {'RSS MB':>7} {'peak RSS MB':>11} {'failed':>6}"
     )
     out = [
         "paced-llm: first token after 300 ms, then 200-800 tokens 20-40 ms apart",
@@ -61,13 +70,18 @@ def format_llm_table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in mine:
         base = direct.get(r.get("workers", 1))
-        added = None
+        added = added_transit = None
         if r["target"] != "direct" and base and base["itl_p99_s"] is not None:
             added = r["itl_p99_s"] - base["itl_p99_s"] if r["itl_p99_s"] is not None else None
+        mine_t, base_t = r.get("transit_p99_s"), base.get("transit_p99_s") if base else None
+        if r["target"] != "direct" and mine_t is not None and base_t is not None:
+            added_transit = mine_t - base_t
         out.append(
             f"{r['connections']:>7} {r.get('workers', 1):>7} {r['target']:<9} "
             f"{r['output_tokens'] or 0:>10,.0f} {_ms(r['cpu_per_ktok_s']):>13} "
             f"{_ms(r['itl_p50_s']):>10} {_ms(r['itl_p99_s']):>10} {_ms(added, True):>11} "
+            f"{_ms(r.get('transit_p50_s')):>11} {_ms(mine_t):>11} "
+            f"{_ms(added_transit, True):>12} "
             f"{r['rss_bytes'] / 2**20:>7.1f} {r['peak_rss_bytes'] / 2**20:>11.1f} "
             f"{r['failed']:>6}"
         )

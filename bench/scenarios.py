@@ -17,7 +17,11 @@ STREAM_DIRECTIVES = "chunks=50"  # written at once by the fake
 PACED_DIRECTIVES = "chunks=50&chunk_interval_ms=1"
 # Like a real model: the first token after 300 ms, then one every 20-40 ms (30 +- 10,
 # drawn per gap), 200-800 tokens (drawn per request).
-LLM_DIRECTIVES = "ttft_ms=300&chunk_interval_ms=30&chunk_jitter_ms=10&chunks=200&chunks_max=800"
+# `stamp`: each token carries its send time, so the load generator measures how long
+# every token took to arrive (`transit`), relays included, besides the gaps between them.
+LLM_DIRECTIVES = (
+    "ttft_ms=300&chunk_interval_ms=30&chunk_jitter_ms=10&chunks=200&chunks_max=800&stamp=1"
+)
 LLM_STREAMS = 1000  # paced-llm: concurrent streams, whatever --connections says
 
 

@@ -19,17 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from gateway import __version__
-from gateway.app import (
-    CONFIG_ENV,
-    DEV_ADMIN_KEY_ENV,
-    DEV_KEY_ENV,
-    GatewayApp,
-    create_app,
-    setup_logging,
-)
 from gateway.cli import db as db_cli
 from gateway.cli import keys as keys_cli
 from gateway.cli import usage as usage_cli
@@ -43,15 +33,21 @@ from gateway.config import (
     load_config,
     missing_extras,
 )
+from gateway.config.environment import CONFIG_ENV, DEV_ADMIN_KEY_ENV, DEV_KEY_ENV, METRICS_DIR_ENV
 from gateway.config.load import config_from_bytes, read_config_file
 from gateway.config.model import EMBEDDED
 from gateway.config.reload import reloaded
 from gateway.observability import logs
-from gateway.observability.metrics import DIR_ENV
 from gateway.server import hangup
 from gateway.server.pidfile import PidFileError, holding_pid_file, read_pid
 
+# What `serve` loads is imported where it is used: the supervisor of `--workers N`
+# binds, starts and watches worker processes and checks configs, nothing more, so it
+# never imports trio, the app or its libraries (~30 MB; docs/performance.md).
 if TYPE_CHECKING:
+    import trio
+
+    from gateway.app import GatewayApp
     from gateway.server.serve import ServerOptions
 
 
@@ -129,16 +125,16 @@ log = logging.getLogger("gateway")
 def metrics_dir(config: Config, workers: int) -> Iterator[None]:
     """With several workers, the directory where each writes its metrics for the others'
     scrapes (observability/metrics.py), made for this run and removed after it."""
-    os.environ.pop(DIR_ENV, None)  # never one left in the environment by someone else
+    os.environ.pop(METRICS_DIR_ENV, None)  # never one left in the environment by someone else
     if workers < 2 or not config.observability.metrics:
         yield
         return
     path = tempfile.mkdtemp(prefix="gateway-metrics-")
-    os.environ[DIR_ENV] = path
+    os.environ[METRICS_DIR_ENV] = path
     try:
         yield
     finally:
-        os.environ.pop(DIR_ENV, None)
+        os.environ.pop(METRICS_DIR_ENV, None)
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -211,6 +207,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return _supervise(config, raw, listen, workers)
     print(_banner(config, host, sock.getsockname()[1]), flush=True)
     _log_start(config, host, sock.getsockname()[1], workers)
+    import trio
+
     with metrics_dir(config, workers):
         trio.run(_serve_builtin, config, lambda: sock, config.pid_path)
     return 0
@@ -307,6 +305,8 @@ def server_options(config: Config) -> ServerOptions:
 
 
 async def _until_signal() -> None:
+    import trio
+
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
             return
@@ -319,6 +319,9 @@ async def _serve_builtin(
     and drains in-flight requests for up to graceful_timeout_s, then returns; SIGHUP
     reloads the config. `pid_path`: the pid file to hold (None: a worker, whose parent
     holds it)."""
+    import trio
+
+    from gateway.app import create_app
     from gateway.server.serve import serve
 
     app = create_app(config)
@@ -337,9 +340,7 @@ async def _serve_builtin(
         nursery.cancel_scope.cancel()
 
 
-async def _reload_on_hangup(
-    app: GatewayApp, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
+async def _reload_on_hangup(app: GatewayApp, *, task_status: trio.TaskStatus[None]) -> None:
     await hangup.receive_hangups(app.reload, task_status=task_status)
 
 
@@ -353,6 +354,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         config = config_from_bytes(sys.stdin.buffer.read(), os.environ[CONFIG_ENV])
     else:
         config, _ = _load(None)
+    import trio
+
+    from gateway.app import setup_logging
+
     setup_logging(config)
     listen: Callable[[], socket.socket]
     if args.fd is not None:
@@ -384,6 +389,8 @@ def _serve_hypercorn(config: Config, host: str, port: int, workers: int) -> int:
         hangup.release()
         with holding_pid_file(config.pid_path):
             return run(hc)
+    import trio
+
     trio.run(_serve_hypercorn_here, hc, config.pid_path)
     return 0
 
@@ -391,6 +398,7 @@ def _serve_hypercorn(config: Config, host: str, port: int, workers: int) -> int:
 async def _serve_hypercorn_here(hc: Any, pid_path: str) -> None:
     """Hypercorn in this process, drained on SIGTERM/SIGINT and reloaded on SIGHUP like
     the built-in server."""
+    import trio
     from hypercorn.trio import serve
 
     from gateway.app import app_from_env
@@ -479,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--config-stdin", action="store_true")
     worker.set_defaults(func=cmd_worker)
     args = parser.parse_args(argv)
-    setup_logging()
+    logs.configure_from_env(None, "info")  # again once the config is known
     code: int = args.func(args)
     return code
 

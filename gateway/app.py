@@ -39,6 +39,7 @@ from gateway.api.quart_app import make_quart_app
 from gateway.api.responses import is_responses_path, responses_route
 from gateway.billing.limits.redis import RedisLimitBackend, open_redis_backend
 from gateway.config import Config, ConfigError, embedded_config, load_config
+from gateway.config.environment import CONFIG_ENV, DEV_ADMIN_KEY_ENV, DEV_KEY_ENV
 from gateway.config.reload import reloaded
 from gateway.console.routes import add_console
 from gateway.errors import InvalidRequest, MethodNotAllowed
@@ -55,9 +56,6 @@ from gateway.state import Gateway
 CHAT_PATH = "/v1/chat/completions"
 # A probe or a scrape must see the truth, overloaded or not.
 NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
-CONFIG_ENV = "GATEWAY_CONFIG"  # path of the TOML config, for worker processes
-DEV_KEY_ENV = "GATEWAY_DEV_KEY"  # the dev key of the embedded defaults
-DEV_ADMIN_KEY_ENV = "GATEWAY_DEV_ADMIN_KEY"  # their admin key (the console's login)
 
 log = logging.getLogger("gateway")
 

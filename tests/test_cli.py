@@ -53,10 +53,14 @@ def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
 
 @contextmanager
 def serving(
-    *args: str, env: dict[str, str], cwd: Path, banner: str = "  or with the OpenAI SDK"
+    *args: str,
+    env: dict[str, str],
+    cwd: Path,
+    banner: str = "  or with the OpenAI SDK",
+    python_flags: tuple[str, ...] = (),
 ) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", *args],
+        [sys.executable, *python_flags, "-m", "gateway", "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -201,6 +201,18 @@ class StreamOut:
             await self.reply.write(data)
 
 
+# A stamped stream's content pieces (the `stamp` directive) are this placeholder,
+# replaced as each write goes out by its time: CLOCK_MONOTONIC in nanoseconds, 20
+# digits, the same clock in every process of the machine. A client subtracts it from
+# its own reading on arrival: the piece's transit, relays included (`StreamSink`).
+STAMP_HOLE: Final = b"@" * 20
+
+
+def stamped(data: bytes) -> bytes:
+    """`data` with each `STAMP_HOLE` replaced by the time now."""
+    return data.replace(STAMP_HOLE, b"%020d" % time.monotonic_ns()) if data else data
+
+
 async def write_paced(
     out: StreamOut,
     timer: CoarseTimer,
@@ -212,6 +224,7 @@ async def write_paced(
     reset_at: int | None,
     fail_at: int | None,
     jitter: float = 0.0,
+    stamp: bool = False,
 ) -> bytes:
     """Write `events` from `start` up to `fail_at`; return what is left unwritten.
 
@@ -221,13 +234,14 @@ async def write_paced(
     `interval` plus a uniform draw within +-`jitter` (and at least 0). When events
     came before `fail_at`, `FAILURE_GAP_S` passes after their write; if the failure
     is the reset, the connection is reset there (after writing what is pending).
+    With `stamp`, each write's `STAMP_HOLE`s become its time (`stamped`).
     """
     pending = b""
     due = start
     for position in range(len(events) + 1):
         is_paced = interval > 0 and position in paced
         if is_paced or (position == fail_at and position > 0):
-            await out.flush(pending)
+            await out.flush(stamped(pending) if stamp else pending)
             pending = b""
             if jitter > 0:
                 due = slot = due + max(0.0, interval + random.uniform(-jitter, jitter))

@@ -57,6 +57,7 @@ class Behaviour:
     error_after: int | None = None  # in-band error event after N events, then [DONE]
     hang: bool = False  # read the request, never answer
     fail_rate: float = 0.0  # fraction of requests answered with a 500
+    stamp: bool = False  # stream: each content piece is its send time (`base.STAMP_HOLE`)
 
     @property
     def chunk_interval_s(self) -> float:
@@ -120,10 +121,12 @@ def apply_knobs(base: Behaviour, values: Mapping[str, object]) -> Behaviour:
 def _convert(key: str, value: object) -> object:
     """Check one knob value and convert it to the field's type."""
     if value is None:
-        if key in {"ttft_ms", "latency_ms", "chunks", "hang", "fail_rate", "chunk_jitter_ms"}:
+        if key in {
+            "ttft_ms", "latency_ms", "chunks", "hang", "fail_rate", "chunk_jitter_ms", "stamp"
+        }:  # fmt: skip
             raise DirectiveError(f"{key} cannot be unset")
         return None
-    if key == "hang":
+    if key in {"hang", "stamp"}:
         return _as_bool(key, value)
     if key in {"retry_after", "error_type", "error_message"}:
         return str(value)

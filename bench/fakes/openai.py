@@ -46,10 +46,12 @@ import orjson
 import trio
 
 from bench.fakes.base import (
+    STAMP_HOLE,
     FakeUpstream,
     RecordedRequest,
     StreamOut,
     failure_positions,
+    stamped,
     write_paced,
 )
 from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, drawn, split_model
@@ -362,7 +364,9 @@ class _Answer:
         else:
             finish = "stop"
             content = _formatted(body.get("response_format"))
-            if content is None:
+            if b.stamp:  # each piece says when it was written (`write_paced`)
+                pieces = (STAMP_HOLE.decode(),) * b.chunks
+            elif content is None:
                 pieces = tuple(_WORDS[i % len(_WORDS)] for i in range(b.chunks))
             else:
                 pieces = _split(content, max(1, b.chunks))
@@ -505,6 +509,7 @@ async def _stream(
         paced=range(2, last_piece + 1),
         reset_at=reset_at,
         fail_at=fail_at,
+        stamp=b.stamp,
     )
     if fail_at is not None:
         error = error_body(
@@ -512,7 +517,7 @@ async def _stream(
             b.error_type or "server_error",
         )
         pending += b"data: " + error + b"\n\n"
-    await out.flush(pending + _DONE)
+    await out.flush(stamped(pending + _DONE) if b.stamp else pending + _DONE)
     await reply.end()
 
 

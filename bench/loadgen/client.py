@@ -16,6 +16,7 @@ before any answer byte; `Connection.post` then resends once on a fresh connectio
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -363,14 +364,17 @@ class StreamSink(_Sink):
     (or ``reasoning``) or ``tool_calls``: the pieces a user sees being generated. The
     first one sets the record's `first_token`; the gaps between consecutive ones go
     to `gaps`. `usage.completion_tokens` (from the usage chunk) wins over the count
-    of deltas as the output token count.
+    of deltas as the output token count. A content delta that is a send time (a
+    stamped stream: 20 digits of CLOCK_MONOTONIC ns, `bench.fakes.base.STAMP_HOLE`)
+    adds its transit, arrival minus that time, to `transits`.
     """
 
-    __slots__ = ("_decoder", "_done", "_last", "_origin", "_usage_tokens", "gaps")
+    __slots__ = ("_decoder", "_done", "_last", "_origin", "_usage_tokens", "gaps", "transits")
 
     def __init__(self, record: RequestRecord, origin: float) -> None:
         super().__init__(record)
         self.gaps: list[float] = []
+        self.transits: list[float] = []
         self._origin = origin  # trio time of the run's start
         self._decoder = SSEDecoder(_MAX_EVENT_BYTES)
         self._done = False
@@ -383,6 +387,7 @@ class StreamSink(_Sink):
             if record.error == "status":
                 self._keep_error_body(data)
             return
+        arrived_ns = time.monotonic_ns()
         try:
             events = self._decoder.feed(data)
         except SSEProtocolError as exc:
@@ -408,6 +413,9 @@ class StreamSink(_Sink):
                 return
             choices = chunk.get("choices")
             if type(choices) is list and choices and _has_content(choices):
+                sent_ns = _stamp(choices)
+                if sent_ns is not None:
+                    self.transits.append((arrived_ns - sent_ns) / 1e9)
                 if record.first_token is None:
                     record.first_token = now - self._origin
                 else:
@@ -446,6 +454,15 @@ def _has_content(choices: list[Any]) -> bool:
         ):
             return True
     return False
+
+
+def _stamp(choices: list[Any]) -> int | None:
+    """The send time a stamped stream's first choice carries as its content, if any."""
+    delta = choices[0].get("delta") if type(choices[0]) is dict else None
+    content = delta.get("content") if type(delta) is dict else None
+    if type(content) is str and len(content) == 20 and content.isdigit():
+        return int(content)
+    return None
 
 
 def _completion_tokens(usage: Any) -> int | None:

@@ -7,6 +7,8 @@ connection then stays idle, nothing more looked at, until the block ends, which 
 every connection at once, as clients that go away. This is the load of many slow
 generations whose clients wait: what a server holds per stream shows in its memory.
 
+A stream refused with 503 (a server shedding load) is asked again after a second, as
+the OpenAI SDK would, up to `retries` times (each counted in `HoldState.retried`).
 A stream not open within `open_timeout_s` of the start fails as "timeout"; the other
 failures count by reason: the load generator's kinds (`metrics.ERROR_KINDS`), with
 ``HTTP <status>`` for an error status, ``connect <ERRNO>`` for a failed connect whose
@@ -40,6 +42,8 @@ class HoldState:
     total: int
     pending: trio.Semaphore
     start: float = 0.0
+    retries: int = 0  # a 503 is asked again this many times, a second apart
+    retried: int = 0  # 503s asked again
     opened: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     examples: dict[str, str] = field(default_factory=dict)  # a detail per reason
@@ -108,6 +112,27 @@ async def hold_stream(
 ) -> None:
     """Open one stream on a connection of its own by `deadline`; then hold it idle until
     this task is cancelled, which closes the connection abruptly."""
+    for attempt in range(state.retries + 1):
+        retry = attempt < state.retries
+        if await _hold_one(state, target, head, body, started, deadline, retry):
+            return
+        state.retried += 1
+        await trio.sleep(RETRY_AFTER_S)
+
+
+RETRY_AFTER_S = 1.0  # the gateway's Retry-After on a 503 overloaded
+
+
+async def _hold_one(
+    state: HoldState,
+    target: Target,
+    head: h11.Request,
+    body: bytes,
+    started: float,
+    deadline: float,
+    retry: bool,
+) -> bool:
+    """One try of `hold_stream`; False: refused with 503 and `retry` (nothing counted)."""
     conn = Connection(target)
     reason = ""
     try:
@@ -122,6 +147,8 @@ async def hold_stream(
         if sink.opened:
             await trio.sleep_forever()
         record = sink.record
+        if retry and not scope.cancelled_caught and record.status == 503:
+            return False
         if scope.cancelled_caught:
             state.fail("timeout", "no first content event within the open timeout")
         elif record.error == "status":
@@ -131,6 +158,7 @@ async def hold_stream(
                 reason or record.error or "ended",
                 sink.detail or "the stream ended before its first content event",
             )
+        return True
     finally:
         conn.close()
 
@@ -161,13 +189,17 @@ async def hold_streams(
     ramp_per_s: float,
     max_pending: int,
     open_timeout_s: float,
+    retries: int = 0,
 ) -> AsyncIterator[HoldState]:
     """Open `count` streams of the request `head` + `body` (a streaming one) in the
-    background and yield their state at once; leaving the block closes every connection."""
-    if count < 1 or ramp_per_s <= 0 or max_pending < 1:
-        raise ValueError("count >= 1, ramp_per_s > 0 and max_pending >= 1")
+    background and yield their state at once; leaving the block closes every connection.
+    A 503 is asked again up to `retries` times."""
+    if count < 1 or ramp_per_s <= 0 or max_pending < 1 or retries < 0:
+        raise ValueError("count >= 1, ramp_per_s > 0, max_pending >= 1 and retries >= 0")
     start = trio.current_time()
-    state = HoldState(total=count, pending=trio.Semaphore(max_pending), start=start)
+    state = HoldState(
+        total=count, pending=trio.Semaphore(max_pending), start=start, retries=retries
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             _ramp, nursery, state, target, head, body, ramp_per_s, start + open_timeout_s

@@ -176,6 +176,8 @@ class Summary:
     client_cpu_s: float
     client_cpu_per_request_s: float | None
     shed_latency: Distribution | None = None  # 503 answers (an overloaded server shedding)
+    # Stamped streams: each content delta's arrival minus its send time (relays included).
+    transit: Distribution | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (status codes become string keys)."""
@@ -206,6 +208,7 @@ class Summary:
             "client_cpu_s": self.client_cpu_s,
             "client_cpu_per_request_s": self.client_cpu_per_request_s,
             "shed_latency_s": _dist(self.shed_latency),
+            "transit_s": _dist(self.transit),
         }
 
 
@@ -221,6 +224,7 @@ def summarize(
     mode: Mode,
     offered_rps: float | None = None,
     elapsed_s: float = 0.0,
+    transits: Iterable[float] = (),
 ) -> Summary:
     """Summarise a run from its records, the inter-token gaps of its ok streams and counters.
 
@@ -279,6 +283,7 @@ def summarize(
         latency=Distribution.of(r.latency for r in ok_records),
         ttft=Distribution.of(t for r in ok_records if (t := r.ttft) is not None),
         itl=Distribution.of(gaps),
+        transit=Distribution.of(transits),
         output_tokens=tokens,
         output_tokens_per_s=tokens * per_s,
         tokens_source=source,

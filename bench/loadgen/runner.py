@@ -130,6 +130,7 @@ class LoadRun:
         )
         self.records: list[RequestRecord] = []
         self.gaps: array[float] = array("d")
+        self.transits: array[float] = array("d")  # stamped streams' content transits
         self.counters = RunCounters()
         self.ok = 0
         self.failed = 0
@@ -175,6 +176,7 @@ class LoadRun:
             mode=self.config.mode,
             offered_rps=self.config.rate,
             elapsed_s=self._elapsed_s or 0.0,
+            transits=self.transits,
         )
         return LoadResult(self.config, self.target, summary, self.records, self.gaps, interrupted)
 
@@ -275,6 +277,7 @@ class LoadRun:
             self.ok += 1
             if isinstance(sink, StreamSink) and sink.gaps:
                 self.gaps.extend(sink.gaps)
+                self.transits.extend(sink.transits)
         else:
             self.failed += 1
             key = f"status {record.status}" if record.error == "status" else record.error

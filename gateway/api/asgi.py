@@ -25,9 +25,12 @@ Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 WriteBody = Callable[[bytes], Awaitable[None]]
 
-# The built-in server's extension (gateway/server/serve.py): a streamed body piece in
-# one framed write, with no ASGI message; other servers lack it and get `send`.
+# The built-in server's extensions (gateway/server/serve.py): a streamed body piece in
+# one framed write, with no ASGI message (other servers lack it and get `send`); and a
+# callback when the client goes away, with no task waiting on `receive` for it.
 BODY_EXTENSION = "gateway.body"
+GONE_EXTENSION = "gateway.gone"
+WatchGone = Callable[[Callable[[], None]], Callable[[], None] | None]
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 SSE_HEADERS: Headers = [
@@ -165,7 +168,7 @@ def shutting_down() -> GatewayUnavailable:
 
 
 async def until_disconnect(
-    receive: Receive, work: Callable[[], Awaitable[None]], shutdown: Shutdown
+    scope: Scope, receive: Receive, work: Callable[[], Awaitable[None]], shutdown: Shutdown
 ) -> None:
     """Run `work`, cancelling it if the client disconnects first, or when the worker's
     graceful shutdown is over (then this raises `shutting_down`, so that the request
@@ -173,10 +176,35 @@ async def until_disconnect(
 
     Cancelling `work` closes its upstream request, so an abandoned generation stops
     (docs/reliability.md R6). An exception from `work` is re-raised as itself, not wrapped
-    in an exception group.
+    in an exception group. The built-in server calls back when the client goes
+    (`GONE_EXTENSION`); elsewhere a task waits on `receive` for http.disconnect.
     """
     if shutdown.stopping:
         raise shutting_down()
+    extensions = scope.get("extensions")
+    watch_gone: WatchGone | None = extensions.get(GONE_EXTENSION) if extensions else None
+    if watch_gone is not None:
+        client_gone = False
+        with trio.CancelScope() as cancel:
+
+            def on_gone() -> None:
+                nonlocal client_gone
+                client_gone = True
+                cancel.cancel()
+
+            stop = watch_gone(on_gone)
+            if stop is not None:
+                shutdown.running.add(cancel)
+                try:
+                    await work()
+                    return
+                finally:
+                    stop()
+                    shutdown.running.discard(cancel)
+        if stop is not None:  # cancelled: the client went, or the shutdown's grace ended
+            if not client_gone and shutdown.stopping:
+                raise shutting_down()
+            return
     failure: Exception | None = None
     finished = gone = False
     async with trio.open_nursery() as nursery:

@@ -290,7 +290,7 @@ async def _serve(
                 head = [*JSON_HEADERS, *extra, processing_ms(since)]
                 await send_bytes(send, 200, answer, head)
 
-        await until_disconnect(receive, work, gw.shutdown)
+        await until_disconnect(scope, receive, work, gw.shutdown)
     except ClientGone:
         return
     except Exception as e:

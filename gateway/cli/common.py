@@ -15,14 +15,15 @@ import sqlite3
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from gateway.config.environment import CONFIG_ENV as CONFIG_ENV
 from gateway.config.model import StateConfig, pid_path
-from gateway.store.base import Store
 from gateway.store.records import StoreError
-from gateway.store.sqlite import SqliteStore
 
-CONFIG_ENV: Final = "GATEWAY_CONFIG"
+if TYPE_CHECKING:  # the store (and trio) only once a command opens it
+    from gateway.store.base import Store
+
 DEFAULT_DB: Final = StateConfig().sqlite_path
 POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 
@@ -120,6 +121,8 @@ def open_database(path: str, origin: str, *, create: bool, command: str) -> Stor
             " gateway's own with --config FILE (its [state] sqlite_path) or --db PATH;"
             " `gateway keys create` starts a new one"
         )
+    from gateway.store.sqlite import SqliteStore
+
     try:
         return SqliteStore(path)
     except (sqlite3.Error, OSError) as e:  # not a database, no permission, no directory

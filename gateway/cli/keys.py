@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 
@@ -37,9 +37,11 @@ from gateway.cli.common import (
     open_database,
     sqlite_path,
 )
-from gateway.store.base import Store
 from gateway.store.periods import PERIODS, SpendPeriod, period_bounds
 from gateway.store.records import KEEP, Keep, KeyRecord, KeyUpdate, NewKey, StoreError
+
+if TYPE_CHECKING:  # the store (and trio) only once a command opens it
+    from gateway.store.base import Store
 
 T = TypeVar("T")
 MICROS_PER_USD: Final = Decimal(1_000_000)

@@ -40,10 +40,11 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from gateway.config.environment import METRICS_DIR_ENV
 from gateway.errors import BillingError, RateLimited
 from gateway.observability.record import RequestRecord
 
-DIR_ENV: Final = "GATEWAY_METRICS_DIR"
+DIR_ENV: Final = METRICS_DIR_ENV
 SNAPSHOT_EVERY_S: Final = 1.0
 MAX_MODELS: Final = 200  # model label values beyond the configured ids; then "other"
 MAX_KEYS: Final = 10_000  # key label values, when per-key series are on; then "other"

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
 
-import trio
+if TYPE_CHECKING:  # the supervisor of `--workers N` holds SIGHUP without importing trio
+    import trio
 
 __all__ = ["held", "hold", "receive_hangups"]
 
@@ -43,10 +45,13 @@ def held() -> Iterator[None]:
 async def receive_hangups(
     on_hangup: Callable[[], Awaitable[object]],
     *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[None],
 ) -> None:
     """Call `on_hangup` for each SIGHUP, one at a time, until cancelled (those that
-    arrive meanwhile count once: trio coalesces them). Main thread only."""
+    arrive meanwhile count once: trio coalesces them). Main thread only; started with
+    `nursery.start`."""
+    import trio
+
     try:
         with trio.open_signal_receiver(signal.SIGHUP) as hangups:
             release()  # a SIGHUP held pending since the start arrives now

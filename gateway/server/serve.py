@@ -48,7 +48,6 @@ Nothing a client sends is logged as an error: refusals are INFO lines, throttled
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
@@ -59,6 +58,7 @@ from urllib.parse import unquote
 
 import trio
 
+from gateway.server import gone
 from gateway.server.framing import CONTINUE, ResponseFramer
 from gateway.server.http11 import (
     ChunkedDecoder,
@@ -69,153 +69,20 @@ from gateway.server.http11 import (
 )
 from gateway.server.lifespan import ASGI_VERSION, ASGIApp, Lifespan
 from gateway.server.options import Draining, ServerOptions, default_max_connections
-from gateway.server.quiet import Throttled
-from gateway.server.replies import date_line, error, error_response
+from gateway.server.replies import error, error_response
+from gateway.server.shared import LINGER_S, READ_SIZE, Server
 
 __all__ = ["Draining", "ServerOptions", "default_max_connections", "serve"]
 
 log = logging.getLogger("gateway.server.serve")
 
-READ_SIZE = 65536
 MAX_PIPELINED = 65536  # bytes of a next request buffered while a response streams
-LINGER_S = 2.0  # after a response to a request we did not read to its end
 MAX_REQUESTS_PER_CONNECTION = 1000  # then `connection: close` (hypercorn's default; R12)
 FINAL_WORDS_S = 2.0  # after the grace: for the final answers of what still runs
-REFUSE_WAIT_S = 1.0  # a connection over the cap: wait this long for its request
-MAX_REFUSING = 64  # connections over the cap being answered at once; beyond, closed at once
-ACCEPT_PAUSE_S = (0.05, 1.0)  # out of file descriptors: accept pauses, doubling up to the max
-OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-# scope["extensions"][BODY_EXTENSION]: `write_body` (gateway/api/asgi.py uses it by name)
+# scope["extensions"][...]: `write_body` and `watch_gone` (gateway/api/asgi.py: by name)
 BODY_EXTENSION = "gateway.body"
-
-
-class _Server:
-    """What every connection shares: the app, the options, the connection count and
-    the drain state."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        options: ServerOptions,
-        local: tuple[str, int],
-        draining: Draining | None,
-    ) -> None:
-        self.app = app
-        self.options = options
-        self.local = local
-        self.listener = draining
-        self.draining = False  # responses say close; keep-alive connections end after theirs
-        self.closing = False  # no longer accepting: idle connections end now
-        self.idle: set[_ClientConnection] = set()  # connections waiting for a request head
-        self.open = 0  # connections being served (those refused over the cap aside)
-        self.refusing = 0
-        self.starved = False  # accept failed for want of file descriptors
-        self.all_closed = trio.Event()  # set once closing and no connection is left
-        self.quiet = Throttled(log)
-        name = options.server_header.encode("latin-1")
-        self._server_line = b"server: " + name + b"\r\n" if name else b""
-        self._dated = b""
-        self._stamp = b""
-
-    def stamp(self) -> bytes:
-        """The `date:` and `server:` header lines every response carries, rendered once
-        per second."""
-        line = date_line()
-        if line is not self._dated:
-            self._dated = line
-            self._stamp = line + self._server_line
-        return self._stamp
-
-    def start_drain(self) -> None:
-        """SIGTERM: idle keep-alive connections close, responses say `connection: close`,
-        the app is told; new connections are still served (drain_delay_s)."""
-        self.draining = True
-        for conn in list(self.idle):
-            if conn.served:
-                conn.idle_scope.cancel()
-        if self.listener is not None:
-            self.listener.drain_started()
-
-    def stop_accepting(self) -> None:
-        self.closing = True
-        for conn in list(self.idle):
-            conn.idle_scope.cancel()
-        if self.open == 0:
-            self.all_closed.set()
-
-    async def accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
-        """Accept connections for ever, each served in a task of `nursery`. Out of file
-        descriptors, accept pauses (up to a second) instead of spinning: the kernel's
-        backlog holds new connections meanwhile, and one warning says so."""
-        pause = ACCEPT_PAUSE_S[0]
-        while True:
-            try:
-                stream = await listener.accept()
-            except trio.ClosedResourceError:
-                return  # closed by serve(): draining
-            except OSError as e:
-                if e.errno not in OUT_OF_RESOURCES:
-                    raise
-                if not self.starved:
-                    self.starved = True
-                    self.quiet.log(
-                        logging.WARNING,
-                        "accept",
-                        "cannot accept connections (%s: %s) with %d open; pausing accept until"
-                        " some close (lower [server] max_connections or raise the open-file"
-                        " limit)",
-                        errno.errorcode.get(e.errno or 0, e.errno),
-                        os.strerror(e.errno or 0),
-                        self.open,
-                    )
-                await trio.sleep(pause)
-                pause = min(2 * pause, ACCEPT_PAUSE_S[1])
-                continue
-            if self.starved:
-                self.starved = False
-                log.info("accepting connections again (%d open)", self.open)
-            pause = ACCEPT_PAUSE_S[0]
-            if self.open >= self.options.max_connections:
-                nursery.start_soon(self.refuse, stream)
-            else:
-                self.open += 1  # counted at once, so that a burst cannot overshoot the cap
-                nursery.start_soon(self.handle, stream)
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        try:
-            await _ClientConnection(self, stream).run()
-        finally:
-            self.open -= 1
-            if self.open == 0 and self.closing:
-                self.all_closed.set()
-
-    async def refuse(self, stream: trio.SocketStream) -> None:
-        """A connection past max_connections: 503 with Retry-After once its request has
-        begun to arrive (or REFUSE_WAIT_S passed), then a close. Beyond MAX_REFUSING at
-        once, closed without a word: answering must not cost more than serving."""
-        cap = self.options.max_connections
-        self.quiet.log(
-            logging.WARNING, "cap", "refusing connections past max_connections (%d)", cap
-        )
-        if self.refusing >= MAX_REFUSING:
-            await trio.aclose_forcefully(stream)
-            return
-        self.refusing += 1
-        message = f"The gateway is serving its maximum of {cap} connections; retry shortly."
-        try:
-            with trio.move_on_after(REFUSE_WAIT_S):
-                await stream.receive_some(READ_SIZE)
-            with trio.move_on_after(LINGER_S):
-                await stream.send_all(error_response(503, message, self.stamp()))
-                await stream.send_eof()
-                while await stream.receive_some(READ_SIZE):
-                    pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self.refusing -= 1
-            await trio.aclose_forcefully(stream)
+GONE_EXTENSION = "gateway.gone"
 
 
 class _ClientConnection:
@@ -223,7 +90,7 @@ class _ClientConnection:
 
     __slots__ = ("buf", "client", "eof", "idle_scope", "linger", "served", "server", "stream")
 
-    def __init__(self, server: _Server, stream: trio.SocketStream) -> None:
+    def __init__(self, server: Server, stream: trio.SocketStream) -> None:
         self.server = server
         self.stream = stream
         self.buf = bytearray()
@@ -337,6 +204,7 @@ class _ServerExchange:
         "fd",
         "framer",
         "head",
+        "on_gone",
         "refused",
         "request_done",
         "sent",
@@ -357,6 +225,7 @@ class _ServerExchange:
         self.empty_due = self.request_done  # a bodiless request still gets one http.request
         self.sent = False  # the whole response is written (framed is not enough)
         self.wait_scope: trio.CancelScope | None = None
+        self.on_gone: Callable[[], None] | None = None  # the app's `watch_gone` callback
         # The server's own answer (status, message) to a body it will not take: the app
         # hears http.disconnect, its writes are dropped, and this goes out after it.
         self.refused: tuple[int, str] | None = None
@@ -377,7 +246,11 @@ class _ServerExchange:
             "headers": head.headers,
             "client": self.conn.client,
             "server": self.conn.server.local,
-            "extensions": {BODY_EXTENSION: self.write_body},
+            "extensions": (
+                {BODY_EXTENSION: self.write_body, GONE_EXTENSION: self.watch_gone}
+                if self.conn.server.gone is not None
+                else {BODY_EXTENSION: self.write_body}
+            ),
         }
 
     async def respond(self) -> bool:
@@ -399,6 +272,8 @@ class _ServerExchange:
                         "the app sent no response for %s %s", self.head.method, self.head.path
                     )
                     await self._send_500("The server sent no response.")
+        finally:
+            self._stop_watching()  # an app that left its watch on hears nothing after
         if self.refused is not None and not framer.head_sent and not conn.eof:
             status, message = self.refused
             conn.server.quiet.log(logging.INFO, "body", "refused a request body: %s", message)
@@ -496,6 +371,54 @@ class _ServerExchange:
             if body:
                 return {"type": "http.request", "body": body, "more_body": True}
 
+    def watch_gone(self, on_gone: Callable[[], None]) -> Callable[[], None] | None:
+        """The extension `gateway.gone`: call `on_gone` once if the client goes away
+        (closes, resets, stops reading) before the returned function is called, with no
+        task reading the client meanwhile (`gone.GoneWatch`; a pipelined next request is
+        kept, as by `receive`). None while the request body is still to be read: the
+        app waits on `receive` then."""
+        conn, watch = self.conn, self.conn.server.gone
+        if watch is None or not self.request_done or self.on_gone is not None:
+            return None
+        self.on_gone = on_gone
+        if self.sent or conn.eof:
+            self._gone()
+        elif len(conn.buf) <= MAX_PIPELINED:
+            watch.add(self.fd, self._client_readable)
+        return self._stop_watching
+
+    def _stop_watching(self) -> None:
+        if self.on_gone is not None:
+            self.on_gone = None
+            if self.conn.server.gone is not None:
+                self.conn.server.gone.discard(self.fd)
+
+    def _client_readable(self) -> bool:
+        """What a watched client sent: a pipelined next request is kept (up to
+        MAX_PIPELINED, then no longer watched); its end or an error means it is gone."""
+        try:
+            data = os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            self._gone()
+            return False
+        buf = self.conn.buf
+        buf += data
+        return len(buf) <= MAX_PIPELINED
+
+    def _gone(self) -> None:
+        """The client is gone, or counts as gone: the app hears it, however it waits."""
+        self.conn.eof = True
+        if self.wait_scope is not None:
+            self.wait_scope.cancel()
+        on_gone = self.on_gone
+        if on_gone is not None:
+            self._stop_watching()
+            on_gone()
+
     async def _wait_disconnect(self) -> dict[str, Any]:
         """Block until the client goes away (or the response is complete)."""
         conn = self.conn
@@ -582,7 +505,7 @@ class _ServerExchange:
         except BlockingIOError:
             sent = 0
         except OSError:  # reset or closed: as `_write`, the app hears http.disconnect
-            conn.eof = True
+            self._gone()
             return
         if sent < len(framed):
             await self._write(framed[sent:])
@@ -607,7 +530,7 @@ class _ServerExchange:
             with trio.move_on_after(conn.server.options.send_timeout_s) as scope:
                 await conn.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            conn.eof = True
+            self._gone()
             return
         except trio.Cancelled:
             # Part of `data` may be on the wire: nothing can follow it on this connection.
@@ -619,9 +542,11 @@ class _ServerExchange:
             conn.server.quiet.log(
                 logging.INFO, "stalled", "closed a connection whose client stopped reading"
             )
-            conn.eof = True
-            if self.wait_scope is not None:
-                self.wait_scope.cancel()
+            self._gone()
+
+
+async def _serve_connection(server: Server, stream: trio.SocketStream) -> None:
+    await _ClientConnection(server, stream).run()
 
 
 def close(listeners: list[trio.SocketListener]) -> None:
@@ -661,7 +586,10 @@ async def serve(
         else:
             listeners = await trio.open_tcp_listeners(port, host=host, backlog=options.backlog)
         sockname = listeners[0].socket.getsockname()
-        server = _Server(app, options, (sockname[0], sockname[1]), draining)
+        server = Server(app, options, (sockname[0], sockname[1]), draining, _serve_connection)
+        if gone.available():
+            server.gone = gone.GoneWatch()
+            outer.start_soon(server.gone.run)
         try:
             async with trio.open_nursery() as connections:
                 accepting = trio.CancelScope()

@@ -92,7 +92,10 @@ _IO_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class _PooledConnection:
-    """One upstream connection: the stream, its h11 state and its raw socket."""
+    """One upstream connection: the stream, its h11 state and its raw socket. The h11
+    state is dropped while a chunked body streams (we decode that ourselves, and an
+    idle stream should not hold h11's buffers and events), and made anew for the next
+    request."""
 
     __slots__ = ("h11", "idle_since", "receive_some", "sock", "stream")
 
@@ -104,7 +107,7 @@ class _PooledConnection:
             self.receive_some = self._receive_tcp
         else:  # SSLStream may return a bytearray; h11 buffers any bytes-like object.
             self.receive_some = cast(Callable[[int], Awaitable[bytes]], stream.receive_some)
-        self.h11 = _new_h11()
+        self.h11: h11.Connection | None = _new_h11()
         self.idle_since = 0.0
 
     async def _receive_tcp(self, max_bytes: int) -> bytes:
@@ -345,7 +348,18 @@ class H11Transport:
 class _UpstreamExchange:
     """One request on a pooled connection; the async context manager and the response."""
 
-    __slots__ = ("_body", "_conn", "_done", "_early", "_pool", "_req", "_t", "headers", "status")
+    __slots__ = (
+        "_body",
+        "_conn",
+        "_done",
+        "_early",
+        "_pool",
+        "_req",
+        "_sent",
+        "_t",
+        "headers",
+        "status",
+    )
 
     def __init__(self, transport: H11Transport, req: UpstreamRequest) -> None:
         self._t = transport
@@ -355,6 +369,7 @@ class _UpstreamExchange:
         self._done = False  # the response body was read to its end
         self._body: ChunkedBody | None = None  # a chunked body is decoded here, not by h11
         self._early = b""  # body bytes read with the head, not yet decoded
+        self._sent = False  # the whole request went out (h11's DONE, once h11 is dropped)
         self.status = 0
         self.headers: Mapping[str, str] = {}
 
@@ -427,6 +442,7 @@ class _UpstreamExchange:
                 sent=True,
             )
         h = conn.h11
+        assert h is not None  # dropped only for a chunked body
         try:
             while True:
                 event = h.next_event()
@@ -459,6 +475,8 @@ class _UpstreamExchange:
     ) -> None:
         t = self._t
         h = conn.h11
+        if h is None:
+            h = conn.h11 = _new_h11()
         body = self._req.body
         try:
             head = h.send(t._head(pool, self._req, target))
@@ -525,6 +543,8 @@ class _UpstreamExchange:
         ):
             self._body = ChunkedBody()
             self._early = h.trailing_data[0]
+            self._sent = h.our_state is h11.DONE
+            conn.h11 = None  # made anew for the connection's next request
 
     def _broken_head(self, e: BaseException, eof: bool) -> GatewayError:
         """The error for a response head that started but was cut or malformed."""
@@ -555,7 +575,6 @@ class _UpstreamExchange:
         """
         conn = self._conn
         assert conn is not None
-        h = conn.h11
         budget = DRAIN_BYTES
         body = self._body
         with trio.CancelScope(shield=True, deadline=trio.current_time() + DRAIN_WAIT_S):
@@ -575,6 +594,8 @@ class _UpstreamExchange:
                 except (ChunkedError, *_IO_ERRORS):
                     return
                 return
+            h = conn.h11
+            assert h is not None
             try:
                 while budget >= 0:
                     event = h.next_event()
@@ -597,13 +618,13 @@ class _UpstreamExchange:
         if conn is not None:
             h = conn.h11
             body = self._body
-            if reuse and h.our_state is h11.DONE and not self._t._closed and pool is not None:
-                if body is not None:  # decoded here: h11 still waits for it, so a new state
-                    clean = body.done and not body.unused
-                    if clean:
-                        conn.h11 = _new_h11()
+            if reuse and not self._t._closed and pool is not None:
+                if body is not None:  # decoded here, h11 dropped: a new state if kept
+                    clean = self._sent and body.done and not body.unused
+                elif h is None:
+                    clean = False
                 else:
-                    clean = h.their_state is h11.DONE
+                    clean = h.our_state is h11.DONE and h.their_state is h11.DONE
                     if clean:
                         h.start_next_cycle()
                         clean = not h.trailing_data[0]  # bytes after the response: not clean

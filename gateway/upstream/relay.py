@@ -88,9 +88,12 @@ class Relay:
 
     @asynccontextmanager
     async def _open(
-        self, req: UpstreamRequest, ctx: CallContext, deadline: float
+        self, req: UpstreamRequest, ctx: CallContext, deadline: float, scope: trio.CancelScope
     ) -> AsyncIterator[UpstreamResponse]:
-        """Open the upstream response (headers received), once.
+        """Open the upstream response (headers received), once, under the caller's
+        `scope`: its deadline is the first byte's (or `deadline`, if sooner) until the
+        head has come, then `deadline`. One scope for the whole call, as each one an
+        idle stream holds costs ~0.7 KB. A cancel before the head: `not_opened`.
 
         A non-2xx answer is read (bounded) and raised as the provider's mapped error,
         with the upstream's status on it.
@@ -98,23 +101,25 @@ class Relay:
         # A non-streamed answer's headers come after the whole generation: only the
         # total deadline bounds it.
         first_byte_s = self.timeouts.first_byte_s if req.stream else math.inf
-        first_byte_at = trio.current_time() + first_byte_s
-        with trio.CancelScope(deadline=min(deadline, first_byte_at)) as cs:
-            async with observed(self.transport, req, ctx) as resp:
-                if resp.status >= 300:
-                    body = await _read_bounded(resp, MAX_ERROR_BYTES)
-                    error = self.provider.map_error(resp.status, resp.headers, body)
-                    error.upstream_status = resp.status
-                    raise error
-                cs.deadline = math.inf  # the caller owns the deadlines from here
-                yield resp
-                return
-        if first_byte_at < deadline:
-            raise UpstreamFirstByteTimeout(
-                f"The upstream sent no response within {first_byte_s:g} s.",
+        scope.deadline = min(deadline, trio.current_time() + first_byte_s)
+        async with observed(self.transport, req, ctx) as resp:
+            if resp.status >= 300:
+                body = await _read_bounded(resp, MAX_ERROR_BYTES)
+                error = self.provider.map_error(resp.status, resp.headers, body)
+                error.upstream_status = resp.status
+                raise error
+            scope.deadline = deadline
+            yield resp
+
+    def not_opened(self, req: UpstreamRequest, deadline: float) -> GatewayError:
+        """The error of a call whose scope was cancelled before the response head came:
+        the first byte's deadline, unless the total one had passed too."""
+        if req.stream and trio.current_time() < deadline:
+            return UpstreamFirstByteTimeout(
+                f"The upstream sent no response within {self.timeouts.first_byte_s:g} s.",
                 code="upstream_timeout",
             )
-        raise UpstreamTimeout("The upstream did not answer in time.", code="upstream_timeout")
+        return UpstreamTimeout("The upstream did not answer in time.", code="upstream_timeout")
 
     async def complete(
         self,
@@ -129,11 +134,15 @@ class Relay:
         `reading` is the client API's way of reading the answer (upstream/surface.py).
         """
         deadline = self.deadline() if deadline is None else deadline
-        with trio.CancelScope(deadline=deadline) as cs:
-            async with self._open(req, ctx, deadline) as resp:
+        opened = False
+        with trio.CancelScope() as cs:
+            async with self._open(req, ctx, deadline, cs) as resp:
+                opened = True
                 body = await _read_bounded(resp, MAX_RESPONSE_BYTES, strict=True)
             return reading.parse(self.provider, body, ctx)
         assert cs.cancelled_caught
+        if not opened:
+            raise self.not_opened(req, deadline)
         raise UpstreamTimeout("The upstream did not finish in time.", code="upstream_timeout")
 
     async def stream(
@@ -190,44 +199,50 @@ class Relay:
             outcome.started = True
             await write(reading.last_event(translator, error))
 
-        # The idle deadline moves at most every `step` seconds: setting a cancel
-        # scope's deadline costs more than translating a chunk.
+        # One cancel scope bounds the call (`_open`), then the gaps and the total: its
+        # deadline is the sooner of the two, moved at most every `step` seconds (setting
+        # a deadline costs more than translating a chunk).
         step = min(1.0, t.idle_s / 10)
+        opened = False
         try:
-            with trio.CancelScope(deadline=deadline) as total:
-                async with self._open(req, ctx, deadline) as resp:
-                    with trio.CancelScope() as idle:
-                        moved = -math.inf
-                        while True:
-                            now = trio.current_time()
-                            if now - moved >= step:
-                                idle.deadline = now + t.idle_s
-                                moved = now
-                            chunk = await resp.next_chunk()
-                            if chunk is not None:
-                                data = translator.feed(chunk)
-                                if data:
-                                    outcome.started = True
-                                    await write(data)
-                                if translator.error is None and not translator.finished:
-                                    continue
-                            # The end: EOF, the upstream said it finished, or it failed.
-                            if translator.error is None:
-                                data = translator.close()  # may find the stream truncated
-                                if data:
-                                    outcome.started = True
-                                    await write(data)
-                            await end(translator.error)
-                            break
-                    if idle.cancelled_caught:
-                        gap = UpstreamTimeout if outcome.started else UpstreamFirstByteTimeout
-                        raise gap(
-                            f"The upstream sent nothing for about {t.idle_s:g} s.",
-                            code="upstream_timeout",
-                        )
-            if total.cancelled_caught:
-                raise UpstreamTimeout(
-                    f"The upstream did not finish within {t.total_s:g} s.",
+            with trio.CancelScope() as scope:
+                async with self._open(req, ctx, deadline, scope) as resp:
+                    opened = True
+                    moved = -math.inf
+                    while True:
+                        now = trio.current_time()
+                        if now - moved >= step:
+                            scope.deadline = min(deadline, now + t.idle_s)
+                            moved = now
+                        chunk = await resp.next_chunk()
+                        if chunk is not None:
+                            data = translator.feed(chunk)
+                            del chunk  # not held while waiting for the next one
+                            if data:
+                                outcome.started = True
+                                await write(data)
+                            del data
+                            if translator.error is None and not translator.finished:
+                                continue
+                        # The end: EOF, the upstream said it finished, or it failed.
+                        if translator.error is None:
+                            data = translator.close()  # may find the stream truncated
+                            if data:
+                                outcome.started = True
+                                await write(data)
+                        await end(translator.error)
+                        break
+            if scope.cancelled_caught:
+                if not opened:
+                    raise self.not_opened(req, deadline)
+                if trio.current_time() >= deadline:
+                    raise UpstreamTimeout(
+                        f"The upstream did not finish within {t.total_s:g} s.",
+                        code="upstream_timeout",
+                    )
+                gap = UpstreamTimeout if outcome.started else UpstreamFirstByteTimeout
+                raise gap(
+                    f"The upstream sent nothing for about {t.idle_s:g} s.",
                     code="upstream_timeout",
                 )
         except GatewayError as e:

@@ -434,6 +434,64 @@ def test_client_disconnect_cancels_the_upstream(stack: Stack) -> None:
     assert time.monotonic() - t0 < 1.0
 
 
+def _raw_stream(stack: Stack, model: str) -> socket.socket:
+    """A streamed chat completion on a raw socket, read until its first content event."""
+    host, port = stack.url.removeprefix("http://").removesuffix("/v1").split(":")
+    body = orjson.dumps({"model": model, "messages": HELLO, "stream": True})
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+        b"Authorization: Bearer " + KEY_ALL.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    seen = b""
+    while b'"content"' not in seen:
+        data = sock.recv(65536)
+        assert data, seen
+        seen += data
+    assert seen.startswith(b"HTTP/1.1 200"), seen
+    return sock
+
+
+@pytest.mark.parametrize("how", ["reset", "half-close", "close after a pipelined request"])
+def test_every_way_a_client_leaves_a_stream_cancels_the_upstream(stack: Stack, how: str) -> None:
+    """However the client's end goes (RST, FIN while it could still read, FIN after
+    bytes of a next request), the gateway, which reads nothing of the client while
+    the stream runs (the built-in server watches it for the app), hears it at once."""
+    before = stack.fake.disconnects
+    sock = _raw_stream(stack, "fake/m@chunks=200&chunk_interval_ms=50")
+    if how == "reset":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+    elif how == "half-close":
+        sock.shutdown(socket.SHUT_WR)
+    else:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        time.sleep(0.2)  # read and kept by the gateway: the stream goes on
+        assert stack.fake.disconnects == before
+        sock.close()
+    t0 = time.monotonic()
+    assert stack.fake.wait_for_disconnects(before + 1, timeout_s=1.0)
+    assert time.monotonic() - t0 < 1.0
+    if how == "half-close":
+        sock.close()
+
+
+def test_a_request_pipelined_behind_a_stream_is_answered_after_it(stack: Stack) -> None:
+    """Bytes of a next request that arrive while a response streams are kept for
+    after it, and do not end the stream."""
+    sock = _raw_stream(stack, "fake/m@chunks=20&chunk_interval_ms=20")
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+    seen = b""
+    while b'"status":"ok"' not in seen.replace(b" ", b""):
+        data = sock.recv(65536)
+        assert data, seen
+        seen += data
+    sock.close()
+    stream, _, after = seen.partition(b"data: [DONE]")
+    assert stream.count(b'"content"') == 19 and b"HTTP/1.1 200" in after
+
+
 # ---------------------------------------------------------------- other routes
 
 

@@ -26,6 +26,8 @@ from bench.fakes.directives import Behaviour, DirectiveError, apply_knobs, split
 from bench.fakes.openai import FakeOpenAI
 from bench.fakes.server import CoarseTimer, Reply, Request, serve_http
 from bench.fakes.threaded import BackgroundTrio, run_fake_openai
+from bench.loadgen.client import StreamSink
+from bench.loadgen.metrics import RequestRecord
 
 KEY = "sk-fake-upstream"
 USER = [{"role": "user", "content": "Say hello to the fake upstream, please."}]
@@ -710,6 +712,26 @@ def test_paced_like_a_model_draws_its_length_and_gaps(
         lengths.add(len(arrivals))
         assert arrivals[-1] - sent >= (len(arrivals) - 2) * 0.005
     assert lengths <= set(range(3, 11)) and len(lengths) > 1, lengths  # the role chunk too
+
+
+def test_a_stamped_stream_says_when_each_token_went_out(
+    fake: tuple[FakeOpenAI, httpx.Client],
+) -> None:
+    """`stamp`: each content piece is its write's time (CLOCK_MONOTONIC ns, the same in
+    every process), so the load generator's `StreamSink` measures each token's transit."""
+    _, client = fake
+    record = RequestRecord(scheduled=0.0, start=0.0)
+    sink = StreamSink(record, 0.0)
+    body = {"model": "m@chunks=5&chunk_interval_ms=20&stamp=1", "messages": USER, "stream": True}
+    before = time.monotonic_ns()
+    with client.stream("POST", "/chat/completions", json=body) as response:
+        for raw in response.iter_raw():
+            sink.data(raw, 0.0)
+    sink.end(0.0)
+    after = time.monotonic_ns()
+    assert record.error is None and record.chunks == 5
+    assert len(sink.transits) == 5
+    assert all(0 <= t < (after - before) / 1e9 for t in sink.transits)
 
 
 @pytest.mark.parametrize("directive", ["chunks_max=-1", "chunk_jitter_ms=-2", "chunks_max=x"])

@@ -75,3 +75,15 @@ async def test_a_failed_connect_says_its_errno() -> None:
     now = trio.current_time()
     await hold_stream(state, target, *request(target, "m", None), now, now + 5)
     assert dict(state.failed) == {"connect ECONNREFUSED": 1}
+
+
+async def test_a_503_is_asked_again_then_counted(fake: tuple[FakeOpenAI, str]) -> None:
+    """A server shedding load answers 503: asked again a second later, `retries` times,
+    as the OpenAI SDK would; a 503 after the last try counts as a failure."""
+    target = Target.from_base_url(fake[1])
+    state = HoldState(total=1, pending=trio.Semaphore(0), retries=1)
+    now = trio.current_time()
+    with trio.fail_after(5):
+        await hold_stream(state, target, *request(target, "m@status=503"), now, now + 4)
+    assert (state.retried, dict(state.failed)) == (1, {"HTTP 503": 1})
+    assert fake[0].request_count == 2

@@ -1149,6 +1149,7 @@ def gateway_app(tmp_path: Path) -> GatewayApp:
             "models": {
                 "mock-fast": {"provider": "mock"},
                 "mock-paced": {"provider": "mock", "ttft_ms": 50, "tokens_per_s": 40},
+                "mock-slow": {"provider": "mock", "ttft_ms": 0, "tokens_per_s": 2},
             },
             "keys": [{"name": "test", "key": GATEWAY_KEY}],
         },
@@ -1211,6 +1212,39 @@ async def test_gateway_pipelined_stream_and_chunked_body(
     assert events[-1] == "[DONE]" and json.loads(events[0])["object"] == "chat.completion.chunk"
     r = await c.request("GET", "/v1/models", (f"Authorization: Bearer {GATEWAY_KEY}",))
     assert r.status == 200 and r.json()["data"]  # Quart behind the same connection
+
+
+def _tasks() -> int:
+    """The tasks of this trio run, now."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    count, todo = 0, [root]
+    while todo:
+        task = todo.pop()
+        count += 1
+        for child in task.child_nurseries:
+            todo.extend(child.child_tasks)
+    return count
+
+
+async def test_gateway_a_streamed_response_holds_one_task(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A stream costs one task, its connection's: none waits on the client meanwhile
+    (the server watches every streaming client from one task, gateway/server/gone.py),
+    as a task and its suspended frames were ~5 KB of each idle stream's memory."""
+    port = await start_gateway(nursery, tmp_path)
+    await trio.sleep(0.1)
+    before = _tasks()
+    body = chat("mock-slow", stream=True, content="tell me a long story please")
+    clients = [await Client.connect(port) for _ in range(8)]
+    with trio.fail_after(TIMEOUT_S):
+        for c in clients:
+            await c.send(chat_head(len(body)) + body)
+            await c._until(b"data: ")  # its head and first event are out
+    assert _tasks() - before == len(clients)
+    for c in clients:
+        await c.aclose()
 
 
 async def test_gateway_expect_continue(nursery: trio.Nursery, tmp_path: Path) -> None:

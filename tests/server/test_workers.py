@@ -66,8 +66,11 @@ def load(base: str, requests: int) -> None:
 
 
 @contextmanager
-def two_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """`gateway serve --workers 2` on a real redis-server, ready; (the parent, its port)."""
+def two_workers(
+    tmp_path: Path, python_flags: tuple[str, ...] = ()
+) -> Iterator[tuple[subprocess.Popen[str], int, list[str]]]:
+    """`gateway serve --workers 2` on a real redis-server, ready; (the parent, its port,
+    the lines it and its workers print so far). `python_flags`: the parent's interpreter's."""
     require_redis_server()
     with running_redis() as redis:
         config = tmp_path / "gw.toml"
@@ -76,14 +79,16 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
         )
         port = free_port()
         args = ("--config", str(config), "--port", str(port), "--workers", "2")
-        with serving(*args, env={}, cwd=tmp_path, banner="keys:") as (proc, _lines):
+        flags = python_flags
+        with serving(*args, env={}, cwd=tmp_path, banner="keys:", python_flags=flags) as served:
+            proc, lines = served
             wait_ready(f"http://127.0.0.1:{port}")
-            yield proc, port
+            yield proc, port, lines
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_workers_share_the_port_are_replaced_and_stop_on_sigterm(tmp_path: Path) -> None:
-    with two_workers(tmp_path) as (proc, port):
+    with two_workers(tmp_path) as (proc, port, _lines):
         base = f"http://127.0.0.1:{port}"
         workers = live_children(proc.pid)
         assert len(workers) == 2
@@ -117,6 +122,40 @@ def test_workers_share_the_port_are_replaced_and_stop_on_sigterm(tmp_path: Path)
             assert not alive(w)
 
 
+# What a worker needs and the supervisor does not: each is several MB of its memory.
+WORKER_ONLY = ("trio", "quart", "h11", "prometheus_client", "gateway.app", "gateway.state")
+
+
+def _waits_for(lines: list[str], text: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(text in line for line in lines):
+        assert time.monotonic() < deadline, f"no line with {text!r}:\n" + "".join(lines)
+        time.sleep(0.05)
+
+
+def test_the_supervisor_imports_nothing_only_workers_need(tmp_path: Path) -> None:
+    """The parent of `--workers N` binds, starts and watches workers and checks a
+    reloaded config: it imports neither trio nor the app (they cost it ~30 MB, a whole
+    worker's imports, for nothing; docs/performance.md). Its own imports, from start
+    to stop through a reload, are listed by `python -X importtime`, which its workers
+    (started without the flag) do not print."""
+    with two_workers(tmp_path, ("-X", "importtime")) as (proc, port, lines):
+        base = f"http://127.0.0.1:{port}"
+        load(base, 4)
+        proc.send_signal(signal.SIGHUP)  # the reload path: the parent checks the config
+        _waits_for(lines, "config reload")
+        load(base, 4)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        time.sleep(0.2)  # the reader thread takes the last lines
+        imported = {
+            line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")
+        }
+    assert "gateway.server.workers" in imported and "gateway.config.reload" in imported
+    heavy = sorted(m for m in imported if m in WORKER_ONLY or m.split(".")[0] in WORKER_ONLY)
+    assert heavy == []
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT groups are Linux's")
 def test_requests_succeed_while_a_worker_is_replaced_and_it_joins_the_port(
     tmp_path: Path,
@@ -125,7 +164,7 @@ def test_requests_succeed_while_a_worker_is_replaced_and_it_joins_the_port(
     worker ends up with a listening socket of its own on the port. That it opens it
     only once its app has started is tested in test_serve.py (`listen`); what that
     saves clients in latency is measured by `python -m bench restart`."""
-    with two_workers(tmp_path) as (proc, port):
+    with two_workers(tmp_path) as (proc, port, _lines):
         base = f"http://127.0.0.1:{port}"
         first = live_children(proc.pid)
         os.kill(first[0], signal.SIGKILL)
@@ -170,7 +209,7 @@ def _sockets(worker: int, port: int, state: str) -> int:
 def test_keep_alive_connections_opened_together_spread_over_the_workers(tmp_path: Path) -> None:
     """One shared accept socket let the first worker awake take a whole burst of
     connections; with SO_REUSEPORT the kernel spreads them."""
-    with two_workers(tmp_path) as (proc, port):
+    with two_workers(tmp_path) as (proc, port, _lines):
         clients = [
             httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=10)
             for _ in range(16)
