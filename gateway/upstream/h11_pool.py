@@ -97,22 +97,27 @@ class _PooledConnection:
     idle stream should not hold h11's buffers and events), and made anew for the next
     request."""
 
-    __slots__ = ("h11", "idle_since", "receive_some", "sock", "stream")
+    __slots__ = ("_tls_receive", "h11", "idle_since", "sock", "stream")
 
     def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
         self.stream = stream
         self.sock = sock  # the TCP socket under `stream` (under TLS too)
-        self.receive_some: Callable[[int], Awaitable[bytes]]
-        if isinstance(stream, trio.SocketStream):
-            self.receive_some = self._receive_tcp
-        else:  # SSLStream may return a bytearray; h11 buffers any bytes-like object.
-            self.receive_some = cast(Callable[[int], Awaitable[bytes]], stream.receive_some)
+        # The stream's own receive under TLS (SSLStream may return a bytearray; h11
+        # buffers any bytes-like object). Never a method of self: a bound method kept
+        # on its own instance is a reference cycle, and each connection would then
+        # wait for a full collection to be freed.
+        self._tls_receive: Callable[[int], Awaitable[bytes]] | None = None
+        if not isinstance(stream, trio.SocketStream):
+            self._tls_receive = cast(Callable[[int], Awaitable[bytes]], stream.receive_some)
         self.h11: h11.Connection | None = _new_h11()
         self.idle_since = 0.0
 
-    async def _receive_tcp(self, max_bytes: int) -> bytes:
-        """Wait until readable, then read: one syscall for a chunk that arrives alone
-        (trio's receive_some reads first, and waits only after that read failed)."""
+    async def receive_some(self, max_bytes: int) -> bytes:
+        """Plain TCP: wait until readable, then read, so that a chunk arriving alone
+        costs one syscall (trio's receive_some reads first, and waits only after that
+        read failed)."""
+        if self._tls_receive is not None:
+            return await self._tls_receive(max_bytes)
         sock = self.sock
         while True:
             await trio.lowlevel.wait_readable(sock)

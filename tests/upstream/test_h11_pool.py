@@ -6,6 +6,7 @@ recorded (the client side only connects, it never accepts).
 
 from __future__ import annotations
 
+import gc
 import itertools
 import ssl
 import struct
@@ -801,3 +802,30 @@ async def test_an_answer_sent_before_a_reset_is_read_even_if_sending_failed() ->
     async with raw_server(answer) as port, transport_for(port) as transport:
         status, _, body = await fetch(transport, post(port, body=b"x" * 8_000_000))
     assert (status, body) == (413, b"too big")
+
+
+def pooled_connections() -> int:
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == "_PooledConnection")
+
+
+async def test_a_connection_let_go_is_freed_at_once_not_by_the_cycle_collector(
+    accepted: list[trio.SocketStream],
+) -> None:
+    """A connection closed (expired, broken, or the stream it carried left early) is
+    freed by reference counting. Held in a reference cycle, each one waited for a full
+    collection, which in a worker holding thousands of streams is a pause of half a
+    second (docs/performance.md)."""
+    gc.collect()
+    before = pooled_connections()
+    gc.disable()
+    try:
+        async with serving(ok) as port, transport_for(port, idle_expiry_s=0.01) as transport:
+            async with trio.open_nursery() as n:  # three at once: three connections
+                for _ in range(3):
+                    n.start_soon(fetch, transport, post(port))
+            assert pooled_connections() == before + 3
+            await trio.sleep(0.05)
+            transport.prune_idle()  # expired: closed and dropped
+            assert pooled_connections() == before
+    finally:
+        gc.enable()
