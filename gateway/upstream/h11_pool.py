@@ -40,6 +40,7 @@ import os
 import select
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Final, cast
 from urllib.parse import urlsplit
@@ -97,38 +98,21 @@ class _PooledConnection:
     idle stream should not hold h11's buffers and events), and made anew for the next
     request."""
 
-    __slots__ = ("_tls_receive", "h11", "idle_since", "sock", "stream")
+    __slots__ = ("h11", "idle_since", "receive_some", "sock", "stream")
 
     def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
         self.stream = stream
         self.sock = sock  # the TCP socket under `stream` (under TLS too)
-        # The stream's own receive under TLS (SSLStream may return a bytearray; h11
-        # buffers any bytes-like object). Never a method of self: a bound method kept
-        # on its own instance is a reference cycle, and each connection would then
-        # wait for a full collection to be freed.
-        self._tls_receive: Callable[[int], Awaitable[bytes]] | None = None
-        if not isinstance(stream, trio.SocketStream):
-            self._tls_receive = cast(Callable[[int], Awaitable[bytes]], stream.receive_some)
+        # Never a method of self: a bound method kept on its own instance is a
+        # reference cycle, and each connection would then wait for a full collection
+        # to be freed (a pause of ~0.5 s in a worker holding thousands of streams).
+        self.receive_some: Callable[[int], Awaitable[bytes]]
+        if isinstance(stream, trio.SocketStream):
+            self.receive_some = partial(_receive_tcp, sock)
+        else:  # SSLStream may return a bytearray; h11 buffers any bytes-like object.
+            self.receive_some = cast(Callable[[int], Awaitable[bytes]], stream.receive_some)
         self.h11: h11.Connection | None = _new_h11()
         self.idle_since = 0.0
-
-    async def receive_some(self, max_bytes: int) -> bytes:
-        """Plain TCP: wait until readable, then read, so that a chunk arriving alone
-        costs one syscall (trio's receive_some reads first, and waits only after that
-        read failed)."""
-        if self._tls_receive is not None:
-            return await self._tls_receive(max_bytes)
-        sock = self.sock
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                return os.read(sock.fileno(), max_bytes)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                if sock.fileno() == -1:
-                    raise trio.ClosedResourceError("the connection was closed") from None
-                raise trio.BrokenResourceError(str(e)) from e
 
     def readable(self) -> bool:
         """Whether the socket has something to read (or an error) right now, without waiting."""
@@ -146,6 +130,22 @@ class _PooledConnection:
         stopped reading must not block us.
         """
         self.sock.close()
+
+
+async def _receive_tcp(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
+    """Plain TCP: wait until readable, then read, so that a chunk arriving alone costs
+    one syscall (trio's receive_some reads first, and waits only after that read
+    failed)."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return os.read(sock.fileno(), max_bytes)
+        except BlockingIOError:
+            continue
+        except OSError as e:
+            if sock.fileno() == -1:
+                raise trio.ClosedResourceError("the connection was closed") from None
+            raise trio.BrokenResourceError(str(e)) from e
 
 
 def _new_h11() -> h11.Connection:
