@@ -440,12 +440,7 @@ class _UpstreamExchange:
                 why = "the body was malformed"
             except _IO_ERRORS:
                 why = "the connection was reset"
-            self._release(reuse=False)
-            raise UpstreamConnectionError(
-                f"The upstream connection failed mid-response ({why}).",
-                code="upstream_connection_lost",
-                sent=True,
-            )
+            raise self._lost(why)
         h = conn.h11
         assert h is not None  # dropped only for a chunked body
         try:
@@ -466,14 +461,18 @@ class _UpstreamExchange:
             why = "the connection closed early" if eof else "the body was malformed"
         except _IO_ERRORS:
             why = "the connection was reset"
+        raise self._lost(why)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _lost(self, why: str) -> UpstreamConnectionError:
+        """The connection failed mid-response: let it go, and say why."""
         self._release(reuse=False)
-        raise UpstreamConnectionError(
+        return UpstreamConnectionError(
             f"The upstream connection failed mid-response ({why}).",
             code="upstream_connection_lost",
             sent=True,
         )
-
-    # -- internals ---------------------------------------------------------------------
 
     async def _send_and_read_head(
         self, pool: _Pool, conn: _PooledConnection, target: bytes
