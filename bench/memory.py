@@ -317,31 +317,35 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_output_options(parser, "write the figures here")
 
 
+def _probe(script: str) -> dict[str, Any] | None:
+    """Run a probe script in a fresh interpreter: its last line of output, as JSON;
+    None (and why, on stderr) if it failed."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True, text=True, check=False, env=env_with_repo(),
+    )  # fmt: skip
+    if done.returncode != 0:
+        print(f"python -m bench memory: the probe failed:\n{done.stderr}", file=sys.stderr)
+        return None
+    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         config = args.config or str(_default_config(Path(tmp)))
         for traced in (False, True):
             # A bare interpreter: only this module and what the worker imports.
-            script = PROBE.format(config=config, top=args.top, traced=traced)
-            done = subprocess.run(
-                [sys.executable, "-c", script],
-                capture_output=True, text=True, check=False, env=env_with_repo(),
-            )  # fmt: skip
-            if done.returncode != 0:
-                print(f"python -m bench memory: the probe failed:\n{done.stderr}", file=sys.stderr)
+            found = _probe(PROBE.format(config=config, top=args.top, traced=traced))
+            if found is None:
                 return 1
-            doc |= json.loads(done.stdout.strip().splitlines()[-1])
+            doc |= found
         if args.streams > 0:
-            script = STREAMS_PROBE.format(n=args.streams, top=args.top)
-            done = subprocess.run(
-                [sys.executable, "-c", script],
-                capture_output=True, text=True, check=False, env=env_with_repo(),
-            )  # fmt: skip
-            if done.returncode != 0:
-                print(f"python -m bench memory: the probe failed:\n{done.stderr}", file=sys.stderr)
+            found = _probe(STREAMS_PROBE.format(n=args.streams, top=args.top))
+            if found is None:
                 return 1
-            doc["streams"] = json.loads(done.stdout.strip().splitlines()[-1])
+            doc["streams"] = found
     print(format_report(doc), flush=True)
     write_json(args.json, doc)
     return 0
