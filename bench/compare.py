@@ -135,8 +135,18 @@ from bench.targets import (
 
 __all__ = ["CompareOptions", "add_parser", "compare", "run"]
 
-TARGETS = ("direct", "gateway", "gateway-pg", "litellm", "portkey", "floor", "floor-raw")
-ASKED_ONLY = ("gateway-pg", "floor", "floor-raw")  # not in the default targets: need --targets
+TARGETS = (
+    "direct",
+    "gateway",
+    "gateway-pg",
+    "litellm",
+    "portkey",
+    "floor",
+    "floor-raw",
+    "floor-pump",
+)
+# not in the default targets: need --targets
+ASKED_ONLY = ("gateway-pg", "floor", "floor-raw", "floor-pump")
 HALF_SATURATION_PEER_LIMIT = 0.8  # a peer runs at a rate below this share of its saturation
 HALF_SATURATION_TARGETS = {"p50": 0.001, "p99": 0.005}  # added latency, seconds (issue 5)
 OPEN_LOOP_MIN_SLOTS = 1024
@@ -619,7 +629,7 @@ def _start_block(
             servers.append(
                 start_gateway(procs, upstream, opts.start_timeout_s, workers, redis_url, pool)
             )
-        elif name in ("floor", "floor-raw"):
+        elif name in ("floor", "floor-raw", "floor-pump"):
             mode = name.partition("-")[2] or "stream"
             servers.append(start_floor(procs, upstream, opts.start_timeout_s, mode))
         elif name == "gateway-pg":
