@@ -17,6 +17,7 @@ import trio
 from gateway.errors import GatewayError, GatewayUnavailable, InvalidRequest, PayloadTooLarge
 from gateway.observability.record import RequestRecord
 from gateway.state import Shutdown
+from gateway.upstream.pump import WriteNow
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,9 +27,12 @@ Headers = list[tuple[bytes, bytes]]
 WriteBody = Callable[[bytes], Awaitable[None]]
 
 # The built-in server's extensions (gateway/server/serve.py): a streamed body piece in
-# one framed write, with no ASGI message (other servers lack it and get `send`); and a
-# callback when the client goes away, with no task waiting on `receive` for it.
+# one framed write, with no ASGI message (other servers lack it and get `send`), and
+# the same write done without awaiting (`WriteNow`: None if it all went out, else an
+# awaitable for the rest); and a callback when the client goes away, with no task
+# waiting on `receive` for it.
 BODY_EXTENSION = "gateway.body"
+BODY_NOW_EXTENSION = "gateway.body_now"
 GONE_EXTENSION = "gateway.gone"
 WatchGone = Callable[[Callable[[], None]], Callable[[], None] | None]
 
@@ -50,6 +54,12 @@ def body_writer(scope: Scope) -> WriteBody | None:
     """The server's direct body write (`BODY_EXTENSION`), if it has one."""
     extensions = scope.get("extensions")
     return extensions.get(BODY_EXTENSION) if extensions else None
+
+
+def body_writer_now(scope: Scope) -> WriteNow | None:
+    """The server's direct body write without awaiting (`BODY_NOW_EXTENSION`), if any."""
+    extensions = scope.get("extensions")
+    return extensions.get(BODY_NOW_EXTENSION) if extensions else None
 
 
 class ClientGone(Exception):
@@ -122,9 +132,10 @@ class SSEWriter:
     """Writes a streamed response; the 200 and its headers go out with the first bytes
     (`since`: the request's arrival, for openai-processing-ms; `record`: the request's
     record, which notes its time to first token). After the first write, the server's
-    direct body write is used when it has one (`body`, see `body_writer`)."""
+    direct body write is used when it has one (`body`, see `body_writer`), and
+    `write_now` is its write without awaiting (`now`, see `body_writer_now`), if any."""
 
-    __slots__ = ("_body", "_extra", "_record", "_send", "_since", "started")
+    __slots__ = ("_body", "_extra", "_now", "_record", "_send", "_since", "started")
 
     def __init__(
         self,
@@ -133,13 +144,28 @@ class SSEWriter:
         since: float,
         record: RequestRecord | None = None,
         body: WriteBody | None = None,
+        now: WriteNow | None = None,
     ) -> None:
         self._send = send
         self._extra = extra
         self._since = since
         self._record = record
         self._body = body
+        self._now = now
         self.started = False
+
+    @property
+    def writes_now(self) -> bool:
+        """Whether `write_now` writes at once (the server has such a write)."""
+        return self._now is not None
+
+    def write_now(self, data: bytes) -> Awaitable[None] | None:
+        """`write` done at once if it can be: None if all of `data` went out, else an
+        awaitable that writes the rest (or all of it), to be awaited before any other
+        write."""
+        if self.started and self._now is not None:
+            return self._now(data)
+        return self.write(data)
 
     async def write(self, data: bytes) -> None:
         if self.started:

@@ -35,6 +35,7 @@ from gateway.api.asgi import (
     Send,
     SSEWriter,
     body_writer,
+    body_writer_now,
     header,
     processing_ms,
     read_body,
@@ -269,7 +270,9 @@ async def _serve(
             surface=call.surface(body),
         )
         if stream:
-            sse = writer = SSEWriter(send, extra, since, rec, body_writer(scope))
+            sse = writer = SSEWriter(
+                send, extra, since, rec, body_writer(scope), body_writer_now(scope)
+            )
             progress = streamed = Outcome()
 
             async def settle_stream(outcome: Outcome) -> None:
@@ -277,7 +280,8 @@ async def _serve(
                 await call.settled(outcome.error)
 
             async def work() -> None:
-                await run.stream_to(sse.write, settle_stream, progress)
+                now = sse.write_now if sse.writes_now else None
+                await run.stream_to(sse.write, settle_stream, progress, now)
                 await sse.end()
 
         else:

@@ -58,7 +58,7 @@ from urllib.parse import unquote
 
 import trio
 
-from gateway.server import gone
+from gateway import readiness
 from gateway.server.framing import CONTINUE, ResponseFramer
 from gateway.server.http11 import (
     ChunkedDecoder,
@@ -80,9 +80,10 @@ MAX_PIPELINED = 65536  # bytes of a next request buffered while a response strea
 MAX_REQUESTS_PER_CONNECTION = 1000  # then `connection: close` (hypercorn's default; R12)
 FINAL_WORDS_S = 2.0  # after the grace: for the final answers of what still runs
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-# scope["extensions"][...]: `write_body` and `watch_gone` (gateway/api/asgi.py: by name)
+# scope["extensions"][...]: `write_body`, `write_now` and `watch_gone` (gateway/api/asgi.py)
 BODY_EXTENSION = "gateway.body"
 GONE_EXTENSION = "gateway.gone"
+BODY_NOW_EXTENSION = "gateway.body_now"
 
 
 class _ClientConnection:
@@ -247,9 +248,13 @@ class _ServerExchange:
             "client": self.conn.client,
             "server": self.conn.server.local,
             "extensions": (
-                {BODY_EXTENSION: self.write_body, GONE_EXTENSION: self.watch_gone}
+                {
+                    BODY_EXTENSION: self.write_body,
+                    BODY_NOW_EXTENSION: self.write_now,
+                    GONE_EXTENSION: self.watch_gone,
+                }
                 if self.conn.server.gone is not None
-                else {BODY_EXTENSION: self.write_body}
+                else {BODY_EXTENSION: self.write_body, BODY_NOW_EXTENSION: self.write_now}
             ),
         }
 
@@ -374,7 +379,7 @@ class _ServerExchange:
     def watch_gone(self, on_gone: Callable[[], None]) -> Callable[[], None] | None:
         """The extension `gateway.gone`: call `on_gone` once if the client goes away
         (closes, resets, stops reading) before the returned function is called, with no
-        task reading the client meanwhile (`gone.GoneWatch`; a pipelined next request is
+        task reading the client meanwhile (`readiness.ReadyWatch`; a pipelined next request is
         kept, as by `receive`). None while the request body is still to be read: the
         app waits on `receive` then."""
         conn, watch = self.conn, self.conn.server.gone
@@ -491,6 +496,14 @@ class _ServerExchange:
         """The extension `gateway.body`: `send` of a body message with more to come, once
         the head is out. Framed and written at once when the socket takes it all (no
         scheduler pass: the caller's next read is the checkpoint); else as `send`."""
+        rest = self.write_now(data)
+        if rest is not None:
+            await rest
+
+    def write_now(self, data: bytes) -> Awaitable[None] | None:
+        """The extension `gateway.body_now`: `write_body` without awaiting. None when the
+        framed piece went out whole at once; else an awaitable that writes the rest as
+        `send` would (the caller must await it, before writing anything else)."""
         conn, framed = self.conn, self.framer.piece(data)
         if (
             framed is None
@@ -498,17 +511,17 @@ class _ServerExchange:
             or self.refused is not None
             or (self.continue_sent is not None and not self.continue_sent.is_set())
         ):
-            await self.send({"type": "http.response.body", "body": data, "more_body": True})
-            return
+            return self.send({"type": "http.response.body", "body": data, "more_body": True})
         try:
             sent = os.write(self.fd, framed)
         except BlockingIOError:
             sent = 0
         except OSError:  # reset or closed: as `_write`, the app hears http.disconnect
             self._gone()
-            return
-        if sent < len(framed):
-            await self._write(framed[sent:])
+            return None
+        if sent == len(framed):
+            return None
+        return self._write(framed[sent:])
 
     async def _send_500(self, message: str) -> None:
         """The response of an app that failed before starting its own; then close."""
@@ -524,8 +537,21 @@ class _ServerExchange:
         if conn.eof:
             await trio.lowlevel.checkpoint()  # a send is a checkpoint even when it is a no-op
             return
-        if self.continue_sent is not None:
+        if self.continue_sent is not None and not self.continue_sent.is_set():
             await self.continue_sent.wait()
+        # Written at once when the socket takes it all (nearly always: a response head,
+        # a JSON answer, a stream's first or last piece), with no cancel scope and no
+        # scheduler pass; what the socket does not take goes out through trio, bounded.
+        try:
+            sent = os.write(self.fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # reset or closed
+            self._gone()
+            return
+        if sent == len(data):
+            return
+        data = data[sent:]
         try:
             with trio.move_on_after(conn.server.options.send_timeout_s) as scope:
                 await conn.stream.send_all(data)
@@ -587,8 +613,8 @@ async def serve(
             listeners = await trio.open_tcp_listeners(port, host=host, backlog=options.backlog)
         sockname = listeners[0].socket.getsockname()
         server = Server(app, options, (sockname[0], sockname[1]), draining, _serve_connection)
-        if gone.available():
-            server.gone = gone.GoneWatch()
+        if readiness.available():
+            server.gone = readiness.ReadyWatch()
             outer.start_soon(server.gone.run)
         try:
             async with trio.open_nursery() as connections:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import trio
 
-from gateway.server import gone
+from gateway import readiness
 from gateway.server.lifespan import ASGIApp
 from gateway.server.options import Draining, ServerOptions
 from gateway.server.quiet import Throttled
@@ -63,7 +63,7 @@ class Server:
         self.starved = False  # accept failed for want of file descriptors
         self.all_closed = trio.Event()  # set once closing and no connection is left
         self.quiet = Throttled(log)
-        self.gone: gone.GoneWatch | None = None  # watches streams' clients (serve starts it)
+        self.gone: readiness.ReadyWatch | None = None  # watches streams' clients (serve starts it)
         name = options.server_header.encode("latin-1")
         self._server_line = b"server: " + name + b"\r\n" if name else b""
         self._dated = b""

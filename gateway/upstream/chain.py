@@ -47,6 +47,7 @@ from gateway.providers.base import (
     UpstreamRequest,
 )
 from gateway.upstream.media_fetch import MediaFetcher
+from gateway.upstream.pump import WriteNow
 from gateway.upstream.relay import Finish, Outcome, Relay, Write
 from gateway.upstream.retry import backoff_s, failure_kind, hurts_health, retry_after_s, retryable
 from gateway.upstream.router import Plan, Router
@@ -135,10 +136,14 @@ class Chain:
         return await self.run(call)
 
     async def stream_to(
-        self, write: Write, on_finish: Finish | None = None, outcome: Outcome | None = None
+        self,
+        write: Write,
+        on_finish: Finish | None = None,
+        outcome: Outcome | None = None,
+        write_now: WriteNow | None = None,
     ) -> Outcome:
-        """A streamed request: its content goes to `write` (see `Relay.stream`), from
-        the first attempt that gets as far as sending any."""
+        """A streamed request: its content goes to `write` (see `Relay.stream`, and for
+        `write_now`), from the first attempt that gets as far as sending any."""
         progress = Outcome() if outcome is None else outcome
         surface = self._surface
         sink = write
@@ -150,7 +155,14 @@ class Chain:
         ) -> Outcome:
             progress.usage = progress.error = None
             return await relay.stream(
-                req, ctx, sink, on_finish, outcome=progress, deadline=until, reading=surface
+                req,
+                ctx,
+                sink,
+                on_finish,
+                outcome=progress,
+                deadline=until,
+                reading=surface,
+                write_now=write_now,
             )
 
         return await self.run(call)

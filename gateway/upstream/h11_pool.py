@@ -27,6 +27,7 @@ module does just that:
   decodes it, and a connection whose body ended cleanly gets a new h11 state.
 - On plain TCP a read waits for the socket to be readable, then reads: a streamed
   chunk arrives alone, so reading first would nearly always fail (a wasted syscall).
+  A write goes out at once and waits only for what the socket did not take.
 
 Deadlines are not enforced here: the Relay owns them as trio cancel scopes. This module
 only does I/O and maps its failures to the gateway's error tree, with the messages and
@@ -98,7 +99,7 @@ class _PooledConnection:
     idle stream should not hold h11's buffers and events), and made anew for the next
     request."""
 
-    __slots__ = ("h11", "idle_since", "receive_some", "sock", "stream")
+    __slots__ = ("fd", "h11", "idle_since", "receive_some", "send_all", "sock", "stream")
 
     def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
         self.stream = stream
@@ -107,10 +108,15 @@ class _PooledConnection:
         # reference cycle, and each connection would then wait for a full collection
         # to be freed (a pause of ~0.5 s in a worker holding thousands of streams).
         self.receive_some: Callable[[int], Awaitable[bytes]]
+        self.send_all: Callable[[bytes], Awaitable[None]]
+        self.fd = -1  # plain TCP: the socket's, read directly by `read_now`
         if isinstance(stream, trio.SocketStream):
+            self.fd = sock.fileno()
             self.receive_some = partial(_receive_tcp, sock)
+            self.send_all = partial(_send_tcp, stream)
         else:  # SSLStream may return a bytearray; h11 buffers any bytes-like object.
             self.receive_some = cast(Callable[[int], Awaitable[bytes]], stream.receive_some)
+            self.send_all = stream.send_all
         self.h11: h11.Connection | None = _new_h11()
         self.idle_since = 0.0
 
@@ -146,6 +152,22 @@ async def _receive_tcp(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
             if sock.fileno() == -1:
                 raise trio.ClosedResourceError("the connection was closed") from None
             raise trio.BrokenResourceError(str(e)) from e
+
+
+async def _send_tcp(stream: trio.SocketStream, data: bytes) -> None:
+    """Plain TCP: write at once, with no scheduler pass, when the socket takes it all (a
+    request nearly always fits its send buffer); the rest through trio, which waits."""
+    sock = stream.socket
+    try:
+        sent = os.write(sock.fileno(), data)
+    except BlockingIOError:
+        sent = 0
+    except OSError as e:
+        if sock.fileno() == -1:
+            raise trio.ClosedResourceError("the connection was closed") from None
+        raise trio.BrokenResourceError(str(e)) from e
+    if sent < len(data):
+        await stream.send_all(memoryview(data)[sent:])
 
 
 def _new_h11() -> h11.Connection:
@@ -463,6 +485,37 @@ class _UpstreamExchange:
             why = "the connection was reset"
         raise self._lost(why)
 
+    def pump_fd(self) -> int | None:
+        """The socket `read_now` reads, while it can: a chunked body on plain TCP, not
+        yet ended, with nothing read and left undecoded. None otherwise."""
+        conn = self._conn
+        if conn is None or self._done or self._body is None or self._early or conn.fd < 0:
+            return None
+        return conn.fd
+
+    def read_now(self) -> bytes:
+        """The body that arrived, decoded, without waiting (b"" if none, or only chunk
+        framing): what `next_chunk` reads, for a caller told the socket is readable
+        (`pump_fd`). Raises as `next_chunk` does; once the body is complete, `pump_fd`
+        is None and `next_chunk` says so."""
+        conn, body = self._conn, self._body
+        assert conn is not None and body is not None
+        try:
+            data = os.read(conn.fd, RECV_BYTES)
+        except BlockingIOError:
+            return b""
+        except OSError:
+            raise self._lost("the connection was reset") from None
+        if not data:
+            raise self._lost("the connection closed early")
+        try:
+            piece = body.feed(data)
+        except ChunkedError:
+            raise self._lost("the body was malformed") from None
+        if body.done:
+            self._done = True
+        return piece
+
     # -- internals ---------------------------------------------------------------------
 
     def _lost(self, why: str) -> UpstreamConnectionError:
@@ -493,10 +546,10 @@ class _UpstreamExchange:
         send_failed = False
         try:
             if len(body) <= ONE_WRITE_BYTES:
-                await conn.stream.send_all(head + body if body else head)
+                await conn.send_all(head + body if body else head)
             else:
-                await conn.stream.send_all(head)
-                await conn.stream.send_all(body)
+                await conn.send_all(head)
+                await conn.send_all(body)
         except _IO_ERRORS:
             # The server may have answered (say 413) and closed before reading it all:
             # read what it sent before deciding the request never got through.

@@ -37,6 +37,7 @@ from gateway.config import ProviderConfig
 from gateway.errors import GatewayError, UpstreamError, UpstreamFirstByteTimeout, UpstreamTimeout
 from gateway.providers.base import JSON, CallContext, Completion, Provider, UpstreamRequest
 from gateway.upstream.observed import observed
+from gateway.upstream.pump import Pumped, WriteNow, pump
 from gateway.upstream.surface import CHAT_READING, Reading
 from gateway.upstream.transport import Transport, UpstreamResponse
 
@@ -154,6 +155,7 @@ class Relay:
         outcome: Outcome | None = None,
         deadline: float | None = None,
         reading: Reading = CHAT_READING,
+        write_now: WriteNow | None = None,
     ) -> Outcome:
         """A streamed call: the translator's content goes to `write` as it arrives.
 
@@ -168,7 +170,10 @@ class Relay:
         filled in, so a caller whose request is cancelled midway still sees it.
         `deadline` (trio clock) bounds the whole call; None: `total_s` from now.
         `reading` makes the translator and the last event (chat completions' by
-        default, upstream/surface.py).
+        default, upstream/surface.py). `write_now`, the same write done at once when
+        the client's socket takes it (the built-in server's), lets the content after
+        the first go out from the worker's pump (upstream/pump.py), where the
+        transport can read without waiting.
 
         A failure raised before any content stands for the upstream's answer: the
         translator's error carries the status it maps to as `upstream_status`, and an
@@ -209,21 +214,33 @@ class Relay:
                 async with self._open(req, ctx, deadline, scope) as resp:
                     opened = True
                     moved = -math.inf
+                    pumped = resp if write_now and isinstance(resp, Pumped) else None
                     while True:
                         now = trio.current_time()
                         if now - moved >= step:
                             scope.deadline = min(deadline, now + t.idle_s)
                             moved = now
-                        chunk = await resp.next_chunk()
-                        if chunk is not None:
-                            data = translator.feed(chunk)
-                            del chunk  # not held while waiting for the next one
-                            if data:
-                                outcome.started = True
-                                await write(data)
-                            del data
+                        if (
+                            pumped is not None
+                            and write_now is not None
+                            and outcome.started
+                            and await pump(pumped, translator, write_now, scope, deadline, t.idle_s)
+                        ):
+                            # Back from the pump: the body ended, a write was left
+                            # for this task, or the translator finished or failed.
                             if translator.error is None and not translator.finished:
                                 continue
+                        else:
+                            chunk = await resp.next_chunk()
+                            if chunk is not None:
+                                data = translator.feed(chunk)
+                                del chunk  # not held while waiting for the next one
+                                if data:
+                                    outcome.started = True
+                                    await write(data)
+                                del data
+                                if translator.error is None and not translator.finished:
+                                    continue
                         # The end: EOF, the upstream said it finished, or it failed.
                         if translator.error is None:
                             data = translator.close()  # may find the stream truncated

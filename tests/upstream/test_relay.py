@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import orjson
 import pytest
@@ -24,6 +25,7 @@ from gateway.errors import (
 from gateway.openai.sse import DONE
 from gateway.providers.base import CallContext, Provider
 from gateway.providers.openai import OpenAIProvider
+from gateway.upstream.pump import WriteNow
 from gateway.upstream.relay import Outcome, Relay, Timeouts
 from gateway.upstream.router import make_deployment
 from gateway.upstream.transports import make_transport
@@ -31,10 +33,13 @@ from gateway.upstream.transports import make_transport
 Handler = Callable[[Request, Reply], Awaitable[None]]
 
 
-@pytest.fixture(params=["h11", "httpx"])
-def transport(request: pytest.FixtureRequest) -> Transport:
-    """Every relay behaviour holds on both upstream transports."""
-    kind: Transport = request.param
+@pytest.fixture(params=["h11", "h11+pump", "h11+partial", "httpx", "httpx+pump"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every relay behaviour holds on both upstream transports, and whether or not the
+    writer can write at once ("+pump": the relay may hand the body to the worker's
+    pump, upstream/pump.py, which it does on h11's plain-TCP chunked bodies;
+    "+partial": every other such write is taken only in part)."""
+    kind: str = request.param
     return kind
 
 
@@ -73,10 +78,32 @@ COMPLETION = orjson.dumps(
 class Upstream:
     relay: Relay
     provider: ProviderConfig
+    pump: str = ""  # the writer can write at once: "pump", or "partial" (see `writer_now`)
 
     def ctx(self, stream: bool) -> CallContext:
         dep = make_deployment("m", self.provider, "m")
         return CallContext(dep, stream, False, "chatcmpl-t", 1)
+
+    def writer_now(self, out: list[object]) -> WriteNow | None:
+        """A write at once into `out`, as the server's is; "partial": every other
+        piece longer than a byte is taken only in part, its rest left to an awaitable."""
+        if not self.pump:
+            return None
+        pieces = [0]
+
+        async def rest(data: bytes) -> None:
+            await trio.lowlevel.checkpoint()
+            out.append(data)
+
+        def now(data: bytes) -> Awaitable[None] | None:
+            pieces[0] += 1
+            if self.pump == "partial" and len(data) > 1 and pieces[0] % 2:
+                out.append(data[:1])
+                return rest(data[1:])
+            out.append(data)
+            return None
+
+        return now
 
     async def stream(self) -> tuple[bytes, Outcome]:
         ctx = self.ctx(True)
@@ -86,7 +113,8 @@ class Upstream:
         async def write(data: bytes) -> None:
             out.append(data)
 
-        outcome = await self.relay.stream(req, ctx, write)
+        now = self.writer_now(out)  # type: ignore[arg-type]
+        outcome = await self.relay.stream(req, ctx, write, write_now=now)
         return b"".join(out), outcome
 
     async def complete(self) -> bytes:
@@ -97,9 +125,11 @@ class Upstream:
 
 @asynccontextmanager
 async def upstream(
-    handler: Handler, kind: Transport, provider: Provider | None = None, **timeouts: float
+    handler: Handler, kind: str, provider: Provider | None = None, **timeouts: float
 ) -> AsyncIterator[Upstream]:
-    """A scripted upstream on a free port, and a Relay pointed at it."""
+    """A scripted upstream on a free port, and a Relay pointed at it (`kind`: the
+    transport, "+pump" if the writer can write at once)."""
+    name, _, mode = kind.partition("+")
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve_http, handler, "127.0.0.1", 0))
         p = ProviderConfig(
@@ -110,18 +140,18 @@ async def upstream(
             first_byte_timeout_s=timeouts.get("first_byte_s", 2.0),
             idle_timeout_s=timeouts.get("idle_s", 2.0),
             total_timeout_s=timeouts.get("total_s", 5.0),
-            transport=kind,
+            transport=cast(Transport, name),
         )
         transport = make_transport(p, OpenAIProvider())
         try:
             relay = Relay(transport, Timeouts.of(p), provider or OpenAIProvider())
-            yield Upstream(relay, p)
+            yield Upstream(relay, p, mode)
         finally:
             await transport.aclose()
             nursery.cancel_scope.cancel()
 
 
-async def test_done_reaches_the_client_even_if_the_upstream_lingers(transport: Transport) -> None:
+async def test_done_reaches_the_client_even_if_the_upstream_lingers(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("hi") + chunk(None, "stop") + b"data: [DONE]\n\n")
         await trio.sleep(30)  # never ends its body
@@ -133,7 +163,7 @@ async def test_done_reaches_the_client_even_if_the_upstream_lingers(transport: T
     assert outcome.error is None
 
 
-async def test_content_and_error_in_one_read_keep_the_content(transport: Transport) -> None:
+async def test_content_and_error_in_one_read_keep_the_content(transport: str) -> None:
     error = b'data: {"error": {"message": "boom", "type": "server_error"}}\n\n'
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -147,7 +177,7 @@ async def test_content_and_error_in_one_read_keep_the_content(transport: Transpo
     assert outcome.started and outcome.error is not None
 
 
-async def test_error_before_any_content_raises_for_a_real_status(transport: Transport) -> None:
+async def test_error_before_any_content_raises_for_a_real_status(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, b'data: {"error": {"message": "bad", "code": 400}}\n\n')
         await reply.end()
@@ -158,7 +188,7 @@ async def test_error_before_any_content_raises_for_a_real_status(transport: Tran
     assert info.value.http_status == 400
 
 
-async def test_upstream_is_asked_for_uncompressed_bodies(transport: Transport) -> None:
+async def test_upstream_is_asked_for_uncompressed_bodies(transport: str) -> None:
     seen: list[str] = []
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -173,7 +203,7 @@ async def test_upstream_is_asked_for_uncompressed_bodies(transport: Transport) -
     assert seen == ["identity"]
 
 
-async def test_first_byte_timeout_applies_to_streams(transport: Transport) -> None:
+async def test_first_byte_timeout_applies_to_streams(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await trio.sleep(30)
 
@@ -183,7 +213,7 @@ async def test_first_byte_timeout_applies_to_streams(transport: Transport) -> No
 
 
 async def test_non_stream_answers_may_take_longer_than_the_first_byte_timeout(
-    transport: Transport,
+    transport: str,
 ) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await trio.sleep(0.6)  # a long generation: the headers come at the end
@@ -193,7 +223,7 @@ async def test_non_stream_answers_may_take_longer_than_the_first_byte_timeout(
         assert b'"hi"' in await up.complete()
 
 
-async def test_non_stream_is_bounded_by_the_total_deadline(transport: Transport) -> None:
+async def test_non_stream_is_bounded_by_the_total_deadline(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await trio.sleep(30)
 
@@ -202,7 +232,7 @@ async def test_non_stream_is_bounded_by_the_total_deadline(transport: Transport)
             await up.complete()
 
 
-async def test_idle_gap_mid_stream_is_an_error_event(transport: Transport) -> None:
+async def test_idle_gap_mid_stream_is_an_error_event(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("hi"))
         await trio.sleep(30)
@@ -215,7 +245,7 @@ async def test_idle_gap_mid_stream_is_an_error_event(transport: Transport) -> No
 
 
 async def test_a_reset_after_the_request_was_read_is_one_attempt_that_was_sent(
-    transport: Transport,
+    transport: str,
 ) -> None:
     """The relay never retries; it says the request went out, so the chain knows the
     upstream may have started on it (docs/reliability.md R1)."""
@@ -233,7 +263,7 @@ async def test_a_reset_after_the_request_was_read_is_one_attempt_that_was_sent(
 
 
 async def test_an_error_status_is_one_attempt_carrying_the_upstream_status(
-    transport: Transport,
+    transport: str,
 ) -> None:
     attempts: list[int] = []
 
@@ -249,7 +279,7 @@ async def test_an_error_status_is_one_attempt_carrying_the_upstream_status(
 
 
 async def test_an_error_event_before_any_content_carries_the_status_it_stands_for(
-    transport: Transport,
+    transport: str,
 ) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         error = b'data: {"error": {"message": "busy", "type": "server_error", "code": 503}}\n\n'
@@ -262,7 +292,7 @@ async def test_an_error_event_before_any_content_carries_the_status_it_stands_fo
     assert info.value.upstream_status == info.value.http_status == 503
 
 
-async def test_an_idle_gap_before_any_content_is_a_first_byte_timeout(transport: Transport) -> None:
+async def test_an_idle_gap_before_any_content_is_a_first_byte_timeout(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, b": nothing yet\n\n")
         await trio.sleep(30)
@@ -272,7 +302,7 @@ async def test_an_idle_gap_before_any_content_is_a_first_byte_timeout(transport:
             await up.stream()
 
 
-async def test_a_deadline_passed_in_bounds_the_call(transport: Transport) -> None:
+async def test_a_deadline_passed_in_bounds_the_call(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await trio.sleep(30)
 
@@ -285,7 +315,7 @@ async def test_a_deadline_passed_in_bounds_the_call(transport: Transport) -> Non
     assert trio.current_time() - start < 1
 
 
-async def test_4xx_is_never_retried(transport: Transport) -> None:
+async def test_4xx_is_never_retried(transport: str) -> None:
     attempts: list[int] = []
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -313,7 +343,7 @@ async def _stream_with_finish(up: Upstream) -> tuple[list[object], Outcome]:
     async def on_finish(outcome: Outcome) -> None:
         log.append(("finish", outcome.usage, outcome.error))
 
-    outcome = await up.relay.stream(req, ctx, write, on_finish)
+    outcome = await up.relay.stream(req, ctx, write, on_finish, write_now=up.writer_now(log))
     return log, outcome
 
 
@@ -321,7 +351,7 @@ USAGE = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"
 USAGE += b'"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n'
 
 
-async def test_on_finish_runs_with_usage_before_done_goes_out(transport: Transport) -> None:
+async def test_on_finish_runs_with_usage_before_done_goes_out(transport: str) -> None:
     """R23: what on_finish records is durable before the client sees [DONE]."""
 
     async def handler(request: Request, reply: Reply) -> None:
@@ -337,7 +367,7 @@ async def test_on_finish_runs_with_usage_before_done_goes_out(transport: Transpo
     assert isinstance(entry, tuple) and entry[1]["total_tokens"] == 5
 
 
-async def test_on_finish_runs_before_a_mid_stream_error_event(transport: Transport) -> None:
+async def test_on_finish_runs_before_a_mid_stream_error_event(transport: str) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("hi"))
         await trio.sleep(0.05)
@@ -399,7 +429,7 @@ A, B, U = b"data: a\n\n", b"data: b\n\n", b"data: usage\n\n"
 
 
 async def _scripted(
-    transport: Transport, translator: Scripted, linger: bool = False
+    transport: str, translator: Scripted, linger: bool = False
 ) -> tuple[list[object], Outcome] | GatewayError:
     """The writes and on_finish call of a stream through `translator`, or what it raised."""
 
@@ -417,7 +447,7 @@ async def _scripted(
                 return e
 
 
-async def test_the_relay_alone_writes_done_after_on_finish(transport: Transport) -> None:
+async def test_the_relay_alone_writes_done_after_on_finish(transport: str) -> None:
     t = Scripted([([A, B], None, True)], tail=[U])
     result = await _scripted(transport, t, linger=True)  # finished: no wait for EOF
     assert isinstance(result, tuple), result
@@ -427,7 +457,7 @@ async def test_the_relay_alone_writes_done_after_on_finish(transport: Transport)
 
 
 async def test_content_then_an_error_in_one_feed_ends_with_the_error_event(
-    transport: Transport,
+    transport: str,
 ) -> None:
     error = UpstreamError("it broke")
     t = Scripted([([A], error, False)])
@@ -439,14 +469,14 @@ async def test_content_then_an_error_in_one_feed_ends_with_the_error_event(
     assert outcome.error is error and outcome.events == 1 and DONE not in log
 
 
-async def test_a_failure_found_at_close_before_any_content_raises(transport: Transport) -> None:
+async def test_a_failure_found_at_close_before_any_content_raises(transport: str) -> None:
     truncated = UpstreamError("cut", code="upstream_stream_truncated")
     t = Scripted([([], None, False)], tail_error=truncated)
     assert await _scripted(transport, t) is truncated  # raised: a real 502, no stream
 
 
 async def test_a_failure_found_at_close_after_content_is_the_last_event(
-    transport: Transport,
+    transport: str,
 ) -> None:
     truncated = UpstreamError("cut", code="upstream_stream_truncated")
     t = Scripted([([A], None, False)], tail_error=truncated)
@@ -458,7 +488,7 @@ async def test_a_failure_found_at_close_after_content_is_the_last_event(
 
 
 async def test_an_outcome_passed_in_is_filled_even_if_the_call_is_cancelled(
-    transport: Transport,
+    transport: str,
 ) -> None:
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("a") + chunk("b"))
@@ -480,7 +510,7 @@ async def test_an_outcome_passed_in_is_filled_even_if_the_call_is_cancelled(
 
 
 async def test_a_gateway_error_from_on_finish_is_the_last_event_and_settles_once(
-    transport: Transport,
+    transport: str,
 ) -> None:
     refused = UpstreamError("the ledger refused it")
     calls: list[Outcome] = []

@@ -1,4 +1,4 @@
-"""The watch on streaming clients (gateway/server/gone.py): one task, many sockets."""
+"""The readiness watch (gateway/readiness.py): one task, many sockets."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import socket
 import pytest
 import trio
 
-from gateway.server import gone
+from gateway import readiness
 
-pytestmark = pytest.mark.skipif(not gone.available(), reason="epoll is Linux's")
+pytestmark = pytest.mark.skipif(not readiness.available(), reason="epoll is Linux's")
 
 
 async def test_each_ready_socket_gets_its_callback_and_a_failing_one_stops_only_itself(
     nursery: trio.Nursery,
 ) -> None:
-    watch = gone.GoneWatch()
+    watch = readiness.ReadyWatch()
     nursery.start_soon(watch.run)
     broken_a, broken_b = socket.socketpair()
     fine_a, fine_b = socket.socketpair()

@@ -1,0 +1,151 @@
+"""The steady state of a streamed answer, relayed with no task switch per chunk.
+
+Once a stream's first content has gone out, what follows is nearly always the same
+step, tens of times a second for a minute: a chunk arrives, is translated, is written
+to the client. In a task of its own that step is a trio wait (an `epoll_ctl` to re-arm
+the socket, a pass through the scheduler, the resumption of a dozen suspended
+coroutine frames) around a few microseconds of work. Here the upstream socket joins
+the worker's readiness watch (gateway/readiness.py) and the step runs as a plain call
+when the socket is readable, while the stream's task sleeps.
+
+Anything but that step hands the stream back to its task, which carries on as before
+(upstream/relay.py): the end of the body, the translator finishing or failing, a read
+that fails, a client whose socket did not take a whole write (the rest is written by
+the task, with trio's flow control and the server's send timeout), and the deadlines.
+The relay's deadlines stay its cancel scope's: the pump moves the idle deadline as
+chunks arrive, as the relay's loop does, and a cancellation wakes the task as always.
+
+Used only where every part can do its step synchronously: the h11 pool's plain-TCP
+chunked bodies (`read_now`), the built-in server's direct writes (`write_now`) and a
+platform with epoll. Otherwise the relay reads in its own task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+import trio
+
+from gateway import readiness
+from gateway.providers.base import StreamTranslator
+
+__all__ = ["Pumped", "WriteNow", "pump"]
+
+WriteNow = Callable[[bytes], Awaitable[None] | None]
+"""Writes to the client at once: None when all of it went out, else an awaitable that
+writes the rest (it must be awaited, or closed)."""
+
+
+@runtime_checkable
+class Pumped(Protocol):
+    """An upstream response whose body can be read without waiting (h11_pool)."""
+
+    def pump_fd(self) -> int | None: ...
+
+    def read_now(self) -> bytes: ...
+
+
+class _Stream:
+    """One stream in the pump: what its callback needs, and what it leaves the task."""
+
+    __slots__ = (
+        "deadline",
+        "failure",
+        "idle_s",
+        "moved",
+        "resp",
+        "rest",
+        "scope",
+        "step",
+        "task",
+        "translator",
+        "woken",
+        "write_now",
+    )
+
+    def __init__(
+        self,
+        resp: Pumped,
+        translator: StreamTranslator,
+        write_now: WriteNow,
+        scope: trio.CancelScope,
+        deadline: float,
+        idle_s: float,
+    ) -> None:
+        self.resp = resp
+        self.translator = translator
+        self.write_now = write_now
+        self.scope = scope
+        self.deadline = deadline
+        self.idle_s = idle_s
+        self.step = min(1.0, idle_s / 10)
+        self.moved = -math.inf
+        self.task = trio.lowlevel.current_task()
+        self.failure: Exception | None = None  # raised in the task, where it would have been
+        self.rest: Awaitable[None] | None = None  # a write the client did not take whole
+        self.woken = False
+
+    def readable(self) -> bool:
+        """The socket is readable: relay what came; False hands the stream back."""
+        try:
+            piece = self.resp.read_now()
+            if piece:
+                now = trio.current_time()
+                if now - self.moved >= self.step:  # as the relay's loop does
+                    self.scope.deadline = min(self.deadline, now + self.idle_s)
+                    self.moved = now
+                data = self.translator.feed(piece)
+                if data:
+                    self.rest = self.write_now(data)
+                    if self.rest is not None:
+                        return self._wake()
+        except Exception as e:  # a failed read, or a bug: the task's to raise
+            self.failure = e
+            return self._wake()
+        translator = self.translator
+        if translator.error is not None or translator.finished or self.resp.pump_fd() is None:
+            return self._wake()  # the upstream finished or failed, or the body ended
+        return True
+
+    def _wake(self) -> bool:
+        self.woken = True
+        trio.lowlevel.reschedule(self.task)
+        return False
+
+
+async def pump(
+    resp: Pumped,
+    translator: StreamTranslator,
+    write_now: WriteNow,
+    scope: trio.CancelScope,
+    deadline: float,
+    idle_s: float,
+) -> bool:
+    """Relay `resp`'s body through the worker's watch until the task must take over
+    again; False at once if this platform or this response cannot be pumped. Raises
+    what reading or translating raised. `scope` is the relay's: as chunks arrive its
+    deadline is moved to `idle_s` after the latest (at most `deadline`), as the relay's
+    own loop does, and its cancellation (a deadline, the client gone) ends the pumping.
+    """
+    watch = readiness.worker_watch()
+    fd = resp.pump_fd()
+    if watch is None or fd is None:
+        return False
+    stream = _Stream(resp, translator, write_now, scope, deadline, idle_s)
+
+    def abort(_: object) -> trio.lowlevel.Abort:
+        watch.discard(fd)
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    watch.add(fd, stream.readable)
+    try:
+        await trio.lowlevel.wait_task_rescheduled(abort)
+    finally:
+        watch.discard(fd)
+    if stream.failure is not None:
+        raise stream.failure
+    if stream.rest is not None:
+        await stream.rest
+    return True

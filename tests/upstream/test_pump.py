@@ -1,0 +1,174 @@
+"""The pump (gateway/upstream/pump.py): a paced stream's chunks relayed with no task
+switch per chunk, and everything else handed back to the relay's task as before.
+
+Each test runs a paced stream (chunks some milliseconds apart, so each arrives alone)
+through the relay on the h11 transport, once with a writer that can write at once
+(the pump relays) and once without (the task reads every chunk), and expects the same.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import trio
+
+from bench.fakes.server import Reply, Request
+from gateway import readiness
+from gateway.errors import GatewayError, UpstreamConnectionError, UpstreamTimeout
+from gateway.upstream.relay import Outcome
+from tests.upstream.test_relay import (
+    SSE,
+    Scripted,
+    ScriptedProvider,
+    Upstream,
+    _stream_with_finish,
+    chunk,
+    upstream,
+)
+
+pytestmark = pytest.mark.skipif(not readiness.available(), reason="the pump needs epoll")
+
+N = 12
+GAP_S = 0.01
+DONE = b"data: [DONE]\n\n"
+
+
+def paced(n: int = N, gap_s: float = GAP_S, then: str = "done"):  # type: ignore[no-untyped-def]
+    """An upstream sending `n` chunks `gap_s` apart, then [DONE] ("done"), a reset
+    ("cut") or nothing for a long while ("idle")."""
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("0"))
+        for i in range(1, n):
+            await trio.sleep(gap_s)
+            await reply.write(chunk(str(i)))
+        await trio.sleep(gap_s)
+        if then == "cut":
+            reply.abort()
+        elif then == "idle":
+            await trio.sleep(30)
+        else:
+            await reply.end(chunk(None, "stop") + DONE)
+
+    return handler
+
+
+class Steps(trio.abc.Instrument):
+    """Counts the steps one task runs (each is a wake-up)."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def _run(up: Upstream) -> tuple[bytes, Outcome, int]:
+    """The stream's bytes, its outcome and how many times its task woke."""
+    steps = Steps(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        with trio.fail_after(5):
+            out, outcome = await up.stream()
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    return out, outcome, steps.steps
+
+
+def _contents(out: bytes) -> list[str]:
+    found = []
+    for line in out.split(b"\n\n"):
+        if line.startswith(b"data: {"):
+            obj = orjson.loads(line[6:])
+            if obj.get("choices"):
+                found.append(obj["choices"][0]["delta"].get("content"))
+    return found
+
+
+@pytest.mark.parametrize("then", ["done", "cut", "idle"])
+async def test_a_paced_stream_is_relayed_by_the_pump_and_ends_as_without_it(then: str) -> None:
+    """The same bytes, outcome and error either way; pumped, the relay's task wakes a
+    few times, not once per chunk."""
+    results = {}
+    for kind in ("h11", "h11+pump"):
+        async with upstream(paced(then=then), kind, idle_s=0.3) as up:
+            results[kind] = await _run(up)
+    (task_out, task_outcome, task_steps), (out, outcome, steps) = results.values()
+    assert out == task_out
+    assert _contents(out)[:N] == [str(i) for i in range(N)]
+    assert type(outcome.error) is type(task_outcome.error)
+    assert outcome.events == task_outcome.events
+    if then == "done":
+        assert outcome.error is None and out.endswith(DONE)
+    elif then == "cut":
+        assert isinstance(outcome.error, UpstreamConnectionError)
+        assert b"upstream_connection_lost" in out
+    else:
+        assert isinstance(outcome.error, UpstreamTimeout) and b"upstream_timeout" in out
+    assert task_steps > N
+    assert steps < N // 2, f"the relay's task woke {steps} times for {N} chunks"
+
+
+async def test_a_stream_pumped_for_longer_than_the_idle_timeout_is_not_cut() -> None:
+    """The pump moves the idle deadline as chunks arrive, as the task's loop does."""
+    async with upstream(paced(n=25, gap_s=0.02), "h11+pump", idle_s=0.2, total_s=5) as up:
+        out, outcome, _ = await _run(up)
+    assert outcome.error is None and out.endswith(DONE)
+    assert _contents(out)[:25] == [str(i) for i in range(25)]
+
+
+async def test_a_write_the_client_did_not_take_whole_is_finished_in_order() -> None:
+    """Every other piece is taken only in part (the test writer): the task writes the
+    rest before the pump relays anything more."""
+    async with upstream(paced(), "h11+partial") as up:
+        log, outcome = await _stream_with_finish(up)
+    body = b"".join(x for x in log if isinstance(x, bytes))
+    assert outcome.error is None and body.endswith(DONE)
+    assert _contents(body)[:N] == [str(i) for i in range(N)]
+
+
+async def test_a_cancelled_pumped_stream_stops_being_watched_and_closes_upstream() -> None:
+    closed = trio.Event()
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("0"))
+        try:
+            for i in range(1, 1000):
+                await trio.sleep(GAP_S)
+                await reply.write(chunk(str(i)))
+        finally:
+            if reply.client_gone:
+                closed.set()
+
+    async with upstream(handler, "h11+pump") as up:
+        watch = readiness.worker_watch()
+        assert watch is not None
+        with trio.move_on_after(0.2):
+            await up.stream()
+        assert len(watch) == 0
+        with trio.fail_after(2):
+            await closed.wait()  # the upstream saw the connection go
+
+
+async def test_a_translator_failing_in_the_pump_fails_in_the_task() -> None:
+    """A bug in translation raises where it would without the pump: in the relay's
+    caller, not in the worker's watch (which goes on for every other stream)."""
+
+    class Failing(Scripted):
+        def feed(self, data: bytes) -> bytes:
+            if self.events >= 2:
+                raise RuntimeError("a translator bug")
+            return super().feed(data)
+
+    steps: list[tuple[list[bytes], GatewayError | None, bool]] = [([b"data: a\n\n"], None, False)]
+    translator = Failing(steps * 10)
+    for kind in ("h11", "h11+pump"):
+        translator.events = 0
+        translator.steps = steps * 10
+        async with upstream(paced(), kind, ScriptedProvider(translator)) as up:
+            with trio.fail_after(5), pytest.raises(RuntimeError, match="a translator bug"):
+                await up.stream()
+    watch = readiness.worker_watch()
+    assert watch is not None and len(watch) == 0
