@@ -110,8 +110,12 @@ class _Stream:
         return True
 
     def _wake(self) -> bool:
-        self.woken = True
-        trio.lowlevel.reschedule(self.task)
+        """Hand the stream back to its task, unless a cancellation already woke it
+        (a write that found the client gone cancels the task's scope, and trio runs
+        the abort at once, inside this call)."""
+        if not self.woken:
+            self.woken = True
+            trio.lowlevel.reschedule(self.task)
         return False
 
 
@@ -136,6 +140,7 @@ async def pump(
     stream = _Stream(resp, translator, write_now, scope, deadline, idle_s)
 
     def abort(_: object) -> trio.lowlevel.Abort:
+        stream.woken = True
         watch.discard(fd)
         return trio.lowlevel.Abort.SUCCEEDED
 

@@ -172,3 +172,40 @@ async def test_a_translator_failing_in_the_pump_fails_in_the_task() -> None:
                 await up.stream()
     watch = readiness.worker_watch()
     assert watch is not None and len(watch) == 0
+
+
+async def test_a_client_gone_during_a_pumped_write_cancels_the_stream_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server's write finds the client gone and cancels the request (its `on_gone`
+    callback) inside the pump's call; the stream's task is cancelled, nothing else
+    happens and nothing is logged as failing, even when the same read also ends it."""
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("0"))
+        await trio.sleep(GAP_S)
+        await reply.write(chunk("1"))
+        await trio.sleep(GAP_S)
+        await reply.end(chunk("2") + chunk(None, "stop") + DONE)
+
+    async with upstream(handler, "h11+pump") as up:
+        ctx = up.ctx(True)
+        req = up.relay.provider.build_request({"model": "m", "stream": True}, ctx)
+        out: list[bytes] = []
+        with trio.CancelScope() as scope:
+
+            async def write(data: bytes) -> None:
+                out.append(data)
+
+            def write_now(data: bytes) -> None:
+                out.append(data)
+                if b'"2"' in data:  # the client went: the server cancels the request
+                    scope.cancel()
+
+            with trio.fail_after(5):
+                await up.relay.stream(req, ctx, write, write_now=write_now)
+        assert scope.cancelled_caught
+    assert b'"2"' in b"".join(out) and not b"".join(out).endswith(DONE)
+    watch = readiness.worker_watch()
+    assert watch is not None and len(watch) == 0
+    assert not [r for r in caplog.records if r.name == "gateway.readiness"]
