@@ -24,7 +24,8 @@ GATEWAY = Path(__file__).parent.parent / "gateway"
 # nothing of requests; config is data; openai is the client-facing contract; providers
 # translate; upstream sends; billing counts and charges; state ties them together
 # for one worker; api serves requests from it; app and __main__ start everything.
-# The server knows only HTTP and ASGI (and the error shape).
+# The server knows only HTTP and ASGI (and the error shape), and shares with upstream
+# one I/O primitive below everything: readiness (many sockets watched from one task).
 LOW = {"__init__", "errors"}
 ALLOWED: dict[str, set[str]] = {
     "__init__": set(),
@@ -35,12 +36,13 @@ ALLOWED: dict[str, set[str]] = {
     "tokens": set(),
     "auth": {"config", "store"},
     "providers": {"config", "openai", "tokens"},
-    "upstream": {"config", "providers", "openai", "offload", "observability"},
+    "upstream": {"config", "providers", "openai", "offload", "observability", "readiness"},
     # The Responses API's pure core: its request schema is built from the chat
     # validator's rules (openai), and it bridges through the providers' chat
     # translation (providers: the interface, the SSE skeleton of the native relay).
     "responses": {"openai", "providers"},
     "offload": set(),  # runs O(size) steps of big requests in worker threads
+    "readiness": set(),  # one epoll set and one task for many sockets (server, pump)
     "observability": {"config"},  # request ids, logs, metrics, traces: below all that uses it
     "billing": {"config", "store", "auth", "providers", "tokens", "offload"},
     "state": {
@@ -80,7 +82,7 @@ ALLOWED: dict[str, set[str]] = {
         "observability",
         "responses",  # POST /v1/responses and its stored responses
     },
-    "server": set(),
+    "server": {"readiness"},
     "cli": {"config", "store", "auth", "billing"},
     "app": {"config", "api", "console", "state", "billing", "store", "tokens", "observability"},
     "__main__": {"config", "app", "server", "cli", "store", "observability"},
