@@ -27,7 +27,9 @@ the gateway is skipped in the W > 1 blocks ("skipped" in the output says so).
 
 Scenarios: ``json`` (non-streamed), ``stream`` (50 content chunks that the upstream
 writes at once, unpaced: directive ``chunks=50``), ``paced`` (50 chunks 1 ms apart:
-``chunks=50&chunk_interval_ms=1``) and ``paced-llm`` (like a real model: the first
+``chunks=50&chunk_interval_ms=1``), ``paced200`` (the same with 200 chunks: against
+``paced``, what one more lone chunk costs, ``(paced200 - paced) / 150``, the request's
+own work cancelled out) and ``paced-llm`` (like a real model: the first
 token after 300 ms, then one every 20-40 ms, 200-800 tokens; ``--llm-streams`` streams
 at once, 1,000 by default, whatever --connections says, for ``--llm-duration`` seconds,
 with no warm-up; its own table gives CPU per 1,000 streamed tokens, RSS and the
@@ -755,6 +757,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--scenarios", type=_name_list(list(SCENARIOS)), default=list(DEFAULT_SCENARIOS),
         metavar="S,S",
         help="json (non-stream), stream (50 chunks at once), paced (50 chunks 1 ms apart), "
+        "paced200 (200 chunks 1 ms apart), "
         "paced-llm (200-800 tokens 20-40 ms apart, --llm-streams at once); default json,stream",
     )  # fmt: skip
     parser.add_argument(

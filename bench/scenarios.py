@@ -15,6 +15,9 @@ __all__ = ["DEFAULT_SCENARIOS", "LLM_STREAMS", "SCENARIOS", "UPSTREAM_MODEL", "S
 UPSTREAM_MODEL = "fake-model"
 STREAM_DIRECTIVES = "chunks=50"  # written at once by the fake
 PACED_DIRECTIVES = "chunks=50&chunk_interval_ms=1"
+# Four times the chunks of `paced`, each as lone: against `paced`, what one more relayed
+# chunk costs, the request's own work cancelled out ((paced200 - paced) / 150).
+PACED200_DIRECTIVES = "chunks=200&chunk_interval_ms=1"
 # Like a real model: the first token after 300 ms, then one every 20-40 ms (30 +- 10,
 # drawn per gap), 200-800 tokens (drawn per request).
 # `stamp`: each token carries its send time, so the load generator measures how long
@@ -45,6 +48,7 @@ SCENARIOS = {
     "json": Scenario("json", False, "", "m"),
     "stream": Scenario("stream", True, STREAM_DIRECTIVES, "m-stream50"),
     "paced": Scenario("paced", True, PACED_DIRECTIVES, "m-paced50"),
+    "paced200": Scenario("paced200", True, PACED200_DIRECTIVES, "m-paced200", max_tokens=1024),
     "paced-llm": Scenario(
         "paced-llm", True, LLM_DIRECTIVES, "m-paced-llm", LLM_STREAMS, max_tokens=1024
     ),

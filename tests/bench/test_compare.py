@@ -184,6 +184,7 @@ def test_parser_options() -> None:
         _parse(["--workers", "0"])
     assert SCENARIOS["stream"].upstream_model == "fake-model@chunks=50"
     assert SCENARIOS["paced"].upstream_model == "fake-model@chunks=50&chunk_interval_ms=1"
+    assert SCENARIOS["paced200"].upstream_model == "fake-model@chunks=200&chunk_interval_ms=1"
     assert SCENARIOS["json"].upstream_model == "fake-model"
 
 
