@@ -27,8 +27,10 @@ module does just that:
   `RECV_BYTES`), and so are the bodies: a chunked one is decoded by
   `chunked.ChunkedBody`, a Content-Length one counted, a close-delimited one read to
   EOF. h11 did the heads and the non-chunked bodies until its per-exchange state
-  machine and events were measured at ~42 us of CPU per request (of ~550 us for the
-  whole request through the gateway); it is still the reference for http1.py's tests.
+  machine and events were measured at ~45-51 us of CPU per exchange against ~11 us
+  now (`python -m bench.headcost`); a non-streamed request through the gateway went
+  from ~0.55 to ~0.44 ms of CPU (`python -m bench compare`, json). h11 is still the
+  reference for http1.py's tests.
   The module and the `transport = "h11"` value keep the name users' configs know.
 - On plain TCP a read waits for the socket to be readable, then reads: a streamed
   chunk arrives alone, so reading first would nearly always fail (a wasted syscall).

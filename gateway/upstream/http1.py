@@ -2,11 +2,11 @@
 response head parsed as it arrives, and the response body's framing decided. Pure: no I/O.
 
 h11 did this per exchange with a connection state machine, event objects and header
-normalisation: about 42 us of CPU per request on the benchmark machine, against ~550 us
-for all of a non-streamed request through the gateway. A client that only ever sends
-`POST` with a known length and reads one response needs much less; h11 stays the
-reference the tests compare this with (tests/upstream/test_http1.py,
-fuzz/test_http1_props.py).
+normalisation: ~45 us of CPU per exchange on the benchmark machine (~11 us here,
+`python -m bench.headcost`), of ~550 us for all of a non-streamed request through the
+gateway. A client that only ever sends `POST` with a known length and reads one
+response needs much less; h11 stays the reference the tests compare this with
+(tests/upstream/test_http1.py, fuzz/test_http1_props.py).
 
 Strict where a mistake would desynchronise a pooled connection (one request's answer
 read as another's): whatever h11 refuses is refused, and a few things h11 tolerates are
