@@ -116,6 +116,7 @@ PURE = [
     "observability/traces.py",
     "upstream/unknown_model.py",
     "upstream/chunked.py",
+    "upstream/http1.py",
     "server/framing.py",
     "server/http11.py",
     "console/session.py",
