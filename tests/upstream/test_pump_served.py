@@ -10,6 +10,7 @@ the worker, the accounting after the stream.
 
 from __future__ import annotations
 
+import gc
 import re
 import socket
 import sqlite3
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from openai import OpenAI
 
 from bench.fakes import anthropic as fake_anthropic
 from bench.fakes import gemini as fake_gemini
@@ -258,6 +260,41 @@ def test_an_http_1_0_client_gets_a_pumped_stream_whole_without_chunked_framing(
     assert events[-1] == b"data: [DONE]"
     assert len(events) >= PACE["chunks"] + 2
     assert pumps.calls
+
+
+def _alive(name: str, module: str) -> list[Any]:
+    return [
+        o for o in gc.get_objects() if type(o).__name__ == name and type(o).__module__ == module
+    ]
+
+
+def test_a_pumped_stream_that_ended_is_not_kept_alive_by_the_watch(
+    served: Served, pumps: Pumps
+) -> None:
+    """Once a pumped stream is over, nothing of it stays reachable: not its pump state,
+    nor (through the write it was given) its client's connection. The worker's watch
+    held the last callback it ran in a loop variable while it waited: the last pumped
+    stream of a worker (its client connection and buffers, its upstream exchange, its
+    translator, its finished task) stayed alive until another socket became ready, on
+    a quiet worker indefinitely."""
+    with OpenAI(base_url=served.url, api_key=KEY, max_retries=0, timeout=20) as c:
+        text = "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in c.chat.completions.create(
+                model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            if chunk.choices
+        )
+    assert text and pumps.taken
+    time.sleep(0.1)  # the gateway has closed the connection
+    gc.collect()
+    assert _alive("_Stream", "gateway.upstream.pump") == []
+    ours = [
+        conn
+        for conn in _alive("_ClientConnection", "gateway.server.serve")
+        if conn.server.local[1] == served.port
+    ]
+    assert ours == []
 
 
 async def _stalled_reader(port: int) -> tuple[float, bytes]:
