@@ -159,6 +159,14 @@ def no_pump(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(readiness, "worker_watch", lambda: None)
 
 
+def _request(body: bytes) -> bytes:
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer " + KEY.encode() + b"\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
 # Ids, clocks and the like differ from one request to the next.
 _VOLATILE = re.compile(
     rb'"(id|item_id|response_id|created|created_at|completed_at|system_fingerprint)":'
@@ -242,13 +250,8 @@ def test_an_http_1_0_client_gets_a_pumped_stream_whole_without_chunked_framing(
     """HTTP/1.0 has no chunked framing: the body runs to the close, and the server's
     direct write declines every piece (`write_now` hands each to the task)."""
     body = b'{"model":"gpt-test","stream":true,"messages":[{"role":"user","content":"hi"}]}'
-    head = (
-        b"POST /v1/chat/completions HTTP/1.0\r\nhost: x\r\ncontent-type: application/json\r\n"
-        b"authorization: Bearer " + KEY.encode() + b"\r\n"
-        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n"
-    )
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
-        s.sendall(head + body)
+        s.sendall(_request(body).replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1))
         answer = b""
         while data := s.recv(65536):
             answer += data
@@ -309,12 +312,7 @@ async def _stalled_reader(port: int) -> tuple[float, bytes]:
     with sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         await sock.connect(("127.0.0.1", port))
-        await sock.send(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
-            b"content-type: application/json\r\n"
-            b"authorization: Bearer " + KEY.encode() + b"\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        )
+        await sock.send(_request(body))
         start = trio.current_time()
         await trio.sleep(3)  # the stream alone would take 4 s or more
         answer = b""
@@ -340,4 +338,29 @@ def test_a_client_that_stops_reading_a_pumped_stream_is_let_go(
     assert b"[DONE]" not in answer
     assert took < 3.5
     assert served.openai.wait_for_disconnects(before + 1, timeout_s=1)
+    assert pumps.taken
+
+
+def test_a_request_pipelined_behind_a_pumped_stream_is_answered_after_it(
+    served: Served, pumps: Pumps
+) -> None:
+    """The client's next request arrives while the stream is pumped (the server's
+    client watch keeps it); it is answered after the stream's last chunk, on the same
+    connection. Passes as it is: the path had no test with the pump."""
+    streamed = b'{"model":"gpt-test","stream":true,"messages":[{"role":"user","content":"a"}]}'
+    plain = b'{"model":"gpt-test","messages":[{"role":"user","content":"b"}]}'
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
+        s.sendall(_request(streamed))
+        first = s.recv(65536)  # the head and the first chunk: the stream is under way
+        assert first.startswith(b"HTTP/1.1 200")
+        s.sendall(_request(plain))
+        answer = first
+        while b'"object":"chat.completion"' not in answer:
+            data = s.recv(65536)
+            assert data, answer[-300:]
+            answer += data
+    _, _, second = answer.partition(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    assert second.startswith(b"HTTP/1.1 200"), answer[-600:]
+    assert b'"object":"chat.completion"' in second
+    assert b"data: " not in second
     assert pumps.taken
