@@ -140,7 +140,11 @@ class Pumps:
     def wrap(self, pump: Callable[..., Awaitable[bool]]) -> Callable[..., Awaitable[bool]]:
         async def counted(*args: Any, **kwargs: Any) -> bool:
             self.calls += 1
-            took = await pump(*args, **kwargs)
+            try:
+                took = await pump(*args, **kwargs)
+            except BaseException:  # raised from within: it was pumping
+                self.taken += 1
+                raise
             self.taken += took
             return took
 
@@ -215,6 +219,13 @@ STREAMS = [
     ("responses", "gpt-native", {}),
     ("responses", "claude-test", {}),
     ("responses", "gemini-test", {}),
+    # Ends other than [DONE], while pumped: a reset, an in-band error, the same from
+    # the bridged vendors, and through the Responses API.
+    ("chat/completions", "openai/fake-model@reset_after=6", {}),
+    ("chat/completions", "openai/fake-model@error_after=6", {}),
+    ("chat/completions", "anthropic/claude-fake@reset_after=6", {}),
+    ("chat/completions", "gemini/gemini-2.5-flash@error_after=6", {}),
+    ("responses", "openai/fake-model@reset_after=6", {}),
 ]
 
 
