@@ -10,6 +10,7 @@ the worker, the accounting after the stream.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 import socket
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import trio
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from bench.fakes import anthropic as fake_anthropic
 from bench.fakes import gemini as fake_gemini
@@ -210,6 +213,7 @@ def ledger_row(served: Served, rid: str) -> tuple[Any, ...]:
     raise AssertionError(f"no ledger row for {rid}")
 
 
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 STREAMS = [
     ("chat/completions", "gpt-test", {"stream_options": {"include_usage": True}}),
     ("chat/completions", "claude-test", {"stream_options": {"include_usage": True}}),
@@ -309,6 +313,49 @@ def test_a_pumped_stream_that_ended_is_not_kept_alive_by_the_watch(
         if conn.server.local[1] == served.port
     ]
     assert ours == []
+
+
+GRAPH = [
+    ("_Stream", "gateway.upstream.pump"),
+    ("Outcome", "gateway.upstream.relay"),
+    ("_UpstreamExchange", "gateway.upstream.h11_pool"),
+    ("_ServerExchange", "gateway.server.serve"),
+]
+
+
+@pytest.mark.parametrize("pumped", [True, False])
+@pytest.mark.parametrize("fault", ["reset_after=6", "error_after=6"])
+def test_a_stream_that_failed_midway_is_freed_without_the_cycle_collector(
+    served: Served, pumps: Pumps, monkeypatch: pytest.MonkeyPatch, pumped: bool, fault: str
+) -> None:
+    """A stream the upstream cut (or failed in band) after its first bytes is freed by
+    reference counting, pumped or not. The failure, kept in the outcome (and, pumped,
+    in the pump's state) held its traceback, whose frames held the outcome: every cut
+    stream's objects, its client connection among them, waited for a full collection
+    (the pause tests/upstream/test_h11_pool.py's connection test is about)."""
+    if not pumped:
+        no_pump(monkeypatch)
+    with OpenAI(base_url=served.url, api_key=KEY, max_retries=0, timeout=20) as c:
+        list(c.chat.completions.create(model="gpt-test", messages=HELLO, stream=True))
+    time.sleep(0.1)
+    gc.collect()
+    before = [len(_alive(*kind)) for kind in GRAPH]
+    gc.disable()
+    try:
+        with OpenAI(base_url=served.url, api_key=KEY, max_retries=0, timeout=20) as c:
+            for _ in range(3):
+                with contextlib.suppress(openai.APIError):
+                    list(
+                        c.chat.completions.create(
+                            model=f"openai/fake-model@{fault}", messages=HELLO, stream=True
+                        )
+                    )
+        time.sleep(0.1)  # the gateway is done with them
+        after = [len(_alive(*kind)) for kind in GRAPH]
+    finally:
+        gc.enable()
+    assert after == before
+    assert bool(pumps.taken) is pumped
 
 
 async def _stalled_reader(port: int) -> tuple[float, bytes]:
