@@ -149,8 +149,12 @@ async def pump(
         await trio.lowlevel.wait_task_rescheduled(abort)
     finally:
         watch.discard(fd)
-    if stream.failure is not None:
-        raise stream.failure
+    failure, stream.failure = stream.failure, None
+    if failure is not None:
+        try:
+            raise failure
+        finally:  # neither the state nor this frame hold it: no cycle through its traceback
+            del failure
     if stream.rest is not None:
         await stream.rest
     return True
