@@ -35,7 +35,8 @@ DONE = b"data: [DONE]\n\n"
 
 def paced(n: int = N, gap_s: float = GAP_S, then: str = "done"):  # type: ignore[no-untyped-def]
     """An upstream sending `n` chunks `gap_s` apart, then [DONE] ("done"), a reset
-    ("cut") or nothing for a long while ("idle")."""
+    ("cut"), a malformed chunk ("malformed"), a close without the body's end ("fin")
+    or nothing for a long while ("idle")."""
 
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("0"))
@@ -45,6 +46,11 @@ def paced(n: int = N, gap_s: float = GAP_S, then: str = "done"):  # type: ignore
         await trio.sleep(gap_s)
         if then == "cut":
             reply.abort()
+        elif then == "malformed":  # a chunk whose size is not hexadecimal
+            await reply._send(b"zz\r\n" + chunk("x") + b"\r\n")
+            await trio.sleep(30)
+        elif then == "fin":  # closed without the last chunk
+            await reply._stream.aclose()
         elif then == "idle":
             await trio.sleep(30)
         else:
@@ -87,7 +93,7 @@ def _contents(out: bytes) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("then", ["done", "cut", "idle"])
+@pytest.mark.parametrize("then", ["done", "cut", "malformed", "fin", "idle"])
 async def test_a_paced_stream_is_relayed_by_the_pump_and_ends_as_without_it(then: str) -> None:
     """The same bytes, outcome and error either way; pumped, the relay's task wakes a
     few times, not once per chunk."""
@@ -102,9 +108,11 @@ async def test_a_paced_stream_is_relayed_by_the_pump_and_ends_as_without_it(then
     assert outcome.events == task_outcome.events
     if then == "done":
         assert outcome.error is None and out.endswith(DONE)
-    elif then == "cut":
+    elif then in ("cut", "malformed", "fin"):
         assert isinstance(outcome.error, UpstreamConnectionError)
         assert b"upstream_connection_lost" in out
+        why = {"cut": "reset", "malformed": "malformed", "fin": "closed early"}[then]
+        assert why in outcome.error.message
     else:
         assert isinstance(outcome.error, UpstreamTimeout) and b"upstream_timeout" in out
     assert task_steps > N
