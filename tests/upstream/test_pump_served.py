@@ -422,3 +422,27 @@ def test_a_request_pipelined_behind_a_pumped_stream_is_answered_after_it(
     assert b'"object":"chat.completion"' in second
     assert b"data: " not in second
     assert pumps.taken
+
+
+def test_a_stream_asked_for_with_expect_100_continue_is_pumped_whole(
+    served: Served, pumps: Pumps
+) -> None:
+    """The body is sent only after the server's 100 Continue; the stream's pieces then
+    go out by the direct write (which declines while a 100 Continue is being written).
+    Passes as it is: the path had no test with the pump."""
+    body = b'{"model":"gpt-test","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    head, _, body = _request(body).partition(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
+        s.sendall(head + b"\r\nexpect: 100-continue\r\n\r\n")
+        interim = s.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        answer = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        while not answer.endswith(b"\r\n0\r\n\r\n"):
+            data = s.recv(65536)
+            assert data, answer[-300:]
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    assert answer.count(b'"content":') >= PACE["chunks"]
+    assert pumps.taken
