@@ -106,6 +106,8 @@ class Served:
     port: int
     sqlite: Path
     openai: FakeOpenAI
+    config: Path
+    reload: Callable[[], bool]  # the gateway re-reads `config` (as on SIGHUP)
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +130,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             )
         )
         app = create_app(load_config(path))
-        with BackgroundTrio[int](partial(serve_app, app), name="gateway") as port:
+        background = BackgroundTrio[int](partial(serve_app, app), name="gateway")
+        with background as port:
+
+            def reload() -> bool:
+                token = background._token
+                return trio.from_thread.run(app.reload, trio_token=token)
+
             url = f"http://127.0.0.1:{port}/v1"
-            yield Served(url, port, path.parent / "gateway.sqlite3", openai)
+            yield Served(url, port, path.parent / "gateway.sqlite3", openai, path, reload)
 
 
 class Pumps:
@@ -445,4 +453,30 @@ def test_a_stream_asked_for_with_expect_100_continue_is_pumped_whole(
     assert answer.startswith(b"HTTP/1.1 200")
     assert answer.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
     assert answer.count(b'"content":') >= PACE["chunks"]
+    assert pumps.taken
+
+
+def test_a_pumped_stream_finishes_on_the_snapshot_it_started_with_across_a_reload(
+    served: Served, pumps: Pumps
+) -> None:
+    """A reload (SIGHUP) that replaces the stream's provider while the stream is pumped:
+    the stream runs to its end on the relay it started with, whose connection is closed
+    only once the stream let it go. Passes as it is: the path had no test with the
+    pump (the reload tests stream from the in-process mock, never pumped)."""
+    with OpenAI(base_url=served.url, api_key=KEY, max_retries=0, timeout=20) as c:
+        stream = c.chat.completions.create(
+            model="openai/fake-model@chunks=40&chunk_interval_ms=10", messages=HELLO, stream=True
+        )
+        parts = [next(stream), next(stream)]
+        text = served.config.read_text()
+        served.config.write_text(text.replace("idle_timeout_s = 3\n", "idle_timeout_s = 4\n"))
+        try:
+            assert served.reload()
+            parts.extend(stream)
+        finally:
+            served.config.write_text(text)
+            assert served.reload()
+    contents = [p.choices[0].delta.content for p in parts if p.choices]
+    assert len([c for c in contents if c]) == 40
+    assert parts[-1].choices[0].finish_reason == "stop"
     assert pumps.taken
