@@ -35,11 +35,14 @@ from bench.fakes import gemini as fake_gemini
 from bench.fakes.openai import FakeOpenAI
 from bench.fakes.threaded import BackgroundTrio, run_fake_openai
 from gateway import readiness
-from gateway.app import create_app
-from gateway.config import load_config
+from gateway.app import GatewayApp, create_app
+from gateway.config import load_config, parse_config
+from gateway.server.options import ServerOptions
+from gateway.server.serve import serve
 from gateway.upstream import relay
 from gateway.upstream.pump import pump
 from tests.conftest import serve_app
+from tests.server.wire import Client
 
 pytestmark = pytest.mark.skipif(not readiness.available(), reason="the pump needs epoll")
 
@@ -480,3 +483,66 @@ def test_a_pumped_stream_finishes_on_the_snapshot_it_started_with_across_a_reloa
     assert len([c for c in contents if c]) == 40
     assert parts[-1].choices[0].finish_reason == "stop"
     assert pumps.taken
+
+
+def _drain_app(tmp_path: Path, upstream_port: int) -> GatewayApp:
+    config = parse_config(
+        {
+            "state": {"sqlite_path": str(tmp_path / "gateway.sqlite3")},
+            "providers": {
+                "up": {
+                    "kind": "openai",
+                    "base_url": f"http://127.0.0.1:{upstream_port}/v1",
+                    "api_key": "sk-fake-upstream",
+                }
+            },
+            "models": {"m": {"provider": "up", "upstream_model": "fake-model"}},
+            "keys": [{"name": "t", "key": KEY}],
+        },
+        env={},
+        source="test_pump_served",
+    )
+    return create_app(config)
+
+
+@pytest.mark.parametrize(("chunks", "grace_s", "ends"), [(30, 3.0, "done"), (400, 0.3, "shut")])
+@pytest.mark.parametrize("pumped", [True, False])
+async def test_a_pumped_stream_during_a_graceful_shutdown(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pumped: bool,
+    chunks: int,
+    grace_s: float,
+    ends: str,
+) -> None:
+    """Shut down while a stream is pumped: it runs to its [DONE] within the grace
+    (`done`), or is ended at the grace's end with the final `shutting_down` event
+    (`shut`), then the connection closes. Passes as it is: the drain tests stream from
+    the in-process mock, never pumped."""
+    if not pumped:
+        no_pump(monkeypatch)
+    trigger = trio.Event()
+    fake = FakeOpenAI(chunk_interval_ms=10, chunks=chunks)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as n:
+            upstream_port = await n.start(fake.serve)
+            opts = ServerOptions(keep_alive_timeout_s=2.0, graceful_timeout_s=grace_s)
+            app = _drain_app(tmp_path, upstream_port)
+            port = await n.start(
+                partial(
+                    serve, app, "127.0.0.1", 0, opts, shutdown_trigger=trigger.wait, draining=app
+                )
+            )
+            body = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+            c = await Client.connect(port)
+            await c.send(_request(body))
+            await c._until(b"\r\n\r\n")  # the head
+            await c._until(b'"content":')  # content is flowing: the rest is pumped
+            trigger.set()
+            rest = await c.until_close()
+            n.cancel_scope.cancel()
+    if ends == "done":
+        assert rest.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"), rest[-300:]
+    else:
+        assert b"shutting_down" in rest and b"[DONE]" not in rest, rest[-300:]
+        assert rest.endswith(b"\r\n0\r\n\r\n"), rest[-300:]
