@@ -15,6 +15,8 @@ import trio
 from bench.fakes.server import Reply, Request
 from gateway import readiness
 from gateway.errors import GatewayError, UpstreamConnectionError, UpstreamTimeout
+from gateway.upstream import relay as relay_module
+from gateway.upstream.pump import pump
 from gateway.upstream.relay import Outcome
 from tests.upstream.test_relay import (
     SSE,
@@ -217,3 +219,32 @@ async def test_a_client_gone_during_a_pumped_write_cancels_the_stream_quietly(
     watch = readiness.worker_watch()
     assert watch is not None and len(watch) == 0
     assert not [r for r in caplog.records if r.name == "gateway.readiness"]
+
+
+async def test_a_response_that_cannot_be_pumped_is_not_offered_to_the_pump_per_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A body the pump cannot read (here framed by its Content-Length; likewise TLS,
+    the usual upstream) is read by the task, and the relay asks the pump once, not
+    before every chunk (each ask costs ~1 us, ~5% of relaying a chunk)."""
+    pieces = [chunk(str(i)) for i in range(N)] + [chunk(None, "stop") + DONE]
+
+    async def handler(request: Request, reply: Reply) -> None:
+        size = str(sum(len(p) for p in pieces))
+        await reply.start(200, [*SSE, ("content-length", size)], pieces[0])
+        for piece in pieces[1:]:
+            await trio.sleep(GAP_S)
+            await reply.write(piece)
+
+    asked = [0]
+
+    async def counted(*args: object, **kwargs: object) -> bool:
+        asked[0] += 1
+        return await pump(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(relay_module, "pump", counted)
+    async with upstream(handler, "h11+pump") as up:
+        out, outcome, _ = await _run(up)
+    assert outcome.error is None and out.endswith(DONE)
+    assert _contents(out)[:N] == [str(i) for i in range(N)]
+    assert asked[0] == 1
