@@ -233,6 +233,11 @@ class Relay:
                             if translator.error is None and not translator.finished:
                                 continue
                         else:
+                            if outcome.started:
+                                # Declined after the first content: it never will take
+                                # it (TLS, a body framed by its length, no epoll, or the
+                                # body is over); not asked again before every chunk.
+                                pumped = None
                             chunk = await resp.next_chunk()
                             if chunk is not None:
                                 data = translator.feed(chunk)
