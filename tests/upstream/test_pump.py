@@ -248,3 +248,20 @@ async def test_a_response_that_cannot_be_pumped_is_not_offered_to_the_pump_per_c
     assert outcome.error is None and out.endswith(DONE)
     assert _contents(out)[:N] == [str(i) for i in range(N)]
     assert asked[0] == 1
+
+
+async def test_a_stream_dripping_within_the_idle_limit_is_cut_at_the_total_deadline() -> None:
+    """Chunks every 10 ms never trip the idle limit (1 s); the total deadline (0.3 s)
+    ends the stream with its error event, pumped (the pump moves the deadline, never
+    past the total) as in the task."""
+    results = {}
+    for kind in ("h11", "h11+pump"):
+        async with upstream(paced(n=200), kind, idle_s=1.0, total_s=0.3) as up:
+            start = trio.current_time()
+            out, outcome, _ = await _run(up)
+            results[kind] = (out, outcome, trio.current_time() - start)
+    for out, outcome, took in results.values():
+        assert isinstance(outcome.error, UpstreamTimeout)
+        assert "did not finish within 0.3 s" in outcome.error.message
+        assert b"upstream_timeout" in out and not out.endswith(DONE)
+        assert 0.25 < took < 1.5  # uncut, the stream takes over 2 s
