@@ -546,3 +546,37 @@ async def test_a_pumped_stream_during_a_graceful_shutdown(
     else:
         assert b"shutting_down" in rest and b"[DONE]" not in rest, rest[-300:]
         assert rest.endswith(b"\r\n0\r\n\r\n"), rest[-300:]
+
+
+@pytest.mark.parametrize("pumped", [True, False])
+def test_a_client_leaving_a_pumped_stream_leaves_a_client_gone_ledger_row(
+    served: Served, pumps: Pumps, monkeypatch: pytest.MonkeyPatch, pumped: bool
+) -> None:
+    """The client closes mid-stream: the upstream is closed and the ledger row says
+    `client_gone`, with the usage seen so far (R6), pumped or not."""
+    if not pumped:
+        no_pump(monkeypatch)
+    rid = f"gone-{uuid.uuid4()}"
+    before = served.openai.disconnects
+    body = {
+        "model": "openai/fake-model@chunks=200&chunk_interval_ms=10",
+        "messages": HELLO,
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST",
+        f"{served.url}/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {KEY}", "x-request-id": rid},
+        timeout=20,
+    ) as r:
+        seen = 0
+        for line in r.iter_lines():
+            seen += '"content"' in line
+            if seen >= 5:
+                break  # leaving the block closes the connection
+    assert served.openai.wait_for_disconnects(before + 1, timeout_s=2)
+    row = ledger_row(served, rid)
+    assert row[6] == "client_gone"
+    assert row[2] > 0 and row[3] >= 3  # prompt tokens; events seen less role and finish
+    assert bool(pumps.taken) is pumped
