@@ -8,6 +8,8 @@ through the relay on the h11 transport, once with a writer that can write at onc
 
 from __future__ import annotations
 
+import errno
+
 import orjson
 import pytest
 import trio
@@ -265,3 +267,20 @@ async def test_a_stream_dripping_within_the_idle_limit_is_cut_at_the_total_deadl
         assert "did not finish within 0.3 s" in outcome.error.message
         assert b"upstream_timeout" in out and not out.endswith(DONE)
         assert 0.25 < took < 1.5  # uncut, the stream takes over 2 s
+
+
+async def test_a_socket_the_watch_cannot_take_is_relayed_by_the_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """epoll refuses the socket (ENOSPC: the user's max_user_watches; ENOMEM): the
+    stream goes on in its task, whole, instead of failing mid-stream on an OSError."""
+
+    def refuse(self: readiness.ReadyWatch, fd: int, readable: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async with upstream(paced(), "h11") as up:
+        expected, _, _ = await _run(up)
+    monkeypatch.setattr(readiness.ReadyWatch, "add", refuse)
+    async with upstream(paced(), "h11+pump") as up:
+        out, outcome, _ = await _run(up)
+    assert outcome.error is None and out == expected
