@@ -11,6 +11,7 @@ the worker, the accounting after the stream.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import re
 import socket
@@ -580,3 +581,37 @@ def test_a_client_leaving_a_pumped_stream_leaves_a_client_gone_ledger_row(
     assert row[6] == "client_gone"
     assert row[2] > 0 and row[3] >= 3  # prompt tokens; events seen less role and finish
     assert bool(pumps.taken) is pumped
+
+
+def test_a_stream_goes_on_when_epoll_refuses_its_sockets(
+    served: Served, pumps: Pumps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """epoll_ctl refuses every socket (ENOSPC: max_user_watches reached): neither the
+    server's watch on the client nor the pump can take the stream, which is served
+    whole by its tasks, and a client that leaves is still heard (by `receive`)."""
+
+    def refuse(self: readiness.ReadyWatch, fd: int, readable: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(readiness.ReadyWatch, "add", refuse)
+    with OpenAI(base_url=served.url, api_key=KEY, max_retries=0, timeout=20) as c:
+        chunks = list(c.chat.completions.create(model="gpt-test", messages=HELLO, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert sum(1 for ch in chunks if ch.choices and ch.choices[0].delta.content) == PACE["chunks"]
+    assert pumps.calls and not pumps.taken
+    before = served.openai.disconnects
+    body = {
+        "model": "openai/fake-model@chunks=200&chunk_interval_ms=10",
+        "messages": HELLO,
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST",
+        f"{served.url}/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {KEY}"},
+    ) as r:
+        for line in r.iter_lines():
+            if '"content"' in line:
+                break
+    assert served.openai.wait_for_disconnects(before + 1, timeout_s=2)
