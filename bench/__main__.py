@@ -35,9 +35,11 @@ requests and reports every departure (see bench/conform/).
 
     python -m bench routing [--calls N] [--repeat N]            (bench/routing.py)
     python -m bench failover [--rate R | --concurrency N] ...   (bench/failover.py)
+    python -m bench relayloop [--chunks N] [--repeat N]         (bench/relayloop.py)
 
-time the routing decision per request, and measure success and latency with one
-deployment failing 20% and one dead against all healthy.
+time the routing decision per request, measure success and latency with one
+deployment failing 20% and one dead against all healthy, and time the relay's own loop
+per streamed chunk.
 
     python -m bench floor [--mode stream|raw] ...               (bench/floor.py)
 
@@ -89,6 +91,7 @@ from bench import (
     load,
     memory,
     observe,
+    relayloop,
     responses,
     restart,
     routing,
@@ -136,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_parser(commands)
     conform.add_parser(commands)
     routing.add_parser(commands)
+    relayloop.add_parser(commands)
     responses.add_parser(commands)
     failover.add_parser(commands)
     floor.add_parser(commands)
@@ -170,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return conform.run(args)
     if args.command == "routing":
         return routing.run(args)
+    if args.command == "relayloop":
+        return relayloop.run(args)
     if args.command == "responses":
         return responses.run(args)
     if args.command == "failover":

@@ -87,6 +87,9 @@ class ReadyWatch:
                         if readable is None:  # never left registered without a callback
                             with contextlib.suppress(OSError, ValueError):
                                 epoll.unregister(fd)
+                # Not held while waiting: the last callback is its owner's bound method,
+                # which would keep a finished stream alive until the next wake-up.
+                readable = None
         finally:
             self._watched.clear()
             epoll.close()

@@ -380,16 +380,20 @@ class _ServerExchange:
         """The extension `gateway.gone`: call `on_gone` once if the client goes away
         (closes, resets, stops reading) before the returned function is called, with no
         task reading the client meanwhile (`readiness.ReadyWatch`; a pipelined next request is
-        kept, as by `receive`). None while the request body is still to be read: the
-        app waits on `receive` then."""
+        kept, as by `receive`). None while the request body is still to be read, or if
+        the watch refuses the socket: the app waits on `receive` then."""
         conn, watch = self.conn, self.conn.server.gone
         if watch is None or not self.request_done or self.on_gone is not None:
             return None
+        gone = self.sent or conn.eof
+        if not gone and len(conn.buf) <= MAX_PIPELINED:
+            try:
+                watch.add(self.fd, self._client_readable)
+            except OSError:  # epoll refused it (max_user_watches, ENOMEM): `receive` then
+                return None
         self.on_gone = on_gone
-        if self.sent or conn.eof:
+        if gone:
             self._gone()
-        elif len(conn.buf) <= MAX_PIPELINED:
-            watch.add(self.fd, self._client_readable)
         return self._stop_watching
 
     def _stop_watching(self) -> None:

@@ -22,6 +22,7 @@ platform with epoll. Otherwise the relay reads in its own task.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
@@ -32,6 +33,8 @@ from gateway import readiness
 from gateway.providers.base import StreamTranslator
 
 __all__ = ["Pumped", "WriteNow", "pump"]
+
+log = logging.getLogger("gateway.upstream.pump")
 
 WriteNow = Callable[[bytes], Awaitable[None] | None]
 """Writes to the client at once: None when all of it went out, else an awaitable that
@@ -119,6 +122,21 @@ class _Stream:
         return False
 
 
+_told = [False]  # the refusal was logged in this process
+
+
+def _refused(error: OSError) -> None:
+    """Say once per process that the watch refused a socket: the streams still run, in
+    their tasks, at the cost the pump saves (the kernel's limit is worth raising)."""
+    if not _told[0]:
+        _told[0] = True
+        log.warning(
+            "the readiness watch refused a stream's socket (%s); such streams are relayed "
+            "by their own tasks (see fs.epoll.max_user_watches)",
+            error,
+        )
+
+
 async def pump(
     resp: Pumped,
     translator: StreamTranslator,
@@ -128,7 +146,8 @@ async def pump(
     idle_s: float,
 ) -> bool:
     """Relay `resp`'s body through the worker's watch until the task must take over
-    again; False at once if this platform or this response cannot be pumped. Raises
+    again; False at once if this platform or this response cannot be pumped, or the
+    watch refuses the socket (then the task reads, as without epoll). Raises
     what reading or translating raised. `scope` is the relay's: as chunks arrive its
     deadline is moved to `idle_s` after the latest (at most `deadline`), as the relay's
     own loop does, and its cancellation (a deadline, the client gone) ends the pumping.
@@ -144,13 +163,21 @@ async def pump(
         watch.discard(fd)
         return trio.lowlevel.Abort.SUCCEEDED
 
-    watch.add(fd, stream.readable)
+    try:
+        watch.add(fd, stream.readable)
+    except OSError as e:  # epoll refused it (ENOSPC: max_user_watches, ENOMEM)
+        _refused(e)
+        return False  # the task reads, as where there is no epoll
     try:
         await trio.lowlevel.wait_task_rescheduled(abort)
     finally:
         watch.discard(fd)
-    if stream.failure is not None:
-        raise stream.failure
+    failure, stream.failure = stream.failure, None
+    if failure is not None:
+        try:
+            raise failure
+        finally:  # neither the state nor this frame hold it: no cycle through its traceback
+            del failure
     if stream.rest is not None:
         await stream.rest
     return True

@@ -195,6 +195,8 @@ class Relay:
                     error.upstream_status = error.http_status
                 raise error
             outcome.usage = translator.usage
+            if error is not None:
+                _drop_frames(error)
             outcome.error = error
             outcome.events = translator.events
             if on_finish is not None and not settled:
@@ -231,6 +233,11 @@ class Relay:
                             if translator.error is None and not translator.finished:
                                 continue
                         else:
+                            if outcome.started:
+                                # Declined after the first content: it never will take
+                                # it (TLS, a body framed by its length, no epoll, or the
+                                # body is over); not asked again before every chunk.
+                                pumped = None
                             chunk = await resp.next_chunk()
                             if chunk is not None:
                                 data = translator.feed(chunk)
@@ -270,6 +277,19 @@ class Relay:
         finally:
             outcome.events = translator.events
         return outcome
+
+
+def _drop_frames(error: BaseException) -> None:
+    """Drops the tracebacks of a failure kept once the stream has answered it (in the
+    outcome, the request's record), and of the exceptions it was raised from: their
+    frames hold the relay's state, the pump's and the writers', which hold the failure,
+    and every stream cut midway would wait for the cycle collector to be freed."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        e.__traceback__ = None
+        e = e.__cause__ or e.__context__
 
 
 async def _read_bounded(resp: UpstreamResponse, limit: int, *, strict: bool = False) -> bytes:

@@ -8,6 +8,8 @@ through the relay on the h11 transport, once with a writer that can write at onc
 
 from __future__ import annotations
 
+import errno
+
 import orjson
 import pytest
 import trio
@@ -15,6 +17,8 @@ import trio
 from bench.fakes.server import Reply, Request
 from gateway import readiness
 from gateway.errors import GatewayError, UpstreamConnectionError, UpstreamTimeout
+from gateway.upstream import relay as relay_module
+from gateway.upstream.pump import pump
 from gateway.upstream.relay import Outcome
 from tests.upstream.test_relay import (
     SSE,
@@ -35,7 +39,8 @@ DONE = b"data: [DONE]\n\n"
 
 def paced(n: int = N, gap_s: float = GAP_S, then: str = "done"):  # type: ignore[no-untyped-def]
     """An upstream sending `n` chunks `gap_s` apart, then [DONE] ("done"), a reset
-    ("cut") or nothing for a long while ("idle")."""
+    ("cut"), a malformed chunk ("malformed"), a close without the body's end ("fin")
+    or nothing for a long while ("idle")."""
 
     async def handler(request: Request, reply: Reply) -> None:
         await reply.start(200, SSE, chunk("0"))
@@ -45,6 +50,11 @@ def paced(n: int = N, gap_s: float = GAP_S, then: str = "done"):  # type: ignore
         await trio.sleep(gap_s)
         if then == "cut":
             reply.abort()
+        elif then == "malformed":  # a chunk whose size is not hexadecimal
+            await reply._send(b"zz\r\n" + chunk("x") + b"\r\n")
+            await trio.sleep(30)
+        elif then == "fin":  # closed without the last chunk
+            await reply._stream.aclose()
         elif then == "idle":
             await trio.sleep(30)
         else:
@@ -87,7 +97,7 @@ def _contents(out: bytes) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("then", ["done", "cut", "idle"])
+@pytest.mark.parametrize("then", ["done", "cut", "malformed", "fin", "idle"])
 async def test_a_paced_stream_is_relayed_by_the_pump_and_ends_as_without_it(then: str) -> None:
     """The same bytes, outcome and error either way; pumped, the relay's task wakes a
     few times, not once per chunk."""
@@ -102,9 +112,11 @@ async def test_a_paced_stream_is_relayed_by_the_pump_and_ends_as_without_it(then
     assert outcome.events == task_outcome.events
     if then == "done":
         assert outcome.error is None and out.endswith(DONE)
-    elif then == "cut":
+    elif then in ("cut", "malformed", "fin"):
         assert isinstance(outcome.error, UpstreamConnectionError)
         assert b"upstream_connection_lost" in out
+        why = {"cut": "reset", "malformed": "malformed", "fin": "closed early"}[then]
+        assert why in outcome.error.message
     else:
         assert isinstance(outcome.error, UpstreamTimeout) and b"upstream_timeout" in out
     assert task_steps > N
@@ -209,3 +221,66 @@ async def test_a_client_gone_during_a_pumped_write_cancels_the_stream_quietly(
     watch = readiness.worker_watch()
     assert watch is not None and len(watch) == 0
     assert not [r for r in caplog.records if r.name == "gateway.readiness"]
+
+
+async def test_a_response_that_cannot_be_pumped_is_not_offered_to_the_pump_per_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A body the pump cannot read (here framed by its Content-Length; likewise TLS,
+    the usual upstream) is read by the task, and the relay asks the pump once, not
+    before every chunk (each ask costs ~1 us, ~5% of relaying a chunk)."""
+    pieces = [chunk(str(i)) for i in range(N)] + [chunk(None, "stop") + DONE]
+
+    async def handler(request: Request, reply: Reply) -> None:
+        size = str(sum(len(p) for p in pieces))
+        await reply.start(200, [*SSE, ("content-length", size)], pieces[0])
+        for piece in pieces[1:]:
+            await trio.sleep(GAP_S)
+            await reply.write(piece)
+
+    asked = [0]
+
+    async def counted(*args: object, **kwargs: object) -> bool:
+        asked[0] += 1
+        return await pump(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(relay_module, "pump", counted)
+    async with upstream(handler, "h11+pump") as up:
+        out, outcome, _ = await _run(up)
+    assert outcome.error is None and out.endswith(DONE)
+    assert _contents(out)[:N] == [str(i) for i in range(N)]
+    assert asked[0] == 1
+
+
+async def test_a_stream_dripping_within_the_idle_limit_is_cut_at_the_total_deadline() -> None:
+    """Chunks every 10 ms never trip the idle limit (1 s); the total deadline (0.3 s)
+    ends the stream with its error event, pumped (the pump moves the deadline, never
+    past the total) as in the task."""
+    results = {}
+    for kind in ("h11", "h11+pump"):
+        async with upstream(paced(n=200), kind, idle_s=1.0, total_s=0.3) as up:
+            start = trio.current_time()
+            out, outcome, _ = await _run(up)
+            results[kind] = (out, outcome, trio.current_time() - start)
+    for out, outcome, took in results.values():
+        assert isinstance(outcome.error, UpstreamTimeout)
+        assert "did not finish within 0.3 s" in outcome.error.message
+        assert b"upstream_timeout" in out and not out.endswith(DONE)
+        assert 0.25 < took < 1.5  # uncut, the stream takes over 2 s
+
+
+async def test_a_socket_the_watch_cannot_take_is_relayed_by_the_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """epoll refuses the socket (ENOSPC: the user's max_user_watches; ENOMEM): the
+    stream goes on in its task, whole, instead of failing mid-stream on an OSError."""
+
+    def refuse(self: readiness.ReadyWatch, fd: int, readable: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async with upstream(paced(), "h11") as up:
+        expected, _, _ = await _run(up)
+    monkeypatch.setattr(readiness.ReadyWatch, "add", refuse)
+    async with upstream(paced(), "h11+pump") as up:
+        out, outcome, _ = await _run(up)
+    assert outcome.error is None and out == expected
