@@ -239,7 +239,7 @@ class _ToolSlots:
 class OpenAIStreamTranslator(SSETranslator):
     """OpenAI SSE in, OpenAI SSE out, with the A9 normalisations."""
 
-    __slots__ = ("_finished_choices", "_include_usage", "_tools", "usage")
+    __slots__ = ("_finished_choices", "_include_usage", "_shape", "_tools", "usage")
 
     def __init__(self, ctx: CallContext) -> None:
         super().__init__(MAX_EVENT_BYTES)
@@ -247,12 +247,22 @@ class OpenAIStreamTranslator(SSETranslator):
         self._finished_choices: set[Any] = set()  # choice indexes that reported a finish_reason
         self._tools: dict[Any, _ToolSlots] = {}  # choice index -> its tool calls
         self.usage: JSON | None = None
+        # The bytes around the content string of the last ordinary delta chunk, which
+        # the next ones nearly always share (`_same_shape`).
+        self._shape: tuple[bytes, bytes] | None = None
 
     def _event(self, event: SSEEvent, out: list[bytes]) -> None:
         payload = event.data
         if event.event is None:
+            shape = self._shape
+            if shape is not None and _same_shape(payload, shape):
+                if not self._include_usage:
+                    payload = payload.replace(b',"usage":null', b"")  # as `_forwardable`
+                out.append(_DATA + payload + _EOE)
+                return
             fast = _forwardable(payload, self._include_usage)
             if fast is not None:
+                self._shape = _shape_of(payload)
                 out.append(_DATA + fast + _EOE)
                 return
         if payload == b"[DONE]":
@@ -333,3 +343,41 @@ def _forwardable(payload: bytes, include_usage: bool) -> bytes | None:
         if b'"usage"' in payload:
             return None
     return payload
+
+
+_CONTENT = b'"content":"'
+
+
+def _shape_of(payload: bytes) -> tuple[bytes, bytes] | None:
+    """The bytes before and after the one content string of an ordinary delta chunk
+    (`_forwardable` said so), or None if it has none, several, or escapes in it.
+
+    Within one stream every delta chunk is the same JSON but for its content (the id,
+    the model, `created`, the closing fields are the stream's), so the next chunk that
+    starts and ends with these bytes, with a plain string between, is ordinary too:
+    checking that is two comparisons and three byte searches of the content, where
+    `_forwardable` scans the whole chunk six times (docs/performance.md, "the pump").
+    """
+    at = payload.find(_CONTENT)
+    if at < 0 or payload.find(_CONTENT, at + len(_CONTENT)) >= 0:
+        return None
+    start = at + len(_CONTENT)
+    end = payload.find(b'"', start)
+    if end < 0 or 92 in payload[start:end]:  # a backslash: `end` may be an escaped quote
+        return None
+    return payload[:start], payload[end:]
+
+
+def _same_shape(payload: bytes, shape: tuple[bytes, bytes]) -> bool:
+    """Whether `payload` is the chunk of `shape` with another plain content string: no
+    quote, backslash or newline in it, so the JSON around it is the same structure and
+    as ordinary. (`_forwardable`'s needles all hold quotes: around a plain string they
+    can only be the content itself, a delta saying "error", which it would have sent
+    the slow way to the same JSON.)"""
+    before, after = shape
+    if len(payload) < len(before) + len(after):
+        return False
+    if not payload.startswith(before) or not payload.endswith(after):
+        return False
+    content = payload[len(before) : len(payload) - len(after)]
+    return 34 not in content and 92 not in content and 10 not in content

@@ -378,3 +378,89 @@ def test_upstream_out_of_quota_keeps_its_429_and_says_so() -> None:
     body += b' "code": "insufficient_quota"}}'
     e = P.map_error(429, {"retry-after": "1"}, body)
     assert e.http_status == 429 and e.code == "insufficient_quota"
+
+
+# ------------------------------------------- chunks shaped like the last (the fast path)
+
+
+def _chunk(content: str, *, usage_null: bool, reason: str | None = None, cid: str = "c1") -> bytes:
+    obj: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "up-model",
+        "system_fingerprint": "fp_x",
+        "choices": [
+            {"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": reason}
+        ],
+    }
+    if usage_null:
+        obj["usage"] = None
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _one_by_one(chunks: list[bytes], c: CallContext) -> list[bytes]:
+    """What each chunk becomes through a translator that saw only it (the slow checks,
+    never a learnt shape)."""
+    return [P.new_stream_translator(c).feed(ch) for ch in chunks]
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+@pytest.mark.parametrize("usage_null", [True, False])
+def test_chunks_shaped_like_the_last_are_what_the_slow_checks_make_of_them(
+    include_usage: bool, usage_null: bool
+) -> None:
+    """A stream's chunks after the first are matched against the first's bytes around
+    its content; every one comes out as the full checks would have made it: the same
+    bytes, or (a content the checks' needles match, such as "error") the same JSON."""
+    contents = ["Hel", "lo", "", " wor", "ld", "error", "usage", "finish_reason"]
+    contents += ["tool_calls", 'say "hi"', "back\\slash", "new\nline", "é ü 中文", "\u2028"]
+    contents += ["}]},{", "x" * 500]
+    chunks = [_chunk(x, usage_null=usage_null) for x in contents]
+    chunks.append(_chunk("", usage_null=usage_null, reason="stop"))
+    c = ctx(include_usage=include_usage)
+    t = P.new_stream_translator(c)
+    together = [t.feed(ch) for ch in chunks]
+    alone = _one_by_one(chunks, c)
+    for got, want in zip(together, alone, strict=True):
+        assert got == want or events(got) == events(want)
+    assert t._shape is not None  # the fast path was taken
+    assert t._finished_choices == {0}  # the finishing chunk was not taken for an ordinary one
+
+
+def test_a_chunk_of_another_shape_takes_the_full_checks() -> None:
+    """Another id, a tool call, a finish: not the learnt shape, so the full checks run
+    and the translator's state sees them."""
+    c = ctx()
+    t = P.new_stream_translator(c)
+    assert t.feed(_chunk("a", usage_null=False)) == _chunk("a", usage_null=False)
+    assert t.feed(_chunk("b", usage_null=False, cid="c2")) == _chunk(
+        "b", usage_null=False, cid="c2"
+    )
+    call = {"index": 0, "id": "t", "type": "function", "function": {"name": "f", "arguments": ""}}
+    tool = {
+        "id": "c2",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "up-model",
+        "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}],
+    }
+    t.feed(b"data: " + orjson.dumps(tool) + b"\n\n")
+    assert t._tools  # seen by the slow path
+    out = t.feed(_chunk("", usage_null=False, reason="stop", cid="c2"))
+    assert events(out)[0]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_bytes_around_a_content_that_hide_another_structure_are_not_taken_for_the_shape() -> None:
+    """Same first and last bytes, but between them not one plain string: two choices,
+    the first finishing. The quotes in between send it to the full checks, which see
+    the finish."""
+    c = ctx()
+    t = P.new_stream_translator(c)
+    t.feed(_chunk("a", usage_null=False))
+    hidden = 'a"},"logprobs":null,"finish_reason":"stop"},{"index":1,"delta":{"content":"b'
+    crafted = _chunk("a", usage_null=False).replace(
+        b'"content":"a"', b'"content":"' + hidden.encode() + b'"'
+    )
+    t.feed(crafted)
+    assert 0 in t._finished_choices
