@@ -157,11 +157,14 @@ class ResponseFramer:
         raise RuntimeError(f"unexpected ASGI message type {kind!r}")
 
     def piece(self, body: bytes) -> bytes | None:
-        """The bytes of a non-empty body piece with more to come, in a chunked body
-        still open; else None (it needs `send`)."""
-        if not body or self.mode != "chunked" or self.complete:
+        """The bytes of a non-empty body piece with more to come, in a chunked body or
+        one that ends with the connection (HTTP/1.0), still open; else None (it needs
+        `send`)."""
+        if not body or self.complete:
             return None
-        return chunk(body)
+        if self.mode == "chunked":
+            return chunk(body)
+        return body if self.mode == "close" else None
 
     def fail(self, body: bytes, *, date: bytes) -> bytes:
         """A 500 with a JSON `body` for an app that failed (or returned) before its head

@@ -132,6 +132,19 @@ def test_http10_streams_end_with_the_connection_and_whole_bodies_keep_it() -> No
     assert framer.keeps_connection(request_read=True)
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_a_piece_of_an_open_stream_is_framed_for_a_direct_write(version: str) -> None:
+    """`piece` (the server's direct writes, the pump's) frames what `send` would write
+    for a body piece with more to come, chunked or, for HTTP/1.0, as is: a stream to an
+    HTTP/1.0 client takes the direct path too."""
+    framer, _ = frame([start(), body(b"ab", True)], version=version)
+    _, sent = frame([start(), body(b"ab", True), body(b"cd", True)], version=version)
+    assert framer.piece(b"cd") == sent[2]
+    assert framer.piece(b"") is None  # an empty piece is no chunk
+    framer.send(body())
+    assert framer.piece(b"ef") is None  # the body is over
+
+
 def test_head_responses_have_headers_but_no_body() -> None:
     _, out = frame([start(), body(b"hello")], method="HEAD")
     assert out[1] == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n" + DATE + b"\r\n"
