@@ -525,18 +525,23 @@ class _UpstreamExchange:
         is None and `next_chunk` says so."""
         conn, body = self._conn, self._body
         assert conn is not None and body is not None
+        # Each failure is raised outside its `except`, so the error carries no context
+        # (and no traceback of this frame) for whoever keeps it.
+        why = ""
         try:
             data = os.read(conn.fd, RECV_BYTES)
         except BlockingIOError:
             return b""
         except OSError:
-            raise self._lost("the connection was reset") from None
+            data, why = b"", "the connection was reset"
         if not data:
-            raise self._lost("the connection closed early")
+            raise self._lost(why or "the connection closed early")
         try:
             piece = body.feed(data)
         except ChunkedError:
-            raise self._lost("the body was malformed") from None
+            why = "the body was malformed"
+        if why:
+            raise self._lost(why)
         if body.done:
             self._done = True
         return piece
