@@ -24,7 +24,9 @@ from tests.upstream.h11_reference import (
     ours_response,
 )
 
-SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 500 examples per property in every `make test` (~3 s); 20,000 each ran clean once by
+# hand. The suite's whole run must stay within its budget on 2 cores.
+SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Each piece is drawn from its valid forms most of the time, from invalid or unusual ones
 # (`_ODD`) now and then, so that most heads are read and every refusal is still met.
