@@ -234,6 +234,12 @@ class _ServerExchange:
     def scope(self) -> dict[str, Any]:
         head = self.head
         path = head.path
+        extensions: dict[str, Any] = {
+            BODY_EXTENSION: self.write_body,
+            BODY_NOW_EXTENSION: self.write_now,
+        }
+        if self.conn.server.gone is not None:
+            extensions[GONE_EXTENSION] = self.watch_gone
         return {
             "type": "http",
             "asgi": ASGI_VERSION,
@@ -247,15 +253,7 @@ class _ServerExchange:
             "headers": head.headers,
             "client": self.conn.client,
             "server": self.conn.server.local,
-            "extensions": (
-                {
-                    BODY_EXTENSION: self.write_body,
-                    BODY_NOW_EXTENSION: self.write_now,
-                    GONE_EXTENSION: self.watch_gone,
-                }
-                if self.conn.server.gone is not None
-                else {BODY_EXTENSION: self.write_body, BODY_NOW_EXTENSION: self.write_now}
-            ),
+            "extensions": extensions,
         }
 
     async def respond(self) -> bool:
@@ -516,16 +514,10 @@ class _ServerExchange:
             or (self.continue_sent is not None and not self.continue_sent.is_set())
         ):
             return self.send({"type": "http.response.body", "body": data, "more_body": True})
-        try:
-            sent = os.write(self.fd, framed)
-        except BlockingIOError:
-            sent = 0
-        except OSError:  # reset or closed: as `_write`, the app hears http.disconnect
-            self._gone()
+        sent = self._write_at_once(framed)
+        if sent is None or sent == len(framed):
             return None
-        if sent == len(framed):
-            return None
-        return self._write(framed[sent:])
+        return self._write_rest(framed[sent:])
 
     async def _send_500(self, message: str) -> None:
         """The response of an app that failed before starting its own; then close."""
@@ -543,19 +535,25 @@ class _ServerExchange:
             return
         if self.continue_sent is not None and not self.continue_sent.is_set():
             await self.continue_sent.wait()
-        # Written at once when the socket takes it all (nearly always: a response head,
-        # a JSON answer, a stream's first or last piece), with no cancel scope and no
-        # scheduler pass; what the socket does not take goes out through trio, bounded.
+        sent = self._write_at_once(data)
+        if sent is not None and sent < len(data):
+            await self._write_rest(data[sent:])
+
+    def _write_at_once(self, data: bytes) -> int | None:
+        """What the socket takes of `data` now, with no cancel scope and no scheduler
+        pass (nearly always all of it: a response head, a JSON answer, a stream's
+        piece); None if the client is gone (reset or closed: the app hears it)."""
         try:
-            sent = os.write(self.fd, data)
+            return os.write(self.fd, data)
         except BlockingIOError:
-            sent = 0
-        except OSError:  # reset or closed
+            return 0
+        except OSError:
             self._gone()
-            return
-        if sent == len(data):
-            return
-        data = data[sent:]
+            return None
+
+    async def _write_rest(self, data: bytes) -> None:
+        """What the socket did not take at once, through trio, within the send timeout."""
+        conn = self.conn
         try:
             with trio.move_on_after(conn.server.options.send_timeout_s) as scope:
                 await conn.stream.send_all(data)
