@@ -57,7 +57,8 @@ def body_writer(scope: Scope) -> WriteBody | None:
 
 
 def body_writer_now(scope: Scope) -> WriteNow | None:
-    """The server's direct body write without awaiting (`BODY_NOW_EXTENSION`), if any."""
+    """The server's direct body write without awaiting (`BODY_NOW_EXTENSION`), if any:
+    for the pieces after a streamed response's first, once its head is out."""
     extensions = scope.get("extensions")
     return extensions.get(BODY_NOW_EXTENSION) if extensions else None
 
@@ -132,10 +133,9 @@ class SSEWriter:
     """Writes a streamed response; the 200 and its headers go out with the first bytes
     (`since`: the request's arrival, for openai-processing-ms; `record`: the request's
     record, which notes its time to first token). After the first write, the server's
-    direct body write is used when it has one (`body`, see `body_writer`), and
-    `write_now` is its write without awaiting (`now`, see `body_writer_now`), if any."""
+    direct body write is used when it has one (`body`, see `body_writer`)."""
 
-    __slots__ = ("_body", "_extra", "_now", "_record", "_send", "_since", "started")
+    __slots__ = ("_body", "_extra", "_record", "_send", "_since", "started")
 
     def __init__(
         self,
@@ -144,28 +144,13 @@ class SSEWriter:
         since: float,
         record: RequestRecord | None = None,
         body: WriteBody | None = None,
-        now: WriteNow | None = None,
     ) -> None:
         self._send = send
         self._extra = extra
         self._since = since
         self._record = record
         self._body = body
-        self._now = now
         self.started = False
-
-    @property
-    def writes_now(self) -> bool:
-        """Whether `write_now` writes at once (the server has such a write)."""
-        return self._now is not None
-
-    def write_now(self, data: bytes) -> Awaitable[None] | None:
-        """`write` done at once if it can be: None if all of `data` went out, else an
-        awaitable that writes the rest (or all of it), to be awaited before any other
-        write."""
-        if self.started and self._now is not None:
-            return self._now(data)
-        return self.write(data)
 
     async def write(self, data: bytes) -> None:
         if self.started:

@@ -270,9 +270,7 @@ async def _serve(
             surface=call.surface(body),
         )
         if stream:
-            sse = writer = SSEWriter(
-                send, extra, since, rec, body_writer(scope), body_writer_now(scope)
-            )
+            sse = writer = SSEWriter(send, extra, since, rec, body_writer(scope))
             progress = streamed = Outcome()
 
             async def settle_stream(outcome: Outcome) -> None:
@@ -280,8 +278,8 @@ async def _serve(
                 await call.settled(outcome.error)
 
             async def work() -> None:
-                now = sse.write_now if sse.writes_now else None
-                await run.stream_to(sse.write, settle_stream, progress, now)
+                # The pump writes the pieces after the first (the head is out by then).
+                await run.stream_to(sse.write, settle_stream, progress, body_writer_now(scope))
                 await sse.end()
 
         else:
