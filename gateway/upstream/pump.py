@@ -23,7 +23,6 @@ platform with epoll. Otherwise the relay reads in its own task.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
@@ -31,6 +30,7 @@ import trio
 
 from gateway import readiness
 from gateway.providers.base import StreamTranslator
+from gateway.upstream.idle import IdleDeadline
 
 __all__ = ["Pumped", "WriteNow", "pump"]
 
@@ -53,38 +53,15 @@ class Pumped(Protocol):
 class _Stream:
     """One stream in the pump: what its callback needs, and what it leaves the task."""
 
-    __slots__ = (
-        "deadline",
-        "failure",
-        "idle_s",
-        "moved",
-        "resp",
-        "rest",
-        "scope",
-        "step",
-        "task",
-        "translator",
-        "woken",
-        "write_now",
-    )
+    __slots__ = ("failure", "gaps", "resp", "rest", "task", "translator", "woken", "write_now")
 
     def __init__(
-        self,
-        resp: Pumped,
-        translator: StreamTranslator,
-        write_now: WriteNow,
-        scope: trio.CancelScope,
-        deadline: float,
-        idle_s: float,
+        self, resp: Pumped, translator: StreamTranslator, write_now: WriteNow, gaps: IdleDeadline
     ) -> None:
         self.resp = resp
         self.translator = translator
         self.write_now = write_now
-        self.scope = scope
-        self.deadline = deadline
-        self.idle_s = idle_s
-        self.step = min(1.0, idle_s / 10)
-        self.moved = -math.inf
+        self.gaps = gaps
         self.task = trio.lowlevel.current_task()
         self.failure: Exception | None = None  # raised in the task, where it would have been
         self.rest: Awaitable[None] | None = None  # a write the client did not take whole
@@ -95,10 +72,7 @@ class _Stream:
         try:
             piece = self.resp.read_now()
             if piece:
-                now = trio.current_time()
-                if now - self.moved >= self.step:  # as the relay's loop does
-                    self.scope.deadline = min(self.deadline, now + self.idle_s)
-                    self.moved = now
+                self.gaps.touch(trio.current_time())
                 data = self.translator.feed(piece)
                 if data:
                     self.rest = self.write_now(data)
@@ -122,14 +96,15 @@ class _Stream:
         return False
 
 
-_told = [False]  # the refusal was logged in this process
+_told = False  # the refusal was logged in this process
 
 
 def _refused(error: OSError) -> None:
     """Say once per process that the watch refused a socket: the streams still run, in
     their tasks, at the cost the pump saves (the kernel's limit is worth raising)."""
-    if not _told[0]:
-        _told[0] = True
+    global _told
+    if not _told:
+        _told = True
         log.warning(
             "the readiness watch refused a stream's socket (%s); such streams are relayed "
             "by their own tasks (see fs.epoll.max_user_watches)",
@@ -141,22 +116,20 @@ async def pump(
     resp: Pumped,
     translator: StreamTranslator,
     write_now: WriteNow,
-    scope: trio.CancelScope,
-    deadline: float,
-    idle_s: float,
+    gaps: IdleDeadline,
 ) -> bool:
     """Relay `resp`'s body through the worker's watch until the task must take over
     again; False at once if this platform or this response cannot be pumped, or the
     watch refuses the socket (then the task reads, as without epoll). Raises
-    what reading or translating raised. `scope` is the relay's: as chunks arrive its
-    deadline is moved to `idle_s` after the latest (at most `deadline`), as the relay's
-    own loop does, and its cancellation (a deadline, the client gone) ends the pumping.
+    what reading or translating raised. `gaps` is the relay's idle deadline, moved as
+    chunks arrive; its scope's cancellation (a deadline, the client gone) ends the
+    pumping.
     """
     watch = readiness.worker_watch()
     fd = resp.pump_fd()
     if watch is None or fd is None:
         return False
-    stream = _Stream(resp, translator, write_now, scope, deadline, idle_s)
+    stream = _Stream(resp, translator, write_now, gaps)
 
     def abort(_: object) -> trio.lowlevel.Abort:
         stream.woken = True

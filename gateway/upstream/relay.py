@@ -36,6 +36,7 @@ import trio
 from gateway.config import ProviderConfig
 from gateway.errors import GatewayError, UpstreamError, UpstreamFirstByteTimeout, UpstreamTimeout
 from gateway.providers.base import JSON, CallContext, Completion, Provider, UpstreamRequest
+from gateway.upstream.idle import IdleDeadline
 from gateway.upstream.observed import observed
 from gateway.upstream.pump import Pumped, WriteNow, pump
 from gateway.upstream.surface import CHAT_READING, Reading
@@ -206,27 +207,22 @@ class Relay:
             outcome.started = True
             await write(reading.last_event(translator, error))
 
-        # One cancel scope bounds the call (`_open`), then the gaps and the total: its
-        # deadline is the sooner of the two, moved at most every `step` seconds (setting
-        # a deadline costs more than translating a chunk).
-        step = min(1.0, t.idle_s / 10)
+        # One cancel scope bounds the call (`_open`), then the gaps and the total
+        # (upstream/idle.py).
         opened = False
         try:
             with trio.CancelScope() as scope:
                 async with self._open(req, ctx, deadline, scope) as resp:
                     opened = True
-                    moved = -math.inf
+                    gaps = IdleDeadline(scope, deadline, t.idle_s)
                     pumped = resp if write_now and isinstance(resp, Pumped) else None
                     while True:
-                        now = trio.current_time()
-                        if now - moved >= step:
-                            scope.deadline = min(deadline, now + t.idle_s)
-                            moved = now
+                        gaps.touch(trio.current_time())
                         if (
                             pumped is not None
                             and write_now is not None
                             and outcome.started
-                            and await pump(pumped, translator, write_now, scope, deadline, t.idle_s)
+                            and await pump(pumped, translator, write_now, gaps)
                         ):
                             # Back from the pump: the body ended, a write was left
                             # for this task, or the translator finished or failed.
