@@ -468,14 +468,11 @@ class _UpstreamExchange:
                         if not data:
                             why = "the connection closed early"
                             break
-                    piece = body.feed(data)
-                    if body.done:
-                        self._done = True
+                    piece = self._decoded(body, data)
+                    if self._done:
                         return piece or None
                     if piece:
                         return piece
-            except ChunkedError:
-                why = "the body was malformed"
             except _IO_ERRORS:
                 why = "the connection was reset"
             raise self._lost(why)
@@ -536,17 +533,22 @@ class _UpstreamExchange:
             data, why = b"", "the connection was reset"
         if not data:
             raise self._lost(why or "the connection closed early")
+        return self._decoded(body, data)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _decoded(self, body: ChunkedBody, data: bytes) -> bytes:
+        """`data` through the chunked body's decoder, its end noted (`_done`); a
+        malformed body is the connection lost, raised outside the `except`."""
         try:
-            piece = body.feed(data)
+            piece: bytes | None = body.feed(data)
         except ChunkedError:
-            why = "the body was malformed"
-        if why:
-            raise self._lost(why)
+            piece = None
+        if piece is None:
+            raise self._lost("the body was malformed")
         if body.done:
             self._done = True
         return piece
-
-    # -- internals ---------------------------------------------------------------------
 
     def _lost(self, why: str) -> UpstreamConnectionError:
         """The connection failed mid-response: let it go, and say why."""
