@@ -209,6 +209,27 @@ def post_stream(served: Served, path: str, body: dict[str, Any], rid: str) -> by
         return b"".join(r.iter_raw())
 
 
+def leave_a_long_stream(served: Served, after: int, rid: str | None = None) -> None:
+    """Start a 2-second stream, close the connection once `after` content events came,
+    and see the upstream told (its connection closed)."""
+    before = served.openai.disconnects
+    body = {"model": "openai/fake-model@chunks=200&chunk_interval_ms=10", "messages": HELLO}
+    headers = {"authorization": f"Bearer {KEY}"} | ({"x-request-id": rid} if rid else {})
+    with httpx.stream(
+        "POST",
+        f"{served.url}/chat/completions",
+        json={**body, "stream": True},
+        headers=headers,
+        timeout=20,
+    ) as r:
+        seen = 0
+        for line in r.iter_lines():
+            seen += '"content"' in line
+            if seen >= after:
+                break  # leaving the block closes the connection
+    assert served.openai.wait_for_disconnects(before + 1, timeout_s=2)
+
+
 def ledger_row(served: Served, rid: str) -> tuple[Any, ...]:
     """The request's usage row, once written (the writer commits every 200 ms)."""
     for _ in range(50):
@@ -558,25 +579,7 @@ def test_a_client_leaving_a_pumped_stream_leaves_a_client_gone_ledger_row(
     if not pumped:
         no_pump(monkeypatch)
     rid = f"gone-{uuid.uuid4()}"
-    before = served.openai.disconnects
-    body = {
-        "model": "openai/fake-model@chunks=200&chunk_interval_ms=10",
-        "messages": HELLO,
-        "stream": True,
-    }
-    with httpx.stream(
-        "POST",
-        f"{served.url}/chat/completions",
-        json=body,
-        headers={"authorization": f"Bearer {KEY}", "x-request-id": rid},
-        timeout=20,
-    ) as r:
-        seen = 0
-        for line in r.iter_lines():
-            seen += '"content"' in line
-            if seen >= 5:
-                break  # leaving the block closes the connection
-    assert served.openai.wait_for_disconnects(before + 1, timeout_s=2)
+    leave_a_long_stream(served, after=5, rid=rid)
     row = ledger_row(served, rid)
     assert row[6] == "client_gone"
     assert row[2] > 0 and row[3] >= 3  # prompt tokens; events seen less role and finish
@@ -599,19 +602,4 @@ def test_a_stream_goes_on_when_epoll_refuses_its_sockets(
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert sum(1 for ch in chunks if ch.choices and ch.choices[0].delta.content) == PACE["chunks"]
     assert pumps.calls and not pumps.taken
-    before = served.openai.disconnects
-    body = {
-        "model": "openai/fake-model@chunks=200&chunk_interval_ms=10",
-        "messages": HELLO,
-        "stream": True,
-    }
-    with httpx.stream(
-        "POST",
-        f"{served.url}/chat/completions",
-        json=body,
-        headers={"authorization": f"Bearer {KEY}"},
-    ) as r:
-        for line in r.iter_lines():
-            if '"content"' in line:
-                break
-    assert served.openai.wait_for_disconnects(before + 1, timeout_s=2)
+    leave_a_long_stream(served, after=1)
