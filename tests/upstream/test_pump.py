@@ -259,14 +259,12 @@ async def test_a_stream_dripping_within_the_idle_limit_is_cut_at_the_total_deadl
     results = {}
     for kind in ("h11", "h11+pump"):
         async with upstream(paced(n=200), kind, idle_s=1.0, total_s=0.3) as up:
-            start = trio.current_time()
-            out, outcome, _ = await _run(up)
-            results[kind] = (out, outcome, trio.current_time() - start)
-    for out, outcome, took in results.values():
+            results[kind] = await _run(up)
+    for out, outcome, _ in results.values():
         assert isinstance(outcome.error, UpstreamTimeout)
-        assert "did not finish within 0.3 s" in outcome.error.message
+        assert "did not finish within 0.3 s" in outcome.error.message  # the total, not idle
         assert b"upstream_timeout" in out and not out.endswith(DONE)
-        assert 0.25 < took < 1.5  # uncut, the stream takes over 2 s
+        assert 0 < len(_contents(out)) < 200  # cut midway: uncut, 200 chunks over 2 s
 
 
 async def test_a_socket_the_watch_cannot_take_is_relayed_by_the_task(
