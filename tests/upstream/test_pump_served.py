@@ -295,8 +295,9 @@ def test_a_pumped_stream_is_the_same_bytes_and_ledger_row_as_one_the_task_relays
 def test_an_http_1_0_client_gets_a_pumped_stream_whole_without_chunked_framing(
     served: Served, pumps: Pumps
 ) -> None:
-    """HTTP/1.0 has no chunked framing: the body runs to the close, and the server's
-    direct write declines every piece (`write_now` hands each to the task)."""
+    """HTTP/1.0 has no chunked framing: the body runs to the close, each piece written
+    as it is, and the pump relays them (it used to hand every piece back to the task,
+    one pump call per chunk, as the server's direct write declined them)."""
     body = b'{"model":"gpt-test","stream":true,"messages":[{"role":"user","content":"hi"}]}'
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
         s.sendall(_request(body).replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1))
@@ -310,7 +311,7 @@ def test_an_http_1_0_client_gets_a_pumped_stream_whole_without_chunked_framing(
     assert all(e.startswith(b"data: ") for e in events), rest[:200]
     assert events[-1] == b"data: [DONE]"
     assert len(events) >= PACE["chunks"] + 2
-    assert pumps.calls
+    assert pumps.calls and pumps.calls < PACE["chunks"] // 2
 
 
 def _alive(name: str, module: str) -> list[Any]:
