@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast
 
 import trio
 
@@ -32,7 +32,7 @@ from gateway import readiness
 from gateway.providers.base import StreamTranslator
 from gateway.upstream.idle import IdleDeadline
 
-__all__ = ["Pumped", "WriteNow", "pump"]
+__all__ = ["Pumped", "WriteNow", "pump", "pumpable"]
 
 log = logging.getLogger("gateway.upstream.pump")
 
@@ -41,13 +41,20 @@ WriteNow = Callable[[bytes], Awaitable[None] | None]
 writes the rest (it must be awaited, or closed)."""
 
 
-@runtime_checkable
 class Pumped(Protocol):
     """An upstream response whose body can be read without waiting (h11_pool)."""
 
     def pump_fd(self) -> int | None: ...
 
     def read_now(self) -> bytes: ...
+
+
+def pumpable(resp: object) -> Pumped | None:
+    """`resp` if it can be pumped, else None. A duck check: `isinstance` against a
+    runtime-checkable Protocol walks the protocol's attributes, microseconds a stream."""
+    if callable(getattr(resp, "read_now", None)) and callable(getattr(resp, "pump_fd", None)):
+        return cast(Pumped, resp)
+    return None
 
 
 class _Stream:

@@ -38,7 +38,7 @@ from gateway.errors import GatewayError, UpstreamError, UpstreamFirstByteTimeout
 from gateway.providers.base import JSON, CallContext, Completion, Provider, UpstreamRequest
 from gateway.upstream.idle import IdleDeadline
 from gateway.upstream.observed import observed
-from gateway.upstream.pump import Pumped, WriteNow, pump
+from gateway.upstream.pump import WriteNow, pump, pumpable
 from gateway.upstream.surface import CHAT_READING, Reading
 from gateway.upstream.transport import Transport, UpstreamResponse
 
@@ -215,7 +215,7 @@ class Relay:
                 async with self._open(req, ctx, deadline, scope) as resp:
                     opened = True
                     gaps = IdleDeadline(scope, deadline, t.idle_s)
-                    pumped = resp if write_now and isinstance(resp, Pumped) else None
+                    pumped = pumpable(resp) if write_now else None
                     while True:
                         gaps.touch(trio.current_time())
                         if (
