@@ -13,6 +13,7 @@ extensions and trailer fields are ignored, as a relay needs neither.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 __all__ = ["MAX_LINE_BYTES", "MAX_TRAILER_BYTES", "ChunkedBody", "ChunkedError"]
@@ -21,6 +22,7 @@ MAX_LINE_BYTES: Final = 4096  # a chunk-size line, extensions included
 MAX_TRAILER_BYTES: Final = 64 * 1024  # all trailer lines together
 _MAX_SIZE_DIGITS: Final = 15  # a chunk under 2**60 bytes
 _HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+_SIZE_LINE: Final = re.compile(rb"[0-9a-fA-F]{1,15}\r\n").match  # no extensions
 
 # The decoder's state when not inside a chunk's data (`_left` > 0 is inside).
 _SIZE: Final = -1  # expecting a chunk-size line
@@ -49,6 +51,14 @@ class ChunkedBody:
         self.unused = b""
 
     def feed(self, data: bytes) -> bytes:
+        if self._left == _SIZE and not self._buf:
+            # The common case, one whole chunk (a size line, its data, CRLF): a slice.
+            line = _SIZE_LINE(data)
+            if line is not None:
+                start = line.end()
+                stop = start + int(data[:start], 16)
+                if stop > start and len(data) == stop + 2 and data.endswith(b"\r\n"):
+                    return data[start:stop]
         if self.done:
             self.unused += data
             return b""

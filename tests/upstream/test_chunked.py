@@ -69,6 +69,33 @@ def test_a_whole_chunk_in_one_read_is_one_slice() -> None:
     assert not body.done
 
 
+@given(
+    st.lists(st.binary(min_size=1, max_size=300), max_size=8),
+    st.sampled_from([b"%x", b"%X", b"000%x"]),
+)
+def test_chunks_fed_whole_as_an_upstream_sends_them(pieces: list[bytes], size: bytes) -> None:
+    """Each read one whole chunk (the common case, a slice): the same body, then the end."""
+    body = ChunkedBody()
+    out = [body.feed(size % len(p) + b"\r\n" + p + b"\r\n") for p in pieces]
+    assert out == pieces
+    assert body.feed(b"0\r\n\r\n") == b"" and body.done
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"+3\r\nabc\r\n",  # what int() takes but the grammar does not
+        b" 3\r\nabc\r\n",
+        b"3_0\r\nabc\r\n",
+        b"3\r\nabcd\r",  # the data's length off by one, in one read
+        b"3\r\nab\r\n\r",
+    ],
+)
+def test_a_whole_chunk_misframed_in_one_read_raises(wire: bytes) -> None:
+    with pytest.raises(ChunkedError):
+        ChunkedBody().feed(wire)
+
+
 @pytest.mark.parametrize(
     "wire",
     [
