@@ -135,7 +135,7 @@ class SSEWriter:
     record, which notes its time to first token). After the first write, the server's
     direct body write is used when it has one (`body`, see `body_writer`)."""
 
-    __slots__ = ("_body", "_extra", "_record", "_send", "_since", "started")
+    __slots__ = ("_body", "_extra", "_record", "_send", "_since", "ended", "started")
 
     def __init__(
         self,
@@ -151,6 +151,7 @@ class SSEWriter:
         self._record = record
         self._body = body
         self.started = False
+        self.ended = False
 
     async def write(self, data: bytes) -> None:
         if self.started:
@@ -167,8 +168,18 @@ class SSEWriter:
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
+    async def write_last(self, data: bytes) -> None:
+        """`data`, then the end of the response: one write for both after the head."""
+        if not self.started:
+            await self.write(data)
+            await self.end()
+            return
+        self.ended = True
+        await self._send({"type": "http.response.body", "body": data, "more_body": False})
+
     async def end(self) -> None:
-        if self.started:
+        if self.started and not self.ended:
+            self.ended = True
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -279,8 +279,10 @@ async def _serve(
 
             async def work() -> None:
                 # The pump writes the pieces after the first (the head is out by then).
-                await run.stream_to(sse.write, settle_stream, progress, body_writer_now(scope))
-                await sse.end()
+                await run.stream_to(
+                    sse.write, settle_stream, progress, body_writer_now(scope), sse.write_last
+                )
+                await sse.end()  # a no-op once the last event ended it
 
         else:
 

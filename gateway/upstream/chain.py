@@ -141,14 +141,16 @@ class Chain:
         on_finish: Finish | None = None,
         outcome: Outcome | None = None,
         write_now: WriteNow | None = None,
+        write_last: Write | None = None,
     ) -> Outcome:
         """A streamed request: its content goes to `write` (see `Relay.stream`, and for
-        `write_now`), from the first attempt that gets as far as sending any."""
+        `write_now` and `write_last`), from the first attempt that gets as far as
+        sending any."""
         progress = Outcome() if outcome is None else outcome
         surface = self._surface
-        sink = write
+        sink, last = write, write_last
         if self.plan.route.strategy == "latency":
-            sink = self._timing(write)
+            sink, last = self._timing(write), None  # every write through the timing
 
         async def call(
             relay: Relay, req: UpstreamRequest, ctx: CallContext, until: float
@@ -163,6 +165,7 @@ class Chain:
                 deadline=until,
                 reading=surface,
                 write_now=write_now,
+                write_last=last,
             )
 
         return await self.run(call)

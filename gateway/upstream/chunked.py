@@ -53,9 +53,9 @@ class ChunkedBody:
     def feed(self, data: bytes) -> bytes:
         if self._left == _SIZE and not self._buf:
             # The common case, one whole chunk (a size line, its data, CRLF): a slice.
-            line = _SIZE_LINE(data)
-            if line is not None:
-                start = line.end()
+            head = _SIZE_LINE(data)
+            if head is not None:
+                start = head.end()
                 stop = start + int(data[:start], 16)
                 if stop > start and len(data) == stop + 2 and data.endswith(b"\r\n"):
                     return data[start:stop]

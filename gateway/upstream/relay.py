@@ -157,6 +157,7 @@ class Relay:
         deadline: float | None = None,
         reading: Reading = CHAT_READING,
         write_now: WriteNow | None = None,
+        write_last: Write | None = None,
     ) -> Outcome:
         """A streamed call: the translator's content goes to `write` as it arrives.
 
@@ -174,7 +175,8 @@ class Relay:
         default, upstream/surface.py). `write_now`, the same write done at once when
         the client's socket takes it (the built-in server's), lets the content after
         the first go out from the worker's pump (upstream/pump.py), where the
-        transport can read without waiting.
+        transport can read without waiting. `write_last`, when given, writes the last
+        event and ends the response with it (one write where the server can).
 
         A failure raised before any content stands for the upstream's answer: the
         translator's error carries the status it maps to as `upstream_status`, and an
@@ -205,7 +207,9 @@ class Relay:
                 await on_finish(outcome)
             ended = True
             outcome.started = True
-            await write(reading.last_event(translator, error))
+            await (write if write_last is None else write_last)(
+                reading.last_event(translator, error)
+            )
 
         # One cancel scope bounds the call (`_open`), then the gaps and the total
         # (upstream/idle.py).

@@ -331,8 +331,9 @@ async def test_4xx_is_never_retried(transport: str) -> None:
     assert info.value.upstream_status == 400
 
 
-async def _stream_with_finish(up: Upstream) -> tuple[list[object], Outcome]:
-    """Run a stream, logging writes and the on_finish call in the order they happen."""
+async def _stream_with_finish(up: Upstream, last: bool = False) -> tuple[list[object], Outcome]:
+    """Run a stream, logging writes and the on_finish call in the order they happen
+    (`last`: with a `write_last`, whose writes are logged as ("last", data))."""
     ctx = up.ctx(True)
     req = up.relay.provider.build_request({**BODY, "stream": True}, ctx)
     log: list[object] = []
@@ -340,10 +341,20 @@ async def _stream_with_finish(up: Upstream) -> tuple[list[object], Outcome]:
     async def write(data: bytes) -> None:
         log.append(data)
 
+    async def write_last(data: bytes) -> None:
+        log.append(("last", data))
+
     async def on_finish(outcome: Outcome) -> None:
         log.append(("finish", outcome.usage, outcome.error))
 
-    outcome = await up.relay.stream(req, ctx, write, on_finish, write_now=up.writer_now(log))
+    outcome = await up.relay.stream(
+        req,
+        ctx,
+        write,
+        on_finish,
+        write_now=up.writer_now(log),
+        write_last=write_last if last else None,
+    )
     return log, outcome
 
 
@@ -429,7 +440,7 @@ A, B, U = b"data: a\n\n", b"data: b\n\n", b"data: usage\n\n"
 
 
 async def _scripted(
-    transport: str, translator: Scripted, linger: bool = False
+    transport: str, translator: Scripted, linger: bool = False, last: bool = False
 ) -> tuple[list[object], Outcome] | GatewayError:
     """The writes and on_finish call of a stream through `translator`, or what it raised."""
 
@@ -442,9 +453,25 @@ async def _scripted(
     async with upstream(handler, transport, ScriptedProvider(translator)) as up:
         with trio.fail_after(2):
             try:
-                return await _stream_with_finish(up)
+                return await _stream_with_finish(up, last)
             except GatewayError as e:
                 return e
+
+
+async def test_the_last_event_alone_goes_to_write_last(transport: str) -> None:
+    """The server writes the last event and the response's end together."""
+    t = Scripted([([A, B], None, True)], tail=[U])
+    result = await _scripted(transport, t, last=True)
+    assert isinstance(result, tuple), result
+    assert result[0] == [A + B, U, ("finish", t.usage, None), ("last", DONE)]
+
+
+async def test_a_failure_after_content_is_the_last_event_to_write_last(transport: str) -> None:
+    truncated = UpstreamError("cut", code="upstream_stream_truncated")
+    t = Scripted([([A], None, False)], tail_error=truncated)
+    result = await _scripted(transport, t, last=True)
+    assert isinstance(result, tuple), result
+    assert result[0] == [A, ("finish", t.usage, truncated), ("last", truncated.sse_event())]
 
 
 async def test_the_relay_alone_writes_done_after_on_finish(transport: str) -> None:
