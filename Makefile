@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test processes (pytest-xdist): one per core; PYTEST_JOBS=0 runs the suite in one process.
+PYTEST_JOBS ?= auto
 
 .PHONY: serve test lint fmt clean
 
@@ -21,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_JOBS) --dist worksteal $(PYTEST_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format gateway bench tests fuzz
