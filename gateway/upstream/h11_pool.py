@@ -32,9 +32,13 @@ module does just that:
   from ~0.55 to ~0.44 ms of CPU (`python -m bench compare`, json). h11 is still the
   reference for http1.py's tests.
   The module and the `transport = "h11"` value keep the name users' configs know.
-- On plain TCP a read waits for the socket to be readable, then reads: a streamed
-  chunk arrives alone, so reading first would nearly always fail (a wasted syscall).
-  A write goes out at once and waits only for what the socket did not take.
+- A read waits for the socket to be readable, then reads: a streamed chunk arrives
+  alone, so reading first would nearly always fail (a wasted syscall). A write goes
+  out at once and waits only for what the socket did not take.
+- https is TLS of our own on the raw socket (`tls.TLSConnection`: an `ssl.SSLObject`
+  between memory BIOs, as inside trio's `SSLStream`), so that `read_now` can decrypt a
+  ready socket's records without waiting and the pump relays TLS streams as it does
+  plain ones.
 
 Deadlines are not enforced here: the Relay owns them as trio cancel scopes. This module
 only does I/O and maps its failures to the gateway's error tree, with the messages and
@@ -50,7 +54,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from types import TracebackType
-from typing import Final, cast
+from typing import Final
 from urllib.parse import urlsplit
 
 import trio
@@ -73,6 +77,7 @@ from gateway.upstream.http1 import (
     HeadReader,
     request_head,
 )
+from gateway.upstream.tls import TLSConnection
 from gateway.upstream.transport import out_of_resources
 
 __all__ = ["IDLE_EXPIRY_S", "MAX_HEAD_BYTES", "RECV_BYTES", "USER_AGENT", "H11Transport"]
@@ -107,28 +112,29 @@ _IO_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class _PooledConnection:
-    """One upstream connection: the stream and its raw socket. It holds no parser state:
-    an exchange parses its own response (http1.HeadReader, then the body's framing), and
-    a connection is pooled only between exchanges that ended cleanly."""
+    """One upstream connection: its raw socket, and its TLS session for https. It holds
+    no parser state: an exchange parses its own response (http1.HeadReader, then the
+    body's framing), and a connection is pooled only between exchanges that ended
+    cleanly."""
 
-    __slots__ = ("fd", "idle_since", "receive_some", "send_all", "sock", "stream")
+    __slots__ = ("fd", "idle_since", "receive_some", "send_all", "sock", "tls")
 
-    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
-        self.stream = stream
-        self.sock = sock  # the TCP socket under `stream` (under TLS too)
+    def __init__(self, tcp: trio.SocketStream, tls: TLSConnection | None = None) -> None:
+        sock = tcp.socket
+        self.sock = sock  # the TCP socket (under TLS too)
+        self.tls = tls
+        self.fd = sock.fileno()  # read directly by `read_now`
         # Never a method of self: a bound method kept on its own instance is a
         # reference cycle, and each connection would then wait for a full collection
         # to be freed (a pause of ~0.5 s in a worker holding thousands of streams).
         self.receive_some: Callable[[int], Awaitable[bytes]]
         self.send_all: Callable[[bytes], Awaitable[None]]
-        self.fd = -1  # plain TCP: the socket's, read directly by `read_now`
-        if isinstance(stream, trio.SocketStream):
-            self.fd = sock.fileno()
+        if tls is None:
             self.receive_some = partial(_receive_tcp, sock)
-            self.send_all = partial(_send_tcp, stream)
-        else:  # SSLStream may return a bytearray: read as bytes, it is only ever sliced
-            self.receive_some = cast(Callable[[int], Awaitable[bytes]], stream.receive_some)
-            self.send_all = stream.send_all
+            self.send_all = partial(_send_tcp, tcp)
+        else:
+            self.receive_some = tls.receive_some
+            self.send_all = tls.send_all
         self.idle_since = 0.0
 
     def readable(self) -> bool:
@@ -330,19 +336,17 @@ class H11Transport:
                 raise out_of_resources(e) or self._unreachable("ConnectError", sent=False) from None
             if not pool.tls:
                 # trio sets TCP_NODELAY on every SocketStream
-                return _PooledConnection(tcp, tcp.socket)
-            stream = trio.SSLStream(
-                tcp, self._ssl(), server_hostname=pool.host, https_compatible=True
-            )
+                return _PooledConnection(tcp)
+            tls = TLSConnection(tcp, self._ssl(), pool.host)
             try:
-                await stream.do_handshake()
+                await tls.handshake()
             except _IO_ERRORS:
                 tcp.socket.close()
                 raise self._unreachable("ConnectError", sent=False) from None
             except BaseException:
                 tcp.socket.close()
                 raise
-            return _PooledConnection(stream, tcp.socket)
+            return _PooledConnection(tcp, tls)
         assert scope.cancelled_caught
         raise UpstreamConnectTimeout(
             f"Timed out connecting to the upstream '{self._name}'.", code="upstream_timeout"
@@ -508,10 +512,10 @@ class _UpstreamExchange:
         return data
 
     def pump_fd(self) -> int | None:
-        """The socket `read_now` reads, while it can: a chunked body on plain TCP, not
-        yet ended, with nothing read and left undecoded. None otherwise."""
+        """The socket `read_now` reads, while it can: a chunked body (over TCP or TLS)
+        not yet ended, with nothing read and left undecoded. None otherwise."""
         conn = self._conn
-        if conn is None or self._done or self._body is None or self._early or conn.fd < 0:
+        if conn is None or self._done or self._body is None or self._early:
             return None
         return conn.fd
 
@@ -525,13 +529,22 @@ class _UpstreamExchange:
         # Each failure is raised outside its `except`, so the error carries no context
         # (and no traceback of this frame) for whoever keeps it.
         why = ""
-        try:
-            data = os.read(conn.fd, RECV_BYTES)
-        except BlockingIOError:
-            return b""
-        except OSError:
-            data, why = b"", "the connection was reset"
-        if not data:
+        tls = conn.tls
+        if tls is None:
+            try:
+                data: bytes | None = os.read(conn.fd, RECV_BYTES) or None
+            except BlockingIOError:
+                return b""
+            except OSError:
+                data, why = None, "the connection was reset"
+        else:
+            try:
+                data = tls.read_now()
+            except (OSError, trio.BrokenResourceError):
+                data, why = None, "the connection was reset"
+            if data == b"":  # nothing yet, or part of a TLS record
+                return data
+        if data is None:
             raise self._lost(why or "the connection closed early")
         return self._decoded(body, data)
 

@@ -15,9 +15,11 @@ the task, with trio's flow control and the server's send timeout), and the deadl
 The relay's deadlines stay its cancel scope's: the pump moves the idle deadline as
 chunks arrive, as the relay's loop does, and a cancellation wakes the task as always.
 
-Used only where every part can do its step synchronously: the h11 pool's plain-TCP
-chunked bodies (`read_now`), the built-in server's direct writes (`write_now`) and a
-platform with epoll. Otherwise the relay reads in its own task.
+Used only where every part can do its step synchronously: the h11 pool's chunked
+bodies over TCP or TLS (`read_now`; its TLS is its own, upstream/tls.py, so that a
+ready socket's records can be decrypted in a plain call), the built-in server's direct
+writes (`write_now`) and a platform with epoll. Otherwise the relay reads in its own
+task.
 """
 
 from __future__ import annotations

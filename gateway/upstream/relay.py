@@ -235,8 +235,8 @@ class Relay:
                         else:
                             if outcome.started:
                                 # Declined after the first content: it never will take
-                                # it (TLS, a body framed by its length, no epoll, or the
-                                # body is over); not asked again before every chunk.
+                                # it (httpx, a body framed by its length, no epoll, or
+                                # the body is over); not asked again before every chunk.
                                 pumped = None
                             chunk = await resp.next_chunk()
                             if chunk is not None:

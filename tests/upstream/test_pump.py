@@ -226,8 +226,8 @@ async def test_a_client_gone_during_a_pumped_write_cancels_the_stream_quietly(
 async def test_a_response_that_cannot_be_pumped_is_not_offered_to_the_pump_per_chunk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A body the pump cannot read (here framed by its Content-Length; likewise TLS,
-    the usual upstream) is read by the task, and the relay asks the pump once, not
+    """A body the pump cannot read (here framed by its Content-Length; likewise the
+    httpx transport's) is read by the task, and the relay asks the pump once, not
     before every chunk (each ask costs ~1 us, ~5% of relaying a chunk)."""
     pieces = [chunk(str(i)) for i in range(N)] + [chunk(None, "stop") + DONE]
 
