@@ -2,8 +2,10 @@
 
     python -m bench upstream --kind openai|anthropic|gemini --port 8001 [--host H]
         [--ttft-ms X] [--tokens-per-s X] [--chunks N] [--fail RATE] [--key K]
+        [--tls-cert PATH --tls-key PATH]
 
-runs a fake upstream in the foreground until Ctrl-C and prints one line with its URL.
+runs a fake upstream in the foreground until Ctrl-C and prints one line with its URL
+(https:// with --tls-cert and --tls-key: it serves HTTPS with them).
 
     python -m bench load --url URL --model M [--stream] [--concurrency N | --rate R]
         [--duration S | --requests N] [--json FILE] [--plot FILE.png] ...
@@ -71,6 +73,7 @@ times the Responses API's own work (events, objects, the bridge) next to chat's.
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,6 +103,7 @@ from bench import (
 )
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
+from bench.tls import server_context
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("--chunks", type=int, default=5, help="content chunks per answer")
     upstream.add_argument("--fail", type=float, default=0.0, metavar="RATE", help="500 rate")
     upstream.add_argument("--key", default=None, help="accepted API key (default: the fake's)")
+    upstream.add_argument("--tls-cert", default=None, metavar="PATH", help="serve HTTPS: PEM cert")
+    upstream.add_argument("--tls-key", default=None, metavar="PATH", help="its PEM private key")
     load.add_parser(commands)
     idle.add_parser(commands)
     compare.add_parser(commands)
@@ -190,7 +196,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return console.run(args)
     if args.command == "ledger":
         return ledger.run(args)
+    return _upstream(args)
+
+
+def _upstream(args: argparse.Namespace) -> int:
+    """Run ``python -m bench upstream`` until Ctrl-C; return the exit code."""
     kind = FAKES[args.kind]
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("python -m bench: give both --tls-cert and --tls-key, or neither", file=sys.stderr)
+        return 2
+    context = None
+    if args.tls_cert is not None:
+        try:
+            context = server_context(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"python -m bench: cannot load the TLS certificate: {exc}", file=sys.stderr)
+            return 2
     try:
         fake = kind.cls(
             api_key=args.key or kind.default_key,
@@ -206,7 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     status = 0
     try:
-        trio.run(_serve_and_announce, fake, args.kind, args.host, args.port, kind.base_path)
+        trio.run(
+            _serve_and_announce, fake, args.kind, args.host, args.port, kind.base_path, context
+        )
     except* KeyboardInterrupt:
         pass
     except* OSError as group:
@@ -216,11 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-async def _serve_and_announce(fake: Any, kind: str, host: str, port: int, path: str) -> None:
+async def _serve_and_announce(
+    fake: Any, kind: str, host: str, port: int, path: str, context: ssl.SSLContext | None
+) -> None:
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(partial(fake.serve, host, port))
+        bound = await nursery.start(partial(fake.serve, host, port, ssl_context=context))
         shown = f"[{host}]" if ":" in host else host
-        print(f"fake {kind} upstream: http://{shown}:{bound}{path}", flush=True)
+        scheme = "https" if context is not None else "http"
+        print(f"fake {kind} upstream: {scheme}://{shown}:{bound}{path}", flush=True)
 
 
 if __name__ == "__main__":

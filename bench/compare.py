@@ -3,7 +3,7 @@
     python -m bench compare [--rounds 2] [--duration 5] [--connections 16,64]
         [--scenarios json,stream] [--workers 1,2] [--half-saturation]
         [--targets direct,gateway,gateway-pg,litellm,portkey] [--litellm PATH] [--portkey [PATH]]
-        [--json FILE] [--log-dir DIR]
+        [--pin-cpu N] [--upstream-tls] [--json FILE] [--log-dir DIR]
 
 Starts a fake OpenAI upstream (``python -m bench upstream``) in its own process, then,
 for each worker count W of ``--workers`` in turn (a "block"), each target in its own
@@ -86,6 +86,19 @@ stream latency shows it.
 (the load generator) and the fake upstream and Redis run on the other CPUs, every
 thread of each target's processes on CPU N; what else the machine runs is not moved.
 
+``--upstream-tls`` puts the fake upstream behind HTTPS (the vendors' clouds are all
+HTTPS): compare makes a throwaway self-signed certificate for 127.0.0.1 with openssl
+(EC P-256, ``subjectAltName=IP:127.0.0.1``, in the log directory's ``tls/``), starts the
+fake with ``--tls-cert``/``--tls-key`` and points every target at
+``https://127.0.0.1:PORT/v1``. Each trusts the certificate through its environment
+(`bench.tls.trust_env`): the gateway's upstream client (``ssl.create_default_context()``)
+and LiteLLM by ``SSL_CERT_FILE`` (and ``REQUESTS_CA_BUNDLE``), Portkey (Node) by
+``NODE_EXTRA_CA_CERTS``; ``direct`` is the load generator speaking HTTPS to the fake,
+trusting that certificate only. The ``floor*`` relays speak plain TCP to their upstream
+and are skipped ("skipped" says so). The clients still talk plain HTTP to the gateways;
+only the hop to the upstream is TLS. The JSON has ``options.upstream_tls`` and
+``upstream_url``.
+
 Everything listens on 127.0.0.1. Every process started here is in its own process group
 and is stopped at the end of its block or of the run (also on Ctrl-C or an error):
 SIGINT, then SIGKILL after 5 s. Linux only (/proc).
@@ -134,6 +147,7 @@ from bench.targets import (
     start_redis,
     start_upstream,
 )
+from bench.tls import self_signed
 
 __all__ = ["CompareOptions", "add_parser", "compare", "run"]
 
@@ -172,6 +186,7 @@ class CompareOptions:
     llm_streams: int = LLM_STREAMS  # paced-llm: concurrent streams
     pin_cpu: int | None = None  # targets on this CPU, the rest (load, upstream) on the others
     llm_duration_s: float = 20.0  # paced-llm: seconds of sending (streams then finish)
+    upstream_tls: bool = False  # the fake serves HTTPS with a throwaway self-signed cert
     timeout_s: float = 30.0
     start_timeout_s: float = 60.0
     log_dir: Path | None = None  # where the servers' output goes (default: a temp dir)
@@ -218,6 +233,7 @@ def measure(
         "duration_s": duration_s,
         "timeout_s": timeout_s,
         "api_key": server.api_key,
+        "ca_file": str(server.ca_file) if server.ca_file is not None else None,
     }
     if scenario.max_tokens is not None:  # else the fake stops at the generator's 128
         common["max_tokens"] = scenario.max_tokens
@@ -533,7 +549,12 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
         server_processes(opts.log_dir, "bench-compare-") as procs,
         contextlib.ExitStack() as stack,
     ):
-        upstream = start_upstream(procs, opts.start_timeout_s)
+        tls = self_signed(procs.log_dir / "tls") if opts.upstream_tls else None
+        upstream = start_upstream(procs, opts.start_timeout_s, tls)
+        if opts.upstream_tls:
+            for name in wanted:
+                if name.startswith("floor"):
+                    skipped[name] = "--upstream-tls: the floor relays speak plain TCP upstream"
         postgres: PostgresServer | None = None
         if "gateway-pg" in wanted:
             pg_bin = postgres_bin_dir()
@@ -593,7 +614,9 @@ def compare(opts: CompareOptions) -> dict[str, Any]:
             "pin_cpu": opts.pin_cpu,
             "llm_duration_s": opts.llm_duration_s,
             "portkey": opts.portkey,
+            "upstream_tls": opts.upstream_tls,
         },
+        "upstream_url": upstream.base_url,
         "targets": started,
         "skipped": skipped,
         "rows": rows,
@@ -632,6 +655,8 @@ def _start_block(
                 start_gateway(procs, upstream, opts.start_timeout_s, workers, redis_url, pool)
             )
         elif name in ("floor", "floor-raw", "floor-pump"):
+            if opts.upstream_tls:
+                continue  # said in skipped
             mode = name.partition("-")[2] or "stream"
             servers.append(start_floor(procs, upstream, opts.start_timeout_s, mode))
         elif name == "gateway-pg":
@@ -777,6 +802,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--pin-cpu", type=int, default=None, dest="pin_cpu", metavar="N",
         help="run the targets on CPU N and the load generator, the fake upstream and "
         "Redis on the other CPUs (sched_setaffinity, as taskset does)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--upstream-tls", action="store_true", dest="upstream_tls",
+        help="the fake upstream serves HTTPS (a throwaway self-signed certificate that "
+        "every target is made to trust); floor targets are skipped",
     )  # fmt: skip
     parser.add_argument(
         "--half-saturation", action="store_true",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.processes import HOST, Processes, free_port, log_tail, wait_listening
 from bench.scenarios import SCENARIOS
-from bench.targets import UPSTREAM_KEY, Server
+from bench.targets import UPSTREAM_KEY, Server, trusting_env
 
 __all__ = [
     "PORTKEY_NPX",
@@ -72,6 +72,7 @@ def start_litellm(
     drop = {"DATABASE_URL", "DEFAULT_NUM_WORKERS_LITELLM_PROXY"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False", LITELLM_LOCAL_MODEL_COST_MAP="True")
+    env = trusting_env(upstream, env)  # an HTTPS fake: SSL_CERT_FILE, REQUESTS_CA_BUNDLE
     proc, log = procs.start("litellm", argv, env=env)
     wait_listening(proc, port, timeout_s, "litellm")
     models = {name: s.gateway_model for name, s in SCENARIOS.items()}
@@ -179,6 +180,7 @@ def start_portkey(procs: Processes, upstream: Server, spec: str, timeout_s: floa
     if env.get("NODE_OPTIONS"):
         node_options += " " + env["NODE_OPTIONS"]
     env["NODE_OPTIONS"] = node_options
+    env = trusting_env(upstream, env)  # an HTTPS fake: NODE_EXTRA_CA_CERTS
     proc, log = procs.start("portkey", [*argv, f"--port={port}", "--headless"], env=env)
     try:
         wait_listening(proc, port, timeout_s, "portkey")

@@ -13,6 +13,7 @@ stops them. The peer gateways (LiteLLM, Portkey) are in `bench.peers`.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -35,6 +36,7 @@ from bench.processes import (
     wait_listening,
 )
 from bench.scenarios import SCENARIOS
+from bench.tls import TlsFiles, trust_env
 
 __all__ = [
     "UPSTREAM_KEY",
@@ -49,6 +51,7 @@ __all__ = [
     "start_redis",
     "start_stack",
     "start_upstream",
+    "trusting_env",
 ]
 
 
@@ -64,22 +67,34 @@ class Server:
     api_key: str | None
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
     log_path: Path | None = None
+    ca_file: Path | None = None  # https: the certificate a client must trust (self-signed)
 
 
-def start_upstream(procs: Processes, timeout_s: float) -> Server:
-    """The fake OpenAI upstream on a free port (``direct``: measured as a target too)."""
+def trusting_env(upstream: Server, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) plus, when `upstream` is HTTPS, the variables
+    that make a child trust its certificate (`bench.tls.trust_env`)."""
+    out = dict(os.environ if env is None else env)
+    if upstream.ca_file is not None:
+        out.update(trust_env(upstream.ca_file))
+    return out
+
+
+def start_upstream(procs: Processes, timeout_s: float, tls: TlsFiles | None = None) -> Server:
+    """The fake OpenAI upstream on a free port (``direct``: measured as a target too);
+    HTTPS with `tls`."""
     port = free_port()
-    proc, log = procs.start(
-        "upstream",
-        [sys.executable, "-m", "bench", "upstream", "--kind", "openai",
-         "--host", HOST, "--port", str(port)],
-        env=env_with_repo(),
-    )  # fmt: skip
+    argv = [sys.executable, "-m", "bench", "upstream", "--kind", "openai",
+            "--host", HOST, "--port", str(port)]  # fmt: skip
+    if tls is not None:
+        argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    proc, log = procs.start("upstream", argv, env=env_with_repo())
     wait_listening(proc, port, timeout_s, "the fake upstream")
     models = {name: s.upstream_model for name, s in SCENARIOS.items()}
+    scheme = "https" if tls is not None else "http"
     return Server(
-        "direct", proc, port, f"http://{HOST}:{port}/v1", models, UPSTREAM_KEY, log_path=log
-    )
+        "direct", proc, port, f"{scheme}://{HOST}:{port}/v1", models, UPSTREAM_KEY,
+        log_path=log, ca_file=tls.cert if tls is not None else None,
+    )  # fmt: skip
 
 
 def start_floor(procs: Processes, upstream: Server, timeout_s: float, mode: str) -> Server:
@@ -291,7 +306,10 @@ def start_gateway(
     if created.returncode != 0:
         raise RuntimeError(f"gateway keys create failed: {created.stderr.decode(errors='replace')}")
     key = orjson.loads(created.stdout)["key"]
-    proc, log = procs.start(name, [gw, "serve", "--config", str(config)])
+    # SSL_CERT_FILE: its upstream client's ssl.create_default_context() trusts an HTTPS
+    # fake's self-signed certificate.
+    env = trusting_env(upstream) if upstream.ca_file is not None else None
+    proc, log = procs.start(name, [gw, "serve", "--config", str(config)], env=env)
     wait_listening(proc, port, timeout_s, "the gateway")
     # The scenarios' names only when it serves the scenarios' models.
     custom = setup is not None and setup.models is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import ssl
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -115,10 +116,12 @@ class FakeUpstream(ABC, Generic[R]):
         host: str = "127.0.0.1",
         port: int = 0,
         *,
+        ssl_context: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve on host:port until cancelled; reports the bound port via task_status."""
-        await serve_http(self.handle, host, port, task_status=task_status)
+        """Serve on host:port until cancelled (HTTPS with `ssl_context`); reports the
+        bound port via task_status."""
+        await serve_http(self.handle, host, port, ssl_context=ssl_context, task_status=task_status)
 
     async def handle(self, request: Request, reply: Reply) -> None:
         """Record and answer one HTTP request; count the client as gone if it left early."""

@@ -12,6 +12,10 @@ streamed one, or `Reply.abort` to reset the connection. While the handler runs, 
 server watches the socket: when the client goes away the handler is cancelled and
 `Reply.client_gone` is set, so a handler can count disconnects in a ``finally``.
 
+With an `ssl.SSLContext` the server speaks HTTPS (trio.SSLStream over each
+connection): ``python -m bench compare --upstream-tls`` measures the targets' TLS to
+their upstream with it.
+
 `CoarseTimer` gives handlers a cheap shared ``sleep_until`` for pacing many streams.
 """
 
@@ -22,6 +26,7 @@ import heapq
 import logging
 import math
 import socket
+import ssl
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -40,6 +45,14 @@ _LINGER_BYTES = 1024 * 1024  # ...or this much
 _RST_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, timeout 0: close() sends RST
 
 Headers = Iterable[tuple[str, str]]
+Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+
+def _socket_of(stream: Stream) -> trio.socket.SocketType:
+    """The TCP socket under `stream`, plain or TLS."""
+    if isinstance(stream, trio.SSLStream):
+        return stream.transport_stream.socket
+    return stream.socket
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +80,7 @@ class Reply:
 
     __slots__ = ("_chunked", "_conn", "_stream", "aborted", "client_gone", "started")
 
-    def __init__(self, conn: h11.Connection, stream: trio.SocketStream) -> None:
+    def __init__(self, conn: h11.Connection, stream: Stream) -> None:
         self._conn = conn
         self._stream = stream
         self._chunked = False  # the streamed body goes out with chunked framing
@@ -115,7 +128,7 @@ class Reply:
     def abort(self) -> NoReturn:
         """Reset the connection now (TCP RST, no more bytes) and unwind the handler."""
         self.aborted = True
-        sock = self._stream.socket
+        sock = _socket_of(self._stream)
         with contextlib.suppress(OSError):  # already reset by the peer: just close
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST_LINGER)
         sock.close()
@@ -149,12 +162,14 @@ async def serve_http(
     max_header_bytes: int = 64 * 1024,
     max_body_bytes: int = 16 * 1024 * 1024,
     idle_timeout_s: float = 120.0,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `handler` on host:port until cancelled; report the bound port via task_status.
 
     Port 0 picks a free port. `idle_timeout_s` bounds the wait for (and the reading of)
-    each request on a connection; handlers themselves are not timed.
+    each request on a connection; handlers themselves are not timed. With `ssl_context`
+    it serves HTTPS; a client that fails the handshake is dropped.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     if port == 0:  # each address would get a different free port: keep one
@@ -164,11 +179,15 @@ async def serve_http(
     actual_port: int = listeners[0].socket.getsockname()[1]
     limits = _Limits(max_header_bytes, max_body_bytes, idle_timeout_s)
 
-    async def on_connection(stream: trio.SocketStream) -> None:
+    async def on_connection(stream: Stream) -> None:
         await _Connection(stream, handler, limits).run()
 
     task_status.started(actual_port)
-    await trio.serve_listeners(on_connection, listeners)
+    if ssl_context is None:
+        await trio.serve_listeners(on_connection, listeners)
+    else:
+        secure = [trio.SSLListener(x, ssl_context, https_compatible=True) for x in listeners]
+        await trio.serve_listeners(on_connection, secure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +206,7 @@ class _BadRequest(Exception):
 class _Connection:
     """One client connection: read a request, run the handler, repeat while kept alive."""
 
-    def __init__(self, stream: trio.SocketStream, handler: Handler, limits: _Limits) -> None:
+    def __init__(self, stream: Stream, handler: Handler, limits: _Limits) -> None:
         self.stream = stream
         self.handler = handler
         self.limits = limits
@@ -281,14 +300,15 @@ class _Connection:
         while True:
             event = self.conn.next_event()
             if event is h11.NEED_DATA:
-                self.conn.receive_data(await self.stream.receive_some(_RECV_BYTES))
+                # bytes() of bytes is itself; SSLStream may return a bytearray
+                self.conn.receive_data(bytes(await self.stream.receive_some(_RECV_BYTES)))
             else:
                 return event
 
     async def _watch_peer(self, reply: Reply, scope: trio.CancelScope) -> None:
         """Cancel the handler when the client closes or resets the connection."""
         try:
-            data = await self.stream.receive_some(_RECV_BYTES)
+            data = bytes(await self.stream.receive_some(_RECV_BYTES))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if data:  # a pipelined next request: keep it for the next cycle, stop watching
@@ -321,7 +341,8 @@ class _Connection:
         error response before the client reads it.
         """
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            await self.stream.send_eof()
+            if not isinstance(self.stream, trio.SSLStream):  # TLS has no half-close:
+                await self.stream.send_eof()  # there the client closes after the answer
             with trio.move_on_after(_LINGER_S):
                 drained = 0
                 while drained < _LINGER_BYTES:

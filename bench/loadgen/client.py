@@ -136,13 +136,23 @@ class Sink(Protocol):
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection to `target`, opened on first use.
+    """One keep-alive HTTP/1.1 connection to `target`, opened on first use (https with
+    `ssl_context`, or the system's CAs when it is None).
 
     Not safe for concurrent use: one request at a time. `on_connect` is called for
     every connection opened, `on_retry` for every request resent after a stale one.
     """
 
-    __slots__ = ("_h11", "_on_connect", "_on_retry", "_socket", "_stream", "_target", "_used")
+    __slots__ = (
+        "_h11",
+        "_on_connect",
+        "_on_retry",
+        "_socket",
+        "_ssl_context",
+        "_stream",
+        "_target",
+        "_used",
+    )
 
     def __init__(
         self,
@@ -150,8 +160,10 @@ class Connection:
         *,
         on_connect: Callable[[], None] | None = None,
         on_retry: Callable[[], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._target = target
+        self._ssl_context = ssl_context  # https: None trusts the system's CAs
         self._on_connect = on_connect
         self._on_retry = on_retry
         self._stream: trio.abc.Stream | None = None
@@ -200,7 +212,10 @@ class Connection:
         try:
             if target.scheme == "https":
                 ssl_stream = await trio.open_ssl_over_tcp_stream(
-                    target.host, target.port, ssl_context=_ssl_context(), https_compatible=True
+                    target.host,
+                    target.port,
+                    ssl_context=self._ssl_context or _ssl_context(),
+                    https_compatible=True,
                 )
                 transport = ssl_stream.transport_stream
                 assert isinstance(transport, trio.SocketStream)

@@ -37,6 +37,7 @@ from bench.loadgen.metrics import (
     summarize,
 )
 from bench.loadgen.workload import Workload
+from bench.tls import client_context
 
 __all__ = ["LoadConfig", "LoadResult", "LoadRun", "Progress", "run_load"]
 
@@ -58,6 +59,7 @@ class LoadConfig:
     max_inflight: int = 1024  # open loop: cap on requests in flight
     timeout_s: float = 60.0  # per request, from its send to the end of its answer
     extra_body: Mapping[str, Any] = field(default_factory=dict)  # merged into each body
+    ca_file: str | None = None  # https: trust only this CA file (None: the system's CAs)
 
     def __post_init__(self) -> None:
         if (self.concurrency is None) == (self.rate is None):
@@ -118,6 +120,7 @@ class LoadRun:
     def __init__(self, config: LoadConfig) -> None:
         self.config = config
         self.target = Target.from_base_url(config.url)
+        self._ssl = client_context(config.ca_file) if config.ca_file is not None else None
         self.workload = Workload(
             host=self.target.host_header,
             path=self.target.path,
@@ -245,7 +248,9 @@ class LoadRun:
     # -- one request -------------------------------------------------------------------
 
     def _connection(self) -> Connection:
-        return Connection(self.target, on_connect=self._on_connect, on_retry=self._on_retry)
+        return Connection(
+            self.target, on_connect=self._on_connect, on_retry=self._on_retry, ssl_context=self._ssl
+        )
 
     def _on_connect(self) -> None:
         self.counters.connections += 1
