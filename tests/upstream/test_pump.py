@@ -9,6 +9,8 @@ through the relay on the h11 transport, once with a writer that can write at onc
 from __future__ import annotations
 
 import errno
+import ssl
+from pathlib import Path
 
 import orjson
 import pytest
@@ -20,6 +22,7 @@ from gateway.errors import GatewayError, UpstreamConnectionError, UpstreamTimeou
 from gateway.upstream import relay as relay_module
 from gateway.upstream.pump import pump
 from gateway.upstream.relay import Outcome
+from tests.tls import self_signed
 from tests.upstream.test_relay import (
     SSE,
     Scripted,
@@ -121,6 +124,46 @@ async def test_a_paced_stream_is_relayed_by_the_pump_and_ends_as_without_it(then
         assert isinstance(outcome.error, UpstreamTimeout) and b"upstream_timeout" in out
     assert task_steps > N
     assert steps < N // 2, f"the relay's task woke {steps} times for {N} chunks"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own trust anchor)."""
+    return self_signed(tmp_path_factory.mktemp("tls"), "127.0.0.1", "IP:127.0.0.1")
+
+
+@pytest.fixture
+def server_tls(certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """The upstream's TLS context; the gateway's default context trusts it (and only it)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    monkeypatch.setenv("SSL_CERT_DIR", str(certificate[0].parent))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+@pytest.mark.parametrize("then", ["done", "cut", "malformed", "fin", "idle"])
+async def test_a_paced_stream_over_tls_is_pumped_and_ends_as_without_it(
+    then: str, server_tls: ssl.SSLContext
+) -> None:
+    """An https upstream, as every vendor's cloud is: the pump relays its records as
+    it relays plain TCP (the relay's task wakes a few times, not once per chunk), with
+    the same bytes, outcome and error as the task reading them. Three times the usual
+    chunks: the handshake's own waits come before the first content."""
+    n = 3 * N
+    results = {}
+    for kind in ("h11", "h11+pump"):
+        async with upstream(paced(n=n, then=then), kind, tls=server_tls, idle_s=0.3) as up:
+            results[kind] = await _run(up)
+    (task_out, task_outcome, task_steps), (out, outcome, steps) = results.values()
+    assert out == task_out
+    assert _contents(out)[:n] == [str(i) for i in range(n)]
+    assert type(outcome.error) is type(task_outcome.error)
+    if outcome.error is not None:
+        assert outcome.error.message == task_outcome.error.message  # type: ignore[union-attr]
+    assert (outcome.error is None) == (then == "done")
+    assert task_steps > n
+    assert steps < n // 3, f"the relay's task woke {steps} times for {n} chunks over TLS"
 
 
 async def test_a_stream_pumped_for_longer_than_the_idle_timeout_is_not_cut() -> None:

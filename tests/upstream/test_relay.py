@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -125,17 +126,24 @@ class Upstream:
 
 @asynccontextmanager
 async def upstream(
-    handler: Handler, kind: str, provider: Provider | None = None, **timeouts: float
+    handler: Handler,
+    kind: str,
+    provider: Provider | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
+    **timeouts: float,
 ) -> AsyncIterator[Upstream]:
     """A scripted upstream on a free port, and a Relay pointed at it (`kind`: the
-    transport, "+pump" if the writer can write at once)."""
+    transport, "+pump" if the writer can write at once); with `tls` (the server's
+    context) over https, the client trusting what `ssl.create_default_context` trusts."""
     name, _, mode = kind.partition("+")
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(serve_http, handler, "127.0.0.1", 0))
+        serve = partial(serve_http, handler, "127.0.0.1", 0, ssl_context=tls)
+        port = await nursery.start(serve)
         p = ProviderConfig(
             name="up",
             kind="openai",
-            base_url=f"http://127.0.0.1:{port}/v1",
+            base_url=f"{'https' if tls else 'http'}://127.0.0.1:{port}/v1",
             api_key="sk-up",
             first_byte_timeout_s=timeouts.get("first_byte_s", 2.0),
             idle_timeout_s=timeouts.get("idle_s", 2.0),
