@@ -38,10 +38,11 @@ requests and reports every departure (see bench/conform/).
     python -m bench routing [--calls N] [--repeat N]            (bench/routing.py)
     python -m bench failover [--rate R | --concurrency N] ...   (bench/failover.py)
     python -m bench relayloop [--chunks N] [--repeat N]         (bench/relayloop.py)
+    python -m bench tlsloop [--records N] [--repeat N]          (bench/tlsloop.py)
 
 time the routing decision per request, measure success and latency with one
 deployment failing 20% and one dead against all healthy, and time the relay's own loop
-per streamed chunk.
+per streamed chunk, and what the upstream pool's TLS costs per streamed record.
 
     python -m bench floor [--mode stream|raw] ...               (bench/floor.py)
 
@@ -100,6 +101,7 @@ from bench import (
     routing,
     soak,
     stall,
+    tlsloop,
 )
 from bench.fakes import anthropic, gemini, openai
 from bench.fakes.directives import DirectiveError
@@ -146,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     conform.add_parser(commands)
     routing.add_parser(commands)
     relayloop.add_parser(commands)
+    tlsloop.add_parser(commands)
     responses.add_parser(commands)
     failover.add_parser(commands)
     floor.add_parser(commands)
@@ -182,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return routing.run(args)
     if args.command == "relayloop":
         return relayloop.run(args)
+    if args.command == "tlsloop":
+        return tlsloop.run(args)
     if args.command == "responses":
         return responses.run(args)
     if args.command == "failover":

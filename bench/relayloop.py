@@ -6,7 +6,7 @@ Streams --chunks OpenAI chunks through `Relay.stream`, in one process and withou
 network, from a response that hands each chunk at once, to writers that take
 everything at once: the relay's loop, the translator and the writer's call, with no
 socket and no scheduler pass. Two cases: a response the worker's pump cannot take (as
-a TLS upstream on the h11 pool: the relay reads every chunk itself), and no direct
+the httpx transport's: the relay reads every chunk itself), and no direct
 writer at all (the pump never asked). Each figure is the best of --repeat runs, in
 microseconds of CPU per chunk: the machine is noisy, and the best run is the one least
 disturbed.
