@@ -513,9 +513,13 @@ class _UpstreamExchange:
 
     def pump_fd(self) -> int | None:
         """The socket `read_now` reads, while it can: a chunked body (over TCP or TLS)
-        not yet ended, with nothing read and left undecoded. None otherwise."""
+        not yet ended, with nothing read and left undecoded, and (over TLS) its end
+        not already read with the last records: after a close_notify the socket may
+        never be readable again. None otherwise."""
         conn = self._conn
         if conn is None or self._done or self._body is None or self._early:
+            return None
+        if conn.tls is not None and conn.tls.ended:
             return None
         return conn.fd
 

@@ -50,6 +50,14 @@ class TLSConnection:
         and a peer that stopped reading must not block us)."""
         self._tcp.socket.close()
 
+    @property
+    def ended(self) -> bool:
+        """The end of the stream has been read (close_notify, or the socket's EOF).
+        It may come with the last records, and after a close_notify the socket may
+        never be readable again (a peer awaiting ours): a reader waiting for the
+        socket must check this first."""
+        return self._eof
+
     def selected_alpn_protocol(self) -> str | None:
         return self._obj.selected_alpn_protocol()
 
