@@ -138,7 +138,11 @@ class _PooledConnection:
         self.idle_since = 0.0
 
     def readable(self) -> bool:
-        """Whether the socket has something to read (or an error) right now, without waiting."""
+        """Whether the socket has something to read (or an error) right now, without
+        waiting; or the TLS session has ended (a close_notify read with the last
+        response, the socket then possibly never readable)."""
+        if self.tls is not None and self.tls.ended:
+            return True
         try:
             poller = select.poll()
             poller.register(self.sock.fileno(), select.POLLIN)
