@@ -518,8 +518,8 @@ class _UpstreamExchange:
     def pump_fd(self) -> int | None:
         """The socket `read_now` reads, while it can: a chunked body (over TCP or TLS)
         not yet ended, with nothing read and left undecoded, and (over TLS) its end
-        not already read with the last records: after a close_notify the socket may
-        never be readable again. None otherwise."""
+        or a TLS failure not already read with the last records: the socket may then
+        never be readable again (after a close_notify). None otherwise."""
         conn = self._conn
         if conn is None or self._done or self._body is None or self._early:
             return None

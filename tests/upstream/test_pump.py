@@ -204,6 +204,39 @@ async def test_an_https_upstream_ending_its_tls_session_with_the_last_bytes_is_n
     assert "closed early" in outcome.error.message
 
 
+async def test_chunks_that_came_whole_before_bytes_that_are_not_tls_are_relayed(
+    server_tls: ssl.SSLContext,
+) -> None:
+    """A chunk's record and then garbage, in one segment: the chunk is relayed, then
+    the stream fails (as trio's SSLStream did: a record at a time, the failure on the
+    read after), pumped or not, and the connection is not waited on any further."""
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("0"))
+        for i in range(1, N):
+            await trio.sleep(GAP_S)
+            await reply.write(chunk(str(i)))
+        await trio.sleep(GAP_S)
+        stream = reply._stream
+        assert isinstance(stream, trio.SSLStream)
+        stream._ssl_object.write(b"%x\r\n%b\r\n" % (len(chunk("last")), chunk("last")))
+        garbage = b"HTTP/1.1 200 OK\r\n\r\n"
+        await stream.transport_stream.send_all(stream._outgoing.read() + garbage)
+        await trio.sleep(30)
+
+    results = {}
+    for kind in ("h11", "h11+pump"):
+        async with upstream(handler, kind, tls=server_tls, idle_s=2) as up:
+            with trio.fail_after(1):
+                results[kind] = await up.stream()
+    (task_out, task_outcome), (out, outcome) = results.values()
+    assert out == task_out
+    assert _contents(out)[: N + 1] == [*(str(i) for i in range(N)), "last"]
+    assert isinstance(outcome.error, UpstreamConnectionError)
+    assert outcome.error.message == task_outcome.error.message  # type: ignore[union-attr]
+    assert "reset" in outcome.error.message
+
+
 async def test_a_stream_pumped_for_longer_than_the_idle_timeout_is_not_cut() -> None:
     """The pump moves the idle deadline as chunks arrive, as the task's loop does."""
     async with upstream(paced(n=25, gap_s=0.02), "h11+pump", idle_s=0.2, total_s=5) as up:
