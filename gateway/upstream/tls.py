@@ -13,7 +13,9 @@ does there: an EOF without close_notify is an EOF (HTTP's framing says whether t
 was whole), no close_notify is sent on close, and any TLS failure is
 `trio.BrokenResourceError`. Every read decrypts all the complete records it has, so
 no plaintext is ever left inside the `SSLObject`: a socket that is not readable means
-there is nothing to relay, which is what the pump's epoll wait relies on.
+there is nothing to relay, which is what the pump's epoll wait relies on. The one
+exception is the end: a close_notify (or a TLS failure) read with the last records
+leaves nothing on the socket, which may then stay unreadable; `ended` says so.
 tests/upstream/test_tls.py holds it to trio's `SSLStream` on a real handshake.
 """
 
