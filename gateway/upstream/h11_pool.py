@@ -138,7 +138,11 @@ class _PooledConnection:
         self.idle_since = 0.0
 
     def readable(self) -> bool:
-        """Whether the socket has something to read (or an error) right now, without waiting."""
+        """Whether the socket has something to read (or an error) right now, without
+        waiting; or the TLS session has ended (a close_notify read with the last
+        response, the socket then possibly never readable)."""
+        if self.tls is not None and self.tls.ended:
+            return True
         try:
             poller = select.poll()
             poller.register(self.sock.fileno(), select.POLLIN)
@@ -513,9 +517,13 @@ class _UpstreamExchange:
 
     def pump_fd(self) -> int | None:
         """The socket `read_now` reads, while it can: a chunked body (over TCP or TLS)
-        not yet ended, with nothing read and left undecoded. None otherwise."""
+        not yet ended, with nothing read and left undecoded, and (over TLS) its end
+        or a TLS failure not already read with the last records: the socket may then
+        never be readable again (after a close_notify). None otherwise."""
         conn = self._conn
         if conn is None or self._done or self._body is None or self._early:
+            return None
+        if conn.tls is not None and conn.tls.ended:
             return None
         return conn.fd
 

@@ -13,7 +13,9 @@ does there: an EOF without close_notify is an EOF (HTTP's framing says whether t
 was whole), no close_notify is sent on close, and any TLS failure is
 `trio.BrokenResourceError`. Every read decrypts all the complete records it has, so
 no plaintext is ever left inside the `SSLObject`: a socket that is not readable means
-there is nothing to relay, which is what the pump's epoll wait relies on.
+there is nothing to relay, which is what the pump's epoll wait relies on. The one
+exception is the end: a close_notify (or a TLS failure) read with the last records
+leaves nothing on the socket, which may then stay unreadable; `ended` says so.
 tests/upstream/test_tls.py holds it to trio's `SSLStream` on a real handshake.
 """
 
@@ -34,7 +36,7 @@ _PLAIN_READ_BYTES: Final = 64 * 1024  # plaintext asked of the SSLObject at once
 class TLSConnection:
     """A client TLS session on `tcp`'s socket (`handshake` first)."""
 
-    __slots__ = ("_eof", "_incoming", "_obj", "_outgoing", "_tcp", "_unsent", "fd")
+    __slots__ = ("_eof", "_failed", "_incoming", "_obj", "_outgoing", "_tcp", "_unsent", "fd")
 
     def __init__(self, tcp: trio.SocketStream, context: ssl.SSLContext, hostname: str) -> None:
         self._tcp = tcp
@@ -44,11 +46,23 @@ class TLSConnection:
         self._obj = context.wrap_bio(self._incoming, self._outgoing, server_hostname=hostname)
         self._eof = False  # the peer closed (or ended the TLS session)
         self._unsent = b""  # for the peer, produced by a read, not yet written
+        # A TLS failure met behind records that decrypted: raised by the next read,
+        # after their plaintext has been returned (as SSLStream, a record at a time).
+        self._failed = ""
 
     def close(self) -> None:
         """Close the socket now, without close_notify (HTTP's framing does not need it,
         and a peer that stopped reading must not block us)."""
         self._tcp.socket.close()
+
+    @property
+    def ended(self) -> bool:
+        """The end of the stream (close_notify, or the socket's EOF) or a TLS failure
+        has been read, and the next read says so without waiting. It may come with the
+        last records, and the socket may then never be readable again (after a
+        close_notify, a peer awaiting ours): a reader waiting for the socket must
+        check this first."""
+        return self._eof or bool(self._failed)
 
     def selected_alpn_protocol(self) -> str | None:
         return self._obj.selected_alpn_protocol()
@@ -90,7 +104,7 @@ class TLSConnection:
         """What the socket holds, decrypted, without waiting: b"" if nothing (or only
         part of a record) came, None at the end of the stream. Raises OSError for a
         failed read and BrokenResourceError for a TLS failure."""
-        if not self._eof:
+        if not self._eof and not self._failed:
             try:
                 raw = os.read(self.fd, RAW_READ_BYTES)
             except BlockingIOError:
@@ -114,6 +128,8 @@ class TLSConnection:
     def _decrypt(self) -> bytes:
         """Every complete record's plaintext; sends what reading produced for the
         peer (a key update's answer) if the socket takes it at once."""
+        if self._failed:
+            raise trio.BrokenResourceError(self._failed)
         parts: list[bytes] = []
         obj, incoming = self._obj, self._incoming
         while True:
@@ -125,7 +141,10 @@ class TLSConnection:
                 self._eof = True  # close_notify, or an EOF without it (https_compatible)
                 break
             except ssl.SSLError as e:
-                raise trio.BrokenResourceError(f"TLS failed: {e}") from e
+                if not parts:
+                    raise trio.BrokenResourceError(f"TLS failed: {e}") from e
+                self._failed = f"TLS failed: {e}"
+                break
             if not part:
                 self._eof = True
                 break

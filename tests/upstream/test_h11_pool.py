@@ -764,6 +764,51 @@ async def test_https_keep_alive_with_alpn_http11(
     assert handshakes == ["http/1.1"]  # one connection, and it never offered h2
 
 
+async def test_an_https_connection_whose_tls_session_ended_with_the_body_is_not_reused(
+    certificate: tuple[Path, Path], trust_certificate: None
+) -> None:
+    """The server ends the TLS session (close_notify) with the response's last bytes,
+    in one segment, and keeps the TCP connection open (awaiting our close_notify, as
+    a two-way TLS shutdown does): the socket is not readable, but the connection is
+    over and must not carry the next request (which would fail as if sent)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    connections = 0
+
+    async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        nonlocal connections
+        connections += 1
+        conn = h11.Connection(h11.SERVER)
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+                if event is h11.NEED_DATA:
+                    conn.receive_data(bytes(await stream.receive_some(65536)))
+            head = h11.Response(status_code=200, headers=[("content-length", "12")])
+            tls = stream._ssl_object  # the response and close_notify, written together
+            tls.write(conn.send(head) + conn.send(h11.Data(data=b'{"tls":true}')))
+            with suppress(ssl.SSLWantReadError):
+                tls.unwrap()
+            held = stream._delayed_outgoing or b""  # trio's server holds back its tickets
+            await stream.transport_stream.send_all(held + stream._outgoing.read())
+            await trio.sleep(30)
+
+    async with trio.open_nursery() as nursery:
+        serve = partial(trio.serve_ssl_over_tcp, handle, 0, context, host="127.0.0.1")
+        listeners = await nursery.start(partial(serve, https_compatible=True))
+        port = listeners[0].transport_listener.socket.getsockname()[1]
+        transport = H11Transport(provider(port, scheme="https"))
+        try:
+            for _ in range(2):
+                with trio.fail_after(2):
+                    result = await fetch(transport, post(port, scheme="https"))
+                assert result[0] == 200 and result[2] == b'{"tls":true}'
+                await trio.sleep(0.05)  # the server has nothing more to send
+        finally:
+            await transport.aclose()
+        nursery.cancel_scope.cancel()
+    assert connections == 2
+
+
 async def test_https_refuses_an_untrusted_certificate(certificate: tuple[Path, Path]) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificate)

@@ -8,6 +8,7 @@ through the relay on the h11 transport, once with a writer that can write at onc
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ssl
 from pathlib import Path
@@ -164,6 +165,76 @@ async def test_a_paced_stream_over_tls_is_pumped_and_ends_as_without_it(
     assert (outcome.error is None) == (then == "done")
     assert task_steps > n
     assert steps < n // 3, f"the relay's task woke {steps} times for {n} chunks over TLS"
+
+
+async def test_an_https_upstream_ending_its_tls_session_with_the_last_bytes_is_not_waited_for(
+    server_tls: ssl.SSLContext,
+) -> None:
+    """A chunk and the TLS session's end (close_notify) in one segment, the TCP
+    connection then kept open (a server waiting for our close_notify, as a two-way TLS
+    shutdown does): one read takes both, and the socket is never readable again. The
+    body was cut, and the pump says so at once, as the task does, not at the idle
+    timeout (it waited for a socket that had nothing more to say)."""
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("0"))
+        for i in range(1, N):
+            await trio.sleep(GAP_S)
+            await reply.write(chunk(str(i)))
+        await trio.sleep(GAP_S)
+        stream = reply._stream
+        assert isinstance(stream, trio.SSLStream)
+        tls = stream._ssl_object  # the next chunk and close_notify, written together
+        tls.write(b"%x\r\n%b\r\n" % (len(chunk("last")), chunk("last")))
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.unwrap()
+        await stream.transport_stream.send_all(stream._outgoing.read())
+        await trio.sleep(30)
+
+    results = {}
+    for kind in ("h11", "h11+pump"):
+        async with upstream(handler, kind, tls=server_tls, idle_s=2) as up:
+            with trio.fail_after(1):
+                results[kind] = await up.stream()
+    (task_out, task_outcome), (out, outcome) = results.values()
+    assert out == task_out
+    assert _contents(out)[: N + 1] == [*(str(i) for i in range(N)), "last"]
+    assert isinstance(outcome.error, UpstreamConnectionError)
+    assert outcome.error.message == task_outcome.error.message  # type: ignore[union-attr]
+    assert "closed early" in outcome.error.message
+
+
+async def test_chunks_that_came_whole_before_bytes_that_are_not_tls_are_relayed(
+    server_tls: ssl.SSLContext,
+) -> None:
+    """A chunk's record and then garbage, in one segment: the chunk is relayed, then
+    the stream fails (as trio's SSLStream did: a record at a time, the failure on the
+    read after), pumped or not, and the connection is not waited on any further."""
+
+    async def handler(request: Request, reply: Reply) -> None:
+        await reply.start(200, SSE, chunk("0"))
+        for i in range(1, N):
+            await trio.sleep(GAP_S)
+            await reply.write(chunk(str(i)))
+        await trio.sleep(GAP_S)
+        stream = reply._stream
+        assert isinstance(stream, trio.SSLStream)
+        stream._ssl_object.write(b"%x\r\n%b\r\n" % (len(chunk("last")), chunk("last")))
+        garbage = b"HTTP/1.1 200 OK\r\n\r\n"
+        await stream.transport_stream.send_all(stream._outgoing.read() + garbage)
+        await trio.sleep(30)
+
+    results = {}
+    for kind in ("h11", "h11+pump"):
+        async with upstream(handler, kind, tls=server_tls, idle_s=2) as up:
+            with trio.fail_after(1):
+                results[kind] = await up.stream()
+    (task_out, task_outcome), (out, outcome) = results.values()
+    assert out == task_out
+    assert _contents(out)[: N + 1] == [*(str(i) for i in range(N)), "last"]
+    assert isinstance(outcome.error, UpstreamConnectionError)
+    assert outcome.error.message == task_outcome.error.message  # type: ignore[union-attr]
+    assert "reset" in outcome.error.message
 
 
 async def test_a_stream_pumped_for_longer_than_the_idle_timeout_is_not_cut() -> None:
