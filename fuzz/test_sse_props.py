@@ -11,7 +11,7 @@ import itertools
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.openai.sse import SSEDecoder, SSEEvent, SSEProtocolError, comment, encode_event
@@ -193,3 +193,41 @@ def test_corpus_whole_equals_byte_by_byte(path: Path) -> None:
         assert isinstance(whole, tuple), "a seed must decode without error"
         events, pending = whole
         assert (len(events), pending) == KNOWN[path.name]
+
+
+_LINES = [b"event: e\n", b"retry: 5\n", b"id: 7\n", b"data: y\r\n", b"\r", b"\n", b"\r\n"]
+_LINES += [b"data: z", b": keep-alive\n\n", b"\xef\xbb\xbf", b"\xef", b"data:no-space\n\n"]
+_LONE = _NO_EOL.map(lambda v: b"data: " + v + b"\n\n")
+_PIECE = st.one_of(
+    _LONE,
+    _LONE.map(lambda b: b + b"data: x\n\n"),  # two events: never lone
+    st.sampled_from(_LINES),
+    st.binary(max_size=16),
+)
+
+
+@SETTINGS
+@given(st.lists(_PIECE, max_size=12), st.integers(min_value=1, max_value=40))
+@example([b"\n", b"data: a\rb\n\n"], 40)  # a CR ends a line too: two lines, not one
+@example([b"event: e\n", b"data: a\n\n"], 40)  # a lone line of a named event
+@example([b"\n", b"data: abcdefgh\n\n"], 8)  # over the limit: feed raises
+def test_lone_data_is_exactly_what_feed_would_return(pieces: list[bytes], limit: int) -> None:
+    """Fed piece by piece, a decoder that takes `lone_data` whenever it answers gives
+    the same events (that piece's one event, with no event name or retry) and ends in
+    the same state as one that feeds everything: later pieces decode alike. (The
+    first piece is never lone: a stream's start may hold a byte-order mark.)"""
+    fast, reference = SSEDecoder(max_event_bytes=limit), SSEDecoder(max_event_bytes=limit)
+    for piece in pieces:
+        lone = fast.lone_data(piece)
+        try:
+            expected = reference.feed(piece)
+        except SSEProtocolError:
+            assert lone is None
+            with pytest.raises(SSEProtocolError):
+                fast.feed(piece)
+            return
+        if lone is None:
+            assert fast.feed(piece) == expected
+        else:
+            assert [(e.data, e.event, e.retry) for e in expected] == [(lone, None, None)]
+    assert fast.pending == reference.pending

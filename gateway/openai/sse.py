@@ -102,6 +102,29 @@ class SSEDecoder:
         """True when bytes of an unfinished event are buffered (stream cut mid-event)."""
         return self._size > 0 or self._tail_len > 0 or bool(self._bom)
 
+    def lone_data(self, chunk: bytes) -> bytes | None:
+        """The data of `chunk` if it is exactly one event, a single `data: ` line and
+        its blank line, that `feed` would return alone (no `event:` or `retry:` before
+        it, nothing buffered, no CR anywhere), leaving the decoder as it was; else
+        None, and nothing is consumed. A relay that only
+        needs the data of such chunks (nearly every chunk of a token stream) skips the
+        event objects: feeding it afterwards is as if `feed` had been given it."""
+        end = len(chunk) - 2
+        if (
+            end < 6
+            or not chunk.startswith(b"data: ")
+            or chunk.find(b"\n") != end
+            or chunk[end + 1] != 10
+            or 13 in chunk
+            or end > self._max
+            or self._start
+            or self._cr
+            or self._tail
+            or self._size
+        ):
+            return None
+        return chunk[6:end]
+
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Decode the next bytes of the stream; return the events they complete."""
         if not chunk:

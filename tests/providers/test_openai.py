@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,25 @@ def test_text_stream_with_client_usage_forwards_usage_chunk_last(step: int | Non
     assert evs[-1] == b"[DONE]"
     assert evs[-2]["choices"] == [] and evs[-2]["usage"]["prompt_tokens"] == 12
     assert all(c["usage"] is None for c in evs[:-2])  # OpenAI's own shape when asked
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.sse")))
+def test_a_stream_read_an_event_at_a_time_translates_as_when_read_whole(
+    name: str, include_usage: bool
+) -> None:
+    """A token stream's reads are nearly all one event each, which the translator
+    forwards without decoding once it knows the chunks' shape: the same bytes, usage
+    and ending as the stream fed whole or a byte at a time."""
+    raw = (FIXTURES / name).read_bytes()
+    c = ctx(include_usage=include_usage)
+    whole, t_whole = translate(raw, c)
+    by_byte, _ = translate(raw, c, 1)
+    t = P.new_stream_translator(c)
+    by_event = client_bytes(t, re.findall(rb".*?\n\n|.+", raw, re.S))  # the same bytes
+    assert by_event == whole == by_byte
+    assert (t.usage, t.events) == (t_whole.usage, t_whole.events)
+    assert type(t.error) is type(t_whole.error)
 
 
 def test_ordinary_chunks_are_forwarded_byte_for_byte() -> None:
