@@ -32,13 +32,10 @@ module does just that:
   from ~0.55 to ~0.44 ms of CPU (`python -m bench compare`, json). h11 is still the
   reference for http1.py's tests.
   The module and the `transport = "h11"` value keep the name users' configs know.
-- A read waits for the socket to be readable, then reads: a streamed chunk arrives
-  alone, so reading first would nearly always fail (a wasted syscall). A write goes
-  out at once and waits only for what the socket did not take.
-- https is TLS of our own on the raw socket (`tls.TLSConnection`: an `ssl.SSLObject`
-  between memory BIOs, as inside trio's `SSLStream`), so that `read_now` can decrypt a
-  ready socket's records without waiting and the pump relays TLS streams as it does
-  plain ones.
+- A connection's socket I/O is `pooled.PooledConnection`'s; https is TLS of our own
+  on the raw socket (`tls.TLSConnection`: an `ssl.SSLObject` between memory BIOs, as
+  inside trio's `SSLStream`), so that `read_now` can decrypt a ready socket's records
+  without waiting and the pump relays TLS streams as it does plain ones.
 
 Deadlines are not enforced here: the Relay owns them as trio cancel scopes. This module
 only does I/O and maps its failures to the gateway's error tree, with the messages and
@@ -49,10 +46,8 @@ oversized response head.
 from __future__ import annotations
 
 import os
-import select
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Final
 from urllib.parse import urlsplit
@@ -77,6 +72,7 @@ from gateway.upstream.http1 import (
     HeadReader,
     request_head,
 )
+from gateway.upstream.pooled import PooledConnection
 from gateway.upstream.tls import TLSConnection
 from gateway.upstream.transport import out_of_resources
 
@@ -107,88 +103,7 @@ _OURS: Final = frozenset(
         "accept-encoding",
     }
 )
-_POLL_BAD: Final = select.POLLIN | select.POLLERR | select.POLLHUP | select.POLLNVAL
 _IO_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
-
-
-class _PooledConnection:
-    """One upstream connection: its raw socket, and its TLS session for https. It holds
-    no parser state: an exchange parses its own response (http1.HeadReader, then the
-    body's framing), and a connection is pooled only between exchanges that ended
-    cleanly."""
-
-    __slots__ = ("fd", "idle_since", "receive_some", "send_all", "sock", "tls")
-
-    def __init__(self, tcp: trio.SocketStream, tls: TLSConnection | None = None) -> None:
-        sock = tcp.socket
-        self.sock = sock  # the TCP socket (under TLS too)
-        self.tls = tls
-        self.fd = sock.fileno()  # read directly by `read_now`
-        # Never a method of self: a bound method kept on its own instance is a
-        # reference cycle, and each connection would then wait for a full collection
-        # to be freed (a pause of ~0.5 s in a worker holding thousands of streams).
-        self.receive_some: Callable[[int], Awaitable[bytes]]
-        self.send_all: Callable[[bytes], Awaitable[None]]
-        if tls is None:
-            self.receive_some = partial(_receive_tcp, sock)
-            self.send_all = partial(_send_tcp, tcp)
-        else:
-            self.receive_some = tls.receive_some
-            self.send_all = tls.send_all
-        self.idle_since = 0.0
-
-    def readable(self) -> bool:
-        """Whether the socket has something to read (or an error) right now, without
-        waiting; or the TLS session has ended (a close_notify read with the last
-        response, the socket then possibly never readable)."""
-        if self.tls is not None and self.tls.ended:
-            return True
-        try:
-            poller = select.poll()
-            poller.register(self.sock.fileno(), select.POLLIN)
-            return any(mask & _POLL_BAD for _, mask in poller.poll(0))
-        except (OSError, ValueError):  # closed socket: fileno() is -1
-            return True
-
-    def close(self) -> None:
-        """Close now, without awaiting (works under cancellation; unread data makes it an RST).
-
-        TLS close_notify is skipped: HTTP/1.1 framing does not depend on it and a peer that
-        stopped reading must not block us.
-        """
-        self.sock.close()
-
-
-async def _receive_tcp(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
-    """Plain TCP: wait until readable, then read, so that a chunk arriving alone costs
-    one syscall (trio's receive_some reads first, and waits only after that read
-    failed)."""
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        try:
-            return os.read(sock.fileno(), max_bytes)
-        except BlockingIOError:
-            continue
-        except OSError as e:
-            if sock.fileno() == -1:
-                raise trio.ClosedResourceError("the connection was closed") from None
-            raise trio.BrokenResourceError(str(e)) from e
-
-
-async def _send_tcp(stream: trio.SocketStream, data: bytes) -> None:
-    """Plain TCP: write at once, with no scheduler pass, when the socket takes it all (a
-    request nearly always fits its send buffer); the rest through trio, which waits."""
-    sock = stream.socket
-    try:
-        sent = os.write(sock.fileno(), data)
-    except BlockingIOError:
-        sent = 0
-    except OSError as e:
-        if sock.fileno() == -1:
-            raise trio.ClosedResourceError("the connection was closed") from None
-        raise trio.BrokenResourceError(str(e)) from e
-    if sent < len(data):
-        await stream.send_all(memoryview(data)[sent:])
 
 
 class _Pool:
@@ -201,12 +116,12 @@ class _Pool:
         self.host = host
         self.port = port
         self.host_header = host_header
-        self.idle: list[_PooledConnection] = []
+        self.idle: list[PooledConnection] = []
         # Checked-out connections <= limit; idle ones are only created by returning a
         # checked-out one, so open connections <= limit too.
         self.slots = trio.Semaphore(limit)
 
-    def take_idle(self, now: float, expiry_s: float) -> _PooledConnection | None:
+    def take_idle(self, now: float, expiry_s: float) -> PooledConnection | None:
         """The most recently used live idle connection, closing stale ones on the way."""
         idle = self.idle
         while idle:
@@ -217,7 +132,7 @@ class _Pool:
             return conn
         return None
 
-    def put_idle(self, conn: _PooledConnection, now: float, expiry_s: float) -> None:
+    def put_idle(self, conn: PooledConnection, now: float, expiry_s: float) -> None:
         """Keep `conn` for reuse; close the expired ones at the bottom of the stack."""
         conn.idle_since = now
         idle = self.idle
@@ -331,7 +246,7 @@ class H11Transport:
             self._ssl_context = context
         return self._ssl_context
 
-    async def _connect(self, pool: _Pool) -> _PooledConnection:
+    async def _connect(self, pool: _Pool) -> PooledConnection:
         """A new connection (TCP, and TLS for https) within the connect timeout."""
         with trio.move_on_after(self._connect_timeout_s) as scope:
             try:
@@ -340,7 +255,7 @@ class H11Transport:
                 raise out_of_resources(e) or self._unreachable("ConnectError", sent=False) from None
             if not pool.tls:
                 # trio sets TCP_NODELAY on every SocketStream
-                return _PooledConnection(tcp)
+                return PooledConnection(tcp)
             tls = TLSConnection(tcp, self._ssl(), pool.host)
             try:
                 await tls.handshake()
@@ -350,7 +265,7 @@ class H11Transport:
             except BaseException:
                 tcp.socket.close()
                 raise
-            return _PooledConnection(tcp, tls)
+            return PooledConnection(tcp, tls)
         assert scope.cancelled_caught
         raise UpstreamConnectTimeout(
             f"Timed out connecting to the upstream '{self._name}'.", code="upstream_timeout"
@@ -415,7 +330,7 @@ class _UpstreamExchange:
         self._t = transport
         self._req = req
         self._pool: _Pool | None = None  # set while we hold a slot of it
-        self._conn: _PooledConnection | None = None
+        self._conn: PooledConnection | None = None
         self._done = False  # the response body was read to its end
         self._body: ChunkedBody | None = None  # the decoder of a chunked body
         self._left = -1  # bytes of a Content-Length body still to read; -1: until EOF
@@ -580,9 +495,7 @@ class _UpstreamExchange:
             sent=True,
         )
 
-    async def _send_and_read_head(
-        self, pool: _Pool, conn: _PooledConnection, target: bytes
-    ) -> None:
+    async def _send_and_read_head(self, pool: _Pool, conn: PooledConnection, target: bytes) -> None:
         t = self._t
         body = self._req.body
         head = t._head(pool, self._req, target)

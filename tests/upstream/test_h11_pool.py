@@ -850,7 +850,7 @@ async def test_an_answer_sent_before_a_reset_is_read_even_if_sending_failed() ->
 
 
 def pooled_connections() -> int:
-    return sum(1 for o in gc.get_objects() if type(o).__name__ == "_PooledConnection")
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == "PooledConnection")
 
 
 async def test_a_connection_let_go_is_freed_at_once_not_by_the_cycle_collector(
