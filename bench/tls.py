@@ -26,9 +26,11 @@ class TlsFiles:
     key: Path
 
 
-def self_signed(folder: Path, host: str = "127.0.0.1") -> TlsFiles:
-    """A self-signed EC P-256 certificate for the IP address `host`, valid two days,
-    written to `folder` (made if missing); RuntimeError without openssl."""
+def self_signed(folder: Path, host: str = "127.0.0.1", san: str | None = None) -> TlsFiles:
+    """A self-signed EC P-256 certificate for `host` (its common name), valid two days,
+    written to `folder` (made if missing); RuntimeError without openssl. `san` as
+    openssl writes it, "IP:127.0.0.1" or "DNS:media.example"; by default `host` as an IP
+    address."""
     openssl = shutil.which("openssl")
     if openssl is None:
         raise RuntimeError("openssl is not on PATH: needed to make the upstream's certificate")
@@ -39,7 +41,7 @@ def self_signed(folder: Path, host: str = "127.0.0.1") -> TlsFiles:
             *(openssl, "req", "-x509", "-nodes", "-days", "2", "-newkey", "ec"),
             *("-pkeyopt", "ec_paramgen_curve:prime256v1"),
             *("-keyout", str(files.key), "-out", str(files.cert)),
-            *("-subj", f"/CN={host}", "-addext", f"subjectAltName=IP:{host}"),
+            *("-subj", f"/CN={host}", "-addext", f"subjectAltName={san or f'IP:{host}'}"),
         ],
         capture_output=True,
         check=False,
