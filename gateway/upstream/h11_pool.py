@@ -256,10 +256,11 @@ class H11Transport:
             if not pool.tls:
                 # trio sets TCP_NODELAY on every SocketStream
                 return PooledConnection(tcp)
-            tls = TLSConnection(tcp, self._ssl(), pool.host)
             try:
+                # ValueError: a host name TLS refuses (a leading dot, bad IDNA).
+                tls = TLSConnection(tcp, self._ssl(), pool.host)
                 await tls.handshake()
-            except _IO_ERRORS:
+            except (*_IO_ERRORS, ValueError):
                 tcp.socket.close()
                 raise self._unreachable("ConnectError", sent=False) from None
             except BaseException:

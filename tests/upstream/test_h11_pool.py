@@ -809,6 +809,40 @@ async def test_an_https_connection_whose_tls_session_ended_with_the_body_is_not_
     assert connections == 2
 
 
+async def test_a_host_name_tls_refuses_is_unreachable_and_leaks_no_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name the resolver answers but TLS refuses as a server name (here a leading
+    dot): the connect fails like any other, its socket closed (an unclosed one is a
+    ResourceWarning, an error in this suite)."""
+    async with trio.open_nursery() as nursery:
+
+        async def idle(stream: trio.SocketStream) -> None:
+            await trio.sleep_forever()
+
+        [listener] = await nursery.start(partial(trio.serve_tcp, idle, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        connect = trio.open_tcp_stream
+
+        async def resolved(host: str, port: int) -> trio.SocketStream:
+            return await connect("127.0.0.1", port)
+
+        monkeypatch.setattr(trio, "open_tcp_stream", resolved)
+        p = ProviderConfig(name="up", kind="openai", base_url=f"https://.odd:{port}/v1")
+        transport = H11Transport(p)
+        try:
+            url = f"https://.odd:{port}/v1/chat/completions"
+            req = UpstreamRequest(url, {"content-type": "application/json"}, BODY, stream=False)
+            with pytest.raises(UpstreamConnectionError) as info:
+                await fetch(transport, req)
+        finally:
+            await transport.aclose()
+        nursery.cancel_scope.cancel()
+    assert info.value.message == "Could not reach the upstream 'up' (ConnectError)."
+    assert not info.value.sent
+    gc.collect()
+
+
 async def test_https_refuses_an_untrusted_certificate(certificate: tuple[Path, Path]) -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificate)
