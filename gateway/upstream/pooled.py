@@ -1,14 +1,11 @@
-"""One connection of the upstream pool (h11_pool.py): its socket, its TLS, its I/O.
+"""One connection of the upstream pool (h11_pool.py): its socket and its TLS.
 
-A read waits for the socket to be readable, then reads: a streamed chunk arrives
-alone, so reading first would nearly always fail (a wasted syscall). A write goes out
-at once and waits only for what the socket did not take. https is the pool's own TLS
-(tls.py), which the pump can read without waiting.
+Plain TCP reads and writes are tcp_io.py's; https is the pool's own TLS (tls.py),
+which the pump can read without waiting.
 """
 
 from __future__ import annotations
 
-import os
 import select
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -16,6 +13,7 @@ from typing import Final
 
 import trio
 
+from gateway.upstream import tcp_io
 from gateway.upstream.tls import TLSConnection
 
 __all__ = ["PooledConnection"]
@@ -42,8 +40,8 @@ class PooledConnection:
         self.receive_some: Callable[[int], Awaitable[bytes]]
         self.send_all: Callable[[bytes], Awaitable[None]]
         if tls is None:
-            self.receive_some = partial(_receive, sock)
-            self.send_all = partial(_send, tcp)
+            self.receive_some = partial(tcp_io.receive, sock)
+            self.send_all = partial(tcp_io.send, tcp)
         else:
             self.receive_some = tls.receive_some
             self.send_all = tls.send_all
@@ -69,35 +67,3 @@ class PooledConnection:
         stopped reading must not block us.
         """
         self.sock.close()
-
-
-async def _receive(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
-    """Plain TCP: wait until readable, then read, so that a chunk arriving alone costs
-    one syscall (trio's receive_some reads first, and waits only after that read
-    failed)."""
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        try:
-            return os.read(sock.fileno(), max_bytes)
-        except BlockingIOError:
-            continue
-        except OSError as e:
-            if sock.fileno() == -1:
-                raise trio.ClosedResourceError("the connection was closed") from None
-            raise trio.BrokenResourceError(str(e)) from e
-
-
-async def _send(stream: trio.SocketStream, data: bytes) -> None:
-    """Plain TCP: write at once, with no scheduler pass, when the socket takes it all (a
-    request nearly always fits its send buffer); the rest through trio, which waits."""
-    sock = stream.socket
-    try:
-        sent = os.write(sock.fileno(), data)
-    except BlockingIOError:
-        sent = 0
-    except OSError as e:
-        if sock.fileno() == -1:
-            raise trio.ClosedResourceError("the connection was closed") from None
-        raise trio.BrokenResourceError(str(e)) from e
-    if sent < len(data):
-        await stream.send_all(memoryview(data)[sent:])

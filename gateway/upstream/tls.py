@@ -27,6 +27,8 @@ from typing import Final
 
 import trio
 
+from gateway.upstream import tcp_io
+
 __all__ = ["TLSConnection"]
 
 RAW_READ_BYTES: Final = 64 * 1024  # ciphertext read from the socket at once
@@ -169,18 +171,10 @@ class TLSConnection:
         data = self._unsent + self._outgoing.read()
         self._unsent = b""
         if data:
-            await self._tcp.send_all(data)
+            await tcp_io.send(self._tcp, data)
 
     async def _fill(self) -> bool:
         """Wait for the socket, read what came into the incoming BIO; False at EOF."""
-        sock = self._tcp.socket
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                raw = os.read(self.fd, RAW_READ_BYTES)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                raise trio.BrokenResourceError(str(e)) from e
-            self._feed(raw)
-            return bool(raw)
+        raw = await tcp_io.receive(self._tcp.socket, RAW_READ_BYTES)
+        self._feed(raw)
+        return bool(raw)
