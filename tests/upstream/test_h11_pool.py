@@ -10,7 +10,7 @@ import gc
 import itertools
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -30,7 +30,7 @@ from gateway.providers.openai import OpenAIProvider
 from gateway.upstream.h11_pool import MAX_HEAD_BYTES, USER_AGENT, H11Transport
 from gateway.upstream.relay import Relay, Timeouts
 from gateway.upstream.router import make_deployment
-from tests.tls import self_signed
+from tests.tls import tls_server
 
 Handler = Callable[[Request, Reply], Awaitable[None]]
 JSON = [("content-type", "application/json")]
@@ -705,28 +705,9 @@ async def test_tcp_nodelay_is_set() -> None:
 # -------------------------------------------------------------------------- https
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (its own trust anchor)."""
-    return self_signed(tmp_path_factory.mktemp("tls"), "127.0.0.1", "IP:127.0.0.1")
-
-
-@pytest.fixture
-def trust_certificate(
-    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    """Make `ssl.create_default_context()` trust the test certificate (and nothing else)."""
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
-    monkeypatch.setenv("SSL_CERT_DIR", str(certificate[0].parent))
-    yield
-
-
 async def test_https_keep_alive_with_alpn_http11(
     certificate: tuple[Path, Path], trust_certificate: None
 ) -> None:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    context.set_alpn_protocols(["h2", "http/1.1"])
     handshakes: list[str | None] = []
 
     async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
@@ -749,10 +730,7 @@ async def test_https_keep_alive_with_alpn_http11(
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    async with trio.open_nursery() as nursery:
-        serve = partial(trio.serve_ssl_over_tcp, handle, 0, context, host="127.0.0.1")
-        listeners = await nursery.start(partial(serve, https_compatible=True))
-        port = listeners[0].transport_listener.socket.getsockname()[1]
+    async with tls_server(certificate, handle, alpn=("h2", "http/1.1")) as port:
         transport = H11Transport(provider(port, scheme="https"))
         try:
             for _ in range(3):
@@ -760,7 +738,6 @@ async def test_https_keep_alive_with_alpn_http11(
                 assert result[0] == 200 and result[2] == b'{"tls":true}'
         finally:
             await transport.aclose()
-        nursery.cancel_scope.cancel()
     assert handshakes == ["http/1.1"]  # one connection, and it never offered h2
 
 
@@ -771,8 +748,6 @@ async def test_an_https_connection_whose_tls_session_ended_with_the_body_is_not_
     in one segment, and keeps the TCP connection open (awaiting our close_notify, as
     a two-way TLS shutdown does): the socket is not readable, but the connection is
     over and must not carry the next request (which would fail as if sent)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
     connections = 0
 
     async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
@@ -792,10 +767,7 @@ async def test_an_https_connection_whose_tls_session_ended_with_the_body_is_not_
             await stream.transport_stream.send_all(held + stream._outgoing.read())
             await trio.sleep(30)
 
-    async with trio.open_nursery() as nursery:
-        serve = partial(trio.serve_ssl_over_tcp, handle, 0, context, host="127.0.0.1")
-        listeners = await nursery.start(partial(serve, https_compatible=True))
-        port = listeners[0].transport_listener.socket.getsockname()[1]
+    async with tls_server(certificate, handle) as port:
         transport = H11Transport(provider(port, scheme="https"))
         try:
             for _ in range(2):
@@ -805,7 +777,6 @@ async def test_an_https_connection_whose_tls_session_ended_with_the_body_is_not_
                 await trio.sleep(0.05)  # the server has nothing more to send
         finally:
             await transport.aclose()
-        nursery.cancel_scope.cancel()
     assert connections == 2
 
 
@@ -844,17 +815,12 @@ async def test_a_host_name_tls_refuses_is_unreachable_and_leaks_no_socket(
 
 
 async def test_https_refuses_an_untrusted_certificate(certificate: tuple[Path, Path]) -> None:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
 
     async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
         with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.do_handshake()
 
-    async with trio.open_nursery() as nursery:
-        serve = partial(trio.serve_ssl_over_tcp, handle, 0, context, host="127.0.0.1")
-        listeners = await nursery.start(partial(serve, https_compatible=True))
-        port = listeners[0].transport_listener.socket.getsockname()[1]
+    async with tls_server(certificate, handle) as port:
         transport = H11Transport(
             provider(port, scheme="https"), ssl_context=ssl.create_default_context()
         )
@@ -863,7 +829,6 @@ async def test_https_refuses_an_untrusted_certificate(certificate: tuple[Path, P
                 await fetch(transport, post(port, scheme="https"))
         finally:
             await transport.aclose()
-        nursery.cancel_scope.cancel()
     assert info.value.message == "Could not reach the upstream 'up' (ConnectError)."
     assert not info.value.sent
 

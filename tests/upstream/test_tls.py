@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -15,40 +15,13 @@ import pytest
 import trio
 
 from gateway.upstream.tls import TLSConnection
-from tests.tls import self_signed
-
-Handler = Callable[[trio.SSLStream[trio.SocketStream]], Awaitable[None]]
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return self_signed(tmp_path_factory.mktemp("tls"), "127.0.0.1", "IP:127.0.0.1")
+from tests.tls import tls_server
 
 
 def client_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(certificate[0]))
     context.set_alpn_protocols(["http/1.1"])
     return context
-
-
-@asynccontextmanager
-async def tls_server(
-    certificate: tuple[Path, Path], handler: Handler, *, https_compatible: bool = True
-) -> AsyncIterator[int]:
-    """trio's TLS server on a free loopback port, each connection to `handler`."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(*certificate)
-    context.set_alpn_protocols(["http/1.1"])
-
-    async def guarded(stream: trio.SSLStream[trio.SocketStream]) -> None:
-        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await handler(stream)
-
-    async with trio.open_nursery() as nursery:
-        serve = partial(trio.serve_ssl_over_tcp, guarded, 0, context, host="127.0.0.1")
-        listeners = await nursery.start(partial(serve, https_compatible=https_compatible))
-        yield listeners[0].transport_listener.socket.getsockname()[1]
-        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -175,27 +148,20 @@ async def test_read_now_with_nothing_to_read_returns_empty(
         release.set()
 
 
-async def test_an_untrusted_certificate_fails_the_handshake(
-    certificate: tuple[Path, Path],
+@pytest.mark.parametrize("refused", ["an untrusted certificate", "a certificate for another host"])
+async def test_a_certificate_refused_fails_the_handshake(
+    certificate: tuple[Path, Path], refused: str
 ) -> None:
     async def nothing(stream: trio.SSLStream[trio.SocketStream]) -> None:
         await stream.do_handshake()
 
+    if refused == "an untrusted certificate":
+        context, host = ssl.create_default_context(), "127.0.0.1"
+    else:
+        context, host = client_context(certificate), "api.example"
     async with tls_server(certificate, nothing) as port:
         with pytest.raises(trio.BrokenResourceError, match="CERTIFICATE_VERIFY_FAILED"):
-            async with connect(port, ssl.create_default_context()):
-                pass
-
-
-async def test_a_certificate_for_another_host_fails_the_handshake(
-    certificate: tuple[Path, Path],
-) -> None:
-    async def nothing(stream: trio.SSLStream[trio.SocketStream]) -> None:
-        await stream.do_handshake()
-
-    async with tls_server(certificate, nothing) as port:
-        with pytest.raises(trio.BrokenResourceError, match="CERTIFICATE_VERIFY_FAILED"):
-            async with connect(port, client_context(certificate), host="api.example"):
+            async with connect(port, context, host=host):
                 pass
 
 
