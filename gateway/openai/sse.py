@@ -106,9 +106,9 @@ class SSEDecoder:
         """The data of `chunk` if it is exactly one event, a single `data: ` line and
         its blank line, that `feed` would return alone (no `event:` or `retry:` before
         it, nothing buffered, no CR anywhere), leaving the decoder as it was; else
-        None, and nothing is consumed. A relay that only
-        needs the data of such chunks (nearly every chunk of a token stream) skips the
-        event objects: feeding it afterwards is as if `feed` had been given it."""
+        None, and nothing is consumed. A relay that only needs the data of such chunks
+        (nearly every chunk of a token stream) skips the event objects: feeding the
+        decoder afterwards is as if `feed` had been given the chunk."""
         end = len(chunk) - 2
         if (
             end < 6
